@@ -1,0 +1,1 @@
+"""Event schema, rolling-window maths, the feature registry and the feature stores."""

@@ -1,0 +1,173 @@
+"""Per-customer feature state: day pages of integer aggregates plus a small lifetime profile.
+
+Pure data and pure functions, no I/O: both stores (memory and DynamoDB) keep exactly this state and
+apply events with `apply_event`, so they cannot disagree.
+
+Invariants, whatever order or duplication events arrive in:
+- An event is counted at most once. Its idempotency key is a 16-byte digest of `event_id`, kept in
+  the page of the UTC day it occurred on. Duplicates are looked up across every page of that day.
+- Aggregates are integers (cents, seconds, centi-stars) and merges are sums, minima, maxima or
+  "latest by (occurred_at, event_id)": all commutative and associative, so any order of the same
+  events gives the same state up to how ids are spread over pages, and the same features.
+- Every page holds at most `PAGE_CAPACITY` events, which bounds its size (and its DynamoDB item)
+  whatever one customer does in a day; a busy day simply has more pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from features.events import TIERS, Event
+
+DAY_US = 86_400_000_000
+PAGE_CAPACITY = 500
+DIGEST_BYTES = 16
+
+# Lifetime counters kept in the profile, by event type (the event counts once, when first seen).
+_LIFETIME_COUNTERS = {
+    "session_completed": "sessions",
+    "ib_call": "ib_calls",
+    "payment_failed": "payment_failures",
+    "subscription_changed": "tier_changes",
+}
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch, UTC: exact integer time for comparisons and storage."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def event_digest(event_id: str) -> bytes:
+    return hashlib.blake2b(event_id.encode(), digest_size=DIGEST_BYTES).digest()
+
+
+@dataclass
+class DayPage:
+    """Aggregates of up to PAGE_CAPACITY events that occurred on one UTC day."""
+
+    day: int  # days since 1970-01-01
+    page: int  # 0, 1, ... within the day
+    event_digests: set[bytes] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    last_us: dict[str, int] = field(default_factory=dict)  # event type -> latest occurred_at
+    # tutor_id -> [completed sessions, sum of ratings in centi-stars, number of ratings]
+    tutors: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.event_digests) >= PAGE_CAPACITY
+
+
+@dataclass
+class Profile:
+    """What outlives the day pages: first and last times, tier, first session, lifetime totals."""
+
+    first_seen_us: int | None = None
+    signed_up_us: int | None = None
+    tier: tuple[int, str, int] | None = None  # (occurred_us, event_id, tier index): latest wins
+    first_session: tuple[int, str, int] | None = None  # (occurred_us, event_id, success 0/1): earliest wins
+    last_us: dict[str, int] = field(default_factory=dict)
+    lifetime: dict[str, int] = field(default_factory=dict)
+    version: int = 0  # optimistic-concurrency token of the store; 0 = never written
+
+
+@dataclass
+class CustomerState:
+    customer_id: str
+    profile: Profile = field(default_factory=Profile)
+    pages: dict[tuple[int, int], DayPage] = field(default_factory=dict)
+
+    def pages_of_day(self, day: int) -> list[DayPage]:
+        return [page for (d, _), page in self.pages.items() if d == day]
+
+    def prune(self, oldest_day: int) -> None:
+        """Drop pages before `oldest_day` (what DynamoDB's TTL does to old buckets)."""
+        for key in [key for key in self.pages if key[0] < oldest_day]:
+            del self.pages[key]
+
+
+def _add(counts: dict[str, int], key: str, amount: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + amount
+
+
+def apply_event(state: CustomerState, event: Event) -> DayPage | None:
+    """Fold one event into the state. Returns the page it landed in, or None for a duplicate."""
+    occurred_us = to_us(event.occurred_at)
+    day = occurred_us // DAY_US
+    digest = event_digest(event.event_id)
+    pages = state.pages_of_day(day)
+    if any(digest in page.event_digests for page in pages):
+        return None
+    open_pages = [page for page in pages if not page.is_full]
+    if open_pages:
+        page = min(open_pages, key=lambda p: p.page)
+    else:
+        page = DayPage(day=day, page=max((p.page for p in pages), default=-1) + 1)
+        state.pages[(day, page.page)] = page
+    page.event_digests.add(digest)
+    _fold_into_page(page, event)
+    _fold_into_profile(state.profile, event, occurred_us)
+    page.last_us[event.type] = max(page.last_us.get(event.type, occurred_us), occurred_us)
+    return page
+
+
+def _fold_into_page(page: DayPage, event: Event) -> None:
+    counts = page.counts
+    kind = event.type
+    _add(counts, "n." + kind)
+    if kind == "session_completed":
+        _add(counts, "seconds.session", round(event.duration_minutes * 60))
+        _add(counts, "subject." + event.subject)
+        page.tutors.setdefault(event.tutor_id, [0, 0, 0])[0] += 1
+    elif kind == "session_rated":
+        centi = round(event.rating * 100)
+        _add(counts, "rating.centi", centi)
+        if event.rating <= 2:
+            _add(counts, "rating.low")
+        tutor = page.tutors.setdefault(event.tutor_id, [0, 0, 0])
+        tutor[1] += centi
+        tutor[2] += 1
+    elif kind == "session_cancelled":
+        _add(counts, "n.session_cancelled." + event.cancelled_by)
+    elif kind == "ib_call":
+        _add(counts, "n.ib_call." + event.sentiment)
+    elif kind in ("payment_succeeded", "payment_failed"):
+        _add(counts, "cents." + kind, round(event.amount * 100))
+
+
+def _fold_into_profile(profile: Profile, event: Event, occurred_us: int) -> None:
+    kind = event.type
+    profile.first_seen_us = _earliest(profile.first_seen_us, occurred_us)
+    profile.last_us[kind] = max(profile.last_us.get(kind, occurred_us), occurred_us)
+    if kind in _LIFETIME_COUNTERS:
+        _add(profile.lifetime, _LIFETIME_COUNTERS[kind])
+    if kind == "customer_signed_up":
+        profile.signed_up_us = _earliest(profile.signed_up_us, occurred_us)
+    if kind in ("customer_signed_up", "subscription_changed"):
+        candidate = (occurred_us, event.event_id, TIERS.index(event.tier))
+        if profile.tier is None or candidate > profile.tier:
+            profile.tier = candidate
+    elif kind == "session_completed":
+        if event.first_session:
+            first = (occurred_us, event.event_id, int(bool(event.success)))
+            if profile.first_session is None or first < profile.first_session:
+                profile.first_session = first
+    elif kind == "ib_call" and event.sentiment == "negative":
+        _add(profile.lifetime, "negative_calls")
+    elif kind == "payment_succeeded":
+        _add(profile.lifetime, "spend_cents", round(event.amount * 100))
+
+
+def _earliest(current: int | None, candidate: int) -> int:
+    return candidate if current is None else min(current, candidate)
+
+
+def utc_day(moment: datetime) -> int:
+    return to_us(moment) // DAY_US

@@ -1,0 +1,97 @@
+"""The feature-store port and its in-memory adapter.
+
+A store keeps `CustomerState`s and applies batches of already validated, already time-checked
+events to them. `apply` is idempotent by event_id: re-applying a batch, or any part of it, changes
+nothing and reports the events as duplicates. The DynamoDB adapter lives in `features.dynamodb`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from features.events import Event
+from features.state import CustomerState, apply_event, utc_day
+
+DEFAULT_RETENTION = timedelta(days=35)
+
+
+@dataclass
+class ApplyResult:
+    """What one `apply` did: new state of every touched customer and which events were new."""
+
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)  # event_ids counted now
+    duplicates: list[str] = field(default_factory=list)  # event_ids already counted before
+
+    def merge(self, other: ApplyResult) -> None:
+        self.states.update(other.states)
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+
+
+class FeatureStore(Protocol):
+    async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
+        """Fold events into their customers' states, durably, at most once per event_id."""
+        ...
+
+    async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+        """Current states (customers never seen get an empty state)."""
+        ...
+
+
+def group_by_customer(events: Iterable[Event]) -> dict[str, list[Event]]:
+    grouped: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        grouped[event.customer_id].append(event)
+    return grouped
+
+
+def apply_to_state(state: CustomerState, events: Iterable[Event], result: ApplyResult) -> set[tuple[int, int]]:
+    """Apply events to `state` in place; returns the keys of pages that changed."""
+    touched: set[tuple[int, int]] = set()
+    for event in events:
+        page = apply_event(state, event)
+        if page is None:
+            result.duplicates.append(event.event_id)
+        else:
+            result.applied.append(event.event_id)
+            touched.add((page.day, page.page))
+    return touched
+
+
+def oldest_kept_day(now: datetime, retention: timedelta) -> int:
+    """Pages before this day can hold no event the worker would still accept (one day of slack)."""
+    return utc_day(now - retention) - 1
+
+
+class MemoryFeatureStore:
+    """In-process twin of the DynamoDB store: same state, same maths. For tests, backtests, `features`."""
+
+    def __init__(self, retention: timedelta = DEFAULT_RETENTION) -> None:
+        self._retention = retention
+        self._states: dict[str, CustomerState] = {}
+
+    async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
+        return self.apply_sync(events, now)
+
+    def apply_sync(self, events: Sequence[Event], now: datetime) -> ApplyResult:
+        result = ApplyResult()
+        oldest = oldest_kept_day(now, self._retention)
+        for customer_id, customer_events in group_by_customer(events).items():
+            state = self._states.setdefault(customer_id, CustomerState(customer_id))
+            if apply_to_state(state, customer_events, result):
+                state.profile.version += 1
+            state.prune(oldest)
+            result.states[customer_id] = state
+        return result
+
+    async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+        return {cid: copy.deepcopy(self._states.get(cid) or CustomerState(cid)) for cid in customer_ids}
+
+    def customers(self) -> list[str]:
+        return sorted(self._states)
