@@ -23,14 +23,15 @@ from botocore.exceptions import ClientError
 
 from features.events import Event
 from features.exceptions import FeatureStoreError, StoreConflictError
-from features.state import DAY_US, DIGEST_BYTES, CustomerState, DayPage, Profile
-from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer, oldest_kept_day
+from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
+from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer
 
 PROFILE_BUCKET = "profile"
 TTL_ATTRIBUTE = "expires_at"
 # A page outlives retention by two days, so a redelivered event is either still deduplicated by
 # its page or rejected as too old before it reaches the store; never counted twice.
 TTL_SLACK = timedelta(days=2)
+PAGE_ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB's item size limit; PAGE_CAPACITY keeps pages far below it
 MAX_ATTEMPTS = 6
 MAX_CONCURRENT_CUSTOMERS = 32
 
@@ -141,20 +142,20 @@ class DynamoDBFeatureStore:
         self.requests: dict[str, int] = {"Query": 0, "TransactWriteItems": 0}  # for cost accounting
 
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        now = datetime.now(UTC)
         ids = list(customer_ids)
-        states = await _gather_limited([self._read(cid, now) for cid in ids])
+        states = await _gather_limited([self._read(cid) for cid in ids])
         return dict(zip(ids, states, strict=True))
 
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
         grouped = group_by_customer(events)
-        results = await _gather_limited([self._apply_customer(cid, evs, now) for cid, evs in grouped.items()])
+        del now  # TTL, not the caller's clock, expires pages here
+        results = await _gather_limited([self._apply_customer(cid, evs) for cid, evs in grouped.items()])
         total = ApplyResult()
         for result in results:
             total.merge(result)
         return total
 
-    async def _read(self, customer_id: str, now: datetime) -> CustomerState:
+    async def _read(self, customer_id: str) -> CustomerState:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
@@ -172,13 +173,12 @@ class DynamoDBFeatureStore:
             if "LastEvaluatedKey" not in response:
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        state = state_from_items(customer_id, items)
-        state.prune(oldest_kept_day(now, self._retention))  # TTL deletes lazily: ignore what it has not yet
-        return state
+        # Pages past TTL that DynamoDB has not deleted yet are harmless: windows end 30 days back.
+        return state_from_items(customer_id, items)
 
-    async def _apply_customer(self, customer_id: str, events: list[Event], now: datetime) -> ApplyResult:
+    async def _apply_customer(self, customer_id: str, events: list[Event]) -> ApplyResult:
         for attempt in range(MAX_ATTEMPTS):
-            state = await self._read(customer_id, now)
+            state = await self._read(customer_id)
             result = ApplyResult()
             touched = apply_to_state(state, events, result)
             result.states[customer_id] = state
@@ -264,4 +264,3 @@ async def create_feature_table(client: Any, table: str) -> bool:
     return created
 
 
-__all__ = ["DAY_US", "DynamoDBFeatureStore", "create_feature_table", "table_name"]

@@ -1,0 +1,51 @@
+"""Shared fixtures: a clean AWS environment for every test and one moto server per session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "worker" / "data" / "sample_events.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach real AWS or depend on the developer's profile: clear AWS_* and CHURN_*."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "CHURN_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1, a free port: a real HTTP endpoint for aiobotocore and boto3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point every AWS client built from the environment at the moto server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return moto_server
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A random resource-name prefix, so tests sharing the moto server never see each other's data."""
+    return f"t{uuid.uuid4().hex[:10]}-"

@@ -1,0 +1,131 @@
+"""The DynamoDB feature store against moto's server, through aiobotocore over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from aiobotocore.session import get_session
+
+from features.dynamodb import PAGE_ITEM_LIMIT_BYTES, DynamoDBFeatureStore, create_feature_table, table_name
+from features.eventfile import read_event_file
+from features.events import Event, check_event_time, validate_event
+from features.exceptions import EventParseError
+from features.registry import compute_features
+from features.state import PAGE_CAPACITY
+from features.store import MemoryFeatureStore
+from tests.conftest import SAMPLE_EVENTS
+
+AS_OF = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        yield client
+
+
+@pytest.fixture
+async def table(dynamodb: Any, unique_prefix: str) -> str:
+    name = table_name(unique_prefix)
+    assert await create_feature_table(dynamodb, name) is True
+    return name
+
+
+def sample_events() -> list[Event]:
+    out = []
+    for _, item in read_event_file(SAMPLE_EVENTS):
+        assert not isinstance(item, EventParseError), item
+        if check_event_time(item, AS_OF, timedelta(days=35)) is None:
+            out.append(item)
+    return out
+
+
+def login(i: int, customer: str = "c-busy", when: str = "2026-11-26T10:00:00Z") -> Event:
+    return validate_event({"event_id": f"e-{i}", "customer_id": customer, "type": "login", "occurred_at": when})
+
+
+async def test_same_events_through_both_stores_give_identical_features(dynamodb: Any, table: str) -> None:
+    events = sample_events()
+    memory = MemoryFeatureStore()
+    await memory.apply(events, now=AS_OF)
+    dynamo = DynamoDBFeatureStore(dynamodb, table)
+    shuffled = events[:]
+    random.Random(7).shuffle(shuffled)
+    for i in range(0, len(shuffled), 4):  # several batches, in another order
+        await dynamo.apply(shuffled[i : i + 4], now=AS_OF)
+    customers = ["c-alice", "c-bob"]
+    from_memory = await memory.get(customers)
+    from_dynamo = await dynamo.get(customers)
+    for cid in customers:
+        for as_of in (AS_OF, AS_OF + timedelta(days=20)):
+            assert np.array_equal(compute_features(from_dynamo[cid], as_of), compute_features(from_memory[cid], as_of))
+
+
+async def test_redelivery_is_counted_once_and_costs_no_write(dynamodb: Any, table: str) -> None:
+    store = DynamoDBFeatureStore(dynamodb, table)
+    batch = [login(i) for i in range(5)]
+    first = await store.apply(batch, now=AS_OF)
+    writes = store.requests["TransactWriteItems"]
+    again = await store.apply(batch, now=AS_OF)
+    assert sorted(first.applied) == sorted(e.event_id for e in batch) and again.applied == []
+    assert sorted(again.duplicates) == sorted(first.applied)
+    assert store.requests["TransactWriteItems"] == writes  # all duplicates: nothing written
+    state = (await store.get(["c-busy"]))["c-busy"]
+    assert sum(p.counts["n.login"] for p in state.pages.values()) == 5
+
+
+async def test_one_write_request_per_customer_per_batch(dynamodb: Any, table: str) -> None:
+    store = DynamoDBFeatureStore(dynamodb, table)
+    events = [login(i, customer=f"c-{i % 7}", when=f"2026-11-2{i % 3}T10:00:00Z") for i in range(70)]
+    await store.apply(events, now=AS_OF)
+    assert store.requests == {"Query": 7, "TransactWriteItems": 7}
+
+
+async def test_two_workers_racing_on_one_customer_lose_and_double_nothing(dynamodb: Any, table: str) -> None:
+    first, second = DynamoDBFeatureStore(dynamodb, table), DynamoDBFeatureStore(dynamodb, table)
+    events = [login(i) for i in range(60)]
+    # overlapping batches, as two workers see after a visibility timeout or a lease takeover
+    batches_a = [events[i : i + 10] for i in range(0, 60, 10)]
+    batches_b = [events[i : i + 15] for i in range(0, 60, 15)]
+
+    async def run(store: DynamoDBFeatureStore, batches: list[list[Event]]) -> None:
+        for batch in batches:
+            await store.apply(batch, now=AS_OF)
+
+    await asyncio.gather(run(first, batches_a), run(second, batches_b))
+    state = (await first.get(["c-busy"]))["c-busy"]
+    assert sum(p.counts["n.login"] for p in state.pages.values()) == 60
+    assert state.profile.version >= 2
+
+
+async def test_a_customer_with_ten_thousand_events_in_a_day_stays_under_the_item_limit(dynamodb: Any, table: str) -> None:
+    store = DynamoDBFeatureStore(dynamodb, table)
+    events = [
+        validate_event({"event_id": f"r-{i}", "customer_id": "c-huge", "type": "session_rated",
+                        "occurred_at": "2026-11-26T10:00:00Z", "rating": 5, "tutor_id": f"tutor-{i:058d}"})
+        for i in range(10_000)
+    ]  # fmt: skip
+    for i in range(0, len(events), 2_500):
+        await store.apply(events[i : i + 2_500], now=AS_OF)
+    response = await dynamodb.query(
+        TableName=table, KeyConditionExpression="customer_id = :c", ExpressionAttributeValues={":c": {"S": "c-huge"}}
+    )
+    pages = [item for item in response["Items"] if item["bucket"]["S"].startswith("d#")]
+    assert len(pages) == 10_000 // PAGE_CAPACITY
+    largest = max(len(str(item)) for item in pages)  # a generous over-estimate of the item's size
+    assert largest < PAGE_ITEM_LIMIT_BYTES
+    assert all(int(item["expires_at"]["N"]) > AS_OF.timestamp() + 35 * 86_400 for item in pages)
+    state = (await store.get(["c-huge"]))["c-huge"]
+    assert sum(p.counts["n.session_rated"] for p in state.pages.values()) == 10_000
+
+
+async def test_bootstrap_of_the_table_is_idempotent(dynamodb: Any, table: str) -> None:
+    assert await create_feature_table(dynamodb, table) is False
+    ttl = await dynamodb.describe_time_to_live(TableName=table)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"

@@ -1,0 +1,50 @@
+"""One owner for AWS client lifetimes: every aiobotocore client is opened in one AsyncExitStack.
+
+Endpoints come from botocore's standard chain (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`),
+so the same code talks to AWS, to moto's server, or to the local model endpoint.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from worker.settings import Settings
+
+# Standard retry mode: exponential backoff with jitter on throttling and 5xx, bounded attempts.
+CLIENT_CONFIG = AioConfig(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=64,
+)
+
+
+class AwsClients:
+    """`async with AwsClients(settings, "dynamodb", "sqs") as aws: aws["dynamodb"]...`"""
+
+    def __init__(self, settings: Settings, *services: str) -> None:
+        self._settings = settings
+        self._services = services
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+
+    async def __aenter__(self) -> AwsClients:
+        session = get_session()
+        for service in self._services:
+            self._clients[service] = await self._stack.enter_async_context(
+                session.create_client(service, region_name=self._settings.aws_region, config=CLIENT_CONFIG)
+            )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def __getitem__(self, service: str) -> Any:
+        return self._clients[service]

@@ -1,0 +1,1 @@
+"""One module per `churn-worker` subcommand; `worker.cli` parses arguments and dispatches here."""

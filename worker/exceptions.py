@@ -1,0 +1,15 @@
+"""Errors raised by the worker package. Messages say what to do."""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base for every error this package raises."""
+
+
+class UsageError(WorkerError):
+    """Bad command-line usage or input file: exit code 2."""
+
+
+class ConfigError(UsageError):
+    """An invalid config file or environment variable; the message names the key and the reason."""

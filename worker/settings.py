@@ -1,0 +1,99 @@
+"""The one settings class (CONTRACTS.md section 4), built once at the entry point.
+
+Lowest to highest: defaults, a TOML or YAML file (`--config FILE` or `CHURN_CONFIG`), environment
+variables `CHURN_*` (nested with `__`, e.g. `CHURN_ALERTS__IB_CALL_SPIKE__MIN_CALLS=3`). AWS access
+uses the standard chain (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL[_<SERVICE>]`): botocore
+reads those itself, so no keys ever live here. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.exceptions import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHURN_", env_nested_delimiter="__", frozen=True, extra="forbid", case_sensitive=False
+    )
+
+    source: Literal["sqs", "kinesis"] = "sqs"
+    sqs_queue_url: str | None = None
+    kinesis_stream: str | None = None
+    dlq_url: str | None = None
+    table_prefix: str = Field("churn-", pattern=r"^[A-Za-z0-9_.-]{0,200}$")
+    alerts_topic_arn: str | None = None
+    endpoint_name: str = "churn-health"
+    retention_days: int = Field(35, ge=31, le=365, description="events older than this are rejected")
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+    @property
+    def aws_region(self) -> str:
+        # botocore reads AWS_DEFAULT_REGION but not AWS_REGION; honour both, as other SDKs do.
+        return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init carries the config file's values (see load_settings); env overrides them.
+        return env_settings, init_settings
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML or YAML file to a dict, or a ConfigError naming the file and the problem."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a table of settings at the top level")
+    return data
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Defaults < config file (`config_file` or CHURN_CONFIG) < CHURN_* environment variables."""
+    path = config_file or (Path(os.environ["CHURN_CONFIG"]) if os.environ.get("CHURN_CONFIG") else None)
+    values = read_config_file(path) if path else {}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        key = ".".join(str(part) for part in error["loc"])
+        where = f"config file {path}" if path else "settings"
+        raise ConfigError(f"{where}: {key}: {error['msg']}") from None
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """Effective settings for `config show`; nothing secret is stored here, but URLs may carry tokens."""
+    data = settings.model_dump(mode="json")
+    for key, value in data.items():
+        if isinstance(value, str) and "@" in value and "://" in value:
+            scheme, rest = value.split("://", 1)
+            data[key] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    data["aws_region"] = settings.aws_region
+    data["aws_endpoint_url"] = os.environ.get("AWS_ENDPOINT_URL")
+    return data
