@@ -20,12 +20,13 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from features.events import SUBJECTS
 from features.state import DAY_US, CustomerState
-from features.windows import WindowView, window_view
+from features.windows import EVENT_COUNTERS, WindowBatch, window_batch
 
 REGISTRY_VERSION = 1
 RECENCY_NEVER = 365
@@ -35,48 +36,39 @@ RECENCY_NEVER = 365
 class FeatureDef:
     name: str
     description: str
-    compute: Callable[[WindowView], float]
+    compute: Callable[[WindowBatch], Any]  # one value per customer (an array, or a scalar for all)
 
 
-def _ratio(numerator: float, denominator: float, empty: float = 0.0) -> float:
-    return numerator / denominator if denominator else empty
+Column = np.ndarray
 
 
-def _start_us(v: WindowView) -> int:
-    p = v.profile
-    start = p.signed_up_us if p.signed_up_us is not None else p.first_seen_us
-    return v.as_of_us if start is None else start
+def _ratio(numerator: Any, denominator: Any, empty: float = 0.0) -> Column:
+    num, den = np.broadcast_arrays(np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64))
+    out = np.full(num.shape, empty)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
 
 
-def _days_since(v: WindowView, kinds: Sequence[str], never_from_start: bool) -> float:
-    latest = max((v.last_us[k] for k in kinds if k in v.last_us), default=None)
-    if latest is None:
-        if not never_from_start:
-            return float(RECENCY_NEVER)
-        latest = _start_us(v)
-    return float(max(0, (v.as_of_us - latest) // DAY_US))
+def _days_since(v: WindowBatch, kinds: Sequence[str], never_from_start: bool) -> Column:
+    latest = v.last_us[kinds[0]]
+    for kind in kinds[1:]:
+        latest = np.fmax(latest, v.last_us[kind])  # fmax: NaN (never) loses to any real time
+    fallback = v.start_us if never_from_start else v.as_of_us - RECENCY_NEVER * DAY_US
+    latest = np.where(np.isnan(latest), fallback, latest)
+    return np.maximum(0.0, np.floor((v.as_of_us - latest) / DAY_US))
 
 
-def _avg_rating(v: WindowView, w: str) -> float:
+def _avg_rating(v: WindowBatch, w: str) -> Column:
     return _ratio(v.count(w, "rating.centi") / 100, v.count(w, "n.session_rated"))
 
 
-def _primary_tutor(v: WindowView) -> tuple[str, list[int]] | None:
-    """The tutor with the most completed sessions in 30 days; ties go to the smallest id."""
-    with_sessions = [(tid, agg) for tid, agg in v.tutors_30d.items() if agg[0] > 0]
-    if not with_sessions:
-        return None
-    return min(with_sessions, key=lambda item: (-item[1][0], item[0]))
+def _cancellation_rate(v: WindowBatch, w: str, counter: str = "n.session_cancelled") -> Column:
+    return _ratio(v.count(w, counter), v.count(w, "n.session_cancelled") + v.count(w, "n.session_completed"))
 
 
-def _tutor_consistency(v: WindowView) -> float:
-    primary = _primary_tutor(v)
-    return _ratio(primary[1][0], v.count("30d", "n.session_completed")) if primary else 0.0
-
-
-def _primary_tutor_rating(v: WindowView) -> float:
-    primary = _primary_tutor(v)
-    return _ratio(primary[1][1] / 100, primary[1][2]) if primary else 0.0
+def _payment_success_rate(v: WindowBatch, w: str) -> Column:
+    ok = v.count(w, "n.payment_succeeded")
+    return _ratio(ok, ok + v.count(w, "n.payment_failed"), 1.0)
 
 
 def _seed_features() -> list[FeatureDef]:
@@ -88,8 +80,7 @@ def _seed_features() -> list[FeatureDef]:
           lambda v: v.count("7d", "n.session_completed") / 1.0),
         f("avg_rating_7d", "mean rating given, last 7 days (0 = none)", lambda v: _avg_rating(v, "7d")),
         f("cancellation_rate_7d", "cancelled / (cancelled + completed) sessions, last 7 days",
-          lambda v: _ratio(v.count("7d", "n.session_cancelled"),
-                           v.count("7d", "n.session_cancelled") + v.count("7d", "n.session_completed"))),
+          lambda v: _cancellation_rate(v, "7d")),
         f("ib_call_count_7d", "inbound support calls, last 7 days", lambda v: v.count("7d", "n.ib_call")),
         f("session_count_14d", "completed sessions, last 14 days", lambda v: v.count("14d", "n.session_completed")),
         f("session_frequency_14d", "completed sessions per week, last 14 days",
@@ -110,21 +101,20 @@ def _seed_features() -> list[FeatureDef]:
         f("days_since_last_payment", "whole days since the latest successful payment (never: since start)",
           lambda v: _days_since(v, ["payment_succeeded"], True)),
         f("customer_tenure_days", "whole days since sign-up (or the first event seen)",
-          lambda v: float(max(0, (v.as_of_us - _start_us(v)) // DAY_US))),
+          lambda v: np.maximum(0.0, np.floor((v.as_of_us - v.start_us) / DAY_US))),
         f("login_count_7d", "logins, last 7 days", lambda v: v.count("7d", "n.login")),
         f("message_count_7d", "messages sent, last 7 days", lambda v: v.count("7d", "n.message_sent")),
         f("payment_success_rate_30d", "succeeded / all payments, last 30 days (1 = none failed)",
-          lambda v: _ratio(v.count("30d", "n.payment_succeeded"),
-                           v.count("30d", "n.payment_succeeded") + v.count("30d", "n.payment_failed"), 1.0)),
+          lambda v: _payment_success_rate(v, "30d")),
         f("total_spend_lifetime", "USD of successful payments, lifetime",
-          lambda v: v.profile.lifetime.get("spend_cents", 0) / 100),
+          lambda v: v.life("spend_cents") / 100),
         f("tutor_consistency", "share of 30-day sessions with the primary tutor (0 = no sessions)",
-          _tutor_consistency),
-        f("primary_tutor_rating", "mean 30-day rating of the primary tutor (0 = unrated)", _primary_tutor_rating),
-        f("subscription_tier", "latest tier: 0 budget, 1 standard, 2 premium (0 = unknown)",
-          lambda v: v.profile.tier[2] if v.profile.tier else 0),
+          lambda v: _ratio(v.primary_tutor[:, 0], v.count("30d", "n.session_completed"))),
+        f("primary_tutor_rating", "mean 30-day rating of the primary tutor (0 = unrated)",
+          lambda v: _ratio(v.primary_tutor[:, 1] / 100, v.primary_tutor[:, 2])),
+        f("subscription_tier", "latest tier: 0 budget, 1 standard, 2 premium (0 = unknown)", lambda v: v.tier),
         f("first_session_was_success", "1 if the customer's first session succeeded, else 0",
-          lambda v: v.profile.first_session[2] if v.profile.first_session else 0),
+          lambda v: v.first_session_success),
     ]  # fmt: skip
     return out
 
@@ -179,10 +169,9 @@ def _window_features() -> list[FeatureDef]:
             f(f"low_rating_rate_{w}", f"share of ratings at 2 stars or less, last {days} days (0 = none)",
               lambda v, w=w: _ratio(v.count(w, "rating.low"), v.count(w, "n.session_rated"))),
             f(f"tutor_cancellation_rate_{w}", f"tutor-cancelled / (cancelled + completed), last {days} days",
-              lambda v, w=w: _ratio(v.count(w, "n.session_cancelled.tutor"),
-                                    v.count(w, "n.session_cancelled") + v.count(w, "n.session_completed"))),
+              lambda v, w=w: _cancellation_rate(v, w, "n.session_cancelled.tutor")),
             f(f"event_count_{w}", f"events of any type, last {days} days",
-              lambda v, w=w: sum(n for k, n in v.counts[w].items() if k.count(".") == 1 and k.startswith("n."))),
+              lambda v, w=w: v.counts[w][:, EVENT_COUNTERS].sum(axis=1)),
             f(f"login_frequency_{w}", f"logins per week, last {days} days",
               lambda v, w=w, weeks=weeks: v.count(w, "n.login") / weeks),
         ]  # fmt: skip
@@ -197,12 +186,10 @@ def _seed_family_member(stem: str, days: int) -> FeatureDef:
     f = FeatureDef
     if stem == "cancellation_rate":
         return f(f"cancellation_rate_{w}", f"cancelled / (cancelled + completed) sessions, last {days} days",
-                 lambda v: _ratio(v.count(w, "n.session_cancelled"),
-                                  v.count(w, "n.session_cancelled") + v.count(w, "n.session_completed")))  # fmt: skip
+                 lambda v: _cancellation_rate(v, w))
     if stem == "payment_success_rate":
         return f(f"payment_success_rate_{w}", f"succeeded / all payments, last {days} days (1 = none failed)",
-                 lambda v: _ratio(v.count(w, "n.payment_succeeded"),
-                                  v.count(w, "n.payment_succeeded") + v.count(w, "n.payment_failed"), 1.0))  # fmt: skip
+                 lambda v: _payment_success_rate(v, w))
     counter = {"negative_calls": "n.ib_call.negative", "login_count": "n.login", "message_count": "n.message_sent"}
     return f(f"{stem}_{w}", f"{stem.replace('_', ' ')}, last {days} days", lambda v: v.count(w, counter[stem]))
 
@@ -211,13 +198,12 @@ def _trend_features() -> list[FeatureDef]:
     """Last 7 days against the 7 before: a falling trend is the earliest churn signal."""
     f = FeatureDef
 
-    def delta(counter: str) -> Callable[[WindowView], float]:
+    def delta(counter: str) -> Callable[[WindowBatch], Column]:
         return lambda v: v.count("7d", counter) - v.count("prev7d", counter)
 
-    def rating_delta(v: WindowView) -> float:
-        if not v.count("7d", "n.session_rated") or not v.count("prev7d", "n.session_rated"):
-            return 0.0
-        return _avg_rating(v, "7d") - _avg_rating(v, "prev7d")
+    def rating_delta(v: WindowBatch) -> Column:
+        both_rated = (v.count("7d", "n.session_rated") > 0) & (v.count("prev7d", "n.session_rated") > 0)
+        return np.where(both_rated, _avg_rating(v, "7d") - _avg_rating(v, "prev7d"), 0.0)
 
     return [
         f("session_count_trend_7d", "sessions last 7 days minus the 7 before", delta("n.session_completed")),
@@ -260,15 +246,14 @@ def _recency_and_lifetime_features() -> list[FeatureDef]:
         ("lifetime_payment_failure_count", "failed payments, lifetime", "payment_failures"),
         ("lifetime_tier_change_count", "subscription changes, lifetime", "tier_changes"),
     ]
-    out += [f(name, what, lambda v, key=key: v.profile.lifetime.get(key, 0)) for name, what, key in lifetime]
+    out += [f(name, what, lambda v, key=key: v.life(key)) for name, what, key in lifetime]
     out += [
-        f("has_first_session", "1 once the customer completed a first session", lambda v: float(v.profile.first_session is not None)),
-        f("distinct_tutors_30d", "tutors with a completed session, last 30 days",
-          lambda v: sum(1 for agg in v.tutors_30d.values() if agg[0] > 0)),
+        f("has_first_session", "1 once the customer completed a first session", lambda v: v.has_first_session),
+        f("distinct_tutors_30d", "tutors with a completed session, last 30 days", lambda v: v.distinct_tutors),
         f("avg_payment_amount_30d", "USD per successful payment, last 30 days (0 = none)",
           lambda v: _ratio(v.count("30d", "cents.payment_succeeded") / 100, v.count("30d", "n.payment_succeeded"))),
         f("distinct_subjects_30d", "subjects with a completed session, last 30 days",
-          lambda v: sum(1 for s in SUBJECTS if v.count("30d", "subject." + s))),
+          lambda v: sum((v.count("30d", "subject." + s) > 0).astype(np.float64) for s in SUBJECTS)),
     ]  # fmt: skip
     return out
 
@@ -295,10 +280,18 @@ if len(set(FEATURE_NAMES)) != len(FEATURE_NAMES):  # pragma: no cover - a regist
     raise RuntimeError("duplicate feature names in the registry")
 
 
+def compute_features_batch(states: Sequence[CustomerState], as_of: datetime) -> np.ndarray:
+    """The model's input matrix (float64, [customers, features] in registry order) at `as_of`."""
+    batch = window_batch(states, as_of)
+    out = np.empty((len(states), len(FEATURES)))
+    for column, feature in enumerate(FEATURES):
+        out[:, column] = feature.compute(batch)
+    return out
+
+
 def compute_features(state: CustomerState, as_of: datetime) -> np.ndarray:
-    """The model's input vector (float64, registry order) for one customer at `as_of`."""
-    view = window_view(state, as_of)
-    return np.fromiter((feature.compute(view) for feature in FEATURES), dtype=np.float64, count=len(FEATURES))
+    """One customer's input vector (float64, registry order) at `as_of`."""
+    return compute_features_batch([state], as_of)[0]
 
 
 def features_as_dict(vector: np.ndarray) -> dict[str, float]:

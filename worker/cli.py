@@ -29,9 +29,11 @@ def _iso_instant(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: the options work before or after the command without a subparser's default undoing them.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE", help="TOML or YAML settings file (or CHURN_CONFIG)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML or YAML settings file (or CHURN_CONFIG)")  # fmt: skip
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.debug = getattr(args, "debug", False)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
-    if getattr(args, "debug", False):
+    if args.debug:
         traceback.print_exc()
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.events import SUBJECTS, Event, validate_event
-from features.registry import FEATURE_INDEX, FEATURE_NAMES, SEED_FEATURE_NAMES, compute_features
+from features.registry import (
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    SEED_FEATURE_NAMES,
+    compute_features,
+    compute_features_batch,
+)
 from features.state import PAGE_CAPACITY, CustomerState, apply_event
 from features.store import MemoryFeatureStore
 
@@ -130,3 +136,14 @@ def test_registry_has_the_seed_names_first_and_about_150_features() -> None:
     assert 140 <= len(FEATURE_NAMES) <= 160
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert all(f"subject_sessions_30d_{s}" in FEATURE_INDEX for s in SUBJECTS)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(events(customers=("c-1", "c-2", "c-3", "c-4")), min_size=1, max_size=60))
+def test_a_batch_of_customers_gets_the_same_vectors_as_one_at_a_time(base) -> None:  # type: ignore[no-untyped-def]
+    store = MemoryFeatureStore()
+    store.apply_sync(base, now=NOW)
+    states = list(store._states.values())
+    matrix = compute_features_batch(states, NOW)
+    for row, state in enumerate(states):
+        assert np.array_equal(matrix[row], compute_features(state, NOW))
