@@ -1,0 +1,159 @@
+"""Model bundles: one trained model and everything needed to serve, evaluate and package it.
+
+Layout of a bundle directory:
+    model.keras          the Keras model (architecture, weights, input normalisation)
+    saved_model/         the exported SavedModel with the serving signature (see model/export.py)
+    feature_spec.json    feature names in input order, the registry's FEATURE_HASH, the model version
+    metadata.json        model_version, training and data parameters, seed, library versions
+    metrics.json         training history and the held-out evaluation made at training time
+
+A bundle is written to a temporary sibling directory and renamed into place, so a reader never sees
+half a bundle. Every reader goes through `load_bundle`, which refuses a bundle whose feature hash is
+not the running code's (`BundleMismatchError`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.registry import FEATURE_HASH, FEATURE_NAMES, REGISTRY_VERSION
+from model.exceptions import BundleMismatchError, BundleNotFoundError
+
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+SPEC_FILE = "feature_spec.json"
+METADATA_FILE = "metadata.json"
+METRICS_FILE = "metrics.json"
+REQUIRED = (KERAS_FILE, SAVED_MODEL_DIR, SPEC_FILE, METADATA_FILE)
+
+
+def cache_dir() -> Path:
+    """Where default bundles live: $CHURN_MODEL_CACHE, else ~/.cache/churn-alerts."""
+    configured = os.environ.get("CHURN_MODEL_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "churn-alerts"
+
+
+def default_bundle_dir() -> Path:
+    return cache_dir() / "bundles" / "default"
+
+
+def feature_spec(model_version: str) -> dict[str, Any]:
+    return {
+        "names": list(FEATURE_NAMES),
+        "n_features": len(FEATURE_NAMES),
+        "feature_hash": FEATURE_HASH,
+        "registry_version": REGISTRY_VERSION,
+        "model_version": model_version,
+    }
+
+
+@dataclass
+class Bundle:
+    path: Path
+    spec: dict[str, Any]
+    metadata: dict[str, Any]
+    _serving_fn: Any = field(default=None, repr=False)
+
+    @property
+    def model_version(self) -> str:
+        return str(self.metadata["model_version"])
+
+    @property
+    def saved_model_dir(self) -> Path:
+        return self.path / SAVED_MODEL_DIR
+
+    def metrics(self) -> dict[str, Any]:
+        file = self.path / METRICS_FILE
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    def serving_fn(self) -> Any:
+        """The SavedModel's serving signature, loaded once: `fn(features=float32 [n, 150])`."""
+        if self._serving_fn is None:
+            from model.export import load_serving_fn
+
+            self._serving_fn = load_serving_fn(self.saved_model_dir)
+        return self._serving_fn
+
+    def keras_model(self) -> Any:
+        import keras
+
+        import model.network  # noqa: F401 - registers the custom loss for deserialisation
+
+        return keras.saving.load_model(self.path / KERAS_FILE, compile=False)
+
+
+def load_bundle(path: Path | str, check_hash: bool = True) -> Bundle:
+    """Open a bundle; raises `BundleNotFoundError` or, on a feature registry change, `BundleMismatchError`."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise BundleNotFoundError(
+            f"no model bundle at {path}: train one with `churn-model train --out {path}`"
+        )
+    missing = [name for name in REQUIRED if not (path / name).exists()]
+    if missing:
+        raise BundleNotFoundError(
+            f"{path} is not a complete model bundle (missing {', '.join(missing)}): "
+            f"retrain it with `churn-model train --out {path}`"
+        )
+    try:
+        spec = json.loads((path / SPEC_FILE).read_text())
+        metadata = json.loads((path / METADATA_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleNotFoundError(f"cannot read the model bundle at {path}: {exc}") from exc
+    if check_hash:
+        bundle_hash = str(spec.get("feature_hash"))
+        if bundle_hash != FEATURE_HASH or list(spec.get("names", [])) != list(FEATURE_NAMES):
+            raise BundleMismatchError(str(path), bundle_hash, FEATURE_HASH)
+    return Bundle(path=path, spec=spec, metadata=metadata)
+
+
+def is_bundle(path: Path) -> bool:
+    return path.is_dir() and all((path / name).exists() for name in REQUIRED)
+
+
+def write_bundle(
+    out_dir: Path,
+    keras_model: Any,
+    mean: Any,
+    metadata: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write a complete bundle to `out_dir`, replacing a bundle already there (never anything else)."""
+    from model.export import export_saved_model
+
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not is_bundle(out_dir) and any(out_dir.iterdir()):
+        raise BundleNotFoundError(
+            f"{out_dir} exists and is not a model bundle: choose an empty or new directory"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        keras_model.save(staging / KERAS_FILE)
+        export_saved_model(keras_model, mean, staging / SAVED_MODEL_DIR)
+        spec = feature_spec(metadata["model_version"])
+        (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            retired = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            out_dir.rename(retired)
+            staging.rename(out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def update_metrics(bundle: Bundle, metrics: dict[str, Any]) -> None:
+    (bundle.path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,136 @@
+"""Serving artefacts: the SavedModel with its serving signature, and SageMaker's model.tar.gz.
+
+The serving signature (`serving_default`) takes raw registry vectors (`features`, float32 [n, 150])
+and returns, per instance, the six heads plus the top-10 feature attributions for `churn_risk_30d`,
+computed inside the graph with a `GradientTape` so TensorFlow Serving returns them as ordinary outputs.
+
+Attribution: gradient x (input - training mean), i.e. d churn_risk_30d / d x_i times how far x_i is
+from the average training customer. It is the first-order estimate of how much feature i moves this
+customer's risk away from the average customer's, so it is in probability units and does not depend
+on a feature's units (a raw gradient would rank "dollars of lifetime spend" against "days since last
+session" by unit size). `importance` is its absolute value; the top 10 by importance are returned.
+
+The package layout is what SageMaker's TensorFlow Serving container expects under /opt/ml/model:
+`<version>/saved_model.pb`, `<version>/variables/`, `code/inference.py`, `code/requirements.txt`,
+plus `code/feature_spec.json` which the handlers read (feature names, hash, model version).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+TOP_K = 10
+SIGNATURE = "serving_default"
+# Output keys of the serving signature, in the order the output handler reads them.
+SERVING_OUTPUTS: tuple[str, ...] = (
+    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand",
+    "health_score", "top_feature_indices", "top_feature_importance",
+)  # fmt: skip
+
+_INFERENCE_SOURCE = Path(__file__).with_name("inference.py")
+_REQUIREMENTS = (
+    "# The handlers in inference.py use only the Python standard library; the TensorFlow Serving\n"
+    "# container installs what is listed here before it starts.\n"
+)
+
+
+def make_serving_fn(model: keras.Model, mean: np.ndarray) -> tf.types.experimental.PolymorphicFunction:
+    n_features = int(model.input_shape[-1])
+    baseline = tf.constant(np.asarray(mean, dtype=np.float32).reshape(1, n_features))
+    k = min(TOP_K, n_features)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="features")])
+    def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = model(features, training=False)
+            churn = out["churn_risk_30d"]
+        # Rows are independent at inference (BatchNorm uses its moving statistics), so the gradient
+        # of the batch sum is each row's own gradient.
+        gradient = tape.gradient(churn, features)
+        attribution = tf.abs(gradient * (features - baseline))
+        top = tf.math.top_k(attribution, k=k)
+        return {
+            "first_session_success": tf.squeeze(out["first_session_success"], axis=-1),
+            "session_velocity": tf.squeeze(out["session_velocity"], axis=-1),
+            "churn_risk_14d": tf.squeeze(out["churn_risk_14d"], axis=-1),
+            "churn_risk_30d": tf.squeeze(churn, axis=-1),
+            "supply_demand": out["supply_demand"],
+            "health_score": tf.squeeze(out["health_score"], axis=-1),
+            "top_feature_indices": top.indices,
+            "top_feature_importance": top.values,
+        }
+
+    return serve
+
+
+def export_saved_model(model: keras.Model, mean: np.ndarray, path: Path) -> Path:
+    """Write the SavedModel with the `serving_default` signature to `path` (a fresh directory)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    serve = make_serving_fn(model, mean)
+    archive.add_endpoint(name=SIGNATURE, fn=serve)
+    archive.write_out(str(path), verbose=False)
+    return path
+
+
+def load_serving_fn(path: Path) -> Any:
+    """The `serving_default` concrete function of a SavedModel: call it as `fn(features=array)`."""
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures[SIGNATURE]
+    fn._churn_alerts_owner = loaded  # keep the trackable alive as long as the function
+    return fn
+
+
+def build_package(
+    saved_model_dir: Path, feature_spec: dict[str, Any], out_file: Path, version: int = 1
+) -> Path:
+    """SageMaker's model.tar.gz for the TensorFlow Serving container, written atomically."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".partial")
+    now = time.time()
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = int(now)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(tmp, "w:gz") as tar:
+        for file in sorted(saved_model_dir.rglob("*")):
+            tar.add(
+                file, arcname=f"{version}/{file.relative_to(saved_model_dir).as_posix()}", recursive=False
+            )
+        add_bytes(tar, "code/inference.py", _INFERENCE_SOURCE.read_bytes())
+        add_bytes(tar, "code/requirements.txt", _REQUIREMENTS.encode())
+        add_bytes(tar, "code/feature_spec.json", json.dumps(feature_spec, indent=2).encode())
+    tmp.replace(out_file)
+    return out_file
+
+
+def package_version(package: Path) -> str:
+    """The model version recorded in a model.tar.gz (its code/feature_spec.json)."""
+    from model.exceptions import UsageError
+
+    try:
+        with tarfile.open(package) as tar:
+            member = tar.extractfile("code/feature_spec.json")
+            if member is None:
+                raise KeyError("code/feature_spec.json")
+            return str(json.load(member)["model_version"])
+    except FileNotFoundError:
+        raise UsageError(f"no package at {package}: run `churn-model package` first") from None
+    except (tarfile.TarError, KeyError, ValueError) as exc:
+        raise UsageError(
+            f"{package} is not a churn-model package ({exc}): build one with `churn-model package`"
+        ) from None

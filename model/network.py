@@ -1,0 +1,142 @@
+"""The multi-task network: the seed's architecture as a Keras 3 functional model, and its losses.
+
+Fixes against the seed (model-spec.md):
+- The seed's `MultiTaskLoss` takes `y_true`/`y_pred` dicts, which Keras never passes to a loss, and
+  its `y` had no `supply_demand`, so that head was never trained. Here each of the six outputs has
+  its own Keras loss (BCE for the three classifiers, MSE for the three regressors) and the seed's
+  task weights are Keras `loss_weights`: the total is the same weighted sum, and all six heads train.
+- Inputs are normalised inside the model (a `Normalization` layer fitted on training data), so the
+  endpoint takes the raw registry vector and no client can forget to scale.
+- The health head is the seed's sigmoid scaled x100, so the model outputs 0-100. Its loss is MSE on
+  the 0-1 scale (`ScaledMeanSquaredError(scale=100)` divides target and prediction by 100): an MSE in
+  points squared would be ~10^4 times the BCE terms and drown the churn heads; on the 0-1 scale the
+  seed's weight 1.5 means what it says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+N_SUBJECTS = 20
+HEALTH_SCALE = 100.0
+
+CLASSIFIERS: tuple[str, ...] = ("first_session_success", "churn_risk_14d", "churn_risk_30d")
+REGRESSORS: tuple[str, ...] = ("session_velocity", "supply_demand", "health_score")
+# Output order of the model (the seed's dict order).
+TASKS: tuple[str, ...] = (
+    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",
+)  # fmt: skip
+TASK_WEIGHTS: dict[str, float] = {
+    "first_session_success": 1.0,
+    "session_velocity": 0.5,
+    "churn_risk_14d": 2.0,  # the critical tasks weigh double, as in the seed
+    "churn_risk_30d": 2.0,
+    "supply_demand": 1.0,
+    "health_score": 1.5,
+}
+# (hidden width, output width, output activation) per head, as in the seed.
+HEADS: dict[str, tuple[int, int, str]] = {
+    "first_session_success": (32, 1, "sigmoid"),
+    "session_velocity": (32, 1, "linear"),
+    "churn_risk_14d": (32, 1, "sigmoid"),
+    "churn_risk_30d": (32, 1, "sigmoid"),
+    "supply_demand": (64, N_SUBJECTS, "linear"),
+    "health_score": (32, 1, "sigmoid"),  # 0-1, then scaled to 0-100
+}
+# A feature whose training variance is below this is scaled by 1 instead of 1/std: otherwise a
+# feature that never varied in training (say, tier changes) would be multiplied by ~1e3 or more the
+# first time it moves in production.
+MIN_VARIANCE = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="churn_alerts")
+class ScaledMeanSquaredError(keras.losses.Loss):
+    """MSE of `y / scale`: the health head trains on 0-1 although the model outputs 0-100."""
+
+    def __init__(self, scale: float = HEALTH_SCALE, name: str = "scaled_mse", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.scale = float(scale)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_true = keras.ops.cast(y_true, y_pred.dtype) / self.scale
+        return keras.ops.mean(keras.ops.square(y_pred / self.scale - y_true), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scale": self.scale}
+
+
+def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance for the input layer, with the `MIN_VARIANCE` floor."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    variance = x.var(axis=0)
+    variance = np.where(variance < MIN_VARIANCE, 1.0, variance)
+    return mean.astype(np.float32), variance.astype(np.float32)
+
+
+def build_model(
+    n_features: int, mean: np.ndarray | None = None, variance: np.ndarray | None = None
+) -> keras.Model:
+    """The seed's network. `mean`/`variance` (from `normalization_stats` on training rows) fix the
+    input scaling; without them the layer is the identity (for shape tests)."""
+    if mean is None or variance is None:
+        mean, variance = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
+    inputs = keras.Input(shape=(n_features,), name="features")
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(inputs)
+    x = keras.layers.Dense(256, activation="relu", name="shared_1")(x)
+    x = keras.layers.BatchNormalization(name="shared_bn_1")(x)
+    x = keras.layers.Dropout(0.3, name="shared_dropout_1")(x)
+    x = keras.layers.Dense(128, activation="relu", name="shared_2")(x)
+    x = keras.layers.BatchNormalization(name="shared_bn_2")(x)
+    x = keras.layers.Dropout(0.2, name="shared_dropout_2")(x)
+    shared = keras.layers.Dense(64, activation="relu", name="shared_3")(x)
+
+    outputs = {}
+    for task in TASKS:
+        hidden, width, activation = HEADS[task]
+        h = keras.layers.Dense(hidden, activation="relu", name=f"{task}_hidden")(shared)
+        if task == "health_score":
+            unit = keras.layers.Dense(width, activation=activation, name="health_score_unit")(h)
+            outputs[task] = keras.layers.Rescaling(HEALTH_SCALE, name=task)(unit)
+        else:
+            outputs[task] = keras.layers.Dense(width, activation=activation, name=task)(h)
+    return keras.Model(inputs=inputs, outputs=outputs, name="marketplace_health")
+
+
+def losses() -> dict[str, keras.losses.Loss]:
+    out: dict[str, keras.losses.Loss] = {task: keras.losses.BinaryCrossentropy() for task in CLASSIFIERS}
+    out["session_velocity"] = keras.losses.MeanSquaredError()
+    out["supply_demand"] = keras.losses.MeanSquaredError()
+    out["health_score"] = ScaledMeanSquaredError(HEALTH_SCALE)
+    return out
+
+
+def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=losses(),
+        loss_weights=dict(TASK_WEIGHTS),
+        metrics={
+            "first_session_success": [keras.metrics.AUC(name="auc")],
+            "churn_risk_14d": [keras.metrics.AUC(name="auc")],
+            "churn_risk_30d": [keras.metrics.AUC(name="auc")],
+            "session_velocity": [keras.metrics.MeanAbsoluteError(name="mae")],
+            "health_score": [keras.metrics.MeanAbsoluteError(name="mae")],
+        },
+    )
+    return model
+
+
+def targets_for_fit(y: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The six targets shaped as the outputs: [n, 1] for scalar heads, [n, 20] for supply/demand."""
+    missing = [task for task in TASKS if task not in y]
+    if missing:
+        raise KeyError(f"training targets lack {', '.join(missing)}")
+    out = {}
+    for task in TASKS:
+        value = np.asarray(y[task], dtype=np.float32)
+        out[task] = value.reshape(-1, N_SUBJECTS) if task == "supply_demand" else value.reshape(-1, 1)
+    return out
