@@ -78,22 +78,18 @@ def bench_memory() -> None:
 
 
 async def bench_dynamodb() -> None:
-    import logging
+    from worker.localstack import start_moto
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    events = workload(customers=200, days=3, per_day=2.0, seed=2)  # 1,200 events
+    server, endpoint = start_moto()
+    events = workload(customers=500, days=3, per_day=2.0, seed=2)  # 3,000 events
     async with get_session().create_client(
-        "dynamodb", region_name="us-east-1", endpoint_url=f"http://{host}:{port}",
+        "dynamodb", region_name="us-east-1", endpoint_url=endpoint,
         aws_access_key_id="bench", aws_secret_access_key="bench",
     ) as client:  # fmt: skip
-        await create_feature_table(client, "bench-features")
         for batch in (10, 100):  # an SQS receive; a Kinesis GetRecords slice
-            store = DynamoDBFeatureStore(client, "bench-features")
+            table = f"bench-{batch}-features"
+            await create_feature_table(client, table)
+            store = DynamoDBFeatureStore(client, table)
             customer_days = 0
             start = time.perf_counter()
             for i in range(0, len(events), batch):
@@ -106,8 +102,7 @@ async def bench_dynamodb() -> None:
             print(f"dynamodb store (moto), batches of {batch}: {n:,} events in {seconds:.1f} s")
             print(f"  per 1,000 events: {writes / n * 1000:,.0f} TransactWriteItems, {reads / n * 1000:,.0f} Query")
             print(f"  write requests per customer-day touched per batch: {writes / customer_days:.2f}  (target <= 1)")
-            # the second pass is pure redelivery: every event a duplicate
-        redelivery = DynamoDBFeatureStore(client, "bench-features")
+        redelivery = DynamoDBFeatureStore(client, table)  # every event a duplicate now
         for i in range(0, len(events), 100):
             await redelivery.apply(events[i : i + 100], now=NOW)
         print(f"  full redelivery: {redelivery.requests['TransactWriteItems']} writes (duplicates cost reads only)")

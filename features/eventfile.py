@@ -72,7 +72,7 @@ def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_jsonl(path: Path, lines: list[str]) -> None:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wt", encoding="utf-8") as handle:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8") as handle:
         for line in lines:
             handle.write(line + "\n")
         handle.flush()

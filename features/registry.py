@@ -32,14 +32,17 @@ REGISTRY_VERSION = 1
 RECENCY_NEVER = 365
 
 
+Column = np.ndarray
+Compute = Callable[[WindowBatch], Any]
+
+
 @dataclass(frozen=True)
 class FeatureDef:
     name: str
     description: str
-    compute: Callable[[WindowBatch], Any]  # one value per customer (an array, or a scalar for all)
+    compute: Compute  # one value per customer (an array, or a scalar for all)
 
 
-Column = np.ndarray
 
 
 def _ratio(numerator: Any, denominator: Any, empty: float = 0.0) -> Column:
@@ -143,38 +146,43 @@ _SEED_FAMILY_GAPS = [
 ]
 
 
+def _count(w: str, counter: str, scale: float = 1.0) -> Compute:
+    return lambda v: v.count(w, counter) / scale
+
+
+def _window_family(days: int) -> list[FeatureDef]:
+    """Every window x aggregation feature of one window length, beyond the seed's own names."""
+    f = FeatureDef
+    w = f"{days}d"
+    out = [f(f"{stem}_{w}", f"{what}, last {days} days", _count(w, counter)) for stem, what, counter in _WINDOW_COUNTS]
+    out += [
+        f(f"session_minutes_{w}", f"minutes of completed sessions, last {days} days", _count(w, "seconds.session", 60)),
+        f(f"avg_session_minutes_{w}", f"mean completed session length, last {days} days (0 = none)",
+          lambda v: _ratio(v.count(w, "seconds.session") / 60, v.count(w, "n.session_completed"))),
+        f(f"payment_amount_{w}", f"USD of successful payments, last {days} days",
+          _count(w, "cents.payment_succeeded", 100)),
+        f(f"failed_payment_amount_{w}", f"USD of failed payments, last {days} days",
+          _count(w, "cents.payment_failed", 100)),
+        f(f"active_days_{w}", f"days with any event, last {days} days", lambda v: v.active_days[w]),
+        f(f"session_days_{w}", f"days with a completed session, last {days} days", lambda v: v.session_days[w]),
+        f(f"login_days_{w}", f"days with a login, last {days} days", lambda v: v.login_days[w]),
+        f(f"negative_call_share_{w}", f"negative / all inbound calls, last {days} days (0 = none)",
+          lambda v: _ratio(v.count(w, "n.ib_call.negative"), v.count(w, "n.ib_call"))),
+        f(f"low_rating_rate_{w}", f"share of ratings at 2 stars or less, last {days} days (0 = none)",
+          lambda v: _ratio(v.count(w, "rating.low"), v.count(w, "n.session_rated"))),
+        f(f"tutor_cancellation_rate_{w}", f"tutor-cancelled / (cancelled + completed), last {days} days",
+          lambda v: _cancellation_rate(v, w, "n.session_cancelled.tutor")),
+        f(f"event_count_{w}", f"events of any type, last {days} days",
+          lambda v: v.counts[w][:, EVENT_COUNTERS].sum(axis=1)),
+        f(f"login_frequency_{w}", f"logins per week, last {days} days", _count(w, "n.login", days / 7)),
+    ]  # fmt: skip
+    return out
+
+
 def _window_features() -> list[FeatureDef]:
     out: list[FeatureDef] = []
-    f = FeatureDef
     for days in (7, 14, 30):
-        w = f"{days}d"
-        weeks = days / 7
-        for stem, what, counter in _WINDOW_COUNTS:
-            out.append(f(f"{stem}_{w}", f"{what}, last {days} days", lambda v, w=w, c=counter: v.count(w, c)))
-        out += [
-            f(f"session_minutes_{w}", f"minutes of completed sessions, last {days} days",
-              lambda v, w=w: v.count(w, "seconds.session") / 60),
-            f(f"avg_session_minutes_{w}", f"mean completed session length, last {days} days (0 = none)",
-              lambda v, w=w: _ratio(v.count(w, "seconds.session") / 60, v.count(w, "n.session_completed"))),
-            f(f"payment_amount_{w}", f"USD of successful payments, last {days} days",
-              lambda v, w=w: v.count(w, "cents.payment_succeeded") / 100),
-            f(f"failed_payment_amount_{w}", f"USD of failed payments, last {days} days",
-              lambda v, w=w: v.count(w, "cents.payment_failed") / 100),
-            f(f"active_days_{w}", f"days with any event, last {days} days", lambda v, w=w: v.active_days[w]),
-            f(f"session_days_{w}", f"days with a completed session, last {days} days",
-              lambda v, w=w: v.session_days[w]),
-            f(f"login_days_{w}", f"days with a login, last {days} days", lambda v, w=w: v.login_days[w]),
-            f(f"negative_call_share_{w}", f"negative / all inbound calls, last {days} days (0 = none)",
-              lambda v, w=w: _ratio(v.count(w, "n.ib_call.negative"), v.count(w, "n.ib_call"))),
-            f(f"low_rating_rate_{w}", f"share of ratings at 2 stars or less, last {days} days (0 = none)",
-              lambda v, w=w: _ratio(v.count(w, "rating.low"), v.count(w, "n.session_rated"))),
-            f(f"tutor_cancellation_rate_{w}", f"tutor-cancelled / (cancelled + completed), last {days} days",
-              lambda v, w=w: _cancellation_rate(v, w, "n.session_cancelled.tutor")),
-            f(f"event_count_{w}", f"events of any type, last {days} days",
-              lambda v, w=w: v.counts[w][:, EVENT_COUNTERS].sum(axis=1)),
-            f(f"login_frequency_{w}", f"logins per week, last {days} days",
-              lambda v, w=w, weeks=weeks: v.count(w, "n.login") / weeks),
-        ]  # fmt: skip
+        out += _window_family(days)
     for stem, windows in _SEED_FAMILY_GAPS:
         for days in windows:
             out.append(_seed_family_member(stem, days))
@@ -221,6 +229,14 @@ def _trend_features() -> list[FeatureDef]:
     ]  # fmt: skip
 
 
+def _recency(kinds: Sequence[str], from_start: bool) -> Compute:
+    return lambda v: _days_since(v, kinds, from_start)
+
+
+def _lifetime(key: str) -> Compute:
+    return lambda v: v.life(key)
+
+
 def _recency_and_lifetime_features() -> list[FeatureDef]:
     f = FeatureDef
     recency = [
@@ -236,7 +252,7 @@ def _recency_and_lifetime_features() -> list[FeatureDef]:
     out = [
         f(f"days_since_last_{stem}", f"whole days since the latest {', '.join(kinds) if len(kinds) < 3 else 'event'}"
           f" ({'never: since start' if from_start else f'never: {RECENCY_NEVER}'})",
-          lambda v, kinds=kinds, from_start=from_start: _days_since(v, kinds, from_start))
+          _recency(kinds, from_start))
         for stem, kinds, from_start in recency
     ]  # fmt: skip
     lifetime = [
@@ -246,7 +262,7 @@ def _recency_and_lifetime_features() -> list[FeatureDef]:
         ("lifetime_payment_failure_count", "failed payments, lifetime", "payment_failures"),
         ("lifetime_tier_change_count", "subscription changes, lifetime", "tier_changes"),
     ]
-    out += [f(name, what, lambda v, key=key: v.life(key)) for name, what, key in lifetime]
+    out += [f(name, what, _lifetime(key)) for name, what, key in lifetime]
     out += [
         f("has_first_session", "1 once the customer completed a first session", lambda v: v.has_first_session),
         f("distinct_tutors_30d", "tutors with a completed session, last 30 days", lambda v: v.distinct_tutors),
@@ -260,8 +276,7 @@ def _recency_and_lifetime_features() -> list[FeatureDef]:
 
 def _subject_features() -> list[FeatureDef]:
     return [
-        FeatureDef(f"subject_sessions_30d_{s}", f"completed {s} sessions, last 30 days",
-                   lambda v, s=s: v.count("30d", "subject." + s))
+        FeatureDef(f"subject_sessions_30d_{s}", f"completed {s} sessions, last 30 days", _count("30d", "subject." + s))
         for s in SUBJECTS
     ]  # fmt: skip
 
@@ -291,7 +306,8 @@ def compute_features_batch(states: Sequence[CustomerState], as_of: datetime) -> 
 
 def compute_features(state: CustomerState, as_of: datetime) -> np.ndarray:
     """One customer's input vector (float64, registry order) at `as_of`."""
-    return compute_features_batch([state], as_of)[0]
+    vector: np.ndarray = compute_features_batch([state], as_of)[0]
+    return vector
 
 
 def features_as_dict(vector: np.ndarray) -> dict[str, float]:

@@ -19,7 +19,18 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from features.events import TIERS, Event
+from features.events import (
+    TIERS,
+    CustomerSignedUp,
+    Event,
+    IbCall,
+    PaymentFailed,
+    PaymentSucceeded,
+    SessionCancelled,
+    SessionCompleted,
+    SessionRated,
+    SubscriptionChanged,
+)
 
 DAY_US = 86_400_000_000
 PAGE_CAPACITY = 500
@@ -120,13 +131,12 @@ def apply_event(state: CustomerState, event: Event) -> DayPage | None:
 
 def _fold_into_page(page: DayPage, event: Event) -> None:
     counts = page.counts
-    kind = event.type
-    _add(counts, "n." + kind)
-    if kind == "session_completed":
+    _add(counts, "n." + event.type)
+    if isinstance(event, SessionCompleted):
         _add(counts, "seconds.session", round(event.duration_minutes * 60))
         _add(counts, "subject." + event.subject)
         page.tutors.setdefault(event.tutor_id, [0, 0, 0])[0] += 1
-    elif kind == "session_rated":
+    elif isinstance(event, SessionRated):
         centi = round(event.rating * 100)
         _add(counts, "rating.centi", centi)
         if event.rating <= 2:
@@ -134,12 +144,12 @@ def _fold_into_page(page: DayPage, event: Event) -> None:
         tutor = page.tutors.setdefault(event.tutor_id, [0, 0, 0])
         tutor[1] += centi
         tutor[2] += 1
-    elif kind == "session_cancelled":
+    elif isinstance(event, SessionCancelled):
         _add(counts, "n.session_cancelled." + event.cancelled_by)
-    elif kind == "ib_call":
+    elif isinstance(event, IbCall):
         _add(counts, "n.ib_call." + event.sentiment)
-    elif kind in ("payment_succeeded", "payment_failed"):
-        _add(counts, "cents." + kind, round(event.amount * 100))
+    elif isinstance(event, PaymentSucceeded | PaymentFailed):
+        _add(counts, "cents." + event.type, round(event.amount * 100))
 
 
 def _fold_into_profile(profile: Profile, event: Event, occurred_us: int) -> None:
@@ -148,20 +158,20 @@ def _fold_into_profile(profile: Profile, event: Event, occurred_us: int) -> None
     profile.last_us[kind] = max(profile.last_us.get(kind, occurred_us), occurred_us)
     if kind in _LIFETIME_COUNTERS:
         _add(profile.lifetime, _LIFETIME_COUNTERS[kind])
-    if kind == "customer_signed_up":
+    if isinstance(event, CustomerSignedUp):
         profile.signed_up_us = _earliest(profile.signed_up_us, occurred_us)
-    if kind in ("customer_signed_up", "subscription_changed"):
+    if isinstance(event, CustomerSignedUp | SubscriptionChanged):
         candidate = (occurred_us, event.event_id, TIERS.index(event.tier))
         if profile.tier is None or candidate > profile.tier:
             profile.tier = candidate
-    elif kind == "session_completed":
+    elif isinstance(event, SessionCompleted):
         if event.first_session:
             first = (occurred_us, event.event_id, int(bool(event.success)))
             if profile.first_session is None or first < profile.first_session:
                 profile.first_session = first
-    elif kind == "ib_call" and event.sentiment == "negative":
+    elif isinstance(event, IbCall) and event.sentiment == "negative":
         _add(profile.lifetime, "negative_calls")
-    elif kind == "payment_succeeded":
+    elif isinstance(event, PaymentSucceeded):
         _add(profile.lifetime, "spend_cents", round(event.amount * 100))
 
 

@@ -108,8 +108,8 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
                 index = COUNTER_INDEX.get(key)
                 if index is not None:
                     groups[group, row, index] = value
-            for kind in range(3):
-                days[kind, group, row] = len(day_sets[kind][group])
+            for flag in range(3):
+                days[flag, group, row] = len(day_sets[flag][group])
 
         profile = state.profile
         # Older activity than the pages hold lives in the profile's lifetime maxima.

@@ -37,7 +37,9 @@ class AwsClients:
         session = get_session()
         for service in self._services:
             self._clients[service] = await self._stack.enter_async_context(
-                session.create_client(service, region_name=self._settings.aws_region, config=CLIENT_CONFIG)
+                session.create_client(  # type: ignore[call-overload]  # service names are checked by botocore
+                    service, region_name=self._settings.aws_region, config=CLIENT_CONFIG
+                )
             )
         return self
 

@@ -122,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "features":
         from worker.commands.features import run_features
 
+        if not args.events_file.is_file():
+            raise UsageError(f"{args.events_file}: no such file")
         return asyncio.run(
             run_features(settings, args.events_file, args.as_of, args.store, args.json, args.on_error)
         )

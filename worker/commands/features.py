@@ -47,8 +47,6 @@ def admitted_events(
 async def run_features(
     settings: Settings, path: Path, as_of: datetime, store_kind: str, as_json: bool, on_error: str
 ) -> int:
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
     skipped: dict[str, int] = {}
     if store_kind == "memory":
         rows = await _fold_and_compute(MemoryFeatureStore(settings.retention), path, as_of, settings, on_error, skipped)

@@ -13,21 +13,10 @@ from pathlib import Path
 
 from worker.commands.bootstrap import bootstrap
 from worker.commands.features import run_features
+from worker.localstack import start_moto
 from worker.settings import Settings
 
 SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "data" / "sample_events.jsonl"
-
-
-def start_moto() -> tuple[object, str]:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, f"http://{host}:{port}"
 
 
 def use_local_aws(endpoint: str) -> None:
@@ -51,4 +40,4 @@ def run_local(settings: Settings, events: Path | None) -> int:
         print(f"features of {path.name} at {as_of.isoformat()} through the DynamoDB store:", file=sys.stderr)
         return asyncio.run(run_features(settings, path, as_of, "dynamodb", False, "skip"))
     finally:
-        server.stop()  # type: ignore[attr-defined]
+        server.stop()
