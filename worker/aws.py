@@ -22,6 +22,11 @@ CLIENT_CONFIG = AioConfig(
     read_timeout=30,
     max_pool_connections=64,
 )
+# The scoring client retries itself (with a circuit breaker), so botocore must not retry under it.
+SERVICE_CONFIGS = {
+    "sagemaker-runtime": AioConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3,
+                                   read_timeout=10, max_pool_connections=16),  # fmt: skip
+}
 
 
 class AwsClients:
@@ -38,7 +43,7 @@ class AwsClients:
         for service in self._services:
             self._clients[service] = await self._stack.enter_async_context(
                 session.create_client(  # type: ignore[call-overload]  # service names are checked by botocore
-                    service, region_name=self._settings.aws_region, config=CLIENT_CONFIG
+                    service, region_name=self._settings.aws_region, config=SERVICE_CONFIGS.get(service, CLIENT_CONFIG)
                 )
             )
         return self

@@ -13,3 +13,11 @@ class UsageError(WorkerError):
 
 class ConfigError(UsageError):
     """An invalid config file or environment variable; the message names the key and the reason."""
+
+
+class ScoringUnavailableError(WorkerError):
+    """The model endpoint is down, throttling past the retries, or its circuit is open."""
+
+
+class ScoringRejectedError(WorkerError):
+    """The endpoint refused the input (a 4xx ModelError): a bad request, not an outage."""

@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     endpoint_name: str = "churn-health"
     retention_days: int = Field(35, ge=31, le=365, description="events older than this are rejected")
 
+    # Runtime knobs (defaults suit ECS; the local stack and tests shorten the waits).
+    sqs_pollers: int = Field(4, ge=1, le=64, description="concurrent long-polling receivers")
+    sqs_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long-poll wait")
+    sqs_visibility_timeout: int = Field(60, ge=5, le=43200, description="seconds a received batch stays hidden")
+    sqs_max_receive_count: int = Field(50, ge=5, description="redrive to the DLQ after this many deliveries")
+    kinesis_start_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    kinesis_start_timestamp: str | None = None
+    kinesis_shards: int = Field(4, ge=1, description="shard count when bootstrap creates the stream")
+    worker_id: str | None = Field(None, description="lease owner name (default: host name + process id)")
+    health_host: str = Field("127.0.0.1", description="0.0.0.0 to let Prometheus scrape from outside the task")
+    health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")
+    shutdown_grace_seconds: float = Field(25.0, gt=0, le=120, description="finish in-flight work within this")
+    scoring_max_attempts: int = Field(4, ge=1, le=10)
+
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)

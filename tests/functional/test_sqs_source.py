@@ -1,0 +1,106 @@
+"""The SQS source and DLQ against moto's server: long polling, deletes only on settle, failed
+records come back, heartbeats keep a slow batch hidden, bad events keep their error attributes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+from worker.ports import Record, Settlement
+from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
+
+
+@pytest.fixture
+async def sqs(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client("sqs", region_name="us-east-1") as client:
+        yield client
+
+
+@pytest.fixture
+async def queue(sqs: Any, unique_prefix: str) -> str:
+    return (await sqs.create_queue(QueueName=f"{unique_prefix}events"))["QueueUrl"]  # type: ignore[no-any-return]
+
+
+async def send(sqs: Any, queue: str, count: int) -> None:
+    for start in range(0, count, 10):
+        entries = [{"Id": str(i), "MessageBody": f'{{"n": {start + i}}}'} for i in range(min(10, count - start))]
+        await sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+
+
+async def take(source: SqsSource, records: int, timeout: float = 10) -> list[Any]:
+    out = []
+    async with asyncio.timeout(timeout):
+        async for delivery in source.deliveries():
+            out.append(delivery)
+            if sum(len(d.records) for d in out) >= records:
+                break
+    return out
+
+
+async def visible(sqs: Any, queue: str) -> int:
+    attrs = await sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages",
+                                                                           "ApproximateNumberOfMessagesNotVisible"])  # fmt: skip
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"]) + int(
+        attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def test_settled_records_are_deleted_and_failed_ones_come_back(sqs: Any, queue: str) -> None:
+    await send(sqs, queue, 25)
+    source = SqsSource(sqs, queue, pollers=2, wait_seconds=1, visibility_timeout=30, retry_delay=0)
+    deliveries = await take(source, 25)
+    await source.stop()
+    records = [r for d in deliveries for r in d.records]
+    assert sorted(r.body for r in records) == sorted(f'{{"n": {i}}}'.encode() for i in range(25))
+    assert all(len(d.records) <= 10 for d in deliveries)
+    failed_body = deliveries[0].records[0].body
+    for i, delivery in enumerate(deliveries):
+        if i == 0:
+            await delivery.settle(Settlement(done=list(delivery.records[1:]), failed=[delivery.records[0]]))
+        else:
+            await delivery.settle(Settlement(done=list(delivery.records)))
+    again = SqsSource(sqs, queue, pollers=1, wait_seconds=1, visibility_timeout=30)
+    redelivered = await take(again, 1)
+    await again.stop()
+    assert [r.body for d in redelivered for r in d.records] == [failed_body]
+    assert redelivered[0].records[0].receive_count == 2
+    await redelivered[0].settle(Settlement(done=list(redelivered[0].records)))
+    assert await visible(sqs, queue) == 0
+
+
+async def test_a_slow_batch_stays_hidden_while_its_heartbeat_runs(sqs: Any, queue: str) -> None:
+    await send(sqs, queue, 1)
+    source = SqsSource(sqs, queue, pollers=1, wait_seconds=1, visibility_timeout=5)
+    [delivery] = await take(source, 1)
+    await source.stop()
+    await asyncio.sleep(7)  # past the visibility timeout: only the heartbeat keeps it hidden
+    other = (await sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)).get("Messages", [])
+    assert other == []
+    await delivery.settle(Settlement(done=list(delivery.records)))
+    assert await visible(sqs, queue) == 0
+
+
+async def test_stop_ends_polling_promptly_even_during_a_long_poll(sqs: Any, queue: str) -> None:
+    source = SqsSource(sqs, queue, pollers=2, wait_seconds=20)
+    consumer = asyncio.create_task(take(source, 1, timeout=30))
+    await asyncio.sleep(0.5)
+    async with asyncio.timeout(3):
+        await source.stop()
+        assert await consumer == []
+
+
+async def test_quarantine_keeps_the_body_and_says_why(sqs: Any, unique_prefix: str) -> None:
+    dlq = (await sqs.create_queue(QueueName=f"{unique_prefix}dlq"))["QueueUrl"]
+    await SqsDeadLetterQueue(sqs, dlq).quarantine(Record(b"not json", "h", "m-1"), "not_json", "body is not JSON")
+    await SqsDeadLetterQueue(sqs, dlq).quarantine(Record(b"\x00\xff", "h", "m-2"), "not_json", "binary")
+    got = (await sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]))["Messages"]
+    by_source = {m["MessageAttributes"]["source_id"]["StringValue"]: m for m in got}
+    first = by_source["m-1"]
+    assert first["Body"] == "not json"
+    assert first["MessageAttributes"]["error_code"]["StringValue"] == "not_json"
+    assert first["MessageAttributes"]["error_detail"]["StringValue"] == "body is not JSON"
+    assert by_source["m-2"]["MessageAttributes"]["body_encoding"]["StringValue"] == "base64"

@@ -1,0 +1,144 @@
+"""Scoring client: one batched `invoke_endpoint` per pipeline batch, on aiobotocore.
+
+- The request is `{"instances": [[150 numbers], ...]}` (CONTRACTS.md section 3), split into chunks
+  that stay under SageMaker's 6 MB payload limit.
+- Throttling (429), 5xx and 530 are retried with full jitter; after `failure_threshold`
+  consecutive failed calls the circuit opens for `open_seconds` and calls fail at once
+  (`ScoringUnavailableError`), so an endpoint outage costs no latency per batch.
+- A 4xx `ModelError` means the model refused the input: `ScoringRejectedError`, not an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
+
+log = structlog.get_logger(__name__)
+
+MAX_PAYLOAD_BYTES = 5_500_000  # SageMaker's limit is 6 MB; keep a margin for JSON framing
+_RETRYABLE_CODES = {"ThrottlingException", "ModelNotReadyException", "ServiceUnavailable", "InternalFailure",
+                    "InternalServerError", "InternalDependencyException", "ServiceUnavailableException"}  # fmt: skip
+
+
+class Scorer(Protocol):
+    async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
+        """One prediction per row of `features` ([customers, features], registry order)."""
+        ...
+
+
+class CircuitBreaker:
+    def __init__(self, failure_threshold: int = 3, open_seconds: float = 30.0) -> None:
+        self.failure_threshold = failure_threshold
+        self.open_seconds = open_seconds
+        self._failures = 0
+        self._opened_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        if self._opened_at is None:
+            return False
+        if time.monotonic() - self._opened_at >= self.open_seconds:
+            return False  # half-open: let one call through to probe
+        return True
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._failures >= self.failure_threshold:
+            self._opened_at = time.monotonic()
+
+
+class SageMakerScorer:
+    def __init__(
+        self,
+        client: Any,
+        endpoint_name: str,
+        *,
+        max_attempts: int = 4,
+        base_delay: float = 0.2,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self._client = client
+        self._endpoint = endpoint_name
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self.breaker = breaker or CircuitBreaker()
+        self.invocations = 0
+        self.latencies_ms: list[float] = []
+
+    async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
+        if len(features) == 0:
+            return []
+        if not np.isfinite(features).all():
+            raise ScoringRejectedError("feature matrix holds NaN or infinity; refusing to send it")
+        predictions: list[dict[str, Any]] = []
+        for chunk in _chunks(features):
+            predictions += await self._invoke(chunk)
+        return predictions
+
+    async def _invoke(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        if self.breaker.is_open:
+            raise ScoringUnavailableError(f"endpoint {self._endpoint}: circuit open after repeated failures")
+        body = json.dumps({"instances": rows.tolist()}, separators=(",", ":"))
+        last_error = ""
+        for attempt in range(self._max_attempts):
+            started = time.perf_counter()
+            try:
+                self.invocations += 1
+                response = await self._client.invoke_endpoint(
+                    EndpointName=self._endpoint, ContentType="application/json", Accept="application/json", Body=body
+                )
+                payload = json.loads(await response["Body"].read())
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                status = exc.response.get("OriginalStatusCode") or exc.response.get("ResponseMetadata", {}).get(
+                    "HTTPStatusCode", 0
+                )
+                code = error.get("Code", "")
+                if code == "ModelError" and 400 <= int(status) < 500:
+                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {error.get('Message', '')}") from exc
+                if code not in _RETRYABLE_CODES and not (int(status) >= 500 or int(status) == 429):
+                    self.breaker.record_failure()
+                    raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {error.get('Message', '')}") from exc
+                last_error = f"{code} ({status})"
+            except (BotoCoreError, OSError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.breaker.record_success()
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                return _predictions(payload, len(rows))
+            if attempt + 1 < self._max_attempts:
+                await asyncio.sleep(random.uniform(0, self._base_delay * 2**attempt))  # full jitter
+        self.breaker.record_failure()
+        log.warning("endpoint unavailable", endpoint=self._endpoint, error=last_error, attempts=self._max_attempts)
+        raise ScoringUnavailableError(f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts")
+
+
+def _chunks(features: np.ndarray) -> list[np.ndarray]:
+    row_bytes = features.shape[1] * 24 + 4  # a float as JSON is at most ~24 characters
+    per_chunk = max(1, MAX_PAYLOAD_BYTES // row_bytes)
+    return [features[i : i + per_chunk] for i in range(0, len(features), per_chunk)]
+
+
+def _predictions(payload: Any, expected: int) -> list[dict[str, Any]]:
+    items = payload.get("predictions") if isinstance(payload, dict) else None
+    if not isinstance(items, list) or len(items) != expected:
+        raise ScoringUnavailableError(f"endpoint answered {str(payload)[:120]!r}, not {expected} predictions")
+    for item in items:
+        health = item.get("customer_health_score")
+        if not isinstance(health, int | float) or math.isnan(health):
+            raise ScoringUnavailableError("endpoint prediction without a customer_health_score")
+    return items

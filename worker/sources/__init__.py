@@ -1,0 +1,1 @@
+"""Event sources: SQS and Kinesis adapters of worker.ports.EventSource."""
