@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.alerts.config import AlertsConfig
 from worker.exceptions import ConfigError
 
 
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     alerts_topic_arn: str | None = None
     endpoint_name: str = "churn-health"
     retention_days: int = Field(35, ge=31, le=365, description="events older than this are rejected")
+    alerts: AlertsConfig = AlertsConfig()  # [alerts.<type>] tables; CHURN_ALERTS__<TYPE>__<KEY>
 
     # Runtime knobs (defaults suit ECS; the local stack and tests shorten the waits).
     sqs_pollers: int = Field(4, ge=1, le=64, description="concurrent long-polling receivers")

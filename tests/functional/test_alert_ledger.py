@@ -1,0 +1,180 @@
+"""The alert ledger on moto's DynamoDB (and its in-memory twin, same scenarios): cooldown windows,
+abandoned claims, churned customers, concurrent claimers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+from worker.alerts.config import AlertsConfig
+from worker.alerts.ledger import (
+    AlertLedger,
+    ClaimStatus,
+    DynamoDBAlertLedger,
+    MemoryAlertLedger,
+    alert_table_name,
+    create_alert_table,
+)
+from worker.alerts.rules import Alert, AlertType, route_alerts
+
+T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
+WEEK = timedelta(hours=168)
+LEASE = timedelta(minutes=2)
+
+
+@pytest.fixture
+async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        yield client
+
+
+@pytest.fixture
+async def table(dynamodb: Any, unique_prefix: str) -> str:
+    name = alert_table_name(unique_prefix)
+    assert await create_alert_table(dynamodb, name) is True
+    return name
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[AlertLedger]:
+    if request.param == "memory":
+        yield MemoryAlertLedger(lease=LEASE)
+        return
+    request.getfixturevalue("aws_endpoint")
+    name = alert_table_name(request.getfixturevalue("unique_prefix"))
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        await create_alert_table(client, name)
+        yield DynamoDBAlertLedger(client, name, lease=LEASE)
+
+
+def spike(customer: str = "c-1", at: datetime = T0, calls: int = 2, tier: str | None = "premium") -> Alert:
+    features = {"ib_call_count_14d": float(calls), "session_frequency_30d": 0.0, "has_first_session": 1.0}
+    (alert,) = route_alerts(customer, features, None, AlertsConfig(), at, customer_tier=tier)
+    return alert
+
+
+async def test_create_alert_table_is_idempotent(dynamodb: Any, table: str) -> None:
+    assert await create_alert_table(dynamodb, table) is False
+    ttl = await dynamodb.describe_time_to_live(TableName=table)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
+
+
+async def test_one_alert_per_cooldown_window(ledger: AlertLedger) -> None:
+    first = await ledger.claim(spike(), T0, WEEK)
+    assert first.status is ClaimStatus.NEW and first.should_publish
+    assert first.alert.window_start == T0
+    assert await ledger.mark_sent(first.alert.published_at(T0)) is True
+
+    # A redelivery, or a later event in the same window: suppressed, and it is the same alert.
+    for later in (T0, T0 + timedelta(hours=1), T0 + WEEK - timedelta(microseconds=1)):
+        again = await ledger.claim(spike(at=later, calls=4), later, WEEK)
+        assert again.status is ClaimStatus.SUPPRESSED and not again.should_publish
+        assert again.alert.alert_id == first.alert.alert_id
+
+    # The window is over at window_start + cooldown: a new alert, a new id.
+    nxt = await ledger.claim(spike(at=T0 + WEEK), T0 + WEEK, WEEK)
+    assert nxt.status is ClaimStatus.NEW
+    assert nxt.alert.window_start == T0 + WEEK
+    assert nxt.alert.alert_id != first.alert.alert_id
+
+
+async def test_types_and_customers_have_their_own_windows(ledger: AlertLedger) -> None:
+    assert (await ledger.claim(spike("c-1"), T0, WEEK)).status is ClaimStatus.NEW
+    assert (await ledger.claim(spike("c-2"), T0, WEEK)).status is ClaimStatus.NEW
+    other_type = spike("c-1").model_copy(update={"alert_type": AlertType.HIGH_CHURN_RISK})
+    assert (await ledger.claim(other_type, T0, WEEK)).status is ClaimStatus.NEW
+
+
+async def test_an_unsent_claim_is_in_flight_until_its_lease_ends_then_pending(ledger: AlertLedger) -> None:
+    claimed = await ledger.claim(spike(), T0, WEEK)  # ... and the worker dies before mark_sent
+    busy = await ledger.claim(spike(at=T0 + timedelta(seconds=30)), T0 + timedelta(seconds=30), WEEK)
+    assert busy.status is ClaimStatus.IN_FLIGHT and not busy.should_publish
+
+    after_lease = T0 + LEASE + timedelta(seconds=1)
+    pending = await ledger.claim(spike(at=after_lease, calls=7), after_lease, WEEK)
+    assert pending.status is ClaimStatus.PENDING and pending.should_publish
+    # The stored alert, not the new one: same id, same body.
+    assert pending.alert.alert_id == claimed.alert.alert_id
+    assert pending.alert.body() == claimed.alert.body()
+    assert pending.alert.customer_tier == "premium"
+
+    # The taker holds a new lease: nobody else re-publishes meanwhile.
+    assert (await ledger.claim(spike(at=after_lease), after_lease, WEEK)).status is ClaimStatus.IN_FLIGHT
+    assert await ledger.mark_sent(pending.alert) is True
+    assert (await ledger.claim(spike(at=after_lease), after_lease, WEEK)).status is ClaimStatus.SUPPRESSED
+
+
+async def test_mark_sent_never_marks_a_newer_window(ledger: AlertLedger) -> None:
+    old = await ledger.claim(spike(), T0, WEEK)
+    new = await ledger.claim(spike(at=T0 + WEEK), T0 + WEEK, WEEK)  # old window over, still unsent
+    assert new.status is ClaimStatus.NEW
+    assert await ledger.mark_sent(old.alert) is False
+    assert (await ledger.claim(spike(at=T0 + WEEK), T0 + WEEK + LEASE, WEEK)).status is ClaimStatus.PENDING
+
+
+async def test_a_churned_customer_gets_no_more_alerts(ledger: AlertLedger) -> None:
+    await ledger.record_churn("c-1", T0)
+    await ledger.record_churn("c-1", T0 + timedelta(days=1))  # a redelivered churn event: no error
+    claim = await ledger.claim(spike("c-1"), T0 + timedelta(days=30), WEEK)
+    assert claim.status is ClaimStatus.CHURNED and not claim.should_publish
+    assert (await ledger.claim(spike("c-2"), T0, WEEK)).status is ClaimStatus.NEW
+
+
+async def test_churn_stops_even_a_pending_claim(ledger: AlertLedger) -> None:
+    await ledger.claim(spike(), T0, WEEK)
+    await ledger.record_churn("c-1", T0 + timedelta(seconds=1))
+    assert (await ledger.claim(spike(), T0 + LEASE * 2, WEEK)).status is ClaimStatus.CHURNED
+
+
+async def test_concurrent_claimers_exactly_one_new(ledger: AlertLedger) -> None:
+    claims = await asyncio.gather(*(ledger.claim(spike(), T0, WEEK) for _ in range(8)))
+    statuses = sorted(claim.status.value for claim in claims)
+    assert statuses == ["in_flight"] * 7 + ["new"]
+    assert len({claim.alert.alert_id for claim in claims}) == 1
+
+
+async def test_two_workers_on_their_own_clients(table: str, aws_endpoint: str) -> None:
+    session = get_session()
+    async with (
+        session.create_client("dynamodb", region_name="us-east-1") as a,
+        session.create_client("dynamodb", region_name="us-east-1") as b,
+    ):
+        workers = [DynamoDBAlertLedger(a, table), DynamoDBAlertLedger(b, table)]
+        claims = await asyncio.gather(
+            *(workers[i % 2].claim(spike(f"c-{i // 2}"), T0, WEEK) for i in range(20))
+        )
+    by_customer: dict[str, list[str]] = {}
+    for claim in claims:
+        by_customer.setdefault(claim.alert.customer_id, []).append(claim.status.value)
+    assert all(sorted(statuses) == ["in_flight", "new"] for statuses in by_customer.values()), by_customer
+
+
+async def test_claim_all_uses_each_types_cooldown(ledger: AlertLedger) -> None:
+    features = {"ib_call_count_14d": 3.0, "session_frequency_30d": 0.0, "has_first_session": 1.0}
+    config = AlertsConfig.model_validate({"ib_call_spike": {"cooldown_hours": 1}})
+    batch = [spike("c-1"), spike("c-2")]
+    claims = await ledger.claim_all(batch, T0, config)
+    assert [c.status for c in claims] == [ClaimStatus.NEW, ClaimStatus.NEW]
+    assert await ledger.mark_all_sent([c.alert for c in claims]) == [True, True]
+    later = T0 + timedelta(hours=1)
+    again = route_alerts("c-1", features, None, config, later)
+    (claim,) = await ledger.claim_all(again, later, config)  # the 1-hour window is over
+    assert claim.status is ClaimStatus.NEW
+    await ledger.mark_all_sent([claim.alert])
+    # With the default week the window that just started holds: a second alert is suppressed.
+    assert [c.status for c in await ledger.claim_all(again, later, AlertsConfig())] == [
+        ClaimStatus.SUPPRESSED
+    ]
+
+
+def test_cancellation_reasons_read_from_the_message_when_the_response_has_no_list() -> None:
+    from worker.alerts.ledger import _reasons_from_message
+
+    message = "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]"
+    assert _reasons_from_message(message) == [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}]
+    assert _reasons_from_message("throttled") == [{"Code": "Unknown"}, {"Code": "Unknown"}]

@@ -1,0 +1,181 @@
+"""Publishing alerts: the SNS adapter of the alert sink and its in-memory twin.
+
+`publish(alerts)` stamps each alert's `created_at`, sends the JSON bodies (CONTRACTS.md section 2)
+with String message attributes `alert_type`, `severity` and `customer_tier`, and returns the alerts
+that went out. SNS `PublishBatch` takes 10 entries a call; entries it reports as `Failed` are sent
+again a few times with jittered backoff (sender faults, which cannot succeed, are not), and what
+still fails raises AlertPublishError naming the alert ids, carrying what did go out.
+
+A FIFO topic (ARN ending in `.fifo`) gets `MessageGroupId = customer_id` (one customer's alerts
+in order) and `MessageDeduplicationId = alert_id` (SNS drops a re-publish of the same alert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+from worker.alerts.exceptions import AlertPublishError
+from worker.alerts.rules import Alert
+
+BATCH_SIZE = 10  # SNS PublishBatch's limit
+MAX_ATTEMPTS = 4
+BACKOFF_BASE_SECONDS = 0.1
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertPublisher(Protocol):
+    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Send the alerts; returns them as published (with `created_at`), in order."""
+        ...
+
+
+def is_fifo(topic_arn: str) -> bool:
+    return topic_arn.endswith(".fifo")
+
+
+def _message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
+    return {name: {"DataType": "String", "StringValue": value} for name, value in alert.attributes().items()}
+
+
+def _unique(alerts: Sequence[Alert]) -> list[Alert]:
+    """One entry per alert id: a batch may not carry the same alert twice."""
+    seen: dict[str, Alert] = {}
+    for alert in alerts:
+        seen.setdefault(alert.alert_id, alert)
+    return list(seen.values())
+
+
+class SnsAlertPublisher:
+    """Publishes to one SNS topic; `client` is an open aiobotocore SNS client."""
+
+    def __init__(
+        self,
+        client: Any,
+        topic_arn: str,
+        clock: Callable[[], datetime] = utc_now,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+    ) -> None:
+        self._client = client
+        self._topic_arn = topic_arn
+        self._fifo = is_fifo(topic_arn)
+        self._clock = clock
+        self._backoff_base = backoff_base
+
+    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+        stamped = [alert.published_at(self._clock()) for alert in _unique(alerts)]
+        chunks = [stamped[i : i + BATCH_SIZE] for i in range(0, len(stamped), BATCH_SIZE)]
+        results = await asyncio.gather(*(self._publish_chunk(chunk) for chunk in chunks))
+        order = {alert.alert_id: i for i, alert in enumerate(stamped)}
+        published = sorted((alert for sent, _ in results for alert in sent), key=lambda a: order[a.alert_id])
+        failed = [(alert, reason) for _, errors in results for alert, reason in errors]
+        if failed:
+            detail = ", ".join(f"{alert.alert_id} ({reason})" for alert, reason in failed)
+            raise AlertPublishError(
+                f"{len(failed)} of {len(stamped)} alerts not published to {self._topic_arn}: {detail}",
+                published=published,
+                failed=[alert for alert, _ in failed],
+            )
+        return published
+
+    def _entry(self, entry_id: str, alert: Alert) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Id": entry_id,
+            "Message": json.dumps(alert.body()),
+            "MessageAttributes": _message_attributes(alert),
+        }
+        if self._fifo:
+            entry["MessageGroupId"] = alert.customer_id
+            entry["MessageDeduplicationId"] = alert.alert_id
+        return entry
+
+    async def _publish_chunk(self, chunk: list[Alert]) -> tuple[list[Alert], list[tuple[Alert, str]]]:
+        """(published, [(failed alert, reason)]) for up to BATCH_SIZE alerts."""
+        pending = {f"a{i}": alert for i, alert in enumerate(chunk)}
+        published: list[Alert] = []
+        failed: list[tuple[Alert, str]] = []  # sender faults: sending again cannot help
+        reasons: dict[str, str] = {}
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0, self._backoff_base * 2**attempt))
+            try:
+                response = await self._client.publish_batch(
+                    TopicArn=self._topic_arn,
+                    PublishBatchRequestEntries=[self._entry(i, alert) for i, alert in pending.items()],
+                )
+            except ClientError as exc:
+                # botocore already retried throttling and 5xx; anything else will not get better here.
+                error = exc.response.get("Error", {})
+                reason = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+                return published, failed + [(alert, reason) for alert in pending.values()]
+            for ok in response.get("Successful", []):
+                if ok["Id"] in pending:
+                    published.append(pending.pop(ok["Id"]))
+            for failure in response.get("Failed", []):
+                if failure["Id"] not in pending:
+                    continue
+                reasons[failure["Id"]] = f"{failure.get('Code', 'Error')}: {failure.get('Message', '')}"
+                if failure.get("SenderFault"):
+                    failed.append((pending.pop(failure["Id"]), reasons[failure["Id"]]))
+            if not pending:
+                break
+        return published, failed + [(alert, reasons.get(i, "no answer")) for i, alert in pending.items()]
+
+
+@dataclass(frozen=True)
+class PublishedMessage:
+    body: dict[str, Any]
+    attributes: dict[str, str]
+    group_id: str | None = None
+    deduplication_id: str | None = None
+
+
+@dataclass
+class MemoryAlertPublisher:
+    """The in-memory twin: records what would have been published (backtests and tests).
+
+    `fifo=True` behaves like a FIFO topic's deduplication: a second publish of an alert id is
+    accepted and dropped, as SNS does within its deduplication interval."""
+
+    fifo: bool = False
+    clock: Callable[[], datetime] = utc_now
+    messages: list[PublishedMessage] = field(default_factory=list)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [message.body for message in self.messages]
+
+    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+        stamped = [alert.published_at(self.clock()) for alert in _unique(alerts)]
+        seen = {m.deduplication_id for m in self.messages} if self.fifo else set()
+        for alert in stamped:
+            if alert.alert_id in seen:
+                continue
+            self.messages.append(
+                PublishedMessage(
+                    body=alert.body(),
+                    attributes=alert.attributes(),
+                    group_id=alert.customer_id if self.fifo else None,
+                    deduplication_id=alert.alert_id if self.fifo else None,
+                )
+            )
+        return stamped
+
+
+async def create_alert_topic(client: Any, name: str) -> str:
+    """Create the topic if missing (SNS's CreateTopic is idempotent) and return its ARN.
+    A name ending in `.fifo` makes a FIFO topic, deduplicating by the MessageDeduplicationId we send."""
+    attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if is_fifo(name) else {}
+    response = await client.create_topic(Name=name, Attributes=attributes)
+    arn: str = response["TopicArn"]
+    return arn

@@ -1,0 +1,334 @@
+"""Alert routing: the seed's five rules as pure functions (no I/O, no clock), and the alert itself.
+
+`route_alerts` turns one customer's features and the model's prediction into alerts; whether an
+alert is actually sent (cooldowns, churned customers, redeliveries) is the ledger's business
+(`worker.alerts.ledger`), publishing is the publisher's (`worker.alerts.publisher`).
+
+When the model endpoint is down (`predictions is None`) only rules that need no model run
+(IB_CALL_SPIKE) and their alerts say `"scoring": "rules_only"`, with every model-derived field
+(`model_version`, `churn_risk`, `churn_probability`, `score`, `top_risk_factors`, `predictions`)
+null. Scored alerts say `"scoring": "model"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from worker.alerts.config import AlertsConfig
+from worker.alerts.exceptions import InvalidPredictionError, MissingFeatureError
+
+TOP_RISK_FACTORS = 3
+SUBJECT_COUNT = 20  # supply_demand_scores: one per subject, CONTRACTS.md section 1's order
+
+
+class AlertType(StrEnum):
+    IB_CALL_SPIKE = "IB_CALL_SPIKE"
+    HIGH_CHURN_RISK = "HIGH_CHURN_RISK"
+    HEALTH_SCORE_CRITICAL = "HEALTH_SCORE_CRITICAL"
+    FIRST_SESSION_RISK = "FIRST_SESSION_RISK"
+    SESSION_VELOCITY_DROP = "SESSION_VELOCITY_DROP"
+
+
+class Severity(StrEnum):
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    severity: Severity
+    recommendation: str
+    expected_impact: str | None
+
+
+# Severities, recommendations and expected impacts exactly as the seed's route_alerts has them.
+SPECS: dict[AlertType, AlertSpec] = {
+    AlertType.IB_CALL_SPIKE: AlertSpec(
+        Severity.CRITICAL, "Assign retention specialist within 24 hours", "Reduce churn probability by 40%"
+    ),
+    AlertType.HIGH_CHURN_RISK: AlertSpec(
+        Severity.HIGH, "Offer discount or free session credit", "Reduce churn by 35%"
+    ),
+    AlertType.HEALTH_SCORE_CRITICAL: AlertSpec(
+        Severity.HIGH, "Proactive outreach + personalized recovery plan", None
+    ),
+    AlertType.FIRST_SESSION_RISK: AlertSpec(Severity.MEDIUM, "Match with top-rated tutor (>4.5 stars)", None),
+    AlertType.SESSION_VELOCITY_DROP: AlertSpec(Severity.MEDIUM, "Send re-engagement email campaign", None),
+}
+
+
+def iso(moment: datetime) -> str:
+    """UTC, `Z`-suffixed ISO-8601: the one spelling used in bodies and in alert ids."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class FeatureImportance(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    feature: str = Field(min_length=1)
+    importance: float
+
+
+class Prediction(BaseModel):
+    """One instance of the endpoint's response (CONTRACTS.md section 3)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    first_session_success_prob: float = Field(ge=0, le=1)
+    predicted_session_velocity: float  # sessions per week; a linear head, so unbounded
+    churn_risk_14d: float = Field(ge=0, le=1)
+    churn_risk_30d: float = Field(ge=0, le=1)
+    supply_demand_scores: tuple[float, ...] = Field(min_length=SUBJECT_COUNT, max_length=SUBJECT_COUNT)
+    customer_health_score: float = Field(ge=0, le=100)
+    feature_importance: tuple[FeatureImportance, ...] = ()
+    model_version: str | None = None
+    feature_hash: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Prediction:
+        """Validate a decoded response object; InvalidPredictionError names the first bad field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in error["loc"]) or "response"
+            raise InvalidPredictionError(f"model response: {where}: {error['msg']}") from None
+
+    def top_risk_factors(self, n: int = TOP_RISK_FACTORS) -> list[dict[str, Any]]:
+        ranked = sorted(self.feature_importance, key=lambda f: f.importance, reverse=True)[:n]
+        return [f.model_dump() for f in ranked]
+
+    def body(self) -> dict[str, Any]:
+        """The alert body's `predictions` object."""
+        return {
+            "first_session_success_prob": self.first_session_success_prob,
+            "predicted_session_velocity": self.predicted_session_velocity,
+            "churn_risk_14d": self.churn_risk_14d,
+            "churn_risk_30d": self.churn_risk_30d,
+            "customer_health_score": self.customer_health_score,
+            "supply_demand_scores": list(self.supply_demand_scores),
+            "feature_importance": [f.model_dump() for f in self.feature_importance],
+        }
+
+
+Scoring = Literal["model", "rules_only"]
+
+
+class Alert(BaseModel):
+    """One alert. Its id is fixed by its cooldown window, which the ledger decides (`with_window`);
+    until then the window is taken to start at `as_of`. `created_at` is set when it is published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_type: AlertType
+    customer_id: str = Field(min_length=1)
+    as_of: AwareDatetime
+    message: str
+    predictions: Prediction | None = None
+    model_version: str | None = None
+    customer_tier: str | None = None
+    window_start: AwareDatetime | None = None
+    created_at: AwareDatetime | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return SPECS[self.alert_type].severity
+
+    @property
+    def scoring(self) -> Scoring:
+        return "model" if self.predictions is not None else "rules_only"
+
+    @property
+    def alert_id(self) -> str:
+        start = self.window_start or self.as_of
+        return hashlib.sha256(f"{self.customer_id}|{self.alert_type.value}|{iso(start)}".encode()).hexdigest()
+
+    def with_window(self, start: datetime) -> Alert:
+        return self.model_copy(update={"window_start": start.astimezone(UTC)})
+
+    def published_at(self, moment: datetime) -> Alert:
+        return self.model_copy(update={"created_at": moment.astimezone(UTC)})
+
+    def attributes(self) -> dict[str, str]:
+        """SNS message attributes (all String), for subscription filter policies."""
+        return {
+            "alert_type": self.alert_type.value,
+            "severity": self.severity.value,
+            "customer_tier": self.customer_tier or "unknown",
+        }
+
+    def body(self) -> dict[str, Any]:
+        """The published JSON body: CONTRACTS.md section 2's keys plus `scoring`."""
+        spec = SPECS[self.alert_type]
+        p = self.predictions
+        return {
+            "alert_id": self.alert_id,
+            "type": self.alert_type.value,
+            "severity": spec.severity.value,
+            "customer_id": self.customer_id,
+            "created_at": iso(self.created_at) if self.created_at else None,
+            "as_of": iso(self.as_of),
+            "model_version": (self.model_version or p.model_version) if p else None,
+            "message": self.message,
+            "recommendation": spec.recommendation,
+            "expected_impact": spec.expected_impact,
+            "churn_risk": p.churn_risk_14d if p else None,
+            "churn_probability": p.churn_risk_30d if p else None,
+            "score": p.customer_health_score if p else None,
+            "top_risk_factors": p.top_risk_factors() if p else None,
+            "predictions": p.body() if p else None,
+            "scoring": self.scoring,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any], window_start: datetime, customer_tier: str | None) -> Alert:
+        """The alert a stored body describes (the ledger keeps bodies of unsent claims)."""
+        predictions = None
+        if body.get("predictions") is not None:
+            predictions = Prediction.from_json(
+                {**body["predictions"], "model_version": body.get("model_version")}
+            )
+        alert = cls(
+            alert_type=AlertType(body["type"]),
+            customer_id=body["customer_id"],
+            as_of=datetime.fromisoformat(body["as_of"]),
+            message=body["message"],
+            predictions=predictions,
+            model_version=body.get("model_version"),
+            customer_tier=customer_tier,
+            window_start=window_start,
+        )
+        if alert.alert_id != body["alert_id"]:
+            raise ValueError(f"stored alert {body['alert_id']} does not match its window {iso(window_start)}")
+        return alert
+
+
+@dataclass(frozen=True)
+class _Input:
+    customer_id: str
+    features: Mapping[str, float]
+    predictions: Prediction | None
+    as_of: datetime
+    customer_tier: str | None
+    model_version: str | None
+
+    def feature(self, name: str) -> float:
+        try:
+            return float(self.features[name])
+        except KeyError:
+            raise MissingFeatureError(
+                f"alert rules need feature {name!r}; pass every registry feature by name"
+            ) from None
+
+    def alert(self, alert_type: AlertType, message: str) -> Alert:
+        return Alert(
+            alert_type=alert_type,
+            customer_id=self.customer_id,
+            as_of=self.as_of,
+            message=message,
+            predictions=self.predictions,
+            model_version=self.model_version if self.predictions is not None else None,
+            customer_tier=self.customer_tier,
+        )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _ib_call_spike(x: _Input, config: AlertsConfig) -> Alert | None:
+    calls = x.feature("ib_call_count_14d")
+    if calls >= config.ib_call_spike.min_calls_14d:
+        return x.alert(AlertType.IB_CALL_SPIKE, f"Customer has made {_number(calls)} calls in 14 days")
+    return None
+
+
+def _high_churn_risk(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
+    risk, threshold = p.churn_risk_30d, config.high_churn_risk.min_churn_risk_30d
+    if risk > threshold:
+        return x.alert(AlertType.HIGH_CHURN_RISK, f"30-day churn risk is {risk:.0%} (above {threshold:.0%})")
+    return None
+
+
+def _health_score_critical(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
+    score, threshold = p.customer_health_score, config.health_score_critical.max_health_score
+    if score < threshold:
+        return x.alert(
+            AlertType.HEALTH_SCORE_CRITICAL, f"Customer health score is {score:.0f}/100 (below {threshold:g})"
+        )
+    return None
+
+
+def _first_session_risk(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
+    rule = config.first_session_risk
+    prob = p.first_session_success_prob
+    if prob >= rule.max_first_session_success_prob:
+        return None
+    if rule.only_before_first_session and x.feature("has_first_session") > 0:
+        return None  # the first session already happened: nothing left to act on
+    return x.alert(
+        AlertType.FIRST_SESSION_RISK,
+        f"First session success probability is {prob:.0%} (below {rule.max_first_session_success_prob:.0%})",
+    )
+
+
+def _session_velocity_drop(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
+    rule = config.session_velocity_drop
+    if p.predicted_session_velocity >= rule.max_predicted_velocity:
+        return None
+    if x.feature("session_frequency_30d") > rule.min_session_frequency_30d:
+        return x.alert(
+            AlertType.SESSION_VELOCITY_DROP, f"Session frequency dropped {rule.min_drop_percent}%+"
+        )
+    return None
+
+
+RuleOnly = Callable[[_Input, AlertsConfig], "Alert | None"]
+ModelRule = Callable[[_Input, Prediction, AlertsConfig], "Alert | None"]
+
+# In the seed's order. Rules that need no model also run when the endpoint is down.
+RULES_WITHOUT_MODEL: tuple[tuple[AlertType, RuleOnly], ...] = ((AlertType.IB_CALL_SPIKE, _ib_call_spike),)
+RULES_WITH_MODEL: tuple[tuple[AlertType, ModelRule], ...] = (
+    (AlertType.HIGH_CHURN_RISK, _high_churn_risk),
+    (AlertType.HEALTH_SCORE_CRITICAL, _health_score_critical),
+    (AlertType.FIRST_SESSION_RISK, _first_session_risk),
+    (AlertType.SESSION_VELOCITY_DROP, _session_velocity_drop),
+)
+
+
+def route_alerts(
+    customer_id: str,
+    features: Mapping[str, float],
+    predictions: Prediction | None,
+    config: AlertsConfig,
+    as_of: datetime,
+    customer_tier: str | None = None,
+    model_version: str | None = None,
+) -> list[Alert]:
+    """The alerts one customer's features and prediction call for, in the seed's order.
+
+    `features` by registry name (`dict(zip(FEATURE_NAMES, vector))`); `predictions` None when the
+    endpoint could not score (only IB_CALL_SPIKE can fire then); `as_of` the instant the features
+    are computed at; `model_version` overrides the prediction's own.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    x = _Input(customer_id, features, predictions, as_of.astimezone(UTC), customer_tier, model_version)
+    alerts: list[Alert | None] = [
+        rule(x, config) for alert_type, rule in RULES_WITHOUT_MODEL if config.rule(alert_type).enabled
+    ]
+    if predictions is not None:
+        alerts += [
+            rule(x, predictions, config)
+            for alert_type, rule in RULES_WITH_MODEL
+            if config.rule(alert_type).enabled
+        ]
+    return [alert for alert in alerts if alert is not None]
