@@ -21,11 +21,12 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    alert id (a later window's claim is never marked by an old publish).
 
 The guarantee. Every alert of one (customer, type, window) has one `alert_id`, and one worker at a
-time holds its claim. With a FIFO topic (`MessageDeduplicationId = alert_id`) SNS drops a re-publish
-within its 5-minute deduplication interval, so consumers see each alert once. With a standard
-topic the only duplicate possible is the same `alert_id` published again after a worker crashed
-(or stalled past the lease) between publishing and `mark_sent`; consumers dedupe by `alert_id`.
-Redelivered events and concurrent workers alone never produce a second alert.
+time holds its claim. Redelivered events and concurrent workers alone never produce a second
+alert. The only duplicate possible is the same `alert_id` published again after a worker crashed
+(or stalled past the lease) between publishing and `mark_sent`. With a FIFO topic
+(`MessageDeduplicationId = alert_id`) SNS drops that re-publish when it comes within its 5-minute
+deduplication interval of the first (the lease is 2 minutes, so a prompt redelivery does); with a
+standard topic, or a later re-publish, consumers dedupe by `alert_id`.
 """
 
 from __future__ import annotations
