@@ -25,7 +25,7 @@ CLIENT_CONFIG = AioConfig(
 # The scoring client retries itself (with a circuit breaker), so botocore must not retry under it.
 SERVICE_CONFIGS = {
     "sagemaker-runtime": AioConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3,
-                                   read_timeout=10, max_pool_connections=16),  # fmt: skip
+                                   read_timeout=10, max_pool_connections=16),
 }
 
 

@@ -28,6 +28,16 @@ def _iso_instant(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: the options work before or after the command without a subparser's default undoing them.
     common = argparse.ArgumentParser(add_help=False)
@@ -45,11 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     local = sub.add_parser(
-        "local", parents=[common], help="run the whole pipeline on an embedded local stack (moto)",
-        description="Start moto's server on 127.0.0.1, bootstrap the resources, feed sample events through "
-        "the feature store and print what the worker computes. Ctrl-C stops everything.",
+        "local", parents=[common], help="run the whole pipeline on an embedded local stack (make run)",
+        description="Start moto's server on 127.0.0.1 and the local model endpoint (training the default "
+        "bundle on first use), bootstrap every resource, run the worker, load simulated customers' history "
+        "into the feature store, send their last days through SQS as live traffic and print the alerts as "
+        "retention teams receive them, then a summary. Ctrl-C stops everything cleanly.",
     )  # fmt: skip
-    local.add_argument("--events", type=Path, help="event file to feed (default: the built-in sample)")
+    local.add_argument("--customers", type=_positive_int, default=60, help="simulated customers (default 60)")
+    local.add_argument("--days", type=_positive_int, default=30, help="days of simulated history (default 30)")
+    local.add_argument("--live-days", type=_positive_int, default=2,
+                       help="the most recent days are sent through SQS; older ones preloaded (default 2)")  # fmt: skip
+    local.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    local.add_argument("--events", type=Path, help="an event file to use instead of the simulation")
+    local.add_argument("--rate", type=float, default=5.0,
+                       help="live events per second sent to SQS (default 5; 0 = as fast as possible)")  # fmt: skip
+
+    run = sub.add_parser(
+        "run", parents=[common], help="run the worker (the ECS service's command)",
+        description="Consume events from SQS or Kinesis (CHURN_SOURCE), keep features in DynamoDB, score with "
+        "the SageMaker endpoint, publish alerts to SNS. Logs are JSON lines when stderr is not a terminal. "
+        "Serves /healthz, /readyz and /metrics on CHURN_HEALTH_PORT. SIGTERM: stop polling, finish or release "
+        "in-flight work within CHURN_SHUTDOWN_GRACE_SECONDS, exit 0.",
+    )  # fmt: skip
+    run.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs on a terminal too")
 
     features = sub.add_parser(
         "features", parents=[common], help="compute features for every customer in an event file",
@@ -72,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
         "configured. Existing resources are left alone. Prints the names.",
     )  # fmt: skip
     bootstrap.add_argument("--json", action="store_true", help="one JSON line per resource")
+
+    alerts = sub.add_parser("alerts", parents=[common], help="watch the alerts the worker publishes")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+    tail = alerts_sub.add_parser(
+        "tail", parents=[common], help="print alerts as they arrive",
+        description="Subscribe a temporary SQS queue to CHURN_ALERTS_TOPIC_ARN (with a filter policy for "
+        "--type/--severity), print alerts as they arrive, and remove the subscription and queue on exit.",
+    )  # fmt: skip
+    tail.add_argument("--type", dest="alert_type", metavar="T",
+                      choices=["IB_CALL_SPIKE", "HIGH_CHURN_RISK", "HEALTH_SCORE_CRITICAL", "FIRST_SESSION_RISK",
+                               "SESSION_VELOCITY_DROP"], help="only this alert type")  # fmt: skip
+    tail.add_argument("--severity", metavar="S", choices=["CRITICAL", "HIGH", "MEDIUM"], help="only this severity")
+    tail.add_argument("--json", action="store_true", help="print each alert's JSON body")
+    tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
 
     config = sub.add_parser("config", parents=[common], help="show or validate settings")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -133,8 +175,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_bootstrap(settings, args.json))
     if args.command == "local":
         from worker.commands.local import run_local
+        from worker.logs import configure_logging
 
-        return run_local(settings, args.events)
+        # The alerts are the output here; the worker's INFO lines would bury them (--debug shows all).
+        configure_logging(args.debug, json_logs=False, level=None if args.debug else "WARNING")
+        if args.events is not None and not args.events.is_file():
+            raise UsageError(f"{args.events}: no such file")
+        return run_local(settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate)
+    if args.command == "alerts":
+        from worker.commands.alerts_tail import run_alerts_tail
+
+        return asyncio.run(run_alerts_tail(settings, args.alert_type, args.severity, args.json, args.timeout))
+    if args.command == "run":
+        from worker.logs import configure_logging
+        from worker.runtime import check_runnable, run_worker
+
+        configure_logging(args.debug, json_logs=args.json_logs)
+        check_runnable(settings)
+        return asyncio.run(run_worker(settings))
     raise UsageError(f"unknown command {args.command!r}")  # argparse already refuses these
 
 

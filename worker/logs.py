@@ -9,10 +9,10 @@ import sys
 import structlog
 
 
-def configure_logging(debug: bool = False, json_logs: bool | None = None) -> None:
+def configure_logging(debug: bool = False, json_logs: bool | None = None, level: str | None = None) -> None:
     as_json = not sys.stderr.isatty() if json_logs is None else json_logs
-    level = logging.DEBUG if debug else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    level_number = logging.DEBUG if debug else logging.getLevelName(level or "INFO")
+    logging.basicConfig(level=level_number, stream=sys.stderr, format="%(message)s")
     for noisy in ("botocore", "aiobotocore", "werkzeug", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer: structlog.types.Processor = (
@@ -26,7 +26,7 @@ def configure_logging(debug: bool = False, json_logs: bool | None = None) -> Non
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )

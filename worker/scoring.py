@@ -47,9 +47,8 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         if self._opened_at is None:
             return False
-        if time.monotonic() - self._opened_at >= self.open_seconds:
-            return False  # half-open: let one call through to probe
-        return True
+        # past open_seconds the circuit is half-open: one call goes through to probe
+        return time.monotonic() - self._opened_at < self.open_seconds
 
     def record_success(self) -> None:
         self._failures = 0
@@ -104,17 +103,16 @@ class SageMakerScorer:
                 payload = json.loads(await response["Body"].read())
             except ClientError as exc:
                 error = exc.response.get("Error", {})
-                status = exc.response.get("OriginalStatusCode") or exc.response.get("ResponseMetadata", {}).get(
-                    "HTTPStatusCode", 0
-                )
+                status = int(str(exc.response.get("OriginalStatusCode")
+                                 or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)))  # fmt: skip
                 code = error.get("Code", "")
-                if code == "ModelError" and 400 <= int(status) < 500:
+                if code == "ModelError" and 400 <= status < 500:
                     raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {error.get('Message', '')}") from exc
-                if code not in _RETRYABLE_CODES and not (int(status) >= 500 or int(status) == 429):
+                if code not in _RETRYABLE_CODES and not (status >= 500 or status == 429):
                     self.breaker.record_failure()
                     raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {error.get('Message', '')}") from exc
                 last_error = f"{code} ({status})"
-            except (BotoCoreError, OSError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            except (TimeoutError, BotoCoreError, OSError, json.JSONDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 self.breaker.record_success()

@@ -1,7 +1,7 @@
 """The one settings class (CONTRACTS.md section 4), built once at the entry point.
 
 Lowest to highest: defaults, a TOML or YAML file (`--config FILE` or `CHURN_CONFIG`), environment
-variables `CHURN_*` (nested with `__`, e.g. `CHURN_ALERTS__IB_CALL_SPIKE__MIN_CALLS=3`). AWS access
+variables `CHURN_*` (nested with `__`, e.g. `CHURN_ALERTS__IB_CALL_SPIKE__MIN_CALLS_14D=3`). AWS access
 uses the standard chain (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL[_<SERVICE>]`): botocore
 reads those itself, so no keys ever live here. This is the only module that reads the environment.
 """
@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=120, description="finish in-flight work within this")
     scoring_max_attempts: int = Field(4, ge=1, le=10)
+    alert_claim_lease_seconds: float = Field(
+        120, gt=0, description="how long a claimed, unsent alert is reserved for its worker before another may send it"
+    )
 
     @property
     def retention(self) -> timedelta:

@@ -1,33 +1,96 @@
 """`churn-worker bootstrap`: create every resource the worker needs, idempotently.
 
-Safe to run on every deploy: existing resources are left as they are and reported as such.
+Names come from the settings when they are set (the last part of CHURN_SQS_QUEUE_URL, ...), else
+from CHURN_TABLE_PREFIX. Safe to run on every deploy: existing resources are left as they are.
+The output lists each resource and the setting that points the worker at it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from features.dynamodb import create_feature_table, table_name
+from worker.alerts.ledger import alert_table_name, create_alert_table
+from worker.alerts.publisher import create_alert_topic
 from worker.aws import AwsClients
 from worker.settings import Settings
 
 
-async def bootstrap(settings: Settings) -> list[dict[str, Any]]:
-    """Create what is missing; one row per resource: kind, name, created (bool)."""
-    rows: list[dict[str, Any]] = []
-    async with AwsClients(settings, "dynamodb") as aws:
-        features_table = table_name(settings.table_prefix)
-        created = await create_feature_table(aws["dynamodb"], features_table)
-        rows.append({"kind": "dynamodb_table", "name": features_table, "created": created})
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    created: bool | None  # None: the API is idempotent and does not say (SNS create_topic)
+    setting: str | None = None  # the CHURN_* variable that names it, when there is one
+    value: str | None = None  # ... and its value (queue URL, topic ARN)
+
+
+def _name_from(value: str | None, default: str) -> str:
+    return value.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1] if value else default
+
+
+async def bootstrap(settings: Settings) -> list[Resource]:
+    prefix = settings.table_prefix
+    rows: list[Resource] = []
+    services = ["dynamodb", "sqs", "sns"] + (["kinesis"] if settings.source == "kinesis" else [])
+    async with AwsClients(settings, *services) as aws:
+        ddb = aws["dynamodb"]
+        for name, create in ((table_name(prefix), create_feature_table), (alert_table_name(prefix), create_alert_table)):
+            rows.append(Resource("dynamodb_table", name, await create(ddb, name), "CHURN_TABLE_PREFIX", prefix))
+        if settings.source == "kinesis":
+            from worker.sources.kinesis import ensure_stream
+            from worker.sources.leases import create_lease_table, lease_table_name
+
+            leases = lease_table_name(prefix)
+            rows.append(Resource("dynamodb_table", leases, await create_lease_table(ddb, leases)))
+            stream = _name_from(settings.kinesis_stream, f"{prefix}events")
+            created = await ensure_stream(aws["kinesis"], stream, settings.kinesis_shards)
+            rows.append(Resource("kinesis_stream", stream, bool(created), "CHURN_KINESIS_STREAM", stream))
+
+        dlq_name = _name_from(settings.dlq_url, f"{prefix}events-dlq")
+        dlq_url, dlq_created = await _ensure_queue(aws["sqs"], dlq_name, {"MessageRetentionPeriod": "1209600"})
+        rows.append(Resource("sqs_queue", dlq_name, dlq_created, "CHURN_DLQ_URL", dlq_url))
+        if settings.source == "sqs":
+            dlq_arn = (await aws["sqs"].get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
+                "Attributes"]["QueueArn"]  # fmt: skip
+            # The redrive policy is a safety net for poison messages that crash the worker; bad
+            # events are quarantined by the worker itself, at once, with their error attributes.
+            redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.sqs_max_receive_count})
+            queue_name = _name_from(settings.sqs_queue_url, f"{prefix}events")
+            queue_url, created = await _ensure_queue(
+                aws["sqs"], queue_name,
+                {"RedrivePolicy": redrive, "VisibilityTimeout": str(settings.sqs_visibility_timeout)},
+            )  # fmt: skip
+            rows.append(Resource("sqs_queue", queue_name, created, "CHURN_SQS_QUEUE_URL", queue_url))
+        topic_name = _name_from(settings.alerts_topic_arn, f"{prefix}alerts")
+        topic_arn = await create_alert_topic(aws["sns"], topic_name)
+        rows.append(Resource("sns_topic", topic_name, None, "CHURN_ALERTS_TOPIC_ARN", topic_arn))
     return rows
+
+
+async def _ensure_queue(client: Any, name: str, attributes: dict[str, str]) -> tuple[str, bool]:
+    try:
+        url = (await client.get_queue_url(QueueName=name))["QueueUrl"]
+    except ClientError as exc:
+        if "NonExistentQueue" not in exc.response.get("Error", {}).get("Code", ""):
+            raise
+        url = (await client.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
+        return url, True
+    await client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # converge an existing queue
+    return url, False
 
 
 async def run_bootstrap(settings: Settings, as_json: bool) -> int:
     rows = await bootstrap(settings)
     for row in rows:
         if as_json:
-            print(json.dumps(row))
+            print(json.dumps(asdict(row)))
         else:
-            print(f"{row['kind']:<16} {row['name']}  ({'created' if row['created'] else 'exists'})")
+            hint = f"   {row.setting}={row.value}" if row.setting and row.value and row.setting != "CHURN_TABLE_PREFIX" else ""
+            state = {True: "created", False: "exists ", None: "ready  "}[row.created]
+            print(f"{row.kind:<15} {row.name:<32} {state}{hint}")
     return 0

@@ -1,22 +1,38 @@
-"""`churn-worker local`: the embedded stack. moto's server on 127.0.0.1 stands in for AWS.
+"""`churn-worker local`: the whole pipeline on an embedded stack, in one command (`make run`).
 
-It sets the standard AWS variables (endpoint, throwaway credentials) for this process and anything
-it starts, exactly as a user pointing the worker at moto by hand would, then runs the real code.
+moto's server on 127.0.0.1 stands in for AWS; the local model endpoint serves the default bundle
+(trained on first use, then cached); the real worker runs against both. Simulated customers'
+history is loaded into the feature store, their most recent days are sent through SQS as live
+traffic, and alerts are printed as a retention team subscribed to the topic receives them.
+
+The standard AWS variables (endpoint, throwaway credentials) are set for this process, exactly as
+a user pointing the worker at moto by hand would set them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from features.dynamodb import DynamoDBFeatureStore, table_name
+from features.eventfile import read_event_file
+from features.events import Event, event_to_json, validate_event
+from worker.aws import AwsClients
 from worker.commands.bootstrap import bootstrap
-from worker.commands.features import run_features
-from worker.localstack import start_moto
+from worker.exceptions import UsageError
+from worker.localstack import ChildServer
+from worker.metrics import Metrics
+from worker.runtime import run_worker
 from worker.settings import Settings
-
-SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "data" / "sample_events.jsonl"
 
 
 def use_local_aws(endpoint: str) -> None:
@@ -26,18 +42,145 @@ def use_local_aws(endpoint: str) -> None:
     os.environ.setdefault("AWS_REGION", "us-east-1")
 
 
-def run_local(settings: Settings, events: Path | None) -> int:
-    server, endpoint = start_moto()
-    use_local_aws(endpoint)
-    print(f"local AWS (moto) at {endpoint}", file=sys.stderr)
-    try:
-        for row in asyncio.run(bootstrap(settings)):
-            print(f"bootstrapped {row['kind']} {row['name']}", file=sys.stderr)
-        path = events or SAMPLE_EVENTS
-        from datetime import UTC, datetime
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
-        as_of = datetime(2026, 11, 27, 12, tzinfo=UTC) if events is None else datetime.now(UTC)
-        print(f"features of {path.name} at {as_of.isoformat()} through the DynamoDB store:", file=sys.stderr)
-        return asyncio.run(run_features(settings, path, as_of, "dynamodb", False, "skip"))
+
+def run_local(settings: Settings, customers: int, days: int, live_days: int, seed: int, events: Path | None,
+              rate: float) -> int:  # fmt: skip
+    """moto and the model endpoint each get a process of their own, as AWS and SageMaker would be:
+    the worker in this process then competes with neither for the interpreter."""
+    try:
+        from model.training import ensure_default_bundle
+    except ImportError as exc:
+        raise UsageError(f"the local endpoint needs the model extra ({exc.name} missing): pip install -e '.[model,local]'") from None
+    bundle_dir = ensure_default_bundle(progress=True)
+    moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
+    try:
+        use_local_aws(moto.url)
+        say(f"local AWS (moto) at {moto.url}")
+        churn_model = str(Path(sys.executable).with_name("churn-model"))
+        endpoint = ChildServer([churn_model, "serve", "--bundle", str(bundle_dir), "--port", "0"], "model endpoint")
+        try:
+            os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint.url
+            say(f"local model endpoint at {endpoint.url} (bundle {bundle_dir})")
+            return asyncio.run(_run(settings, customers, days, live_days, seed, events, rate))
+        finally:
+            endpoint.stop()
     finally:
-        server.stop()
+        moto.stop()
+
+
+async def _run(settings: Settings, customers: int, days: int, live_days: int, seed: int, events_file: Path | None,
+               rate: float) -> int:  # fmt: skip
+    settings = settings.model_copy(update={"sqs_wait_seconds": 1, "health_port": 0, "sqs_pollers": 4})
+    resources = {r.setting: r.value for r in await bootstrap(settings) if r.setting}
+    settings = settings.model_copy(update={
+        "sqs_queue_url": resources["CHURN_SQS_QUEUE_URL"], "dlq_url": resources["CHURN_DLQ_URL"],
+        "alerts_topic_arn": resources["CHURN_ALERTS_TOPIC_ARN"],
+    })  # fmt: skip
+    now = datetime.now(UTC)
+    history, live = _events(customers, days, live_days, seed, events_file, now)
+    say(f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS")
+    metrics = Metrics()
+    stop = asyncio.Event()
+    received: Counter[str] = Counter()
+    async with AwsClients(settings, "dynamodb", "sqs", "sns") as aws:
+        await _preload(aws, settings, history, now)
+        tail_url = await _subscribe_printer(aws, settings)
+        worker = asyncio.create_task(run_worker(settings, stop=stop, metrics=metrics))
+        printer = asyncio.create_task(_print_alerts(aws["sqs"], tail_url, received))
+        started = time.time()
+        try:
+            await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
+            await _wait_until_drained(aws["sqs"], settings.sqs_queue_url or "", metrics, len(live))
+            await asyncio.sleep(2)  # the last alerts travel topic -> queue -> printer
+        finally:
+            stop.set()
+            await asyncio.gather(worker, return_exceptions=True)
+            printer.cancel()
+            await asyncio.gather(printer, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await aws["sqs"].delete_queue(QueueUrl=tail_url)
+    _summary(metrics, received, len(live), time.time() - started)
+    return 0
+
+
+def _events(customers: int, days: int, live_days: int, seed: int, events_file: Path | None,
+            now: datetime) -> tuple[list[Event], list[Event]]:  # fmt: skip
+    if events_file is not None:
+        events = [item for _, item in read_event_file(events_file) if not isinstance(item, Exception)]
+    else:
+        from model.simulator import simulate
+
+        say(f"simulating {customers} customers over {days} days (seed {seed})")
+        sim = simulate(customers=customers, days=days, seed=seed, start=now - timedelta(days=days))
+        events = [validate_event(raw) for raw in sim.events]
+    events = sorted((e for e in events if e.occurred_at <= now), key=lambda e: e.occurred_at)
+    cut = now - timedelta(days=live_days)
+    return [e for e in events if e.occurred_at < cut], [e for e in events if e.occurred_at >= cut]
+
+
+async def _preload(aws: AwsClients, settings: Settings, history: list[Event], now: datetime) -> None:
+    store = DynamoDBFeatureStore(aws["dynamodb"], table_name(settings.table_prefix), settings.retention)
+    recent = [e for e in history if e.occurred_at >= now - settings.retention + timedelta(hours=1)]
+    for start in range(0, len(recent), 1000):
+        await store.apply(recent[start : start + 1000], now=now)
+
+
+async def _send(sqs: Any, queue_url: str, events: list[Event], rate: float) -> None:
+    """Live traffic at `rate` events/s (0: as fast as SQS takes it), in batches of up to 10."""
+    started = time.monotonic()
+    for start in range(0, len(events), 10):
+        if rate > 0:
+            await asyncio.sleep(max(0.0, started + start / rate - time.monotonic()))
+        entries = [{"Id": str(i), "MessageBody": event_to_json(e)} for i, e in enumerate(events[start : start + 10])]
+        await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+async def _subscribe_printer(aws: AwsClients, settings: Settings) -> str:
+    sqs, sns = aws["sqs"], aws["sns"]
+    url = (await sqs.create_queue(QueueName=f"local-alerts-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
+    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+    await sns.subscribe(TopicArn=settings.alerts_topic_arn, Protocol="sqs", Endpoint=arn,
+                        Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+    return str(url)
+
+
+async def _print_alerts(sqs: Any, url: str, received: Counter[str]) -> None:
+    while True:
+        response = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            alert = json.loads(message["Body"])
+            received[alert["type"]] += 1
+            risk = alert.get("churn_probability") or alert.get("churn_risk")
+            risk_text = f" (30-day churn risk {risk:.0%})" if isinstance(risk, int | float) else ""
+            print(f"[{alert['severity']:<8}] {alert['type']:<22} {alert['customer_id']}: {alert.get('message') or ''}"
+                  f"{risk_text} -> {alert.get('recommendation')}", flush=True)  # fmt: skip
+            await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+async def _wait_until_drained(sqs: Any, url: str, metrics: Metrics, sent: int) -> None:
+    last_report = 0.0
+    while True:
+        attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]))["Attributes"]  # fmt: skip
+        waiting = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        if time.monotonic() - last_report > 5:
+            say(f"  processed {int(metrics.total('events_in')):,}/{sent:,} events, {waiting:,} in the queue")
+            last_report = time.monotonic()
+        if waiting == 0 and metrics.total("events_in") >= sent:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _summary(metrics: Metrics, received: Counter[str], sent: int, seconds: float) -> None:
+    latency = metrics.quantiles("event_to_alert_latency_ms")
+    say("")
+    say(f"summary: {sent:,} live events in {seconds:.1f} s ({sent / max(seconds, 1e-9):,.0f}/s); "
+        f"{int(metrics.total('events_quarantined'))} quarantined; "
+        f"{int(metrics.total('events_duplicate'))} duplicates")  # fmt: skip
+    by_type = ", ".join(f"{kind} {count}" for kind, count in sorted(received.items())) or "none"
+    say(f"alerts received: {sum(received.values())} ({by_type})")
+    if latency:
+        say(f"event-to-alert latency: p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms")
