@@ -1,0 +1,560 @@
+"""The Kinesis source against moto's server (streams and the lease table over HTTP), and against
+a small fake Kinesis client for what moto does not do: it never closes a shard's iterator after a
+split (it routes writes to closed shards), never expires iterators and never throttles. The
+lease table is always moto's DynamoDB, so the fencing conditions are evaluated for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from worker.exceptions import WorkerError
+from worker.ports import Delivery, Record, Settlement
+from worker.sources.kinesis import KinesisSource, ensure_stream
+from worker.sources.leases import SHARD_END, create_lease_table, lease_table_name
+
+FAST = {
+    "lease_duration": 2.0,
+    "poll_interval": 0.1,
+    "min_get_interval": 0.02,
+    "retry_backoff": 0.2,
+    "stop_grace": 2.0,
+}
+SEQ_BASE = 49590338271490256608559692538361571095921575989136588898  # 56 digits, as Kinesis makes them
+
+
+@pytest.fixture
+async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        yield client
+
+
+@pytest.fixture
+async def kinesis(aws_endpoint: str) -> AsyncIterator[Any]:
+    async with get_session().create_client("kinesis", region_name="us-east-1") as client:
+        yield client
+
+
+@pytest.fixture
+async def leases(dynamodb: Any, unique_prefix: str) -> str:
+    name = lease_table_name(unique_prefix)
+    assert await create_lease_table(dynamodb, name) is True
+    assert await create_lease_table(dynamodb, name) is False
+    return name
+
+
+def event(customer: str, n: int) -> bytes:
+    return json.dumps({"event_id": f"{customer}-{n}", "customer_id": customer, "type": "login",
+                       "occurred_at": "2026-11-27T12:00:00Z"}).encode()  # fmt: skip
+
+
+async def put_events(kinesis: Any, stream: str, count: int, customers: int = 6, first: int = 0) -> list[str]:
+    entries = [(f"c-{i % customers}", event(f"c-{i % customers}", i)) for i in range(first, first + count)]
+    response = await kinesis.put_records(
+        StreamName=stream, Records=[{"Data": data, "PartitionKey": customer} for customer, data in entries]
+    )
+    assert response["FailedRecordCount"] == 0
+    return [json.loads(data)["event_id"] for _, data in entries]
+
+
+_RUNNING: list[Consumer] = []
+
+
+@pytest.fixture(autouse=True)
+async def stop_consumers(dynamodb: Any) -> AsyncIterator[None]:
+    """A failed assertion must not leave readers polling into the next test (nor past the client)."""
+    yield
+    while _RUNNING:
+        consumer = _RUNNING.pop()
+        await consumer.source.stop()
+        consumer.task.cancel()
+        await asyncio.gather(consumer.task, return_exceptions=True)
+
+
+class Consumer:
+    """Drives `deliveries()` like the runtime does, settling each delivery by `policy`."""
+
+    def __init__(
+        self, source: KinesisSource, policy: Callable[[Delivery], Awaitable[Settlement]] | None = None
+    ):
+        self.source = source
+        self.policy = policy
+        self.deliveries: list[Delivery] = []
+        self.task = asyncio.create_task(self._run())
+        _RUNNING.append(self)
+
+    async def _run(self) -> None:
+        handlers: set[asyncio.Task[None]] = set()
+        async for delivery in self.source.deliveries():
+            self.deliveries.append(delivery)
+            handler = asyncio.create_task(self._handle(delivery))  # concurrently, as the runtime does
+            handlers.add(handler)
+            handler.add_done_callback(handlers.discard)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        if self.policy is not None:
+            await delivery.settle(await self.policy(delivery))
+        else:
+            await delivery.settle(Settlement(done=list(delivery.records)))
+
+    @property
+    def records(self) -> list[Record]:
+        return [record for delivery in self.deliveries for record in delivery.records]
+
+    def event_ids(self) -> list[str]:
+        return [json.loads(record.body)["event_id"] for record in self.records]
+
+    async def stop(self) -> None:
+        await self.source.stop()
+        await asyncio.wait_for(self.task, 10)
+
+
+async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def lease_items(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
+    response = await dynamodb.scan(TableName=table, ConsistentRead=True)
+    return {item["shard_id"]["S"]: item for item in response["Items"]}
+
+
+async def stream_of(kinesis: Any, prefix: str, shards: int) -> str:
+    name = f"{prefix}events"
+    assert await ensure_stream(kinesis, name, shards) is True
+    assert await ensure_stream(kinesis, name, shards) is False
+    return name
+
+
+# --- against moto -----------------------------------------------------------------------------------
+
+
+async def test_one_consumer_reads_everything_in_order_and_checkpoints(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 2)
+    sent = await put_events(kinesis, stream, 40)  # > 9 per shard: "10" must sort after "9"
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", max_records=7, **FAST))
+    await until(lambda: len(consumer.records) >= 40)
+    assert sorted(consumer.event_ids()) == sorted(sent)
+    for customer in {f"c-{i % 6}" for i in range(40)}:  # per-customer order as sent
+        mine = [e for e in consumer.event_ids() if e.startswith(customer + "-")]
+        assert mine == [e for e in sent if e.startswith(customer + "-")]
+    record = consumer.records[0]
+    _, sequence = record.source_id.split(":")
+    assert record.handle == sequence and record.enqueued_at and abs(record.enqueued_at - time.time()) < 60
+    last = {}
+    for r in consumer.records:
+        last[r.source_id.split(":")[0]] = r.handle
+    await until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
+    items = await lease_items(dynamodb, leases)
+    assert {sid: items[sid]["checkpoint"]["S"] for sid in last} == last
+    assert consumer.source.metrics.records_in == 40
+    assert set(consumer.source.metrics.millis_behind_latest) == set(last)
+    await consumer.stop()
+
+
+async def test_restart_resumes_after_the_checkpoint_and_redelivers_failed_records(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    first = await put_events(kinesis, stream, 5)
+    failing = asyncio.Event()
+
+    async def policy(delivery: Delivery) -> Settlement:
+        if failing.is_set():  # the pipeline could not make these durable
+            return Settlement(done=list(delivery.records[:1]), failed=list(delivery.records[1:]))
+        return Settlement(done=list(delivery.records))
+
+    a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **FAST), policy)
+    await until(lambda: len(a.records) == 5)
+    await until(lambda: a.source.metrics.checkpoints == len(a.deliveries))
+    failing.set()
+    second = await put_events(kinesis, stream, 3, first=5)
+    await until(lambda: len(a.records) >= 8)
+    await a.stop()  # crashes or is redeployed before the failed records went through
+    assert a.event_ids()[:8] == first + second
+
+    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **FAST))
+    await until(lambda: len(b.records) >= 3)
+    await asyncio.sleep(0.5)
+    assert b.event_ids() == second  # the first five were settled done: never again
+    await b.stop()
+
+
+async def test_failed_records_are_read_again_after_a_back_off(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    sent = await put_events(kinesis, stream, 3)
+    failures = 1
+
+    async def fail_once(delivery: Delivery) -> Settlement:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            return Settlement(done=list(delivery.records[:1]), failed=list(delivery.records[1:]))
+        return Settlement(done=list(delivery.records))
+
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST), fail_once)
+    await until(lambda: len(consumer.records) >= 6)
+    await asyncio.sleep(0.5)
+    # The whole batch again: done records of a failed batch come back too (the pipeline is idempotent).
+    assert consumer.event_ids() == sent + sent
+    assert [r.receive_count for r in consumer.records] == [1, 1, 1, 1, 2, 2]
+    items = await lease_items(dynamodb, leases)
+    assert [item["checkpoint"]["S"] for item in items.values() if "checkpoint" in item] == [
+        consumer.records[-1].handle
+    ]
+    assert consumer.source.metrics.records_redelivered == 2
+    await consumer.stop()
+
+
+async def test_two_consumers_split_four_shards_and_deliver_each_record_once(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 4)
+    a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **FAST))
+    await until(lambda: len(a.source.held_shards) == 4)
+    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **FAST))
+    await until(lambda: len(a.source.held_shards) == 2 and len(b.source.held_shards) == 2)
+    assert set(a.source.held_shards).isdisjoint(b.source.held_shards)
+    assert b.source.metrics.leases_stolen == 2 and a.source.metrics.leases_lost == 2
+    sent = await put_events(kinesis, stream, 80, customers=20)
+    await until(lambda: len(a.records) + len(b.records) >= 80)
+    await asyncio.sleep(0.5)  # anything delivered twice would show up now
+    got = a.event_ids() + b.event_ids()
+    assert sorted(got) == sorted(sent)
+    assert {r.source_id.split(":")[0] for r in a.records} == set(a.source.held_shards)
+    assert {r.source_id.split(":")[0] for r in b.records} == set(b.source.held_shards)
+    await asyncio.sleep(2.5)  # more than a lease duration: renewals keep the split stable
+    assert len(a.source.held_shards) == 2 and len(b.source.held_shards) == 2
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_consumer_that_lost_its_lease_cannot_checkpoint(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    await put_events(kinesis, stream, 4)
+    handed_out = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> Settlement:
+        handed_out.set()
+        await release.wait()
+        return Settlement(done=list(delivery.records))
+
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-old", **FAST), slow)
+    await asyncio.wait_for(handed_out.wait(), 10)
+    shard_id = consumer.source.held_shards[0]
+    # Another worker takes the lease (as after a long GC pause past the expiry).
+    item = (await lease_items(dynamodb, leases))[shard_id]
+    await dynamodb.update_item(
+        TableName=leases, Key={"shard_id": {"S": shard_id}},
+        UpdateExpression="SET #o = :o, lease_counter = :c, expires_at = :e",
+        ExpressionAttributeNames={"#o": "owner"},
+        ExpressionAttributeValues={":o": {"S": "w-new"}, ":c": {"N": str(int(item["lease_counter"]["N"]) + 1)},
+                                   ":e": {"N": str(int((time.time() + 60) * 1000))}},
+    )  # fmt: skip
+    release.set()
+    await until(lambda: consumer.source.metrics.checkpoints_refused == 1)
+    item = (await lease_items(dynamodb, leases))[shard_id]
+    assert "checkpoint" not in item and item["owner"]["S"] == "w-new"
+    assert consumer.source.held_shards == []
+    await asyncio.sleep(1.5)  # the new owner's lease is live: no retake, nothing more delivered
+    assert consumer.source.held_shards == [] and len(consumer.deliveries) == 1
+    await consumer.stop()
+
+
+async def test_expired_lease_of_a_crashed_worker_is_taken_over(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    sent = await put_events(kinesis, stream, 3)
+    shard_id = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
+    expires = time.time() + 2.0  # a worker that stopped renewing
+    await dynamodb.put_item(TableName=leases, Item={
+        "shard_id": {"S": shard_id}, "owner": {"S": "w-crashed"}, "lease_counter": {"N": "7"},
+        "expires_at": {"N": str(int(expires * 1000))}, "parents": {"L": []}, "start": {"S": "TRIM_HORIZON"}})  # fmt: skip
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-live", **FAST))
+    await asyncio.sleep(1.0)
+    assert consumer.records == [] and consumer.source.held_shards == []
+    await until(lambda: len(consumer.records) == 3)
+    assert time.time() >= expires
+    assert consumer.event_ids() == sent and consumer.source.metrics.leases_taken == 1
+    await consumer.stop()
+
+
+async def test_stop_releases_leases_so_another_worker_takes_them_at_once(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 2)
+    slow = dict(FAST, lease_duration=30.0)  # a takeover by expiry would take 30 s
+    a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **slow))
+    await until(lambda: len(a.source.held_shards) == 2)
+    started = time.monotonic()
+    await a.stop()
+    items = await lease_items(dynamodb, leases)
+    assert "worker#w-a" not in items
+    assert all("owner" not in item for item in items.values())
+    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **slow))
+    await until(lambda: len(b.source.held_shards) == 2, within=5)
+    assert time.monotonic() - started < 10
+    await b.stop()
+
+
+async def test_stop_lets_a_delivery_in_flight_settle_and_checkpoint_first(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    await put_events(kinesis, stream, 3)
+    handed_out = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> Settlement:
+        handed_out.set()
+        await asyncio.sleep(0.5)  # SIGTERM arrives while the pipeline is still on this batch
+        return Settlement(done=list(delivery.records))
+
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST), slow)
+    await asyncio.wait_for(handed_out.wait(), 10)
+    await consumer.stop()
+    (item,) = [i for sid, i in (await lease_items(dynamodb, leases)).items()]
+    assert item["checkpoint"]["S"] == consumer.records[-1].handle and "owner" not in item
+
+
+async def test_at_timestamp_starts_at_the_first_record_after_it(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    await put_events(kinesis, stream, 3)
+    await asyncio.sleep(1.1)
+    since = time.time()
+    later = await put_events(kinesis, stream, 2, first=3)
+    source = KinesisSource(kinesis, dynamodb, stream, leases, "w1", start_position="AT_TIMESTAMP",
+                           at_timestamp=datetime.fromtimestamp(since, UTC).isoformat(), **FAST)  # fmt: skip
+    consumer = Consumer(source)
+    await until(lambda: len(consumer.records) >= 2)
+    await asyncio.sleep(0.3)
+    assert consumer.event_ids() == later
+    await consumer.stop()
+
+
+# --- a fake Kinesis for resharding, iterator expiry and throttling ----------------------------------
+
+
+def client_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, operation)
+
+
+class FakeKinesis:
+    """The three calls the source makes, over in-memory shards with 56-digit sequence numbers.
+    A closed shard answers with no NextShardIterator once read to its end, as Kinesis does."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, dict[str, Any]] = {}
+        self.faults: list[tuple[str, str]] = []  # (operation, error code), each raised once
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._next_seq = SEQ_BASE
+
+    def add_shard(self, shard_id: str, parents: tuple[str, ...] = ()) -> None:
+        self.shards[shard_id] = {"records": [], "closed": False, "parents": parents}
+
+    def put(self, shard_id: str, customer: str, n: int) -> str:
+        self._next_seq += 1000
+        sequence = str(self._next_seq)
+        self.shards[shard_id]["records"].append({"SequenceNumber": sequence, "Data": event(customer, n),
+                                                  "PartitionKey": customer, "ApproximateArrivalTimestamp": time.time()})  # fmt: skip
+        return sequence
+
+    def _fault(self, operation: str) -> None:
+        for fault in self.faults:
+            if fault[0] == operation:
+                self.faults.remove(fault)
+                raise client_error(fault[1], operation)
+
+    async def list_shards(self, **kwargs: Any) -> dict[str, Any]:
+        shards = []
+        for sid, shard in self.shards.items():
+            entry: dict[str, Any] = {"ShardId": sid, "SequenceNumberRange": {"StartingSequenceNumber": "0"}}
+            if shard["closed"]:
+                entry["SequenceNumberRange"]["EndingSequenceNumber"] = str(self._next_seq)
+            for key, parent in zip(
+                ("ParentShardId", "AdjacentParentShardId"), shard["parents"], strict=False
+            ):
+                entry[key] = parent
+            shards.append(entry)
+        return {"Shards": shards}
+
+    async def get_shard_iterator(self, StreamName: str, ShardId: str, ShardIteratorType: str,
+                                 StartingSequenceNumber: str | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+        self.calls.append(("get_shard_iterator", {"ShardId": ShardId, "ShardIteratorType": ShardIteratorType,
+                                                  "StartingSequenceNumber": StartingSequenceNumber}))  # fmt: skip
+        self._fault("GetShardIterator")
+        sequences = [int(r["SequenceNumber"]) for r in self.shards[ShardId]["records"]]
+        if ShardIteratorType == "TRIM_HORIZON":
+            index = 0
+        elif ShardIteratorType == "LATEST":
+            index = len(sequences)
+        else:
+            assert StartingSequenceNumber is not None
+            at = int(StartingSequenceNumber)
+            index = sum(
+                1 for s in sequences if s < at or (ShardIteratorType == "AFTER_SEQUENCE_NUMBER" and s == at)
+            )
+        return {"ShardIterator": f"{ShardId}|{index}"}
+
+    async def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        self.calls.append(("get_records", {"ShardIterator": ShardIterator}))
+        self._fault("GetRecords")
+        sid, index_text = ShardIterator.split("|")
+        shard, index = self.shards[sid], int(index_text)
+        records = shard["records"][index : index + Limit]
+        end = index + len(records)
+        response: dict[str, Any] = {"Records": records, "MillisBehindLatest": 0}
+        if not (shard["closed"] and end >= len(shard["records"])):
+            response["NextShardIterator"] = f"{sid}|{end}"
+        return response
+
+
+def fake_source(
+    fake: FakeKinesis, dynamodb: Any, leases: str, worker: str = "w1", **kwargs: Any
+) -> KinesisSource:
+    return KinesisSource(
+        fake, dynamodb, "fake-stream", leases, worker, **{**FAST, "max_records": 3, **kwargs}
+    )
+
+
+def shard_of(record: Record) -> str:
+    return record.source_id.split(":")[0]
+
+
+async def test_split_parent_is_drained_before_its_children(dynamodb: Any, leases: str) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("shardId-0")
+    fake.add_shard("shardId-1", parents=("shardId-0",))
+    fake.add_shard("shardId-2", parents=("shardId-0",))
+    fake.shards["shardId-0"]["closed"] = True
+    for n in range(7):
+        fake.put("shardId-0", "c-1", n)
+    fake.put("shardId-1", "c-1", 7)  # c-1's next event, in a child: must come after all of the parent's
+    fake.put("shardId-2", "c-2", 8)
+    consumer = Consumer(fake_source(fake, dynamodb, leases))
+    await until(lambda: len(consumer.records) == 9)
+    shards = [shard_of(r) for r in consumer.records]
+    assert shards[:7] == ["shardId-0"] * 7 and set(shards[7:]) == {"shardId-1", "shardId-2"}
+    assert [e for e in consumer.event_ids() if e.startswith("c-1-")] == [f"c-1-{n}" for n in range(8)]
+    await until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries) + 1)
+    items = await lease_items(dynamodb, leases)
+    assert items["shardId-0"]["checkpoint"]["S"] == SHARD_END and "owner" not in items["shardId-0"]
+    assert items["shardId-1"]["checkpoint"]["S"] == fake.shards["shardId-1"]["records"][-1]["SequenceNumber"]
+    assert len(items["shardId-1"]["checkpoint"]["S"]) == 56
+    await consumer.stop()
+
+
+async def test_latest_on_first_start_skips_closed_shards_and_old_records(dynamodb: Any, leases: str) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("shardId-0")
+    fake.add_shard("shardId-1", parents=("shardId-0",))
+    fake.put("shardId-0", "c-1", 0)
+    fake.shards["shardId-0"]["closed"] = True
+    fake.put("shardId-1", "c-1", 1)
+    consumer = Consumer(fake_source(fake, dynamodb, leases, start_position="LATEST"))
+    await until(lambda: consumer.source.held_shards == ["shardId-1"])
+    fake.put("shardId-1", "c-1", 2)
+    await until(lambda: len(consumer.records) >= 1)
+    await asyncio.sleep(0.3)
+    assert consumer.event_ids() == ["c-1-2"]
+    assert (await lease_items(dynamodb, leases))["shardId-0"]["checkpoint"]["S"] == SHARD_END
+    await consumer.stop()
+
+
+async def test_merge_child_waits_for_both_parents_and_reshard_while_reading(
+    dynamodb: Any, leases: str
+) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("shardId-0")
+    fake.add_shard("shardId-1")
+    fake.put("shardId-0", "c-1", 0)
+    fake.put("shardId-1", "c-2", 1)
+    gate = asyncio.Event()
+
+    async def hold_shard_1(delivery: Delivery) -> Settlement:
+        if shard_of(delivery.records[0]) == "shardId-1" and len(fake.shards) == 3:
+            await gate.wait()  # parent 1 is not drained until the test says so
+        return Settlement(done=list(delivery.records))
+
+    consumer = Consumer(fake_source(fake, dynamodb, leases, start_position="LATEST"), hold_shard_1)
+    await until(lambda: len(consumer.source.held_shards) == 2)
+    assert consumer.records == []  # LATEST: the two older records are skipped
+    fake.put("shardId-0", "c-1", 2)
+    await until(lambda: len(consumer.records) == 1)
+    # Merge 0 and 1 into 2 while reading. Writes now go to the child, read from its start.
+    fake.put("shardId-1", "c-2", 3)
+    fake.add_shard("shardId-2", parents=("shardId-0", "shardId-1"))
+    fake.shards["shardId-0"]["closed"] = fake.shards["shardId-1"]["closed"] = True
+    fake.put("shardId-2", "c-1", 4)
+    fake.put("shardId-2", "c-2", 5)
+    await until(lambda: len(consumer.records) >= 2)  # c-2-3 from shard 1, held unsettled
+    await asyncio.sleep(1.5)  # shard 0 is done, shard 1 is not: the child must wait
+    assert consumer.event_ids() == ["c-1-2", "c-2-3"]
+    gate.set()
+    await until(lambda: len(consumer.records) == 4)
+    assert consumer.event_ids()[2:] == ["c-1-4", "c-2-5"]
+    items = await lease_items(dynamodb, leases)
+    assert items["shardId-2"]["start"]["S"] == "TRIM_HORIZON"  # a reshard's child is read from its start
+    await consumer.stop()
+
+
+async def test_expired_iterator_is_renewed_after_the_last_processed_record(
+    dynamodb: Any, leases: str
+) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("shardId-0")
+    sequences = [fake.put("shardId-0", "c-1", n) for n in range(3)]
+    consumer = Consumer(fake_source(fake, dynamodb, leases))
+    await until(lambda: len(consumer.records) == 3)
+    fake.faults.append(("GetRecords", "ExpiredIteratorException"))
+    for n in range(3, 5):
+        fake.put("shardId-0", "c-1", n)
+    await until(lambda: len(consumer.records) == 5)
+    await asyncio.sleep(0.3)
+    assert consumer.event_ids() == [f"c-1-{n}" for n in range(5)]
+    assert consumer.source.metrics.iterators_renewed == 1
+    renewals = [args for name, args in fake.calls if name == "get_shard_iterator"]
+    assert renewals[-1] == {"ShardId": "shardId-0", "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                            "StartingSequenceNumber": sequences[-1]}  # fmt: skip
+    await consumer.stop()
+
+
+async def test_throttling_is_backed_off_and_nothing_is_lost(dynamodb: Any, leases: str) -> None:
+    fake = FakeKinesis()
+    fake.add_shard("shardId-0")
+    fake.faults += [("GetRecords", "ProvisionedThroughputExceededException")] * 2
+    for n in range(4):
+        fake.put("shardId-0", "c-1", n)
+    consumer = Consumer(fake_source(fake, dynamodb, leases, throttle_backoff=0.05))
+    await until(lambda: len(consumer.records) == 4)
+    assert consumer.event_ids() == [f"c-1-{n}" for n in range(4)]
+    assert consumer.source.metrics.throttled == 2
+    await consumer.stop()
+
+
+async def test_missing_stream_ends_deliveries_with_an_error_that_says_what_to_do(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    source = KinesisSource(kinesis, dynamodb, f"{unique_prefix}missing", leases, "w1", **FAST)
+    with pytest.raises(WorkerError, match=r"ResourceNotFoundException.*bootstrap"):
+        async for _ in source.deliveries():
+            pass
