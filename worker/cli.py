@@ -11,9 +11,13 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from features.exceptions import EventParseError, FeaturesError
 from worker.exceptions import UsageError, WorkerError
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 PROG = "churn-worker"
 
@@ -115,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print each alert's JSON body")
     tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
 
+    _add_history_commands(sub, common)
+
     config = sub.add_parser("config", parents=[common], help="show or validate settings")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_sub.add_parser("show", parents=[common], help="print the effective settings, secrets redacted")
@@ -122,6 +128,90 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", parents=[common], help="check a config file; exit 2 if invalid")
     validate.add_argument("file", type=Path, metavar="FILE")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text}")
+    return value
+
+
+def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                          common: argparse.ArgumentParser) -> None:  # fmt: skip
+    """`replay`, `backtest`, `tune`: history through the live system, or through its code in process."""
+    replay = sub.add_parser(
+        "replay", parents=[common], help="publish a historical event file to the live queue or stream",
+        description="Stream EVENTS (.jsonl, .jsonl.gz, .parquet) to CHURN_SQS_QUEUE_URL (send_message_batch) or "
+        "CHURN_KINESIS_STREAM (put_records, PartitionKey = customer_id). One customer's events go out in file "
+        "order: the next is sent only once the previous was accepted. Throttling and partly failed batches are "
+        "retried (only the failed entries) with jittered back-off, so nothing is lost or sent twice. A progress "
+        "bar on a terminal, then a summary line.",
+    )  # fmt: skip
+    replay.add_argument("events_file", type=Path, metavar="EVENTS")
+    replay.add_argument("--to", choices=["sqs", "kinesis"], required=True, help="the configured queue or stream")
+    replay.add_argument("--rate", type=_positive_float, metavar="EVENTS_PER_S", help="at most this many events/s")
+    replay.add_argument("--speedup", type=_positive_float, metavar="X",
+                        help="keep the events' spacing in time, divided by X (default: as fast as allowed)")  # fmt: skip
+    replay.add_argument("--start", type=_iso_instant, metavar="ISO", help="only events at or after this instant")
+    replay.add_argument("--end", type=_iso_instant, metavar="ISO", help="only events before this instant")
+    replay.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                        help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    backtest = sub.add_parser(
+        "backtest", parents=[common], help="run the pipeline over history in process, on event time",
+        description="Replay EVENTS through the worker's pipeline in process: in-memory store, ledger and "
+        "publisher, the model in process (default bundle, or --bundle) or --endpoint, and a clock that follows "
+        "the events (batches of --batch-hours of event time, each at its latest event). Writes DIR/alerts.jsonl "
+        "(the bodies production would publish), DIR/report.json and DIR/report.html. With --outcomes (CONTRACTS "
+        "section 5, e.g. from `churn-model simulate`) the report gives precision, recall, false positive rate, "
+        "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets.",
+    )  # fmt: skip
+    backtest.add_argument("events_file", type=Path, metavar="EVENTS")
+    backtest.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the outputs")
+    backtest.add_argument("--outcomes", type=Path, metavar="FILE", help="who churned when (JSON Lines)")
+    backtest.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
+    backtest.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
+    backtest.add_argument("--batch-hours", type=_positive_float, default=1.0, metavar="H",
+                          help="event time per pipeline batch (default 1; larger is faster, coarser)")  # fmt: skip
+    backtest.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                          help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    backtest.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")
+
+    tune = sub.add_parser(
+        "tune", parents=[common], help="sweep alert thresholds against outcomes and write a config file",
+        description="Backtest EVENTS once, then sweep every rule's thresholds on the scoring instants it "
+        "recorded (same cooldowns and churn handling as the ledger), print the precision/recall/volume trade-off, "
+        "pick per rule the threshold with the best recall that meets --target-precision and --max-fpr (or "
+        "disable the rule if none does) and write FILE: [alerts.<type>] tables that `run --config FILE`, "
+        "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html).",
+    )  # fmt: skip
+    tune.add_argument("events_file", type=Path, metavar="EVENTS")
+    tune.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    tune.add_argument("--out", type=Path, required=True, metavar="FILE", help="the TOML config file to write")
+    tune.add_argument("--target-precision", type=_fraction, default=0.75, metavar="P",
+                      help="least precision a threshold must reach (default 0.75, the seed's IB spike target)")  # fmt: skip
+    tune.add_argument("--max-fpr", type=_fraction, default=0.15, metavar="F",
+                      help="highest false positive rate allowed (default 0.15, the seed's critical-alert target)")  # fmt: skip
+    tune.add_argument("--min-alerted", type=_positive_int, default=5, metavar="N",
+                      help="ignore thresholds that alert fewer customers than this (default 5)")  # fmt: skip
+    tune.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
+    tune.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
+    tune.add_argument("--batch-hours", type=_positive_float, default=1.0, metavar="H",
+                      help="event time per pipeline batch, as for backtest (default 1)")  # fmt: skip
+    tune.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="as for backtest")
+    tune.add_argument("--json", action="store_true", help="print the sweep and the choices as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,6 +276,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from worker.commands.alerts_tail import run_alerts_tail
 
         return asyncio.run(run_alerts_tail(settings, args.alert_type, args.severity, args.json, args.timeout))
+    if args.command in ("replay", "backtest", "tune"):
+        return _dispatch_history(args, settings)
     if args.command == "run":
         from worker.logs import configure_logging
         from worker.runtime import check_runnable, run_worker
@@ -195,6 +287,33 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_worker(settings))
     raise UsageError(f"unknown command {args.command!r}")  # argparse already refuses these
 
+
+def _dispatch_history(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.logs import configure_logging
+
+    # The summary and the report are the output; one INFO line per alert would bury them.
+    configure_logging(args.debug, json_logs=False, level=None if args.debug else "WARNING")
+    if args.command == "replay":
+        from worker.commands.replay import ReplayRequest, run_replay
+
+        return asyncio.run(run_replay(settings, ReplayRequest(
+            args.events_file, args.to, rate=args.rate, speedup=args.speedup, start=args.start, end=args.end,
+            on_error=args.on_error, as_json=args.json)))  # fmt: skip
+    from worker.commands.backtest import BacktestRequest
+
+    request = BacktestRequest(
+        args.events_file, args.out if args.command == "backtest" else args.out.parent,
+        outcomes=args.outcomes, endpoint=args.endpoint, bundle=args.bundle, on_error=args.on_error,
+        batch_hours=args.batch_hours, as_json=args.json,
+    )  # fmt: skip
+    if args.command == "backtest":
+        from worker.commands.backtest import run_backtest_command
+
+        return asyncio.run(run_backtest_command(settings, request))
+    from worker.commands.tune import TuneTargets, run_tune
+
+    targets = TuneTargets(args.target_precision, args.max_fpr, args.min_alerted)
+    return asyncio.run(run_tune(settings, request, args.out, targets, args.config))
 
 if __name__ == "__main__":
     sys.exit(main())

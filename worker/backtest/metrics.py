@@ -1,0 +1,198 @@
+"""Alert and model metrics against outcomes: pure numpy, no I/O (the report and `tune` share them).
+
+Definitions (the report states them too):
+- An alert is *confirmed* when its customer churned within 30 days after it (`as_of`).
+- precision: alerted customers with a confirmed alert / alerted customers.
+- recall: customers with a confirmed alert / customers who churned during the backtest.
+- false positive rate: alerted customers who never churned / customers who never churned.
+- lead time: days from a confirmed customer's first confirmed alert to the churn (median).
+- volume: alerts per 1,000 customers per week over the backtest's span of event time.
+- model: every scoring instant of a customer not yet churned is an example; its label is churn
+  within 14 / 30 days after it; instants whose horizon runs past the end of the events and whose
+  customer did not churn inside it are left out (what happened is not known). Health MAE compares
+  the predicted score with the true health of that day, where outcomes carry it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from features.state import DAY_US
+from worker.backtest.outcomes import NEVER, HealthTruth
+
+CONFIRM_DAYS = 30
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class Population:
+    """Customers of the backtest (those with events), their churn times and the span of event time."""
+
+    customers: list[str]
+    churn_us: np.ndarray  # per customer, NEVER if they did not churn
+    start_us: int
+    end_us: int
+
+    @property
+    def churners(self) -> int:
+        return int(((self.churn_us != NEVER) & (self.churn_us > self.start_us)).sum())
+
+    @property
+    def non_churners(self) -> int:
+        return int((self.churn_us == NEVER).sum())
+
+    @property
+    def weeks(self) -> float:
+        return max(self.end_us - self.start_us, DAY_US) / (7 * DAY_US)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 4) if denominator else None
+
+
+def alert_stats(customer: np.ndarray, t_us: np.ndarray, population: Population, with_outcomes: bool = True) -> dict[str, Any]:
+    """Metrics of one alert type from its alerts' customer indices and `as_of` times."""
+    customer = np.asarray(customer, dtype=np.int64)
+    t_us = np.asarray(t_us, dtype=np.int64)
+    alerted = np.unique(customer)
+    per_week = len(t_us) / (len(population.customers) / 1000) / population.weeks if population.customers else 0.0
+    stats: dict[str, Any] = {
+        "alerts": len(t_us),
+        "customers_alerted": len(alerted),
+        "alerts_per_1000_customers_per_week": round(per_week, 3),
+    }
+    if not with_outcomes:
+        return stats
+    churn = population.churn_us[customer]
+    confirmed = (churn > t_us) & (churn - t_us <= CONFIRM_DAYS * DAY_US)
+    hit = np.unique(customer[confirmed])
+    lead: float | None = None
+    if len(hit):
+        order = np.lexsort((t_us[confirmed], customer[confirmed]))
+        ordered_customers = customer[confirmed][order]
+        _, first = np.unique(ordered_customers, return_index=True)
+        first_t = t_us[confirmed][order][first]
+        lead = round(float(np.median((population.churn_us[ordered_customers[first]] - first_t) / DAY_US)), 2)
+    false_alarms = int((population.churn_us[alerted] == NEVER).sum())
+    stats.update({
+        "customers_confirmed": len(hit),
+        "precision": _ratio(len(hit), len(alerted)),
+        "recall": _ratio(len(hit), population.churners),
+        "false_positive_rate": _ratio(false_alarms, population.non_churners),
+        "median_lead_time_days": lead,
+    })  # fmt: skip
+    return stats
+
+
+def auc_roc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class only."""
+    y = np.asarray(y, dtype=bool)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if not positives or not negatives:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    _, inverse, counts = np.unique(np.asarray(score)[order], return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]
+    rank_sum = float(ranks[y[order]].sum())
+    return round((rank_sum - positives * (positives + 1) / 2) / (positives * negatives), 4)
+
+
+def roc_points(y: np.ndarray, score: np.ndarray, points: int = 50) -> list[list[float]]:
+    """(false positive rate, true positive rate) at `points` score quantiles, for a plot."""
+    y = np.asarray(y, dtype=bool)
+    if not y.any() or y.all():
+        return []
+    thresholds = np.unique(np.quantile(score, np.linspace(0, 1, points)))[::-1]
+    out = [[0.0, 0.0]]
+    for threshold in thresholds:
+        flagged = score >= threshold
+        out.append([round(float(flagged[~y].mean()), 4), round(float(flagged[y].mean()), 4)])
+    out.append([1.0, 1.0])
+    return out
+
+
+def calibration(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Brier score, expected calibration error (equal-width bins, as model.evaluation computes it),
+    and the reliability table behind it."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if not len(y):
+        return {"brier": None, "ece": None, "bins": []}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            predicted, observed = float(p[mask].mean()), float(y[mask].mean())
+            ece += float(mask.mean()) * abs(predicted - observed)
+            table.append({"bin": [round(edges[b], 2), round(edges[b + 1], 2)], "count": int(mask.sum()),
+                          "predicted": round(predicted, 4), "observed": round(observed, 4)})  # fmt: skip
+    return {"brier": round(float(np.mean((p - y) ** 2)), 4), "ece": round(ece, 4), "bins": table}
+
+
+def model_stats(
+    columns: dict[str, np.ndarray], population: Population, health: HealthTruth | None
+) -> dict[str, Any]:
+    """AUC-ROC (14d, 30d), calibration (30d) and health MAE from the backtest's scoring instants."""
+    t = columns["t_us"]
+    churn = population.churn_us[columns["customer"]]
+    alive = churn > t
+    out: dict[str, Any] = {"scoring_instants": int(alive.sum())}
+    for days in (14, 30):
+        horizon = days * DAY_US
+        y = alive & (churn - t <= horizon)
+        known = alive & ((t + horizon <= population.end_us) | y)
+        p = columns[f"churn_risk_{days}d"][known]
+        labels = y[known]
+        out[f"churn_{days}d"] = {
+            "examples": int(known.sum()), "churn_rate": _ratio(float(labels.sum()), float(len(labels))),
+            "auc_roc": auc_roc(labels, p), "roc": roc_points(labels, p),
+        }  # fmt: skip
+        if days == 30:
+            out["calibration_30d"] = calibration(labels, p)
+    if health is None:
+        out["health_mae"] = None
+        out["health_mae_note"] = "n/a: the outcomes carry no health truth"
+    else:
+        truth = health.at(population.customers, columns["customer"], t)
+        ok = alive & np.isfinite(truth)
+        error = np.abs(columns["customer_health_score"][ok] - truth[ok])
+        out["health_mae"] = round(float(error.mean()), 3) if len(error) else None
+        out["health_mae_examples"] = int(ok.sum())
+    return out
+
+
+def target(metric: str, goal: str, value: float | None) -> dict[str, Any]:
+    """One of the seed's targets: "> 0.75" / "< 10"; pass is None when it cannot be measured."""
+    threshold = float(goal[1:])
+    ok = None if value is None else (value > threshold if goal.startswith(">") else value < threshold)
+    return {"metric": metric, "target": goal, "value": value, "pass": ok}
+
+
+def seed_targets(by_type: dict[str, dict[str, Any]], model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seed's targets: IB call spike precision > 75%, critical (IB_CALL_SPIKE is the only
+    CRITICAL type) false positive rate < 15%, churn AUC > 0.80 (14 and 30 days), health MAE < 10."""
+    spike = by_type.get("IB_CALL_SPIKE", {})
+    return [
+        target("ib_call_spike_precision", "> 0.75", spike.get("precision")),
+        target("critical_alert_false_positive_rate", "< 0.15", spike.get("false_positive_rate")),
+        target("churn_auc_roc_14d", "> 0.80", model["churn_14d"]["auc_roc"]),
+        target("churn_auc_roc_30d", "> 0.80", model["churn_30d"]["auc_roc"]),
+        target("health_score_mae", "< 10", model.get("health_mae")),
+    ]
+
+
+def weekly_counts(types: Sequence[str], t_us: Sequence[int], start_us: int, names: Sequence[str]) -> dict[str, list[int]]:
+    """Alerts per type per week of event time (week 0 starts at `start_us`), for the report's plot."""
+    t = np.asarray(t_us, dtype=np.int64)
+    kinds = np.asarray(types, dtype=object)
+    weeks = int((t.max() - start_us) // (7 * DAY_US)) + 1 if len(t) else 0
+    week = (t - start_us) // (7 * DAY_US) if len(t) else t
+    return {name: np.bincount(week[kinds == name], minlength=weeks).tolist() for name in names}

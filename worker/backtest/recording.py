@@ -1,0 +1,151 @@
+"""In-memory twins for a backtest that also write down what the pipeline scored.
+
+The report's model metrics and `tune`'s threshold sweeps need, for every scoring instant (a
+customer scored at a batch's time), the model's prediction and the few features the rules read.
+The pipeline does not hand those out, but it does call two ports in a fixed way per batch: the store's
+`apply` (whose touched customers, sorted, are the rows of the matrix it computes next) and then the
+scorer's `score(matrix)`. Wrapping both records each row with its customer and time, without
+touching the pipeline.
+
+A customer whose state shows churn is not routed by the pipeline and never alerted again (the
+ledger remembers); their rows from then on are left out of the log for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from features.events import Event
+from features.registry import FEATURE_INDEX
+from features.state import CustomerState, to_us
+from features.store import ApplyResult, MemoryFeatureStore
+from worker.ports import Record
+from worker.scoring import Scorer
+
+# Features the alert rules read (worker/alerts/rules.py), kept per scoring instant for `tune`.
+RULE_FEATURES = ("ib_call_count_14d", "has_first_session", "session_frequency_30d")
+# Prediction fields kept per scoring instant (the rules' inputs and the report's model metrics).
+PREDICTION_FIELDS = (
+    "churn_risk_14d", "churn_risk_30d", "customer_health_score", "first_session_success_prob",
+    "predicted_session_velocity",
+)  # fmt: skip
+
+
+def has_churned(state: CustomerState) -> bool:
+    """The pipeline's test (worker.pipeline): a churn after the latest sign-up ends alerting."""
+    last = state.profile.last_us
+    return last.get("customer_churned", -1) > last.get("customer_signed_up", -1)
+
+
+@dataclass
+class Quarantined:
+    line: int | None  # the line (or Parquet row) number the backtest gave the record as its handle
+    error_code: str
+    error_detail: str
+
+
+@dataclass
+class MemoryDeadLetterQueue:
+    """The DLQ twin: keeps what the pipeline quarantined, with the record's line number."""
+
+    items: list[Quarantined] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
+        line = record.handle if isinstance(record.handle, int) else None
+        self.items.append(Quarantined(line, error_code, error_detail))
+        self.counts[error_code] += 1
+
+    def take(self) -> list[Quarantined]:
+        items, self.items = self.items, []
+        return items
+
+
+@dataclass
+class ScoringLog:
+    """Columns, one row per scoring instant of a customer not (yet) churned."""
+
+    customers: list[str] = field(default_factory=list, repr=False)  # index -> customer id
+    index: dict[str, int] = field(default_factory=dict, repr=False)
+    parts: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
+    churned: set[str] = field(default_factory=set, repr=False)
+    model_version: str | None = None  # as the scorer's predictions name it
+    _pending: list[str] = field(default_factory=list, repr=False)  # rows of the next matrix, in order
+    _keep: list[bool] = field(default_factory=list, repr=False)
+
+    def customer_index(self, customer_id: str) -> int:
+        position = self.index.get(customer_id)
+        if position is None:
+            position = self.index[customer_id] = len(self.customers)
+            self.customers.append(customer_id)
+        return position
+
+    def expect(self, states: dict[str, CustomerState]) -> None:
+        self._pending = sorted(states)  # the pipeline's row order
+        self._keep = []
+        for cid in self._pending:
+            self.customer_index(cid)
+            if has_churned(states[cid]):
+                self.churned.add(cid)
+            self._keep.append(cid not in self.churned)
+
+    def add(self, features: np.ndarray, predictions: Sequence[dict[str, Any]], now: datetime) -> None:
+        if len(self._pending) != len(features):
+            raise RuntimeError("scoring log out of step with the pipeline: a matrix without its apply")
+        keep = np.asarray(self._keep, dtype=bool)
+        if predictions and self.model_version is None:
+            version = predictions[0].get("model_version")
+            self.model_version = str(version) if version is not None else None
+        part: dict[str, np.ndarray] = {
+            "customer": np.asarray([self.index[c] for c in self._pending], dtype=np.int64)[keep],
+            "t_us": np.full(int(keep.sum()), to_us(now), dtype=np.int64),
+        }
+        for name in RULE_FEATURES:
+            part[name] = np.asarray(features[:, FEATURE_INDEX[name]], dtype=np.float64)[keep]
+        for name in PREDICTION_FIELDS:
+            part[name] = np.asarray([float(p[name]) for p in predictions], dtype=np.float64)[keep]
+        self.parts.append(part)
+        self._pending, self._keep = [], []
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every row so far, as one array per column (customer, t_us, features, predictions)."""
+        names = ["customer", "t_us", *RULE_FEATURES, *PREDICTION_FIELDS]
+        if not self.parts:
+            return {name: np.zeros(0, dtype=np.int64 if name in ("customer", "t_us") else np.float64) for name in names}
+        return {name: np.concatenate([part[name] for part in self.parts]) for name in names}
+
+
+class RecordingStore:
+    """A MemoryFeatureStore that tells the log which customers the next matrix holds."""
+
+    def __init__(self, inner: MemoryFeatureStore, log: ScoringLog) -> None:
+        self.inner = inner
+        self._log = log
+
+    async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
+        result = self.inner.apply_sync(events, now)
+        self._log.expect(result.states)
+        return result
+
+    async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
+        return await self.inner.get(customer_ids)
+
+
+class RecordingScorer:
+    """Any Scorer (in process or an endpoint), with every scored row written to the log."""
+
+    def __init__(self, inner: Scorer, log: ScoringLog, clock: Callable[[], datetime]) -> None:
+        self.inner = inner
+        self._log = log
+        self._clock = clock
+
+    async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
+        predictions = await self.inner.score(features)
+        self._log.add(features, predictions, self._clock())
+        return predictions

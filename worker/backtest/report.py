@@ -1,0 +1,121 @@
+"""report.json: what a backtest found, per alert type and for the model, against the seed's targets.
+
+Nothing here reads a clock or the machine: the same events, config and model give the same report,
+byte for byte (run times are printed by the command, never written into the report).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.state import from_us
+from worker.alerts.config import AlertsConfig
+from worker.alerts.rules import AlertType, iso
+from worker.backtest.metrics import Population, alert_stats, model_stats, seed_targets, weekly_counts
+from worker.backtest.outcomes import NEVER, Outcomes
+from worker.backtest.runner import BacktestResult
+
+ALERT_TYPES = [t.value for t in AlertType]
+DEFINITIONS = {
+    "confirmed": "the customer churned within 30 days after the alert's as_of",
+    "precision": "alerted customers with a confirmed alert / alerted customers",
+    "recall": "customers with a confirmed alert / customers who churned during the backtest",
+    "false_positive_rate": "alerted customers who did not churn / customers who did not churn",
+    "median_lead_time_days": "days from a customer's first confirmed alert to the churn, median over customers",
+    "alerts_per_1000_customers_per_week": "alerts / (customers with events / 1000) / weeks of event time",
+    "model": "each scoring instant of a customer not yet churned is an example, labelled by churn within "
+    "14 / 30 days; instants whose horizon passes the end of the events without a churn are left out",
+}
+
+
+def population(result: BacktestResult, outcomes: Outcomes | None) -> Population:
+    customers = result.customers
+    churn = outcomes.churn_us(customers) if outcomes else np.full(len(customers), NEVER, dtype=np.int64)
+    return Population(customers, churn, result.first_us or 0, result.last_us or 0)
+
+
+def alert_arrays(result: BacktestResult, alert_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """(customer index, as_of µs) of the published alerts of one type."""
+    index = result.log.index
+    pairs = [(index[c], t) for k, c, t in zip(result.alerts.types, result.alerts.customers, result.alerts.as_of_us,
+                                              strict=True) if k == alert_type]  # fmt: skip
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    customers, times = zip(*pairs, strict=True)
+    return np.asarray(customers, dtype=np.int64), np.asarray(times, dtype=np.int64)
+
+
+def build_report(
+    result: BacktestResult,
+    outcomes: Outcomes | None,
+    alerts: AlertsConfig,
+    *,
+    events: str,
+    scoring: str,
+    model_version: str | None,
+    batch_hours: float,
+) -> dict[str, Any]:
+    pop = population(result, outcomes)
+    by_type = {
+        name: alert_stats(*alert_arrays(result, name), pop, with_outcomes=outcomes is not None) for name in ALERT_TYPES
+    }
+    report: dict[str, Any] = {
+        "events_file": events,
+        "outcomes_file": str(outcomes.path) if outcomes else None,
+        "scoring": scoring,
+        "model_version": model_version,
+        "batch_window_hours": batch_hours,
+        "period": {"start": iso(from_us(pop.start_us)) if result.first_us else None,
+                   "end": iso(from_us(pop.end_us)) if result.last_us else None,
+                   "weeks": round(pop.weeks, 3)},
+        "events": {"read": result.events_read, "applied": result.applied, "duplicates": result.duplicates,
+                   "bad_lines_skipped": result.bad_lines, "bad_line_examples": result.bad_line_examples,
+                   "left_out": dict(sorted(result.left_out.items())), "batches": result.batches},
+        "customers": len(pop.customers),
+        "alerts": {"total": len(result.alerts.types), "by_type": by_type},
+        "weekly_alerts": weekly_counts(result.alerts.types, result.alerts.as_of_us, pop.start_us, ALERT_TYPES),
+        "config": alerts.model_dump(mode="json"),
+    }
+    if outcomes is None:
+        report["outcomes"] = "n/a: run with --outcomes FILE for precision, recall, lead times and model metrics"
+        return report
+    model = model_stats(result.log.columns(), pop, outcomes.health)
+    report["outcomes"] = {"customers_churned": pop.churners, "customers_not_churned": pop.non_churners}
+    report["model"] = model
+    report["targets"] = seed_targets(by_type, model)
+    report["definitions"] = DEFINITIONS
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """The per-type table and the targets, for people."""
+    with_outcomes = "targets" in report
+    head = f"{'alert type':<22} {'alerts':>7} {'customers':>9} {'per 1k/wk':>9}"
+    if with_outcomes:
+        head += f" {'precision':>9} {'recall':>7} {'FPR':>7} {'lead d':>7}"
+    lines = [head, "-" * len(head)]
+    for name, s in report["alerts"]["by_type"].items():
+        line = f"{name:<22} {s['alerts']:>7} {s['customers_alerted']:>9} {s['alerts_per_1000_customers_per_week']:>9.2f}"
+        if with_outcomes:
+            lead = "n/a" if s["median_lead_time_days"] is None else f"{s['median_lead_time_days']:.1f}"
+            line += f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7} {lead:>7}"
+        lines.append(line)
+    if with_outcomes:
+        lines += ["", f"{'target':<38} {'goal':>7} {'measured':>9}  result"]
+        for t in report["targets"]:
+            value = "n/a" if t["value"] is None else f"{t['value']:.4g}"
+            verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+            lines.append(f"{t['metric']:<38} {t['target']:>7} {value:>9}  {verdict}")
+    return "\n".join(lines)
