@@ -13,6 +13,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from worker.metrics import Metrics
 from worker.settings import Settings
 
 # Standard retry mode: exponential backoff with jitter on throttling and 5xx, bounded attempts.
@@ -32,26 +33,36 @@ SERVICE_CONFIGS = {
 class AwsClients:
     """`async with AwsClients(settings, "dynamodb", "sqs") as aws: aws["dynamodb"]...`"""
 
-    def __init__(self, settings: Settings, *services: str) -> None:
+    def __init__(self, settings: Settings, *services: str, metrics: Metrics | None = None) -> None:
         self._settings = settings
         self._services = services
+        self._metrics = metrics  # when given, every HTTP request is counted by service and operation
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
 
     async def __aenter__(self) -> AwsClients:
         session = get_session()
         for service in self._services:
-            self._clients[service] = await self._stack.enter_async_context(
+            client = await self._stack.enter_async_context(
                 session.create_client(  # type: ignore[call-overload]  # service names are checked by botocore
                     service, region_name=self._settings.aws_region, config=SERVICE_CONFIGS.get(service, CLIENT_CONFIG)
                 )
             )
+            if self._metrics is not None:
+                client.meta.events.register("before-send", self._count)
+            self._clients[service] = client
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.aclose()
+
+    def _count(self, event_name: str = "", **_kwargs: Any) -> None:
+        # event_name is "before-send.<service>.<Operation>"; retries are sent, so they count too
+        _, service, operation = ([*event_name.split(".", 2), "", ""])[:3]
+        assert self._metrics is not None
+        self._metrics.inc("aws_requests", service=service, operation=operation)
 
     def __getitem__(self, service: str) -> Any:
         return self._clients[service]

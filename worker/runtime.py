@@ -44,6 +44,10 @@ def check_runnable(settings: Settings) -> None:
         missing.append("CHURN_SQS_QUEUE_URL")
     if settings.source == "kinesis" and not settings.kinesis_stream:
         missing.append("CHURN_KINESIS_STREAM")
+    if settings.source == "kinesis" and settings.kinesis_start_position == "AT_TIMESTAMP" and not (
+        settings.kinesis_start_timestamp
+    ):
+        missing.append("CHURN_KINESIS_START_TIMESTAMP")
     if not settings.dlq_url:
         missing.append("CHURN_DLQ_URL")
     if not settings.alerts_topic_arn:
@@ -118,7 +122,7 @@ async def run_worker(
             loop.add_signal_handler(signum, stop.set)
 
     services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"] + (["kinesis"] if settings.source == "kinesis" else [])
-    async with AwsClients(settings, *services) as aws:
+    async with AwsClients(settings, *services, metrics=metrics) as aws:
         pipeline = Pipeline(
             store=DynamoDBFeatureStore(aws["dynamodb"], table_name(settings.table_prefix), settings.retention),
             scorer=SageMakerScorer(aws["sagemaker-runtime"], settings.endpoint_name,
@@ -131,14 +135,16 @@ async def run_worker(
             retention=settings.retention,
             metrics=metrics,
         )
-        source = _source(settings, aws)
+        source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
         health = HealthServer(metrics, settings.health_host, settings.health_port,
                               lambda: consuming.is_set() and not stop.is_set())  # fmt: skip
         await health.start()
         log.info("worker started", source=settings.source, worker_id=worker_id(settings), health_port=health.port)
         inflight: set[asyncio.Task[None]] = set()
-        consumer = asyncio.create_task(_consume(source, pipeline, inflight, settings.sqs_pollers, consuming, metrics))
+        # Kinesis hands out one delivery per shard at a time: allow one in flight per shard it may hold.
+        concurrency = settings.sqs_pollers if settings.source == "sqs" else max(settings.kinesis_shards, 4)
+        consumer = asyncio.create_task(_consume(source, pipeline, inflight, concurrency, consuming, metrics))
         if on_ready is not None:
             result = on_ready(health.port)
             if asyncio.iscoroutine(result):
@@ -160,7 +166,7 @@ async def run_worker(
     return 0
 
 
-def _source(settings: Settings, aws: AwsClients) -> EventSource:
+def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSource:
     if settings.source == "kinesis":
         from worker.sources.kinesis import KinesisSource
         from worker.sources.leases import lease_table_name
@@ -168,6 +174,9 @@ def _source(settings: Settings, aws: AwsClients) -> EventSource:
         return KinesisSource(
             aws["kinesis"], aws["dynamodb"], settings.kinesis_stream or "", lease_table_name(settings.table_prefix),
             worker_id(settings), start_position=settings.kinesis_start_position,
+            at_timestamp=settings.kinesis_start_timestamp, stop_grace=settings.shutdown_grace_seconds,
+            lease_duration=settings.kinesis_lease_seconds, poll_interval=settings.kinesis_poll_seconds,
+            metrics=metrics,
         )  # fmt: skip
     assert settings.sqs_queue_url is not None
     return SqsSource(

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     kinesis_start_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
     kinesis_start_timestamp: str | None = None
     kinesis_shards: int = Field(4, ge=1, description="shard count when bootstrap creates the stream")
+    kinesis_lease_seconds: float = Field(10.0, gt=0, description="a shard lease not renewed for this long may be taken")
+    kinesis_poll_seconds: float = Field(1.0, gt=0, description="wait between empty GetRecords on a shard")
     worker_id: str | None = Field(None, description="lease owner name (default: host name + process id)")
     health_host: str = Field("127.0.0.1", description="0.0.0.0 to let Prometheus scrape from outside the task")
     health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,28 @@ def run_local(settings: Settings, customers: int, days: int, live_days: int, see
         moto.stop()
 
 
+@dataclass
+class DriveResult:
+    metrics: Metrics
+    received: Counter[str]
+    sent: int
+    seconds: float
+
+
 async def _run(settings: Settings, customers: int, days: int, live_days: int, seed: int, events_file: Path | None,
                rate: float) -> int:  # fmt: skip
+    history, live = split_events(load_events(customers, days, seed, events_file), live_days)
+    say(f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS at "
+        f"{f'{rate:g}/s' if rate else 'full speed'}")  # fmt: skip
+    result = await drive(settings, history, live, rate, show_alerts=True)
+    _summary(result)
+    return 0
+
+
+async def drive(settings: Settings, history: list[Event], live: list[Event], rate: float,
+                show_alerts: bool) -> DriveResult:  # fmt: skip
+    """Bootstrap, preload `history`, run the worker, send `live` through SQS at `rate`, wait until
+    it is all processed, stop the worker. Needs AWS_ENDPOINT_URL[_SAGEMAKER_RUNTIME] set."""
     settings = settings.model_copy(update={"sqs_wait_seconds": 1, "health_port": 0, "sqs_pollers": 4})
     resources = {r.setting: r.value for r in await bootstrap(settings) if r.setting}
     settings = settings.model_copy(update={
@@ -80,8 +101,6 @@ async def _run(settings: Settings, customers: int, days: int, live_days: int, se
         "alerts_topic_arn": resources["CHURN_ALERTS_TOPIC_ARN"],
     })  # fmt: skip
     now = datetime.now(UTC)
-    history, live = _events(customers, days, live_days, seed, events_file, now)
-    say(f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS")
     metrics = Metrics()
     stop = asyncio.Event()
     received: Counter[str] = Counter()
@@ -89,11 +108,12 @@ async def _run(settings: Settings, customers: int, days: int, live_days: int, se
         await _preload(aws, settings, history, now)
         tail_url = await _subscribe_printer(aws, settings)
         worker = asyncio.create_task(run_worker(settings, stop=stop, metrics=metrics))
-        printer = asyncio.create_task(_print_alerts(aws["sqs"], tail_url, received))
+        printer = asyncio.create_task(_print_alerts(aws["sqs"], tail_url, received, show_alerts))
         started = time.time()
         try:
             await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
             await _wait_until_drained(aws["sqs"], settings.sqs_queue_url or "", metrics, len(live))
+            seconds = time.time() - started
             await asyncio.sleep(2)  # the last alerts travel topic -> queue -> printer
         finally:
             stop.set()
@@ -102,12 +122,12 @@ async def _run(settings: Settings, customers: int, days: int, live_days: int, se
             await asyncio.gather(printer, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await aws["sqs"].delete_queue(QueueUrl=tail_url)
-    _summary(metrics, received, len(live), time.time() - started)
-    return 0
+    return DriveResult(metrics, received, len(live), seconds)
 
 
-def _events(customers: int, days: int, live_days: int, seed: int, events_file: Path | None,
-            now: datetime) -> tuple[list[Event], list[Event]]:  # fmt: skip
+def load_events(customers: int, days: int, seed: int, events_file: Path | None) -> list[Event]:
+    """Simulated customers up to now (or an event file), in time order, nothing in the future."""
+    now = datetime.now(UTC)
     if events_file is not None:
         events = [item for _, item in read_event_file(events_file) if not isinstance(item, Exception)]
     else:
@@ -116,8 +136,12 @@ def _events(customers: int, days: int, live_days: int, seed: int, events_file: P
         say(f"simulating {customers} customers over {days} days (seed {seed})")
         sim = simulate(customers=customers, days=days, seed=seed, start=now - timedelta(days=days))
         events = [validate_event(raw) for raw in sim.events]
-    events = sorted((e for e in events if e.occurred_at <= now), key=lambda e: e.occurred_at)
-    cut = now - timedelta(days=live_days)
+    return sorted((e for e in events if e.occurred_at <= now), key=lambda e: e.occurred_at)
+
+
+def split_events(events: list[Event], live_days: int) -> tuple[list[Event], list[Event]]:
+    """History older than `live_days` (preloaded) and the rest (sent as live traffic)."""
+    cut = datetime.now(UTC) - timedelta(days=live_days)
     return [e for e in events if e.occurred_at < cut], [e for e in events if e.occurred_at >= cut]
 
 
@@ -147,17 +171,19 @@ async def _subscribe_printer(aws: AwsClients, settings: Settings) -> str:
     return str(url)
 
 
-async def _print_alerts(sqs: Any, url: str, received: Counter[str]) -> None:
+async def _print_alerts(sqs: Any, url: str, received: Counter[str], show: bool) -> None:
     while True:
         response = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
             alert = json.loads(message["Body"])
             received[alert["type"]] += 1
+            await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            if not show:
+                continue
             risk = alert.get("churn_probability") or alert.get("churn_risk")
             risk_text = f" (30-day churn risk {risk:.0%})" if isinstance(risk, int | float) else ""
             print(f"[{alert['severity']:<8}] {alert['type']:<22} {alert['customer_id']}: {alert.get('message') or ''}"
                   f"{risk_text} -> {alert.get('recommendation')}", flush=True)  # fmt: skip
-            await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
 async def _wait_until_drained(sqs: Any, url: str, metrics: Metrics, sent: int) -> None:
@@ -174,7 +200,8 @@ async def _wait_until_drained(sqs: Any, url: str, metrics: Metrics, sent: int) -
         await asyncio.sleep(0.5)
 
 
-def _summary(metrics: Metrics, received: Counter[str], sent: int, seconds: float) -> None:
+def _summary(result: DriveResult) -> None:
+    metrics, received, sent, seconds = result.metrics, result.received, result.sent, result.seconds
     latency = metrics.quantiles("event_to_alert_latency_ms")
     say("")
     say(f"summary: {sent:,} live events in {seconds:.1f} s ({sent / max(seconds, 1e-9):,.0f}/s); "
