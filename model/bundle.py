@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,10 @@ def write_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        keras_model.save(staging / KERAS_FILE)
+        with warnings.catch_warnings():
+            # Keras 3.15 saving a TF-backend optimizer trips numpy 2's copy= deprecation: harmless.
+            warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+            keras_model.save(staging / KERAS_FILE)
         export_saved_model(keras_model, mean, staging / SAVED_MODEL_DIR)
         spec = feature_spec(metadata["model_version"])
         (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")

@@ -114,9 +114,25 @@ def losses() -> dict[str, keras.losses.Loss]:
     return out
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+def compile_model(
+    model: keras.Model,
+    learning_rate: float = 1e-3,
+    weight_decay: float | None = None,
+    ema_every_steps: int | None = None,
+) -> keras.Model:
+    """Adam at the seed's learning rate. `weight_decay` is decoupled (AdamW-style: each step shrinks
+    the weights by lr x weight_decay); `ema_every_steps` keeps an exponential moving average of the
+    weights and writes it into the model every that many steps (pass the steps per epoch, so each
+    epoch's validation and early stopping see the averaged weights)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate=learning_rate,
+        weight_decay=weight_decay or None,
+        use_ema=ema_every_steps is not None,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=ema_every_steps,
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer,
         loss=losses(),
         loss_weights=dict(TASK_WEIGHTS),
         metrics={

@@ -93,6 +93,7 @@ def test_constant_features_are_not_blown_up() -> None:
     assert variance[0] == pytest.approx(np.var(np.arange(50)), rel=1e-5)
 
 
+@pytest.mark.slow  # two fits: ~10 s on an idle 2-core machine, mostly graph tracing
 def test_same_seed_same_weights_and_every_head_trains() -> None:
     data = synthetic_arrays(200, seed=3)
     config = replace(TrainConfig(), epochs=1, patience=0, seed=11)

@@ -1,0 +1,348 @@
+"""`churn-model`: simulate, train, evaluate, package, serve and deploy the multi-task model.
+
+Exit codes: 0 success, 2 bad usage or input, 1 any other failure; errors are one line unless `--debug`.
+Heavy imports (TensorFlow) happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from model.exceptions import ModelPackageError, UsageError
+from model.training import quiet_tensorflow
+
+PROG = "churn-model"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0 = any free port), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.training import DEFAULT_CUSTOMERS, DEFAULT_DAYS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    bundle_opt = argparse.ArgumentParser(add_help=False)
+    bundle_opt.add_argument("--bundle", type=Path, metavar="DIR",
+                            help="model bundle directory (default: the cached default bundle, trained on first use; "
+                            "its cache is $CHURN_MODEL_CACHE or ~/.cache/churn-alerts)")  # fmt: skip
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The multi-task churn model: simulate training data, train a versioned model bundle, "
+        "evaluate it against the spec's targets, package it for SageMaker's TensorFlow Serving container, "
+        "serve it locally with SageMaker's invocation API, deploy it.",
+        epilog="Run `churn-model COMMAND --help` for a command's options.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    try:
+        from model.cli_simulate import register
+    except ImportError:  # the simulator is optional for the other commands
+        pass
+    else:
+        register(sub)
+
+    train = sub.add_parser(
+        "train", parents=[common], help="train a model bundle (deterministic for a seed)",
+        description="Generate training data, hold out whole customers for evaluation, fit the network "
+        "(Adam with decoupled weight decay and a moving average of the weights; early stopping on the 30-day churn head's validation loss, best epoch restored) and write a bundle: "
+        "model.keras, saved_model/, feature_spec.json, metadata.json, metrics.json (with the held-out "
+        "evaluation). Same seed, same weights.",
+    )  # fmt: skip
+    train.add_argument("--out", type=Path, metavar="DIR",
+                       help="bundle directory to write (default: the cached default bundle); an existing bundle there is replaced")  # fmt: skip
+    train.add_argument("--data", choices=["simulated", "seed"], default="simulated",
+                       help="simulated (default): the event simulator through the real feature code; seed: "
+                       "the spec's segment generator (26 features, the rest zero)")  # fmt: skip
+    train.add_argument(
+        "--customers", type=_positive_int, help=f"customers to simulate (default {DEFAULT_CUSTOMERS})"
+    )
+    train.add_argument("--days", type=_positive_int, help=f"days to simulate (default {DEFAULT_DAYS})")
+    train.add_argument("--seed", type=int, default=42, help="seed for data, split and weights (default 42)")
+    train.add_argument("--epochs", type=_positive_int, default=50, help="maximum epochs (default 50)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    train.add_argument(
+        "--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 0.001)"
+    )
+    train.add_argument("--validation-split", type=_fraction, default=0.2,
+                       help="share of training customers used for validation (default 0.2)")  # fmt: skip
+    train.add_argument("--patience", type=int, default=8,
+                       help="early-stopping patience in epochs (30-day churn validation loss); 0 = off (default 8)")  # fmt: skip
+    train.add_argument("--weight-decay", type=float, default=1.0,
+                       help="decoupled weight decay per step, x learning rate (default 1.0; 0 = off)")  # fmt: skip
+    train.add_argument("--no-ema", action="store_true", help="do not average weights (EMA) during training")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument(
+        "--json", action="store_true", help="print the bundle path, version and metrics as JSON"
+    )
+
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common, bundle_opt], help="measure a bundle against the spec's targets",
+        description="Regenerate the bundle's data, take its held-out customers and print the spec's targets "
+        "(churn AUC 14/30 days, IB call spike precision, health MAE, p95 latency, critical-alert false "
+        "positive rate) with pass/fail, the oracle AUC, logistic and gradient-boosting baselines, and "
+        "calibration. Exit 0 whether or not targets pass.",
+    )  # fmt: skip
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--no-baselines", action="store_true", help="skip the scikit-learn baselines")
+
+    package = sub.add_parser(
+        "package", parents=[common, bundle_opt], help="build model.tar.gz for SageMaker TensorFlow Serving",
+        description="Write model.tar.gz: 1/saved_model.pb, 1/variables/, code/inference.py (input_handler, "
+        "output_handler), code/requirements.txt, code/feature_spec.json.",
+    )  # fmt: skip
+    package.add_argument(
+        "--out", type=Path, metavar="FILE", help="output file (default: BUNDLE/model.tar.gz)"
+    )
+    package.add_argument("--json", action="store_true", help="print the path and listing as JSON")
+
+    serve = sub.add_parser(
+        "serve", parents=[common, bundle_opt], help="run the local SageMaker-compatible endpoint",
+        description="Serve GET /ping, POST /invocations and POST /endpoints/NAME/invocations with the "
+        "packaged handlers around the bundle's SavedModel, so boto3's sagemaker-runtime client works with "
+        "endpoint_url=http://HOST:PORT. Prints 'listening on URL' when ready; stops on SIGTERM or Ctrl-C.",
+    )  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = any free port)")
+
+    deploy = sub.add_parser(
+        "deploy", parents=[common, bundle_opt], help="upload and deploy to a SageMaker endpoint (blue/green)",
+        description="Upload model.tar.gz to S3, create a SageMaker model and endpoint config for this model "
+        "version, then create the endpoint or update it to the new config (SageMaker shifts traffic "
+        "blue/green; the previous config remains for rollback). Uses the standard AWS credential chain; "
+        "AWS_ENDPOINT_URL or --endpoint-url redirect it.",
+    )  # fmt: skip
+    deploy.add_argument(
+        "--package", type=Path, metavar="FILE", help="model.tar.gz to deploy (default: package the bundle)"
+    )
+    deploy.add_argument(
+        "--endpoint-name", default="marketplace-health-endpoint", help="endpoint (default %(default)s)"
+    )
+    deploy.add_argument("--bucket", required=True, help="S3 bucket for the package (must exist)")
+    deploy.add_argument("--prefix", default="churn-model", help="S3 key prefix (default %(default)s)")
+    deploy.add_argument("--role-arn", required=True, help="SageMaker execution role ARN")
+    deploy.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
+    deploy.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
+    deploy.add_argument("--instance-count", type=_positive_int, default=1, help="instances (default 1)")
+    deploy.add_argument("--framework-version", default="2.16",
+                        help="TensorFlow Serving container version (default %(default)s)")  # fmt: skip
+    deploy.add_argument(
+        "--image-uri", help="container image (default: AWS's TF Serving image for the region)"
+    )
+    deploy.add_argument("--endpoint-url", help="AWS endpoint URL override (e.g. a moto server)")
+    deploy.add_argument("--wait", action="store_true", help="wait until the endpoint is InService")
+    deploy.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    if not args.debug:
+        quiet_tensorflow()
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        return _fail(args, exc, 2)
+    except (ModelPackageError, OSError) as exc:
+        return _fail(args, exc, 1)
+    except Exception as exc:
+        return _fail(args, exc, 1)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    if args.debug:
+        traceback.print_exc()
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _bundle(args: argparse.Namespace) -> Any:
+    from model.bundle import load_bundle
+    from model.training import ensure_default_bundle
+
+    path = args.bundle if args.bundle is not None else ensure_default_bundle(progress=True)
+    return load_bundle(path)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "package":
+        return _package(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "deploy":
+        return _deploy(args)
+    handler = getattr(args, "func", None) or getattr(args, "handler", None)
+    if handler is not None:  # subcommands registered by other modules (simulate)
+        result = handler(args)
+        return int(result or 0)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model.bundle import default_bundle_dir, load_bundle
+    from model.training import DataParams, TrainConfig, train_bundle
+
+    if args.patience < 0 or args.weight_decay < 0:
+        raise UsageError("--patience and --weight-decay must be 0 (off) or more")
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         validation_split=args.validation_split, patience=args.patience, seed=args.seed,
+                         weight_decay=args.weight_decay, ema=not args.no_ema)  # fmt: skip
+    data = DataParams(source=args.data, customers=args.customers, days=args.days, seed=args.seed)
+    out = args.out if args.out is not None else default_bundle_dir()
+    train_bundle(out, config, data, progress=not args.quiet, evaluate=not args.no_evaluate)
+    bundle = load_bundle(out)
+    evaluation = bundle.metrics().get("evaluation")
+    if args.json:
+        print(
+            json.dumps({"bundle": str(out), "model_version": bundle.model_version, "evaluation": evaluation})
+        )
+    elif evaluation is not None:
+        from model.evaluation import format_report
+
+        print(format_report(evaluation))
+        print(f"bundle: {out}")
+    else:
+        print(f"bundle: {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from model.evaluation import evaluate, format_report
+    from model.training import DataParams, load_data
+
+    bundle = _bundle(args)
+    params = DataParams(
+        **{k: v for k, v in bundle.metadata["data"].items() if k in DataParams.__dataclass_fields__}
+    )
+    if not args.json:
+        print(f"regenerating {params.source} data for model {bundle.model_version} ...", file=sys.stderr)
+    train, test = load_data(params)
+    report = evaluate(bundle.serving_fn(), test.x, test.y, train.x, train.y, test.oracle,
+                      seed=params.seed, with_baselines=not args.no_baselines, groups=test.groups)  # fmt: skip
+    report["model_version"] = bundle.model_version
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    import tarfile
+
+    from model.export import build_package
+
+    bundle = _bundle(args)
+    out = args.out if args.out is not None else bundle.path / "model.tar.gz"
+    spec = {**bundle.spec, "model_version": bundle.model_version}
+    build_package(bundle.saved_model_dir, spec, out, int(bundle.metadata.get("serving_version", 1)))
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    if args.json:
+        print(json.dumps({"package": str(out), "model_version": bundle.model_version, "files": names}))
+    else:
+        print(f"{out} ({out.stat().st_size} bytes, model {bundle.model_version}, {len(names)} files)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from model.server import serve
+
+    bundle = _bundle(args)
+
+    def ready(url: str) -> None:
+        print(f"model {bundle.model_version} listening on {url}", flush=True)
+
+    try:
+        asyncio.run(serve(bundle, args.host, args.port, ready))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from model.deploy import DeployRequest, deploy, make_clients
+    from model.export import build_package, package_version
+
+    s3, sagemaker, region = make_clients(args.region, args.endpoint_url)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = args.package
+        if package is None:
+            bundle = _bundle(args)
+            package = build_package(bundle.saved_model_dir, {**bundle.spec, "model_version": bundle.model_version},
+                                    Path(tmp) / "model.tar.gz")  # fmt: skip
+        request = DeployRequest(
+            package=package, model_version=package_version(package), endpoint_name=args.endpoint_name,
+            bucket=args.bucket, role_arn=args.role_arn, prefix=args.prefix, instance_type=args.instance_type,
+            instance_count=args.instance_count, framework_version=args.framework_version, image=args.image_uri,
+            wait=args.wait,
+        )  # fmt: skip
+        result = deploy(request, s3, sagemaker, region, lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"endpoint {result.endpoint_name} {result.action}: config {result.endpoint_config_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
