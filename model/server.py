@@ -43,10 +43,19 @@ Context = namedtuple(
 
 @dataclass(frozen=True)
 class TfsResponse:
-    """What `requests.post` to TF Serving returns, as far as `output_handler` reads it."""
+    """What `requests.post` to TF Serving returns, as far as `output_handler` reads it: the status,
+    and the body through `json()`. The body is kept as the decoded object, not re-encoded to JSON
+    only for the handler to decode it again; `content` encodes it on demand."""
 
     status_code: int
-    content: bytes
+    body: Any
+
+    def json(self) -> Any:
+        return self.body
+
+    @property
+    def content(self) -> bytes:
+        return json.dumps(self.body).encode()
 
 
 class LocalPredictor:
@@ -69,16 +78,17 @@ class LocalPredictor:
     def rest_predict(self, body: str) -> TfsResponse:
         """TF Serving's row format: `{"instances": [...]}` in, `{"predictions": [{output: value}]}` out."""
         try:
-            x = np.asarray(json.loads(body)["instances"], dtype=np.float32)
+            rows = getattr(body, "instances", None)  # the input handler's rows, already validated
+            x = np.asarray(json.loads(body)["instances"] if rows is None else rows, dtype=np.float32)
         except (ValueError, KeyError, TypeError) as exc:
-            return TfsResponse(400, json.dumps({"error": f"bad predict request: {exc}"}).encode())
+            return TfsResponse(400, {"error": f"bad predict request: {exc}"})
         if x.ndim != 2 or x.shape[1] != self.n_features:
             message = f"features must have shape [n, {self.n_features}], got {list(x.shape)}"
-            return TfsResponse(400, json.dumps({"error": message}).encode())
+            return TfsResponse(400, {"error": message})
         columns = {key: value.tolist() for key, value in self.predict_array(x).items()}
         keys = list(columns)
         rows = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-        return TfsResponse(200, json.dumps({"predictions": rows}).encode())
+        return TfsResponse(200, {"predictions": rows})
 
     def invoke(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[int, bytes, str]:
         """One invocation, as the container handles it: (status, body, content type). Never raises."""

@@ -152,7 +152,7 @@ def load_data(params: DataParams, progress: bool = False) -> tuple[Arrays, Array
     if params.source == "seed":
         from model.seed_data import seed_arrays
 
-        x26, y = seed_arrays()
+        x26, y = seed_arrays(n_samples=params.customers or 10_000, seed=params.seed)  # one row per "customer"
         x = np.zeros((len(x26), N_FEATURES), dtype=np.float32)
         x[:, : x26.shape[1]] = x26  # the seed's 26 features are the registry's first 26; the rest stay 0
         data = Arrays(x=x, y={k: np.asarray(v) for k, v in y.items()})
@@ -322,7 +322,7 @@ def train_bundle(
 
 def default_training() -> tuple[TrainConfig, DataParams]:
     """What the cached default bundle is trained with: the defaults, sized for 1-3 minutes on 2 cores."""
-    return TrainConfig(), DataParams()
+    return TrainConfig(), DataParams(customers=DEFAULT_CUSTOMERS, days=DEFAULT_DAYS)
 
 
 def quiet_tensorflow() -> None:
@@ -332,21 +332,42 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+def _stale_reason(out_dir: Path) -> str | None:
+    """Why the cached default bundle cannot be used as it is, or None if it can."""
+    if not is_bundle(out_dir):
+        return "no default model bundle yet"
+    try:
+        bundle = load_bundle(out_dir)
+    except UsageError as exc:  # a feature registry change: retrain rather than serve a wrong model
+        return str(exc)
+    config, data = default_training()
+    recorded = bundle.metadata.get("training", {}), bundle.metadata.get("data", {})
+    if any(recorded[0].get(k) != v for k, v in asdict(config).items()) or any(
+        recorded[1].get(k) != v for k, v in asdict(data).items()
+    ):
+        return "the default model bundle was trained with older defaults"
+    return None
+
+
 def ensure_default_bundle(progress: bool = True) -> Path:
-    """The cached default bundle's directory, training it first if it is missing or stale."""
+    """The cached default bundle's directory, training it first if it is missing or stale (a
+    different feature registry or training defaults). Concurrent callers wait for one training."""
+    import fcntl
+
     quiet_tensorflow()
     out_dir = default_bundle_dir()
-    if is_bundle(out_dir):
-        try:
-            load_bundle(out_dir)
+    if _stale_reason(out_dir) is None:
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        reason = _stale_reason(out_dir)  # another process may have trained it meanwhile
+        if reason is None:
             return out_dir
-        except UsageError as exc:  # a registry change: retrain rather than serve a wrong model
-            if progress:
-                print(f"{exc}; retraining", file=sys.stderr)
-    if progress:
-        print(f"no default model bundle yet: training one in {out_dir} (1-3 minutes, once)", file=sys.stderr)
-    config, data = default_training()
-    return train_bundle(out_dir, config, data, progress=progress)
+        if progress:
+            print(f"{reason}: training one in {out_dir} (1-3 minutes, once)", file=sys.stderr)
+        config, data = default_training()
+        return train_bundle(out_dir, config, data, progress=progress)
 
 
 def train_tiny_bundle(out_dir: Path, rows: int = 300, seed: int = 7) -> Path:

@@ -128,3 +128,29 @@ def test_missing_bundle_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
         load_bundle(tmp_path / "nothing")
     assert main(["package", "--bundle", str(tmp_path / "nothing")]) == 2
     assert "churn-model train --out" in capsys.readouterr().err
+
+
+def test_default_bundle_is_retrained_when_defaults_change(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import asdict
+
+    from model.bundle import default_bundle_dir
+    from model.training import _stale_reason, default_training
+
+    monkeypatch.setenv("CHURN_MODEL_CACHE", str(tmp_path))
+    target = default_bundle_dir()
+    assert target == tmp_path / "bundles" / "default"
+    assert "no default model bundle" in (_stale_reason(target) or "")
+    shutil.copytree(tiny_bundle, target)
+    assert "older defaults" in (_stale_reason(target) or "")  # the tiny bundle's one epoch is not the default
+    config, data = default_training()
+    metadata_file = target / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["training"].update(asdict(config))
+    metadata["data"].update(asdict(data))
+    metadata_file.write_text(json.dumps(metadata))
+    assert _stale_reason(target) is None
+    spec = json.loads((target / "feature_spec.json").read_text())
+    (target / "feature_spec.json").write_text(json.dumps({**spec, "feature_hash": "0123456789abcdef"}))
+    assert "retrain" in (_stale_reason(target) or "")
