@@ -1,0 +1,1 @@
+"""The multi-task model: simulator, training data, network, training, evaluation, packaging, serving."""
