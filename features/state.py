@@ -96,7 +96,12 @@ class CustomerState:
     pages: dict[tuple[int, int], DayPage] = field(default_factory=dict)
 
     def pages_of_day(self, day: int) -> list[DayPage]:
-        return [page for (d, _), page in self.pages.items() if d == day]
+        # A day's pages are numbered 0, 1, ... without gaps (created in order, removed whole days
+        # at a time), so probing beats scanning every page of the customer on each event.
+        found = []
+        while (page := self.pages.get((day, len(found)))) is not None:
+            found.append(page)
+        return found
 
     def prune(self, oldest_day: int) -> None:
         """Drop pages before `oldest_day` (what DynamoDB's TTL does to old buckets)."""
