@@ -44,12 +44,12 @@ def report(title: str, result: object) -> None:
 
 
 async def main() -> None:
-    events = load_events(customers=400, days=30, seed=11, events_file=None)
+    events = load_events(customers=150, days=30, seed=11, events_file=None)
     history, live = split_events(events, live_days=1)
     base = Settings()
     burst = await drive(base.model_copy(update={"table_prefix": "bench-burst-"}), history, live, 0, False)
     report("throughput (burst)", burst)
-    steady = await drive(base.model_copy(update={"table_prefix": "bench-steady-"}), history, live[:300], 10, False)
+    steady = await drive(base.model_copy(update={"table_prefix": "bench-steady-"}), history, live[:200], 10, False)
     report("latency (steady 10 events/s)", steady)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -43,6 +44,10 @@ def use_local_aws(endpoint: str) -> None:
     os.environ.setdefault("AWS_REGION", "us-east-1")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -56,6 +61,7 @@ def run_local(settings: Settings, customers: int, days: int, live_days: int, see
     except ImportError as exc:
         raise UsageError(f"the local endpoint needs the model extra ({exc.name} missing): pip install -e '.[model,local]'") from None
     bundle_dir = ensure_default_bundle(progress=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C: no orphaned servers
     moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
     try:
         use_local_aws(moto.url)
