@@ -98,7 +98,7 @@ class CustomerState:
     def pages_of_day(self, day: int) -> list[DayPage]:
         # A day's pages are numbered 0, 1, ... without gaps (created in order, removed whole days
         # at a time), so probing beats scanning every page of the customer on each event.
-        found = []
+        found: list[DayPage] = []
         while (page := self.pages.get((day, len(found)))) is not None:
             found.append(page)
         return found
