@@ -7,7 +7,7 @@ line is the pipeline's to find (the in-memory dead-letter queue records it under
 Parquet rows come through `features.eventfile.read_event_file` (validated, then re-serialised in
 the wire form producers send).
 
-Batches follow event time: a batch ends where the next event falls in another window of
+Batches follow event time: a batch ends where the next event falls in a later window of
 `window_us` (UTC-aligned: 1 hour = hours of the day), or at `max_events`. Each batch is processed
 at the time of its latest event. Files in time order (as `churn-model simulate` writes them) give
 the live worker's view at that cadence; a late line is processed with the batch it arrives in, as
@@ -31,7 +31,7 @@ from features.state import DAY_US, to_us
 from worker.ports import Record
 
 HOUR_US = DAY_US // 24
-DEFAULT_WINDOW_US = HOUR_US
+DEFAULT_WINDOW_US = DAY_US  # one batch per UTC day of events: see `churn-worker backtest --help`
 DEFAULT_MAX_EVENTS = 50_000
 
 
@@ -133,7 +133,7 @@ def time_batches(
             continue
         item_key = None if item.occurred_us is None else item.occurred_us // window_us
         if batch.records and (
-            len(batch.records) >= max_events or (item_key is not None and key is not None and item_key != key)
+            len(batch.records) >= max_events or (item_key is not None and key is not None and item_key > key)
         ):
             yield batch
             batch, key = Batch(), None

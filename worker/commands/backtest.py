@@ -33,7 +33,7 @@ class BacktestRequest:
     endpoint: str | None = None
     bundle: Path | None = None
     on_error: str = "stop"
-    batch_hours: float = 1.0
+    batch_hours: float = 24.0
     as_json: bool = False
 
 

@@ -333,7 +333,7 @@ async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None
             sender.counts.skipped += 1
             bar.write(f"{text}: skipped", file=sys.stderr)
 
-    sender = OrderedSender(sink, rejected, on_done=bar.update)
+    sender = OrderedSender(sink, rejected, on_done=bar.update, backoff_base=BACKOFF_BASE_SECONDS)
     sending = asyncio.create_task(sender.run())
     try:
         bad_line = await _read(request, sender, started, bar.write)

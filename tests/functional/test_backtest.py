@@ -1,0 +1,190 @@
+"""`churn-worker backtest`: the same alerts as the live worker on moto, deterministic outputs, bad lines.
+
+The live side is the worker's own stack on moto's server: DynamoDB feature store and alert ledger,
+SNS publisher (read back through a raw-delivery SQS subscription) and the SageMaker client against
+the local endpoint serving the same tiny bundle. Both sides get the same batches and the same
+injected clock; their alert bodies must be equal apart from `created_at`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
+from model.bundle import is_bundle, load_bundle
+from model.server import LocalEndpoint, LocalPredictor
+from model.simulator import simulate, write_simulation
+from model.training import train_tiny_bundle
+from worker.alerts.config import AlertsConfig
+from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
+from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
+from worker.backtest.clock import SimulatedClock
+from worker.backtest.recording import MemoryDeadLetterQueue
+from worker.backtest.runner import BacktestOptions, run_backtest
+from worker.backtest.scorer import InProcessScorer
+from worker.backtest.source import HOUR_US, Batch, read_lines, time_batches
+from worker.cli import main
+from worker.pipeline import Pipeline
+from worker.scoring import SageMakerScorer
+
+WINDOW_US = 6 * HOUR_US
+RETENTION = timedelta(days=35)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny bundle per test session (shared with the other model tests by its path)."""
+    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
+    if not is_bundle(path):
+        train_tiny_bundle(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight days of 20 simulated customers, plus one customer calling support three times."""
+    sim = simulate(customers=20, days=12, seed=3)
+    cut = (sim.end - timedelta(days=8)).strftime("%Y-%m-%dT%H:%M:%S")
+    events = [e for e in sim.events if e["occurred_at"] >= cut]
+    base = sim.end - timedelta(days=5)
+    extra = [{"event_id": "spike-0", "customer_id": "c-spike", "type": "customer_signed_up", "tier": "premium",
+              "occurred_at": (base - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}]  # fmt: skip
+    extra += [{"event_id": f"spike-{i}", "customer_id": "c-spike", "type": "ib_call", "sentiment": "negative",
+               "occurred_at": (base + timedelta(hours=20 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")} for i in (1, 2, 3)]  # fmt: skip
+    events = sorted(events + extra, key=lambda e: e["occurred_at"])
+    path = tmp_path_factory.mktemp("log") / "small.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+@pytest.fixture(scope="module")
+def endpoint(tiny_bundle: Path) -> Iterator[LocalEndpoint]:
+    with LocalEndpoint(load_bundle(tiny_bundle)) as running:
+        yield running
+
+
+def batches(path: Path) -> list[Batch]:
+    return [b for b in time_batches(read_lines(path), WINDOW_US) if isinstance(b, Batch)]
+
+
+async def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
+    empty = 0
+    while empty < 2:
+        response = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        messages = response.get("Messages", [])
+        empty = 0 if messages else empty + 1
+        bodies += [json.loads(m["Body"]) for m in messages]
+        if messages:
+            await sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])  # fmt: skip
+    return bodies
+
+
+async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[str, Any]]:
+    """The live worker's stack on moto, fed the backtest's batches at the backtest's clock."""
+    session = get_session()
+    async with (
+        session.create_client("dynamodb", region_name="us-east-1") as ddb,
+        session.create_client("sns", region_name="us-east-1") as sns,
+        session.create_client("sqs", region_name="us-east-1") as sqs,
+        session.create_client("sagemaker-runtime", region_name="us-east-1", endpoint_url=endpoint_url) as runtime,
+    ):
+        await create_feature_table(ddb, table_name(prefix))
+        await create_alert_table(ddb, alert_table_name(prefix))
+        topic = await create_alert_topic(sns, f"{prefix}alerts")
+        url = (await sqs.create_queue(QueueName=f"{prefix}tail"))["QueueUrl"]
+        arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
+        await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        clock = SimulatedClock()
+        pipeline = Pipeline(
+            store=DynamoDBFeatureStore(ddb, table_name(prefix), RETENTION),
+            scorer=SageMakerScorer(runtime, "churn-health"),
+            ledger=DynamoDBAlertLedger(ddb, alert_table_name(prefix)),
+            publisher=SnsAlertPublisher(sns, topic),  # created_at from the wall clock, as in production
+            dlq=MemoryDeadLetterQueue(), alerts=AlertsConfig(), retention=RETENTION, clock=clock,
+        )  # fmt: skip
+        for batch in batches(path):
+            assert batch.latest_us is not None
+            clock.advance_to_us(batch.latest_us)
+            settlement = await pipeline.process(batch.records)
+            assert not settlement.failed and not settlement.quarantined
+        return await drain(sqs, url)
+
+
+def without_created_at(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(({k: v for k, v in b.items() if k != "created_at"} for b in bodies), key=lambda b: b["alert_id"])
+
+
+async def test_backtest_publishes_what_the_live_worker_publishes(
+    small_log: Path, tiny_bundle: Path, endpoint: LocalEndpoint, aws_endpoint: str, unique_prefix: str,
+    tmp_path: Path,
+) -> None:
+    scorer = InProcessScorer(LocalPredictor(load_bundle(tiny_bundle)))
+    options = BacktestOptions(window_us=WINDOW_US, progress=False)
+    result = await run_backtest(small_log, scorer, tmp_path / "alerts.jsonl", options)
+    backtest = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    live = await live_alerts(small_log, unique_prefix, endpoint.url)
+
+    assert result.batches == len(batches(small_log))
+    assert "IB_CALL_SPIKE" in {b["type"] for b in backtest}
+    assert len(backtest) == len(live) == len(result.alerts.types)
+    assert without_created_at(backtest) == without_created_at(live)
+    # the backtest's clock is event time: created_at is the batch's time, which is also as_of
+    assert all(b["created_at"] == b["as_of"] for b in backtest)
+
+
+def run_cli(*args: str) -> int:
+    return main(["backtest", *map(str, args)])
+
+
+def test_same_events_and_config_give_identical_outputs(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = write_simulation(simulate(customers=30, days=20, seed=8), tmp_path / "sim.jsonl")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert run_cli(events["events"], "--outcomes", events["outcomes"], "--bundle", tiny_bundle, "--out", out,
+                       "--batch-hours", "24") == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "ib_call_spike_precision" in printed and "events/s" in printed
+    for name in ("alerts.jsonl", "report.json", "report.html"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    report = json.loads((outs[0] / "report.json").read_text())
+    assert report["alerts"]["total"] == len((outs[0] / "alerts.jsonl").read_text().splitlines())
+    spike = report["alerts"]["by_type"]["IB_CALL_SPIKE"]
+    assert {"precision", "recall", "false_positive_rate", "median_lead_time_days",
+            "alerts_per_1000_customers_per_week", "customers_alerted"} <= set(spike)  # fmt: skip
+    assert report["model"]["health_mae"] is not None  # the simulator's truth file sits beside the outcomes
+    assert [t["metric"] for t in report["targets"]] == [
+        "ib_call_spike_precision", "critical_alert_false_positive_rate", "churn_auc_roc_14d", "churn_auc_roc_30d",
+        "health_score_mae"]  # fmt: skip
+    html = (outs[0] / "report.html").read_text()
+    assert html.count("<svg") >= 4 and "http" not in html.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_a_bad_line_stops_with_its_number_or_is_skipped(
+    small_log: Path, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = small_log.read_text().splitlines()
+    lines.insert(4, "{not json")
+    lines.insert(9, json.dumps({"event_id": "x-1", "customer_id": "c-1", "type": "teleported",
+                                "occurred_at": "2026-01-05T00:00:00Z"}))  # fmt: skip
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    assert run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "stop") == 2
+    assert "bad.jsonl:5: not_json" in capsys.readouterr().err
+
+    assert run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "skip", "--on-error", "skip") == 0
+    err = capsys.readouterr().err
+    assert "bad.jsonl:5: skipped: not_json" in err and "bad.jsonl:10: skipped: unknown_type" in err
+    report = json.loads((tmp_path / "skip" / "report.json").read_text())
+    assert report["events"]["bad_lines_skipped"] == 2
+    assert report["outcomes"].startswith("n/a")

@@ -1,0 +1,73 @@
+"""Report maths on hand-made cases: precision, recall, false positives, lead time, volume, AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.state import DAY_US
+from worker.backtest.metrics import Population, alert_stats, auc_roc, calibration, model_stats, seed_targets
+from worker.backtest.outcomes import NEVER
+
+START = 1_800_000_000_000_000 // DAY_US * DAY_US  # a UTC midnight
+
+
+def day(n: float) -> int:
+    return START + int(n * DAY_US)
+
+
+# c0 churns on day 20, c1 on day 70, c2 and c3 never; 28 days of events
+POP = Population(["c0", "c1", "c2", "c3"], np.array([day(20), day(70), NEVER, NEVER]), START, day(28))
+
+
+def test_alert_stats_by_hand() -> None:
+    # c0: alerted on days 2 and 5 (both within 30 days of its churn); c1: day 10 (60 days early);
+    # c2: day 3, never churns
+    stats = alert_stats(np.array([0, 0, 1, 2]), np.array([day(2), day(5), day(10), day(3)]), POP)
+    assert stats["alerts"] == 4 and stats["customers_alerted"] == 3
+    assert stats["customers_confirmed"] == 1
+    assert stats["precision"] == pytest.approx(1 / 3, abs=1e-4)
+    assert stats["recall"] == 0.5  # c0 of the two churners
+    assert stats["false_positive_rate"] == 0.5  # c2 of c2, c3
+    assert stats["median_lead_time_days"] == 18.0  # first confirmed alert day 2, churn day 20
+    assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / 4 * 1000 / 4, rel=1e-3)
+
+
+def test_no_alerts_and_no_outcomes() -> None:
+    empty = alert_stats(np.zeros(0, np.int64), np.zeros(0, np.int64), POP)
+    assert empty["precision"] is None and empty["recall"] == 0.0 and empty["median_lead_time_days"] is None
+    counts_only = alert_stats(np.array([1]), np.array([day(1)]), POP, with_outcomes=False)
+    assert set(counts_only) == {"alerts", "customers_alerted", "alerts_per_1000_customers_per_week"}
+
+
+def test_auc_matches_the_rank_definition_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.random(500) < 0.3
+    score = np.round(rng.random(500) + y * 0.3, 1)  # rounded: plenty of ties
+    assert auc_roc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-4)
+    assert auc_roc(np.ones(3, bool), np.arange(3.0)) is None
+
+
+def test_calibration_of_a_perfect_and_a_wrong_forecast() -> None:
+    y = np.array([0, 0, 1, 1.0])
+    assert calibration(y, y)["brier"] == 0.0
+    assert calibration(y, 1 - y)["ece"] == 1.0
+
+
+def test_model_labels_leave_out_unknown_futures() -> None:
+    # c0 scored on day 1 (churns within 30 days: positive), c2 on day 1 (horizon ends day 31,
+    # after the events end on day 28, and no churn: unknown, left out) and day -5 (negative)
+    columns = {"customer": np.array([0, 2, 2]), "t_us": np.array([day(1), day(1), day(-5)]),
+               "churn_risk_14d": np.array([0.9, 0.2, 0.1]), "churn_risk_30d": np.array([0.9, 0.2, 0.1]),
+               "customer_health_score": np.array([10.0, 80.0, 90.0])}  # fmt: skip
+    stats = model_stats(columns, POP, None)
+    assert stats["churn_30d"]["examples"] == 2 and stats["churn_30d"]["auc_roc"] == 1.0
+    # at 14 days all three are known and negative (c0 churns 19 days after day 1): no AUC
+    assert stats["churn_14d"]["examples"] == 3 and stats["churn_14d"]["auc_roc"] is None
+    assert stats["health_mae"] is None and "n/a" in stats["health_mae_note"]
+    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "false_positive_rate": 0.2}}, stats)
+    assert [(t["metric"], t["pass"]) for t in targets] == [
+        ("ib_call_spike_precision", True), ("critical_alert_false_positive_rate", False),
+        ("churn_auc_roc_14d", None), ("churn_auc_roc_30d", True), ("health_score_mae", None)]  # fmt: skip
