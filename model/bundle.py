@@ -135,6 +135,7 @@ def write_bundle(
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from other users of a shared cache
     try:
         with warnings.catch_warnings():
             # Keras 3.15 saving a TF-backend optimizer trips numpy 2's copy= deprecation: harmless.

@@ -265,7 +265,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from model.evaluation import evaluate, format_report
-    from model.training import DataParams, load_data
+    from model.training import DataParams, data_version, load_data
 
     bundle = _bundle(args)
     params = DataParams(
@@ -273,6 +273,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if not args.json:
         print(f"regenerating {params.source} data for model {bundle.model_version} ...", file=sys.stderr)
+    recorded = bundle.metadata["data"].get("data_version")
+    if params.source == "simulated" and recorded and recorded != data_version():
+        print(f"note: the simulator changed since this bundle was trained (data {recorded}, now {data_version()}): "
+              "the held-out customers are the same, their events are not", file=sys.stderr)  # fmt: skip
     train, test = load_data(params)
     report = evaluate(bundle.serving_fn(), test.x, test.y, train.x, train.y, test.oracle,
                       seed=params.seed, with_baselines=not args.no_baselines, groups=test.groups)  # fmt: skip

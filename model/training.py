@@ -112,13 +112,23 @@ def _arrays(examples: Any) -> Arrays:
     )
 
 
+def data_version() -> str:
+    """A digest of the simulator's and the example builder's source: cached examples and a bundle's
+    recorded data go stale when either changes."""
+    digest = hashlib.sha256()
+    for module in ("simulator.py", "dataset.py"):
+        file = Path(__file__).with_name(module)
+        digest.update(file.read_bytes() if file.exists() else b"")
+    return digest.hexdigest()[:8]
+
+
 def simulated_examples(customers: int, days: int, seed: int, progress: bool = False) -> Any:
     """The simulator's examples, cached under the cache directory by (size, seed, feature hash): the
     replay through the feature code is the slow part, and `evaluate` needs the same rows again."""
     from model.dataset import build_examples, load_examples, save_examples
     from model.simulator import simulate
 
-    cache = cache_dir() / "examples" / f"sim-c{customers}-d{days}-s{seed}-{FEATURE_HASH}.npz"
+    cache = cache_dir() / "examples" / f"sim-c{customers}-d{days}-s{seed}-{FEATURE_HASH}-{data_version()}.npz"
     if cache.exists():
         try:
             return load_examples(cache)
@@ -295,7 +305,12 @@ def train_bundle(
         "serving_version": 1,
         "seed": config.seed,
         "training": {**asdict(config), **{k: v for k, v in summary.items() if k != "history"}},
-        "data": {**asdict(data), "train_rows": len(train.x), "test_rows": len(test.x)},
+        "data": {
+            **asdict(data),
+            "train_rows": len(train.x),
+            "test_rows": len(test.x),
+            "data_version": data_version() if data.source == "simulated" else None,
+        },
         "libraries": library_versions(),
     }
     metrics: dict[str, Any] = {"history": summary["history"]}
@@ -346,6 +361,9 @@ def _stale_reason(out_dir: Path) -> str | None:
         recorded[1].get(k) != v for k, v in asdict(data).items()
     ):
         return "the default model bundle was trained with older defaults"
+    recorded_data = recorded[1].get("data_version")
+    if recorded_data is not None and recorded_data != data_version():
+        return "the simulator changed since the default model bundle was trained"
     return None
 
 
