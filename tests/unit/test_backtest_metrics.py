@@ -71,3 +71,14 @@ def test_model_labels_leave_out_unknown_futures() -> None:
     assert [(t["metric"], t["pass"]) for t in targets] == [
         ("ib_call_spike_precision", True), ("critical_alert_false_positive_rate", False),
         ("churn_auc_roc_14d", None), ("churn_auc_roc_30d", True), ("health_score_mae", None)]  # fmt: skip
+
+
+def test_volume_counts_each_customer_only_while_they_are_there() -> None:
+    from worker.backtest.metrics import customer_weeks
+
+    # c0 from day 0 to its churn on day 20, c1 from day 14 to the end (day 28), c2 never scored
+    weeks = customer_weeks(np.array([day(0), day(14), day(28)]), np.array([day(20), NEVER, NEVER]), day(28))
+    assert weeks == pytest.approx((20 + 14) / 7)
+    pop = Population(POP.customers, POP.churn_us, START, day(28), customer_weeks=weeks)
+    stats = alert_stats(np.array([0, 1]), np.array([day(2), day(15)]), pop)
+    assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(2 / (weeks / 1000), rel=1e-3)

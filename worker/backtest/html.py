@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 300, 56, 150, 16, 40
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 300, 56, 190, 16, 46
 
 Point = tuple[float, float]
 
@@ -73,8 +73,11 @@ def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float | None]], 
     parts = [_axes(0, 1, y0, y1, lambda x: PAD_L + x * plot_w, sy, "", y_label, x_ticks=False)]
     for g, group in enumerate(groups):
         label_x = PAD_L + (g + 0.5) * group_w
-        parts.append(f'<text x="{label_x:.1f}" y="{H - PAD_B + 14}" font-size="9" text-anchor="middle">'
-                     f"{escape(group.replace('_', ' ').lower())}</text>")  # fmt: skip
+        words = group.replace("_", " ").lower().split()
+        half = (len(words) + 1) // 2  # two lines, so long type names do not run into each other
+        for line, text in enumerate((" ".join(words[:half]), " ".join(words[half:]))):
+            parts.append(f'<text x="{label_x:.1f}" y="{H - PAD_B + 13 + 11 * line}" font-size="9" '
+                         f'text-anchor="middle">{escape(text)}</text>')  # fmt: skip
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         for g, value in enumerate(values):

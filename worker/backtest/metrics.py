@@ -6,7 +6,9 @@ Definitions (the report states them too):
 - recall: customers with a confirmed alert / customers who churned during the backtest.
 - false positive rate: alerted customers who never churned / customers who never churned.
 - lead time: days from a confirmed customer's first confirmed alert to the churn (median).
-- volume: alerts per 1,000 customers per week over the backtest's span of event time.
+- volume: alerts per 1,000 customer-weeks, a customer counting from their first scoring instant to
+  their churn or the end of the events (simulated files start with sparse history, and customers
+  come and go, so customers x span would understate it).
 - model: every scoring instant of a customer not yet churned is an example; its label is churn
   within 14 / 30 days after it; instants whose horizon runs past the end of the events and whose
   customer did not churn inside it are left out (what happened is not known). Health MAE compares
@@ -36,6 +38,7 @@ class Population:
     churn_us: np.ndarray  # per customer, NEVER if they did not churn
     start_us: int
     end_us: int
+    customer_weeks: float | None = None  # exposure: None = every customer over the whole span
 
     @property
     def churners(self) -> int:
@@ -49,6 +52,17 @@ class Population:
     def weeks(self) -> float:
         return max(self.end_us - self.start_us, DAY_US) / (7 * DAY_US)
 
+    @property
+    def exposure_weeks(self) -> float:
+        return self.customer_weeks if self.customer_weeks is not None else len(self.customers) * self.weeks
+
+
+def customer_weeks(first_us: np.ndarray, churn_us: np.ndarray, end_us: int) -> float:
+    """Weeks each customer was there to alert, summed: from their first scoring instant to their
+    churn or the end of the events (a customer who signs up late or leaves early counts less)."""
+    until = np.minimum(churn_us, end_us)
+    return float(np.clip(until - first_us, 0, None).sum() / (7 * DAY_US))
+
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
@@ -59,7 +73,8 @@ def alert_stats(customer: np.ndarray, t_us: np.ndarray, population: Population, 
     customer = np.asarray(customer, dtype=np.int64)
     t_us = np.asarray(t_us, dtype=np.int64)
     alerted = np.unique(customer)
-    per_week = len(t_us) / (len(population.customers) / 1000) / population.weeks if population.customers else 0.0
+    exposure = population.exposure_weeks
+    per_week = len(t_us) / (exposure / 1000) if exposure > 0 else 0.0
     stats: dict[str, Any] = {
         "alerts": len(t_us),
         "customers_alerted": len(alerted),

@@ -15,7 +15,14 @@ import numpy as np
 from features.state import from_us
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import AlertType, iso
-from worker.backtest.metrics import Population, alert_stats, model_stats, seed_targets, weekly_counts
+from worker.backtest.metrics import (
+    Population,
+    alert_stats,
+    customer_weeks,
+    model_stats,
+    seed_targets,
+    weekly_counts,
+)
 from worker.backtest.outcomes import NEVER, Outcomes
 from worker.backtest.runner import BacktestResult
 
@@ -26,7 +33,8 @@ DEFINITIONS = {
     "recall": "customers with a confirmed alert / customers who churned during the backtest",
     "false_positive_rate": "alerted customers who did not churn / customers who did not churn",
     "median_lead_time_days": "days from a customer's first confirmed alert to the churn, median over customers",
-    "alerts_per_1000_customers_per_week": "alerts / (customers with events / 1000) / weeks of event time",
+    "alerts_per_1000_customers_per_week": "alerts per 1,000 customer-weeks; a customer counts from their first "
+    "scoring instant to their churn or the end of the events",
     "model": "each scoring instant of a customer not yet churned is an example, labelled by churn within "
     "14 / 30 days; instants whose horizon passes the end of the events without a churn are left out",
 }
@@ -35,7 +43,11 @@ DEFINITIONS = {
 def population(result: BacktestResult, outcomes: Outcomes | None) -> Population:
     customers = result.customers
     churn = outcomes.churn_us(customers) if outcomes else np.full(len(customers), NEVER, dtype=np.int64)
-    return Population(customers, churn, result.first_us or 0, result.last_us or 0)
+    end = result.last_us or 0
+    columns = result.log.columns()
+    first = np.full(len(customers), end, dtype=np.int64)  # never scored: no exposure
+    np.minimum.at(first, columns["customer"], columns["t_us"])
+    return Population(customers, churn, result.first_us or 0, end, customer_weeks(first, churn, end))
 
 
 def alert_arrays(result: BacktestResult, alert_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +83,7 @@ def build_report(
         "batch_window_hours": batch_hours,
         "period": {"start": iso(from_us(pop.start_us)) if result.first_us else None,
                    "end": iso(from_us(pop.end_us)) if result.last_us else None,
-                   "weeks": round(pop.weeks, 3)},
+                   "weeks": round(pop.weeks, 3), "customer_weeks": round(pop.exposure_weeks, 1)},
         "events": {"read": result.events_read, "applied": result.applied, "duplicates": result.duplicates,
                    "bad_lines_skipped": result.bad_lines, "bad_line_examples": result.bad_line_examples,
                    "left_out": dict(sorted(result.left_out.items())), "batches": result.batches},
