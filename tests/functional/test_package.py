@@ -154,3 +154,29 @@ def test_default_bundle_is_retrained_when_defaults_change(
     spec = json.loads((target / "feature_spec.json").read_text())
     (target / "feature_spec.json").write_text(json.dumps({**spec, "feature_hash": "0123456789abcdef"}))
     assert "retrain" in (_stale_reason(target) or "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--validation-split", "1.5"],
+        ["train", "--data", "kaggle"],
+        ["serve", "--port", "70000"],
+        ["deploy", "--bucket", "b"],  # no --role-arn
+        ["frobnicate"],
+    ],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["simulate", "train", "evaluate", "package", "serve", "deploy"])
+def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main([command, "--help"])
+    assert caught.value.code == 0
+    assert len(capsys.readouterr().out.splitlines()) > 5
