@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="simulated (default): the event simulator through the real feature code; seed: "
                        "the spec's segment generator (26 features, the rest zero)")  # fmt: skip
     train.add_argument(
-        "--customers", type=_positive_int, help=f"customers to simulate (default {DEFAULT_CUSTOMERS})"
+        "--customers",
+        type=_positive_int,
+        help=f"customers to simulate (default {DEFAULT_CUSTOMERS}); with --data seed, rows (default 10000)",
     )
     train.add_argument("--days", type=_positive_int, help=f"days to simulate (default {DEFAULT_DAYS})")
     train.add_argument("--seed", type=int, default=42, help="seed for data, split and weights (default 42)")
