@@ -155,8 +155,9 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         description="Stream EVENTS (.jsonl, .jsonl.gz, .parquet) to CHURN_SQS_QUEUE_URL (send_message_batch) or "
         "CHURN_KINESIS_STREAM (put_records, PartitionKey = customer_id). One customer's events go out in file "
         "order: the next is sent only once the previous was accepted. Throttling and partly failed batches are "
-        "retried (only the failed entries) with jittered back-off, so nothing is lost or sent twice. A progress "
-        "bar on a terminal, then a summary line.",
+        "retried (only the failed entries) with jittered back-off: nothing is lost and nothing accepted is sent "
+        "again (FIFO queues also get MessageDeduplicationId = event_id). A progress bar on a terminal, then a "
+        "summary line: sent, skipped, retried, seconds.",
     )  # fmt: skip
     replay.add_argument("events_file", type=Path, metavar="EVENTS")
     replay.add_argument("--to", choices=["sqs", "kinesis"], required=True, help="the configured queue or stream")

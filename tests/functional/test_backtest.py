@@ -188,3 +188,17 @@ def test_a_bad_line_stops_with_its_number_or_is_skipped(
     report = json.loads((tmp_path / "skip" / "report.json").read_text())
     assert report["events"]["bad_lines_skipped"] == 2
     assert report["outcomes"].startswith("n/a")
+
+
+def test_endpoint_scoring_gives_the_same_file_as_the_model_in_process(
+    small_log: Path, tiny_bundle: Path, endpoint: LocalEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--endpoint NAME` goes through the worker's SageMaker client (here to the local endpoint)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    assert run_cli(small_log, "--bundle", tiny_bundle, "--out", tmp_path / "local", "--batch-hours", "6") == 0
+    assert run_cli(small_log, "--endpoint", "churn-health", "--out", tmp_path / "remote", "--batch-hours", "6") == 0
+    local, remote = (tmp_path / "local" / "alerts.jsonl").read_bytes(), (tmp_path / "remote" / "alerts.jsonl").read_bytes()
+    assert local and local == remote
+    report = json.loads((tmp_path / "remote" / "report.json").read_text())
+    assert report["scoring"] == "endpoint churn-health"
+    assert report["model_version"] == load_bundle(tiny_bundle).model_version
