@@ -4,12 +4,15 @@ entries fail, and refused entries handed back as bad lines."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
-from worker.commands.replay import Failure, OrderedSender, Pending
+from worker.commands.replay import Failure, OrderedSender, Pending, ReplayRequest, replay
 
 
 class FlakySink:
@@ -100,3 +103,23 @@ async def test_a_target_that_never_recovers_stops_the_run() -> None:
     sender = OrderedSender(Down(seed=0), on_rejected=lambda f: None, backoff_base=0.0)
     with pytest.raises(Exception, match="still failing after 10 attempts"):
         await send_all(sender, events(customers=2, per_customer=3, seed=0))
+
+
+async def test_speedup_keeps_the_spacing_of_event_time_divided(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps({"event_id": f"e-{i}", "customer_id": f"c{i}", "type": "login",
+                                        "occurred_at": f"2026-03-01T00:00:{10 * i:02d}Z"}) + "\n" for i in range(3)))  # fmt: skip
+    sink = FlakySink(seed=0)
+    sink.rng = random.Random(99)  # this seed neither throttles nor fails the first calls
+    stamps: list[float] = []
+    original = sink.put
+
+    async def put(batch: list[Pending]) -> list[Failure]:
+        stamps.append(time.monotonic())
+        return await original(batch)
+
+    sink.put = put  # type: ignore[method-assign]
+    counts, stopped, seconds = await replay(ReplayRequest(path, "sqs", speedup=100), sink)
+    assert stopped is None and counts.sent == 3
+    assert 0.18 <= seconds < 3  # 20 s of event time at 100x: about 0.2 s
+    assert stamps[-1] - stamps[0] >= 0.15
