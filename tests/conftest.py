@@ -47,3 +47,16 @@ def aws_endpoint(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def unique_prefix() -> str:
     """A random resource-name prefix, so tests sharing the moto server never see each other's data."""
     return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny model bundle per test session (300 synthetic rows, one epoch), shared by every test
+    that needs a real model but not a good one."""
+    from model.bundle import is_bundle
+    from model.training import train_tiny_bundle
+
+    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
+    if not is_bundle(path):
+        train_tiny_bundle(path)
+    return path

@@ -93,19 +93,8 @@ def moto_process() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def e2e_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.bundle import is_bundle
-    from model.training import train_tiny_bundle
-
-    path = tmp_path_factory.getbasetemp() / "e2e-bundle"
-    if not is_bundle(path):
-        train_tiny_bundle(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def model_process(e2e_bundle: Path) -> Iterator[str]:
-    args = [str(BIN / "churn-model"), "serve", "--bundle", str(e2e_bundle), "--port", "0"]
+def model_process(tiny_bundle: Path) -> Iterator[str]:
+    args = [str(BIN / "churn-model"), "serve", "--bundle", str(tiny_bundle), "--port", "0"]
     process = Process(args, base_env(), "model")
     url = process.wait_for(r"listening on (http://\S+)").group(1)
     yield url

@@ -15,23 +15,13 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from model.bundle import is_bundle, load_bundle
+from model.bundle import load_bundle
 from model.cli import main
 from model.deploy import DeployRequest, deploy, image_uri
 from model.exceptions import UsageError
 from model.export import build_package
-from model.training import train_tiny_bundle
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny bundle per test session (300 synthetic rows, one epoch), shared by the model tests."""
-    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
-    if not is_bundle(path):
-        train_tiny_bundle(path)
-    return path
 
 
 @pytest.fixture(scope="module")

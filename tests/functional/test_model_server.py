@@ -17,21 +17,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES
-from model.bundle import is_bundle, load_bundle
+from model.bundle import load_bundle
 from model.server import LocalEndpoint
-from model.training import train_tiny_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = [float(i % 7) for i in range(len(FEATURE_NAMES))]
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny bundle per test session (300 synthetic rows, one epoch), shared by the model tests."""
-    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
-    if not is_bundle(path):
-        train_tiny_bundle(path)
-    return path
 
 
 @pytest.fixture(scope="module")

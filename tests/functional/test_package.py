@@ -16,23 +16,13 @@ import pytest
 import tensorflow as tf
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES
-from model.bundle import is_bundle, load_bundle
+from model.bundle import load_bundle
 from model.cli import main
 from model.exceptions import BundleMismatchError, BundleNotFoundError
 from model.server import LocalPredictor
-from model.training import train_tiny_bundle
 
 INFERENCE_SOURCE = Path(__file__).resolve().parents[2] / "model" / "inference.py"
 Context = namedtuple("Context", "request_content_type accept_header")
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny bundle per test session (300 synthetic rows, one epoch), shared by the model tests."""
-    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
-    if not is_bundle(path):
-        train_tiny_bundle(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -31,9 +31,9 @@ async def send(sqs: Any, queue: str, count: int) -> None:
         await sqs.send_message_batch(QueueUrl=queue, Entries=entries)
 
 
-async def take(source: SqsSource, records: int, timeout: float = 10) -> list[Any]:
+async def take(source: SqsSource, records: int, within: float = 10) -> list[Any]:
     out = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         async for delivery in source.deliveries():
             out.append(delivery)
             if sum(len(d.records) for d in out) >= records:
@@ -86,7 +86,7 @@ async def test_a_slow_batch_stays_hidden_while_its_heartbeat_runs(sqs: Any, queu
 
 async def test_stop_ends_polling_promptly_even_during_a_long_poll(sqs: Any, queue: str) -> None:
     source = SqsSource(sqs, queue, pollers=2, wait_seconds=20)
-    consumer = asyncio.create_task(take(source, 1, timeout=30))
+    consumer = asyncio.create_task(take(source, 1, within=30))
     await asyncio.sleep(0.5)
     async with asyncio.timeout(3):
         await source.stop()
