@@ -49,8 +49,9 @@ async def main() -> None:
     base = Settings()
     burst = await drive(base.model_copy(update={"table_prefix": "bench-burst-"}), history, live, 0, False)
     report("throughput (burst)", burst)
-    steady = await drive(base.model_copy(update={"table_prefix": "bench-steady-"}), history, live[:200], 10, False)
-    report("latency (steady 10 events/s)", steady)
+    for rate in (5, 10):
+        steady = await drive(base.model_copy(update={"table_prefix": f"bench-steady{rate}-"}), history, live, rate, False)
+        report(f"latency (steady {rate} events/s)", steady)
 
 
 if __name__ == "__main__":

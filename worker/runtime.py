@@ -18,6 +18,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -144,7 +145,8 @@ async def run_worker(
         inflight: set[asyncio.Task[None]] = set()
         # Kinesis hands out one delivery per shard at a time: allow one in flight per shard it may hold.
         concurrency = settings.sqs_pollers if settings.source == "sqs" else max(settings.kinesis_shards, 4)
-        consumer = asyncio.create_task(_consume(source, pipeline, inflight, concurrency, consuming, metrics))
+        consumer = asyncio.create_task(_consume(source, pipeline, inflight, concurrency, consuming, metrics,
+                                                settings.batch_max_records, settings.batch_linger_ms / 1000))
         if on_ready is not None:
             result = on_ready(health.port)
             if asyncio.iscoroutine(result):
@@ -192,28 +194,70 @@ async def _consume(
     concurrency: int,
     consuming: asyncio.Event,
     metrics: Metrics,
+    max_records: int = 100,
+    linger: float = 0.05,
 ) -> None:
+    """Group the deliveries that arrive within `linger` seconds (up to `max_records` records) into
+    one pipeline batch: one store round per customer and one endpoint call for several SQS
+    receives. Each delivery is still settled on its own."""
     slots = asyncio.Semaphore(concurrency)
+    ready: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=concurrency * 2)
+
+    async def pump() -> None:  # a task of its own: waiting on a queue can be cancelled, a generator not
+        async for delivery in source.deliveries():
+            await ready.put(delivery)
+
+    pumping = asyncio.create_task(pump())
+    getter: asyncio.Future[Delivery] | None = None
     consuming.set()
-    async for delivery in source.deliveries():
-        await slots.acquire()
-        task = asyncio.create_task(_handle(delivery, pipeline, metrics))
-        inflight.add(task)
-        task.add_done_callback(inflight.discard)
-        task.add_done_callback(lambda _: slots.release())
-
-
-async def _handle(delivery: Delivery, pipeline: Pipeline, metrics: Metrics) -> None:
     try:
-        settlement = await pipeline.process(delivery.records)
+        while not (pumping.done() and ready.empty()):
+            getter = asyncio.ensure_future(ready.get())
+            await asyncio.wait({getter, pumping}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            group = [getter.result()]
+            deadline = asyncio.get_running_loop().time() + linger
+            while sum(len(d.records) for d in group) < max_records:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    group.append(await asyncio.wait_for(ready.get(), remaining))
+                except TimeoutError:
+                    break
+            await slots.acquire()
+            task = asyncio.create_task(_handle(group, pipeline, metrics))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            task.add_done_callback(lambda _: slots.release())
+    finally:
+        waiting: list[asyncio.Future[Any]] = [pumping] if getter is None else [pumping, getter]
+        for future in waiting:
+            future.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def _handle(group: list[Delivery], pipeline: Pipeline, metrics: Metrics) -> None:
+    records = [record for delivery in group for record in delivery.records]
+    try:
+        settlement = await pipeline.process(records)
     except asyncio.CancelledError:
         raise
     except Exception:  # a bug or an unexpected outage: keep running, let the records come back
-        log.exception("batch failed; records left for redelivery", records=len(delivery.records))
+        log.exception("batch failed; records left for redelivery", records=len(records))
         metrics.inc("batches_failed", reason="error")
-        settlement = Settlement(failed=list(delivery.records))
-    try:
-        await delivery.settle(settlement)
-    except Exception:
-        log.exception("settling a batch failed; the source will redeliver it")
-
+        settlement = Settlement(failed=records)
+    metrics.observe("batch_records", len(records))
+    for delivery in group:
+        mine = {id(record) for record in delivery.records}
+        part = Settlement(
+            done=[r for r in settlement.done if id(r) in mine],
+            quarantined=[r for r in settlement.quarantined if id(r) in mine],
+            failed=[r for r in settlement.failed if id(r) in mine],
+        )
+        try:
+            await delivery.settle(part)
+        except Exception:
+            log.exception("settling a batch failed; the source will redeliver it")
