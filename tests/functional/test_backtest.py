@@ -18,10 +18,9 @@ import pytest
 from aiobotocore.session import get_session
 
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
-from model.bundle import is_bundle, load_bundle
+from model.bundle import load_bundle
 from model.server import LocalEndpoint, LocalPredictor
 from model.simulator import simulate, write_simulation
-from model.training import train_tiny_bundle
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
@@ -36,15 +35,6 @@ from worker.scoring import SageMakerScorer
 
 WINDOW_US = 6 * HOUR_US
 RETENTION = timedelta(days=35)
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny bundle per test session (shared with the other model tests by its path)."""
-    path = tmp_path_factory.getbasetemp() / "tiny-bundle"
-    if not is_bundle(path):
-        train_tiny_bundle(path)
-    return path
 
 
 @pytest.fixture(scope="module")
