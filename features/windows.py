@@ -78,15 +78,25 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     for row, state in enumerate(states):
         sums: list[dict[str, int]] = [{}, {}, {}]
         day_sets: list[list[set[int]]] = [[set(), set(), set()] for _ in range(3)]
-        latest: dict[str, int] = {}
         tutors: dict[str, list[int]] = {}
+        # The profile's latest time per type is the answer unless it lies after as_of (a view of
+        # the past): only those types need the pages' own latest times.
+        latest: dict[str, int] = {}
+        unresolved: set[str] = set()
+        for kind, moment in state.profile.last_us.items():
+            if moment <= as_of_us:
+                latest[kind] = moment
+            else:
+                unresolved.add(kind)
         for (day, _), page in state.pages.items():
             back = as_of_day - day
             if back < 0:
                 continue  # after as_of: not part of this point-in-time view
-            for kind, moment in page.last_us.items():
-                if moment <= as_of_us and moment > latest.get(kind, -1):
-                    latest[kind] = moment
+            if unresolved:
+                for kind in unresolved.intersection(page.last_us):
+                    moment = page.last_us[kind]
+                    if moment <= as_of_us and moment > latest.get(kind, -1):
+                        latest[kind] = moment
             if back > 29:
                 continue
             group = _GROUP_OF_DAYS_BACK[back]
@@ -112,10 +122,6 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
                 days[flag, group, row] = len(day_sets[flag][group])
 
         profile = state.profile
-        # Older activity than the pages hold lives in the profile's lifetime maxima.
-        for kind, moment in profile.last_us.items():
-            if moment <= as_of_us and moment > latest.get(kind, -1):
-                latest[kind] = moment
         for kind, moment in latest.items():
             if kind in last:
                 last[kind][row] = moment

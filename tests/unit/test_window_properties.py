@@ -147,3 +147,15 @@ def test_a_batch_of_customers_gets_the_same_vectors_as_one_at_a_time(base) -> No
     matrix = compute_features_batch(states, NOW)
     for row, state in enumerate(states):
         assert np.array_equal(matrix[row], compute_features(state, NOW))
+
+
+def test_a_view_of_the_past_ignores_later_events() -> None:
+    logins = [validate_event({"event_id": f"l{i}", "customer_id": "c", "type": "login", "occurred_at": when})
+              for i, when in enumerate(["2026-11-20T10:00:00Z", "2026-11-25T10:00:00Z"])]  # fmt: skip
+    store = MemoryFeatureStore()
+    store.apply_sync(logins, now=NOW)
+    state = store._states["c"]
+    past = compute_features(state, datetime(2026, 11, 22, 12, tzinfo=UTC))
+    assert past[FEATURE_INDEX["days_since_last_login"]] == 2  # Nov 20, not the later Nov 25
+    assert past[FEATURE_INDEX["login_count_7d"]] == 1
+    assert compute_features(state, NOW)[FEATURE_INDEX["days_since_last_login"]] == 2  # Nov 25 -> Nov 27
