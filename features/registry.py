@@ -17,7 +17,7 @@ Conventions (all documented per feature in `describe()`):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -308,6 +308,25 @@ def compute_features(state: CustomerState, as_of: datetime) -> np.ndarray:
     """One customer's input vector (float64, registry order) at `as_of`."""
     vector: np.ndarray = compute_features_batch([state], as_of)[0]
     return vector
+
+
+class FeatureRow(Mapping[str, float]):
+    """One customer's vector read by feature name, without building a 150-key dict (the alert
+    rules read a handful of features per customer on the hot path)."""
+
+    __slots__ = ("_vector",)
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self._vector = vector
+
+    def __getitem__(self, name: str) -> float:
+        return float(self._vector[FEATURE_INDEX[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURE_NAMES)
+
+    def __len__(self) -> int:
+        return len(FEATURE_NAMES)
 
 
 def features_as_dict(vector: np.ndarray) -> dict[str, float]:

@@ -24,7 +24,7 @@ import structlog
 
 from features.events import TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
-from features.registry import compute_features_batch, features_as_dict
+from features.registry import FeatureRow, compute_features_batch
 from features.state import CustomerState
 from features.store import FeatureStore
 from worker.alerts.config import AlertsConfig
@@ -151,7 +151,7 @@ class Pipeline:
             tier = TIERS[state.profile.tier[2]] if state.profile.tier else None
             prediction = predictions[row]
             alerts += route_alerts(
-                cid, features_as_dict(matrix[row]), prediction, self._alerts, now, tier,
+                cid, FeatureRow(matrix[row]), prediction, self._alerts, now, tier,
                 prediction.model_version if prediction else None,
             )  # fmt: skip
         in_flight = await self._publish(alerts, now, good)
