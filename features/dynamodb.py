@@ -235,20 +235,17 @@ def _error_text(exc: ClientError) -> str:
     return f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
 
 
-async def create_feature_table(client: Any, table: str) -> bool:
-    """Create the table with TTL on `expires_at`, if missing. True when it was created now."""
+async def ensure_table(client: Any, table: str, hash_key: str, range_key: str | None = None,
+                       ttl_attribute: str | None = None) -> bool:  # fmt: skip
+    """Create an on-demand table with string keys (and TTL on `ttl_attribute`) if it is missing,
+    wait until it is usable. True when it was created now. Shared by every table the worker owns."""
+    keys = [(hash_key, "HASH")] + ([(range_key, "RANGE")] if range_key else [])
     created = True
     try:
         await client.create_table(
             TableName=table,
-            AttributeDefinitions=[
-                {"AttributeName": "customer_id", "AttributeType": "S"},
-                {"AttributeName": "bucket", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "customer_id", "KeyType": "HASH"},
-                {"AttributeName": "bucket", "KeyType": "RANGE"},
-            ],
+            AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name, _ in keys],
+            KeySchema=[{"AttributeName": name, "KeyType": kind} for name, kind in keys],
             BillingMode="PAY_PER_REQUEST",
         )
     except ClientError as exc:
@@ -256,11 +253,15 @@ async def create_feature_table(client: Any, table: str) -> bool:
             raise
         created = False
     await client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    ttl = await client.describe_time_to_live(TableName=table)
-    if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        await client.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
-        )
+    if ttl_attribute is not None:
+        ttl = await client.describe_time_to_live(TableName=table)
+        if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            await client.update_time_to_live(
+                TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute}
+            )
     return created
 
 
+async def create_feature_table(client: Any, table: str) -> bool:
+    """Create the feature table with TTL on `expires_at`, if missing. True when it was created now."""
+    return await ensure_table(client, table, "customer_id", "bucket", TTL_ATTRIBUTE)

@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
+from features.dynamodb import ensure_table
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertLedgerError
 from worker.alerts.rules import Alert, iso
@@ -394,30 +395,4 @@ def _error_text(exc: ClientError) -> str:
 
 async def create_alert_table(client: Any, table: str) -> bool:
     """Create the ledger table with TTL on `expires_at`, if missing. True when it was created now."""
-    created = True
-    try:
-        await client.create_table(
-            TableName=table,
-            AttributeDefinitions=[
-                {"AttributeName": "customer_id", "AttributeType": "S"},
-                {"AttributeName": "alert_type", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "customer_id", "KeyType": "HASH"},
-                {"AttributeName": "alert_type", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
-            raise
-        created = False
-    await client.get_waiter("table_exists").wait(
-        TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-    )
-    ttl = await client.describe_time_to_live(TableName=table)
-    if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-        await client.update_time_to_live(
-            TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
-        )
-    return created
+    return await ensure_table(client, table, "customer_id", "alert_type", TTL_ATTRIBUTE)

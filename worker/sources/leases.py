@@ -34,6 +34,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from features.dynamodb import ensure_table
+
 SHARD_END = "SHARD_END"  # the checkpoint of a closed shard read to its end
 HEARTBEAT_PREFIX = "worker#"  # never a Kinesis shard id ("shardId-000000000000")
 
@@ -305,17 +307,4 @@ class LeaseTable:
 
 async def create_lease_table(client: Any, name: str) -> bool:
     """Create the lease table if missing (on-demand billing). True when it was created now."""
-    created = True
-    try:
-        await client.create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
-            raise
-        created = False
-    await client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    return created
+    return await ensure_table(client, name, "shard_id")
