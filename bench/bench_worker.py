@@ -1,7 +1,8 @@
 """End-to-end worker figures against moto's server and the local model endpoint (each in a
 process of its own, as `churn-worker local` runs them):
 
-- throughput: live events sent as fast as SQS takes them, events/s through the whole pipeline;
+- throughput: the live events queued up before the worker starts (a backlog), events/s through the
+  whole pipeline, and how well it batches (SageMaker invocations per event);
 - latency: live events at a steady rate, p50/p95 event-to-alert latency (SQS SentTimestamp to the
   SNS publish of the alert);
 - AWS requests per 1,000 events by service, and SageMaker invocations per event.
@@ -48,7 +49,7 @@ async def main() -> None:
     history, live = split_events(events, live_days=1)
     base = Settings()
     burst = await drive(base.model_copy(update={"table_prefix": "bench-burst-"}), history, live, 0, False)
-    report("throughput (burst)", burst)
+    report("throughput (a backlog of all live events)", burst)
     for rate in (5, 10):
         steady = await drive(base.model_copy(update={"table_prefix": f"bench-steady{rate}-"}), history, live, rate, False)
         report(f"latency (steady {rate} events/s)", steady)

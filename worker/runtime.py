@@ -201,7 +201,7 @@ async def _consume(
     one pipeline batch: one store round per customer and one endpoint call for several SQS
     receives. Each delivery is still settled on its own."""
     slots = asyncio.Semaphore(concurrency)
-    ready: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=concurrency * 2)
+    ready: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=max(concurrency * 2, max_records // 10))
 
     async def pump() -> None:  # a task of its own: waiting on a queue can be cancelled, a generator not
         async for delivery in source.deliveries():
@@ -212,10 +212,14 @@ async def _consume(
     consuming.set()
     try:
         while not (pumping.done() and ready.empty()):
+            # A free slot first: while every slot is busy, deliveries queue up and the next batch
+            # takes them all, so batches grow with load (fewer endpoint calls per event).
+            await slots.acquire()
             getter = asyncio.ensure_future(ready.get())
             await asyncio.wait({getter, pumping}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
+                slots.release()
                 continue
             group = [getter.result()]
             deadline = asyncio.get_running_loop().time() + linger
@@ -227,7 +231,6 @@ async def _consume(
                     group.append(await asyncio.wait_for(ready.get(), remaining))
                 except TimeoutError:
                     break
-            await slots.acquire()
             task = asyncio.create_task(_handle(group, pipeline, metrics))
             inflight.add(task)
             task.add_done_callback(inflight.discard)

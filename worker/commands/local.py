@@ -113,11 +113,14 @@ async def drive(settings: Settings, history: list[Event], live: list[Event], rat
     async with AwsClients(settings, "dynamodb", "sqs", "sns") as aws:
         await _preload(aws, settings, history, now)
         tail_url = await _subscribe_printer(aws, settings)
+        started = time.time()
+        if rate <= 0:  # full speed: a backlog waiting for the worker, as after a deploy or an outage
+            await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
         worker = asyncio.create_task(run_worker(settings, stop=stop, metrics=metrics))
         printer = asyncio.create_task(_print_alerts(aws["sqs"], tail_url, received, show_alerts))
-        started = time.time()
         try:
-            await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
+            if rate > 0:
+                await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
             await _wait_until_drained(aws["sqs"], settings.sqs_queue_url or "", metrics, len(live))
             seconds = time.time() - started
             await asyncio.sleep(2)  # the last alerts travel topic -> queue -> printer
