@@ -133,17 +133,16 @@ class Prediction(BaseModel):
             ok = False
         if not ok:
             return [cls.from_json(item) for item in items]
-        out = []
-        for item, row, sd, fi in zip(items, scalars, supply, importance, strict=True):
-            values: dict[str, Any] = dict(zip(_SCALARS, map(float, row), strict=True))
-            values["supply_demand_scores"] = tuple(map(float, sd))
-            values["feature_importance"] = tuple(
-                FeatureImportance.model_construct(feature=name, importance=value) for name, value in fi
+        return [
+            cls.model_construct(
+                **dict(zip(_SCALARS, map(float, row), strict=True)),
+                supply_demand_scores=tuple(map(float, sd)),
+                feature_importance=tuple(FeatureImportance.model_construct(feature=n, importance=v) for n, v in fi),
+                model_version=item.get("model_version"),
+                feature_hash=item.get("feature_hash"),
             )
-            values["model_version"] = item.get("model_version")
-            values["feature_hash"] = item.get("feature_hash")
-            out.append(cls.model_construct(**values))
-        return out
+            for item, row, sd, fi in zip(items, scalars, supply, importance, strict=True)
+        ]
 
     def top_risk_factors(self, n: int = TOP_RISK_FACTORS) -> list[dict[str, Any]]:
         ranked = sorted(self.feature_importance, key=lambda f: f.importance, reverse=True)[:n]
