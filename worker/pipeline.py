@@ -131,7 +131,7 @@ class Pipeline:
             started = time.perf_counter()
             try:
                 raw = await self._scorer.score(matrix)
-                predictions = list(Prediction.many_from_json(raw))
+                predictions = [Prediction.from_json(item) for item in raw]
                 self.metrics.observe("scoring_latency_ms", (time.perf_counter() - started) * 1000)
             except ScoringUnavailableError as exc:
                 log.warning("endpoint unavailable; rule-only alerts, batch left for redelivery", error=str(exc))

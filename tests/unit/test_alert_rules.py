@@ -304,18 +304,3 @@ def test_a_missing_feature_is_an_error_naming_it() -> None:
 def test_as_of_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         route_alerts("c-1", features(), None, DEFAULTS, datetime(2026, 11, 27, 12))
-
-
-def test_a_batch_of_predictions_reads_as_each_one_alone() -> None:
-    from worker.alerts.exceptions import InvalidPredictionError
-    from worker.alerts.rules import Prediction
-
-    good = {"first_session_success_prob": 0.7, "predicted_session_velocity": 1.5, "churn_risk_14d": 0.2,
-            "churn_risk_30d": 0.4, "supply_demand_scores": [0.1] * 20, "customer_health_score": 61.0,
-            "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.3}], "model_version": "m"}
-    items = [good, dict(good, churn_risk_30d=0.9)]
-    assert Prediction.many_from_json(items) == [Prediction.from_json(item) for item in items]
-    with pytest.raises(InvalidPredictionError, match="churn_risk_30d"):
-        Prediction.many_from_json([good, dict(good, churn_risk_30d=1.5)])
-    with pytest.raises(InvalidPredictionError, match="supply_demand_scores"):
-        Prediction.many_from_json([dict(good, supply_demand_scores=[0.1] * 19)])

@@ -13,13 +13,12 @@ null. Scored alerts say `"scoring": "model"`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from worker.alerts.config import AlertsConfig
@@ -78,12 +77,6 @@ class FeatureImportance(BaseModel):
     importance: float
 
 
-_SCALARS = ("first_session_success_prob", "predicted_session_velocity", "churn_risk_14d", "churn_risk_30d",
-            "customer_health_score")  # fmt: skip
-_PROBABILITIES = [0, 2, 3]
-_HEALTH = 4
-
-
 class Prediction(BaseModel):
     """One instance of the endpoint's response (CONTRACTS.md section 3)."""
 
@@ -108,41 +101,6 @@ class Prediction(BaseModel):
             error = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in error["loc"]) or "response"
             raise InvalidPredictionError(f"model response: {where}: {error['msg']}") from None
-
-    @classmethod
-    def many_from_json(cls, items: Sequence[Any]) -> list[Prediction]:
-        """A batch of endpoint predictions. One numpy check of every row's numbers and shapes
-        stands in for a pydantic validation per row (the hot path of the worker and backtests);
-        if anything is off, the per-row validation runs to name the field."""
-        try:
-            scalars = np.array([[item[name] for name in _SCALARS] for item in items], dtype=np.float64)
-            supply = np.array([item["supply_demand_scores"] for item in items], dtype=np.float64)
-            importance = [
-                [(str(f["feature"]), float(f["importance"])) for f in item.get("feature_importance", ())]
-                for item in items
-            ]
-            flat = np.array([value for row in importance for _, value in row], dtype=np.float64)
-            ok = (
-                scalars.shape == (len(items), len(_SCALARS)) and supply.shape == (len(items), SUBJECT_COUNT)
-                and bool(np.isfinite(scalars).all() and np.isfinite(supply).all() and np.isfinite(flat).all())
-                and bool(((scalars[:, _PROBABILITIES] >= 0) & (scalars[:, _PROBABILITIES] <= 1)).all())
-                and bool(((scalars[:, _HEALTH] >= 0) & (scalars[:, _HEALTH] <= 100)).all())
-                and all(name for row in importance for name, _ in row)
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            return [cls.from_json(item) for item in items]
-        return [
-            cls.model_construct(
-                **dict(zip(_SCALARS, map(float, row), strict=True)),
-                supply_demand_scores=tuple(map(float, sd)),
-                feature_importance=tuple(FeatureImportance.model_construct(feature=n, importance=v) for n, v in fi),
-                model_version=item.get("model_version"),
-                feature_hash=item.get("feature_hash"),
-            )
-            for item, row, sd, fi in zip(items, scalars, supply, importance, strict=True)
-        ]
 
     def top_risk_factors(self, n: int = TOP_RISK_FACTORS) -> list[dict[str, Any]]:
         ranked = sorted(self.feature_importance, key=lambda f: f.importance, reverse=True)[:n]
