@@ -14,50 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from model.argtypes import fraction, port, positive_float, positive_int
 from model.exceptions import ModelPackageError, UsageError
 from model.training import quiet_tensorflow
 
 PROG = "churn-model"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535 (0 = any free port), got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,17 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "the spec's segment generator (26 features, the rest zero)")  # fmt: skip
     train.add_argument(
         "--customers",
-        type=_positive_int,
+        type=positive_int,
         help=f"customers to simulate (default {DEFAULT_CUSTOMERS}); with --data seed, rows (default 10000)",
     )
-    train.add_argument("--days", type=_positive_int, help=f"days to simulate (default {DEFAULT_DAYS})")
+    train.add_argument("--days", type=positive_int, help=f"days to simulate (default {DEFAULT_DAYS})")
     train.add_argument("--seed", type=int, default=42, help="seed for data, split and weights (default 42)")
-    train.add_argument("--epochs", type=_positive_int, default=50, help="maximum epochs (default 50)")
-    train.add_argument("--batch-size", type=_positive_int, default=64, help="batch size (default 64)")
+    train.add_argument("--epochs", type=positive_int, default=50, help="maximum epochs (default 50)")
+    train.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     train.add_argument(
-        "--learning-rate", type=_positive_float, default=1e-3, help="Adam learning rate (default 0.001)"
+        "--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)"
     )
-    train.add_argument("--validation-split", type=_fraction, default=0.2,
+    train.add_argument("--validation-split", type=fraction, default=0.2,
                        help="share of training customers used for validation (default 0.2)")  # fmt: skip
     train.add_argument("--patience", type=int, default=8,
                        help="early-stopping patience in epochs (30-day churn validation loss); 0 = off (default 8)")  # fmt: skip
@@ -152,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "endpoint_url=http://HOST:PORT. Prints 'listening on URL' when ready; stops on SIGTERM or Ctrl-C.",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = any free port)")
+    serve.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 = any free port)")
 
     deploy = sub.add_parser(
         "deploy", parents=[common, bundle_opt], help="upload and deploy to a SageMaker endpoint (blue/green)",
@@ -172,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--role-arn", required=True, help="SageMaker execution role ARN")
     deploy.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
     deploy.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
-    deploy.add_argument("--instance-count", type=_positive_int, default=1, help="instances (default 1)")
+    deploy.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
     deploy.add_argument("--framework-version", default="2.16",
                         help="TensorFlow Serving container version (default %(default)s)")  # fmt: skip
     deploy.add_argument(

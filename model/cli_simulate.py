@@ -14,17 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.argtypes import positive_int
+
 EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _start(text: str) -> datetime:
@@ -57,8 +49,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "when) and <stem>.truth.npz (latent health, true churn probabilities, segments, per-subject supply/demand). "
         "The same seed gives the same files.",
     )  # fmt: skip
-    parser.add_argument("--customers", type=_count, required=True, metavar="N", help="customers to simulate")
-    parser.add_argument("--days", type=_count, required=True, metavar="D", help="whole UTC days to simulate")
+    parser.add_argument("--customers", type=positive_int, required=True, metavar="N", help="customers to simulate")
+    parser.add_argument("--days", type=positive_int, required=True, metavar="D", help="whole UTC days to simulate")
     parser.add_argument("--seed", type=int, default=42, metavar="S", help="random seed (default 42)")
     parser.add_argument("--out", type=_out, required=True, metavar="FILE",
                         help="events file: .jsonl, .jsonl.gz or .parquet; the other files go next to it")  # fmt: skip
