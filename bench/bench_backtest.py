@@ -42,7 +42,7 @@ def cached_events(customers: int, days: int, seed: int = 11) -> tuple[Path, Path
 STAGES = {  # (module attribute the pipeline calls, label)
     "worker.pipeline.parse_event": "parse events (pydantic)",
     "worker.pipeline.compute_features_batch": "features (window_batch + registry)",
-    "worker.pipeline.features_as_dict": "features as dict per customer",
+    "features.registry.window_batch": "  of which window_batch",
     "worker.pipeline.route_alerts": "alert rules",
     "worker.alerts.rules.Prediction.from_json": "validate predictions (pydantic)",
     "features.store.MemoryFeatureStore.apply_sync": "apply to the memory store",
@@ -157,7 +157,7 @@ def main() -> None:
                 import pstats
 
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("BENCH_PROFILE_TOP", "15")))
             rows = len(result.log.columns()["t_us"])
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
             per_million = 1_000_000 / result.events_read

@@ -6,16 +6,25 @@ cooldowns, `as_of` and `created_at` are those of the events, and two runs over t
 config write the same bytes. Published bodies go to `alerts.jsonl` as each batch settles (memory stays
 flat however many alerts there are).
 
+The history a backtest builds (every customer's pages, the ledger, the scoring log) is millions of
+long-lived objects; CPython's cyclic garbage collector would rescan all of them on every full
+collection, which cost a third of the run. After each batch the loop collects what that batch left
+(only objects created since the last batch are scanned) and freezes the survivors out of the
+collector's reach (`gc.freeze`). Nothing is lost: frozen objects are still freed by reference
+counting, only cycles among them wait until the backtest ends (`gc.unfreeze`).
+
 A batch whose records the pipeline could not settle (only a real endpoint can fail here) stops the
 backtest: a live worker would redeliver them later, a backtest would silently differ.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,6 +87,21 @@ class BacktestOptions:
     progress: bool | None = None  # None: a bar on a terminal only
 
 
+@contextmanager
+def _history_frozen_between_batches() -> Iterator[Callable[[], None]]:
+    """Yields `settle()`, to call after each batch: collect the batch's garbage, freeze the rest."""
+
+    def settle() -> None:
+        gc.collect()
+        gc.freeze()
+
+    settle()
+    try:
+        yield settle
+    finally:
+        gc.unfreeze()
+
+
 async def run_backtest(
     path: Path,
     scorer: Scorer,
@@ -106,7 +130,7 @@ async def run_backtest(
         say(f"{where}: skipped: {code}: {detail}")
 
     batches = time_batches(read_lines(path), options.window_us, options.max_events, options.on_error == "stop")
-    with alerts_out.open("w", encoding="utf-8") as out, tqdm(
+    with _history_frozen_between_batches() as settle, alerts_out.open("w", encoding="utf-8") as out, tqdm(
         desc="backtest", unit="ev", unit_scale=True, file=sys.stderr, disable=None if options.progress is None else not options.progress,
     ) as bar:  # fmt: skip
         for item in batches:
@@ -139,6 +163,7 @@ async def run_backtest(
                 result.alerts.as_of_us.append(to_us(datetime.fromisoformat(body["as_of"])))
             publisher.messages.clear()
             bar.update(len(item.records))
+            settle()
     result.applied = int(pipeline.metrics.total("events_applied"))
     result.duplicates = int(pipeline.metrics.total("events_duplicate"))
     return result
