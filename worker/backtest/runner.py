@@ -95,11 +95,14 @@ def _history_frozen_between_batches() -> Iterator[Callable[[], None]]:
         gc.collect()
         gc.freeze()
 
+    thresholds = gc.get_threshold()
+    gc.set_threshold(20_000, 10, 10)  # fewer young collections: a batch allocates millions of objects
     settle()
     try:
         yield settle
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 async def run_backtest(
