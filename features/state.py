@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from features.events import (
     TIERS,
@@ -94,6 +95,10 @@ class CustomerState:
     customer_id: str
     profile: Profile = field(default_factory=Profile)
     pages: dict[tuple[int, int], DayPage] = field(default_factory=dict)
+    # features.windows' running day sums of these pages (a DaySums) and the pages that gained events
+    # since it read them: derived, never stored, not part of the state's value.
+    window_cache: Any = field(default=None, repr=False, compare=False)
+    changed_pages: set[tuple[int, int]] = field(default_factory=set, repr=False, compare=False)
 
     def pages_of_day(self, day: int) -> list[DayPage]:
         # A day's pages are numbered 0, 1, ... without gaps (created in order, removed whole days
@@ -128,6 +133,7 @@ def apply_event(state: CustomerState, event: Event) -> DayPage | None:
         page = DayPage(day=day, page=max((p.page for p in pages), default=-1) + 1)
         state.pages[(day, page.page)] = page
     page.event_digests.add(digest)
+    state.changed_pages.add((day, page.page))
     _fold_into_page(page, event)
     _fold_into_profile(state.profile, event, occurred_us)
     page.last_us[event.type] = max(page.last_us.get(event.type, occurred_us), occurred_us)

@@ -1,7 +1,8 @@
 """Window maths: sum customers' day pages into 7/14/30-day windows relative to `as_of`.
 
-Pure functions, no I/O, no wall clock: live processing passes now, replay and training pass an
-event-time instant, and the same code answers both.
+No I/O, no wall clock: live processing passes now, replay and training pass an event-time instant,
+and the same code answers both. The one side effect is a cache of running day sums on each state
+(see `day_sums` below), derived from its pages and brought up to date on every use.
 
 A window of N days at `as_of` covers the N UTC calendar days ending with the day that contains
 `as_of` (so at 2026-11-27T15:00Z the 7-day window is 2026-11-21 .. 2026-11-27, inclusive). Pages of
@@ -14,6 +15,7 @@ batch of customers with one numpy operation.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +23,7 @@ from datetime import datetime
 import numpy as np
 
 from features.events import EVENT_TYPES, SUBJECTS
-from features.state import DAY_US, CustomerState, to_us
+from features.state import DAY_US, CustomerState, DayPage, to_us
 
 # Every counter a page can hold (features.state._fold_into_page), in a fixed order.
 COUNTER_KEYS: tuple[str, ...] = (
@@ -33,7 +35,7 @@ COUNTER_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 COUNTER_INDEX = {key: i for i, key in enumerate(COUNTER_KEYS)}
 EVENT_COUNTERS = [COUNTER_INDEX[f"n.{kind}"] for kind in EVENT_TYPES]
-_GROUP_OF_DAYS_BACK = [0] * 7 + [1] * 7 + [2] * 16  # 0-6 back: this week; 7-13: the week before; 14-29
+_SESSION, _LOGIN = COUNTER_INDEX["n.session_completed"], COUNTER_INDEX["n.login"]
 
 
 @dataclass
@@ -65,63 +67,53 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     as_of_us = to_us(as_of)
     as_of_day = as_of_us // DAY_US
     n = len(states)
-    groups = np.zeros((3, n, len(COUNTER_KEYS)))
-    days = np.zeros((3, 3, n))  # [any/session/login, group, customer]
+    # Days 0-6 back, 7-13 back and 14-29 back: each the difference of the running sums at the ends.
+    bounds = (as_of_day, as_of_day - 7, as_of_day - 14, as_of_day - 30)
+    cumulative: list[np.ndarray] = []
+    day_counts: list[int] = []  # per customer: days with any event / a session / a login, per group
     last: dict[str, np.ndarray] = {kind: np.full(n, np.nan) for kind in EVENT_TYPES}
     primary = np.zeros((n, 3))
     distinct_tutors = np.zeros(n)
     lifetime: dict[str, np.ndarray] = {}
     start = np.full(n, float(as_of_us))
     tier, first_success, has_first = np.zeros(n), np.zeros(n), np.zeros(n)
-    session_key, login_key = "n.session_completed", "n.login"
 
     for row, state in enumerate(states):
-        sums: list[dict[str, int]] = [{}, {}, {}]
-        day_sets: list[list[set[int]]] = [[set(), set(), set()] for _ in range(3)]
+        sums = day_sums(state)
+        for bound in bounds:
+            cumulative.append(sums.cumulative[bisect_right(sums.days, bound)])
+        for flagged in (sums.days, sums.session_days, sums.login_days):
+            a, b, c, d = [bisect_right(flagged, bound) for bound in bounds]
+            day_counts += (a - b, b - c, c - d)
         tutors: dict[str, list[int]] = {}
-        # The profile's latest time per type is the answer unless it lies after as_of (a view of
-        # the past): only those types need the pages' own latest times.
-        latest: dict[str, int] = {}
-        unresolved: set[str] = set()
-        for kind, moment in state.profile.last_us.items():
-            if moment <= as_of_us:
-                latest[kind] = moment
-            else:
-                unresolved.add(kind)
-        for (day, _), page in state.pages.items():
-            back = as_of_day - day
-            if back < 0:
-                continue  # after as_of: not part of this point-in-time view
-            if unresolved:
-                for kind in unresolved.intersection(page.last_us):
-                    moment = page.last_us[kind]
-                    if moment <= as_of_us and moment > latest.get(kind, -1):
-                        latest[kind] = moment
-            if back > 29:
-                continue
-            group = _GROUP_OF_DAYS_BACK[back]
-            target = sums[group]
-            for key, value in page.counts.items():
-                target[key] = target.get(key, 0) + value
-            day_sets[0][group].add(day)
-            if page.counts.get(session_key):
-                day_sets[1][group].add(day)
-            if page.counts.get(login_key):
-                day_sets[2][group].add(day)
-            for tutor_id, agg in page.tutors.items():
+        for position in range(bisect_right(sums.tutor_days, bounds[3]), bisect_right(sums.tutor_days, as_of_day)):
+            for tutor_id, agg in sums.tutors[position].items():
                 total = tutors.setdefault(tutor_id, [0, 0, 0])
                 total[0] += agg[0]
                 total[1] += agg[1]
                 total[2] += agg[2]
-        for group, target in enumerate(sums):
-            for key, value in target.items():
-                index = COUNTER_INDEX.get(key)
-                if index is not None:
-                    groups[group, row, index] = value
-            for flag in range(3):
-                days[flag, group, row] = len(day_sets[flag][group])
+        with_sessions = [(tid, agg) for tid, agg in tutors.items() if agg[0] > 0]
+        distinct_tutors[row] = len(with_sessions)
+        if with_sessions:  # most sessions in 30 days; ties go to the smallest tutor id
+            primary[row] = min(with_sessions, key=lambda item: (-item[1][0], item[0]))[1]
 
         profile = state.profile
+        # The profile's latest time per type is the answer unless it lies after as_of (a view of
+        # the past): only those types need the pages' own latest times.
+        latest: dict[str, int] = {}
+        unresolved: set[str] = set()
+        for kind, moment in profile.last_us.items():
+            if moment <= as_of_us:
+                latest[kind] = moment
+            else:
+                unresolved.add(kind)
+        if unresolved:
+            for (day, _), page in state.pages.items():
+                if day <= as_of_day:
+                    for kind in unresolved.intersection(page.last_us):
+                        moment = page.last_us[kind]
+                        if moment <= as_of_us and moment > latest.get(kind, -1):
+                            latest[kind] = moment
         for kind, moment in latest.items():
             if kind in last:
                 last[kind][row] = moment
@@ -135,11 +127,10 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
         if profile.first_session is not None:
             has_first[row] = 1
             first_success[row] = profile.first_session[2]
-        with_sessions = [(tid, agg) for tid, agg in tutors.items() if agg[0] > 0]
-        distinct_tutors[row] = len(with_sessions)
-        if with_sessions:  # most sessions in 30 days; ties go to the smallest tutor id
-            primary[row] = min(with_sessions, key=lambda item: (-item[1][0], item[0]))[1]
 
+    at_bounds = np.asarray(cumulative, dtype=np.int64).reshape(n, 4, len(COUNTER_KEYS))
+    groups = (at_bounds[:, :3] - at_bounds[:, 1:]).transpose(1, 0, 2).astype(np.float64)
+    days = np.asarray(day_counts, dtype=np.float64).reshape(n, 3, 3).transpose(1, 2, 0)  # [flag, group, customer]
     week, prev_week, rest = groups
     fortnight = week + prev_week
     return WindowBatch(
@@ -157,6 +148,114 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
         primary_tutor=primary,
         distinct_tutors=distinct_tutors,
     )
+
+
+# -- per-customer day sums, cached -----------------------------------------------------------------
+#
+# Summing every page of a customer on every batch cost most of a backtest (each customer is scored
+# with ~25 pages in its 30 days, and touched again a day later). Instead each state carries its
+# counters as cumulative sums over its days (`DaySums`, cached on the state): a window is the
+# difference of two of them, found by bisection, whatever `as_of`. The cache is derived data: it
+# is brought up to date on use from `state.changed_pages` (which `apply_event` fills) and from the
+# pages that pruning removed, so a customer touched once a day costs one day's pages.
+
+
+@dataclass
+class DaySums:
+    """A customer's pages summed per UTC day, as running totals. Built and updated by `day_sums`."""
+
+    days: list[int]  # days with pages, ascending
+    # [len(days) + 1, COUNTER_KEYS] int64: row i = counters of every page before days[i] (row 0:
+    # of pages since pruned, which only ever cancels out), so days[i:j] sum to row j - row i.
+    cumulative: np.ndarray
+    session_days: list[int]  # days with a completed session, ascending
+    login_days: list[int]  # days with a login, ascending
+    tutor_days: list[int]  # days with tutor activity, ascending
+    tutors: list[dict[str, list[int]]]  # per tutor day: tutor_id -> sessions, centi-stars, ratings
+
+
+def day_sums(state: CustomerState) -> DaySums:
+    """The state's cached `DaySums`, brought up to date with its pages."""
+    sums = state.window_cache
+    if not isinstance(sums, DaySums):
+        sums = DaySums([], np.zeros((1, len(COUNTER_KEYS)), dtype=np.int64), [], [], [], [])
+        changed = {day for day, _ in state.pages}
+    else:
+        changed = {day for day, _ in state.changed_pages}
+        _drop_pruned_days(sums, state)
+    for day in sorted(changed):
+        _resum_day(sums, day, state.pages_of_day(day))
+    state.window_cache = sums
+    state.changed_pages = set()
+    return sums
+
+
+def _drop_pruned_days(sums: DaySums, state: CustomerState) -> None:
+    """Pruning removes whole days, the oldest first."""
+    gone = 0
+    while gone < len(sums.days) and (sums.days[gone], 0) not in state.pages:
+        gone += 1
+    if gone:
+        first_kept = sums.days[gone] if gone < len(sums.days) else None
+        del sums.days[:gone]
+        sums.cumulative = sums.cumulative[gone:]
+        for flagged in (sums.session_days, sums.login_days, sums.tutor_days):
+            keep = len(flagged) if first_kept is None else bisect_left(flagged, first_kept)
+            if flagged is sums.tutor_days:
+                del sums.tutors[:keep]
+            del flagged[:keep]
+
+
+def _resum_day(sums: DaySums, day: int, pages: list[DayPage]) -> None:
+    """Replace one day's totals (its pages gained events, the day is new, or it has no pages left)."""
+    counters = [0] * len(COUNTER_KEYS)
+    tutors: dict[str, list[int]] = {}
+    for page in pages:
+        for key, value in page.counts.items():
+            index = COUNTER_INDEX.get(key)
+            if index is not None:
+                counters[index] += value
+        for tutor_id, agg in page.tutors.items():
+            into = tutors.setdefault(tutor_id, [0, 0, 0])
+            into[0] += agg[0]
+            into[1] += agg[1]
+            into[2] += agg[2]
+    total = np.asarray(counters, dtype=np.int64)
+    position = bisect_left(sums.days, day)
+    if position < len(sums.days) and sums.days[position] == day:
+        before = sums.cumulative[position + 1] - sums.cumulative[position]
+        sums.cumulative[position + 1 :] += total - before
+        if not pages:  # created and pruned again since the last read: the day is gone
+            del sums.days[position]
+            sums.cumulative = np.delete(sums.cumulative, position + 1, axis=0)
+    elif pages:
+        sums.days.insert(position, day)
+        old = sums.cumulative
+        grown = np.empty((len(old) + 1, old.shape[1]), dtype=np.int64)
+        grown[: position + 1] = old[: position + 1]
+        grown[position + 1 :] = old[position:]
+        grown[position + 1 :] += total
+        sums.cumulative = grown
+    _flag(sums.session_days, day, total[_SESSION] > 0)
+    _flag(sums.login_days, day, total[_LOGIN] > 0)
+    position = bisect_left(sums.tutor_days, day)
+    present = position < len(sums.tutor_days) and sums.tutor_days[position] == day
+    if present and tutors:
+        sums.tutors[position] = tutors
+    elif present:
+        del sums.tutor_days[position], sums.tutors[position]
+    elif tutors:
+        sums.tutor_days.insert(position, day)
+        sums.tutors.insert(position, tutors)
+
+
+def _flag(days: list[int], day: int, on: bool) -> None:
+    position = bisect_left(days, day)
+    present = position < len(days) and days[position] == day
+    if on and not present:
+        days.insert(position, day)
+    elif present and not on:
+        del days[position]
 
 
 def _day_windows(by_group: np.ndarray) -> dict[str, np.ndarray]:

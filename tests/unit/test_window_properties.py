@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,8 @@ from features.registry import (
 )
 from features.state import PAGE_CAPACITY, CustomerState, apply_event
 from features.store import MemoryFeatureStore
+from features.windows import WindowBatch, window_batch
+from tests.unit.windows_reference import reference_window_batch
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 KINDS = ["session_completed", "session_rated", "session_cancelled", "ib_call", "login", "message_sent",
@@ -159,3 +163,43 @@ def test_a_view_of_the_past_ignores_later_events() -> None:
     assert past[FEATURE_INDEX["days_since_last_login"]] == 2  # Nov 20, not the later Nov 25
     assert past[FEATURE_INDEX["login_count_7d"]] == 1
     assert compute_features(state, NOW)[FEATURE_INDEX["days_since_last_login"]] == 2  # Nov 25 -> Nov 27
+
+
+def _assert_same_windows(got: WindowBatch, expected: WindowBatch) -> None:
+    for name in ("counts", "active_days", "session_days", "login_days", "last_us", "lifetime"):
+        mine, theirs = getattr(got, name), getattr(expected, name)
+        assert mine.keys() == theirs.keys(), name
+        for key in theirs:
+            assert np.array_equal(mine[key], theirs[key], equal_nan=True), (name, key)
+    for name in ("start_us", "tier", "first_session_success", "has_first_session", "primary_tutor", "distinct_tutors"):
+        assert np.array_equal(getattr(got, name), getattr(expected, name)), name
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(events(customers=("c-1", "c-2", "c-3")), min_size=1, max_size=80),
+    st.integers(1, 6),
+    st.lists(st.integers(-40, 12), min_size=1, max_size=3),
+    st.sampled_from([3, PAGE_CAPACITY]),
+    st.sampled_from([timedelta(days=8), timedelta(days=35)]),
+)
+def test_cached_day_sums_equal_summing_every_page(base, pieces, shifts, capacity, retention) -> None:  # type: ignore[no-untyped-def]
+    """The running sums each state caches, updated batch after batch (late events, pruned days, busy
+    days of several pages, views of the past and of the future), give exactly what summing every
+    page from scratch gives."""
+    store = MemoryFeatureStore(retention)
+    order = sorted(base, key=lambda e: e.occurred_at)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("features.state.PAGE_CAPACITY", capacity)  # small pages: busy days span several
+        for i in range(pieces):
+            chunk = order[i::pieces]  # every piece mixes old and new events: late arrivals
+            now = max(e.occurred_at for e in chunk) if chunk else NOW
+            store.apply_sync(chunk, now=now)
+            states = list(store._states.values())
+            for days in shifts:
+                as_of = now + timedelta(days=days, hours=days * 5)
+                _assert_same_windows(window_batch(states, as_of), reference_window_batch(states, as_of))
+        fresh = [copy.deepcopy(state) for state in store._states.values()]
+        for state in fresh:
+            state.window_cache = None  # the cache rebuilt from the pages gives the same too
+        _assert_same_windows(window_batch(fresh, NOW), reference_window_batch(fresh, NOW))
