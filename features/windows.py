@@ -165,9 +165,9 @@ class DaySums:
     """A customer's pages summed per UTC day, as running totals. Built and updated by `day_sums`."""
 
     days: list[int]  # days with pages, ascending
-    # [len(days) + 1, COUNTER_KEYS] int64: row i = counters of every page before days[i] (row 0:
-    # of pages since pruned, which only ever cancels out), so days[i:j] sum to row j - row i.
-    cumulative: np.ndarray
+    # len(days) + 1 rows of [COUNTER_KEYS] int64: row i = counters of every page before days[i]
+    # (row 0: of pages since pruned, which only ever cancels out), so days[i:j] sum to row j - row i.
+    cumulative: list[np.ndarray]
     session_days: list[int]  # days with a completed session, ascending
     login_days: list[int]  # days with a login, ascending
     tutor_days: list[int]  # days with tutor activity, ascending
@@ -178,7 +178,7 @@ def day_sums(state: CustomerState) -> DaySums:
     """The state's cached `DaySums`, brought up to date with its pages."""
     sums = state.window_cache
     if not isinstance(sums, DaySums):
-        sums = DaySums([], np.zeros((1, len(COUNTER_KEYS)), dtype=np.int64), [], [], [], [])
+        sums = DaySums([], [np.zeros(len(COUNTER_KEYS), dtype=np.int64)], [], [], [], [])
         changed = {day for day, _ in state.pages}
     else:
         changed = {day for day, _ in state.changed_pages}
@@ -198,7 +198,7 @@ def _drop_pruned_days(sums: DaySums, state: CustomerState) -> None:
     if gone:
         first_kept = sums.days[gone] if gone < len(sums.days) else None
         del sums.days[:gone]
-        sums.cumulative = sums.cumulative[gone:]
+        del sums.cumulative[:gone]
         for flagged in (sums.session_days, sums.login_days, sums.tutor_days):
             keep = len(flagged) if first_kept is None else bisect_left(flagged, first_kept)
             if flagged is sums.tutor_days:
@@ -222,20 +222,18 @@ def _resum_day(sums: DaySums, day: int, pages: list[DayPage]) -> None:
             into[2] += agg[2]
     total = np.asarray(counters, dtype=np.int64)
     position = bisect_left(sums.days, day)
+    cumulative = sums.cumulative
     if position < len(sums.days) and sums.days[position] == day:
-        before = sums.cumulative[position + 1] - sums.cumulative[position]
-        sums.cumulative[position + 1 :] += total - before
+        delta = total - (cumulative[position + 1] - cumulative[position])
+        for row in range(position + 1, len(cumulative)):
+            cumulative[row] = cumulative[row] + delta
         if not pages:  # created and pruned again since the last read: the day is gone
-            del sums.days[position]
-            sums.cumulative = np.delete(sums.cumulative, position + 1, axis=0)
+            del sums.days[position], cumulative[position + 1]
     elif pages:
         sums.days.insert(position, day)
-        old = sums.cumulative
-        grown = np.empty((len(old) + 1, old.shape[1]), dtype=np.int64)
-        grown[: position + 1] = old[: position + 1]
-        grown[position + 1 :] = old[position:]
-        grown[position + 1 :] += total
-        sums.cumulative = grown
+        cumulative.insert(position + 1, cumulative[position] + total)
+        for row in range(position + 2, len(cumulative)):
+            cumulative[row] = cumulative[row] + total
     _flag(sums.session_days, day, total[_SESSION] > 0)
     _flag(sums.login_days, day, total[_LOGIN] > 0)
     position = bisect_left(sums.tutor_days, day)
