@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from features.events import EVENT_TYPES, check_event_time, event_to_json, parse_event, validate_event
+from features.events import (
+    EVENT_TYPES,
+    check_event_time,
+    event_to_json,
+    loads_json,
+    parse_event,
+    validate_event,
+)
 from features.exceptions import EventParseError
 
 BASE = {"event_id": "e-1", "customer_id": "c-1", "occurred_at": "2026-11-27T10:00:00Z"}
@@ -96,3 +103,22 @@ def test_event_time_checks_reject_the_future_and_the_expired() -> None:
     assert check_event_time(ok, now, retention) is None
     assert check_event_time(future, now, retention).error_code == "in_future"  # type: ignore[union-attr]
     assert check_event_time(old, now, retention).error_code == "too_old"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [b'{"a":1,"a":2}', b'{"a":NaN}', b'{"a":1e400}', b'{"a":123456789012345678901234567890}', b"[1,2]",
+     b'\xef\xbb\xbf{"a":1}', b'{"a":"\\ud800"}', '{"a":"\u00e9"}'.encode(), b'{"a":"x\x01y"}', b'{"a":1,}',
+     b'{"a":1} x', b'{"a":"\xff"}', b"", "{\"a\": 1}"],
+)  # fmt: skip
+def test_loads_json_answers_exactly_as_json_loads(document: bytes | str) -> None:
+    """The fast parser is an optimisation only: same values, same errors and messages."""
+    try:
+        expected: object = json.loads(document)
+    except ValueError as exc:
+        with pytest.raises(type(exc)) as raised:
+            loads_json(document)
+        assert str(raised.value) == str(exc)
+        return
+    got = loads_json(document)
+    assert repr(got) == repr(expected)

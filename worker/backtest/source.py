@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from features.eventfile import read_event_file
-from features.events import event_to_json, unwrap_envelope
+from features.events import event_to_json, loads_json, unwrap_envelope
 from features.exceptions import EventParseError
 from features.state import DAY_US, to_us
 from worker.ports import Record
@@ -95,7 +95,7 @@ def read_lines(path: Path) -> Iterator[Line | BadLine]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = loads_json(text)
             except json.JSONDecodeError as exc:
                 yield BadLine(number, "not_json", f"body is not JSON: {exc}")
                 continue
