@@ -36,6 +36,8 @@ COUNTER_KEYS: tuple[str, ...] = (
 COUNTER_INDEX = {key: i for i, key in enumerate(COUNTER_KEYS)}
 EVENT_COUNTERS = [COUNTER_INDEX[f"n.{kind}"] for kind in EVENT_TYPES]
 _SESSION, _LOGIN = COUNTER_INDEX["n.session_completed"], COUNTER_INDEX["n.login"]
+_TYPE_INDEX = {kind: i for i, kind in enumerate(EVENT_TYPES)}
+_NAN = float("nan")
 
 
 @dataclass
@@ -69,16 +71,15 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     n = len(states)
     # Days 0-6 back, 7-13 back and 14-29 back: each the difference of the running sums at the ends.
     bounds = (as_of_day, as_of_day - 7, as_of_day - 14, as_of_day - 30)
-    cumulative: list[np.ndarray] = []
-    day_counts: list[int] = []  # per customer: days with any event / a session / a login, per group
-    last: dict[str, np.ndarray] = {kind: np.full(n, np.nan) for kind in EVENT_TYPES}
-    primary = np.zeros((n, 3))
-    distinct_tutors = np.zeros(n)
-    lifetime: dict[str, np.ndarray] = {}
-    start = np.full(n, float(as_of_us))
-    tier, first_success, has_first = np.zeros(n), np.zeros(n), np.zeros(n)
+    # Collected per customer in Python lists, made arrays once at the end (numpy item by item is slow).
+    cumulative: list[np.ndarray] = []  # the running sums at the four bounds
+    day_counts: list[int] = []  # days with any event / a session / a login, per group
+    latest_times: list[float] = []  # per event type: latest occurred_at <= as_of, NaN if none
+    profile_values: list[float] = []  # start, tier, first session success, has a first session
+    tutor_values: list[float] = []  # distinct tutors; the primary tutor's sessions, centi-stars, ratings
+    lifetimes: list[dict[str, int]] = []
 
-    for row, state in enumerate(states):
+    for state in states:
         sums = day_sums(state)
         for bound in bounds:
             cumulative.append(sums.cumulative[bisect_right(sums.days, bound)])
@@ -93,44 +94,31 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
                 total[1] += agg[1]
                 total[2] += agg[2]
         with_sessions = [(tid, agg) for tid, agg in tutors.items() if agg[0] > 0]
-        distinct_tutors[row] = len(with_sessions)
+        tutor_values.append(len(with_sessions))
         if with_sessions:  # most sessions in 30 days; ties go to the smallest tutor id
-            primary[row] = min(with_sessions, key=lambda item: (-item[1][0], item[0]))[1]
+            tutor_values += min(with_sessions, key=lambda item: (-item[1][0], item[0]))[1]
+        else:
+            tutor_values += (0, 0, 0)
 
         profile = state.profile
-        # The profile's latest time per type is the answer unless it lies after as_of (a view of
-        # the past): only those types need the pages' own latest times.
-        latest: dict[str, int] = {}
-        unresolved: set[str] = set()
-        for kind, moment in profile.last_us.items():
-            if moment <= as_of_us:
-                latest[kind] = moment
-            else:
-                unresolved.add(kind)
-        if unresolved:
-            for (day, _), page in state.pages.items():
-                if day <= as_of_day:
-                    for kind in unresolved.intersection(page.last_us):
-                        moment = page.last_us[kind]
-                        if moment <= as_of_us and moment > latest.get(kind, -1):
-                            latest[kind] = moment
-        for kind, moment in latest.items():
-            if kind in last:
-                last[kind][row] = moment
+        latest_times += _latest_times(state, as_of_us, as_of_day)
         begun = profile.signed_up_us if profile.signed_up_us is not None else profile.first_seen_us
-        if begun is not None:
-            start[row] = begun
-        for key, value in profile.lifetime.items():
-            lifetime.setdefault(key, np.zeros(n))[row] = value
-        if profile.tier is not None:
-            tier[row] = profile.tier[2]
-        if profile.first_session is not None:
-            has_first[row] = 1
-            first_success[row] = profile.first_session[2]
+        profile_values += (
+            as_of_us if begun is None else begun,
+            0 if profile.tier is None else profile.tier[2],
+            0 if profile.first_session is None else profile.first_session[2],
+            0 if profile.first_session is None else 1,
+        )
+        lifetimes.append(profile.lifetime)
 
-    at_bounds = np.asarray(cumulative, dtype=np.int64).reshape(n, 4, len(COUNTER_KEYS))
+    width = len(COUNTER_KEYS)
+    at_bounds = np.asarray(cumulative, dtype=np.int64).reshape(n, 4, width)
     groups = (at_bounds[:, :3] - at_bounds[:, 1:]).transpose(1, 0, 2).astype(np.float64)
     days = np.asarray(day_counts, dtype=np.float64).reshape(n, 3, 3).transpose(1, 2, 0)  # [flag, group, customer]
+    latest = np.asarray(latest_times, dtype=np.float64).reshape(n, len(EVENT_TYPES))
+    start, tier, first_success, has_first = np.asarray(profile_values, dtype=np.float64).reshape(n, 4).T
+    tutor_columns = np.asarray(tutor_values, dtype=np.float64).reshape(n, 4)
+    keys = sorted({key for lifetime in lifetimes for key in lifetime})
     week, prev_week, rest = groups
     fortnight = week + prev_week
     return WindowBatch(
@@ -139,15 +127,37 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
         active_days=_day_windows(days[0]),
         session_days=_day_windows(days[1]),
         login_days=_day_windows(days[2]),
-        last_us=last,
+        last_us={kind: latest[:, i] for i, kind in enumerate(EVENT_TYPES)},
         start_us=start,
-        lifetime=lifetime,
+        lifetime={key: np.asarray([lifetime.get(key, 0) for lifetime in lifetimes], dtype=np.float64) for key in keys},
         tier=tier,
         first_session_success=first_success,
         has_first_session=has_first,
-        primary_tutor=primary,
-        distinct_tutors=distinct_tutors,
+        primary_tutor=tutor_columns[:, 1:],
+        distinct_tutors=tutor_columns[:, 0],
     )
+
+
+def _latest_times(state: CustomerState, as_of_us: int, as_of_day: int) -> list[float]:
+    """Per event type, the latest occurred_at at or before as_of (NaN: none). The profile's latest
+    time is the answer unless it lies after as_of (a view of the past): only then are the pages'
+    own latest times read."""
+    times = [_NAN] * len(EVENT_TYPES)
+    unresolved: set[str] = set()
+    for kind, moment in state.profile.last_us.items():
+        if moment > as_of_us:
+            unresolved.add(kind)
+        elif (index := _TYPE_INDEX.get(kind)) is not None:
+            times[index] = moment
+    if unresolved:
+        for (day, _), page in state.pages.items():
+            if day <= as_of_day:
+                for kind in unresolved.intersection(page.last_us):
+                    moment = page.last_us[kind]
+                    index = _TYPE_INDEX.get(kind)
+                    if index is not None and moment <= as_of_us and not moment <= times[index]:
+                        times[index] = moment  # `not <=`: NaN (none yet) loses to any time
+    return times
 
 
 # -- per-customer day sums, cached -----------------------------------------------------------------
