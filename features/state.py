@@ -123,15 +123,17 @@ def apply_event(state: CustomerState, event: Event) -> DayPage | None:
     occurred_us = to_us(event.occurred_at)
     day = occurred_us // DAY_US
     digest = event_digest(event.event_id)
-    pages = state.pages_of_day(day)
-    if any(digest in page.event_digests for page in pages):
-        return None
-    open_pages = [page for page in pages if not page.is_full]
-    if open_pages:
-        page = min(open_pages, key=lambda p: p.page)
+    pages = state.pages_of_day(day)  # in page order, numbered 0, 1, ... without gaps
+    open_page: DayPage | None = None
+    for candidate in pages:
+        if digest in candidate.event_digests:
+            return None
+        if open_page is None and not candidate.is_full:
+            open_page = candidate  # the first page with room
+    if open_page is None:
+        page = state.pages[(day, len(pages))] = DayPage(day=day, page=len(pages))
     else:
-        page = DayPage(day=day, page=max((p.page for p in pages), default=-1) + 1)
-        state.pages[(day, page.page)] = page
+        page = open_page
     page.event_digests.add(digest)
     state.changed_pages.add((day, page.page))
     _fold_into_page(page, event)

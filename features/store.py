@@ -75,6 +75,7 @@ class MemoryFeatureStore:
     def __init__(self, retention: timedelta = DEFAULT_RETENTION) -> None:
         self._retention = retention
         self._states: dict[str, CustomerState] = {}
+        self._pruned_at: dict[str, int] = {}  # customer -> the oldest kept day of its last prune
 
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
         return self.apply_sync(events, now)
@@ -84,9 +85,14 @@ class MemoryFeatureStore:
         oldest = oldest_kept_day(now, self._retention)
         for customer_id, customer_events in group_by_customer(events).items():
             state = self._states.setdefault(customer_id, CustomerState(customer_id))
-            if apply_to_state(state, customer_events, result):
+            touched = apply_to_state(state, customer_events, result)
+            if touched:
                 state.profile.version += 1
-            state.prune(oldest)
+            # Pruning looks at every page: only needed when the retention horizon moved since this
+            # customer's last prune, or this batch added a page beyond it.
+            if self._pruned_at.get(customer_id) != oldest or any(day < oldest for day, _ in touched):
+                state.prune(oldest)
+                self._pruned_at[customer_id] = oldest
             result.states[customer_id] = state
         return result
 
