@@ -25,7 +25,7 @@ import structlog
 from features.events import TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FeatureRow, compute_features_batch
-from features.state import CustomerState
+from features.state import CustomerState, from_us
 from features.store import FeatureStore
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError
@@ -145,15 +145,19 @@ class Pipeline:
         alerts: list[Alert] = []
         for row, cid in enumerate(customers):
             state = states[cid]
+            last = state.profile.last_us
             if _has_churned(state):
-                await self._ledger.record_churn(cid, now)
+                await self._ledger.record_churn(cid, from_us(last["customer_churned"]))
                 continue
             tier = TIERS[state.profile.tier[2]] if state.profile.tier else None
             prediction = predictions[row]
-            alerts += route_alerts(
+            routed = route_alerts(
                 cid, FeatureRow(matrix[row]), prediction, self._alerts, now, tier,
                 prediction.model_version if prediction else None,
             )  # fmt: skip
+            if routed and "customer_churned" in last:  # churned once, signed up again since
+                await self._ledger.record_return(cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"]))
+            alerts += routed
         in_flight = await self._publish(alerts, now, good)
         return scored, in_flight
 
@@ -196,7 +200,8 @@ class Pipeline:
 
 
 def _has_churned(state: CustomerState) -> bool:
-    """A `customer_churned` event after the latest sign-up ends alerting for that customer."""
+    """A `customer_churned` event after the latest sign-up stops alerting for that customer, until
+    a later sign-up (the ledger is told of both: `record_churn`, `record_return`)."""
     last = state.profile.last_us
     return last.get("customer_churned", -1) > last.get("customer_signed_up", -1)
 

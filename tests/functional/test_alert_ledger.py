@@ -125,6 +125,28 @@ async def test_a_churned_customer_gets_no_more_alerts(ledger: AlertLedger) -> No
     assert (await ledger.claim(spike("c-2"), T0, WEEK)).status is ClaimStatus.NEW
 
 
+async def test_a_customer_who_signs_up_again_is_alerted_again_until_the_next_churn(ledger: AlertLedger) -> None:
+    day = timedelta(days=1)
+    await ledger.record_churn("c-1", T0)
+    await ledger.record_return("c-1", T0, T0 + day)
+    assert (await ledger.claim(spike(at=T0 + 2 * day), T0 + 2 * day, WEEK)).status is ClaimStatus.NEW
+    await ledger.record_churn("c-1", T0)  # the old churn, redelivered: the return stands
+    assert (await ledger.claim(spike(at=T0 + 9 * day), T0 + 9 * day, WEEK)).status is ClaimStatus.NEW
+    await ledger.record_churn("c-1", T0 + 10 * day)  # churned again
+    await ledger.record_return("c-1", T0, T0 + day)  # the old return, late: does not undo it
+    assert (await ledger.claim(spike(at=T0 + 20 * day), T0 + 20 * day, WEEK)).status is ClaimStatus.CHURNED
+    await ledger.record_return("c-1", T0 + 10 * day, T0 + 11 * day)
+    assert (await ledger.claim(spike(at=T0 + 20 * day), T0 + 20 * day, WEEK)).status is ClaimStatus.NEW
+
+
+async def test_a_return_written_before_the_churn_it_follows_still_counts(ledger: AlertLedger) -> None:
+    """Two workers: one saw churn then sign-up and records the return; the other, with the older
+    state, records the churn afterwards. The customer is back, whatever the order."""
+    await ledger.record_return("c-1", T0, T0 + timedelta(days=1))
+    await ledger.record_churn("c-1", T0)
+    assert (await ledger.claim(spike(at=T0 + timedelta(days=2)), T0 + timedelta(days=2), WEEK)).status is ClaimStatus.NEW
+
+
 async def test_churn_stops_even_a_pending_claim(ledger: AlertLedger) -> None:
     await ledger.claim(spike(), T0, WEEK)
     await ledger.record_churn("c-1", T0 + timedelta(seconds=1))

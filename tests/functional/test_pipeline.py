@@ -136,6 +136,15 @@ async def test_a_churned_customer_gets_no_more_alerts(parts: dict[str, Any]) -> 
     assert parts["publisher"].bodies == []
 
 
+async def test_a_customer_who_signs_up_again_after_churning_is_alerted_again(parts: dict[str, Any]) -> None:
+    flow = pipeline(parts)
+    await flow.process([event("c-1", "customer_signed_up", 30, 0, tier="budget"),
+                        event("c-1", "customer_churned", 20, 1), event("c-1", "ib_call", 19, 2, sentiment="neutral")])  # fmt: skip
+    assert parts["publisher"].bodies == []
+    await flow.process([event("c-1", "customer_signed_up", 5, 3, tier="premium"), *spike_batch()[1:]])
+    assert [b["type"] for b in parts["publisher"].bodies] == ["IB_CALL_SPIKE"]
+
+
 async def test_switches_and_thresholds_come_from_config(parts: dict[str, Any]) -> None:
     config = AlertsConfig.model_validate({"ib_call_spike": {"enabled": False}})
     await pipeline(parts, config).process(spike_batch())

@@ -16,9 +16,16 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
      worker dies the next claim after its lease ends gets PENDING, so a caller that wants no alert
      lost leaves the triggering record for redelivery.
    - SUPPRESSED: this window's alert was sent; nothing to do until the cooldown ends.
-   - CHURNED: the customer churned (`record_churn`); no alert is ever sent for them again.
+   - CHURNED: the customer churned (`record_churn`) and has not signed up again since
+     (`record_return`); no alert is sent for them.
 2. Publish what was NEW or PENDING, then `mark_sent(alert)`: status `sent`, conditional on the same
    alert id (a later window's claim is never marked by an old publish).
+
+Churn and return. The `#churned` item holds the latest churn's event time and, once the customer
+signs up again after it, that sign-up's time. Both writes only ever move forward in event time, so
+a redelivered or late event cannot undo a newer one, and they commute: a worker that saw the
+return may write it before another worker, still holding the older state, writes the churn it
+already covers (the return carries its churn time, and an equal churn time is not newer).
 
 The guarantee. Every alert of one (customer, type, window) has one `alert_id`, and one worker at a
 time holds its claim. Redelivered events and concurrent workers alone never produce a second
@@ -60,16 +67,22 @@ _US = timedelta(microseconds=1)
 # redelivery) scoring the same customer cannot both start a window and both publish.
 NO_OPEN_WINDOW = "attribute_not_exists(customer_id) OR window_start_us <= :cutoff_us"
 # ConditionCheck on the `#churned` item in the same transaction as every claim: a churn recorded
-# at any time before the claim stops it, with no read-then-write gap.
-CUSTOMER_NOT_CHURNED = "attribute_not_exists(customer_id)"
+# at any time before the claim stops it, with no read-then-write gap, unless a later sign-up is too.
+CUSTOMER_NOT_CHURNED = "attribute_not_exists(customer_id) OR returned_at_us > churned_at_us"
 # Taking over an unsent claim: only when it is still this window's, still unsent and its holder's
 # lease has run out, so exactly one worker re-publishes an abandoned alert, and never a sent one.
 ABANDONED_CLAIM = "alert_id = :alert_id AND #status = :pending AND lease_until_us <= :now_us"
 # mark_sent: only the claim that was published. A slow worker must not mark a newer window's
 # claim as sent, or that window's alert would be lost.
 SAME_CLAIM = "alert_id = :alert_id"
-# record_churn: keep the first churn time; a redelivered churned event must not move it.
-CHURN_NOT_RECORDED = "attribute_not_exists(customer_id)"
+# record_churn: only a newer churn replaces the item (and so clears a return older than it); a
+# redelivered or late churn event changes nothing.
+NEWER_CHURN = "attribute_not_exists(customer_id) OR churned_at_us < :churned_at_us"
+# record_return: a sign-up after the recorded churn (or after a newer one than recorded so far).
+NEWER_RETURN = (
+    "attribute_not_exists(customer_id) OR "
+    "(churned_at_us <= :churned_at_us AND (attribute_not_exists(returned_at_us) OR returned_at_us < :returned_at_us))"
+)
 
 
 class ClaimStatus(StrEnum):
@@ -103,7 +116,13 @@ class AlertLedger(Protocol):
 
     async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]: ...
 
-    async def record_churn(self, customer_id: str, at: datetime) -> None: ...
+    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        """The customer churned at `churned_at` (the event's time): no alerts until a return."""
+        ...
+
+    async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
+        """The customer who churned at `churned_at` signed up again at `signed_up_at` (later)."""
+        ...
 
 
 T = TypeVar("T")
@@ -158,11 +177,13 @@ class MemoryAlertLedger(_Batching):
 
     lease: timedelta = DEFAULT_LEASE
     records: dict[tuple[str, str], _Record] = field(default_factory=dict)
-    churned: dict[str, datetime] = field(default_factory=dict)
+    # customer -> (churned_at_us, returned_at_us or None): the `#churned` item
+    churned: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim:
         now = _utc(now)
-        if alert.customer_id in self.churned:
+        marker = self.churned.get(alert.customer_id)
+        if marker is not None and not (marker[1] is not None and marker[1] > marker[0]):
             return Claim(ClaimStatus.CHURNED, alert)
         key = (alert.customer_id, alert.alert_type.value)
         record = self.records.get(key)
@@ -184,8 +205,24 @@ class MemoryAlertLedger(_Batching):
         record.sent = True
         return True
 
-    async def record_churn(self, customer_id: str, at: datetime) -> None:
-        self.churned.setdefault(customer_id, _utc(at))
+    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        churned_us = _us(_utc(churned_at))
+        marker = self.churned.get(customer_id)
+        if marker is None or marker[0] < churned_us:  # NEWER_CHURN
+            self.churned[customer_id] = (churned_us, None)
+
+    async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
+        churned_us, returned_us = _return_times(churned_at, signed_up_at)
+        marker = self.churned.get(customer_id)
+        if marker is None or (marker[0] <= churned_us and (marker[1] is None or marker[1] < returned_us)):  # NEWER_RETURN
+            self.churned[customer_id] = (churned_us, returned_us)
+
+
+def _return_times(churned_at: datetime, signed_up_at: datetime) -> tuple[int, int]:
+    churned_us, returned_us = _us(_utc(churned_at)), _us(_utc(signed_up_at))
+    if returned_us <= churned_us:
+        raise ValueError("a return is a sign-up after the churn")
+    return churned_us, returned_us
 
 
 def alert_table_name(prefix: str) -> str:
@@ -361,8 +398,8 @@ class DynamoDBAlertLedger(_Batching):
             ) from exc
         return True
 
-    async def record_churn(self, customer_id: str, at: datetime) -> None:
-        at = _utc(at)
+    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        at = _utc(churned_at)
         try:
             await self._client.put_item(
                 TableName=self._table,
@@ -371,13 +408,37 @@ class DynamoDBAlertLedger(_Batching):
                     "churned_at": {"S": iso(at)},
                     "churned_at_us": {"N": str(_us(at))},
                 },
-                ConditionExpression=CHURN_NOT_RECORDED,
+                ConditionExpression=NEWER_CHURN,
+                ExpressionAttributeValues={":churned_at_us": {"N": str(_us(at))}},
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return  # already churned: the first time stands
+                return  # this churn, or a newer one, is recorded already
             raise AlertLedgerError(
                 f"recording churn of {customer_id} in {self._table}: {_error_text(exc)}"
+            ) from exc
+
+    async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
+        churned_us, returned_us = _return_times(churned_at, signed_up_at)
+        try:
+            await self._client.update_item(
+                TableName=self._table,
+                Key=self._key(customer_id, CHURN_MARKER),
+                UpdateExpression="SET churned_at = :churned_at, churned_at_us = :churned_at_us, "
+                "returned_at = :returned_at, returned_at_us = :returned_at_us",
+                ConditionExpression=NEWER_RETURN,
+                ExpressionAttributeValues={
+                    ":churned_at": {"S": iso(_utc(churned_at))},
+                    ":churned_at_us": {"N": str(churned_us)},
+                    ":returned_at": {"S": iso(_utc(signed_up_at))},
+                    ":returned_at_us": {"N": str(returned_us)},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return  # this return is recorded, or a newer churn is
+            raise AlertLedgerError(
+                f"recording the return of {customer_id} in {self._table}: {_error_text(exc)}"
             ) from exc
 
 

@@ -7,8 +7,8 @@ The pipeline does not hand those out, but it does call two ports in a fixed way 
 scorer's `score(matrix)`. Wrapping both records each row with its customer and time, without
 touching the pipeline.
 
-A customer whose state shows churn is not routed by the pipeline and never alerted again (the
-ledger remembers); their rows from then on are left out of the log for the same reason.
+A customer whose state shows churn is not routed by the pipeline and not alerted until they sign
+up again (the ledger remembers); their rows in between are left out of the log for the same reason.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ class ScoringLog:
     customers: list[str] = field(default_factory=list, repr=False)  # index -> customer id
     index: dict[str, int] = field(default_factory=dict, repr=False)
     parts: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
-    churned: set[str] = field(default_factory=set, repr=False)
     model_version: str | None = None  # as the scorer's predictions name it
     _pending: list[str] = field(default_factory=list, repr=False)  # rows of the next matrix, in order
     _keep: list[bool] = field(default_factory=list, repr=False)
@@ -91,9 +90,7 @@ class ScoringLog:
         self._keep = []
         for cid in self._pending:
             self.customer_index(cid)
-            if has_churned(states[cid]):
-                self.churned.add(cid)
-            self._keep.append(cid not in self.churned)
+            self._keep.append(not has_churned(states[cid]))  # only these are routed (and claimable)
 
     def add(self, features: np.ndarray, predictions: Sequence[dict[str, Any]], now: datetime) -> None:
         if len(self._pending) != len(features):
