@@ -165,6 +165,32 @@ async def test_one_consumer_reads_everything_in_order_and_checkpoints(
     await consumer.stop()
 
 
+async def test_records_a_kpl_producer_aggregated_arrive_one_by_one(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    aggregator = RecordAggregator()
+    for n in range(3):
+        aggregator.add_user_record("c-1", event("c-1", n))
+    partition_key, _, data = aggregator.clear_and_get().get_contents()
+    await kinesis.put_record(StreamName=stream, Data=data, PartitionKey=partition_key)
+    await kinesis.put_record(StreamName=stream, Data=event("c-1", 3), PartitionKey="c-1")  # a plain one after
+    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST))
+    await until(lambda: len(consumer.records) >= 4)
+    assert consumer.event_ids() == ["c-1-0", "c-1-1", "c-1-2", "c-1-3"]
+    packed = consumer.records[:3]
+    assert len({r.handle for r in packed}) == 1  # one Kinesis record: one sequence number, one checkpoint
+    assert [r.source_id.rsplit("/", 1)[1] for r in packed] == ["0", "1", "2"]
+    await until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
+    items = await lease_items(dynamodb, leases)
+    shard = consumer.records[-1].source_id.split(":")[0]
+    assert items[shard]["checkpoint"]["S"] == consumer.records[-1].handle
+    assert consumer.source.metrics.aggregates_unpacked == 1 and consumer.source.metrics.records_in == 4
+    await consumer.stop()
+
+
 async def test_restart_resumes_after_the_checkpoint_and_redelivers_failed_records(
     kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
 ) -> None:

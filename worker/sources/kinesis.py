@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.exceptions import WorkerError
 from worker.ports import Delivery, Record, Settlement
+from worker.sources.kpl import deaggregate
 from worker.sources.leases import SHARD_END, Lease, LeaseTable, is_after, plan_round
 
 log = structlog.get_logger(__name__)
@@ -57,7 +58,8 @@ class MetricsSink(Protocol):
 
 @dataclass
 class KinesisMetrics:
-    records_in: int = 0
+    records_in: int = 0  # pipeline records: a KPL aggregate counts its user records
+    aggregates_unpacked: int = 0
     deliveries: int = 0
     checkpoints: int = 0
     checkpoints_refused: int = 0
@@ -329,7 +331,7 @@ class KinesisSource:
                 self._sink.set(
                     "kinesis_millis_behind_latest", max(self.metrics.millis_behind_latest.values())
                 )
-            records = [self._record(shard, raw) for raw in response.get("Records", [])]
+            records = [record for raw in response.get("Records", []) for record in self._records(shard, raw)]
             next_iterator = response.get("NextShardIterator")
             if records:
                 if self._stopping.is_set():
@@ -353,15 +355,26 @@ class KinesisSource:
             iterator = next_iterator
             await asyncio.sleep(self._min_get_interval if records or behind else self._poll_interval)
 
-    def _record(self, shard: _Shard, raw: dict[str, Any]) -> Record:
+    def _records(self, shard: _Shard, raw: dict[str, Any]) -> list[Record]:
+        """One Kinesis record as pipeline records: itself, or the user records of a KPL aggregate.
+        The user records share the Kinesis sequence number: a delivery settles whole, so the
+        checkpoint never falls inside an aggregate."""
         sequence = str(raw["SequenceNumber"])
-        return Record(
-            body=raw["Data"],
-            handle=sequence,
-            source_id=f"{shard.lease.shard_id}:{sequence}",
-            enqueued_at=_epoch(raw.get("ApproximateArrivalTimestamp")),
-            receive_count=shard.attempts.get(sequence, 0) + 1,
-        )
+        source_id = f"{shard.lease.shard_id}:{sequence}"
+        unpacked = deaggregate(raw["Data"])
+        if unpacked is not None:
+            self._count("aggregates_unpacked")
+        bodies = [raw["Data"]] if unpacked is None else unpacked
+        return [
+            Record(
+                body=body,
+                handle=sequence,
+                source_id=source_id if unpacked is None else f"{source_id}/{sub}",  # sub-sequence number
+                enqueued_at=_epoch(raw.get("ApproximateArrivalTimestamp")),
+                receive_count=shard.attempts.get(sequence, 0) + 1,
+            )
+            for sub, body in enumerate(bodies)
+        ]
 
     async def _hand_out(self, shard: _Shard, records: list[Record]) -> str:
         delivery = KinesisDelivery(self, shard, records)
