@@ -187,17 +187,58 @@ class DaySums:
 def day_sums(state: CustomerState) -> DaySums:
     """The state's cached `DaySums`, brought up to date with its pages."""
     sums = state.window_cache
-    if not isinstance(sums, DaySums):
-        sums = DaySums([], [np.zeros(len(COUNTER_KEYS), dtype=np.int64)], [], [], [], [])
-        changed = {day for day, _ in state.pages}
-    else:
-        changed = {day for day, _ in state.changed_pages}
+    if isinstance(sums, DaySums):
         _drop_pruned_days(sums, state)
-    for day in sorted(changed):
-        _resum_day(sums, day, state.pages_of_day(day))
+        for day in sorted({day for day, _ in state.changed_pages}):
+            _resum_day(sums, day, state.pages_of_day(day))
+    else:
+        sums = _built(state)
     state.window_cache = sums
     state.changed_pages = set()
     return sums
+
+
+def _built(state: CustomerState) -> DaySums:
+    """DaySums from all of a state's pages at once (a state loaded from the store, or new)."""
+    days = sorted({day for day, _ in state.pages})
+    rows: list[list[int]] = []
+    tutor_days: list[int] = []
+    tutor_sums: list[dict[str, list[int]]] = []
+    for day in days:
+        counters, tutors = _day_totals(state.pages_of_day(day))
+        rows.append(counters)
+        if tutors:
+            tutor_days.append(day)
+            tutor_sums.append(tutors)
+    width = len(COUNTER_KEYS)
+    cumulative = np.zeros((len(days) + 1, width), dtype=np.int64)
+    if rows:
+        np.cumsum(np.asarray(rows, dtype=np.int64), axis=0, out=cumulative[1:])
+    return DaySums(
+        days=days,
+        cumulative=list(cumulative),
+        session_days=[day for day, row in zip(days, rows, strict=True) if row[_SESSION] > 0],
+        login_days=[day for day, row in zip(days, rows, strict=True) if row[_LOGIN] > 0],
+        tutor_days=tutor_days,
+        tutors=tutor_sums,
+    )
+
+
+def _day_totals(pages: list[DayPage]) -> tuple[list[int], dict[str, list[int]]]:
+    """One day's counters (COUNTER_KEYS order) and tutor sums, over all its pages."""
+    counters = [0] * len(COUNTER_KEYS)
+    tutors: dict[str, list[int]] = {}
+    for page in pages:
+        for key, value in page.counts.items():
+            index = COUNTER_INDEX.get(key)
+            if index is not None:
+                counters[index] += value
+        for tutor_id, agg in page.tutors.items():
+            into = tutors.setdefault(tutor_id, [0, 0, 0])
+            into[0] += agg[0]
+            into[1] += agg[1]
+            into[2] += agg[2]
+    return counters, tutors
 
 
 def _drop_pruned_days(sums: DaySums, state: CustomerState) -> None:
@@ -218,18 +259,7 @@ def _drop_pruned_days(sums: DaySums, state: CustomerState) -> None:
 
 def _resum_day(sums: DaySums, day: int, pages: list[DayPage]) -> None:
     """Replace one day's totals (its pages gained events, the day is new, or it has no pages left)."""
-    counters = [0] * len(COUNTER_KEYS)
-    tutors: dict[str, list[int]] = {}
-    for page in pages:
-        for key, value in page.counts.items():
-            index = COUNTER_INDEX.get(key)
-            if index is not None:
-                counters[index] += value
-        for tutor_id, agg in page.tutors.items():
-            into = tutors.setdefault(tutor_id, [0, 0, 0])
-            into[0] += agg[0]
-            into[1] += agg[1]
-            into[2] += agg[2]
+    counters, tutors = _day_totals(pages)
     total = np.asarray(counters, dtype=np.int64)
     position = bisect_left(sums.days, day)
     cumulative = sums.cumulative
