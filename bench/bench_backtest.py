@@ -6,7 +6,8 @@ The simulated file is generated once and cached ($CHURN_BENCH_CACHE, else the sy
 Wall seconds on a machine shared with other work say little, so CPU seconds (user + system, this
 process) are printed beside them. Options: --customers, --days, --batch-hours (the event-time
 batch window; several, comma-separated, to compare), --breakdown (CPU seconds per pipeline stage,
-by wrapping the functions the pipeline calls), --profile (cProfile's top functions by own time).
+by wrapping the functions the pipeline calls), --profile (cProfile's top functions by own time;
+BENCH_PROFILE_TOP=N rows, default 15).
 Nothing here asserts timing.
 """
 
