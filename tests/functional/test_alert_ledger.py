@@ -28,12 +28,6 @@ LEASE = timedelta(minutes=2)
 
 
 @pytest.fixture
-async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
-        yield client
-
-
-@pytest.fixture
 async def table(dynamodb: Any, unique_prefix: str) -> str:
     name = alert_table_name(unique_prefix)
     assert await create_alert_table(dynamodb, name) is True

@@ -4,12 +4,10 @@ batch failures (a scripted client: moto never fails an entry), and the in-memory
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from worker.alerts.config import AlertsConfig
@@ -44,16 +42,6 @@ def alerts(n: int, scored: bool = True) -> list[Alert]:
     return out
 
 
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[tuple[Any, Any]]:
-    session = get_session()
-    async with (
-        session.create_client("sns", region_name="us-east-1") as sns,
-        session.create_client("sqs", region_name="us-east-1") as sqs,
-    ):
-        yield sns, sqs
-
-
 async def subscribed_queue(sns: Any, sqs: Any, topic_arn: str, name: str) -> str:
     fifo = topic_arn.endswith(".fifo")
     url: str = (await sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"} if fifo else {}))[
@@ -86,9 +74,9 @@ async def drain(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:
 
 
 async def test_standard_topic_gets_bodies_and_filterable_attributes(
-    clients: tuple[Any, Any], unique_prefix: str
+    sns_sqs: tuple[Any, Any], unique_prefix: str
 ) -> None:
-    sns, sqs = clients
+    sns, sqs = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     url = await subscribed_queue(sns, sqs, topic, f"{unique_prefix}tail")
     batch = alerts(6)  # 12 alerts: two PublishBatch calls
@@ -113,9 +101,9 @@ async def test_standard_topic_gets_bodies_and_filterable_attributes(
 
 
 async def test_fifo_topic_groups_by_customer_and_deduplicates_by_alert_id(
-    clients: tuple[Any, Any], unique_prefix: str
+    sns_sqs: tuple[Any, Any], unique_prefix: str
 ) -> None:
-    sns, sqs = clients
+    sns, sqs = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts.fifo")
     attributes = (await sns.get_topic_attributes(TopicArn=topic))["Attributes"]
     assert attributes["FifoTopic"] == "true"
@@ -130,8 +118,8 @@ async def test_fifo_topic_groups_by_customer_and_deduplicates_by_alert_id(
         assert message["Attributes"]["MessageDeduplicationId"] == body["alert_id"]
 
 
-async def test_create_alert_topic_is_idempotent(clients: tuple[Any, Any], unique_prefix: str) -> None:
-    sns, _ = clients
+async def test_create_alert_topic_is_idempotent(sns_sqs: tuple[Any, Any], unique_prefix: str) -> None:
+    sns, _ = sns_sqs
     for name in (f"{unique_prefix}alerts", f"{unique_prefix}alerts.fifo"):
         assert await create_alert_topic(sns, name) == await create_alert_topic(sns, name)
 

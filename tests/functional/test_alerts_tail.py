@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from worker.alerts.config import AlertsConfig
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
@@ -20,16 +18,6 @@ from worker.exceptions import UsageError
 from worker.settings import Settings
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[tuple[Any, Any]]:
-    session = get_session()
-    async with (
-        session.create_client("sns", region_name="us-east-1") as sns,
-        session.create_client("sqs", region_name="us-east-1") as sqs,
-    ):
-        yield sns, sqs
 
 
 def two_alerts(customer: str) -> list[Alert]:
@@ -60,9 +48,9 @@ async def tail_while_publishing(
 
 
 async def test_tail_prints_alerts_and_cleans_up(
-    clients: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
+    sns_sqs: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sns, sqs = clients
+    sns, sqs = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     alerts = two_alerts(f"{unique_prefix}c-1")
     assert await tail_while_publishing(sns, topic, alerts) == 0
@@ -80,9 +68,9 @@ async def test_tail_prints_alerts_and_cleans_up(
 
 
 async def test_tail_filters_by_type_and_prints_json(
-    clients: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
+    sns_sqs: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sns, _ = clients
+    sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     alerts = two_alerts(f"{unique_prefix}c-2")
     assert await tail_while_publishing(sns, topic, alerts, alert_type="high_churn_risk", as_json=True) == 0
@@ -95,9 +83,9 @@ async def test_tail_filters_by_type_and_prints_json(
 
 
 async def test_tail_filters_by_severity_on_a_fifo_topic(
-    clients: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
+    sns_sqs: tuple[Any, Any], unique_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sns, _ = clients
+    sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts.fifo")
     alerts = two_alerts(f"{unique_prefix}c-3")
     assert await tail_while_publishing(sns, topic, alerts, severity="CRITICAL") == 0
@@ -106,8 +94,8 @@ async def test_tail_filters_by_severity_on_a_fifo_topic(
     assert (await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"] == []
 
 
-async def test_cancelling_the_tail_still_cleans_up(clients: tuple[Any, Any], unique_prefix: str) -> None:
-    sns, _ = clients
+async def test_cancelling_the_tail_still_cleans_up(sns_sqs: tuple[Any, Any], unique_prefix: str) -> None:
+    sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     task = asyncio.create_task(run_alerts_tail(Settings(alerts_topic_arn=topic), None, None, False, None))
     for _ in range(100):
@@ -133,7 +121,7 @@ async def test_unknown_type_or_severity_is_a_usage_error() -> None:
         await run_alerts_tail(settings, None, "LOW", False, 1)
 
 
-async def test_a_topic_that_does_not_exist_is_a_usage_error(clients: tuple[Any, Any]) -> None:
+async def test_a_topic_that_does_not_exist_is_a_usage_error(sns_sqs: tuple[Any, Any]) -> None:
     settings = Settings(alerts_topic_arn="arn:aws:sns:us-east-1:123456789012:no-such-topic")
     with pytest.raises(UsageError, match="does not exist"):
         await run_alerts_tail(settings, None, None, False, 1)

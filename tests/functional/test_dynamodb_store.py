@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
-from aiobotocore.session import get_session
 
 from features.dynamodb import PAGE_ITEM_LIMIT_BYTES, DynamoDBFeatureStore, create_feature_table, table_name
 from features.eventfile import read_event_file
@@ -22,12 +20,6 @@ from features.store import MemoryFeatureStore
 from tests.conftest import SAMPLE_EVENTS
 
 AS_OF = datetime(2026, 11, 27, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
-        yield client
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from worker.exceptions import WorkerError
@@ -29,18 +28,6 @@ FAST = {
     "stop_grace": 2.0,
 }
 SEQ_BASE = 49590338271490256608559692538361571095921575989136588898  # 56 digits, as Kinesis makes them
-
-
-@pytest.fixture
-async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
-        yield client
-
-
-@pytest.fixture
-async def kinesis(aws_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client("kinesis", region_name="us-east-1") as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,20 +4,12 @@ records come back, heartbeats keep a slow batch hidden, bad events keep their er
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiobotocore.session import get_session
 
 from worker.ports import Record, Settlement
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
-
-
-@pytest.fixture
-async def sqs(aws_endpoint: str) -> AsyncIterator[Any]:
-    async with get_session().create_client("sqs", region_name="us-east-1") as client:
-        yield client
 
 
 @pytest.fixture
