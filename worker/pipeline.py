@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from features.activity import has_churned
 from features.events import TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FeatureRow, compute_features_batch
@@ -146,7 +147,7 @@ class Pipeline:
         for row, cid in enumerate(customers):
             state = states[cid]
             last = state.profile.last_us
-            if _has_churned(state):
+            if has_churned(state.profile):
                 await self._ledger.record_churn(cid, from_us(last["customer_churned"]))
                 continue
             tier = TIERS[state.profile.tier[2]] if state.profile.tier else None
@@ -197,11 +198,4 @@ class Pipeline:
             log.info("alert published", alert_id=alert.alert_id, type=alert.alert_type.value,
                      customer_id=alert.customer_id, scoring=alert.scoring)  # fmt: skip
         return in_flight
-
-
-def _has_churned(state: CustomerState) -> bool:
-    """A `customer_churned` event after the latest sign-up stops alerting for that customer, until
-    a later sign-up (the ledger is told of both: `record_churn`, `record_return`)."""
-    last = state.profile.last_us
-    return last.get("customer_churned", -1) > last.get("customer_signed_up", -1)
 
