@@ -174,7 +174,9 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "backtest", parents=[common], help="run the pipeline over history in process, on event time",
         description="Replay EVENTS through the worker's pipeline in process: in-memory store, ledger and "
         "publisher, the model in process (default bundle, or --bundle) or --endpoint, and a clock that follows "
-        "the events (batches of --batch-hours of event time, each at its latest event). Writes DIR/alerts.jsonl "
+        "the events (batches of --batch-hours of event time, each processed at its window's end; at every UTC day's "
+        "end the active customers no event scored that day are re-scored, as the live worker re-scores quiet "
+        "customers). Writes DIR/alerts.jsonl "
         "(the bodies production would publish), DIR/report.json and DIR/report.html. With --outcomes (CONTRACTS "
         "section 5, e.g. from `churn-model simulate`) the report gives precision, recall, false positive rate, "
         "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets.",
@@ -185,8 +187,9 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     backtest.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
     backtest.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
     backtest.add_argument("--batch-hours", type=_positive_float, default=24.0, metavar="H",
-                          help="event time per pipeline batch, each processed at its latest event (default 24: "
-                          "daily; 1 is closer to live scoring and about twice as slow)")  # fmt: skip
+                          help="event time per pipeline batch, each processed at the end of its window (default 24: "
+                          "UTC days, every score at a day's end, the instants training uses; 1 is closer to live "
+                          "scoring and about twice as slow)")  # fmt: skip
     backtest.add_argument("--on-error", choices=["stop", "skip"], default="stop",
                           help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
     backtest.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")

@@ -1,10 +1,17 @@
 """The backtest loop: an event file through `worker.pipeline.Pipeline`, on event time, in process.
 
 Every port is an in-memory twin (feature store, alert ledger, publisher, dead-letter queue) and the
-clock is simulated: each batch is processed at its latest event time, so the 7/14/30-day windows,
-cooldowns, `as_of` and `created_at` are those of the events, and two runs over the same file and
-config write the same bytes. Published bodies go to `alerts.jsonl` as each batch settles (memory stays
-flat however many alerts there are).
+clock is simulated: each batch is processed at the end of its event-time window, so the 7/14/30-day
+windows, cooldowns, `as_of` and `created_at` are those of the events, and two runs over the same file
+and config write the same bytes. Published bodies go to `alerts.jsonl` as each batch settles (memory
+stays flat however many alerts there are).
+
+Quiet customers are scored too, as the live worker re-scores them: at the end of every UTC day of
+event time (`features.activity.day_end_us`), every active customer (`features.activity.is_active`)
+not yet scored that day is scored through `Pipeline.rescore`, so each active customer is scored at
+least once per day whether or not they had events, and the report's precision and recall count the
+customers who went quiet. With the default daily batches every score happens at a day's end: the
+instants training examples are built at (`churn-model train --events`).
 
 The history a backtest builds (every customer's pages, the ledger, the scoring log) is millions of
 long-lived objects; CPython's cyclic garbage collector would rescan all of them on every full
@@ -28,16 +35,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
-from features.state import to_us
+from features.activity import day_end_us
+from features.state import DAY_US, CustomerState, to_us
 from features.store import MemoryFeatureStore
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import MemoryAlertLedger
 from worker.alerts.publisher import MemoryAlertPublisher
 from worker.backtest.clock import SimulatedClock
 from worker.backtest.recording import MemoryDeadLetterQueue, RecordingScorer, RecordingStore, ScoringLog
+from worker.backtest.rescoring import DayEndRescoring
 from worker.backtest.source import DEFAULT_MAX_EVENTS, DEFAULT_WINDOW_US, BadLine, read_lines, time_batches
 from worker.exceptions import UsageError, WorkerError
 from worker.pipeline import Pipeline
@@ -69,6 +79,8 @@ class BacktestResult:
     left_out: Counter[str] = field(default_factory=Counter)  # too_old / in_future at processing time
     first_us: int | None = None
     last_us: int | None = None
+    active_customer_days: int = 0  # (customer, day) pairs active at the day's end
+    scored_customer_days: int = 0  # of those, the ones scored that day (by an event or re-scoring)
     alerts: AlertLog = field(default_factory=AlertLog, repr=False)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
 
@@ -123,6 +135,11 @@ async def run_backtest(
         dlq=dlq, alerts=options.alerts, retention=options.retention, clock=clock,
     )  # fmt: skip
 
+    async def known_states() -> dict[str, CustomerState]:
+        return store.states
+
+    rescoring = DayEndRescoring(pipeline, clock, options.retention, known_states)
+
     def bad(number: int | None, code: str, detail: str) -> None:
         where = f"{path}:{number}" if number is not None else str(path)
         if options.on_error == "stop":
@@ -132,6 +149,15 @@ async def run_backtest(
             result.bad_line_examples.append(f"line {number}: {code}: {detail}")
         say(f"{where}: skipped: {code}: {detail}")
 
+    def write_published(out: IO[str]) -> None:
+        for message in publisher.messages:
+            body = message.body
+            out.write(json.dumps(body) + "\n")
+            result.alerts.types.append(body["type"])
+            result.alerts.customers.append(body["customer_id"])
+            result.alerts.as_of_us.append(to_us(datetime.fromisoformat(body["as_of"])))
+        publisher.messages.clear()
+
     batches = time_batches(read_lines(path), options.window_us, options.max_events, options.on_error == "stop")
     with _history_frozen_between_batches() as settle, alerts_out.open("w", encoding="utf-8") as out, tqdm(
         desc="backtest", unit="ev", unit_scale=True, file=sys.stderr, disable=None if options.progress is None else not options.progress,
@@ -140,17 +166,22 @@ async def run_backtest(
             if isinstance(item, BadLine):
                 bad(item.number, item.error_code, item.error_detail)
                 continue
-            if item.latest_us is not None and item.earliest_us is not None:
-                clock.advance_to_us(item.latest_us)
+            if item.window_end_us is not None and item.earliest_us is not None:
+                rescoring.start(item.window_end_us)
+                await rescoring.days_ending_by(item.window_end_us - 1)  # the days this batch comes after
+                write_published(out)
+                clock.advance_to_us(item.window_end_us)
                 result.first_us = min(result.first_us or item.earliest_us, item.earliest_us)
             now_us = to_us(clock())
             result.last_us = now_us if result.last_us is None else max(result.last_us, now_us)
+            store.last_applied = []
             settlement = await pipeline.process(item.records)
             if settlement.failed:
                 raise WorkerError(
                     f"{len(settlement.failed)} events could not be processed at {clock().isoformat()} "
                     "(endpoint unavailable?): the backtest would differ from the live worker; try again"
                 )
+            rescoring.scored(store.last_applied, now_us)
             result.batches += 1
             result.events_read += len(item.records)
             for quarantined in dlq.take():
@@ -158,16 +189,18 @@ async def run_backtest(
                     result.left_out[quarantined.error_code] += 1
                 else:
                     bad(quarantined.line, quarantined.error_code, quarantined.error_detail)
-            for message in publisher.messages:
-                body = message.body
-                out.write(json.dumps(body) + "\n")
-                result.alerts.types.append(body["type"])
-                result.alerts.customers.append(body["customer_id"])
-                result.alerts.as_of_us.append(to_us(datetime.fromisoformat(body["as_of"])))
-            publisher.messages.clear()
+            write_published(out)
+            await rescoring.days_ending_by(now_us)  # the batch closed a day: re-score its quiet customers
+            write_published(out)
             bar.update(len(item.records))
             settle()
+        if result.last_us is not None:
+            await rescoring.days_ending_by(day_end_us(result.last_us // DAY_US))  # the last day of events
+            write_published(out)
+            result.last_us = to_us(clock())
+            settle()
+    result.active_customer_days = rescoring.active_customer_days
+    result.scored_customer_days = rescoring.scored_customer_days
     result.applied = int(pipeline.metrics.total("events_applied"))
     result.duplicates = int(pipeline.metrics.total("events_duplicate"))
     return result
-
