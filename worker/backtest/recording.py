@@ -13,6 +13,7 @@ up again (the ledger remembers); their rows in between are left out of the log f
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ PREDICTION_FIELDS = (
     "churn_risk_14d", "churn_risk_30d", "customer_health_score", "first_session_success_prob",
     "predicted_session_velocity",
 )  # fmt: skip
+
+
+SCORING_GROUPS = 64  # customer groups scored in calls of their own; shard counts must divide this
+
+
+def scoring_group(customer_id: str) -> int:
+    """The customer's group in [0, SCORING_GROUPS): a stable hash, the same in every process (the
+    shards of a sharded backtest are unions of these: shard = group % shards)."""
+    digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % SCORING_GROUPS
 
 
 TRIGGERS = (EVENT_TRIGGER, RESCORE_TRIGGER)  # the log's `trigger` column holds an index into this
@@ -76,6 +87,11 @@ class ScoringLog:
     _pending: list[str] = field(default_factory=list, repr=False)  # rows of the next matrix, in order
     _keep: list[bool] = field(default_factory=list, repr=False)
     _trigger: int = 0
+
+    @property
+    def pending(self) -> list[str]:
+        """The customers of the next matrix's rows, in row order."""
+        return self._pending
 
     def customer_index(self, customer_id: str) -> int:
         position = self.index.get(customer_id)
@@ -148,7 +164,13 @@ class RecordingStore:
 
 
 class RecordingScorer:
-    """Any Scorer (in process or an endpoint), with every scored row written to the log."""
+    """Any Scorer (in process or an endpoint), with every scored row written to the log.
+
+    Rows are scored in one call per customer group (`scoring_group`), not all at once: a model's
+    float32 arithmetic depends, in its last bits, on which other rows share its matrix (the BLAS
+    kernels block the work by the matrix's shape), and a backtest split into shards by customer
+    must give byte-identical alerts and reports for any number of shards. A shard is a union of
+    whole groups, so every call holds the same rows in the same order however the work is split."""
 
     def __init__(self, inner: Scorer, log: ScoringLog, clock: Callable[[], datetime]) -> None:
         self.inner = inner
@@ -156,6 +178,13 @@ class RecordingScorer:
         self._clock = clock
 
     async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
-        predictions = await self.inner.score(features)
+        groups = np.asarray([scoring_group(cid) for cid in self._log.pending], dtype=np.int64)
+        if len(groups) != len(features):
+            raise RuntimeError("scoring log out of step with the pipeline: a matrix without its customers")
+        predictions: list[dict[str, Any]] = [{}] * len(features)
+        for group in np.unique(groups).tolist():
+            rows = np.flatnonzero(groups == group)
+            for row, prediction in zip(rows.tolist(), await self.inner.score(features[rows]), strict=True):
+                predictions[row] = prediction
         self._log.add(features, predictions, self._clock())
         return predictions
