@@ -34,7 +34,7 @@ async def test_batches_land_by_event_date_and_read_back_in_key_order(aws_endpoin
         await archive.write(first[:1])  # type: ignore[arg-type]  # a redelivered batch: written again
     objects = list_event_objects(f"s3://{bucket}/events/", client=s3)
     assert [o.key.split("/")[1] for o in objects] == ["date=2026-11-26", "date=2026-11-26", "date=2026-11-27"]
-    lines = [json.loads(line) for o in objects for line in gzip.open(o.open_binary(), "rt")]
+    lines = [json.loads(line) for o in objects for line in gzip.decompress(o.open_binary().read()).splitlines()]
     assert sorted(line["event_id"] for line in lines) == ["e-0", "e-0", "e-1", "e-2", "e-3"]
     assert [o.key.split("/")[1] for o in list_event_objects(f"s3://{bucket}/events/", since="2026-11-27",
                                                             client=s3)] == ["date=2026-11-27"]  # fmt: skip
