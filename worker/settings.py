@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     scoring_max_attempts: int = Field(4, ge=1, le=10)
     batch_max_records: int = Field(100, ge=1, le=10000, description="records gathered into one pipeline batch")
     batch_linger_ms: float = Field(50, ge=0, le=5000, description="how long a batch waits for more deliveries")
+    dask_scheduler: str | None = Field(
+        None, description="Dask scheduler address for backtest / tune (--scheduler overrides it)"
+    )
     alert_claim_lease_seconds: float = Field(
         120, gt=0, description="how long a claimed, unsent alert is reserved for its worker before another may send it"
     )

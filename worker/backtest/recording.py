@@ -127,6 +127,27 @@ class ScoringLog:
         self.parts.append(part)
         self._pending, self._keep = [], []
 
+    @classmethod
+    def merged(cls, logs: Sequence[ScoringLog]) -> ScoringLog:
+        """One log of several shards' (disjoint customers): customers in id order, rows by (time,
+        customer), so the result is the same however the customers were split."""
+        merged = cls()
+        for cid in sorted({cid for log in logs for cid in log.customers}):
+            merged.customer_index(cid)
+        parts = []
+        for log in logs:
+            columns = log.columns()
+            remap = np.asarray([merged.index[cid] for cid in log.customers], dtype=np.int64)
+            columns["customer"] = remap[columns["customer"]] if len(remap) else columns["customer"]
+            parts.append(columns)
+        if parts:
+            names = list(parts[0])
+            joined = {name: np.concatenate([part[name] for part in parts]) for name in names}
+            order = np.lexsort((joined["trigger"], joined["customer"], joined["t_us"]))
+            merged.parts = [{name: values[order] for name, values in joined.items()}]
+        merged.model_version = next((log.model_version for log in logs if log.model_version), None)
+        return merged
+
     def columns(self) -> dict[str, np.ndarray]:
         """Every row so far, as one array per column (customer, t_us, trigger, features, predictions)."""
         names = ["customer", "t_us", "trigger", *RULE_FEATURES, *PREDICTION_FIELDS]
