@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
+import resource
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -85,6 +87,8 @@ class ShardResult:
     alerts: list[tuple[int, str, str]] = field(default_factory=list)  # (as_of µs, customer, body JSON)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
     model_version: str | None = None
+    peak_rss_bytes: int = 0  # the folding process's peak memory when the shard ended
+    pid: int = 0
 
 
 @contextmanager
@@ -188,6 +192,8 @@ async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line
     result.applied = int(pipeline.metrics.total("events_applied"))
     result.duplicates = int(pipeline.metrics.total("events_duplicate"))
     result.model_version = log.model_version
+    result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    result.pid = os.getpid()
     return result
 
 

@@ -77,6 +77,7 @@ class BacktestResult:
     last_us: int | None = None
     active_customer_days: int = 0  # (customer, day) pairs active at the day's end
     scored_customer_days: int = 0  # of those, the ones scored that day (by an event or re-scoring)
+    peak_rss_by_process: dict[int, int] = field(default_factory=dict)  # pid -> peak bytes (for `make bench`)
     alerts: AlertLog = field(default_factory=AlertLog, repr=False)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
 
@@ -198,6 +199,7 @@ def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end
     result.scored_customer_days = sum(shard.scored_customer_days for shard in folded)
     for shard in folded:
         result.left_out.update(shard.left_out)
+        result.peak_rss_by_process[shard.pid] = max(result.peak_rss_by_process.get(shard.pid, 0), shard.peak_rss_bytes)
     unexpected = sorted(u for shard in folded for u in shard.unexpected)
     result.bad_lines += len(unexpected)
     result.bad_line_examples += [f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]]
