@@ -102,6 +102,7 @@ async def run_until_alerted(settings: Settings, send: Any, topic_arn: str, want_
         await asyncio.to_thread(send)
         alerts = await receive(alerts_queue, want=1)
         dead = await receive(want_dlq, want=1)
+        await asyncio.sleep(0.5)  # one more EMF line (when on) after the last record was counted
     finally:
         stop.set()
         assert await asyncio.wait_for(worker, 60) == 0
@@ -109,9 +110,11 @@ async def run_until_alerted(settings: Settings, send: Any, topic_arn: str, want_
 
 
 async def test_sqs_stack_outputs_alone_run_the_worker(
-    aws_endpoint: str, unique_prefix: str, endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
+    aws_endpoint: str, unique_prefix: str, endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     outputs = deploy(unique_prefix)
+    monkeypatch.setenv("CHURN_EMF_INTERVAL_SECONDS", "0.2")  # as the task definition sets 60
     assert {"QueueUrl", "DeadLetterQueueUrl", "AlertsTopicArn", "TablePrefix"} <= set(outputs)
     assert "StreamName" not in outputs
     settings = worker_env(monkeypatch, outputs, endpoint)
@@ -131,6 +134,11 @@ async def test_sqs_stack_outputs_alone_run_the_worker(
     spikes = [json.loads(m["Body"]) for m in alerts if json.loads(m["Body"])["type"] == "IB_CALL_SPIKE"]
     assert [a["customer_id"] for a in spikes] == ["c-spike"]
     assert [m["MessageAttributes"]["error_code"]["StringValue"] for m in dead] == ["not_json"]
+    # The CloudWatch metrics infra/alarms.yaml alarms on, as EMF lines on stdout (worker/emf.py).
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert emf and all(line["TablePrefix"] == unique_prefix for line in emf)
+    assert any(line["WorkerReady"] == 1.0 for line in emf)
+    assert sum(line["EventsIn"] for line in emf) >= 4 and sum(line["EventsQuarantined"] for line in emf) >= 1
 
 
 async def test_kinesis_stack_outputs_alone_run_the_worker(
