@@ -28,7 +28,7 @@ def checkov(path: Path, label: str) -> bool:
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     summary = re.search(r"Passed checks: \d+, Failed checks: \d+, Skipped checks: \d+", result.stdout)
-    print(f"checkov {label}: {summary.group(0) if summary else 'no summary'}")
+    print(f"checkov {label}: {summary.group(0) if summary else 'no checks apply to these resource types'}")
     if result.returncode != 0:
         print(result.stdout, result.stderr, sep="\n")
     return result.returncode == 0
