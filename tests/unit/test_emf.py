@@ -51,13 +51,22 @@ def test_rescoring_gauges_appear_once_reported() -> None:
     assert (second["RescoreDueCustomers"], second["RescoreLagSeconds"]) == (42.0, 3600.5)
 
 
+class Lines(io.StringIO):
+    """Sets `stop` once `want` lines were written."""
+
+    def __init__(self, stop: asyncio.Event, want: int) -> None:
+        super().__init__()
+        self.stop, self.want = stop, want
+
+    def flush(self) -> None:
+        if self.getvalue().count("\n") >= self.want:
+            self.stop.set()
+
+
 async def test_run_writes_a_json_line_per_interval_until_stopped() -> None:
-    out = io.StringIO()
     stop = asyncio.Event()
+    out = Lines(stop, want=3)
     task = asyncio.create_task(EmfReporter(Metrics(), lambda: True, "p-", out=out).run(0.01, stop))
-    while out.getvalue().count("\n") < 3:
-        await asyncio.sleep(0.005)
-    stop.set()
     await asyncio.wait_for(task, 1)
     lines = out.getvalue().splitlines()
     assert all(json.loads(line)["WorkerReady"] == 1.0 for line in lines)
