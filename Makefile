@@ -29,7 +29,7 @@ lint: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/ruff check features model worker tests bench infra
 	$(VENV)/bin/mypy features worker
 	$(TOOLS)/bin/cfn-lint infra/*.yaml
-	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(TOOLS)/bin/python infra/checkov_all.py infra/*.yaml
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(TOOLS)/bin/python infra/checkov_all.py infra/*.yaml Dockerfile
 	@if [ -x $(TOOLS)/bin/hadolint ]; then $(TOOLS)/bin/hadolint Dockerfile; \
 	 else echo "hadolint not installed: Dockerfile not linted"; fi
 

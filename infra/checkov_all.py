@@ -1,6 +1,6 @@
 """checkov over every template, offline, once per source: `make lint` runs it in the tools venv.
 
-    python infra/checkov_all.py infra/*.yaml
+    python infra/checkov_all.py infra/*.yaml Dockerfile
 
 checkov evaluates conditions with the parameters' defaults, so the resources a `Source: kinesis`
 deployment creates (stream, lease table, the task role's Kinesis statement) would never be
@@ -22,9 +22,10 @@ SOURCE_DEFAULT = re.compile(r"(?m)^(  Source:\n(?:    .*\n)*?    Default: )sqs$"
 
 
 def checkov(path: Path, label: str) -> bool:
+    framework = "dockerfile" if path.name == "Dockerfile" else "cloudformation"
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     result = subprocess.run(
-        ["checkov", "--quiet", "--compact", "--skip-download", "--framework", "cloudformation", "-f", str(path)],
+        ["checkov", "--quiet", "--compact", "--skip-download", "--framework", framework, "-f", str(path)],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     summary = re.search(r"Passed checks: \d+, Failed checks: \d+, Skipped checks: \d+", result.stdout)
