@@ -62,8 +62,8 @@ def value_size(value: dict[str, Any]) -> int:
     if kind == "N":
         digits = body.lstrip("-").replace(".", "").strip("0") or "0"
         return (len(digits) + 1) // 2 + 1
-    if kind == "B":
-        return len(base64.b64decode(body))
+    if kind == "B":  # base64 text on the wire (the proxy), bytes once boto3 has decoded it (the scan)
+        return len(body) if isinstance(body, bytes) else len(base64.b64decode(body))
     if kind in ("BOOL", "NULL"):
         return 1
     if kind in ("SS", "NS", "BS"):

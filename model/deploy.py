@@ -14,8 +14,10 @@ inference image, so 2.20 (TF Serving 2.20.0, built to serve TF 2.21-trained Save
 `make serving-check` loads a packaged SavedModel with TensorFlow 2.20 and compares its outputs with
 the training TensorFlow's (tests/functional/test_infra_serving.py). 2.16, the previous default, also
 loaded it when tried once by hand, but logs that the graph has op attributes it does not know
-(`use_unbounded_threadpool`) and ignores them: four minor versions behind the exporter, unchecked. Clients come from boto3's standard chain, so AWS_ENDPOINT_URL (or `--endpoint-url`)
-points the whole deploy at another endpoint, such as moto's server in the tests.
+(`use_unbounded_threadpool`) and ignores them: four minor versions behind the exporter, unchecked.
+
+Clients come from boto3's standard chain, so AWS_ENDPOINT_URL (or `--endpoint-url`) points the
+whole deploy at another endpoint, such as moto's server in the tests.
 """
 
 from __future__ import annotations

@@ -15,7 +15,13 @@ from features.dynamodb import TTL_ATTRIBUTE as FEATURE_TTL
 from features.dynamodb import create_feature_table, table_name
 from infra.stack_env import OUTPUT_SETTINGS
 from model.cli import build_parser
-from model.deploy import DEFAULT_ENDPOINT_NAME, VARIANT, image_uri
+from model.deploy import (
+    DEFAULT_ENDPOINT_NAME,
+    DEFAULT_FRAMEWORK_VERSION,
+    SERVING_TENSORFLOW,
+    VARIANT,
+    image_uri,
+)
 from worker.alerts.ledger import TTL_ATTRIBUTE as ALERT_TTL
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.emf import COUNTERS, DIMENSION, GAUGES, NAMESPACE
@@ -70,6 +76,12 @@ def test_one_endpoint_name_everywhere() -> None:
     [variant] = resources("model-endpoint.yaml", "AWS::SageMaker::EndpointConfig")["EndpointConfig"]["Properties"][
         "ProductionVariants"]  # fmt: skip
     assert variant["VariantName"] == VARIANT
+
+
+def test_make_serving_check_prepares_the_tensorflow_of_deploys_image() -> None:
+    makefile = (INFRA.parent / "Makefile").read_text()
+    assert re.search(r"(?m)^SERVING_TF\s*:=\s*(\S+)", makefile).group(1) == SERVING_TENSORFLOW[  # type: ignore[union-attr]
+        DEFAULT_FRAMEWORK_VERSION]  # fmt: skip
 
 
 def test_the_endpoint_template_serves_with_deploys_default_image() -> None:
