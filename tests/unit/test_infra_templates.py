@@ -29,9 +29,9 @@ from worker.settings import Settings
 from worker.sources.leases import create_lease_table, lease_table_name
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
-# Settings another issue adds (issue 12: the event archive and the shadow model); the templates
-# already pass them, and the worker ignores CHURN_* variables it does not know yet.
-PENDING_SETTINGS = {"archive_s3_uri", "shadow_endpoint_name"}
+# Settings another issue adds (issue 12: the event archive, shadow model and control arm); the
+# templates already pass them, and the worker ignores CHURN_* variables it does not know yet.
+PENDING_SETTINGS = {"archive_s3_uri", "shadow_endpoint_name", "shadow_topic_arn", "control_topic_arn"}
 
 
 class _Loader(yaml.SafeLoader):
@@ -184,6 +184,7 @@ def test_task_role_is_least_privilege_per_source() -> None:
     assert statements["InputStream"]["_if"] == statements["LeaseTable"]["_if"] == "IsKinesis"
     assert "leases" in _text(statements["LeaseTable"]["Resource"])
     assert statements["AlertsTopic"]["Action"] == ["sns:Publish"]
+    assert "ShadowTopicArn" in _text(statements["AlertsTopic"]["Resource"])
     assert statements["EventArchive"] == {**statements["EventArchive"], "Action": ["s3:PutObject"], "_if": "HasArchive"}
     endpoint = _text(statements["Endpoint"]["Resource"])
     assert statements["Endpoint"]["Action"] == ["sagemaker:InvokeEndpoint"]
