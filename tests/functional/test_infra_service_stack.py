@@ -48,26 +48,31 @@ def resources_of(statement: dict[str, Any]) -> set[str]:
     return set(resource if isinstance(resource, list) else [resource])
 
 
-def test_service_stack_grants_exactly_the_data_planes_resources(aws_endpoint: str, unique_prefix: str) -> None:
-    data = deploy_data_plane(unique_prefix)
+def deploy_service(prefix: str, data: dict[str, str], **extra: str) -> dict[str, str]:
     ec2 = client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    service = deploy(f"{unique_prefix}service", "service.yaml", {
-        "QueueUrl": data["QueueUrl"], "DeadLetterQueueUrl": data["DeadLetterQueueUrl"],
-        "AlertsTopicArn": data["AlertsTopicArn"], "TablePrefix": unique_prefix, "KmsKeyArn": data["KmsKeyArn"],
-        "ArchiveS3Uri": data["ArchiveS3Uri"], "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn:1",
-        "VpcId": vpc, "Subnets": subnet,
+    return deploy(f"{prefix}service", "service.yaml", {
+        "DeadLetterQueueUrl": data["DeadLetterQueueUrl"], "AlertsTopicArn": data["AlertsTopicArn"],
+        "TablePrefix": prefix, "KmsKeyArn": data["KmsKeyArn"], "ArchiveS3Uri": data["ArchiveS3Uri"],
+        "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn:1", "VpcId": vpc, "Subnets": subnet, **extra,
     })  # fmt: skip
 
+
+def task_role_statements(service: dict[str, str]) -> dict[str, dict[str, Any]]:
     iam = client("iam")
     role = service["TaskRoleArn"].rsplit("/", 1)[1]
     [policy_name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
     document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
     if isinstance(document, str):  # moto returns the resolved document as a Python literal, not JSON
         document = ast.literal_eval(document)
-    statements = {s["Sid"]: s for s in without_nulls(document["Statement"])}
+    return {s["Sid"]: s for s in without_nulls(document["Statement"])}
 
+
+def test_service_stack_grants_exactly_the_data_planes_resources(aws_endpoint: str, unique_prefix: str) -> None:
+    data = deploy_data_plane(unique_prefix)
+    service = deploy_service(unique_prefix, data, QueueUrl=data["QueueUrl"])
+    statements = task_role_statements(service)
     sqs, ddb = client("sqs"), client("dynamodb")
 
     def queue_arn(url: str) -> str:
@@ -96,6 +101,18 @@ def test_service_stack_grants_exactly_the_data_planes_resources(aws_endpoint: st
     assert {k: env.get(k) for k in expected} == expected
     assert env["CHURN_ENDPOINT_NAME"] == "churn-health" and env["CHURN_EMF_INTERVAL_SECONDS"] == "60"
     assert container["readonlyRootFilesystem"] is True and container["user"] == "10001"
+
+
+def test_kinesis_service_stack_reads_the_stream_and_leases_only(aws_endpoint: str, unique_prefix: str) -> None:
+    data = deploy_data_plane(unique_prefix, Source="kinesis", KinesisShards="2")
+    statements = task_role_statements(deploy_service(unique_prefix, data, Source="kinesis",
+                                                     StreamName=data["StreamName"], KinesisShards="2"))  # fmt: skip
+    stream = client("kinesis").describe_stream_summary(StreamName=data["StreamName"])["StreamDescriptionSummary"]
+    leases = client("dynamodb").describe_table(TableName=f"{unique_prefix}leases")["Table"]["TableArn"]
+    assert resources_of(statements["InputStream"]) == {stream["StreamARN"]}
+    assert resources_of(statements["LeaseTable"]) == {leases}
+    assert "InputQueue" not in statements, "Source=kinesis: no rights on any input queue"
+    assert statements["DeadLetterQueue"]["Action"] == ["sqs:SendMessage"]
 
 
 def test_model_endpoint_stack_deploys(aws_endpoint: str, unique_prefix: str) -> None:
