@@ -10,10 +10,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import random
 import time
 from typing import Any, Protocol
 
@@ -22,12 +20,11 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
+from worker.retry import RETRYABLE, backoff, classify, error_code, http_status
 
 log = structlog.get_logger(__name__)
 
 MAX_PAYLOAD_BYTES = 5_500_000  # SageMaker's limit is 6 MB; keep a margin for JSON framing
-_RETRYABLE_CODES = {"ThrottlingException", "ModelNotReadyException", "ServiceUnavailable", "InternalFailure",
-                    "InternalServerError", "InternalDependencyException", "ServiceUnavailableException"}  # fmt: skip
 
 
 class Scorer(Protocol):
@@ -102,15 +99,13 @@ class SageMakerScorer:
                 )
                 payload = json.loads(await response["Body"].read())
             except ClientError as exc:
-                error = exc.response.get("Error", {})
-                status = int(str(exc.response.get("OriginalStatusCode")
-                                 or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)))  # fmt: skip
-                code = error.get("Code", "")
+                message = exc.response.get("Error", {}).get("Message", "")
+                code, status = error_code(exc), http_status(exc)
                 if code == "ModelError" and 400 <= status < 500:
-                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {error.get('Message', '')}") from exc
-                if code not in _RETRYABLE_CODES and not (status >= 500 or status == 429):
+                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {message}") from exc
+                if classify(exc) not in RETRYABLE:
                     self.breaker.record_failure()
-                    raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {error.get('Message', '')}") from exc
+                    raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {message}") from exc
                 last_error = f"{code} ({status})"
             except (TimeoutError, BotoCoreError, OSError, json.JSONDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -119,7 +114,7 @@ class SageMakerScorer:
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
                 return _predictions(payload, len(rows))
             if attempt + 1 < self._max_attempts:
-                await asyncio.sleep(random.uniform(0, self._base_delay * 2**attempt))  # full jitter
+                await backoff(attempt, self._base_delay)
         self.breaker.record_failure()
         log.warning("endpoint unavailable", endpoint=self._endpoint, error=last_error, attempts=self._max_attempts)
         raise ScoringUnavailableError(f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts")

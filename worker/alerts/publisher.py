@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from worker.alerts.exceptions import AlertPublishError
 from worker.alerts.rules import Alert
+from worker.retry import backoff
 
 BATCH_SIZE = 10  # SNS PublishBatch's limit
 MAX_ATTEMPTS = 4
@@ -107,7 +107,7 @@ class SnsAlertPublisher:
         reasons: dict[str, str] = {}
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
-                await asyncio.sleep(random.uniform(0, self._backoff_base * 2**attempt))
+                await backoff(attempt - 1, self._backoff_base)
             try:
                 response = await self._client.publish_batch(
                     TopicArn=self._topic_arn,

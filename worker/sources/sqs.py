@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.ports import Delivery, Record, Settlement
+from worker.retry import backoff, backoff_delay, error_text, fatal_error, is_fatal
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +69,7 @@ class SqsSource:
 
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         queue_url: str,
         *,
         pollers: int = 4,
@@ -79,7 +83,7 @@ class SqsSource:
         self._wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.retry_delay = retry_delay
-        self._ready: asyncio.Queue[SqsDelivery | None] = asyncio.Queue(maxsize=pollers)
+        self._ready: asyncio.Queue[SqsDelivery | Exception | None] = asyncio.Queue(maxsize=pollers)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.received = 0
@@ -96,6 +100,8 @@ class SqsSource:
                     getter.cancel()
                     break
                 delivery = getter.result()
+                if isinstance(delivery, Exception):
+                    raise delivery  # fatal: the runtime stops the worker with exit code 1
                 if delivery is not None:
                     yield delivery
         finally:
@@ -122,10 +128,13 @@ class SqsSource:
                     MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
                 failures = 0
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                if is_fatal(exc):  # access denied, no such queue: stop the worker, do not spin
+                    await self._ready.put(fatal_error(exc, f"queue {self._queue_url}"))
+                    return
+                delay = backoff_delay(failures, 0.5, 30.0)
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
-                log.warning("sqs receive failed", poller=poller, error=str(exc), retry_in_s=round(delay, 1))
+                log.warning("sqs receive failed", poller=poller, error=error_text(exc), retry_in_s=round(delay, 1))
                 await asyncio.sleep(delay)
                 continue
             messages = response.get("Messages", [])
@@ -157,10 +166,17 @@ class SqsSource:
             chunk = [dict(entry, Id=str(i)) for i, entry in enumerate(entries[start : start + MAX_BATCH])]
             for attempt in range(5):
                 try:
-                    response = await getattr(self._client, operation)(QueueUrl=self._queue_url, Entries=chunk)
-                except (ClientError, BotoCoreError) as exc:
-                    log.warning("sqs batch call failed", operation=operation, error=str(exc), attempt=attempt)
-                    await asyncio.sleep(0.2 * 2**attempt)
+                    if operation == "delete_message_batch":
+                        response: Any = await self._client.delete_message_batch(
+                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]  # built above
+                        )
+                    else:
+                        response = await self._client.change_message_visibility_batch(
+                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]
+                        )
+                except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                    log.warning("sqs batch call failed", operation=operation, error=error_text(exc), attempt=attempt)
+                    await backoff(attempt, 0.2)
                     continue
                 failed = {f["Id"] for f in response.get("Failed", []) if not f.get("SenderFault")}
                 for failure in response.get("Failed", []):
@@ -169,7 +185,7 @@ class SqsSource:
                 chunk = [entry for entry in chunk if entry["Id"] in failed]
                 if not chunk:
                     break
-                await asyncio.sleep(0.2 * 2**attempt)
+                await backoff(attempt, 0.2)
             else:
                 log.error("sqs batch entries still failing; SQS will redeliver them", operation=operation)
 
@@ -177,13 +193,13 @@ class SqsSource:
 class SqsDeadLetterQueue:
     """Quarantine for bad events: the original body plus `error_code` / `error_detail` attributes."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._client = client
         self._queue_url = queue_url
 
     async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
         body, encoding = _printable(record.body)
-        attributes = {
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
             "error_code": {"DataType": "String", "StringValue": error_code},
             "error_detail": {"DataType": "String", "StringValue": error_detail[:1000] or "-"},
             "source_id": {"DataType": "String", "StringValue": record.source_id or "-"},
