@@ -32,6 +32,20 @@ log = structlog.get_logger(__name__)
 MAX_BATCH = 10  # SQS's limit for receive, delete and change-visibility batches
 MAX_DLQ_BODY = 240 * 1024  # SQS's limit is 256 KiB including attributes
 MAX_RETRY_DELAY = 900  # seconds before a failed message is visible again, at most
+RETRY_DELAY = 5  # seconds before a message that failed once is visible again; doubles per delivery
+
+
+def retry_delay(receive_count: int, base: int = RETRY_DELAY) -> int:
+    """Seconds a message that failed its `receive_count`-th delivery stays invisible."""
+    return int(min(MAX_RETRY_DELAY, base * 2 ** min(receive_count - 1, 10)))
+
+
+def redrive_after_seconds(max_receive_count: int, visibility_timeout: int, base: int = RETRY_DELAY) -> int:
+    """How long a message that fails every delivery takes to reach the dead-letter queue: the
+    back-offs between its `max_receive_count` deliveries, each worked on for up to the visibility
+    timeout. Bootstrap keeps this well inside the queue's retention, or the message would expire
+    unseen instead of being dead-lettered."""
+    return sum(retry_delay(n, base) + visibility_timeout for n in range(1, max_receive_count))
 
 
 class SqsDelivery:
@@ -59,7 +73,7 @@ class SqsDelivery:
             # Visible again after a back-off that grows with each delivery: redelivered, not lost,
             # not hammered during an outage, and slow enough that the redrive policy's
             # maxReceiveCount (see bootstrap) is hours away, so good events do not drift into the DLQ.
-            delay = min(MAX_RETRY_DELAY, self._source.retry_delay * 2 ** min(record.receive_count - 1, 10))
+            delay = retry_delay(record.receive_count, self._source.retry_delay)
             await self._source.change_visibility([record.handle], delay)
         self._unsettled.clear()
 
@@ -75,7 +89,7 @@ class SqsSource:
         pollers: int = 4,
         wait_seconds: int = 20,
         visibility_timeout: int = 60,
-        retry_delay: int = 5,
+        retry_delay: int = RETRY_DELAY,
     ) -> None:
         self._client = client
         self._queue_url = queue_url
