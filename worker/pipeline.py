@@ -33,22 +33,26 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from features.activity import has_churned, latest_event_us
-from features.due import DueIndex
 from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
 from features.state import CustomerState, from_us, to_us
-from features.store import FeatureStore
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
-from worker.alerts.ledger import AlertLedger
-from worker.alerts.publisher import AlertPublisher
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
 from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
 from worker.faultpoints import kill_point
 from worker.metrics import Metrics
-from worker.ports import DeadLetterQueue, Record, Settlement
-from worker.scoring import Scorer
+from worker.ports import (
+    AlertLedger,
+    AlertPublisher,
+    DeadLetterQueue,
+    DueIndex,
+    FeatureStore,
+    Record,
+    Scorer,
+    Settlement,
+)
 
 log = structlog.get_logger(__name__)
 
