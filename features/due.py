@@ -39,7 +39,7 @@ from typing import Protocol
 
 from features.activity import is_active, latest_event_us
 from features.state import CustomerState, to_us
-from features.tables import IndexSpec, shard_of
+from features.tables import IndexSpec, shard_names, shard_of
 
 DUE_INDEX = "due"
 DUE_SHARD = "due_shard"  # S: the index's hash key, a 2-digit shard of customer_id
@@ -143,19 +143,17 @@ class MemoryDueIndex:
             self._set(customer_id, due_us, None)
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> tuple[list[DueClaim], bool]:
+        """As the DynamoDB adapter: a Query on each shard in turn (empty ones too) until `limit`."""
         now_us = to_us(now)
         lease_until = now_us + _us(lease)
         claims: list[DueClaim] = []
         more = False
-        for shard in sorted(self._heaps):
-            heap = self._heaps[shard]
-            top = self._live(heap)
-            if top is None or top[0] > now_us:
-                continue
+        for shard in shard_names(DUE_SHARDS):
             if len(claims) >= limit:
                 more = True
                 break
             self.requests["Query"] += 1
+            heap = self._heaps.get(shard, [])
             page = min(limit - len(claims), self.page_items)
             while page and (top := self._live(heap)) is not None and top[0] <= now_us:
                 due_us, cid = heapq.heappop(heap)
@@ -197,8 +195,8 @@ class MemoryDueIndex:
         now_us = to_us(now)
         counted: set[str] = set()
         oldest = None
+        self.requests["Query"] += DUE_SHARDS  # one (or two) per shard, as the adapter
         for heap in self._heaps.values():
-            self.requests["Query"] += 1
             stack = [0]
             while stack:
                 i = stack.pop()

@@ -160,7 +160,8 @@ def split_events(events: list[Event], live_days: int) -> tuple[list[Event], list
 
 
 async def _preload(aws: AwsClients, settings: Settings, history: list[Event], now: datetime) -> None:
-    store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention)
+    store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention,
+                                 rescore_interval=settings.rescore_interval)  # re-scored without events too
     recent = [e for e in history if e.occurred_at >= now - settings.retention + timedelta(hours=1)]
     for start in range(0, len(recent), 1000):
         await store.apply(recent[start : start + 1000], now=now)
