@@ -172,6 +172,7 @@ async def run_worker(
             batch_size=settings.rescore_batch_size, tick=settings.rescore_tick_seconds, metrics=metrics,
             endpoint_available=lambda: not scorer.breaker.is_open,
         )  # fmt: skip
+        pipeline.on_marked_due = rescorer.wake
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
         health = HealthServer(metrics, settings.health_host, settings.health_port,
