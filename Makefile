@@ -26,7 +26,7 @@ test: $(STAMP) $(SERVING_STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP) $(TOOLS_STAMP)
-	$(VENV)/bin/ruff check features model worker tests bench infra
+	$(VENV)/bin/ruff check features model worker localaws tests bench infra
 	$(VENV)/bin/mypy features worker
 	$(TOOLS)/bin/cfn-lint infra/*.yaml
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(TOOLS)/bin/python infra/checkov_all.py infra/*.yaml Dockerfile

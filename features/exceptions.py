@@ -7,14 +7,21 @@ class FeaturesError(Exception):
     """Base for every error this package raises."""
 
 
-class EventParseError(FeaturesError):
-    """A message that is not a valid event. `error_code` is for machines (DLQ attributes, metrics),
-    `error_detail` one line for a person."""
+class UsageError(FeaturesError):
+    """Bad usage or input the user has to fix: every command exits 2 on it. The one base class of
+    usage errors: `worker.exceptions.UsageError` derives from it (and the model package's should)."""
 
-    def __init__(self, error_code: str, error_detail: str) -> None:
+
+class EventParseError(UsageError):
+    """A message that is not a valid event. `error_code` is for machines (DLQ attributes, metrics),
+    `error_detail` one line for a person (it may quote a few characters of the value at fault: it
+    goes to the DLQ with the body, never to the logs), `field` the field at fault, if one is."""
+
+    def __init__(self, error_code: str, error_detail: str, field: str | None = None) -> None:
         super().__init__(f"{error_code}: {error_detail}")
         self.error_code = error_code
         self.error_detail = error_detail
+        self.field = field
 
 
 class StoreConflictError(FeaturesError):

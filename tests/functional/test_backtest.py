@@ -113,7 +113,7 @@ async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[s
             publisher=SnsAlertPublisher(sns, topic),  # created_at from the wall clock, as in production
             dlq=MemoryDeadLetterQueue(), alerts=AlertsConfig(), retention=RETENTION, clock=clock,
         )  # fmt: skip
-        rescoring = DayEndRescoring(pipeline, clock, RETENTION, states)
+        rescoring = DayEndRescoring(pipeline, store, clock, RETENTION, states)
         for batch in batches(path):
             assert batch.window_end_us is not None
             rescoring.start(batch.window_end_us)

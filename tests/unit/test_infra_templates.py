@@ -22,7 +22,7 @@ from model.deploy import (
     VARIANT,
     image_uri,
 )
-from worker.alerts.ledger import TTL_ATTRIBUTE as ALERT_TTL
+from worker.alerts.dynamodb_ledger import TTL_ATTRIBUTE as ALERT_TTL
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.emf import COUNTERS, DIMENSION, GAUGES, NAMESPACE
 from worker.settings import Settings

@@ -147,7 +147,7 @@ async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line
     async def known_states() -> dict[str, CustomerState]:
         return store.states
 
-    rescoring = DayEndRescoring(pipeline, clock, options.retention, known_states)
+    rescoring = DayEndRescoring(pipeline, store, clock, options.retention, known_states)
     rescoring.start(day_end_us(task.first_day))
 
     def take_published() -> None:

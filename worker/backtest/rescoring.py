@@ -2,8 +2,9 @@
 
 The live worker re-scores quiet customers on a timer; a backtest (and anything else that replays
 history through `Pipeline`) does the same at each day's scoring instant (`features.activity`):
-the customers active at the day's end who were not scored during that day are scored then, through
-`Pipeline.rescore`. Days without a single event are re-scored too: quiet customers are the point.
+the customers active at the day's end who were not scored during that day are read from the store
+and scored then, through `Pipeline.score_customers` with the trigger "rescore", as the live
+worker's sweeper does. Days without a single event are re-scored too: quiet customers are the point.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from features.state import DAY_US, CustomerState
 from worker.backtest.clock import SimulatedClock
 from worker.exceptions import WorkerError
 from worker.pipeline import Pipeline
+from worker.ports import FeatureStore
 
 StatesSource = Callable[[], Awaitable[Mapping[str, CustomerState]]]
 
 
 class DayEndRescoring:
-    def __init__(self, pipeline: Pipeline, clock: SimulatedClock, retention: timedelta, states: StatesSource) -> None:
+    """`states` lists every customer the job knows (to find who is active); `store` is the pipeline's
+    feature store, read for the quiet ones as the live sweeper reads it."""
+
+    def __init__(self, pipeline: Pipeline, store: FeatureStore, clock: SimulatedClock, retention: timedelta,
+                 states: StatesSource) -> None:  # fmt: skip
         self._pipeline = pipeline
+        self._store = store
         self._clock = clock
         self._retention = retention
         self._states = states
@@ -55,7 +62,8 @@ class DayEndRescoring:
             if not quiet:
                 continue
             self._clock.advance_to_us(as_of_us)
-            if not await self._pipeline.rescore(quiet):
+            outcome = await self._pipeline.score_customers(await self._store.get(quiet), self._clock(), "rescore")
+            if outcome.unscored:
                 raise WorkerError(f"{len(quiet)} customers could not be scored at {self._clock().isoformat()} "
                                   "(endpoint unavailable?): the backtest would differ from the live worker; try again")  # fmt: skip
             self.scored_customer_days += len(quiet)
