@@ -84,7 +84,7 @@ def test_service_stack_grants_exactly_the_data_planes_resources(aws_endpoint: st
     assert resources_of(statements["InputQueue"]) == {queue_arn(data["QueueUrl"])}
     assert resources_of(statements["DeadLetterQueue"]) == {queue_arn(data["DeadLetterQueueUrl"])}
     assert resources_of(statements["FeatureTable"]) == {table_arn("features"), table_arn("features") + "/index/*"}
-    assert resources_of(statements["AlertTable"]) == {table_arn("alerts")}
+    assert resources_of(statements["AlertTable"]) == {table_arn("alerts"), table_arn("alerts") + "/index/*"}
     assert resources_of(statements["AlertsTopic"]) == {data["AlertsTopicArn"]}
     bucket = data["ArchiveS3Uri"].split("/")[2]
     client("s3").head_bucket(Bucket=bucket)

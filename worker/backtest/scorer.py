@@ -90,7 +90,7 @@ def bundle_dir_or_default(bundle_dir: Path | None) -> Path:
     try:
         load_bundle(bundle_dir)
     except ModelPackageError as exc:
-        raise UsageError(f"--bundle {bundle_dir}: {exc}") from None
+        raise UsageError(str(exc)) from None  # the model's message names the directory and what to do
     return bundle_dir
 
 
