@@ -18,7 +18,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     TypeAdapter,
     ValidationError,
 )
@@ -28,6 +27,14 @@ from features.exceptions import EventParseError
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+# What the business allows. Bounds keep every later sum far inside int64 (features/windows.py adds
+# cents, seconds and centi-stars of up to 35 days of pages): one bad value costs its record, never
+# its customer's features.
+MAX_PAYMENT_USD = 100_000.0  # one payment; a tutoring marketplace charges far less
+MAX_SESSION_MINUTES = 600.0
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_JSON_DEPTH_ERROR = "nested too deeply"
 
 SUBJECTS: tuple[str, ...] = (
     "algebra", "geometry", "calculus", "statistics", "physics", "chemistry", "biology", "english",
@@ -40,7 +47,9 @@ _ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 
 
 def _parse_utc(value: Any) -> datetime:
-    """ISO-8601 with an explicit offset or Z, normalised to UTC. Naive times are ambiguous: refused."""
+    """ISO-8601 with an explicit offset or Z, normalised to UTC. Naive times are ambiguous: refused.
+    Only instants between EARLIEST_EVENT and LATEST_EVENT: a time near year 1 or 9999 cannot be
+    normalised (`9999-12-31T23:59:59-01:00` overflows) and means a broken producer anyway."""
     if not isinstance(value, str):
         raise ValueError("must be an ISO-8601 string")
     try:
@@ -49,14 +58,22 @@ def _parse_utc(value: Any) -> datetime:
         raise ValueError(f"not an ISO-8601 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError("needs a UTC offset or Z")
-    return parsed.astimezone(UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        moment = None
+    if moment is None or not EARLIEST_EVENT <= moment < LATEST_EVENT:
+        raise ValueError(f"must lie between {EARLIEST_EVENT.year} and {LATEST_EVENT.year}, got {value[:40]!r}")
+    return moment
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_parse_utc)]
 EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=_ID_PATTERN, strict=True)]
 CustomerId = Annotated[str, Field(min_length=1, max_length=64, pattern=_ID_PATTERN, strict=True)]
 TutorId = Annotated[str, Field(min_length=1, max_length=64, pattern=_ID_PATTERN, strict=True)]
-Number = StrictFloat  # strict float takes 3 and 3.5, refuses True and "3"
+# strict: takes 3 and 3.5, refuses True and "3"; finite: refuses Infinity, NaN and 1e400 (which
+# JSON parsers read as infinity)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Subject = Literal[
     "algebra", "geometry", "calculus", "statistics", "physics", "chemistry", "biology", "english",
     "writing", "reading", "spanish", "french", "history", "computer_science", "economics",
@@ -93,7 +110,7 @@ class SessionCompleted(_Event):
     type: Literal["session_completed"]
     subject: Subject
     tutor_id: TutorId
-    duration_minutes: Annotated[Number, Field(ge=0, le=600)]
+    duration_minutes: Annotated[Number, Field(ge=0, le=MAX_SESSION_MINUTES)]
     first_session: StrictBool = False
     success: StrictBool | None = None
 
@@ -125,12 +142,12 @@ class MessageSent(_Event):
 
 class PaymentSucceeded(_Event):
     type: Literal["payment_succeeded"]
-    amount: Annotated[Number, Field(ge=0)]
+    amount: Annotated[Number, Field(ge=0, le=MAX_PAYMENT_USD)]
 
 
 class PaymentFailed(_Event):
     type: Literal["payment_failed"]
-    amount: Annotated[Number, Field(ge=0)]
+    amount: Annotated[Number, Field(ge=0, le=MAX_PAYMENT_USD)]
 
 
 class CustomerChurned(_Event):
@@ -156,7 +173,7 @@ def unwrap_envelope(obj: Any) -> Any:
     if isinstance(obj, dict):
         if obj.get("Type") == "Notification" and isinstance(obj.get("Message"), str):
             try:
-                return json.loads(obj["Message"])
+                return loads_json(obj["Message"])
             except json.JSONDecodeError as exc:
                 raise EventParseError("not_json", f"SNS Message is not JSON: {exc.msg}") from None
         if isinstance(obj.get("detail"), dict) and "type" not in obj:
@@ -167,16 +184,33 @@ def unwrap_envelope(obj: Any) -> Any:
 def loads_json(raw: bytes | str) -> Any:
     """`json.loads`, answered by pydantic-core's parser (3x faster) for every document it accepts.
     Whatever it refuses goes to `json.loads`, which accepts a few more (a BOM, lone surrogates) and
-    otherwise raises its usual errors, so results and messages are exactly `json.loads`'."""
+    otherwise raises its usual errors, so results and messages are exactly `json.loads`'.
+
+    Two documents `json.loads` fails on with other errors fail with a `JSONDecodeError` here, so a
+    caller's `except JSONDecodeError` costs one bad line, not the batch: nesting deeper than the
+    interpreter's recursion limit (`RecursionError`), and an integer literal of more digits than
+    Python converts (`ValueError`, 4,300 digits)."""
     try:
         return from_json(raw)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a str with lone surrogates, which json.loads takes
+        pass
+    try:
         return json.loads(raw)
+    except RecursionError:
+        raise json.JSONDecodeError(MAX_JSON_DEPTH_ERROR, _text(raw), 0) from None
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            raise
+        raise json.JSONDecodeError("a number too long to read", _text(raw), 0) from None
+
+
+def _text(raw: bytes | str) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
 
 
 def parse_event(raw: bytes | str) -> Event:
     """One raw message body to a validated event, or an `EventParseError` saying what is wrong."""
-    size = len(raw.encode() if isinstance(raw, str) else raw)
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     if size > MAX_EVENT_BYTES:
         raise EventParseError("too_large", f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
@@ -194,6 +228,8 @@ def validate_event(obj: Any) -> Event:
         return _EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
         raise _describe(exc, obj) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a validator's own failure
+        raise EventParseError("invalid_field", f"unreadable value: {type(exc).__name__}") from None
 
 
 def _describe(exc: ValidationError, obj: dict[str, Any]) -> EventParseError:

@@ -7,7 +7,12 @@ class FeaturesError(Exception):
     """Base for every error this package raises."""
 
 
-class EventParseError(FeaturesError):
+class UsageError(FeaturesError):
+    """Bad usage or input the user has to fix: every command exits 2 on it. The one base class of
+    usage errors: `worker.exceptions.UsageError` derives from it (and the model package's should)."""
+
+
+class EventParseError(UsageError):
     """A message that is not a valid event. `error_code` is for machines (DLQ attributes, metrics),
     `error_detail` one line for a person."""
 

@@ -71,6 +71,10 @@ class DayPage:
     last_us: dict[str, int] = field(default_factory=dict)  # event type -> latest occurred_at
     # tutor_id -> [completed sessions, sum of ratings in centi-stars, number of ratings]
     tutors: dict[str, list[int]] = field(default_factory=dict)
+    # The store's concurrency token of this page (DynamoDB: its `pv`), and whether the page was
+    # read from the store (False: created by this batch). Not part of the page's value.
+    version: int = field(default=0, compare=False)
+    stored: bool = field(default=False, compare=False)
 
     @property
     def is_full(self) -> bool:
@@ -88,6 +92,9 @@ class Profile:
     last_us: dict[str, int] = field(default_factory=dict)
     lifetime: dict[str, int] = field(default_factory=dict)
     version: int = 0  # optimistic-concurrency token of the store; 0 = never written
+    # When the customer is next due for scoring without an event (features/due.py); store metadata,
+    # not part of the profile's value.
+    due_us: int | None = field(default=None, compare=False)
 
 
 @dataclass

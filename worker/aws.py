@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from worker.metrics import Metrics
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
+    from types_aiobotocore_sns.client import SNSClient
+    from types_aiobotocore_sqs.client import SQSClient
 
 # Standard retry mode: exponential backoff with jitter on throttling and 5xx, bounded attempts.
 CLIENT_CONFIG = AioConfig(
@@ -31,7 +38,8 @@ SERVICE_CONFIGS = {
 
 
 class AwsClients:
-    """`async with AwsClients(settings, "dynamodb", "sqs") as aws: aws["dynamodb"]...`"""
+    """`async with AwsClients(settings, "dynamodb", "sqs") as aws: aws.dynamodb...`: each client
+    typed with its types-aiobotocore stub, so strict mypy checks every call made on it."""
 
     def __init__(self, settings: Settings, *services: str, metrics: Metrics | None = None) -> None:
         self._settings = settings
@@ -66,3 +74,28 @@ class AwsClients:
 
     def __getitem__(self, service: str) -> Any:
         return self._clients[service]
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            raise KeyError(f"AwsClients opened without {service!r}; pass it to AwsClients(settings, ...)")
+        return self._clients[service]
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        return cast("DynamoDBClient", self._client("dynamodb"))
+
+    @property
+    def sqs(self) -> SQSClient:
+        return cast("SQSClient", self._client("sqs"))
+
+    @property
+    def sns(self) -> SNSClient:
+        return cast("SNSClient", self._client("sns"))
+
+    @property
+    def sagemaker_runtime(self) -> SageMakerRuntimeClient:
+        return cast("SageMakerRuntimeClient", self._client("sagemaker-runtime"))
+
+    @property
+    def kinesis(self) -> KinesisClient:
+        return cast("KinesisClient", self._client("kinesis"))

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from features.exceptions import EventParseError, FeaturesError
-from worker.exceptions import UsageError, WorkerError
+from features.exceptions import UsageError as InputError
+from worker.exceptions import UsageError
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -226,12 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, EventParseError) as exc:
-        return _fail(args, exc, 2)
-    except (WorkerError, FeaturesError, OSError) as exc:
-        return _fail(args, exc, 1)
     except Exception as exc:
-        return _fail(args, exc, 1)
+        return _fail(args, exc, 2 if _is_usage_error(exc) else 1)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Bad usage or input (exit 2): the one `features.exceptions.UsageError` family, which the
+    worker's `UsageError`, `ConfigError` and `EventParseError` belong to, and the model package's
+    `UsageError` (a bundle that is not there, a malformed data file), which has its own base."""
+    if isinstance(exc, InputError):
+        return True
+    try:
+        from model.exceptions import UsageError as ModelUsageError
+    except ImportError:  # pragma: no cover - the model package ships with the worker
+        return False
+    return isinstance(exc, ModelUsageError)
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:

@@ -2,38 +2,50 @@
 
 Per batch: validate, apply to the feature store (idempotent), compute features for every touched
 customer, score them in one batched endpoint call, route alerts, claim them in the ledger, publish,
-mark them sent, and only then report records as done.
+mark them sent, and only then report records as done. `score_customers` (features, score, route,
+claim, publish, mark sent) is also what the re-scoring sweeper (`worker.rescore`) runs for due
+customers: one code path for both triggers, so rules, cooldowns and the ledger hold for both.
 
 What holds after a crash, a redelivery or a bad event:
-- A bad event is copied to the DLQ with `error_code`/`error_detail` and acknowledged; if the DLQ
-  cannot be written, the record fails and comes back: never dropped.
+- A bad event costs its record only: whatever fails in parsing or validation, the record is copied
+  to the DLQ with `error_code`/`error_detail` and acknowledged; if the DLQ cannot be written, the
+  record fails and comes back: never dropped.
 - Redelivered events are duplicates in the store, so windows are not double-counted; their
   customers are still scored and routed, so a crash after the store write but before publishing
   loses no alert, and the ledger's claims keep a second alert from going out.
-- When the endpoint is down, rule-only alerts (IB_CALL_SPIKE) still go out, marked as such, and
-  the records fail so they are scored when the endpoint is back.
+- Scoring is decoupled from acknowledgement: when the endpoint cannot score (an outage, the
+  circuit open), rule-only alerts (IB_CALL_SPIKE) still go out, marked as such, the customers are
+  marked due (`features.due`) and the records are acknowledged; the sweeper scores those customers
+  when the endpoint is back. Nothing is acknowledged before the store write, the alert claims
+  (each holds its alert, an outbox entry the sweeper re-publishes if its publish never finishes)
+  and the due marks are durable. Without a due index (in-process runs) the records fail instead.
+- One bad row of an endpoint answer (outside the contract) costs that customer's model alerts
+  for this scoring, never the batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from features.activity import has_churned
-from features.events import TIERS, Event, check_event_time, parse_event
+from features.activity import has_churned, latest_event_us
+from features.due import DueIndex
+from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
-from features.registry import FeatureRow, compute_features_batch
-from features.state import CustomerState, from_us
+from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
+from features.state import CustomerState, from_us, to_us
 from features.store import FeatureStore
 from worker.alerts.config import AlertsConfig
-from worker.alerts.exceptions import AlertPublishError
-from worker.alerts.ledger import AlertLedger, ClaimStatus
+from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
+from worker.alerts.ledger import AlertLedger
 from worker.alerts.publisher import AlertPublisher
-from worker.alerts.rules import Alert, Prediction, route_alerts
-from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
+from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
+from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
+from worker.faultpoints import kill_point
 from worker.metrics import Metrics
 from worker.ports import DeadLetterQueue, Record, Settlement
 from worker.scoring import Scorer
@@ -47,6 +59,23 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+def scoring_instant(now: datetime, states: Iterable[CustomerState]) -> datetime:
+    """The instant features are computed at: now, or the latest stored event when it lies ahead of
+    now (events up to 5 minutes in the future are accepted; just before UTC midnight, windows ending
+    at now would not see one from just after it)."""
+    latest = max((latest_event_us(state.profile) or 0 for state in states), default=0)
+    ahead = min(latest, to_us(now + MAX_FUTURE_SKEW))
+    return max(now, from_us(ahead)) if ahead > to_us(now) else now
+
+
+@dataclass
+class ScoreOutcome:
+    """What `score_customers` did."""
+
+    unscored: set[str] = field(default_factory=set)  # not churned, not scored (endpoint down): due again
+    alerts_published: list[Alert] = field(default_factory=list)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -58,6 +87,7 @@ class Pipeline:
         dlq: DeadLetterQueue,
         alerts: AlertsConfig,
         retention: timedelta,
+        due: DueIndex | None = None,
         metrics: Metrics | None = None,
         clock: Clock = wall_clock,
     ) -> None:
@@ -68,6 +98,7 @@ class Pipeline:
         self._dlq = dlq
         self._alerts = alerts
         self._retention = retention
+        self._due = due
         self.metrics = metrics or Metrics()
         self._clock = clock
 
@@ -83,7 +114,11 @@ class Pipeline:
                 if rejection is not None:
                     raise rejection
             except EventParseError as exc:
-                await self._quarantine(record, exc, settlement)
+                await self._quarantine(record, exc.error_code, exc.error_detail, settlement)
+                continue
+            except Exception as exc:  # a bug in reading one record must cost that record only
+                log.error("event could not be read", error=type(exc).__name__, source_id=record.source_id)
+                await self._quarantine(record, "invalid_field", f"could not be read ({type(exc).__name__})", settlement)
                 continue
             good.append((record, event))
         if not good:
@@ -91,51 +126,87 @@ class Pipeline:
 
         try:
             applied = await self._store.apply([event for _, event in good], now)
+        except FatalAwsError:
+            raise
         except (FeaturesError, OSError) as exc:
             log.warning("feature store unavailable; batch left for redelivery", error=str(exc), events=len(good))
             self.metrics.inc("batches_failed", reason="store")
             settlement.failed += [record for record, _ in good]
             return settlement
+        kill_point("after_store_commit")
         self.metrics.inc("events_applied", len(applied.applied))
         self.metrics.inc("events_duplicate", len(applied.duplicates))
 
-        scored, in_flight = await self._route_and_publish(applied.states, now, good)
+        enqueued: dict[str, float] = {}  # per customer, the earliest enqueue time of this batch's events
         for record, event in good:
-            if scored and event.customer_id not in in_flight:
-                settlement.done.append(record)
-            else:
-                settlement.failed.append(record)
+            if record.enqueued_at is not None:
+                cid = event.customer_id
+                enqueued[cid] = min(enqueued.get(cid, record.enqueued_at), record.enqueued_at)
+        outcome = await self.score_customers(applied.states, now, "event", enqueued)
+        retry = await self._mark_unscored_due(outcome.unscored, now)
+        for record, event in good:
+            (settlement.failed if event.customer_id in retry else settlement.done).append(record)
         return settlement
 
-    async def _quarantine(self, record: Record, error: EventParseError, settlement: Settlement) -> None:
+    async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement) -> None:
         try:
-            await self._dlq.quarantine(record, error.error_code, error.error_detail)
+            await self._dlq.quarantine(record, error_code, error_detail)
+        except FatalAwsError:
+            raise
         except Exception as exc:  # the DLQ is down: keep the record, it will come back
             log.warning("dead-letter queue unavailable", error=str(exc), source_id=record.source_id)
             settlement.failed.append(record)
             return
-        log.info("event quarantined", error_code=error.error_code, error_detail=error.error_detail,
-                 source_id=record.source_id)  # fmt: skip
-        self.metrics.inc("events_quarantined", reason=error.error_code)
+        # Never the body, not even a part of it: error_detail names the field and the rule only.
+        log.info("event quarantined", error_code=error_code, error_detail=error_detail, source_id=record.source_id)
+        self.metrics.inc("events_quarantined", reason=error_code)
         settlement.quarantined.append(record)
 
-    async def _route_and_publish(
-        self, states: dict[str, CustomerState], now: datetime, good: list[tuple[Record, Event]]
-    ) -> tuple[bool, set[str]]:
-        """Score, route, claim, publish. Returns whether the endpoint scored the batch (if not, the
-        records must come back) and the customers whose alert is in flight elsewhere."""
+    async def _mark_unscored_due(self, customers: set[str], now: datetime) -> set[str]:
+        """Customers whose events are stored but who were not scored: due now, so their records can
+        be acknowledged. Returns those whose records must come back instead."""
+        if not customers:
+            return set()
+        if self._due is None:
+            return customers  # nobody would score them later: redelivery will
+        try:
+            await self._due.mark_due(sorted(customers), now)
+        except FatalAwsError:
+            raise
+        except Exception as exc:
+            log.warning("could not mark customers due; their records come back", error=str(exc),
+                        customers=len(customers))  # fmt: skip
+            return customers
+        self.metrics.inc("customers_marked_due", len(customers))
+        log.info("endpoint unavailable; customers marked due, records acknowledged", customers=len(customers))
+        return set()
+
+    async def score_customers(
+        self,
+        states: Mapping[str, CustomerState],
+        now: datetime,
+        trigger: Trigger = "event",
+        enqueued: Mapping[str, float] | None = None,
+    ) -> ScoreOutcome:
+        """Features at `scoring_instant(now)`, one endpoint call, routing, claims, publishing and
+        marks, for every customer in `states` (churned ones are recorded, not alerted). Customers
+        the endpoint could not score get rule-only alerts and come back in `unscored`."""
+        outcome = ScoreOutcome()
         customers = sorted(states)
-        matrix = compute_features_batch([states[cid] for cid in customers], now)
+        if not customers:
+            return outcome
+        as_of = scoring_instant(now, states.values())
+        matrix = compute_features_batch([states[cid] for cid in customers], as_of)
         predictions: list[Prediction | None] = [None] * len(customers)
         scored = True
         if self._scorer is not None:
             started = time.perf_counter()
             try:
                 raw = await self._scorer.score(matrix)
-                predictions = [Prediction.from_json(item) for item in raw]
                 self.metrics.observe("scoring_latency_ms", (time.perf_counter() - started) * 1000)
+                predictions = [self._prediction(row, customers[i]) for i, row in enumerate(raw)]
             except ScoringUnavailableError as exc:
-                log.warning("endpoint unavailable; rule-only alerts, batch left for redelivery", error=str(exc))
+                log.warning("endpoint unavailable; rule-only alerts", error=str(exc), customers=len(customers))
                 self.metrics.inc("scoring_failures", reason="unavailable")
                 scored = False
             except ScoringRejectedError as exc:
@@ -150,52 +221,81 @@ class Pipeline:
             if has_churned(state.profile):
                 await self._ledger.record_churn(cid, from_us(last["customer_churned"]))
                 continue
+            if not scored:
+                outcome.unscored.add(cid)
             tier = TIERS[state.profile.tier[2]] if state.profile.tier else None
             prediction = predictions[row]
             routed = route_alerts(
-                cid, FeatureRow(matrix[row]), prediction, self._alerts, now, tier,
-                prediction.model_version if prediction else None,
+                cid, FeatureRow(matrix[row]), prediction, self._alerts, as_of, tier,
+                prediction.model_version if prediction else None, trigger=trigger, feature_hash=FEATURE_HASH,
             )  # fmt: skip
-            if routed and "customer_churned" in last:  # churned once, signed up again since
+            if routed and "customer_churned" in last:  # churned once, signed up again since (or at that instant)
                 await self._ledger.record_return(cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"]))
             alerts += routed
-        in_flight = await self._publish(alerts, now, good)
-        return scored, in_flight
+        outcome.alerts_published = await self._claim_and_publish(alerts, enqueued or {})
+        return outcome
 
-    async def _publish(self, alerts: list[Alert], now: datetime, good: list[tuple[Record, Event]]) -> set[str]:
-        """Claim, publish, mark sent. Returns customers whose alert another worker is still sending
-        (a live claim): their records must come back, so the alert is not lost if that worker died."""
+    def _prediction(self, row: object, customer_id: str) -> Prediction | None:
+        try:
+            return Prediction.from_endpoint(row)
+        except InvalidPredictionError as exc:
+            log.error("endpoint answer outside the contract; rule-only alerts for this customer",
+                      error=str(exc), customer_id=customer_id)  # fmt: skip
+            self.metrics.inc("scoring_failures", reason="invalid_prediction")
+            return None
+
+    async def _claim_and_publish(self, alerts: list[Alert], enqueued: Mapping[str, float]) -> list[Alert]:
         if not alerts:
-            return set()
-        claims = await self._ledger.claim_all(alerts, now, self._alerts)
-        to_send = [claim.alert for claim in claims if claim.should_publish]
-        in_flight = {claim.alert.customer_id for claim in claims if claim.status is ClaimStatus.IN_FLIGHT}
+            return []
+        # The claim's own time, not the batch's: after long retries a lease from the batch's start
+        # could be over before the claim is written, and another worker would send it too.
+        claims = await self._ledger.claim_all(alerts, self._clock(), self._alerts)
+        kill_point("after_alert_claim")
         for claim in claims:
             if not claim.should_publish:
                 self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason=claim.status.value)
+        return await self._publish([claim.alert for claim in claims if claim.should_publish], enqueued)
+
+    async def republish_abandoned(self, now: datetime, limit: int) -> int:
+        """Publish claims whose lease ran out unsent (their worker died, or their publish failed):
+        the outbox sweep. Returns how many were published."""
+        claims = await self._ledger.abandoned(now, limit)
+        published = await self._publish([claim.alert for claim in claims], {})
+        if published:
+            self.metrics.inc("alerts_republished", len(published))
+        return len(published)
+
+    async def _publish(self, to_send: list[Alert], enqueued: Mapping[str, float]) -> list[Alert]:
+        """Publish, then mark sent what went out. What did not is released (its lease ends now), so
+        the next sweep re-publishes it with the same alert_id."""
         if not to_send:
-            return in_flight
+            return []
+        fatal: FatalAwsError | None = None
+        failed: list[Alert] = []
         try:
             published = await self._publisher.publish(to_send)
         except AlertPublishError as exc:
-            # What did go out is marked sent; the rest stays claimed (pending) and the records come
-            # back, so the next attempt re-publishes exactly the unsent alerts, with the same ids.
-            await self._ledger.mark_all_sent(exc.published)
-            log.warning("publishing alerts failed; records left for redelivery", error=str(exc),
-                        failed=len(exc.failed))  # fmt: skip
-            return in_flight | {alert.customer_id for alert in exc.failed}
+            published, failed = exc.published, exc.failed
+            fatal = exc.__cause__ if isinstance(exc.__cause__, FatalAwsError) else None
+            log.warning("publishing alerts failed; they are re-sent by the sweep", error=str(exc), failed=len(failed))
+        if published:
+            kill_point("after_publish")
+            await self._ledger.mark_all_sent(published)
+            kill_point("after_mark_sent")
+        if failed:
+            try:
+                await self._ledger.release(failed, self._clock())
+            except FatalAwsError:
+                raise
+            except Exception as exc:  # their leases end on their own: the sweep still finds them
+                log.warning("could not release unsent alerts", error=str(exc), alerts=len(failed))
+        if fatal is not None:
+            raise fatal
         sent_at = time.time()
-        await self._ledger.mark_all_sent(published)
-        oldest: dict[str, float] = {}  # per customer, the earliest enqueue time of this batch's events
-        for record, event in good:
-            if record.enqueued_at is not None:
-                cid = event.customer_id
-                oldest[cid] = min(oldest.get(cid, record.enqueued_at), record.enqueued_at)
         for alert in published:
-            self.metrics.inc("alerts_published", type=alert.alert_type.value)
-            if alert.customer_id in oldest:
-                self.metrics.observe("event_to_alert_latency_ms", (sent_at - oldest[alert.customer_id]) * 1000)
+            self.metrics.inc("alerts_published", type=alert.alert_type.value, trigger=alert.trigger)
+            if alert.customer_id in enqueued:
+                self.metrics.observe("event_to_alert_latency_ms", (sent_at - enqueued[alert.customer_id]) * 1000)
             log.info("alert published", alert_id=alert.alert_id, type=alert.alert_type.value,
-                     customer_id=alert.customer_id, scoring=alert.scoring)  # fmt: skip
-        return in_flight
-
+                     customer_id=alert.customer_id, scoring=alert.scoring, trigger=alert.trigger)  # fmt: skip
+        return published

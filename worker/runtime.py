@@ -3,10 +3,18 @@
 One owner for client lifetimes: every aiobotocore client is opened here, in one AsyncExitStack
 (`AwsClients`), and handed to the adapters through their constructors.
 
+Next to the consumer runs the sweeper (`worker.rescore`): customers due for scoring without an
+event, and alert claims whose publish never finished.
+
 Shutdown (SIGTERM from ECS, or Ctrl-C): stop polling at once, let in-flight deliveries finish and
 settle within `shutdown_grace_seconds` (ECS allows 30 s), then leave whatever is still running to
 redelivery (SQS visibility timeout; Kinesis resumes from the last checkpoint). Nothing is
 acknowledged that did not finish.
+
+A fatal error (`FatalAwsError`: access denied, a missing queue, stream, table or topic; or the
+Kinesis source's own fatal error) stops the worker the same way, then `run_worker` raises it: the
+CLI prints one line and exits 1, so ECS restarts the task and its alarm fires, instead of a worker
+that looks alive and does nothing.
 """
 
 from __future__ import annotations
@@ -23,14 +31,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from features.due_dynamodb import DynamoDBDueIndex
 from features.dynamodb import DynamoDBFeatureStore, table_name
+from worker import faultpoints
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
 from worker.aws import AwsClients
-from worker.exceptions import ConfigError
+from worker.exceptions import ConfigError, FatalAwsError, WorkerError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Delivery, EventSource, Settlement
+from worker.rescore import Rescorer
 from worker.scoring import SageMakerScorer
 from worker.settings import Settings
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
@@ -64,8 +75,10 @@ def worker_id(settings: Settings) -> str:
 
 
 class HealthServer:
-    """`/healthz` (the process is alive), `/readyz` (consuming), `/metrics` (Prometheus text),
-    `/metrics.json`."""
+    """`/healthz` (the process is alive), `/readyz` (consuming, and re-scoring keeps up: 503 while
+    the oldest due customer waited over twice the interval), `/metrics` (Prometheus text),
+    `/metrics.json`. Bound to `CHURN_HEALTH_HOST`, 127.0.0.1 unless configured: not reachable from
+    outside the task."""
 
     def __init__(self, metrics: Metrics, host: str, port: int, is_ready: Callable[[], bool]) -> None:
         self._metrics = metrics
@@ -122,41 +135,69 @@ async def run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: the caller owns `stop`
             loop.add_signal_handler(signum, stop.set)
 
+    faultpoints.arm(settings.fault_kill_at)
+    if settings.fault_kill_at:
+        log.warning("fault injection armed: this worker exits 137 at a kill point", kill_at=settings.fault_kill_at)
+    fatal: list[BaseException] = []
+
+    def stop_for(error: BaseException) -> None:
+        if not fatal:
+            fatal.append(error)
+            log.error("fatal error; stopping the worker", error=str(error))
+        stop.set()
+
     services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"] + (["kinesis"] if settings.source == "kinesis" else [])
     async with AwsClients(settings, *services, metrics=metrics) as aws:
+        features = table_name(settings.table_prefix)
+        store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
+                                     rescore_interval=settings.rescore_interval)  # fmt: skip
+        due = DynamoDBDueIndex(aws.dynamodb, features)
+        scorer = SageMakerScorer(aws.sagemaker_runtime, settings.endpoint_name, max_attempts=settings.scoring_max_attempts)
         pipeline = Pipeline(
-            store=DynamoDBFeatureStore(aws["dynamodb"], table_name(settings.table_prefix), settings.retention),
-            scorer=SageMakerScorer(aws["sagemaker-runtime"], settings.endpoint_name,
-                                   max_attempts=settings.scoring_max_attempts),
-            ledger=DynamoDBAlertLedger(aws["dynamodb"], alert_table_name(settings.table_prefix),
+            store=store,
+            scorer=scorer,
+            ledger=DynamoDBAlertLedger(aws.dynamodb, alert_table_name(settings.table_prefix),
                                        lease=timedelta(seconds=settings.alert_claim_lease_seconds)),
-            publisher=SnsAlertPublisher(aws["sns"], settings.alerts_topic_arn or ""),
-            dlq=SqsDeadLetterQueue(aws["sqs"], settings.dlq_url or ""),
+            publisher=SnsAlertPublisher(aws.sns, settings.alerts_topic_arn or ""),
+            dlq=SqsDeadLetterQueue(aws.sqs, settings.dlq_url or ""),
             alerts=settings.alerts,
             retention=settings.retention,
+            due=due,
             metrics=metrics,
-        )
+        )  # fmt: skip
+        rescorer = Rescorer(
+            due=due, store=store, pipeline=pipeline, interval=settings.rescore_interval,
+            retention=settings.retention, lease=timedelta(seconds=settings.rescore_lease_seconds),
+            batch_size=settings.rescore_batch_size, tick=settings.rescore_tick_seconds, metrics=metrics,
+            endpoint_available=lambda: not scorer.breaker.is_open,
+        )  # fmt: skip
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
         health = HealthServer(metrics, settings.health_host, settings.health_port,
-                              lambda: consuming.is_set() and not stop.is_set())  # fmt: skip
+                              lambda: consuming.is_set() and not stop.is_set() and rescorer.healthy())  # fmt: skip
         await health.start()
         log.info("worker started", source=settings.source, worker_id=worker_id(settings), health_port=health.port)
         inflight: set[asyncio.Task[None]] = set()
         # Kinesis hands out one delivery per shard at a time: allow one in flight per shard it may hold.
         concurrency = settings.sqs_pollers if settings.source == "sqs" else max(settings.kinesis_shards, 4)
         consumer = asyncio.create_task(_consume(source, pipeline, inflight, concurrency, consuming, metrics,
-                                                settings.batch_max_records, settings.batch_linger_ms / 1000))
+                                                settings.batch_max_records, settings.batch_linger_ms / 1000,
+                                                stop_for))  # fmt: skip
+        sweeper = asyncio.create_task(rescorer.run(stop))
         if on_ready is not None:
             result = on_ready(health.port)
             if asyncio.iscoroutine(result):
                 await result
         stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({consumer, stopper, sweeper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (consumer, sweeper):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                stop_for(task.exception())  # type: ignore[arg-type]  # checked just above
         log.info("shutting down", in_flight=len(inflight))
         await source.stop()
         consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+        sweeper.cancel()
+        await asyncio.gather(consumer, sweeper, return_exceptions=True)
         if inflight:
             done, pending = await asyncio.wait(inflight, timeout=settings.shutdown_grace_seconds)
             for task in pending:  # unsettled: the source redelivers them
@@ -164,6 +205,10 @@ async def run_worker(
             log.info("in-flight work finished", settled=len(done), left_for_redelivery=len(pending))
         stopper.cancel()
         await health.stop()
+    if fatal:
+        log.info("worker stopped after a fatal error")
+        error = fatal[0]
+        raise error if isinstance(error, WorkerError) else WorkerError(str(error))
     log.info("worker stopped")
     return 0
 
@@ -174,7 +219,7 @@ def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSourc
         from worker.sources.leases import lease_table_name
 
         return KinesisSource(
-            aws["kinesis"], aws["dynamodb"], settings.kinesis_stream or "", lease_table_name(settings.table_prefix),
+            aws.kinesis, aws.dynamodb, settings.kinesis_stream or "", lease_table_name(settings.table_prefix),
             worker_id(settings), start_position=settings.kinesis_start_position,
             at_timestamp=settings.kinesis_start_timestamp, stop_grace=settings.shutdown_grace_seconds,
             lease_duration=settings.kinesis_lease_seconds, poll_interval=settings.kinesis_poll_seconds,
@@ -182,7 +227,7 @@ def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSourc
         )  # fmt: skip
     assert settings.sqs_queue_url is not None
     return SqsSource(
-        aws["sqs"], settings.sqs_queue_url, pollers=settings.sqs_pollers, wait_seconds=settings.sqs_wait_seconds,
+        aws.sqs, settings.sqs_queue_url, pollers=settings.sqs_pollers, wait_seconds=settings.sqs_wait_seconds,
         visibility_timeout=settings.sqs_visibility_timeout,
     )  # fmt: skip
 
@@ -196,6 +241,7 @@ async def _consume(
     metrics: Metrics,
     max_records: int = 100,
     linger: float = 0.05,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> None:
     """Group the deliveries that arrive within `linger` seconds (up to `max_records` records) into
     one pipeline batch: one store round per customer and one endpoint call for several SQS
@@ -231,7 +277,7 @@ async def _consume(
                     group.append(await asyncio.wait_for(ready.get(), remaining))
                 except TimeoutError:
                     break
-            task = asyncio.create_task(_handle(group, pipeline, metrics))
+            task = asyncio.create_task(_handle(group, pipeline, metrics, on_fatal))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
             task.add_done_callback(lambda _: slots.release())
@@ -240,14 +286,21 @@ async def _consume(
         for future in waiting:
             future.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
+    if not pumping.cancelled() and pumping.exception() is not None:
+        raise pumping.exception()  # type: ignore[misc]  # the source failed for good: stop the worker
 
 
-async def _handle(group: list[Delivery], pipeline: Pipeline, metrics: Metrics) -> None:
+async def _handle(group: list[Delivery], pipeline: Pipeline, metrics: Metrics,
+                  on_fatal: Callable[[BaseException], None] | None = None) -> None:  # fmt: skip
     records = [record for delivery in group for record in delivery.records]
     try:
         settlement = await pipeline.process(records)
     except asyncio.CancelledError:
         raise
+    except FatalAwsError as exc:  # no retry can fix it: leave the records, stop the worker
+        settlement = Settlement(failed=records)
+        if on_fatal is not None:
+            on_fatal(exc)
     except Exception:  # a bug or an unexpected outage: keep running, let the records come back
         log.exception("batch failed; records left for redelivery", records=len(records))
         metrics.inc("batches_failed", reason="error")

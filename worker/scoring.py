@@ -6,28 +6,33 @@
   consecutive failed calls the circuit opens for `open_seconds` and calls fail at once
   (`ScoringUnavailableError`), so an endpoint outage costs no latency per batch.
 - A 4xx `ModelError` means the model refused the input: `ScoringRejectedError`, not an outage.
+- The answer must hold one prediction per row; each row is checked against the contract by the
+  caller (`Prediction.from_endpoint`), so one bad row costs that row only.
+- Memory is bounded: the latest `LATENCY_SAMPLES` call latencies are kept, no more.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
-import random
 import time
-from typing import Any, Protocol
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
+from worker.retry import RETRYABLE, backoff, classify, error_code, http_status
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
 
 log = structlog.get_logger(__name__)
 
+LATENCY_SAMPLES = 1024
+
 MAX_PAYLOAD_BYTES = 5_500_000  # SageMaker's limit is 6 MB; keep a margin for JSON framing
-_RETRYABLE_CODES = {"ThrottlingException", "ModelNotReadyException", "ServiceUnavailable", "InternalFailure",
-                    "InternalServerError", "InternalDependencyException", "ServiceUnavailableException"}  # fmt: skip
 
 
 class Scorer(Protocol):
@@ -63,7 +68,7 @@ class CircuitBreaker:
 class SageMakerScorer:
     def __init__(
         self,
-        client: Any,
+        client: SageMakerRuntimeClient,
         endpoint_name: str,
         *,
         max_attempts: int = 4,
@@ -76,7 +81,7 @@ class SageMakerScorer:
         self._base_delay = base_delay
         self.breaker = breaker or CircuitBreaker()
         self.invocations = 0
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # the latest calls only
 
     async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
         if len(features) == 0:
@@ -102,15 +107,13 @@ class SageMakerScorer:
                 )
                 payload = json.loads(await response["Body"].read())
             except ClientError as exc:
-                error = exc.response.get("Error", {})
-                status = int(str(exc.response.get("OriginalStatusCode")
-                                 or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)))  # fmt: skip
-                code = error.get("Code", "")
+                message = exc.response.get("Error", {}).get("Message", "")
+                code, status = error_code(exc), http_status(exc)
                 if code == "ModelError" and 400 <= status < 500:
-                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {error.get('Message', '')}") from exc
-                if code not in _RETRYABLE_CODES and not (status >= 500 or status == 429):
+                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {message}") from exc
+                if classify(exc) not in RETRYABLE:
                     self.breaker.record_failure()
-                    raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {error.get('Message', '')}") from exc
+                    raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {message}") from exc
                 last_error = f"{code} ({status})"
             except (TimeoutError, BotoCoreError, OSError, json.JSONDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -119,7 +122,7 @@ class SageMakerScorer:
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
                 return _predictions(payload, len(rows))
             if attempt + 1 < self._max_attempts:
-                await asyncio.sleep(random.uniform(0, self._base_delay * 2**attempt))  # full jitter
+                await backoff(attempt, self._base_delay)
         self.breaker.record_failure()
         log.warning("endpoint unavailable", endpoint=self._endpoint, error=last_error, attempts=self._max_attempts)
         raise ScoringUnavailableError(f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts")
@@ -132,11 +135,9 @@ def _chunks(features: np.ndarray) -> list[np.ndarray]:
 
 
 def _predictions(payload: Any, expected: int) -> list[dict[str, Any]]:
+    """The answer's rows. A wrong count cannot be matched to customers: the endpoint is broken, as
+    an outage is. A row that is not an object is kept for the caller to refuse, row by row."""
     items = payload.get("predictions") if isinstance(payload, dict) else None
     if not isinstance(items, list) or len(items) != expected:
         raise ScoringUnavailableError(f"endpoint answered {str(payload)[:120]!r}, not {expected} predictions")
-    for item in items:
-        health = item.get("customer_health_score")
-        if not isinstance(health, int | float) or math.isnan(health):
-            raise ScoringUnavailableError("endpoint prediction without a customer_health_score")
     return items

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker import faultpoints
 from worker.alerts.config import AlertsConfig
 from worker.exceptions import ConfigError
 
@@ -57,10 +58,37 @@ class Settings(BaseSettings):
     alert_claim_lease_seconds: float = Field(
         120, gt=0, description="how long a claimed, unsent alert is reserved for its worker before another may send it"
     )
+    sqs_retention_seconds: int = Field(
+        345_600, ge=3_600, le=1_209_600, description="how long the input queue keeps a message (bootstrap sets it)"
+    )
+
+    # Re-scoring without events (issue 11) and scoring decoupled from acknowledgement.
+    rescore_interval_hours: float = Field(
+        24, gt=0, le=24 * 30, description="every active customer is scored at least this often, events or not"
+    )
+    rescore_batch_size: int = Field(100, ge=1, le=1000, description="due customers claimed and scored per sweep step")
+    rescore_tick_seconds: float = Field(5, gt=0, le=600, description="pause between sweeps when nobody is due")
+    rescore_lease_seconds: float = Field(
+        120, gt=0, le=3600, description="a claimed due customer is due again after this if its worker died"
+    )
+    fault_kill_at: str | None = Field(
+        None, description="fault injection only: exit 137 at this kill point (worker/faultpoints.py), e.g. after_publish@2"
+    )
+
+    @field_validator("fault_kill_at")
+    @classmethod
+    def _known_kill_point(cls, value: str | None) -> str | None:
+        if value:
+            faultpoints.parse(value)  # refuses unknown points; the runtime arms it
+        return value
 
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
+
+    @property
+    def rescore_interval(self) -> timedelta:
+        return timedelta(hours=self.rescore_interval_hours)
 
     @property
     def aws_region(self) -> str:

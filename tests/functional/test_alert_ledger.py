@@ -186,11 +186,3 @@ async def test_claim_all_uses_each_types_cooldown(ledger: AlertLedger) -> None:
     assert [c.status for c in await ledger.claim_all(again, later, AlertsConfig())] == [
         ClaimStatus.SUPPRESSED
     ]
-
-
-def test_cancellation_reasons_read_from_the_message_when_the_response_has_no_list() -> None:
-    from worker.alerts.ledger import _reasons_from_message
-
-    message = "Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]"
-    assert _reasons_from_message(message) == [{"Code": "None"}, {"Code": "ConditionalCheckFailed"}]
-    assert _reasons_from_message("throttled") == [{"Code": "Unknown"}, {"Code": "Unknown"}]

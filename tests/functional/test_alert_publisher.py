@@ -96,6 +96,7 @@ async def test_standard_topic_gets_bodies_and_filterable_attributes(
             "alert_type": ("String", alert.alert_type.value),
             "severity": ("String", alert.severity.value),
             "customer_tier": ("String", alert.customer_tier or "unknown"),
+            "arm": ("String", "treatment"),
         }
         assert "MessageGroupId" not in message.get("Attributes", {})
 

@@ -18,7 +18,7 @@ DEFAULTS = AlertsConfig()
 BODY_KEYS = [
     "alert_id", "type", "severity", "customer_id", "created_at", "as_of", "model_version", "message",
     "recommendation", "expected_impact", "churn_risk", "churn_probability", "score", "top_risk_factors",
-    "predictions", "scoring",
+    "predictions", "scoring", "trigger", "arm", "feature_hash",
 ]  # fmt: skip
 PREDICTION_KEYS = {
     "first_session_success_prob", "predicted_session_velocity", "churn_risk_14d", "churn_risk_30d",
@@ -244,12 +244,13 @@ def test_alert_id_is_sha256_of_customer_type_and_window_start() -> None:
     assert later.with_window(window).alert_id == expected
 
 
-def test_sns_attributes_name_type_severity_and_tier() -> None:
+def test_sns_attributes_name_type_severity_tier_and_arm() -> None:
     alert = route(features(ib_call_count_14d=2), None, customer_tier="premium")[0]
     assert alert.attributes() == {
         "alert_type": "IB_CALL_SPIKE",
         "severity": "CRITICAL",
         "customer_tier": "premium",
+        "arm": "treatment",
     }
     assert route(features(ib_call_count_14d=2), None)[0].attributes()["customer_tier"] == "unknown"
 
@@ -304,3 +305,31 @@ def test_a_missing_feature_is_an_error_naming_it() -> None:
 def test_as_of_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         route_alerts("c-1", features(), None, DEFAULTS, datetime(2026, 11, 27, 12))
+
+
+def test_alerts_say_what_triggered_them_their_arm_and_feature_hash() -> None:
+    feats, pred = everything()
+    for alert in route(feats, pred, trigger="rescore", feature_hash="abc123"):
+        body = alert.body()
+        assert (body["trigger"], body["arm"], body["feature_hash"]) == ("rescore", "treatment", "abc123")
+        stored = Alert.from_body(body, alert.as_of, None)
+        assert stored.body() == body  # the ledger's stored copy re-publishes the same fields
+    assert route(feats, pred)[0].body()["trigger"] == "event"
+
+
+@pytest.mark.parametrize(
+    ("field", "sent", "kept"),
+    [("churn_risk_30d", 1.0000001, 1.0), ("churn_risk_14d", -1e-7, 0.0), ("customer_health_score", 100.05, 100.0),
+     ("first_session_success_prob", 0.5, 0.5)],
+)  # fmt: skip
+def test_an_endpoint_answer_a_rounding_error_outside_its_range_is_clipped(field: str, sent: float, kept: float) -> None:
+    answer = {**prediction().model_dump(), field: sent}
+    assert getattr(Prediction.from_endpoint(answer), field) == kept
+
+
+@pytest.mark.parametrize(
+    ("field", "sent"), [("churn_risk_30d", 1.5), ("customer_health_score", 140.0), ("churn_risk_14d", float("nan"))]
+)
+def test_an_endpoint_answer_outside_the_contract_is_refused(field: str, sent: float) -> None:
+    with pytest.raises(InvalidPredictionError, match=field):
+        Prediction.from_endpoint({**prediction().model_dump(), field: sent})

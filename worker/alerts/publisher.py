@@ -3,8 +3,10 @@
 `publish(alerts)` stamps each alert's `created_at`, sends the JSON bodies (CONTRACTS.md section 2)
 with String message attributes `alert_type`, `severity` and `customer_tier`, and returns the alerts
 that went out. SNS `PublishBatch` takes 10 entries a call; entries it reports as `Failed` are sent
-again a few times with jittered backoff (sender faults, which cannot succeed, are not), and what
-still fails raises AlertPublishError naming the alert ids, carrying what did go out.
+again a few times with jittered backoff (sender faults, which cannot succeed, are not), and so is
+a call that got no answer at all (a dropped connection, a timeout: `BotoCoreError`, `OSError`).
+What still fails raises AlertPublishError naming the alert ids and carrying exactly what did go
+out, whatever went wrong in which chunk, so the caller marks those sent and nothing else.
 
 A FIFO topic (ARN ending in `.fifo`) gets `MessageGroupId = customer_id` (one customer's alerts
 in order) and `MessageDeduplicationId = alert_id` (SNS drops a re-publish of the same alert).
@@ -14,16 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.alerts.exceptions import AlertPublishError
 from worker.alerts.rules import Alert
+from worker.exceptions import FatalAwsError
+from worker.retry import Failure, backoff, classify, error_text, fatal_error
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns.client import SNSClient
+    from types_aiobotocore_sns.type_defs import MessageAttributeValueTypeDef, PublishBatchRequestEntryTypeDef
 
 BATCH_SIZE = 10  # SNS PublishBatch's limit
 MAX_ATTEMPTS = 4
@@ -44,7 +51,7 @@ def is_fifo(topic_arn: str) -> bool:
     return topic_arn.endswith(".fifo")
 
 
-def _message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
+def _message_attributes(alert: Alert) -> dict[str, MessageAttributeValueTypeDef]:
     return {name: {"DataType": "String", "StringValue": value} for name, value in alert.attributes().items()}
 
 
@@ -61,7 +68,7 @@ class SnsAlertPublisher:
 
     def __init__(
         self,
-        client: Any,
+        client: SNSClient,
         topic_arn: str,
         clock: Callable[[], datetime] = utc_now,
         backoff_base: float = BACKOFF_BASE_SECONDS,
@@ -75,7 +82,18 @@ class SnsAlertPublisher:
     async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
         stamped = [alert.published_at(self._clock()) for alert in _unique(alerts)]
         chunks = [stamped[i : i + BATCH_SIZE] for i in range(0, len(stamped), BATCH_SIZE)]
-        results = await asyncio.gather(*(self._publish_chunk(chunk) for chunk in chunks))
+        outcomes = await asyncio.gather(*(self._publish_chunk(chunk) for chunk in chunks), return_exceptions=True)
+        results: list[tuple[list[Alert], list[tuple[Alert, str]]]] = []
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # a bug or a fatal error in one chunk: the others' results stand
+                if isinstance(outcome, asyncio.CancelledError):
+                    raise outcome
+                results.append(([], [(alert, error_text(outcome)) for alert in chunk]))
+            else:
+                results.append(outcome)
+        # A fatal error (no such topic, access denied) is the cause of the AlertPublishError: the
+        # caller marks what went out, then stops the worker.
+        fatal = next((o for o in outcomes if isinstance(o, FatalAwsError)), None)
         order = {alert.alert_id: i for i, alert in enumerate(stamped)}
         published = sorted((alert for sent, _ in results for alert in sent), key=lambda a: order[a.alert_id])
         failed = [(alert, reason) for _, errors in results for alert, reason in errors]
@@ -85,11 +103,11 @@ class SnsAlertPublisher:
                 f"{len(failed)} of {len(stamped)} alerts not published to {self._topic_arn}: {detail}",
                 published=published,
                 failed=[alert for alert, _ in failed],
-            )
+            ) from fatal
         return published
 
-    def _entry(self, entry_id: str, alert: Alert) -> dict[str, Any]:
-        entry: dict[str, Any] = {
+    def _entry(self, entry_id: str, alert: Alert) -> PublishBatchRequestEntryTypeDef:
+        entry: PublishBatchRequestEntryTypeDef = {
             "Id": entry_id,
             "Message": json.dumps(alert.body()),
             "MessageAttributes": _message_attributes(alert),
@@ -107,7 +125,7 @@ class SnsAlertPublisher:
         reasons: dict[str, str] = {}
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
-                await asyncio.sleep(random.uniform(0, self._backoff_base * 2**attempt))
+                await backoff(attempt - 1, self._backoff_base)
             try:
                 response = await self._client.publish_batch(
                     TopicArn=self._topic_arn,
@@ -115,9 +133,15 @@ class SnsAlertPublisher:
                 )
             except ClientError as exc:
                 # botocore already retried throttling and 5xx; anything else will not get better here.
-                error = exc.response.get("Error", {})
-                reason = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
-                return published, failed + [(alert, reason) for alert in pending.values()]
+                if classify(exc) is Failure.FATAL:
+                    raise fatal_error(exc, f"alert topic {self._topic_arn}") from exc
+                return published, failed + [(alert, error_text(exc)) for alert in pending.values()]
+            except (BotoCoreError, OSError, TimeoutError) as exc:
+                # No answer: maybe published, maybe not. Send again (the same alert ids: a FIFO topic
+                # drops a repeat, other consumers dedupe by alert_id); the last failure is reported.
+                for entry_id in pending:
+                    reasons[entry_id] = error_text(exc)
+                continue
             for ok in response.get("Successful", []):
                 if ok["Id"] in pending:
                     published.append(pending.pop(ok["Id"]))

@@ -7,7 +7,9 @@ alert is actually sent (cooldowns, churned customers, redeliveries) is the ledge
 When the model endpoint is down (`predictions is None`) only rules that need no model run
 (IB_CALL_SPIKE) and their alerts say `"scoring": "rules_only"`, with every model-derived field
 (`model_version`, `churn_risk`, `churn_probability`, `score`, `top_risk_factors`, `predictions`)
-null. Scored alerts say `"scoring": "model"`.
+null. Scored alerts say `"scoring": "model"`. Every alert also says what produced it (`trigger`:
+`event`, or `rescore` for a quiet customer scored without one), its experiment `arm` (always
+`treatment` until experiments exist) and the `feature_hash` of the features it was computed from.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from worker.alerts.exceptions import InvalidPredictionError, MissingFeatureError
 
 TOP_RISK_FACTORS = 3
 SUBJECT_COUNT = 20  # supply_demand_scores: one per subject, CONTRACTS.md section 1's order
+# A served model's float32 arithmetic can land a hair outside a bounded output (a sigmoid's
+# 1.0000001): that much is clipped into range; anything further is a broken answer for that row.
+PROBABILITY_TOLERANCE = 1e-3
+HEALTH_TOLERANCE = 0.1
+_PROBABILITIES = ("first_session_success_prob", "churn_risk_14d", "churn_risk_30d")
 
 
 class AlertType(StrEnum):
@@ -102,6 +109,25 @@ class Prediction(BaseModel):
             where = ".".join(str(part) for part in error["loc"]) or "response"
             raise InvalidPredictionError(f"model response: {where}: {error['msg']}") from None
 
+    @classmethod
+    def from_endpoint(cls, data: Any) -> Prediction:
+        """One row of an endpoint's answer: a bounded value within rounding of its range (a
+        probability of 1.0000001, a health score of -0.05) is clipped into it; anything else
+        outside the contract raises InvalidPredictionError, for the caller to drop this row only."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, low, high, tolerance in (
+                *((name, 0.0, 1.0, PROBABILITY_TOLERANCE) for name in _PROBABILITIES),
+                ("customer_health_score", 0.0, 100.0, HEALTH_TOLERANCE),
+            ):
+                value = data.get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    if low - tolerance <= value < low:
+                        data[name] = low
+                    elif high < value <= high + tolerance:
+                        data[name] = high
+        return cls.from_json(data)
+
     def top_risk_factors(self, n: int = TOP_RISK_FACTORS) -> list[dict[str, Any]]:
         ranked = sorted(self.feature_importance, key=lambda f: f.importance, reverse=True)[:n]
         return [f.model_dump() for f in ranked]
@@ -120,6 +146,8 @@ class Prediction(BaseModel):
 
 
 Scoring = Literal["model", "rules_only"]
+Trigger = Literal["event", "rescore"]
+Arm = Literal["treatment", "control"]
 
 
 class Alert(BaseModel):
@@ -137,6 +165,9 @@ class Alert(BaseModel):
     customer_tier: str | None = None
     window_start: AwareDatetime | None = None
     created_at: AwareDatetime | None = None
+    trigger: Trigger = "event"
+    arm: Arm = "treatment"
+    feature_hash: str | None = None
 
     @property
     def severity(self) -> Severity:
@@ -163,10 +194,12 @@ class Alert(BaseModel):
             "alert_type": self.alert_type.value,
             "severity": self.severity.value,
             "customer_tier": self.customer_tier or "unknown",
+            "arm": self.arm,
         }
 
     def body(self) -> dict[str, Any]:
-        """The published JSON body: CONTRACTS.md section 2's keys plus `scoring`."""
+        """The published JSON body: CONTRACTS.md section 2's keys (with `trigger`, `arm`,
+        `feature_hash`) plus `scoring`."""
         spec = SPECS[self.alert_type]
         p = self.predictions
         return {
@@ -186,6 +219,9 @@ class Alert(BaseModel):
             "top_risk_factors": p.top_risk_factors() if p else None,
             "predictions": p.body() if p else None,
             "scoring": self.scoring,
+            "trigger": self.trigger,
+            "arm": self.arm,
+            "feature_hash": self.feature_hash,
         }
 
     @classmethod
@@ -205,6 +241,9 @@ class Alert(BaseModel):
             model_version=body.get("model_version"),
             customer_tier=customer_tier,
             window_start=window_start,
+            trigger=body.get("trigger", "event"),
+            arm=body.get("arm", "treatment"),
+            feature_hash=body.get("feature_hash"),
         )
         if alert.alert_id != body["alert_id"]:
             raise ValueError(f"stored alert {body['alert_id']} does not match its window {iso(window_start)}")
@@ -219,6 +258,8 @@ class _Input:
     as_of: datetime
     customer_tier: str | None
     model_version: str | None
+    trigger: Trigger = "event"
+    feature_hash: str | None = None
 
     def feature(self, name: str) -> float:
         try:
@@ -237,6 +278,8 @@ class _Input:
             predictions=self.predictions,
             model_version=self.model_version if self.predictions is not None else None,
             customer_tier=self.customer_tier,
+            trigger=self.trigger,
+            feature_hash=self.feature_hash,
         )
 
 
@@ -312,16 +355,21 @@ def route_alerts(
     as_of: datetime,
     customer_tier: str | None = None,
     model_version: str | None = None,
+    *,
+    trigger: Trigger = "event",
+    feature_hash: str | None = None,
 ) -> list[Alert]:
     """The alerts one customer's features and prediction call for, in the seed's order.
 
     `features` by registry name (`dict(zip(FEATURE_NAMES, vector))`); `predictions` None when the
     endpoint could not score (only IB_CALL_SPIKE can fire then); `as_of` the instant the features
-    are computed at; `model_version` overrides the prediction's own.
+    are computed at; `model_version` overrides the prediction's own; `trigger` and `feature_hash`
+    are copied into the alerts.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    x = _Input(customer_id, features, predictions, as_of.astimezone(UTC), customer_tier, model_version)
+    x = _Input(customer_id, features, predictions, as_of.astimezone(UTC), customer_tier, model_version,
+               trigger, feature_hash)  # fmt: skip
     alerts: list[Alert | None] = [
         rule(x, config) for alert_type, rule in RULES_WITHOUT_MODEL if config.rule(alert_type).enabled
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -17,7 +17,27 @@ from features.dynamodb import create_feature_table, table_name
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.alerts.publisher import create_alert_topic
 from worker.aws import AwsClients
+from worker.exceptions import ConfigError
 from worker.settings import Settings
+from worker.sources.sqs import redrive_after_seconds
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+
+DLQ_RETENTION_SECONDS = 1_209_600  # 14 days, SQS's longest: a dead letter outlives its source queue's copy
+
+
+def check_redrive(settings: Settings) -> None:
+    """The redrive policy must dead-letter a message that keeps failing well before the input
+    queue's retention deletes it: otherwise it would expire unseen."""
+    seconds = redrive_after_seconds(settings.sqs_max_receive_count, settings.sqs_visibility_timeout)
+    if seconds > settings.sqs_retention_seconds / 2:
+        raise ConfigError(
+            f"CHURN_SQS_MAX_RECEIVE_COUNT={settings.sqs_max_receive_count} retries a failing message for "
+            f"{seconds / 3600:.1f} h before the dead-letter queue, more than half the queue's retention "
+            f"(CHURN_SQS_RETENTION_SECONDS={settings.sqs_retention_seconds}, {settings.sqs_retention_seconds / 3600:.0f} h): "
+            "lower the count or raise the retention"
+        )
 
 
 @dataclass
@@ -34,11 +54,13 @@ def _name_from(value: str | None, default: str) -> str:
 
 
 async def bootstrap(settings: Settings) -> list[Resource]:
+    if settings.source == "sqs":
+        check_redrive(settings)
     prefix = settings.table_prefix
     rows: list[Resource] = []
     services = ["dynamodb", "sqs", "sns"] + (["kinesis"] if settings.source == "kinesis" else [])
     async with AwsClients(settings, *services) as aws:
-        ddb = aws["dynamodb"]
+        ddb = aws.dynamodb
         for name, create in ((table_name(prefix), create_feature_table), (alert_table_name(prefix), create_alert_table)):
             rows.append(Resource("dynamodb_table", name, await create(ddb, name), "CHURN_TABLE_PREFIX", prefix))
         if settings.source == "kinesis":
@@ -48,39 +70,40 @@ async def bootstrap(settings: Settings) -> list[Resource]:
             leases = lease_table_name(prefix)
             rows.append(Resource("dynamodb_table", leases, await create_lease_table(ddb, leases)))
             stream = _name_from(settings.kinesis_stream, f"{prefix}events")
-            created = await ensure_stream(aws["kinesis"], stream, settings.kinesis_shards)
+            created = await ensure_stream(aws.kinesis, stream, settings.kinesis_shards)
             rows.append(Resource("kinesis_stream", stream, bool(created), "CHURN_KINESIS_STREAM", stream))
 
         dlq_name = _name_from(settings.dlq_url, f"{prefix}events-dlq")
-        dlq_url, dlq_created = await _ensure_queue(aws["sqs"], dlq_name, {"MessageRetentionPeriod": "1209600"})
+        dlq_url, dlq_created = await _ensure_queue(aws.sqs, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
         rows.append(Resource("sqs_queue", dlq_name, dlq_created, "CHURN_DLQ_URL", dlq_url))
         if settings.source == "sqs":
-            dlq_arn = (await aws["sqs"].get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
+            dlq_arn = (await aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
                 "Attributes"]["QueueArn"]  # fmt: skip
             # The redrive policy is a safety net for poison messages that crash the worker; bad
             # events are quarantined by the worker itself, at once, with their error attributes.
             redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.sqs_max_receive_count})
             queue_name = _name_from(settings.sqs_queue_url, f"{prefix}events")
             queue_url, created = await _ensure_queue(
-                aws["sqs"], queue_name,
-                {"RedrivePolicy": redrive, "VisibilityTimeout": str(settings.sqs_visibility_timeout)},
+                aws.sqs, queue_name,
+                {"RedrivePolicy": redrive, "VisibilityTimeout": str(settings.sqs_visibility_timeout),
+                 "MessageRetentionPeriod": str(settings.sqs_retention_seconds)},
             )  # fmt: skip
             rows.append(Resource("sqs_queue", queue_name, created, "CHURN_SQS_QUEUE_URL", queue_url))
         topic_name = _name_from(settings.alerts_topic_arn, f"{prefix}alerts")
-        topic_arn = await create_alert_topic(aws["sns"], topic_name)
+        topic_arn = await create_alert_topic(aws.sns, topic_name)
         rows.append(Resource("sns_topic", topic_name, None, "CHURN_ALERTS_TOPIC_ARN", topic_arn))
     return rows
 
 
-async def _ensure_queue(client: Any, name: str, attributes: dict[str, str]) -> tuple[str, bool]:
+async def _ensure_queue(client: SQSClient, name: str, attributes: dict[str, str]) -> tuple[str, bool]:
     try:
         url = (await client.get_queue_url(QueueName=name))["QueueUrl"]
     except ClientError as exc:
         if "NonExistentQueue" not in exc.response.get("Error", {}).get("Code", ""):
             raise
-        url = (await client.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]
+        url = (await client.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]  # type: ignore[arg-type]
         return url, True
-    await client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # converge an existing queue
+    await client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]  # converge an existing queue
     return url, False
 
 

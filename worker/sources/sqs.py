@@ -14,20 +14,38 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.ports import Delivery, Record, Settlement
+from worker.retry import backoff, backoff_delay, error_text, fatal_error, is_fatal
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageAttributeValueTypeDef
 
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 10  # SQS's limit for receive, delete and change-visibility batches
 MAX_DLQ_BODY = 240 * 1024  # SQS's limit is 256 KiB including attributes
 MAX_RETRY_DELAY = 900  # seconds before a failed message is visible again, at most
+RETRY_DELAY = 5  # seconds before a message that failed once is visible again; doubles per delivery
+
+
+def retry_delay(receive_count: int, base: int = RETRY_DELAY) -> int:
+    """Seconds a message that failed its `receive_count`-th delivery stays invisible."""
+    return int(min(MAX_RETRY_DELAY, base * 2 ** min(receive_count - 1, 10)))
+
+
+def redrive_after_seconds(max_receive_count: int, visibility_timeout: int, base: int = RETRY_DELAY) -> int:
+    """How long a message that fails every delivery takes to reach the dead-letter queue: the
+    back-offs between its `max_receive_count` deliveries, each worked on for up to the visibility
+    timeout. Bootstrap keeps this well inside the queue's retention, or the message would expire
+    unseen instead of being dead-lettered."""
+    return sum(retry_delay(n, base) + visibility_timeout for n in range(1, max_receive_count))
 
 
 class SqsDelivery:
@@ -55,7 +73,7 @@ class SqsDelivery:
             # Visible again after a back-off that grows with each delivery: redelivered, not lost,
             # not hammered during an outage, and slow enough that the redrive policy's
             # maxReceiveCount (see bootstrap) is hours away, so good events do not drift into the DLQ.
-            delay = min(MAX_RETRY_DELAY, self._source.retry_delay * 2 ** min(record.receive_count - 1, 10))
+            delay = retry_delay(record.receive_count, self._source.retry_delay)
             await self._source.change_visibility([record.handle], delay)
         self._unsettled.clear()
 
@@ -65,13 +83,13 @@ class SqsSource:
 
     def __init__(
         self,
-        client: Any,
+        client: SQSClient,
         queue_url: str,
         *,
         pollers: int = 4,
         wait_seconds: int = 20,
         visibility_timeout: int = 60,
-        retry_delay: int = 5,
+        retry_delay: int = RETRY_DELAY,
     ) -> None:
         self._client = client
         self._queue_url = queue_url
@@ -79,7 +97,7 @@ class SqsSource:
         self._wait_seconds = wait_seconds
         self.visibility_timeout = visibility_timeout
         self.retry_delay = retry_delay
-        self._ready: asyncio.Queue[SqsDelivery | None] = asyncio.Queue(maxsize=pollers)
+        self._ready: asyncio.Queue[SqsDelivery | Exception | None] = asyncio.Queue(maxsize=pollers)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.received = 0
@@ -96,6 +114,8 @@ class SqsSource:
                     getter.cancel()
                     break
                 delivery = getter.result()
+                if isinstance(delivery, Exception):
+                    raise delivery  # fatal: the runtime stops the worker with exit code 1
                 if delivery is not None:
                     yield delivery
         finally:
@@ -122,10 +142,13 @@ class SqsSource:
                     MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
                 failures = 0
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                if is_fatal(exc):  # access denied, no such queue: stop the worker, do not spin
+                    await self._ready.put(fatal_error(exc, f"queue {self._queue_url}"))
+                    return
+                delay = backoff_delay(failures, 0.5, 30.0)
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
-                log.warning("sqs receive failed", poller=poller, error=str(exc), retry_in_s=round(delay, 1))
+                log.warning("sqs receive failed", poller=poller, error=error_text(exc), retry_in_s=round(delay, 1))
                 await asyncio.sleep(delay)
                 continue
             messages = response.get("Messages", [])
@@ -157,10 +180,17 @@ class SqsSource:
             chunk = [dict(entry, Id=str(i)) for i, entry in enumerate(entries[start : start + MAX_BATCH])]
             for attempt in range(5):
                 try:
-                    response = await getattr(self._client, operation)(QueueUrl=self._queue_url, Entries=chunk)
-                except (ClientError, BotoCoreError) as exc:
-                    log.warning("sqs batch call failed", operation=operation, error=str(exc), attempt=attempt)
-                    await asyncio.sleep(0.2 * 2**attempt)
+                    if operation == "delete_message_batch":
+                        response: Any = await self._client.delete_message_batch(
+                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]  # built above
+                        )
+                    else:
+                        response = await self._client.change_message_visibility_batch(
+                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]
+                        )
+                except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                    log.warning("sqs batch call failed", operation=operation, error=error_text(exc), attempt=attempt)
+                    await backoff(attempt, 0.2)
                     continue
                 failed = {f["Id"] for f in response.get("Failed", []) if not f.get("SenderFault")}
                 for failure in response.get("Failed", []):
@@ -169,7 +199,7 @@ class SqsSource:
                 chunk = [entry for entry in chunk if entry["Id"] in failed]
                 if not chunk:
                     break
-                await asyncio.sleep(0.2 * 2**attempt)
+                await backoff(attempt, 0.2)
             else:
                 log.error("sqs batch entries still failing; SQS will redeliver them", operation=operation)
 
@@ -177,13 +207,13 @@ class SqsSource:
 class SqsDeadLetterQueue:
     """Quarantine for bad events: the original body plus `error_code` / `error_detail` attributes."""
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._client = client
         self._queue_url = queue_url
 
     async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
         body, encoding = _printable(record.body)
-        attributes = {
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
             "error_code": {"DataType": "String", "StringValue": error_code},
             "error_detail": {"DataType": "String", "StringValue": error_detail[:1000] or "-"},
             "source_id": {"DataType": "String", "StringValue": record.source_id or "-"},
