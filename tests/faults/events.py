@@ -32,7 +32,7 @@ def good_events(now: datetime, customers: int, per_customer: int = 8, seed: int 
         cid = f"{prefix}-{c:04d}"
         made = 0
 
-        def add(kind: str, days_ago: float, **fields: Any) -> None:
+        def add(kind: str, days_ago: float, cid: str = cid, **fields: Any) -> None:
             nonlocal made
             events.append({"event_id": f"{cid}-e{made}", "customer_id": cid, "type": kind,
                            "occurred_at": iso(now - timedelta(days=days_ago)), **fields})  # fmt: skip
@@ -48,10 +48,10 @@ def good_events(now: datetime, customers: int, per_customer: int = 8, seed: int 
             kind = rnd.choice(kinds)
             days = rnd.uniform(0.01, 24)
             subject, tutor = rnd.choice(SUBJECTS), f"t-{rnd.randrange(6)}"
+            minutes = float(rnd.choice([30, 45, 60, 90]))
             fields: dict[str, Any] = {
                 "session_booked": {"subject": subject, "tutor_id": tutor},
-                "session_completed": {"subject": subject, "tutor_id": tutor,
-                                      "duration_minutes": float(rnd.choice([30, 45, 60, 90]))},  # fmt: skip
+                "session_completed": {"subject": subject, "tutor_id": tutor, "duration_minutes": minutes},
                 "session_rated": {"rating": float(rnd.randint(1, 5)), "tutor_id": tutor},
                 "session_cancelled": {"subject": subject, "cancelled_by": rnd.choice(["customer", "tutor"])},
                 "payment_succeeded": {"amount": round(rnd.uniform(20, 200), 2)},
@@ -84,10 +84,12 @@ def poison_records(now: datetime, tag: str = "p") -> list[Bad]:
                 "occurred_at": when}  # fmt: skip
         return json.dumps(base | fields).encode()
 
-    huge_int = ('{"event_id": "%s-bigint", "customer_id": "%s-victim", "type": "payment_succeeded", '
-                '"occurred_at": "%s", "amount": %s}' % (tag, tag, when, "9" * 5000)).encode()  # fmt: skip
-    overflow_inf = ('{"event_id": "%s-inf", "customer_id": "%s-victim", "type": "payment_failed", '
-                    '"occurred_at": "%s", "amount": 1e400}' % (tag, tag, when)).encode()  # fmt: skip
+    def raw(n: str, kind: str, amount: str) -> bytes:  # JSON text json.dumps cannot write
+        return (f'{{"event_id": "{tag}-{n}", "customer_id": "{tag}-victim", "type": "{kind}", '
+                f'"occurred_at": "{when}", "amount": {amount}}}').encode()  # fmt: skip
+
+    huge_int = raw("bigint", "payment_succeeded", "9" * 5000)
+    overflow_inf = raw("inf", "payment_failed", "1e400")
     return [
         Bad("deep nesting", _deep(100_000), None),
         Bad("huge integer literal", huge_int, None),
