@@ -113,6 +113,7 @@ class Figures:
     dlq_copies: int = 0  # the same source record dead-lettered again (after a crash)
     dlq_wrong: list[str] = field(default_factory=list)  # what differs from the injected bad records
     details: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)  # a scenario's own assertions that failed
 
     @property
     def clean(self) -> bool:

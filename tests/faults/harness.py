@@ -311,22 +311,25 @@ class Scenario:
         compare_alerts(expected, self.alerts, figures, exact=exact_alerts)
         compare_dlq(self.bad, self.dead, figures)
         if extra is not None:
-            extra(figures)
+            try:
+                extra(figures)
+            except AssertionError as exc:  # a scenario's own check: failed like the figures, recorded
+                figures.failed_checks.append(str(exc).splitlines()[0] if str(exc) else "a scenario check failed")
         if workers_alive:
             for worker in self.workers[-1:]:
                 if worker.proc.poll() is not None:
                     figures.details.append(f"{worker.name} exited with {worker.proc.returncode}")
         injected = self.servers.proxies.aws.injected_total() + self.servers.proxies.model.injected_total()
-        passed = figures.clean and not any("exited" in d for d in figures.details)
+        passed = figures.clean and not figures.failed_checks and not any("exited" in d for d in figures.details)
         RESULTS.append(Row(
             self.name, self.source, expected.events, len(self.good), len(self.bad), injected, figures.lost,
             figures.double, figures.duplicate_alerts, figures.missing_alerts, f"{figures.dlq}/{figures.dlq_expected}" + (f" (+{figures.dlq_copies} copy)" if figures.dlq_copies else ""),
-            time.monotonic() - self.started, passed, self.note))  # fmt: skip
+            time.monotonic() - self.started, passed, "; ".join([self.note, *figures.failed_checks]).strip("; ")))  # fmt: skip
         for worker in self.workers:  # whole logs, for the post-mortem
             (self.tmp / f"{worker.name.rsplit('/', 1)[-1]}.log").write_text("\n".join(worker.lines) + "\n")
         if not passed:
             logs = f"(whole logs in {self.tmp})\n" + "\n".join(line for w in self.workers for line in w.lines[-25:])
-            problems = "\n".join(figures.details[:40] + figures.dlq_wrong)
+            problems = "\n".join(figures.failed_checks + figures.details[:40] + figures.dlq_wrong)
             raise AssertionError(f"{self.name}: lost {figures.lost}, double {figures.double}, duplicate alerts "
                                  f"{figures.duplicate_alerts}, missing alerts {figures.missing_alerts}, DLQ "
                                  f"{figures.dlq}/{figures.dlq_expected}\n{problems}\nworker output:\n{logs}")  # fmt: skip

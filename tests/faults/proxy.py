@@ -15,8 +15,9 @@ operation, do what a client cannot tell from the real thing:
                but the client never hears so (it retries, or gives up, not knowing);
 - `txn_throttle` (DynamoDB TransactWriteItems) `TransactionCanceledException` whose reason is
                `ThrottlingError`: what DynamoDB answers when a transaction is throttled;
-- `respond`    answer `status` with `body` (JSON) without forwarding, e.g. a model's 4xx `ModelError`
-               or predictions outside the endpoint contract.
+- `respond`    answer `status` with `body` (JSON) without forwarding, e.g. a model's 4xx `ModelError`;
+- `corrupt`    forward, then hand the client `rewrite(body)` instead of the answer (Python only), e.g.
+               predictions outside the endpoint contract.
 
 A fault can also require `body_contains` (bytes of the request body), e.g. only the lease table's
 checkpoint writes among DynamoDB UpdateItems.
@@ -60,7 +61,7 @@ from typing import Any
 
 import aiohttp
 
-KINDS = ("throttle", "error", "latency", "reset", "drop", "txn_throttle", "respond")
+KINDS = ("throttle", "error", "latency", "reset", "drop", "txn_throttle", "respond", "corrupt")
 ADMIN_PATH = "/__faults__"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
@@ -79,6 +80,7 @@ class Fault:
     body: Any = None  # for `respond`: the JSON body
     body_contains: bytes | None = None  # only requests whose body holds these bytes
     on_hit: Callable[[str], None] | None = None  # called with the operation when the fault fires
+    rewrite: Callable[[bytes], bytes] | None = None  # for `corrupt`
     matched: int = 0
     fired: int = 0
 
@@ -323,7 +325,7 @@ class FaultProxy:
                     ).encode()
                     if fault.status >= 400 and operation.startswith("sagemaker:"):
                         headers.append(("x-amzn-ErrorType", "ModelError"))
-                elif fault is not None and fault.kind != "drop":
+                elif fault is not None and fault.kind not in ("drop", "corrupt"):
                     _fire(fault, operation)
                     status, headers, body = _error_response(operation, fault.kind, fault.status, request.body)
                 else:
@@ -336,7 +338,10 @@ class FaultProxy:
                         self._tokens.applied(operation, request.body)
                         if self._rewrite is not None:
                             body = self._rewrite(operation, body)
-                    if fault is not None:  # drop: applied upstream, the client never hears
+                    if fault is not None and fault.kind == "corrupt" and fault.rewrite is not None:
+                        _fire(fault, operation)
+                        body = fault.rewrite(body)
+                    elif fault is not None:  # drop: applied upstream, the client never hears
                         _fire(fault, operation)
                         writer.transport.abort()
                         return
