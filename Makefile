@@ -14,7 +14,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check features model worker tests bench
+	$(VENV)/bin/ruff check features model worker localaws tests bench
 	$(VENV)/bin/mypy features worker
 
 bench: $(STAMP)

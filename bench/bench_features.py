@@ -78,7 +78,7 @@ def bench_memory() -> None:
 
 
 async def bench_dynamodb() -> None:
-    from worker.localstack import start_moto
+    from localaws import start_moto
 
     server, endpoint = start_moto()
     events = workload(customers=500, days=3, per_day=2.0, seed=2)  # 3,000 events

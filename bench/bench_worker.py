@@ -19,9 +19,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from localaws import ChildServer
 from model.training import ensure_default_bundle
 from worker.commands.local import drive, load_events, split_events, use_local_aws
-from worker.localstack import ChildServer
 from worker.logs import configure_logging
 from worker.settings import Settings
 
@@ -58,7 +58,7 @@ async def main() -> None:
 if __name__ == "__main__":
     configure_logging(json_logs=False, level="WARNING")
     bundle = ensure_default_bundle(progress=True)
-    moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
+    moto = ChildServer([sys.executable, "-m", "localaws", "--port", "0"], "moto")
     endpoint = ChildServer([str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle),
                             "--port", "0"], "model endpoint")  # fmt: skip
     try:

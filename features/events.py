@@ -237,16 +237,17 @@ def _describe(exc: ValidationError, obj: dict[str, Any]) -> EventParseError:
     loc = [str(part) for part in error["loc"]]
     kind = error["type"]
     if kind == "union_tag_not_found":
-        return EventParseError("missing_field", "field 'type' is required")
+        return EventParseError("missing_field", "field 'type' is required", "type")
     if kind == "union_tag_invalid":
         return EventParseError(
-            "unknown_type", f"unknown event type {str(obj.get('type'))[:40]!r}; expected one of {', '.join(EVENT_TYPES)}"
+            "unknown_type", f"unknown event type {str(obj.get('type'))[:40]!r}; expected one of {', '.join(EVENT_TYPES)}",
+            "type",
         )
     # loc is (event type, field, ...): the field is what a producer needs to fix
     field = loc[1] if len(loc) > 1 else ".".join(loc)
     if kind == "missing":
-        return EventParseError("missing_field", f"field '{field}' is required for type {obj.get('type')!r}")
-    return EventParseError("invalid_field", f"field '{field}': {error['msg']}")
+        return EventParseError("missing_field", f"field '{field}' is required for type {obj.get('type')!r}", field)
+    return EventParseError("invalid_field", f"field '{field}': {error['msg']}", field)
 
 
 def check_event_time(event: Event, now: datetime, retention: timedelta) -> EventParseError | None:

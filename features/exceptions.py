@@ -14,12 +14,14 @@ class UsageError(FeaturesError):
 
 class EventParseError(UsageError):
     """A message that is not a valid event. `error_code` is for machines (DLQ attributes, metrics),
-    `error_detail` one line for a person."""
+    `error_detail` one line for a person (it may quote a few characters of the value at fault: it
+    goes to the DLQ with the body, never to the logs), `field` the field at fault, if one is."""
 
-    def __init__(self, error_code: str, error_detail: str) -> None:
+    def __init__(self, error_code: str, error_detail: str, field: str | None = None) -> None:
         super().__init__(f"{error_code}: {error_detail}")
         self.error_code = error_code
         self.error_detail = error_detail
+        self.field = field
 
 
 class StoreConflictError(FeaturesError):

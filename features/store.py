@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from features.due import MemoryDueIndex, next_due_us
 from features.events import Event
-from features.state import CustomerState, apply_event, utc_day
+from features.state import CustomerState, apply_event, to_us, utc_day
 
 DEFAULT_RETENTION = timedelta(days=35)
 
@@ -70,10 +71,19 @@ def oldest_kept_day(now: datetime, retention: timedelta) -> int:
 
 
 class MemoryFeatureStore:
-    """In-process twin of the DynamoDB store: same state, same maths. For tests, backtests, `features`."""
+    """In-process twin of the DynamoDB store: same state, same maths. For tests, backtests, `features`.
+    With `due` (and `rescore_interval`), a write puts the customer in that twin of the due index the
+    way the DynamoDB store's profile Put does."""
 
-    def __init__(self, retention: timedelta = DEFAULT_RETENTION) -> None:
+    def __init__(
+        self,
+        retention: timedelta = DEFAULT_RETENTION,
+        due: MemoryDueIndex | None = None,
+        rescore_interval: timedelta = timedelta(hours=24),
+    ) -> None:
         self._retention = retention
+        self._due = due
+        self._rescore_interval = rescore_interval
         self._states: dict[str, CustomerState] = {}
         self._pruned_at: dict[str, int] = {}  # customer -> the oldest kept day of its last prune
 
@@ -88,6 +98,11 @@ class MemoryFeatureStore:
             touched = apply_to_state(state, customer_events, result)
             if touched:
                 state.profile.version += 1
+                if self._due is not None:
+                    entry = self._due.entries.get(customer_id)
+                    state.profile.due_us = entry[0] if entry else None
+                    state.profile.due_us = next_due_us(state, to_us(now), self._rescore_interval, self._retention)
+                    self._due.put(customer_id, state.profile.due_us)
             # Pruning looks at every page: only needed when the retention horizon moved since this
             # customer's last prune, or this batch added a page beyond it.
             if self._pruned_at.get(customer_id) != oldest or any(day < oldest for day, _ in touched):

@@ -29,7 +29,7 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """moto's server on 127.0.0.1, a free port: a real HTTP endpoint for aiobotocore and boto3."""
-    from worker.localstack import start_moto
+    from localaws import start_moto
 
     server, endpoint = start_moto()
     yield endpoint

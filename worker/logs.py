@@ -1,5 +1,11 @@
 """structlog set-up: JSON lines when stderr is not a terminal (ECS, CloudWatch), readable console
-output when it is. Raw event bodies never go to INFO."""
+output when it is.
+
+No raw event bodies at any level: the code never logs a body (only `source_id`, `error_code`, the
+field at fault), botocore's own loggers (which log request and response bodies at DEBUG) stay at
+WARNING even with `--debug`, and tracebacks are plain text (`format_exc_info`, and the console
+renderer's `plain_traceback`): never rich's, which print every frame's local variables, message
+bodies included (structlog's default when it is not configured and rich is installed)."""
 
 from __future__ import annotations
 
@@ -16,7 +22,9 @@ def configure_logging(debug: bool = False, json_logs: bool | None = None, level:
     for noisy in ("botocore", "aiobotocore", "werkzeug", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

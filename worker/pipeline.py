@@ -33,22 +33,26 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from features.activity import has_churned, latest_event_us
-from features.due import DueIndex
 from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
 from features.state import CustomerState, from_us, to_us
-from features.store import FeatureStore
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
-from worker.alerts.ledger import AlertLedger
-from worker.alerts.publisher import AlertPublisher
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
 from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
 from worker.faultpoints import kill_point
 from worker.metrics import Metrics
-from worker.ports import DeadLetterQueue, Record, Settlement
-from worker.scoring import Scorer
+from worker.ports import (
+    AlertLedger,
+    AlertPublisher,
+    DeadLetterQueue,
+    DueIndex,
+    FeatureStore,
+    Record,
+    Scorer,
+    Settlement,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +118,7 @@ class Pipeline:
                 if rejection is not None:
                     raise rejection
             except EventParseError as exc:
-                await self._quarantine(record, exc.error_code, exc.error_detail, settlement)
+                await self._quarantine(record, exc.error_code, exc.error_detail, settlement, exc.field)
                 continue
             except Exception as exc:  # a bug in reading one record must cost that record only
                 log.error("event could not be read", error=type(exc).__name__, source_id=record.source_id)
@@ -148,7 +152,8 @@ class Pipeline:
             (settlement.failed if event.customer_id in retry else settlement.done).append(record)
         return settlement
 
-    async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement) -> None:
+    async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement,
+                          field: str | None = None) -> None:  # fmt: skip
         try:
             await self._dlq.quarantine(record, error_code, error_detail)
         except FatalAwsError:
@@ -157,8 +162,9 @@ class Pipeline:
             log.warning("dead-letter queue unavailable", error=str(exc), source_id=record.source_id)
             settlement.failed.append(record)
             return
-        # Never the body, not even a part of it: error_detail names the field and the rule only.
-        log.info("event quarantined", error_code=error_code, error_detail=error_detail, source_id=record.source_id)
+        # Never the body, not even a part of it: error_detail may quote a value, so it goes to the
+        # DLQ (with the body) and the log names the field only.
+        log.info("event quarantined", error_code=error_code, field=field, source_id=record.source_id)
         self.metrics.inc("events_quarantined", reason=error_code)
         settlement.quarantined.append(record)
 

@@ -1,15 +1,44 @@
-"""The pipeline's ports: what it needs from the outside world, as Protocols.
+"""Every port of the worker in one place: what the pipeline and the sweeper need from the outside
+world, as Protocols.
 
 AWS adapters (SQS, Kinesis, SageMaker, SNS, DynamoDB) and in-memory twins implement these; the
-pipeline (`worker.pipeline`) only ever sees the protocols. The feature-store port is
-`features.store.FeatureStore`.
+pipeline (`worker.pipeline`) and the sweeper (`worker.rescore`) only ever see the protocols.
+
+| port             | AWS adapter                                   | in-memory twin                 |
+|------------------|-----------------------------------------------|--------------------------------|
+| `EventSource`    | `sources.sqs.SqsSource`, `sources.kinesis.KinesisSource` | the backtest's source |
+| `DeadLetterQueue`| `sources.sqs.SqsDeadLetterQueue`              | the backtest's / tests' lists  |
+| `FeatureStore`   | `features.dynamodb.DynamoDBFeatureStore`      | `features.store.MemoryFeatureStore` |
+| `DueIndex`       | `features.due_dynamodb.DynamoDBDueIndex`      | `features.due.MemoryDueIndex`  |
+| `Scorer`         | `scoring.SageMakerScorer`                     | the backtest's in-process model |
+| `AlertLedger`    | `alerts.dynamodb_ledger.DynamoDBAlertLedger`  | `alerts.ledger.MemoryAlertLedger` |
+| `AlertPublisher` | `alerts.publisher.SnsAlertPublisher`          | `alerts.publisher.MemoryAlertPublisher` |
+
+`FeatureStore` and `DueIndex` are defined next to the state they keep (`features/`, which does
+not depend on the worker) and re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from features.due import DueIndex
+from features.store import FeatureStore
+
+if TYPE_CHECKING:
+    from worker.alerts.claims import Claim
+    from worker.alerts.config import AlertsConfig
+    from worker.alerts.rules import Alert
+
+__all__ = [
+    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventSource", "FeatureStore",
+    "Record", "Scorer", "Settlement",
+]  # fmt: skip
 
 
 @dataclass
@@ -55,4 +84,50 @@ class EventSource(Protocol):
 class DeadLetterQueue(Protocol):
     async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
         """Park a bad record with `error_code` / `error_detail` message attributes."""
+        ...
+
+
+class Scorer(Protocol):
+    async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
+        """One prediction per row of `features` ([customers, features], registry order)."""
+        ...
+
+
+class AlertPublisher(Protocol):
+    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Send the alerts; returns them as published (with `created_at`), in order. Raises
+        `AlertPublishError` carrying exactly what went out and what did not."""
+        ...
+
+
+class AlertLedger(Protocol):
+    """Cooldowns, churn and exactly-once claims: the rules are `worker.alerts.claims`'."""
+
+    async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim: ...
+
+    async def claim_all(self, alerts: Sequence[Alert], now: datetime, config: AlertsConfig) -> list[Claim]:
+        """One claim per alert, in order, each with its type's cooldown from `config`."""
+        ...
+
+    async def mark_sent(self, alert: Alert) -> bool:
+        """False if the claim is no longer this alert's (a later window replaced it)."""
+        ...
+
+    async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]: ...
+
+    async def release(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """End the leases of these unsent claims now (their publish failed): the next sweep
+        re-publishes them."""
+        ...
+
+    async def abandoned(self, now: datetime, limit: int) -> list[Claim]:
+        """Up to `limit` unsent claims whose lease ran out, taken over (PENDING): publish them."""
+        ...
+
+    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        """The customer churned at `churned_at` (the event's time): no alerts until a return."""
+        ...
+
+    async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
+        """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
         ...

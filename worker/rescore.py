@@ -33,13 +33,13 @@ from datetime import datetime, timedelta
 import structlog
 
 from features.activity import is_active, latest_event_us
-from features.due import DueIndex, DueStats, lag_seconds
+from features.due import DueStats, lag_seconds
 from features.state import CustomerState, to_us
-from features.store import FeatureStore
 from worker.exceptions import FatalAwsError
 from worker.faultpoints import kill_point
 from worker.metrics import Metrics
 from worker.pipeline import Clock, Pipeline, wall_clock
+from worker.ports import DueIndex, FeatureStore
 
 log = structlog.get_logger(__name__)
 

@@ -42,7 +42,7 @@ from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Delivery, EventSource, Settlement
 from worker.rescore import Rescorer
-from worker.scoring import SageMakerScorer
+from worker.scoring import CircuitBreaker, SageMakerScorer
 from worker.settings import Settings
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
 
@@ -152,7 +152,8 @@ async def run_worker(
         store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
                                      rescore_interval=settings.rescore_interval)  # fmt: skip
         due = DynamoDBDueIndex(aws.dynamodb, features)
-        scorer = SageMakerScorer(aws.sagemaker_runtime, settings.endpoint_name, max_attempts=settings.scoring_max_attempts)
+        scorer = SageMakerScorer(aws.sagemaker_runtime, settings.endpoint_name, max_attempts=settings.scoring_max_attempts,
+                                 breaker=CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds))  # fmt: skip
         pipeline = Pipeline(
             store=store,
             scorer=scorer,

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
+from worker.ports import Scorer
 from worker.retry import RETRYABLE, backoff, classify, error_code, http_status
 
 if TYPE_CHECKING:
@@ -32,13 +33,9 @@ log = structlog.get_logger(__name__)
 
 LATENCY_SAMPLES = 1024
 
+__all__ = ["CircuitBreaker", "SageMakerScorer", "Scorer"]
+
 MAX_PAYLOAD_BYTES = 5_500_000  # SageMaker's limit is 6 MB; keep a margin for JSON framing
-
-
-class Scorer(Protocol):
-    async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
-        """One prediction per row of `features` ([customers, features], registry order)."""
-        ...
 
 
 class CircuitBreaker:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=120, description="finish in-flight work within this")
     scoring_max_attempts: int = Field(4, ge=1, le=10)
+    scoring_circuit_open_seconds: float = Field(
+        30, gt=0, le=600, description="after repeated endpoint failures, calls fail fast this long before one probe"
+    )
     batch_max_records: int = Field(100, ge=1, le=10000, description="records gathered into one pipeline batch")
     batch_linger_ms: float = Field(50, ge=0, le=5000, description="how long a batch waits for more deliveries")
     alert_claim_lease_seconds: float = Field(

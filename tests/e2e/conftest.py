@@ -1,4 +1,4 @@
-"""End-to-end harness: real processes. moto's server (`python -m worker.localstack`), the local model
+"""End-to-end harness: real processes. moto's server (`python -m localaws`), the local model
 endpoint (`churn-model serve`) and `churn-worker run` workers, all on 127.0.0.1, talking HTTP."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def base_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def moto_process() -> Iterator[str]:
-    process = Process([sys.executable, "-m", "worker.localstack", "--port", "0"], base_env(), "moto")
+    process = Process([sys.executable, "-m", "localaws", "--port", "0"], base_env(), "moto")
     url = process.wait_for(r"listening on (http://\S+)").group(1)
     yield url
     process.stop()

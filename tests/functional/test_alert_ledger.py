@@ -186,3 +186,36 @@ async def test_claim_all_uses_each_types_cooldown(ledger: AlertLedger) -> None:
     assert [c.status for c in await ledger.claim_all(again, later, AlertsConfig())] == [
         ClaimStatus.SUPPRESSED
     ]
+
+
+async def test_an_abandoned_claim_is_found_by_the_sweep_and_taken_once(ledger: AlertLedger) -> None:
+    claimed = await ledger.claim(spike("c-1"), T0, WEEK)  # its worker dies before publishing
+    sent = await ledger.claim(spike("c-2"), T0, WEEK)
+    await ledger.mark_sent(sent.alert)  # sent: never swept
+    assert await ledger.abandoned(T0 + LEASE - timedelta(seconds=1), 10) == []  # the lease still holds
+    later = T0 + LEASE + timedelta(seconds=1)
+    [taken] = await ledger.abandoned(later, 10)
+    assert taken.status is ClaimStatus.PENDING and taken.alert.alert_id == claimed.alert.alert_id
+    assert taken.alert.body() == claimed.alert.body()
+    assert await ledger.abandoned(later, 10) == []  # the taker holds a new lease
+    assert await ledger.mark_sent(taken.alert) is True
+    assert await ledger.abandoned(later + 2 * LEASE, 10) == []  # sent: out of the sweep
+
+
+async def test_a_released_claim_is_swept_at_once_and_a_churned_ones_never(ledger: AlertLedger) -> None:
+    failed = await ledger.claim(spike("c-1"), T0, WEEK)
+    await ledger.release([failed.alert], T0)  # its publish failed
+    [again] = await ledger.abandoned(T0, 10)
+    assert again.alert.alert_id == failed.alert.alert_id
+    assert await ledger.mark_sent(again.alert)
+    gone = await ledger.claim(spike("c-9"), T0, WEEK)
+    await ledger.record_churn("c-9", T0 + timedelta(seconds=1))
+    assert gone.should_publish
+    assert await ledger.abandoned(T0 + 2 * LEASE, 10) == []  # churned since: dropped, not sent
+    assert await ledger.abandoned(T0 + 4 * LEASE, 10) == []
+
+
+async def test_churn_and_sign_up_at_the_same_instant_is_a_return(ledger: AlertLedger) -> None:
+    await ledger.record_churn("c-1", T0)
+    await ledger.record_return("c-1", T0, T0)  # the same instant: no error, and the customer is back
+    assert (await ledger.claim(spike(at=T0 + timedelta(days=1)), T0 + timedelta(days=1), WEEK)).status is ClaimStatus.NEW

@@ -207,3 +207,46 @@ async def test_memory_twin_fifo_drops_a_republished_alert() -> None:
     later = [a.with_window(T0 + timedelta(days=7)) for a in batch]
     await publisher.publish(later)
     assert len(publisher.messages) == 4
+
+
+class DropsConnections:
+    """A real client on moto whose publish_batch loses its connection for chosen chunks (after
+    sending, or before: the publisher cannot tell), as a network fault would."""
+
+    def __init__(self, client: Any, failing_chunks: set[int], times: int) -> None:
+        self._client = client
+        self._failing = failing_chunks
+        self._times = times
+        self._calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def publish_batch(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import EndpointConnectionError
+
+        first = json.loads(kwargs["PublishBatchRequestEntries"][0]["Message"])["customer_id"]
+        chunk = int(first.split("-")[1]) // 5  # 10 alerts (5 customers) per chunk
+        self._calls[first] = self._calls.get(first, 0) + 1
+        if chunk in self._failing and self._calls[first] <= self._times:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        return await self._client.publish_batch(**kwargs)
+
+
+async def test_a_publish_with_no_answer_is_retried_and_otherwise_reports_exactly_what_went_out(
+    sns_sqs: tuple[Any, Any], unique_prefix: str
+) -> None:
+    sns, sqs = sns_sqs
+    topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
+    url = await subscribed_queue(sns, sqs, topic, f"{unique_prefix}drop")
+    batch = alerts(15)  # 30 alerts, 3 chunks
+    flaky = SnsAlertPublisher(DropsConnections(sns, {1}, times=1), topic, clock=clock, backoff_base=0.001)  # type: ignore[arg-type]
+    assert len(await flaky.publish(batch)) == 30  # one dropped connection: sent again, all out
+    down = SnsAlertPublisher(DropsConnections(sns, {2}, times=MAX_ATTEMPTS), topic, clock=clock, backoff_base=0.001)  # type: ignore[arg-type]
+    with pytest.raises(AlertPublishError) as caught:
+        await down.publish(batch)
+    assert len(caught.value.published) == 20 and len(caught.value.failed) == 10
+    assert {a.customer_id for a in caught.value.failed} == {f"c-{i}" for i in range(10, 15)}
+    assert "EndpointConnectionError" in str(caught.value)
+    messages = await drain(sqs, url, 50)
+    assert len(messages) == 50  # 30 + the 20 the second call did publish

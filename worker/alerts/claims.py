@@ -52,11 +52,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import Alert
+from worker.ports import AlertLedger
 from worker.retry import gather_limited
+
+__all__ = ["AlertLedger", "Batching", "Claim", "ClaimStatus"]
 
 CHURN_MARKER = "#churned"  # sort key of the churned marker; alert types are upper-case names
 DEFAULT_LEASE = timedelta(minutes=2)
@@ -81,37 +83,6 @@ class Claim:
     @property
     def should_publish(self) -> bool:
         return self.status in (ClaimStatus.NEW, ClaimStatus.PENDING)
-
-
-class AlertLedger(Protocol):
-    async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim: ...
-
-    async def claim_all(self, alerts: Sequence[Alert], now: datetime, config: AlertsConfig) -> list[Claim]:
-        """One claim per alert, in order, each with its type's cooldown from `config`."""
-        ...
-
-    async def mark_sent(self, alert: Alert) -> bool:
-        """False if the claim is no longer this alert's (a later window replaced it)."""
-        ...
-
-    async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]: ...
-
-    async def release(self, alerts: Sequence[Alert], now: datetime) -> None:
-        """End the leases of these unsent claims now (their publish failed): the next sweep
-        re-publishes them."""
-        ...
-
-    async def abandoned(self, now: datetime, limit: int) -> list[Claim]:
-        """Up to `limit` unsent claims whose lease ran out, taken over (PENDING): publish them."""
-        ...
-
-    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
-        """The customer churned at `churned_at` (the event's time): no alerts until a return."""
-        ...
-
-    async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
-        """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
-        ...
 
 
 class Batching:

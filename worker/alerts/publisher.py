@@ -19,18 +19,21 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.alerts.exceptions import AlertPublishError
 from worker.alerts.rules import Alert
 from worker.exceptions import FatalAwsError
+from worker.ports import AlertPublisher
 from worker.retry import Failure, backoff, classify, error_text, fatal_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns.client import SNSClient
     from types_aiobotocore_sns.type_defs import MessageAttributeValueTypeDef, PublishBatchRequestEntryTypeDef
+
+__all__ = ["AlertPublisher", "MemoryAlertPublisher", "SnsAlertPublisher", "create_alert_topic"]
 
 BATCH_SIZE = 10  # SNS PublishBatch's limit
 MAX_ATTEMPTS = 4
@@ -39,12 +42,6 @@ BACKOFF_BASE_SECONDS = 0.1
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class AlertPublisher(Protocol):
-    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
-        """Send the alerts; returns them as published (with `created_at`), in order."""
-        ...
 
 
 def is_fifo(topic_arn: str) -> bool:
@@ -196,7 +193,7 @@ class MemoryAlertPublisher:
         return stamped
 
 
-async def create_alert_topic(client: Any, name: str) -> str:
+async def create_alert_topic(client: SNSClient, name: str) -> str:
     """Create the topic if missing (SNS's CreateTopic is idempotent) and return its ARN.
     A name ending in `.fifo` makes a FIFO topic, deduplicating by the MessageDeduplicationId we send."""
     attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if is_fifo(name) else {}

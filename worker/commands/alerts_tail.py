@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -23,6 +23,11 @@ from worker.alerts.rules import AlertType, Severity
 from worker.aws import AwsClients
 from worker.exceptions import UsageError
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sns.client import SNSClient
+    from types_aiobotocore_sqs.client import SQSClient
+
 
 LONG_POLL_SECONDS = 20
 
@@ -91,7 +96,7 @@ async def run_alerts_tail(
         _check_choice(alert_type, AlertType, "--type"), _check_choice(severity, Severity, "--severity")
     )
     async with AwsClients(settings, "sns", "sqs") as aws:
-        sns, sqs = aws["sns"], aws["sqs"]
+        sns, sqs = aws.sns, aws.sqs
         fifo = is_fifo(topic_arn)
         name = f"churn-alerts-tail-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
         queue_url: str | None = None
@@ -152,7 +157,7 @@ async def _until_stopped(work: Any, seconds: float | None) -> None:
         raise error
 
 
-async def _print_alerts(sqs: Any, queue_url: str, as_json: bool) -> None:
+async def _print_alerts(sqs: SQSClient, queue_url: str, as_json: bool) -> None:
     while True:
         response = await sqs.receive_message(
             QueueUrl=queue_url,
@@ -175,7 +180,7 @@ async def _print_alerts(sqs: Any, queue_url: str, as_json: bool) -> None:
             )
 
 
-async def _clean_up(sns: Any, sqs: Any, subscription_arn: str | None, queue_url: str | None) -> None:
+async def _clean_up(sns: SNSClient, sqs: SQSClient, subscription_arn: str | None, queue_url: str | None) -> None:
     """Unsubscribe, then delete the queue; say what is left behind if either fails."""
     problems: list[str] = []
     if subscription_arn:

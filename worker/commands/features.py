@@ -52,7 +52,8 @@ async def run_features(
         rows = await _fold_and_compute(MemoryFeatureStore(settings.retention), path, as_of, settings, on_error, skipped)
     else:
         async with AwsClients(settings, "dynamodb") as aws:
-            store = DynamoDBFeatureStore(aws["dynamodb"], table_name(settings.table_prefix), settings.retention)
+            store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention,
+                                         rescore_interval=settings.rescore_interval)  # as the worker writes them
             rows = await _fold_and_compute(store, path, as_of, settings, on_error, skipped)
     for row in rows:
         print(json.dumps(row) if as_json else _human(row))

@@ -23,18 +23,23 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from features.dynamodb import DynamoDBFeatureStore, table_name
 from features.eventfile import read_event_file
 from features.events import Event, event_to_json, validate_event
+from localaws import ChildServer
 from worker.aws import AwsClients
 from worker.commands.bootstrap import bootstrap
 from worker.exceptions import UsageError
-from worker.localstack import ChildServer
 from worker.metrics import Metrics
 from worker.runtime import run_worker
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
 
 
 def use_local_aws(endpoint: str) -> None:
@@ -62,7 +67,7 @@ def run_local(settings: Settings, customers: int, days: int, live_days: int, see
         raise UsageError(f"the local endpoint needs the model extra ({exc.name} missing): pip install -e '.[model,local]'") from None
     bundle_dir = ensure_default_bundle(progress=True)
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C: no orphaned servers
-    moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
+    moto = ChildServer([sys.executable, "-m", "localaws", "--port", "0"], "moto")
     try:
         use_local_aws(moto.url)
         say(f"local AWS (moto) at {moto.url}")
@@ -115,13 +120,13 @@ async def drive(settings: Settings, history: list[Event], live: list[Event], rat
         tail_url = await _subscribe_printer(aws, settings)
         started = time.time()
         if rate <= 0:  # full speed: a backlog waiting for the worker, as after a deploy or an outage
-            await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
+            await _send(aws.sqs, settings.sqs_queue_url or "", live, rate)
         worker = asyncio.create_task(run_worker(settings, stop=stop, metrics=metrics))
-        printer = asyncio.create_task(_print_alerts(aws["sqs"], tail_url, received, show_alerts))
+        printer = asyncio.create_task(_print_alerts(aws.sqs, tail_url, received, show_alerts))
         try:
             if rate > 0:
-                await _send(aws["sqs"], settings.sqs_queue_url or "", live, rate)
-            await _wait_until_drained(aws["sqs"], settings.sqs_queue_url or "", metrics, len(live))
+                await _send(aws.sqs, settings.sqs_queue_url or "", live, rate)
+            await _wait_until_drained(aws.sqs, settings.sqs_queue_url or "", metrics, len(live))
             seconds = time.time() - started
             await asyncio.sleep(2)  # the last alerts travel topic -> queue -> printer
         finally:
@@ -130,7 +135,7 @@ async def drive(settings: Settings, history: list[Event], live: list[Event], rat
             printer.cancel()
             await asyncio.gather(printer, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await aws["sqs"].delete_queue(QueueUrl=tail_url)
+                await aws.sqs.delete_queue(QueueUrl=tail_url)
     return DriveResult(metrics, received, len(live), seconds)
 
 
@@ -155,32 +160,35 @@ def split_events(events: list[Event], live_days: int) -> tuple[list[Event], list
 
 
 async def _preload(aws: AwsClients, settings: Settings, history: list[Event], now: datetime) -> None:
-    store = DynamoDBFeatureStore(aws["dynamodb"], table_name(settings.table_prefix), settings.retention)
+    store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention,
+                                 rescore_interval=settings.rescore_interval)  # re-scored without events too
     recent = [e for e in history if e.occurred_at >= now - settings.retention + timedelta(hours=1)]
     for start in range(0, len(recent), 1000):
         await store.apply(recent[start : start + 1000], now=now)
 
 
-async def _send(sqs: Any, queue_url: str, events: list[Event], rate: float) -> None:
+async def _send(sqs: SQSClient, queue_url: str, events: list[Event], rate: float) -> None:
     """Live traffic at `rate` events/s (0: as fast as SQS takes it), in batches of up to 10."""
     started = time.monotonic()
     for start in range(0, len(events), 10):
         if rate > 0:
             await asyncio.sleep(max(0.0, started + start / rate - time.monotonic()))
-        entries = [{"Id": str(i), "MessageBody": event_to_json(e)} for i, e in enumerate(events[start : start + 10])]
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "MessageBody": event_to_json(e)} for i, e in enumerate(events[start : start + 10])
+        ]
         await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
 async def _subscribe_printer(aws: AwsClients, settings: Settings) -> str:
-    sqs, sns = aws["sqs"], aws["sns"]
+    sqs, sns = aws.sqs, aws.sns
     url = (await sqs.create_queue(QueueName=f"local-alerts-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
     arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
-    await sns.subscribe(TopicArn=settings.alerts_topic_arn, Protocol="sqs", Endpoint=arn,
+    await sns.subscribe(TopicArn=settings.alerts_topic_arn or "", Protocol="sqs", Endpoint=arn,
                         Attributes={"RawMessageDelivery": "true"})  # fmt: skip
     return str(url)
 
 
-async def _print_alerts(sqs: Any, url: str, received: Counter[str], show: bool) -> None:
+async def _print_alerts(sqs: SQSClient, url: str, received: Counter[str], show: bool) -> None:
     while True:
         response = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
@@ -195,7 +203,7 @@ async def _print_alerts(sqs: Any, url: str, received: Counter[str], show: bool) 
                   f"{risk_text} -> {alert.get('recommendation')}", flush=True)  # fmt: skip
 
 
-async def _wait_until_drained(sqs: Any, url: str, metrics: Metrics, sent: int) -> None:
+async def _wait_until_drained(sqs: SQSClient, url: str, metrics: Metrics, sent: int) -> None:
     last_report = 0.0
     while True:
         attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[

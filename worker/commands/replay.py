@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
@@ -48,6 +48,13 @@ from features.exceptions import EventParseError
 from worker.aws import AwsClients
 from worker.exceptions import ConfigError, UsageError, WorkerError
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
 
 MAX_PENDING = 10_000  # events read ahead of what was accepted
 MAX_ATTEMPTS = 10
@@ -108,17 +115,18 @@ def _call_failed(batch: list[Pending], exc: Exception) -> list[Failure]:
 class SqsSink:
     max_entries, max_bytes, concurrency = 10, 256 * 1024, 8
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
         self._client = client
         self.target = queue_url
         self._fifo = queue_url.endswith(".fifo")
 
     async def put(self, batch: list[Pending]) -> list[Failure]:
-        entries = []
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
         for i, p in enumerate(batch):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": p.body}
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": p.body}
             if self._fifo:
-                entry.update(MessageGroupId=p.customer_id, MessageDeduplicationId=p.event_id)
+                entry["MessageGroupId"] = p.customer_id
+                entry["MessageDeduplicationId"] = p.event_id
             entries.append(entry)
         try:
             response = await self._client.send_message_batch(QueueUrl=self.target, Entries=entries)
@@ -137,15 +145,20 @@ class SqsSink:
 class KinesisSink:
     max_entries, max_bytes, concurrency = 500, 5 * 1024 * 1024, 4
 
-    def __init__(self, client: Any, stream: str) -> None:
+    def __init__(self, client: KinesisClient, stream: str) -> None:
         self._client = client
         self.target = stream
-        self._stream = {"StreamARN": stream} if stream.startswith("arn:") else {"StreamName": stream}
+        self._arn = stream.startswith("arn:")
 
     async def put(self, batch: list[Pending]) -> list[Failure]:
-        records = [{"Data": p.body.encode(), "PartitionKey": p.customer_id} for p in batch]
+        records: list[PutRecordsRequestEntryTypeDef] = [
+            {"Data": p.body.encode(), "PartitionKey": p.customer_id} for p in batch
+        ]
         try:
-            response = await self._client.put_records(Records=records, **self._stream)
+            if self._arn:
+                response = await self._client.put_records(Records=records, StreamARN=self.target)
+            else:
+                response = await self._client.put_records(Records=records, StreamName=self.target)
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             return _call_failed(batch, exc)
         failures = []

@@ -1,0 +1,3 @@
+from localaws.server import main
+
+main()
