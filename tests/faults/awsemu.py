@@ -1,6 +1,6 @@
 """moto's server, made to behave like AWS where the fault suite depends on it.
 
-`python -m tests.faults.awsemu [--port N]` prints `listening on URL` like `worker.localstack`, with its
+`python -m tests.faults.awsemu [--port N]` prints `listening on URL` like `python -m localaws`, with its
 transaction patch, plus what moto does differently from Kinesis (the suite must not pass because
 moto is kinder than AWS):
 
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     from moto.server import ThreadedMotoServer
 
-    from worker.localstack import patch_moto_transactions
+    from localaws import patch_moto_transactions
 
     patch_moto_transactions()
     patch_moto_kinesis()

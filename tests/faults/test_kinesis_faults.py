@@ -117,7 +117,7 @@ def test_kinesis_dynamodb_throttling_30_percent(scenario: Scenario) -> None:
         Fault("dynamodb:TransactWriteItems", "txn_throttle", probability=0.15),
         Fault("dynamodb:*", "throttle", probability=0.3),
     )
-    scenario.feed(good_events(now, customers=16))
+    scenario.feed(good_events(now, customers=10))
     worker = scenario.start_worker()
 
     def no_lease_lost(figures: Figures) -> None:

@@ -19,7 +19,7 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     the next worker redelivers the batch; nothing lost, nothing counted twice, one alert each."""
     now = now_utc()
     scenario.bootstrap()
-    scenario.feed(good_events(now, customers=24), poison_records(now)[-2:])
+    scenario.feed(good_events(now, customers=16), poison_records(now)[-2:])
     first = scenario.start_worker("first", wait=False)
     scenario.servers.proxies.aws.set_faults(
         Fault("dynamodb:TransactWriteItems", "drop", skip=5, times=1, on_hit=scenario.killer(first)))
@@ -40,7 +40,7 @@ def test_response_lost_after_commit(scenario: Scenario) -> None:
         Fault("dynamodb:PutItem", "drop", probability=0.3),
         Fault("sqs:DeleteMessageBatch", "drop", probability=0.3),
     )
-    scenario.feed(good_events(now, customers=24))
+    scenario.feed(good_events(now, customers=16))
     scenario.start_worker()
     scenario.finish(now, timeout=90)
 
@@ -50,11 +50,11 @@ def test_sqs_redelivery(scenario: Scenario) -> None:
     their visibility timeout: every event is processed at least twice, counted once."""
     now = now_utc()
     scenario.bootstrap()
-    scenario.servers.proxies.aws.set_faults(Fault("sqs:DeleteMessageBatch", "reset", times=40))
-    scenario.feed(good_events(now, customers=16))
+    scenario.servers.proxies.aws.set_faults(Fault("sqs:DeleteMessageBatch", "reset", times=15))
+    scenario.feed(good_events(now, customers=12))
     scenario.start_worker()
-    scenario.wait_until(lambda: scenario.servers.proxies.aws.injected_total("reset") >= 40, timeout=60,
-                        what="40 failed deletes")  # fmt: skip
+    scenario.wait_until(lambda: scenario.servers.proxies.aws.injected_total("reset") >= 15, timeout=60,
+                        what="15 failed deletes")  # fmt: skip
     scenario.finish(now, timeout=90)
 
 
@@ -62,7 +62,7 @@ def test_producer_duplicates(scenario: Scenario) -> None:
     """Every event sent three times (distinct SQS messages), shuffled, to two workers."""
     now = now_utc()
     scenario.bootstrap()
-    scenario.feed(good_events(now, customers=20), copies=3)
+    scenario.feed(good_events(now, customers=12), copies=3)
     scenario.start_worker("a")
     scenario.start_worker("b")
     scenario.finish(now)
@@ -77,17 +77,17 @@ def test_dynamodb_throttling_30_percent(scenario: Scenario) -> None:
         Fault("dynamodb:TransactWriteItems", "txn_throttle", probability=0.15),
         Fault("dynamodb:*", "throttle", probability=0.3),
     )
-    scenario.feed(good_events(now, customers=20))
+    scenario.feed(good_events(now, customers=12))
     scenario.start_worker()
     scenario.finish(now, timeout=120)
 
 
 def test_two_workers_on_one_hot_customer(scenario: Scenario) -> None:
-    """Two workers, four pollers, one customer with 300 events: every batch races the other
+    """Two workers, four pollers, one customer with 200 events: every batch races the other
     worker's for the same profile version."""
     now = now_utc()
     scenario.bootstrap()
-    hot = good_events(now, customers=1, per_customer=300, prefix="hot")
+    hot = good_events(now, customers=1, per_customer=200, prefix="hot")
     scenario.feed(hot + good_events(now, customers=6, seed=2))
     scenario.start_worker("a")
     scenario.start_worker("b")
