@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench faults install clean
 
 run: $(STAMP)
 	$(VENV)/bin/churn-worker local
@@ -19,6 +19,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# The fault-injection suite alone (also part of `make test`): real workers, faults injected by a
+# proxy and kill points, a table of figures at the end. FAULTS_K=name runs matching scenarios only;
+# FAULTS_REPORT=file also writes the table there; FAULTS_OUTAGE_SECONDS=300 a longer endpoint outage.
+faults: $(STAMP)
+	$(PY) -m pytest tests/faults -m faults $(if $(FAULTS_K),-k "$(FAULTS_K)")
 
 install: $(STAMP)
 
