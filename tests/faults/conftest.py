@@ -51,6 +51,9 @@ def scenario(request: pytest.FixtureRequest, fault_servers: Servers, tmp_path: P
     fault_servers.proxies.clear()
     name = request.node.name.removeprefix("test_")
     made = Scenario(name=name, servers=fault_servers, tmp=tmp_path)
+    known = request.node.get_closest_marker("xfail")
+    if known is not None:  # a finding in code the suite does not own: shown as such in the table
+        made.known_issue = str(known.kwargs.get("reason", "xfail"))
     yield made
     fault_servers.proxies.clear()
     for worker in made.workers:

@@ -127,6 +127,7 @@ def test_kinesis_dynamodb_throttling_30_percent(scenario: Scenario) -> None:
     scenario.finish(now, timeout=120, extra=no_lease_lost)
 
 
+@pytest.mark.xfail(strict=True, reason="FINDINGS.md #1")
 def test_kinesis_shutdown_within_the_ecs_stop_timeout(scenario: Scenario) -> None:
     """SIGTERM while a batch waits on a slow endpoint: the worker must be gone, leases released,
     within CHURN_SHUTDOWN_GRACE_SECONDS (here 5 s), before the SIGKILL ECS sends at its stop
@@ -158,19 +159,28 @@ def test_kinesis_shutdown_within_the_ecs_stop_timeout(scenario: Scenario) -> Non
 
 
 def test_fatal_source_error_stops_the_worker(scenario: Scenario) -> None:
-    """A stream that does not exist (or access denied): exit code 1 and one line naming it, not a
-    worker that runs and does nothing."""
+    """A stream that does not exist, then access denied on Kinesis: each time exit code 1 and one
+    line naming what failed, not a worker that runs and does nothing."""
     scenario.source = "kinesis"
     scenario.bootstrap(shards=1)
-    scenario.env["CHURN_KINESIS_STREAM"] = f"{scenario.prefix}no-such-stream"
-    worker = scenario.start_worker(wait=False)
-    started = time.monotonic()
-    code = worker.proc.wait(timeout=60)
-    errors = [line for line in worker.lines if line.startswith("churn-worker: ")]
-    scenario.note = f"exit {code} after {time.monotonic() - started:.0f} s"
-    assert code == 1, "\n".join(worker.lines[-20:])
-    assert len(errors) == 1 and "no-such-stream" in errors[0] and "ResourceNotFoundException" in errors[0], errors
-    assert not any("Traceback" in line for line in worker.lines)
+    stream = scenario.env["CHURN_KINESIS_STREAM"]
+    denied = {"__type": "AccessDeniedException", "message": "User: arn:aws:sts::123456789012:assumed-role/churn "
+              "is not authorized to perform: kinesis:ListShards"}  # fmt: skip
+    cases = [("no-such-stream", f"{scenario.prefix}no-such-stream", None),
+             ("AccessDeniedException", stream, Fault("kinesis:*", "respond", status=400, body=denied))]  # fmt: skip
+    notes = []
+    for expected, name, fault in cases:
+        scenario.servers.proxies.aws.set_faults(*([fault] if fault else []))
+        worker = scenario.start_worker(expected, wait=False, CHURN_KINESIS_STREAM=name)
+        started = time.monotonic()
+        code = worker.proc.wait(timeout=60)
+        errors = [line for line in worker.lines if line.startswith("churn-worker: ")]
+        notes.append(f"{expected}: exit {code} after {time.monotonic() - started:.0f} s")
+        assert code == 1, "\n".join(worker.lines[-20:])
+        assert len(errors) == 1 and expected in errors[0], errors
+        assert not any("Traceback" in line for line in worker.lines)
+    scenario.servers.proxies.aws.clear()
+    scenario.note = "; ".join(notes)
     scenario.finish(now_utc(), workers_alive=False)
 
 
