@@ -14,11 +14,12 @@ import pytest
 from aiobotocore.session import get_session
 
 from tests.faults.proxy import Fault, FaultProxy
-from tests.functional.test_kinesis_source import (
+from tests.functional.test_kinesis_source import (  # stop_consumers: autouse, stops what a test left
     FAST,
     Consumer,
     event,
     lease_items,
+    stop_consumers,  # noqa: F401
     stream_of,
     until,
 )

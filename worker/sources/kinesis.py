@@ -534,8 +534,8 @@ class KinesisSource:
                 await asyncio.wait_for(self._wake.wait(), interval)
 
     async def _round(self, sync: bool) -> None:
-        for shard in list(self._shards.values()):  # renewals first: nothing else may delay them
-            await self._renew(shard)
+        # Renewals first and side by side: a slow or throttled one must not delay the others.
+        await asyncio.gather(*(self._renew(shard) for shard in list(self._shards.values())))
         try:
             await self._leases.heartbeat(self._clock())
         except AWS_ERRORS as exc:  # a missed beat only makes others count us out a little early
