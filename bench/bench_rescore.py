@@ -169,12 +169,12 @@ def dollars(sizes: dict[str, float], index_queries: float, customers: int = 1_00
     wru = 2 * (profile_kb + 2)  # claim and completion: each an UpdateItem of the profile + its index entry moved
     rru = partition_rru + 0.5 * index_queries  # the partition read + its share of the index pages (0.5 RRU each)
     usd = (wru * WRU_USD + rru * RRU_USD) / 1e6
-    fixed_queries = 86_400 / 5 * 16  # a worker ticking every 5 s queries 16 shards, due or not
+    fixed_queries = 86_400 / 60 * 16  # an idle worker queries the 16 shards once a minute (the idle back-off)
     print(f"per re-scored customer: {wru:.0f} WRU + {rru:.2f} RRU = ${usd * 1e6:.2f} per million re-scorings")
     print(f"per 1,000 idle customers per day: 2,000 UpdateItems, 1,000 partition Queries, {1000 * index_queries:.0f} "
           f"index Queries and ~10 SageMaker invocations (calls of up to 100 rows): ${1000 * usd:.4f}/day")  # fmt: skip
-    print(f"fixed, per worker: at most {fixed_queries:,.0f} index Queries a day (16 shards every 5 s tick: 0.5 RRU "
-          f"each, ${fixed_queries * 0.5 * RRU_USD / 1e6:.3f}/day), plus 16-32 Queries per 30 s for the due gauge")  # fmt: skip
+    print(f"fixed, per idle worker: {fixed_queries:,.0f} index Queries a day (16 shards a minute, 0.5 RRU each: "
+          f"${fixed_queries * 0.5 * RRU_USD / 1e6:.4f}/day), plus 16-32 Queries per 30 s for the due gauge")  # fmt: skip
     print(f"1 M active customers, each re-scored once a day (none busy enough to be scored by events): "
           f"${customers * usd:,.2f}/day = ${customers * usd * 30:,.0f}/month of DynamoDB; index storage "
           f"~{customers * 60 / 1e6:.0f} MB keys-only (${customers * 60 / 1e9 * 0.25:.2f}/month)")  # fmt: skip

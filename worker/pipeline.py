@@ -105,6 +105,7 @@ class Pipeline:
         self._due = due
         self.metrics = metrics or Metrics()
         self._clock = clock
+        self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
 
     async def process(self, records: Sequence[Record]) -> Settlement:
         now = self._clock()
@@ -184,6 +185,8 @@ class Pipeline:
                         customers=len(customers))  # fmt: skip
             return customers
         self.metrics.inc("customers_marked_due", len(customers))
+        if self.on_marked_due is not None:
+            self.on_marked_due()
         log.info("endpoint unavailable; customers marked due, records acknowledged", customers=len(customers))
         return set()
 

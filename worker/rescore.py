@@ -12,9 +12,11 @@ their state, drop the ones no longer active from the index, score the rest throu
 `Pipeline.score_customers` with `trigger = "rescore"` (the same features, scorer, rules, ledger,
 cooldowns and publisher as event-driven scoring), then move each scored customer's due time one
 interval on, or release it if the endpoint could not score it. Work is bounded per step; while
-more are due the next step starts at once, otherwise after `tick`. Back-pressure: one step at a
-time (a slow endpoint slows the sweep, not the event path), and none while the scorer's circuit is
-open. A worker that dies mid-step loses nobody: its claims' leases end and the customers are due
+more are due the next step starts at once, otherwise after `tick`, doubling while nobody is due up
+to `max_idle` (a minute, or a tenth of the interval: an idle index costs 16 Queries a minute, not
+16 per tick), and back to `tick` at once when this worker marks customers due (`wake`).
+Back-pressure: one step at a time (a slow endpoint slows the sweep, not the event path), and none
+while the scorer's circuit is open. A worker that dies mid-step loses nobody: its claims' leases end and the customers are due
 again. Exactly-once across workers: a due customer is claimed by one conditional write.
 
 Metrics (the infra alarms use these names): `churn_rescore_due_customers` (gauge), the age of the
@@ -25,7 +27,6 @@ oldest due customer `churn_rescore_lag_seconds` (gauge), `churn_customers_rescor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -76,7 +77,14 @@ class Rescorer:
         # The due count costs a Query per shard: refreshed every so often, not every step.
         self._stats_every = max(tick, min(30.0, interval.total_seconds() / 10))
         self._stats_at = float("-inf")
+        self._max_idle = max(tick, min(60.0, interval.total_seconds() / 10))
+        self._wake = asyncio.Event()
+        self.claimed = 0  # customers the last step claimed
         self.lag = 0.0
+
+    def wake(self) -> None:
+        """Customers were just marked due (the endpoint failed them): sweep at the next tick."""
+        self._wake.set()
 
     def healthy(self) -> bool:
         """False while the oldest due customer has waited more than twice the interval."""
@@ -85,6 +93,7 @@ class Rescorer:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("re-scoring sweeper started", interval_hours=self._interval.total_seconds() / 3600,
                  batch_size=self._batch_size)  # fmt: skip
+        idle = self._tick
         while not stop.is_set():
             try:
                 more = await self.step()
@@ -93,19 +102,30 @@ class Rescorer:
             except Exception:  # an outage or a bug: the claims' leases end, the customers stay due
                 log.exception("re-scoring step failed; trying again after the tick")
                 self.metrics.inc("rescore_failures")
-                more = False
-            if not more:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._tick)
+                more, self.claimed = False, 0
+            if more:
+                idle = self._tick
+                continue
+            idle = self._tick if self.claimed else min(idle * 2, self._max_idle)
+            stopping = asyncio.ensure_future(stop.wait())
+            woken = asyncio.ensure_future(self._wake.wait())
+            done, _ = await asyncio.wait({stopping, woken}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (stopping, woken):
+                waiter.cancel()
+            if woken in done:
+                self._wake.clear()
+                idle = self._tick
 
     async def step(self) -> bool:
         """One bounded step. True when more customers were due than it took."""
         now = self._clock()
+        self.claimed = 0
         await self._refresh_stats(now)
         await self._pipeline.republish_abandoned(now, REPUBLISH_LIMIT)
         if not self._endpoint_available():
             return False  # back-pressure: the customers stay due; the lag gauge shows it
         claims, more = await self._due.claim_due(now, self._batch_size, self._lease)
+        self.claimed = len(claims)
         if not claims:
             return more
         kill_point("mid_sweep")

@@ -172,6 +172,7 @@ async def run_worker(
             batch_size=settings.rescore_batch_size, tick=settings.rescore_tick_seconds, metrics=metrics,
             endpoint_available=lambda: not scorer.breaker.is_open,
         )  # fmt: skip
+        pipeline.on_marked_due = rescorer.wake
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
         health = HealthServer(metrics, settings.health_host, settings.health_port,
@@ -197,13 +198,17 @@ async def run_worker(
         log.info("shutting down", in_flight=len(inflight))
         await source.stop()
         consumer.cancel()
-        sweeper.cancel()
-        await asyncio.gather(consumer, sweeper, return_exceptions=True)
-        if inflight:
-            done, pending = await asyncio.wait(inflight, timeout=settings.shutdown_grace_seconds)
-            for task in pending:  # unsettled: the source redelivers them
+        await asyncio.gather(consumer, return_exceptions=True)
+        # In-flight batches and the sweeper's current step (it stops between steps) share the grace.
+        finishing: set[asyncio.Task[Any]] = set(inflight) | ({sweeper} if not sweeper.done() else set())
+        if finishing:
+            done, pending = await asyncio.wait(finishing, timeout=settings.shutdown_grace_seconds)
+            for task in pending:  # unsettled: the source redelivers them; claimed due customers' leases end
                 task.cancel()
-            log.info("in-flight work finished", settled=len(done), left_for_redelivery=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.info("in-flight work finished", settled=len(done - {sweeper}), left_for_redelivery=len(pending - {sweeper}))
+        if sweeper.done() and not sweeper.cancelled() and sweeper.exception() is not None:
+            stop_for(sweeper.exception())  # type: ignore[arg-type]  # checked just above
         stopper.cancel()
         await health.stop()
     if fatal:

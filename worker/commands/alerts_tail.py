@@ -100,6 +100,7 @@ async def run_alerts_tail(
         fifo = is_fifo(topic_arn)
         name = f"churn-alerts-tail-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
         queue_url: str | None = None
+        queue_arn: str | None = None
         subscription_arn: str | None = None
         try:
             queue_url = (
@@ -129,6 +130,9 @@ async def run_alerts_tail(
             print(f"tailing {what} from {topic_arn}; Ctrl-C to stop", file=sys.stderr, flush=True)
             await _until_stopped(_print_alerts(sqs, queue_url, as_json), timeout)
         finally:
+            if subscription_arn is None and queue_arn is not None:
+                # Stopped while subscribing: the subscription may exist without us knowing its ARN.
+                subscription_arn = await _subscription_of(sns, topic_arn, queue_arn)
             await _clean_up(sns, sqs, subscription_arn, queue_url)
     return 0
 
@@ -178,6 +182,16 @@ async def _print_alerts(sqs: SQSClient, queue_url: str, as_json: bool) -> None:
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
             )
+
+
+async def _subscription_of(sns: SNSClient, topic_arn: str, queue_arn: str) -> str | None:
+    with contextlib.suppress(Exception):
+        pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+        async for page in pages:
+            for subscription in page.get("Subscriptions", []):
+                if subscription.get("Endpoint") == queue_arn:
+                    return subscription.get("SubscriptionArn")
+    return None
 
 
 async def _clean_up(sns: SNSClient, sqs: SQSClient, subscription_arn: str | None, queue_url: str | None) -> None:

@@ -219,7 +219,12 @@ class SqsDeadLetterQueue:
             "source_id": {"DataType": "String", "StringValue": record.source_id or "-"},
             "body_encoding": {"DataType": "String", "StringValue": encoding},
         }
-        await self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
+        try:
+            await self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
+        except (ClientError, BotoCoreError) as exc:
+            if is_fatal(exc):  # no such queue, access denied: every bad record would wait forever
+                raise fatal_error(exc, f"dead-letter queue {self._queue_url}") from exc
+            raise
 
 
 def _printable(body: bytes) -> tuple[str, str]:
