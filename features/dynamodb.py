@@ -53,6 +53,7 @@ TTL_SLACK = timedelta(days=2)
 PAGE_ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB's item size limit; PAGE_CAPACITY keeps pages far below it
 MAX_ATTEMPTS = 8
 MAX_CONCURRENT_CUSTOMERS = 32
+MAX_EVENTS_PER_WRITE = 5000  # per customer and transaction: see _apply_in_chunks
 
 # Conditions of the transaction. Every write of a customer's items goes through one transaction
 # with the profile Put, and each Put checks that what it replaces is what we read.
@@ -195,11 +196,20 @@ class DynamoDBFeatureStore:
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
         grouped = group_by_customer(events)
         results = await gather_limited(
-            [self._apply_customer(cid, evs, now) for cid, evs in grouped.items()], MAX_CONCURRENT_CUSTOMERS
+            [self._apply_in_chunks(cid, evs, now) for cid, evs in grouped.items()], MAX_CONCURRENT_CUSTOMERS
         )
         total = ApplyResult()
         for result in results:
             total.merge(result)
+        return total
+
+    async def _apply_in_chunks(self, customer_id: str, events: list[Event], now: datetime) -> ApplyResult:
+        """One transaction per MAX_EVENTS_PER_WRITE events of a customer: it then touches at most the
+        days of retention plus 10 extra pages of busy days, with the profile under 50 items and
+        3 MB, inside TransactWriteItems' 100 items and 4 MB whatever one batch carries."""
+        total = ApplyResult()
+        for start in range(0, len(events), MAX_EVENTS_PER_WRITE):
+            total.merge(await self._apply_customer(customer_id, events[start : start + MAX_EVENTS_PER_WRITE], now))
         return total
 
     async def _read(self, customer_id: str) -> CustomerState:

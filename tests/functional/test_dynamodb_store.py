@@ -117,6 +117,30 @@ async def test_a_customer_with_ten_thousand_events_in_a_day_stays_under_the_item
     assert sum(p.counts["n.session_rated"] for p in state.pages.values()) == 10_000
 
 
+async def test_any_batch_of_one_customer_stays_inside_the_transaction_limits(dynamodb: Any, table: str) -> None:
+    """40,000 events of one customer in one batch, over every day of retention and 72 pages of one
+    busy day (105 items in one transaction): each transaction stays under TransactWriteItems' 100
+    items (moto refuses more)."""
+    sizes: list[int] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(dynamodb, name)
+
+        async def transact_write_items(self, **kwargs: Any) -> Any:
+            sizes.append(len(kwargs["TransactItems"]))
+            return await dynamodb.transact_write_items(**kwargs)
+
+    store = DynamoDBFeatureStore(Counting(), table)  # type: ignore[arg-type]
+    busy = [login(i, "c-flood", "2026-11-26T10:00:00Z") for i in range(36_000)]
+    spread = [login(100_000 + i, "c-flood", (AS_OF - timedelta(days=i % 34, hours=1)).isoformat()) for i in range(4_000)]
+    result = await store.apply(spread + busy, now=AS_OF)
+    assert len(result.applied) == 40_000
+    assert max(sizes) <= 100 and len(sizes) == 8
+    state = (await store.get(["c-flood"]))["c-flood"]
+    assert sum(p.counts["n.login"] for p in state.pages.values()) == 40_000
+
+
 async def test_bootstrap_of_the_table_is_idempotent(dynamodb: Any, table: str) -> None:
     assert await create_feature_table(dynamodb, table) is False
     ttl = await dynamodb.describe_time_to_live(TableName=table)
