@@ -16,7 +16,6 @@ compared with the bad records injected (each must be there once, with `error_cod
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -230,7 +229,3 @@ def alert_order_problems(alerts: list[dict[str, Any]]) -> list[str]:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def json_lines(items: Iterable[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(item) for item in items)

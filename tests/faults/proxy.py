@@ -55,7 +55,7 @@ import threading
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -374,9 +374,8 @@ class ProxyPair:
 
     aws: FaultProxy
     model: FaultProxy
-    extra: list[FaultProxy] = field(default_factory=list)
 
     def clear(self) -> None:
-        for proxy in (self.aws, self.model, *self.extra):
+        for proxy in (self.aws, self.model):
             proxy.clear()
             proxy.reset_counters()
