@@ -16,7 +16,7 @@ SERVING_VENV  := .serving-tf$(SERVING_TF)
 SERVING_STAMP := $(SERVING_VENV)/.installed
 IMAGE ?= churn-alerts:dev
 
-.PHONY: run test lint bench install clean image serving-check
+.PHONY: run test lint bench faults install clean image serving-check
 
 run: $(STAMP)
 	$(VENV)/bin/churn-worker local
@@ -35,6 +35,12 @@ lint: $(STAMP) $(TOOLS_STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# The fault-injection suite alone (also part of `make test`): real workers, faults injected by a
+# proxy and kill points, a table of figures at the end. FAULTS_K=name runs matching scenarios only;
+# FAULTS_REPORT=file also writes the table there; FAULTS_OUTAGE_SECONDS=300 a longer endpoint outage.
+faults: $(STAMP)
+	$(PY) -m pytest tests/faults -m faults $(if $(FAULTS_K),-k "$(FAULTS_K)")
 
 install: $(STAMP)
 

@@ -5,15 +5,32 @@ async iterator.
 Invariants:
 - Per shard, one delivery at a time: the next GetRecords waits until the previous delivery is
   settled. A customer's events share a shard (PartitionKey = customer_id), so they stay in order.
-- A checkpoint is written only in `settle`, when every record of the delivery is done or
-  quarantined, i.e. its effects are durable. Otherwise the shard is re-read from the last
-  checkpoint after `retry_backoff`: redelivered, never lost. Records the pipeline did not mention
+  A delivery holds at most `max_records_per_key` records of one partition key, so one customer's
+  events always fit the feature store's one transaction (`worker.sources.kinesis_batches`).
+- A checkpoint is written only in `settle`, for records whose effects are durable (done) or that
+  were dead-lettered (quarantined). A failed record is read again from there after a back-off
+  that grows with each failure: redelivered, never lost. The records before it are checkpointed
+  (not read again); the ones after it come back with it. Records the pipeline did not mention
   count as failed, as an unacknowledged SQS message would.
+- A record that keeps failing is read alone (its batch-mates are not held back), and after
+  `poison_attempts` deliveries over at least `poison_after` seconds it is parked in the dead-letter
+  queue (when one is given) with `error_code = retries_exhausted` and the checkpoint moves past it:
+  no record blocks a shard for good. Bad input never gets that far: the pipeline dead-letters it
+  at once.
 - Every checkpoint is fenced by the lease (owner and counter): a worker that lost a shard cannot
-  write one, and drops the shard when it tries.
+  write one, and drops the shard when it tries. Expiry is judged on this worker's own monotonic
+  clock (the KCL's rule), never by comparing wall clocks; a take reads the checkpoint back, so it
+  never moves backwards.
+- Throttling is back-off, never a lost race: a throttled renewal keeps the lease until its own
+  validity ends, a throttled checkpoint is retried in place.
 - A child shard is read only after all its parents were read to SHARD_END.
-- `stop()` hands out nothing more, waits up to `stop_grace` for deliveries already handed out to
-  be settled (so their checkpoints land), then releases its leases so others take them at once.
+- `stop()` finishes within `stop_grace` seconds in all (ECS kills the task 30 s after SIGTERM):
+  it hands out nothing more, waits for deliveries already handed out to be settled (so their
+  checkpoints land) until shortly before the deadline, then releases its leases so others take
+  them at once. Whatever is not settled by then is read again by the next owner.
+- A fatal error (the stream or the lease table missing, access denied) ends `deliveries()` with a
+  `FatalAwsError` naming what to check: the worker stops with exit code 1.
+- Sequence numbers (56 digits) are strings everywhere, compared as Python ints.
 """
 
 from __future__ import annotations
@@ -24,27 +41,35 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.exceptions import WorkerError
-from worker.ports import Delivery, Record, Settlement
+from worker.ports import DeadLetterQueue, Delivery, Record, Settlement
+from worker.retry import Failure, classify, error_code, error_text, fatal_error, is_fatal
+from worker.sources.kinesis_batches import (
+    MAX_RECORDS_PER_KEY,
+    acknowledged_prefix,
+    iterator_arguments,
+    split_by_key,
+    unsettled,
+)
 from worker.sources.kpl import deaggregate
-from worker.sources.leases import SHARD_END, Lease, LeaseTable, is_after, plan_round
+from worker.sources.leases import SHARD_END, Lease, LeaseTable, Observations, is_after, plan_round
+
+__all__ = ["KinesisDelivery", "KinesisSource", "ensure_stream", "iterator_arguments", "unsettled"]
 
 log = structlog.get_logger(__name__)
 
 START_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
-THROTTLED = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "LimitExceededException"}
-)
-# Errors no retry will fix: stop the source and tell the operator.
-FATAL = frozenset({"ResourceNotFoundException", "AccessDeniedException", "UnrecognizedClientException"})
 MAX_BACKOFF = 10.0  # seconds, cap of the throttling back-off
+MAX_RETRY_BACKOFF = 30.0  # seconds, cap of the wait before a failed delivery is read again
 SHARD_SYNC_INTERVAL = 60.0  # seconds between ListShards calls; a finished shard triggers one at once
+CHECKPOINT_ATTEMPTS = 6
+RELEASE_RESERVE = 2.0  # seconds of the stop grace kept for releasing leases
+AWS_ERRORS = (ClientError, BotoCoreError, OSError, TimeoutError)
 
 DONE, RETRY, LOST = "done", "retry", "lost"
 
@@ -63,36 +88,17 @@ class KinesisMetrics:
     deliveries: int = 0
     checkpoints: int = 0
     checkpoints_refused: int = 0
+    checkpoints_retried: int = 0
     records_redelivered: int = 0
+    records_parked: int = 0  # dead-lettered after failing `poison_attempts` times
     throttled: int = 0
+    read_errors: int = 0  # 5xx or no answer from GetRecords: retried in place, like throttling
     iterators_renewed: int = 0
     leases_taken: int = 0
     leases_stolen: int = 0
     leases_lost: int = 0
     leases_held: int = 0
     millis_behind_latest: dict[str, int] = field(default_factory=dict)  # per shard: the iterator age
-
-
-def iterator_arguments(lease: Lease) -> dict[str, Any]:
-    """GetShardIterator arguments for a lease: after its checkpoint, else its start position."""
-    if lease.checkpoint is not None and lease.checkpoint != SHARD_END:
-        return {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": lease.checkpoint}
-    if lease.start == "AT_TIMESTAMP":
-        return {
-            "ShardIteratorType": "AT_TIMESTAMP",
-            "Timestamp": datetime.fromtimestamp(lease.start_at or 0, UTC),
-        }
-    return {"ShardIteratorType": lease.start}
-
-
-def unsettled(records: Sequence[Record], settlement: Settlement) -> list[Record]:
-    """Records not acknowledged (done or quarantined): failed, or not mentioned at all."""
-    acked = {record.source_id for record in settlement.done + settlement.quarantined}
-    return [record for record in records if record.source_id not in acked]
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _epoch(value: Any) -> float | None:
@@ -104,14 +110,17 @@ def _epoch(value: Any) -> float | None:
 @dataclass(eq=False)
 class _Shard:
     lease: Lease
+    valid_until: float  # monotonic: past this, without a renewal, others may have taken the lease
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # renew and checkpoint must see one counter
     task: asyncio.Task[None] | None = None
     lost: bool = False
     attempts: dict[str, int] = field(default_factory=dict)  # sequence -> deliveries so far, of failed ones
+    failures: int = 0  # deliveries in a row whose first record failed
+    failing_since: float | None = None  # monotonic: when the record at the head first failed
 
 
 class KinesisDelivery:
-    """The records of one GetRecords call on one shard."""
+    """Records of one GetRecords call on one shard (all of them, or a part: see `split_by_key`)."""
 
     def __init__(self, source: KinesisSource, shard: _Shard, records: list[Record]) -> None:
         self.records: Sequence[Record] = records
@@ -145,12 +154,17 @@ class KinesisSource:
         poll_interval: float = 1.0,
         max_records: int = 1000,
         *,
+        max_records_per_key: int = MAX_RECORDS_PER_KEY,
         min_get_interval: float = 0.2,  # Kinesis allows 5 GetRecords per second per shard
         retry_backoff: float = 1.0,  # before re-reading a shard whose delivery had failed records
         throttle_backoff: float = 0.5,  # base of the jittered exponential back-off
         stop_grace: float = 20.0,
         shard_sync_interval: float = SHARD_SYNC_INTERVAL,
-        clock: Callable[[], float] = time.time,
+        dead_letters: DeadLetterQueue | None = None,
+        poison_attempts: int = 10,
+        poison_after: float = 300.0,
+        clock: Callable[[], float] = time.time,  # wall clock: only for what people read (expires_at)
+        monotonic: Callable[[], float] = time.monotonic,  # the clock lease expiry is judged by
         metrics: MetricsSink | None = None,
     ) -> None:
         if start_position not in START_POSITIONS:
@@ -164,17 +178,23 @@ class KinesisSource:
         self._kinesis = kinesis_client
         self._stream = stream_name
         self._leases = LeaseTable(dynamodb_client, lease_table, worker_id, lease_duration)
+        self._observed = Observations(lease_duration)
         self.worker_id = worker_id
         self._start = start_position
         self._start_at = at_timestamp.timestamp() if at_timestamp is not None else None
         self._poll_interval = poll_interval
         self._max_records = max_records
+        self._max_per_key = max_records_per_key
         self._min_get_interval = min_get_interval
         self._retry_backoff = retry_backoff
         self._throttle_backoff = throttle_backoff
         self._stop_grace = stop_grace
         self._shard_sync_interval = shard_sync_interval
+        self._dead_letters = dead_letters
+        self._poison_attempts = poison_attempts
+        self._poison_after = poison_after
         self._clock = clock
+        self._monotonic = monotonic
         self._sink = metrics
         self.metrics = KinesisMetrics()
         self._shards: dict[str, _Shard] = {}
@@ -190,6 +210,10 @@ class KinesisSource:
     @property
     def held_shards(self) -> list[str]:
         return sorted(self._shards)
+
+    @property
+    def lease_duration(self) -> float:
+        return self._leases.lease_duration
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         if self._coordinator is not None or self._stopped:
@@ -210,29 +234,40 @@ class KinesisSource:
         if self._stopped:
             return
         self._stopped = True
+        deadline = self._monotonic() + self._stop_grace
         self._stopping.set()  # readers hand out nothing more; the coordinator takes nothing more
         while not self._queue.empty():  # queued, never handed out: the next owner re-reads them
             item = self._queue.get_nowait()
             if isinstance(item, KinesisDelivery) and not item.outcome.done():
                 item.outcome.set_result(LOST)
         pending = [d.outcome for d in self._inflight if not d.outcome.done()]
+        reserve = min(RELEASE_RESERVE, self._stop_grace / 4)
         if pending:  # the coordinator keeps renewing meanwhile, so these checkpoints still land
-            await asyncio.wait(pending, timeout=self._stop_grace)
+            await asyncio.wait(pending, timeout=max(0.0, deadline - reserve - self._monotonic()))
         self._closing = True
         self._wake.set()
-        if self._coordinator is not None:
-            await asyncio.wait({self._coordinator}, timeout=self._leases.lease_duration)
         tasks = [t for t in [self._coordinator, *(s.task for s in self._shards.values())] if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for shard in list(self._shards.values()):
-            with contextlib.suppress(ClientError, BotoCoreError):
+        shards = list(self._shards.values())
+        for shard in shards:
+            self._drop(shard, lost=False)  # a settle still running now cannot checkpoint: fenced below
+
+        async def release(shard: _Shard) -> None:
+            with contextlib.suppress(*AWS_ERRORS):
                 async with shard.lock:
                     await self._leases.release(shard.lease)
-            self._drop(shard, lost=False)
-        with contextlib.suppress(ClientError, BotoCoreError):
-            await self._leases.remove_heartbeat()
+
+        async def remove_heartbeat() -> None:
+            with contextlib.suppress(*AWS_ERRORS):
+                await self._leases.remove_heartbeat()
+
+        releases = asyncio.gather(*(release(shard) for shard in shards), remove_heartbeat())
+        try:
+            await asyncio.wait_for(releases, timeout=max(0.1, deadline - self._monotonic()))
+        except TimeoutError:  # the leases will expire instead: a slower takeover, nothing lost
+            log.warning("kinesis leases not released before the stop deadline", shards=[s.lease.shard_id for s in shards])
         self._gauge()
         self._queue.put_nowait(None)
         log.info("kinesis source stopped", worker_id=self.worker_id, stream=self._stream)
@@ -243,41 +278,89 @@ class KinesisSource:
         if shard.lost:
             self._count("checkpoints_refused")
             return LOST
-        retry = unsettled(records, settlement)
-        if retry:
-            for record in retry:
-                shard.attempts[record.handle] = record.receive_count
-            self._count("records_redelivered", len(retry))
+        failed = unsettled(records, settlement)
+        if not failed:
+            shard.failures, shard.failing_since = 0, None
+            return await self._checkpoint_if_after(shard, str(records[-1].handle))
+        for record in failed:
+            shard.attempts[record.handle] = record.receive_count
+        self._count("records_redelivered", len(failed))
+        prefix = acknowledged_prefix(records, failed)
+        if prefix is not None:  # progress: what came before the failed record is not read again
+            outcome = await self._checkpoint_if_after(shard, prefix)
+            if outcome == LOST:
+                return LOST
+            shard.failures, shard.failing_since = 1, self._monotonic()
             return RETRY
-        last = str(records[-1].handle)
+        shard.failures += 1
+        shard.failing_since = shard.failing_since if shard.failing_since is not None else self._monotonic()
+        if self._is_poison(shard, records):
+            return await self._park(shard, records)
+        return RETRY
+
+    def _is_poison(self, shard: _Shard, records: Sequence[Record]) -> bool:
+        alone = len({record.handle for record in records}) == 1
+        waited = shard.failing_since is not None and self._monotonic() - shard.failing_since >= self._poison_after
+        return alone and shard.failures >= self._poison_attempts and waited
+
+    async def _park(self, shard: _Shard, records: Sequence[Record]) -> str:
+        """Dead-letter a record that failed `poison_attempts` times, alone, and move past it."""
+        if self._dead_letters is None:
+            log.error("kinesis record keeps failing and no dead-letter queue is configured; retrying",
+                      shard=shard.lease.shard_id, source_id=records[0].source_id, failures=shard.failures)  # fmt: skip
+            return RETRY
+        detail = f"failed {shard.failures} deliveries in a row; parked so the shard moves on"
+        try:
+            for record in records:
+                await self._dead_letters.quarantine(record, "retries_exhausted", detail)
+        except Exception as exc:  # the DLQ is down too: keep the record, try again later
+            log.warning("dead-letter queue unavailable; record kept", error=error_text(exc))
+            return RETRY
+        log.error("kinesis record parked in the dead-letter queue", shard=shard.lease.shard_id,
+                  source_id=records[0].source_id, failures=shard.failures)  # fmt: skip
+        self._count("records_parked", len(records))
+        shard.failures, shard.failing_since = 0, None
+        return await self._checkpoint_if_after(shard, str(records[-1].handle))
+
+    async def _checkpoint_if_after(self, shard: _Shard, sequence: str) -> str:
         current = shard.lease.checkpoint
-        if current is not None and (current == SHARD_END or not is_after(last, current)):
+        if current is not None and (current == SHARD_END or not is_after(sequence, current)):
             return DONE  # a stale delivery: never move a checkpoint backwards
-        return await self._checkpoint(shard, last)
+        return await self._checkpoint(shard, sequence)
 
     async def _checkpoint(self, shard: _Shard, sequence: str) -> str:
-        async with shard.lock:
-            if shard.lost:
-                self._count("checkpoints_refused")
-                return LOST
-            try:
-                written = await self._leases.checkpoint(shard.lease, sequence)
-            except (ClientError, BotoCoreError) as exc:
-                log.warning(
-                    "kinesis checkpoint failed; shard re-read", shard=shard.lease.shard_id, error=str(exc)
-                )
-                return RETRY
-            if not written:
-                self._count("checkpoints_refused")
-                log.warning(
-                    "kinesis checkpoint refused: lease lost; dropping shard", shard=shard.lease.shard_id
-                )
-                self._drop(shard, lost=True)
-                return LOST
-            shard.lease = replace(shard.lease, checkpoint=sequence)
-            shard.attempts.clear()
-            self._count("checkpoints")
-            return DONE
+        for attempt in range(CHECKPOINT_ATTEMPTS):
+            async with shard.lock:
+                if shard.lost:
+                    self._count("checkpoints_refused")
+                    return LOST
+                try:
+                    written = await self._leases.checkpoint(shard.lease, sequence)
+                except AWS_ERRORS as exc:
+                    kind = classify(exc)
+                    if kind is Failure.FATAL:
+                        self._fail(exc, f"lease table {self._leases.table}")
+                        return RETRY
+                    retry = kind in (Failure.THROTTLED, Failure.TRANSIENT, Failure.CONFLICT)
+                    if not retry or attempt + 1 == CHECKPOINT_ATTEMPTS or self._monotonic() >= shard.valid_until:
+                        log.warning("kinesis checkpoint failed; records read again",
+                                    shard=shard.lease.shard_id, error=error_text(exc))  # fmt: skip
+                        return RETRY
+                    written = None
+                if written is False:
+                    self._count("checkpoints_refused")
+                    log.warning("kinesis checkpoint refused: lease lost; dropping shard", shard=shard.lease.shard_id)
+                    self._drop(shard, lost=True)
+                    return LOST
+                if written:
+                    shard.lease = replace(shard.lease, checkpoint=sequence)
+                    shard.attempts = {} if sequence == SHARD_END else {
+                        seq: n for seq, n in shard.attempts.items() if is_after(seq, sequence)}  # fmt: skip
+                    self._count("checkpoints")
+                    return DONE
+            self._count("checkpoints_retried")  # throttled or no answer: the same write again, later
+            await asyncio.sleep(min(MAX_BACKOFF, self._throttle_backoff * 2**attempt) * random.uniform(0.5, 1))
+        return RETRY
 
     # --- one shard ------------------------------------------------------------------------------
 
@@ -286,13 +369,12 @@ class KinesisSource:
             await self._read(shard)
         except asyncio.CancelledError:
             raise
-        except ClientError as exc:
-            if _code(exc) in FATAL:
-                self._fail(exc)
+        except AWS_ERRORS as exc:
+            if is_fatal(exc):
+                self._fail(exc, f"Kinesis stream {self._stream}")
                 return
-            log.warning(
-                "kinesis shard reader failed; lease released", shard=shard.lease.shard_id, error=str(exc)
-            )
+            log.warning("kinesis shard reader failed; lease released", shard=shard.lease.shard_id,
+                        error=error_text(exc))  # fmt: skip
             await self._give_up(shard)
         except Exception:  # a bug or an outage: let this or another worker take it again
             log.exception("kinesis shard reader crashed; lease released", shard=shard.lease.shard_id)
@@ -302,58 +384,68 @@ class KinesisSource:
         sid = shard.lease.shard_id
         position = iterator_arguments(shard.lease)
         iterator: str | None = None
-        failures = 0
+        throttles = 0
         while not self._stopping.is_set() and not shard.lost:
+            # A record failing at the head is read alone: its batch-mates are not held back by it.
+            limit = 1 if shard.failures >= 2 else self._max_records
             try:
                 if iterator is None:
                     response = await self._kinesis.get_shard_iterator(
                         StreamName=self._stream, ShardId=sid, **position
                     )
                     iterator = response["ShardIterator"]
-                response = await self._kinesis.get_records(ShardIterator=iterator, Limit=self._max_records)
-            except ClientError as exc:
-                if _code(exc) == "ExpiredIteratorException":  # held too long (a slow settle): start again
-                    self._count("iterators_renewed")
+                response = await self._kinesis.get_records(ShardIterator=iterator, Limit=limit)
+            except AWS_ERRORS as exc:
+                if isinstance(exc, ClientError) and error_code(exc) == "ExpiredIteratorException":
+                    self._count("iterators_renewed")  # held too long (a slow settle): start again
                     iterator = None
                     continue
-                if _code(exc) not in THROTTLED:
+                kind = classify(exc)
+                if kind not in (Failure.THROTTLED, Failure.TRANSIENT):
                     raise
-                failures += 1
-                self._count("throttled")
+                throttles += 1
+                self._count("throttled" if kind is Failure.THROTTLED else "read_errors")
                 await asyncio.sleep(
-                    min(MAX_BACKOFF, self._throttle_backoff * 2**failures) * random.uniform(0.5, 1)
+                    min(MAX_BACKOFF, self._throttle_backoff * 2**throttles) * random.uniform(0.5, 1)
                 )
                 continue
-            failures = 0
+            throttles = 0
             behind = int(response.get("MillisBehindLatest", 0))
             self.metrics.millis_behind_latest[sid] = behind
             if self._sink is not None:
                 self._sink.set(
                     "kinesis_millis_behind_latest", max(self.metrics.millis_behind_latest.values())
                 )
-            records = [record for raw in response.get("Records", []) for record in self._records(shard, raw)]
+            units = [(str(raw.get("PartitionKey", "")), self._records(shard, raw)) for raw in response.get("Records", [])]
             next_iterator = response.get("NextShardIterator")
-            if records:
+            retry_at: str | None = None
+            for records in split_by_key(units, self._max_per_key):
                 if self._stopping.is_set():
                     return  # not handed out, not checkpointed: the next owner reads them
                 outcome = await self._hand_out(shard, records)
                 if outcome == LOST:
                     return
                 if outcome == RETRY:
-                    await asyncio.sleep(self._retry_backoff)
-                    position = iterator_arguments(shard.lease) if shard.lease.checkpoint else {
-                        "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": records[0].handle}  # fmt: skip
-                    iterator = None
-                    continue
-                position = {
-                    "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
-                    "StartingSequenceNumber": records[-1].handle,
-                }
+                    retry_at = str(records[0].handle)
+                    break
+                position = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": str(records[-1].handle)}
+            if retry_at is not None:
+                await asyncio.sleep(self._retry_delay(shard))
+                position = iterator_arguments(shard.lease) if shard.lease.checkpoint else {
+                    "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": retry_at}  # fmt: skip
+                iterator = None
+                continue
             if next_iterator is None:  # a closed shard, read to its end
                 await self._finish(shard)
                 return
             iterator = next_iterator
-            await asyncio.sleep(self._min_get_interval if records or behind else self._poll_interval)
+            await asyncio.sleep(self._min_get_interval if units or behind else self._poll_interval)
+
+    def _retry_delay(self, shard: _Shard) -> float:
+        """Grows with each failure in a row, so an outage is not hammered; jittered."""
+        exponent: int = max(0, shard.failures - 1)
+        delay: float = min(MAX_RETRY_BACKOFF, self._retry_backoff * 2.0**exponent)
+        return delay * random.uniform(0.75, 1)
 
     def _records(self, shard: _Shard, raw: dict[str, Any]) -> list[Record]:
         """One Kinesis record as pipeline records: itself, or the user records of a KPL aggregate.
@@ -389,7 +481,7 @@ class KinesisSource:
         if await self._checkpoint(shard, SHARD_END) != DONE:
             return
         log.info("kinesis shard finished", shard=shard.lease.shard_id)
-        with contextlib.suppress(ClientError, BotoCoreError):
+        with contextlib.suppress(*AWS_ERRORS):
             async with shard.lock:
                 await self._leases.release(shard.lease)
         self._drop(shard, lost=False)
@@ -397,7 +489,7 @@ class KinesisSource:
         self._wake.set()
 
     async def _give_up(self, shard: _Shard) -> None:
-        with contextlib.suppress(ClientError, BotoCoreError):
+        with contextlib.suppress(*AWS_ERRORS):
             async with shard.lock:
                 await self._leases.release(shard.lease)
         self._drop(shard, lost=False)
@@ -420,21 +512,19 @@ class KinesisSource:
         interval = self._leases.lease_duration / 3  # renew well before expiry, even after a slow round
         next_sync = 0.0
         while not self._closing:
-            sync = self._resync or time.monotonic() >= next_sync
+            sync = self._resync or self._monotonic() >= next_sync
             try:
                 await self._round(sync)
                 if sync:
                     self._resync = False
-                    next_sync = time.monotonic() + self._shard_sync_interval
+                    next_sync = self._monotonic() + self._shard_sync_interval
             except asyncio.CancelledError:
                 raise
-            except ClientError as exc:
-                if _code(exc) in FATAL:
-                    self._fail(exc)
+            except AWS_ERRORS as exc:
+                if is_fatal(exc):
+                    self._fail(exc, f"Kinesis stream {self._stream} / lease table {self._leases.table}")
                     return
-                log.warning("kinesis lease round failed; retrying", error=str(exc))
-            except BotoCoreError as exc:
-                log.warning("kinesis lease round failed; retrying", error=str(exc))
+                log.warning("kinesis lease round failed; retrying", error=error_text(exc))
             except Exception as exc:  # a bug: without renewals the leases would lapse unnoticed
                 log.exception("kinesis lease coordinator crashed")
                 self._queue.put_nowait(exc)
@@ -444,48 +534,53 @@ class KinesisSource:
                 await asyncio.wait_for(self._wake.wait(), interval)
 
     async def _round(self, sync: bool) -> None:
-        now = self._clock()
-        await self._leases.heartbeat(now)
-        for shard in list(self._shards.values()):
-            await self._renew(shard, now)
+        # Renewals first and side by side: a slow or throttled one must not delay the others.
+        await asyncio.gather(*(self._renew(shard) for shard in list(self._shards.values())))
+        try:
+            await self._leases.heartbeat(self._clock())
+        except AWS_ERRORS as exc:  # a missed beat only makes others count us out a little early
+            if is_fatal(exc):
+                raise
+            log.warning("kinesis heartbeat failed", error=error_text(exc))
         if self._stopping.is_set():
             return  # shutting down: keep what we hold alive until it is settled, take nothing
-        leases, heartbeats = await self._leases.scan()
+        leases, beats = await self._leases.scan()
         if sync and await self._create_leases(leases):
-            leases, heartbeats = await self._leases.scan()
-        now = self._clock()
-        plan = plan_round(self.worker_id, leases, heartbeats, self._shards, now)
+            leases, beats = await self._leases.scan()
+        now = self._monotonic()
+        self._observed.update(leases, beats, now)
+        expired = self._observed.expired_shards(leases, now)
+        plan = plan_round(self.worker_id, leases, self._observed.beating(now), self._shards, expired)
         for lease in plan.take:
-            taken = await self._leases.take(lease, now)
-            if taken is not None:
+            if await self._take(lease) is not None:
                 self._count("leases_taken")
-                self._begin(taken)
-        if plan.steal is not None:
-            taken = await self._leases.take(plan.steal, now)
-            if taken is not None:
-                log.info(
-                    "kinesis lease stolen",
-                    shard=taken.shard_id,
-                    from_worker=plan.steal.owner,
-                    target=plan.target,
-                )
-                self._count("leases_stolen")
-                self._begin(taken)
+        if plan.steal is not None and (taken := await self._take(plan.steal)) is not None:
+            log.info("kinesis lease stolen", shard=taken.shard_id, from_worker=plan.steal.owner, target=plan.target)
+            self._count("leases_stolen")
         self._gauge()
 
-    async def _renew(self, shard: _Shard, now: float) -> None:
+    async def _take(self, lease: Lease) -> Lease | None:
+        started = self._monotonic()
+        taken = await self._leases.take(lease, self._clock())
+        if taken is not None:
+            self._begin(taken, valid_until=started + self._leases.lease_duration)
+        return taken
+
+    async def _renew(self, shard: _Shard) -> None:
         async with shard.lock:
             if shard.lost:
                 return
+            started = self._monotonic()
             try:
-                renewed = await self._leases.renew(shard.lease, now)
-            except (ClientError, BotoCoreError) as exc:
-                if shard.lease.expires_at <= now:  # others may hold it by now: stop reading
-                    log.warning(
-                        "kinesis lease not renewed in time; dropping",
-                        shard=shard.lease.shard_id,
-                        error=str(exc),
-                    )
+                renewed = await self._leases.renew(shard.lease, self._clock())
+            except AWS_ERRORS as exc:
+                if is_fatal(exc):
+                    raise
+                # Throttled or no answer: not a lost lease. Keep reading until our own validity
+                # ends; past it, others may have taken it (they watched the counter stand still).
+                if self._monotonic() >= shard.valid_until:
+                    log.warning("kinesis lease not renewed in time; dropping", shard=shard.lease.shard_id,
+                                error=error_text(exc))  # fmt: skip
                     self._drop(shard, lost=True)
                 return
             if renewed is None:
@@ -493,6 +588,7 @@ class KinesisSource:
                 self._drop(shard, lost=True)
             else:
                 shard.lease = renewed
+                shard.valid_until = started + self._leases.lease_duration
 
     async def _create_leases(self, leases: dict[str, Lease]) -> bool:
         """One lease per shard of the stream. On the first start (no leases yet) shards begin at the
@@ -518,8 +614,8 @@ class KinesisSource:
                 return created
             kwargs = {"NextToken": response["NextToken"]}
 
-    def _begin(self, lease: Lease) -> None:
-        shard = _Shard(lease)
+    def _begin(self, lease: Lease, valid_until: float) -> None:
+        shard = _Shard(lease, valid_until)
         self._shards[lease.shard_id] = shard
         shard.task = asyncio.create_task(self._run_reader(shard), name=f"kinesis-{lease.shard_id}")
         log.info(
@@ -528,11 +624,8 @@ class KinesisSource:
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _fail(self, exc: ClientError) -> None:
-        error = exc.response.get("Error", {})
-        self._queue.put_nowait(WorkerError(
-            f"Kinesis stream {self._stream} / lease table {self._leases.table}: {error.get('Code')}: "
-            f"{error.get('Message', '')}; check the names and permissions, or run `churn-worker bootstrap`"))  # fmt: skip
+    def _fail(self, exc: BaseException, resource: str) -> None:
+        self._queue.put_nowait(fatal_error(exc, resource))
 
     def _count(self, name: str, amount: int = 1) -> None:
         setattr(self.metrics, name, getattr(self.metrics, name) + amount)
@@ -551,7 +644,7 @@ async def ensure_stream(kinesis_client: Any, name: str, shard_count: int) -> boo
     try:
         await kinesis_client.create_stream(StreamName=name, ShardCount=shard_count)
     except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
+        if error_code(exc) != "ResourceInUseException":
             raise
         created = False
     await kinesis_client.get_waiter("stream_exists").wait(

@@ -4,20 +4,31 @@ Why a lease table: several worker processes read one stream, and each shard must
 of them at a time, in order, resuming where the last reader stopped. One DynamoDB item per shard
 (`<prefix>leases`, partition key `shard_id`, one table per stream) holds:
 
-- `owner` (S, absent when free), `expires_at` (N, epoch ms on the owner's clock),
-- `lease_counter` (N), incremented on every take, renew and release: the lease's version,
+- `owner` (S, absent when free) and `lease_counter` (N), incremented on every take, renew and
+  release: the lease's version, and its owner's pulse,
 - `checkpoint` (S): the last sequence number whose effects are durable, or `SHARD_END`,
 - `parents` (L of S): the shard's parent shards, read to the end before it,
-- `start` (S) and `start_at` (N, epoch ms): where to begin while there is no checkpoint.
+- `start` (S) and `start_at` (N, epoch ms): where to begin while there is no checkpoint,
+- `expires_at` (N, epoch ms on the owner's clock): for people reading the table only.
 
-Heartbeat items (`shard_id = "worker#<id>"`, `expires_at`) tell the others a worker is alive
-even while it holds no lease, so the shards are shared among every live worker.
+Heartbeat items (`shard_id = "worker#<id>"`, `beat` N) tell the others a worker is alive even
+while it holds no lease, so the shards are shared among every live worker.
+
+Expiry is judged as the KCL judges it (`Lease.isExpired`, `DynamoDBLeaseTaker.updateAllLeases`):
+a lease is expired when its counter has not moved for `lease_duration` **on the observer's own
+monotonic clock** (`Observations`), never by comparing another machine's wall clock with ours. A
+clock set an hour ahead, or stepped by NTP, cannot make a live lease look expired. The price: a
+worker that just started waits one lease duration before it takes a dead worker's lease (it
+cannot know how long the counter stood still before it looked). A holder stops using a lease
+`lease_duration` after the start of its last successful renewal on its own monotonic clock, before
+anyone else can have seen the counter stand still that long.
 
 Fencing: every write by an owner (renew, checkpoint, release) is conditional on the owner and the
 counter it holds. A worker whose lease expired or was stolen can therefore never write a
 checkpoint over the new owner's: it learns it lost the shard from the failed condition, and drops
-it. Expiry is compared on each reader's clock; skew only makes a takeover early or late (at worst
-two readers for a while, whose checkpoints the fence keeps apart), never a lost record.
+it. A take returns the item as written (`ReturnValues=ALL_NEW`), so the new owner starts from the
+checkpoint as it is at the take (the previous owner may have moved it after our scan; from the
+take on, the fence stops it), never from an older one: a checkpoint never moves backwards.
 
 Sequence numbers are ~56-digit decimal strings: stored as S, compared as Python ints. A
 DynamoDB Number holds 38 digits and a float 15-17, so both would corrupt them.
@@ -75,7 +86,7 @@ class Lease:
     shard_id: str
     counter: int = 0
     owner: str | None = None
-    expires_at: float = 0.0  # epoch seconds
+    expires_at: float = 0.0  # epoch seconds on the owner's clock: informational, never compared
     checkpoint: str | None = None
     parents: tuple[str, ...] = ()
     start: str = "TRIM_HORIZON"
@@ -84,12 +95,6 @@ class Lease:
     @property
     def finished(self) -> bool:
         return self.checkpoint == SHARD_END
-
-    def held_by(self, worker: str, now: float) -> bool:
-        return self.owner == worker and self.expires_at > now
-
-    def free(self, now: float) -> bool:
-        return self.owner is None or self.expires_at <= now
 
 
 def parents_drained(lease: Lease, leases: Mapping[str, Lease]) -> bool:
@@ -105,10 +110,52 @@ def processable(leases: Mapping[str, Lease]) -> dict[str, Lease]:
     }
 
 
-def live_workers(me: str, leases: Iterable[Lease], heartbeats: Mapping[str, float], now: float) -> set[str]:
-    """Workers holding an unexpired lease or an unexpired heartbeat, and always this one."""
-    live = {me} | {worker for worker, expires in heartbeats.items() if expires > now}
-    return live | {lease.owner for lease in leases if lease.owner is not None and lease.expires_at > now}
+class Observations:
+    """When this worker last saw each lease's counter and each heartbeat's beat change, on its own
+    monotonic clock: the only clock it may judge expiry by (see the module docstring)."""
+
+    def __init__(self, lease_duration: float) -> None:
+        self.lease_duration = lease_duration
+        self._leases: dict[str, tuple[int, float]] = {}  # shard -> (counter, first seen at)
+        self._beats: dict[str, tuple[int, float]] = {}  # worker -> (beat, first seen at)
+
+    def update(self, leases: Mapping[str, Lease], heartbeats: Mapping[str, int], now: float) -> None:
+        """Record a scan made at `now` (monotonic seconds)."""
+        fresh: dict[str, tuple[int, float]] = {}
+        for sid, lease in leases.items():
+            seen = self._leases.get(sid)
+            if seen is not None and seen[0] == lease.counter:
+                fresh[sid] = seen  # unchanged since we last looked: keep when it last moved
+            elif seen is None and lease.owner is None:
+                fresh[sid] = (lease.counter, -math.inf)  # new to us and unowned: never renewed
+            else:
+                fresh[sid] = (lease.counter, now)  # moved, or new to us and owned: renewed as of now
+        self._leases = fresh
+        self._beats = {
+            worker: self._beats[worker] if worker in self._beats and self._beats[worker][0] == beat else (beat, now)
+            for worker, beat in heartbeats.items()
+        }
+
+    def expired(self, lease: Lease, now: float) -> bool:
+        if lease.owner is None:
+            return True
+        seen = self._leases.get(lease.shard_id)
+        if seen is None or seen[0] != lease.counter:
+            return False  # a counter we have not watched yet has just moved
+        return now - seen[1] > self.lease_duration
+
+    def expired_shards(self, leases: Mapping[str, Lease], now: float) -> set[str]:
+        return {sid for sid, lease in leases.items() if self.expired(lease, now)}
+
+    def beating(self, now: float) -> set[str]:
+        """Workers whose heartbeat moved within a lease duration."""
+        return {worker for worker, (_, at) in self._beats.items() if now - at <= self.lease_duration}
+
+
+def live_workers(me: str, leases: Iterable[Lease], beating: Iterable[str], expired: set[str]) -> set[str]:
+    """Workers holding an unexpired lease or beating a heartbeat, and always this one."""
+    live = {me} | set(beating)
+    return live | {lease.owner for lease in leases if lease.owner is not None and lease.shard_id not in expired}
 
 
 @dataclass(frozen=True)
@@ -119,9 +166,10 @@ class Plan:
 
 
 def plan_round(
-    me: str, leases: Mapping[str, Lease], heartbeats: Mapping[str, float], held: Iterable[str], now: float
+    me: str, leases: Mapping[str, Lease], beating: Iterable[str], held: Iterable[str], expired: set[str]
 ) -> Plan:
-    """One balancing round. `held` are the shards this worker is reading now.
+    """One balancing round. `held` are the shards this worker is reading now, `beating` the workers
+    whose heartbeat moves, `expired` the shards whose lease this worker judges expired.
 
     Take free leases up to the target; if none are free and this worker is still below it, steal
     one lease from the most loaded worker, but only if it holds at least two more than this one
@@ -130,14 +178,14 @@ def plan_round(
     """
     holding = set(held)
     work = processable(leases)
-    live = live_workers(me, work.values(), heartbeats, now)
+    live = live_workers(me, work.values(), beating, expired)
     target = math.ceil(len(work) / len(live)) if work else 0
     mine = len(holding & work.keys())
     free = sorted(
         (
             lease
             for sid, lease in work.items()
-            if sid not in holding and (lease.free(now) or lease.owner == me)
+            if sid not in holding and (sid in expired or lease.owner == me)
         ),
         key=lambda lease: lease.shard_id,
     )
@@ -146,7 +194,7 @@ def plan_round(
         return Plan(target, take)
     load: dict[str, list[Lease]] = {}
     for lease in work.values():
-        if lease.owner is not None and lease.owner != me and not lease.free(now):
+        if lease.owner is not None and lease.owner != me and lease.shard_id not in expired:
             load.setdefault(lease.owner, []).append(lease)
     if not load:
         return Plan(target)
@@ -186,18 +234,20 @@ class LeaseTable:
         self.table = table
         self.worker_id = worker_id
         self.lease_duration = lease_duration
+        self._beat = 0
 
-    async def scan(self) -> tuple[dict[str, Lease], dict[str, float]]:
-        """Every lease and every worker heartbeat's expiry (epoch seconds)."""
+    async def scan(self) -> tuple[dict[str, Lease], dict[str, int]]:
+        """Every lease and every worker heartbeat's beat (a number that moves while it is alive)."""
         leases: dict[str, Lease] = {}
-        heartbeats: dict[str, float] = {}
+        heartbeats: dict[str, int] = {}
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         while True:
             response = await self._client.scan(**kwargs)
             for item in response.get("Items", []):
                 key = item["shard_id"]["S"]
                 if key.startswith(HEARTBEAT_PREFIX):
-                    heartbeats[key[len(HEARTBEAT_PREFIX) :]] = int(item["expires_at"]["N"]) / 1000
+                    beat = item.get("beat", item.get("expires_at", {"N": "0"}))
+                    heartbeats[key[len(HEARTBEAT_PREFIX) :]] = int(beat["N"])
                 else:
                     leases[key] = _lease_from_item(item)
             if "LastEvaluatedKey" not in response:
@@ -225,9 +275,11 @@ class LeaseTable:
         return True
 
     async def take(self, lease: Lease, now: float) -> Lease | None:
-        """Take (or steal) `lease` as read in a scan. The new lease, or None if someone was faster."""
+        """Take (or steal) `lease` as read in a scan. The lease as written, checkpoint included
+        (the previous owner may have moved it since the scan), or None if someone was faster."""
         return await self._update(
-            lease, LEASE_UNCHANGED_SINCE_SCAN, {":seen": {"N": str(lease.counter)}}, now, owner=self.worker_id
+            lease, LEASE_UNCHANGED_SINCE_SCAN, {":seen": {"N": str(lease.counter)}}, now, owner=self.worker_id,
+            read_back=True,
         )
 
     async def renew(self, lease: Lease, now: float) -> Lease | None:
@@ -261,11 +313,13 @@ class LeaseTable:
         return True
 
     async def heartbeat(self, now: float) -> None:
-        # Unconditional: each worker writes only its own heartbeat item.
+        # Unconditional: each worker writes only its own heartbeat item. Others watch `beat` move.
+        self._beat += 1
         await self._client.put_item(
             TableName=self.table,
             Item={
                 "shard_id": {"S": HEARTBEAT_PREFIX + self.worker_id},
+                "beat": {"N": str(self._beat)},
                 "expires_at": _ms(now + self.lease_duration),
             },
         )
@@ -279,7 +333,8 @@ class LeaseTable:
         return {":me": {"S": self.worker_id}, ":held": {"N": str(lease.counter)}}
 
     async def _update(
-        self, lease: Lease, condition: str, values: dict[str, Any], now: float, owner: str | None
+        self, lease: Lease, condition: str, values: dict[str, Any], now: float, owner: str | None,
+        read_back: bool = False,
     ) -> Lease | None:
         counter = lease.counter + 1
         expires = now + self.lease_duration if owner is not None else 0.0
@@ -289,7 +344,7 @@ class LeaseTable:
             update = "SET #counter = :counter, expires_at = :expires, #owner = :owner"
             values = values | {":owner": {"S": owner}}
         try:
-            await self._client.update_item(
+            response = await self._client.update_item(
                 TableName=self.table,
                 Key={"shard_id": {"S": lease.shard_id}},
                 UpdateExpression=update,
@@ -297,11 +352,14 @@ class LeaseTable:
                 ExpressionAttributeNames=_NAMES,
                 ExpressionAttributeValues=values
                 | {":counter": {"N": str(counter)}, ":expires": _ms(expires)},
+                ReturnValues="ALL_NEW" if read_back else "NONE",
             )
         except ClientError as exc:
             if _condition_failed(exc):
                 return None
             raise
+        if read_back and "Attributes" in response:
+            return _lease_from_item(response["Attributes"])
         return replace(lease, counter=counter, owner=owner, expires_at=expires)
 
 
