@@ -37,6 +37,7 @@ from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, par
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
 from features.state import CustomerState, from_us, to_us
+from worker.alerts.claims import Claim
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
@@ -263,13 +264,24 @@ class Pipeline:
         for claim in claims:
             if not claim.should_publish:
                 self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason=claim.status.value)
-        return await self._publish([claim.alert for claim in claims if claim.should_publish], enqueued)
+        return await self._publish(await self._still_ours(claims), enqueued)
+
+    async def _still_ours(self, claims: Sequence[Claim]) -> list[Alert]:
+        """The alerts of the publishable claims we still hold with half a lease ahead (renewed if
+        need be): a claim the sweep took over while this batch was slowed is its to publish now."""
+        publishable = [claim for claim in claims if claim.should_publish]
+        live = await self._ledger.keep_live(publishable, self._clock())
+        kept = {claim.alert.alert_id for claim in live}
+        for claim in publishable:
+            if claim.alert.alert_id not in kept:
+                self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason="lease_lost")
+        return [claim.alert for claim in live]
 
     async def republish_abandoned(self, now: datetime, limit: int) -> int:
         """Publish claims whose lease ran out unsent (their worker died, or their publish failed):
         the outbox sweep. Returns how many were published."""
         claims = await self._ledger.abandoned(now, limit)
-        published = await self._publish([claim.alert for claim in claims], {})
+        published = await self._publish(await self._still_ours(claims), {})
         if published:
             self.metrics.inc("alerts_republished", len(published))
         return len(published)

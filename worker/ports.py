@@ -124,6 +124,11 @@ class AlertLedger(Protocol):
         """Up to `limit` unsent claims whose lease ran out, taken over (PENDING): publish them."""
         ...
 
+    async def keep_live(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
+        """The publishable claims still held by their caller, each with at least half a lease ahead
+        (renewed if need be); claims another worker took over meanwhile are left out."""
+        ...
+
     async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
         """The customer churned at `churned_at` (the event's time): no alerts until a return."""
         ...

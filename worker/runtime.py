@@ -203,6 +203,10 @@ async def run_worker(
         for task in (consumer, sweeper):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 stop_for(task.exception())  # type: ignore[arg-type]  # checked just above
+        # One deadline for the whole shutdown (ECS SIGKILLs the task 30 s after SIGTERM): the source's
+        # stop (Kinesis waits for its in-flight deliveries and releases its leases within the grace)
+        # and the in-flight batches run in parallel against it, never one grace after the other.
+        deadline = asyncio.get_running_loop().time() + settings.shutdown_grace_seconds
         log.info("shutting down", in_flight=len(inflight))
         await source.stop()
         consumer.cancel()
@@ -210,7 +214,8 @@ async def run_worker(
         # In-flight batches and the sweeper's current step (it stops between steps) share the grace.
         finishing: set[asyncio.Task[Any]] = set(inflight) | ({sweeper} if not sweeper.done() else set())
         if finishing:
-            done, pending = await asyncio.wait(finishing, timeout=settings.shutdown_grace_seconds)
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            done, pending = await asyncio.wait(finishing, timeout=remaining)
             for task in pending:  # unsettled: the source redelivers them; claimed due customers' leases end
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -239,7 +244,7 @@ def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSourc
             worker_id(settings), start_position=settings.kinesis_start_position,
             at_timestamp=settings.kinesis_start_timestamp, stop_grace=settings.shutdown_grace_seconds,
             lease_duration=settings.kinesis_lease_seconds, poll_interval=settings.kinesis_poll_seconds,
-            metrics=metrics,
+            metrics=metrics, dead_letters=SqsDeadLetterQueue(aws.sqs, settings.dlq_url or ""),
         )  # fmt: skip
     assert settings.sqs_queue_url is not None
     return SqsSource(

@@ -167,7 +167,6 @@ def test_window_edge_and_late_events(scenario: Scenario) -> None:
     scenario.finish(now)
 
 
-@pytest.mark.xfail(strict=True, reason="FINDINGS.md #3")
 def test_claim_lease_outlived_by_a_slow_sibling_claim(scenario: Scenario) -> None:
     """One claim of a batch is slow (10 s); the batch publishes all its claims after it, by when the
     others' 4 s leases have ended and the sweeper (every ~2 s here) has taken them over and sent

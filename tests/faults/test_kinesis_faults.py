@@ -126,7 +126,6 @@ def test_kinesis_dynamodb_throttling_30_percent(scenario: Scenario) -> None:
     scenario.finish(now, timeout=120, extra=no_lease_lost)
 
 
-@pytest.mark.xfail(strict=True, reason="FINDINGS.md #1")
 def test_kinesis_shutdown_within_the_ecs_stop_timeout(scenario: Scenario) -> None:
     """SIGTERM while a batch waits on a slow endpoint: the worker must be gone, leases released,
     within CHURN_SHUTDOWN_GRACE_SECONDS (here 5 s), before the SIGKILL ECS sends at its stop

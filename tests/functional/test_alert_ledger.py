@@ -219,3 +219,21 @@ async def test_churn_and_sign_up_at_the_same_instant_is_a_return(ledger: AlertLe
     await ledger.record_churn("c-1", T0)
     await ledger.record_return("c-1", T0, T0)  # the same instant: no error, and the customer is back
     assert (await ledger.claim(spike(at=T0 + timedelta(days=1)), T0 + timedelta(days=1), WEEK)).status is ClaimStatus.NEW
+
+
+async def test_a_claim_nearing_the_end_of_its_lease_is_renewed_before_it_is_published(ledger: AlertLedger) -> None:
+    claim = await ledger.claim(spike(), T0, WEEK)
+    assert claim.status is ClaimStatus.NEW
+    assert await ledger.keep_live([claim], T0 + LEASE / 4) == [claim]  # plenty of lease left: no request
+    (renewed,) = await ledger.keep_live([claim], T0 + LEASE * 3 / 4)
+    assert renewed.lease_until == T0 + LEASE * 3 / 4 + LEASE
+    assert await ledger.abandoned(T0 + LEASE * 3 / 2, 10) == []  # the renewed lease still holds it
+
+
+async def test_a_claim_the_sweep_took_over_is_never_published_by_its_slow_first_holder(ledger: AlertLedger) -> None:
+    """FINDINGS.md #3: a batch slowed past its claims' lease must not publish what the sweep took."""
+    claim = await ledger.claim(spike(), T0, WEEK)
+    (taken,) = await ledger.abandoned(T0 + LEASE * 2, 10)  # the sweep: the lease ran out
+    assert taken.alert.alert_id == claim.alert.alert_id and taken.token != claim.token
+    assert await ledger.keep_live([claim], T0 + LEASE * 2) == []  # the first holder lost it
+    assert await ledger.keep_live([taken], T0 + LEASE * 2) == [taken]  # the sweep publishes it

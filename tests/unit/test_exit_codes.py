@@ -38,3 +38,4 @@ def test_the_redrive_count_is_bounded_by_the_queue_retention() -> None:
     with pytest.raises(ConfigError, match="CHURN_SQS_MAX_RECEIVE_COUNT=500"):
         check_redrive(Settings(sqs_max_receive_count=500))  # about 5 days of retries: messages would expire
     check_redrive(Settings(sqs_max_receive_count=500, sqs_retention_seconds=1_209_600))
+

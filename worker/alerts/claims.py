@@ -23,6 +23,11 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
 2. Publish what was NEW or PENDING, then `mark_sent(alert)`: status `sent`, conditional on the same
    alert id (a later window's claim is never marked by an old publish). A publish that failed
    `release`s its claims: their lease ends now, so they are re-published at the next sweep.
+   Just before publishing, `keep_live` renews every claim with less than half its lease left
+   (conditional on the claim token it was taken with: a take-over writes a new token) and drops
+   the ones another worker took over meanwhile. A batch slowed by retries (one slow claim holds up
+   the others) would otherwise publish alerts whose lease ended, which the sweep may have
+   re-published already: two copies of one alert_id without any crash.
 3. `abandoned(now, limit)`: claims still pending after their lease ran out, taken over (PENDING)
    for the caller to publish and mark sent. The worker's sweeper calls it every tick, so a claimed
    alert is published even when the events that routed it never come back (they were acknowledged,
@@ -79,6 +84,8 @@ class ClaimStatus(StrEnum):
 class Claim:
     status: ClaimStatus
     alert: Alert  # NEW: the alert stamped with its window; otherwise the stored one (CHURNED: the input)
+    token: str | None = None  # NEW / PENDING: the claim token this holder took it with
+    lease_until: datetime | None = None  # NEW / PENDING: when this holder's lease ends
 
     @property
     def should_publish(self) -> bool:
@@ -93,6 +100,29 @@ class Batching:
 
     async def mark_sent(self, alert: Alert) -> bool:
         raise NotImplementedError
+
+    async def renew(self, claim: Claim, now: datetime) -> Claim | None:
+        """The claim with a fresh lease from `now`, or None if it is no longer ours (taken over,
+        sent or replaced)."""
+        raise NotImplementedError
+
+    @property
+    def lease_length(self) -> timedelta:
+        raise NotImplementedError
+
+    async def keep_live(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:
+        """The publishable claims still ours, each with at least half a lease ahead: claims nearer
+        their lease's end are renewed first (requests only for those), lost ones left out."""
+        now = utc(now)
+        half = self.lease_length / 2
+
+        async def live(claim: Claim) -> Claim | None:
+            if claim.lease_until is not None and claim.lease_until - now >= half:
+                return claim
+            return await self.renew(claim, now)
+
+        kept = await gather_limited([live(c) for c in claims if c.should_publish], MAX_CONCURRENT_CLAIMS)
+        return [claim for claim in kept if claim is not None]
 
     async def claim_all(self, alerts: Sequence[Alert], now: datetime, config: AlertsConfig) -> list[Claim]:
         claims = [self.claim(a, now, config.cooldown(a.alert_type)) for a in alerts]

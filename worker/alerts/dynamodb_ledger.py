@@ -68,6 +68,9 @@ ABANDONED_CLAIM = "alert_id = :alert_id AND #status = :pending AND lease_until_u
 # mark_sent: only the claim that was published. A slow worker must not mark a newer window's
 # claim as sent, or that window's alert would be lost.
 SAME_CLAIM = "alert_id = :alert_id"
+# renew: the holder extends its lease only while nobody took the claim over (a take-over writes a
+# new token) and it is still unsent: a claim lost to the sweep is never published by its old holder.
+STILL_OUR_CLAIM = "claim_token = :token AND #status = :pending"
 # release: only this window's claim, still unsent (a sent one must not re-enter the sweep).
 SAME_UNSENT_CLAIM = "alert_id = :alert_id AND #status = :pending"
 # record_churn: only a newer churn replaces the item (and so clears a return older than it); a
@@ -124,7 +127,7 @@ class DynamoDBAlertLedger(Batching):
             fresh = alert.with_window(now)
             try:
                 await self._transact(alert.customer_id, self._claim_put(fresh, now, cooldown, token))
-                return Claim(ClaimStatus.NEW, fresh)
+                return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)
             except _Failed as failed:
                 if failed.churned:
                     return Claim(ClaimStatus.CHURNED, alert)
@@ -134,8 +137,8 @@ class DynamoDBAlertLedger(Batching):
                 item = failed.item if failed.item is not None else await self._get(alert)
             if item is not None and int(item["window_start_us"]["N"]) > to_us(now - cooldown):
                 stored = self._stored_alert(item)
-                if item.get("claim_token", {}).get("S") == token:
-                    return Claim(ClaimStatus.NEW, stored)  # ours: an earlier attempt went through
+                if item.get("claim_token", {}).get("S") == token:  # ours: an earlier attempt went through
+                    return Claim(ClaimStatus.NEW, stored, token, now + self._lease)
                 if item["status"]["S"] == "sent":
                     return Claim(ClaimStatus.SUPPRESSED, stored)
                 if int(item["lease_until_us"]["N"]) > to_us(now):
@@ -179,13 +182,15 @@ class DynamoDBAlertLedger(Batching):
         }
 
     async def _take_over(self, alert: Alert, now: datetime) -> Claim | None:
-        """PENDING if we now hold the abandoned claim, CHURNED, or None (someone else was faster)."""
+        """PENDING if we now hold the abandoned claim, CHURNED, or None (someone else was faster).
+        The take-over writes a new claim token: the old holder can no longer renew or publish it."""
+        token = uuid.uuid4().hex
         update: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self._table,
                 "Key": self._key(alert.customer_id, alert.alert_type.value),
                 "UpdateExpression": "SET lease_until_us = :lease_until_us, claimed_at = :claimed_at, "
-                f"{PENDING_SHARD} = :shard",
+                f"{PENDING_SHARD} = :shard, claim_token = :token",
                 "ConditionExpression": ABANDONED_CLAIM,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
@@ -195,6 +200,7 @@ class DynamoDBAlertLedger(Batching):
                     ":lease_until_us": {"N": str(to_us(now + self._lease))},
                     ":claimed_at": {"S": iso(now)},
                     ":shard": {"S": shard_of(alert.customer_id, PENDING_SHARDS)},
+                    ":token": {"S": token},
                 },
             }
         }
@@ -202,7 +208,26 @@ class DynamoDBAlertLedger(Batching):
             await self._transact(alert.customer_id, update)
         except _Failed as failed:
             return Claim(ClaimStatus.CHURNED, alert) if failed.churned else None
-        return Claim(ClaimStatus.PENDING, alert)
+        return Claim(ClaimStatus.PENDING, alert, token, now + self._lease)
+
+    @property
+    def lease_length(self) -> timedelta:
+        return self._lease
+
+    async def renew(self, claim: Claim, now: datetime) -> Claim | None:
+        if claim.token is None:
+            return None
+        now = utc(now)
+        renewed = await self._update(
+            f"renewing the lease of alert {claim.alert.alert_id}",
+            Key=self._key(claim.alert.customer_id, claim.alert.alert_type.value),
+            UpdateExpression="SET lease_until_us = :lease_until_us",
+            ConditionExpression=STILL_OUR_CLAIM,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":token": {"S": claim.token}, ":pending": {"S": "pending"},
+                                       ":lease_until_us": {"N": str(to_us(now + self._lease))}},
+        )  # fmt: skip
+        return Claim(claim.status, claim.alert, claim.token, now + self._lease) if renewed else None
 
     async def _transact(self, customer_id: str, write: TransactWriteItemTypeDef) -> None:
         try:

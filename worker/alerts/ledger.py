@@ -4,6 +4,7 @@ from this module."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,10 @@ class _Record:
     sent: bool
     lease_until: datetime
     dropped: bool = False  # pending when its customer churned: never sent, out of the sweep
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # who holds the claim (new at each take-over)
+
+    def held(self, status: ClaimStatus) -> Claim:
+        return Claim(status, self.alert, self.token, self.lease_until)
 
 
 @dataclass
@@ -63,16 +68,30 @@ class MemoryAlertLedger(Batching):
         key = (alert.customer_id, alert.alert_type.value)
         record = self.records.get(key)
         if record is None or record.alert.window_start is None or record.alert.window_start + cooldown <= now:
-            fresh = alert.with_window(now)
-            self.records[key] = _Record(fresh, sent=False, lease_until=now + self.lease)
-            return Claim(ClaimStatus.NEW, fresh)
+            fresh = self.records[key] = _Record(alert.with_window(now), sent=False, lease_until=now + self.lease)
+            return fresh.held(ClaimStatus.NEW)
         if record.sent:
             return Claim(ClaimStatus.SUPPRESSED, record.alert)
         if record.lease_until > now:
             return Claim(ClaimStatus.IN_FLIGHT, record.alert)
+        self._take_over(record, now)
+        return record.held(ClaimStatus.PENDING)
+
+    def _take_over(self, record: _Record, now: datetime) -> None:
         record.lease_until = now + self.lease
         record.dropped = False
-        return Claim(ClaimStatus.PENDING, record.alert)
+        record.token = uuid.uuid4().hex
+
+    @property
+    def lease_length(self) -> timedelta:
+        return self.lease
+
+    async def renew(self, claim: Claim, now: datetime) -> Claim | None:
+        record = self.records.get((claim.alert.customer_id, claim.alert.alert_type.value))
+        if record is None or record.sent or record.token != claim.token:  # STILL_OUR_CLAIM, negated
+            return None
+        record.lease_until = utc(now) + self.lease
+        return record.held(claim.status)
 
     async def mark_sent(self, alert: Alert) -> bool:
         record = self.records.get((alert.customer_id, alert.alert_type.value))
@@ -98,8 +117,8 @@ class MemoryAlertLedger(Batching):
             if self._is_churned(record.alert.customer_id):
                 record.dropped = True
                 continue
-            record.lease_until = now + self.lease
-            claims.append(Claim(ClaimStatus.PENDING, record.alert))
+            self._take_over(record, now)
+            claims.append(record.held(ClaimStatus.PENDING))
         return claims
 
     async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
