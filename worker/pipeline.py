@@ -48,6 +48,7 @@ from worker.ports import (
     AlertPublisher,
     DeadLetterQueue,
     DueIndex,
+    EventArchive,
     FeatureStore,
     Record,
     Scorer,
@@ -94,6 +95,7 @@ class Pipeline:
         due: DueIndex | None = None,
         metrics: Metrics | None = None,
         clock: Clock = wall_clock,
+        archive: EventArchive | None = None,
     ) -> None:
         self._store = store
         self._scorer = scorer
@@ -105,6 +107,7 @@ class Pipeline:
         self._due = due
         self.metrics = metrics or Metrics()
         self._clock = clock
+        self._archive = archive
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
 
     async def process(self, records: Sequence[Record]) -> Settlement:
@@ -149,9 +152,29 @@ class Pipeline:
                 enqueued[cid] = min(enqueued.get(cid, record.enqueued_at), record.enqueued_at)
         outcome = await self.score_customers(applied.states, now, "event", enqueued)
         retry = await self._mark_unscored_due(outcome.unscored, now)
+        if not await self._archive_events([event for _, event in good]):
+            retry = {event.customer_id for _, event in good}
         for record, event in good:
             (settlement.failed if event.customer_id in retry else settlement.done).append(record)
         return settlement
+
+    async def _archive_events(self, events: list[Event]) -> bool:
+        """Write the batch's accepted events to the archive (`worker.archive`), the store's
+        duplicates too: one may be an event whose archive write a crash cut short. False: the write
+        failed and the records must come back (the archive may then hold some of them twice, which
+        its readers remove by event_id)."""
+        if self._archive is None:
+            return True
+        try:
+            await self._archive.write(events)
+        except FatalAwsError:
+            raise
+        except Exception as exc:
+            log.warning("event archive unavailable; the batch's records come back", error=str(exc), events=len(events))
+            self.metrics.inc("archive_failures")
+            return False
+        self.metrics.inc("events_archived", len(events))
+        return True
 
     async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement,
                           field: str | None = None) -> None:  # fmt: skip

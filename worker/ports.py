@@ -13,6 +13,7 @@ pipeline (`worker.pipeline`) and the sweeper (`worker.rescore`) only ever see th
 | `Scorer`         | `scoring.SageMakerScorer`                     | the backtest's in-process model |
 | `AlertLedger`    | `alerts.dynamodb_ledger.DynamoDBAlertLedger`  | `alerts.ledger.MemoryAlertLedger` |
 | `AlertPublisher` | `alerts.publisher.SnsAlertPublisher`          | `alerts.publisher.MemoryAlertPublisher` |
+| `EventArchive`   | `archive.S3EventArchive`                      | `archive.MemoryEventArchive`   |
 
 `FeatureStore` and `DueIndex` are defined next to the state they keep (`features/`, which does
 not depend on the worker) and re-exported here.
@@ -31,13 +32,14 @@ from features.due import DueIndex
 from features.store import FeatureStore
 
 if TYPE_CHECKING:
+    from features.events import Event
     from worker.alerts.claims import Claim
     from worker.alerts.config import AlertsConfig
     from worker.alerts.rules import Alert
 
 __all__ = [
-    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventSource", "FeatureStore",
-    "Record", "Scorer", "Settlement",
+    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventArchive", "EventSource",
+    "FeatureStore", "Record", "Scorer", "Settlement",
 ]  # fmt: skip
 
 
@@ -97,6 +99,13 @@ class AlertPublisher(Protocol):
     async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
         """Send the alerts; returns them as published (with `created_at`), in order. Raises
         `AlertPublishError` carrying exactly what went out and what did not."""
+        ...
+
+
+class EventArchive(Protocol):
+    async def write(self, events: Sequence[Event]) -> None:
+        """Durably store the events (duplicates allowed: removed by `event_id` where the archive is
+        read); raises when it could not, and the caller leaves their records for redelivery."""
         ...
 
 

@@ -36,6 +36,7 @@ from features.dynamodb import DynamoDBFeatureStore, table_name
 from worker import faultpoints
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
+from worker.archive import S3EventArchive
 from worker.aws import AwsClients
 from worker.emf import EmfReporter
 from worker.exceptions import ConfigError, FatalAwsError, WorkerError
@@ -147,8 +148,7 @@ async def run_worker(
             log.error("fatal error; stopping the worker", error=str(error))
         stop.set()
 
-    services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"] + (["kinesis"] if settings.source == "kinesis" else [])
-    async with AwsClients(settings, *services, metrics=metrics) as aws:
+    async with AwsClients(settings, *_services(settings), metrics=metrics) as aws:
         features = table_name(settings.table_prefix)
         store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
                                      rescore_interval=settings.rescore_interval)  # fmt: skip
@@ -166,6 +166,7 @@ async def run_worker(
             retention=settings.retention,
             due=due,
             metrics=metrics,
+            archive=S3EventArchive(aws.s3, settings.archive_s3_uri, worker_id(settings)) if settings.archive_s3_uri else None,
         )  # fmt: skip
         rescorer = Rescorer(
             due=due, store=store, pipeline=pipeline, interval=settings.rescore_interval,
@@ -227,6 +228,16 @@ async def run_worker(
         raise error if isinstance(error, WorkerError) else WorkerError(str(error))
     log.info("worker stopped")
     return 0
+
+
+def _services(settings: Settings) -> list[str]:
+    """The AWS clients the worker opens: S3 only with an archive, Kinesis only as the source."""
+    services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"]
+    if settings.source == "kinesis":
+        services.append("kinesis")
+    if settings.archive_s3_uri:
+        services.append("s3")
+    return services
 
 
 def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSource:
