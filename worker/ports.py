@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from features.events import Event
     from worker.alerts.claims import Claim
     from worker.alerts.config import AlertsConfig
+    from worker.alerts.outcomes import OutcomeStats, Resolution
     from worker.alerts.rules import Alert
 
 __all__ = [
@@ -139,4 +140,19 @@ class AlertLedger(Protocol):
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
+        ...
+
+    # Live outcomes (`worker.alerts.outcomes`): every claimed alert leaves a record that ends
+    # confirmed (churn within 30 days) or expired (none), counted per alert day, type and arm.
+
+    async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
+        """Confirm the customer's alerts of the 30 days before the churn; returns those confirmed now."""
+        ...
+
+    async def expire_outcomes(self, now: datetime, limit: int) -> list[Resolution]:
+        """Expire up to `limit` alerts whose 30 days passed without a churn; returns them."""
+        ...
+
+    async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
+        """Confirmed, expired and open alerts of the UTC days `since` .. `until`, per type and arm."""
         ...

@@ -70,6 +70,10 @@ def check_runnable(settings: Settings) -> None:
         raise ConfigError(
             f"set {', '.join(missing)} (or run `churn-worker bootstrap` and use the names it prints)"
         )
+    for name, topic in (("CHURN_CONTROL_TOPIC_ARN", settings.control_topic_arn),
+                        ("CHURN_SHADOW_TOPIC_ARN", settings.shadow_topic_arn)):  # fmt: skip
+        if topic and topic == settings.alerts_topic_arn:
+            raise ConfigError(f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own")
 
 
 def worker_id(settings: Settings) -> str:
@@ -167,6 +171,8 @@ async def run_worker(
             due=due,
             metrics=metrics,
             archive=S3EventArchive(aws.s3, settings.archive_s3_uri, worker_id(settings)) if settings.archive_s3_uri else None,
+            experiment=settings.experiment,
+            control_publisher=SnsAlertPublisher(aws.sns, settings.control_topic_arn) if settings.control_topic_arn else None,
         )  # fmt: skip
         rescorer = Rescorer(
             due=due, store=store, pipeline=pipeline, interval=settings.rescore_interval,
