@@ -264,6 +264,29 @@ def _add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     uplift.add_argument("--horizon-days", type=_positive_int, default=30, metavar="N", help="churn within N days (default 30)")
     uplift.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    shadow = sub.add_parser("shadow", parents=[common], help="the shadow model: compare it with the live one")
+    shadow_sub = shadow.add_subparsers(dest="shadow_command", metavar="ACTION", required=True)
+    report = shadow_sub.add_parser(
+        "report", parents=[common], help="live and shadow alerts against outcomes: precision, recall, agreement",
+        description="Compare the live model's alerts with the shadow model's (CHURN_SHADOW_ENDPOINT_NAME) over the "
+        "period both cover, against outcomes: per alert type, customers alerted, precision (alerted customers who "
+        "churned within 30 days after an alert), recall (churners alerted in the 30 days before) and agreement "
+        "(customers both alerted / either alerted). Shadow alerts: the shadow log (--shadow; default the archive "
+        "bucket's shadow/ prefix). Live alerts: a log of alert bodies (--live) or the alert ledger (--ledger, a "
+        "Scan). Interventions follow live alerts only: with an experiment on, --arm control compares fairly.",
+    )  # fmt: skip
+    report.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    report.add_argument("--shadow", nargs="+", metavar="PATH",
+                        help="shadow records: files, directories, globs or s3:// prefixes (default: "
+                        "s3://<archive bucket>/shadow/)")  # fmt: skip
+    live = report.add_mutually_exclusive_group(required=True)
+    live.add_argument("--live", nargs="+", metavar="PATH", help="live alert bodies: files, directories, globs, s3://")
+    live.add_argument("--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)")
+    report.add_argument("--arm", choices=["treatment", "control"], help="only this experiment arm's alerts")
+    report.add_argument("--end", type=_iso_instant, metavar="ISO",
+                        help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
+    report.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
 
 def _add_engine_options(command: argparse.ArgumentParser) -> None:
     """Where offline work runs: in process, local Dask workers, or an existing Dask cluster."""
@@ -362,6 +385,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_uplift(settings, UpliftRequest(
             args.outcomes, alerts=args.alerts, ledger=args.ledger, since=args.since, end=args.end,
             horizon_days=args.horizon_days, as_json=args.json)))  # fmt: skip
+    if args.command == "shadow":
+        from worker.commands.shadow_report import ShadowReportRequest, run_shadow_report
+
+        return asyncio.run(run_shadow_report(settings, ShadowReportRequest(
+            args.outcomes, shadow=args.shadow, live=args.live, ledger=args.ledger, arm=args.arm, end=args.end,
+            as_json=args.json)))  # fmt: skip
     if args.command == "run":
         from worker.logs import configure_logging
         from worker.runtime import check_runnable, run_worker

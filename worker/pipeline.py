@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import structlog
 
 from features.activity import has_churned, latest_event_us
@@ -56,6 +57,7 @@ from worker.ports import (
     Scorer,
     Settlement,
 )
+from worker.shadow import ShadowBatch, ShadowScoring
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +103,7 @@ class Pipeline:
         archive: EventArchive | None = None,
         experiment: ExperimentConfig | None = None,
         control_publisher: AlertPublisher | None = None,
+        shadow: ShadowScoring | None = None,
     ) -> None:
         self._store = store
         self._scorer = scorer
@@ -115,6 +118,7 @@ class Pipeline:
         self._archive = archive
         self._experiment = experiment or ExperimentConfig()
         self._control_publisher = control_publisher  # control-arm alerts, for audit (never the retention topic)
+        self.shadow = shadow  # the shadow model, best effort in the background (worker.shadow)
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
 
     async def process(self, records: Sequence[Record]) -> Settlement:
@@ -254,6 +258,7 @@ class Pipeline:
                 self.metrics.inc("scoring_failures", reason="rejected")
 
         alerts: list[Alert] = []
+        compared: dict[int, tuple[str | None, set[str]]] = {}  # row -> (tier, live types): for the shadow
         for row, cid in enumerate(customers):
             state = states[cid]
             last = state.profile.last_us
@@ -271,8 +276,26 @@ class Pipeline:
             if routed and "customer_churned" in last:  # churned once, signed up again since (or at that instant)
                 await self._ledger.record_return(cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"]))
             alerts += self._with_arms(routed)
+            if prediction is not None:
+                compared[row] = (tier, {alert.alert_type.value for alert in routed})
+        self._submit_to_shadow(matrix, customers, compared, predictions, as_of, trigger)
         outcome.alerts_published, outcome.alerts_withheld = await self._claim_and_publish(alerts, enqueued or {})
         return outcome
+
+    def _submit_to_shadow(self, matrix: np.ndarray, customers: list[str],
+                          compared: Mapping[int, tuple[str | None, set[str]]],
+                          predictions: Sequence[Prediction | None], as_of: datetime, trigger: Trigger) -> None:  # fmt: skip
+        """Hand the customers the live model scored to the shadow model (`worker.shadow`): it scores
+        them in the background and returns at once; nothing it does reaches the live path."""
+        if self.shadow is None or not compared:
+            return
+        rows = sorted(compared)
+        live = predictions[rows[0]]
+        self.shadow.submit(ShadowBatch(
+            features=matrix[rows], customers=[customers[r] for r in rows], tiers=[compared[r][0] for r in rows],
+            as_of=as_of, trigger=trigger, live_types=[compared[r][1] for r in rows],
+            live_model_version=live.model_version if live is not None else None,
+        ))  # fmt: skip
 
     async def _record_churn(self, customer_id: str, churned_at: datetime) -> None:
         """No more alerts for the customer, and their alerts of the 30 days before the churn are

@@ -14,6 +14,7 @@ pipeline (`worker.pipeline`) and the sweeper (`worker.rescore`) only ever see th
 | `AlertLedger`    | `alerts.dynamodb_ledger.DynamoDBAlertLedger`  | `alerts.ledger.MemoryAlertLedger` |
 | `AlertPublisher` | `alerts.publisher.SnsAlertPublisher`          | `alerts.publisher.MemoryAlertPublisher` |
 | `EventArchive`   | `archive.S3EventArchive`                      | `archive.MemoryEventArchive`   |
+| `ShadowLog`      | `shadow_log.SnsShadowLog`, `shadow_log.S3ShadowLog` | `shadow_log.MemoryShadowLog` |
 
 `FeatureStore` and `DueIndex` are defined next to the state they keep (`features/`, which does
 not depend on the worker) and re-exported here.
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventArchive", "EventSource",
-    "FeatureStore", "Record", "Scorer", "Settlement",
+    "FeatureStore", "Record", "Scorer", "Settlement", "ShadowLog",
 ]  # fmt: skip
 
 
@@ -107,6 +108,18 @@ class EventArchive(Protocol):
     async def write(self, events: Sequence[Event]) -> None:
         """Durably store the events (duplicates allowed: removed by `event_id` where the archive is
         read); raises when it could not, and the caller leaves their records for redelivery."""
+        ...
+
+
+class ShadowLog(Protocol):
+    """Where the shadow model's alerts go (`worker.shadow`): never the retention topic."""
+
+    async def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Log shadow alert records (best effort: the caller counts a failure and goes on)."""
+        ...
+
+    async def flush(self) -> None:
+        """Write out whatever is buffered (on shutdown)."""
         ...
 
 
