@@ -21,6 +21,17 @@ What holds after a crash, a redelivery or a bad event:
   and the due marks are durable. Without a due index (in-process runs) the records fail instead.
 - One bad row of an endpoint answer (outside the contract) costs that customer's model alerts
   for this scoring, never the batch.
+
+The improvement loop (issue 12), each in a method of its own:
+- `_archive_events`: the batch's accepted events to the event archive (`worker.archive`) before
+  the records are acknowledged; a failed write fails the records.
+- `_with_arms` / `_withhold`: every alert's experiment arm (`worker.alerts.experiment`); control
+  alerts are claimed like treatment ones and marked sent, but published only to the control
+  topic, if any, never to the retention topic.
+- `_record_churn`: a churn confirms the customer's alerts of the 30 days before it;
+  `expire_alert_outcomes` and `refresh_live_precision` are the sweeper's (`worker.alerts.outcomes`).
+- `_submit_to_shadow`: the customers the live model scored, handed to the shadow model
+  (`worker.shadow`), which never holds up, fails or changes this path.
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ Back-pressure: one step at a time (a slow endpoint slows the sweep, not the even
 while the scorer's circuit is open. A worker that dies mid-step loses nobody: its claims' leases end and the customers are due
 again. Exactly-once across workers: a due customer is claimed by one conditional write.
 
+Each step also re-publishes abandoned alert claims (the ledger's outbox) and, once a minute,
+expires alerts 30 days old without a churn and, every ten minutes, refreshes the live-precision
+gauges from the ledger's counters (`worker.alerts.outcomes`): bookkeeping whose failure is logged
+and retried, never a reason to stop re-scoring.
+
 Metrics (the infra alarms use these names): `churn_rescore_due_customers` (gauge), the age of the
 oldest due customer `churn_rescore_lag_seconds` (gauge), `churn_customers_rescored_total`
 (counter). `healthy()` is False while the lag exceeds twice the interval: `/readyz` turns red.
