@@ -272,9 +272,10 @@ def _shadow(settings: Settings, aws: AwsClients, metrics: Metrics) -> ShadowScor
     else:
         assert settings.archive_s3_uri is not None
         shadow_log = S3ShadowLog(aws.s3, shadow_uri(settings.archive_s3_uri), worker_id(settings))
+    # One try per batch (a missed shadow scoring is only a missed comparison); the shadow's own
+    # breaker (ShadowScoring's) counts timeouts as well as errors.
+    scorer = SageMakerScorer(aws.sagemaker_runtime_shadow, settings.shadow_endpoint_name, max_attempts=1)
     breaker = CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds)
-    scorer = SageMakerScorer(aws.sagemaker_runtime_shadow, settings.shadow_endpoint_name, max_attempts=1,
-                             breaker=breaker)  # fmt: skip
     log.info("shadow model on", endpoint=settings.shadow_endpoint_name,
              log=settings.shadow_topic_arn or shadow_uri(settings.archive_s3_uri or ""))  # fmt: skip
     return ShadowScoring(scorer, shadow_log, settings.alerts, settings.experiment,
