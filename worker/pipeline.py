@@ -298,7 +298,7 @@ class Pipeline:
                           predictions: Sequence[Prediction | None], as_of: datetime, trigger: Trigger) -> None:  # fmt: skip
         """Hand the customers the live model scored to the shadow model (`worker.shadow`): it scores
         them in the background and returns at once; nothing it does reaches the live path."""
-        if self.shadow is None or not compared:
+        if self.shadow is None or not compared or not self.shadow.accepting():
             return
         rows = sorted(compared)
         live = predictions[rows[0]]

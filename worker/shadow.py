@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ log = structlog.get_logger(__name__)
 MAX_IN_FLIGHT = 4  # shadow scorings at once; more batches than this are dropped, never queued
 MAX_COOLDOWNS = 200_000  # (customer, type) cooldown entries kept before expired ones are pruned
 TYPES = [alert_type.value for alert_type in AlertType]
+# (live routed the type, shadow routed it) -> the agreement label of churn_shadow_decisions_total
+AGREEMENT = {(True, True): "both", (True, False): "live_only", (False, True): "shadow_only", (False, False): "neither"}
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,21 @@ class ShadowScoring:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _cooldowns: dict[tuple[str, str], datetime] = field(default_factory=dict, repr=False)
 
+    def accepting(self) -> bool:
+        """Whether a batch submitted now would be scored (checked before the caller builds one):
+        not while `max_in_flight` scorings run (counted as dropped) or the circuit is open."""
+        if len(self._tasks) >= self.max_in_flight:
+            self.metrics.inc("shadow_batches", result="dropped")
+            return False
+        if self.breaker.is_open:
+            self.metrics.inc("shadow_batches", result="circuit_open")
+            return False
+        return True
+
     def submit(self, batch: ShadowBatch) -> None:
         """Score `batch` in the background; returns at once, whatever happens to it."""
         try:
-            if not batch.customers:
-                return
-            if len(self._tasks) >= self.max_in_flight:
-                self.metrics.inc("shadow_batches", result="dropped")
-                return
-            if self.breaker.is_open:
-                self.metrics.inc("shadow_batches", result="circuit_open")
+            if not batch.customers or not self.accepting():
                 return
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._tasks.add(task)
@@ -149,6 +157,7 @@ class ShadowScoring:
             self.metrics.inc("shadow_batches", result="invalid")
             return []
         records: list[dict[str, Any]] = []
+        decisions: Counter[tuple[str, str]] = Counter()
         now = self.clock()
         for i, cid in enumerate(batch.customers):
             try:
@@ -163,9 +172,7 @@ class ShadowScoring:
             shadow_types = {alert.alert_type.value for alert in routed}
             live_types = batch.live_types[i]
             for alert_type in TYPES:
-                agreement = {(True, True): "both", (True, False): "live_only", (False, True): "shadow_only",
-                             (False, False): "neither"}[(alert_type in live_types, alert_type in shadow_types)]  # fmt: skip
-                self.metrics.inc("shadow_decisions", type=alert_type, agreement=agreement)
+                decisions[alert_type, AGREEMENT[alert_type in live_types, alert_type in shadow_types]] += 1
             for alert in routed:
                 if self._cooling(alert):
                     continue
@@ -173,6 +180,8 @@ class ShadowScoring:
                 body = alert.model_copy(update={"arm": arm}).published_at(now).body()
                 records.append({**body, "shadow": True, "live_alerted": alert.alert_type.value in live_types,
                                 "live_model_version": batch.live_model_version})  # fmt: skip
+        for (alert_type, agreement), count in decisions.items():
+            self.metrics.inc("shadow_decisions", count, type=alert_type, agreement=agreement)
         return records
 
     def _cooling(self, alert: Alert) -> bool:
