@@ -314,8 +314,8 @@ class Pipeline:
         await self._ledger.record_churn(customer_id, churned_at)
         for resolution in await self._ledger.confirm_churn(customer_id, churned_at):
             self.metrics.inc("alerts_confirmed", type=resolution.alert_type, arm=resolution.arm)
-            if resolution.was is not None:  # a late churn event turned an expiry over
-                self.metrics.inc("alerts_expired", -1, type=resolution.alert_type, arm=resolution.arm)
+            if resolution.was is not None:  # a late churn event turned an expiry over (counters only go up)
+                self.metrics.inc("alerts_expiries_reversed", type=resolution.alert_type, arm=resolution.arm)
 
     async def expire_alert_outcomes(self, now: datetime, limit: int) -> int:
         """Alerts whose 30 days passed without a churn are expired (the sweeper calls this)."""

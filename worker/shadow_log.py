@@ -5,8 +5,8 @@
   `MessageGroupId = customer_id` and `MessageDeduplicationId = alert_id`.
 - `S3ShadowLog`: without a shadow topic, gzip JSON Lines in the archive bucket under `shadow/`,
   by UTC day of the alerts' `as_of` (`shadow/date=2026-11-27/<worker>-<first as_of>-<random>.jsonl.gz`,
-  the archive's layout, so `features.s3events` lists them): records are buffered and written once
-  a minute or every 1,000 records, and on shutdown.
+  the archive's layout, so `features.s3events` lists them): records are buffered and written when
+  1,000 have gathered or the oldest is a minute old (checked as records arrive), and on shutdown.
 Best effort both: a failed write is counted by the caller and the records are dropped; the live
 path never waits for it.
 """
