@@ -104,6 +104,7 @@ async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
         rescorer = Rescorer(due=due, store=store, pipeline=pipeline, interval=INTERVAL, retention=settings.retention,
                             batch_size=100, clock=lambda: later, tick=0.01)  # fmt: skip
         await rescorer._refresh_stats(later)  # the due gauge: a fixed cost per 30 s, not per customer
+        await rescorer._outcome_upkeep(later)  # alert outcomes: a fixed cost per minute (and 10 minutes), too
         before = dict(metrics.counters)
         cpu, wall = time.process_time(), time.perf_counter()
         while await rescorer.step():

@@ -6,8 +6,11 @@ validated wire form, one JSON line each, gzip) as one object per UTC event date:
     s3://bucket/prefix/date=2026-11-27/<worker id>-<first event time>-<random>.jsonl.gz
 
 The write happens after the store applied the batch and before its records are acknowledged, so
-an acknowledged event is always archived: a crash before the write leaves the records to be
-delivered again (and written again). Duplicates are therefore possible at write (a redelivered
+an acknowledged event is always archived: a crash or a failed write leaves the records to be
+delivered again (and written again). The pipeline writes every accepted event of the batch, the
+store's duplicates included: a duplicate in the store may be an event whose archive write never
+happened (its worker died between the store commit and the archive write), and only its
+redelivery can still archive it. Duplicates are therefore possible at write (a redelivered
 batch, two workers on a redriven message) and are removed by `event_id` where the archive is read
 (`churn-model train --events s3://...`, `churn-worker backtest`, `replay`, `outcomes`: the offline
 readers count an event once per customer). Objects are never rewritten: no read-modify-write and
@@ -24,16 +27,16 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from features.events import Event, event_to_json, format_utc
 from worker.exceptions import ConfigError
+from worker.ports import EventArchive
+from worker.retry import raise_if_fatal
 
-
-class EventArchive(Protocol):
-    async def write(self, events: Sequence[Event]) -> None:
-        """Durably store the events (duplicates allowed); raises when it could not."""
-        ...
+__all__ = ["EventArchive", "MemoryEventArchive", "S3EventArchive", "encode", "parse_s3_uri", "partition_key"]
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -78,13 +81,17 @@ class S3EventArchive:
     async def write(self, events: Sequence[Event]) -> None:
         for date, group in sorted(_by_date(events).items()):
             first = format_utc(min(event.occurred_at for event in group)).replace(":", "")
-            await self._client.put_object(
-                Bucket=self._bucket,
-                Key=partition_key(self._prefix, date, self._writer, first),
-                Body=encode(group),
-                ContentType="application/x-ndjson",
-                ContentEncoding="gzip",
-            )
+            try:
+                await self._client.put_object(
+                    Bucket=self._bucket,
+                    Key=partition_key(self._prefix, date, self._writer, first),
+                    Body=encode(group),
+                    ContentType="application/x-ndjson",
+                    ContentEncoding="gzip",
+                )
+            except (ClientError, BotoCoreError) as exc:  # no such bucket, access denied: stop the worker
+                raise_if_fatal(exc, f"event archive s3://{self._bucket}/{self._prefix}")
+                raise
             self.objects_written += 1
 
 
@@ -99,3 +106,23 @@ class MemoryEventArchive:
         for date, group in sorted(_by_date(events).items()):
             first = format_utc(min(event.occurred_at for event in group)).replace(":", "")
             self.objects[partition_key(self.prefix, date, "memory", first)] = encode(group)
+
+
+async def ensure_bucket(client: Any, uri: str, region: str) -> bool:
+    """Create the archive's bucket if it is missing (`churn-worker bootstrap`; the data-plane
+    template makes a hardened one in production). True when it was created now."""
+    bucket, _ = parse_s3_uri(uri)
+    try:
+        await client.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        await client.create_bucket(Bucket=bucket, **config)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+        return False
+    return True

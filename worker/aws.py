@@ -19,6 +19,7 @@ from worker.settings import Settings
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_s3.client import S3Client
     from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient
     from types_aiobotocore_sns.client import SNSClient
     from types_aiobotocore_sqs.client import SQSClient
@@ -30,11 +31,19 @@ CLIENT_CONFIG = AioConfig(
     read_timeout=30,
     max_pool_connections=64,
 )
+SHADOW_RUNTIME = "sagemaker-runtime-shadow"  # the shadow endpoint's own SageMaker runtime client
 # The scoring client retries itself (with a circuit breaker), so botocore must not retry under it.
 SERVICE_CONFIGS = {
     "sagemaker-runtime": AioConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3,
                                    read_timeout=10, max_pool_connections=16),
+    # The shadow model's client: a pool of its own, so a slow shadow endpoint holding connections
+    # never makes a live call wait for one (worker/shadow.py bounds each call's time itself).
+    SHADOW_RUNTIME: AioConfig(
+        retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=30, max_pool_connections=8
+    ),
 }
+# Clients opened under a name of their own: the name -> the AWS service.
+SERVICE_OF = {SHADOW_RUNTIME: "sagemaker-runtime"}
 
 
 class AwsClients:
@@ -53,7 +62,8 @@ class AwsClients:
         for service in self._services:
             client = await self._stack.enter_async_context(
                 session.create_client(  # type: ignore[call-overload]  # service names are checked by botocore
-                    service, region_name=self._settings.aws_region, config=SERVICE_CONFIGS.get(service, CLIENT_CONFIG)
+                    SERVICE_OF.get(service, service), region_name=self._settings.aws_region,
+                    config=SERVICE_CONFIGS.get(service, CLIENT_CONFIG),
                 )
             )
             if self._metrics is not None:
@@ -99,3 +109,12 @@ class AwsClients:
     @property
     def kinesis(self) -> KinesisClient:
         return cast("KinesisClient", self._client("kinesis"))
+
+    @property
+    def s3(self) -> S3Client:
+        return cast("S3Client", self._client("s3"))
+
+    @property
+    def sagemaker_runtime_shadow(self) -> SageMakerRuntimeClient:
+        """A second SageMaker runtime client, for the shadow endpoint (`SHADOW_RUNTIME`)."""
+        return cast("SageMakerRuntimeClient", self._client(SHADOW_RUNTIME))

@@ -9,7 +9,7 @@ import asyncio
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,14 @@ def _iso_instant(text: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset or Z, e.g. 2026-11-27T12:00:00Z")
     return moment.astimezone(UTC)
+
+
+def _iso_day(text: str) -> date:
+    """A UTC day: `2026-11-27`, or an instant with an offset (its UTC day)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return _iso_instant(text).date()
 
 
 def _positive_int(text: str) -> int:
@@ -118,8 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--severity", metavar="S", choices=["CRITICAL", "HIGH", "MEDIUM"], help="only this severity")
     tail.add_argument("--json", action="store_true", help="print each alert's JSON body")
     tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    stats = alerts_sub.add_parser(
+        "stats", parents=[common], help="live outcomes per alert type: confirmed, expired, precision",
+        description="Read the alert ledger's daily counters: per alert type, the alerts claimed (both experiment "
+        "arms), confirmed (the customer churned within 30 days after), expired (30 days without churn), open, "
+        "and precision (confirmed / resolved), for the alerts of --since .. --until (UTC days of their as_of); "
+        "then the settled days only (every outcome known: the live precision), and per arm when an experiment "
+        "holds alerts back. One DynamoDB Query per day, no Scan.",
+    )  # fmt: skip
+    stats.add_argument("--since", type=_iso_day, metavar="ISO", help="first alert day (default: 60 days ago)")
+    stats.add_argument("--until", type=_iso_day, metavar="ISO", help="last alert day (default: today)")
+    stats.add_argument("--json", action="store_true", help="print the counts as JSON")
 
     _add_history_commands(sub, common)
+    _add_loop_commands(sub, common)
 
     config = sub.add_parser("config", parents=[common], help="show or validate settings")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -221,6 +241,53 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     _add_engine_options(tune)
 
 
+def _add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                       common: argparse.ArgumentParser) -> None:  # fmt: skip
+    """`uplift` and `shadow report`: what the alerts achieved, and how a new model compares."""
+    uplift = sub.add_parser(
+        "uplift", parents=[common], help="churn after alerts, treatment arm against control (the A/B holdout)",
+        description="Compare churn within --horizon-days after the first alert of each (customer, alert type) pair, "
+        "treatment arm (published to the retention team) against control (withheld), per alert type and over all: "
+        "churn rate per arm, the difference with a 95% confidence interval and p-value, and how many pairs per arm "
+        "an effect of 2, 5 or 10 points needs for 80% power. Pairs whose horizon runs past --end without a churn "
+        "are left out (censored). Alerts come from --alerts (alert bodies: a backtest's alerts.jsonl, topic dumps) "
+        "or --ledger (the alert ledger's records of both arms: a Scan of the table, billed by its size).",
+    )  # fmt: skip
+    uplift.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    source = uplift.add_mutually_exclusive_group(required=True)
+    source.add_argument("--alerts", nargs="+", metavar="PATH",
+                        help="alert bodies: files (.jsonl, .jsonl.gz), directories, globs or s3:// prefixes")  # fmt: skip
+    source.add_argument("--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)")
+    uplift.add_argument("--since", type=_iso_instant, metavar="ISO", help="the experiment's start: earlier alerts are left out")
+    uplift.add_argument("--end", type=_iso_instant, metavar="ISO",
+                        help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
+    uplift.add_argument("--horizon-days", type=_positive_int, default=30, metavar="N", help="churn within N days (default 30)")
+    uplift.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    shadow = sub.add_parser("shadow", parents=[common], help="the shadow model: compare it with the live one")
+    shadow_sub = shadow.add_subparsers(dest="shadow_command", metavar="ACTION", required=True)
+    report = shadow_sub.add_parser(
+        "report", parents=[common], help="live and shadow alerts against outcomes: precision, recall, agreement",
+        description="Compare the live model's alerts with the shadow model's (CHURN_SHADOW_ENDPOINT_NAME) over the "
+        "period both cover, against outcomes: per alert type, customers alerted, precision (alerted customers who "
+        "churned within 30 days after an alert), recall (churners alerted in the 30 days before) and agreement "
+        "(customers both alerted / either alerted). Shadow alerts: the shadow log (--shadow; default the archive "
+        "bucket's shadow/ prefix). Live alerts: a log of alert bodies (--live) or the alert ledger (--ledger, a "
+        "Scan). Interventions follow live alerts only: with an experiment on, --arm control compares fairly.",
+    )  # fmt: skip
+    report.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    report.add_argument("--shadow", nargs="+", metavar="PATH",
+                        help="shadow records: files, directories, globs or s3:// prefixes (default: "
+                        "s3://<archive bucket>/shadow/)")  # fmt: skip
+    live = report.add_mutually_exclusive_group(required=True)
+    live.add_argument("--live", nargs="+", metavar="PATH", help="live alert bodies: files, directories, globs, s3://")
+    live.add_argument("--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)")
+    report.add_argument("--arm", choices=["treatment", "control"], help="only this experiment arm's alerts")
+    report.add_argument("--end", type=_iso_instant, metavar="ISO",
+                        help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
+    report.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
 def _add_engine_options(command: argparse.ArgumentParser) -> None:
     """Where offline work runs: in process, local Dask workers, or an existing Dask cluster."""
     group = command.add_argument_group("parallel work (customers are split into shards by a hash of their id)")
@@ -302,12 +369,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.events is not None and not args.events.is_file():
             raise UsageError(f"{args.events}: no such file")
         return run_local(settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate)
+    if args.command == "alerts" and args.alerts_command == "stats":
+        from worker.commands.alerts_stats import run_alerts_stats
+
+        return asyncio.run(run_alerts_stats(settings, args.since, args.until, args.json))
     if args.command == "alerts":
         from worker.commands.alerts_tail import run_alerts_tail
 
         return asyncio.run(run_alerts_tail(settings, args.alert_type, args.severity, args.json, args.timeout))
     if args.command in ("replay", "backtest", "tune"):
         return _dispatch_history(args, settings)
+    if args.command == "uplift":
+        from worker.commands.uplift import UpliftRequest, run_uplift
+
+        return asyncio.run(run_uplift(settings, UpliftRequest(
+            args.outcomes, alerts=args.alerts, ledger=args.ledger, since=args.since, end=args.end,
+            horizon_days=args.horizon_days, as_json=args.json)))  # fmt: skip
+    if args.command == "shadow":
+        from worker.commands.shadow_report import ShadowReportRequest, run_shadow_report
+
+        return asyncio.run(run_shadow_report(settings, ShadowReportRequest(
+            args.outcomes, shadow=args.shadow, live=args.live, ledger=args.ledger, arm=args.arm, end=args.end,
+            as_json=args.json)))  # fmt: skip
     if args.command == "run":
         from worker.logs import configure_logging
         from worker.runtime import check_runnable, run_worker

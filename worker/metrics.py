@@ -21,8 +21,10 @@ class Metrics:
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += amount
 
-    def set(self, name: str, value: float) -> None:
-        self.gauges[name] = value
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """A gauge; with labels it is kept as `name{k="v"}`, the Prometheus series it becomes."""
+        key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        self.gauges[key] = value
 
     def observe(self, name: str, value: float) -> None:
         self.samples[name].append(value)

@@ -21,6 +21,17 @@ What holds after a crash, a redelivery or a bad event:
   and the due marks are durable. Without a due index (in-process runs) the records fail instead.
 - One bad row of an endpoint answer (outside the contract) costs that customer's model alerts
   for this scoring, never the batch.
+
+The improvement loop (issue 12), each in a method of its own:
+- `_archive_events`: the batch's accepted events to the event archive (`worker.archive`) before
+  the records are acknowledged; a failed write fails the records.
+- `_with_arms` / `_withhold`: every alert's experiment arm (`worker.alerts.experiment`); control
+  alerts are claimed like treatment ones and marked sent, but published only to the control
+  topic, if any, never to the retention topic.
+- `_record_churn`: a churn confirms the customer's alerts of the 30 days before it;
+  `expire_alert_outcomes` and `refresh_live_precision` are the sweeper's (`worker.alerts.outcomes`).
+- `_submit_to_shadow`: the customers the live model scored, handed to the shadow model
+  (`worker.shadow`), which never holds up, fails or changes this path.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import structlog
 
 from features.activity import has_churned, latest_event_us
@@ -40,6 +52,8 @@ from features.state import CustomerState, from_us, to_us
 from worker.alerts.claims import Claim
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
+from worker.alerts.experiment import CONTROL, ExperimentConfig, assign_arm
+from worker.alerts.outcomes import live_precision, precision_window
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
 from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
 from worker.faultpoints import kill_point
@@ -49,11 +63,13 @@ from worker.ports import (
     AlertPublisher,
     DeadLetterQueue,
     DueIndex,
+    EventArchive,
     FeatureStore,
     Record,
     Scorer,
     Settlement,
 )
+from worker.shadow import ShadowBatch, ShadowScoring
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +94,8 @@ class ScoreOutcome:
     """What `score_customers` did."""
 
     unscored: set[str] = field(default_factory=set)  # not churned, not scored (endpoint down): due again
-    alerts_published: list[Alert] = field(default_factory=list)
+    alerts_published: list[Alert] = field(default_factory=list)  # treatment: to the retention topic
+    alerts_withheld: list[Alert] = field(default_factory=list)  # control: recorded, not sent to retention
 
 
 class Pipeline:
@@ -95,6 +112,10 @@ class Pipeline:
         due: DueIndex | None = None,
         metrics: Metrics | None = None,
         clock: Clock = wall_clock,
+        archive: EventArchive | None = None,
+        experiment: ExperimentConfig | None = None,
+        control_publisher: AlertPublisher | None = None,
+        shadow: ShadowScoring | None = None,
     ) -> None:
         self._store = store
         self._scorer = scorer
@@ -106,6 +127,10 @@ class Pipeline:
         self._due = due
         self.metrics = metrics or Metrics()
         self._clock = clock
+        self._archive = archive
+        self._experiment = experiment or ExperimentConfig()
+        self._control_publisher = control_publisher  # control-arm alerts, for audit (never the retention topic)
+        self.shadow = shadow  # the shadow model, best effort in the background (worker.shadow)
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
 
     async def process(self, records: Sequence[Record]) -> Settlement:
@@ -150,9 +175,29 @@ class Pipeline:
                 enqueued[cid] = min(enqueued.get(cid, record.enqueued_at), record.enqueued_at)
         outcome = await self.score_customers(applied.states, now, "event", enqueued)
         retry = await self._mark_unscored_due(outcome.unscored, now)
+        if not await self._archive_events([event for _, event in good]):
+            retry = {event.customer_id for _, event in good}
         for record, event in good:
             (settlement.failed if event.customer_id in retry else settlement.done).append(record)
         return settlement
+
+    async def _archive_events(self, events: list[Event]) -> bool:
+        """Write the batch's accepted events to the archive (`worker.archive`), the store's
+        duplicates too: one may be an event whose archive write a crash cut short. False: the write
+        failed and the records must come back (the archive may then hold some of them twice, which
+        its readers remove by event_id)."""
+        if self._archive is None:
+            return True
+        try:
+            await self._archive.write(events)
+        except FatalAwsError:
+            raise
+        except Exception as exc:
+            log.warning("event archive unavailable; the batch's records come back", error=str(exc), events=len(events))
+            self.metrics.inc("archive_failures")
+            return False
+        self.metrics.inc("events_archived", len(events))
+        return True
 
     async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement,
                           field: str | None = None) -> None:  # fmt: skip
@@ -225,11 +270,12 @@ class Pipeline:
                 self.metrics.inc("scoring_failures", reason="rejected")
 
         alerts: list[Alert] = []
+        compared: dict[int, tuple[str | None, set[str]]] = {}  # row -> (tier, live types): for the shadow
         for row, cid in enumerate(customers):
             state = states[cid]
             last = state.profile.last_us
             if has_churned(state.profile):
-                await self._ledger.record_churn(cid, from_us(last["customer_churned"]))
+                await self._record_churn(cid, from_us(last["customer_churned"]))
                 continue
             if not scored:
                 outcome.unscored.add(cid)
@@ -241,9 +287,63 @@ class Pipeline:
             )  # fmt: skip
             if routed and "customer_churned" in last:  # churned once, signed up again since (or at that instant)
                 await self._ledger.record_return(cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"]))
-            alerts += routed
-        outcome.alerts_published = await self._claim_and_publish(alerts, enqueued or {})
+            alerts += self._with_arms(routed)
+            if prediction is not None:
+                compared[row] = (tier, {alert.alert_type.value for alert in routed})
+        self._submit_to_shadow(matrix, customers, compared, predictions, as_of, trigger)
+        outcome.alerts_published, outcome.alerts_withheld = await self._claim_and_publish(alerts, enqueued or {})
         return outcome
+
+    def _submit_to_shadow(self, matrix: np.ndarray, customers: list[str],
+                          compared: Mapping[int, tuple[str | None, set[str]]],
+                          predictions: Sequence[Prediction | None], as_of: datetime, trigger: Trigger) -> None:  # fmt: skip
+        """Hand the customers the live model scored to the shadow model (`worker.shadow`): it scores
+        them in the background and returns at once; nothing it does reaches the live path."""
+        if self.shadow is None or not compared or not self.shadow.accepting():
+            return
+        rows = sorted(compared)
+        live = predictions[rows[0]]
+        self.shadow.submit(ShadowBatch(
+            features=matrix[rows], customers=[customers[r] for r in rows], tiers=[compared[r][0] for r in rows],
+            as_of=as_of, trigger=trigger, live_types=[compared[r][1] for r in rows],
+            live_model_version=live.model_version if live is not None else None,
+        ))  # fmt: skip
+
+    async def _record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        """No more alerts for the customer, and their alerts of the 30 days before the churn are
+        confirmed (live outcomes, `worker.alerts.outcomes`; idempotent, so a redelivery is harmless)."""
+        await self._ledger.record_churn(customer_id, churned_at)
+        for resolution in await self._ledger.confirm_churn(customer_id, churned_at):
+            self.metrics.inc("alerts_confirmed", type=resolution.alert_type, arm=resolution.arm)
+            if resolution.was is not None:  # a late churn event turned an expiry over (counters only go up)
+                self.metrics.inc("alerts_expiries_reversed", type=resolution.alert_type, arm=resolution.arm)
+
+    async def expire_alert_outcomes(self, now: datetime, limit: int) -> int:
+        """Alerts whose 30 days passed without a churn are expired (the sweeper calls this)."""
+        expired = await self._ledger.expire_outcomes(now, limit)
+        for resolution in expired:
+            self.metrics.inc("alerts_expired", type=resolution.alert_type, arm=resolution.arm)
+        if expired:
+            log.info("alert outcomes expired", alerts=len(expired))
+        return len(expired)
+
+    async def refresh_live_precision(self, now: datetime) -> dict[str, float]:
+        """The `live_precision{type}` gauges: confirmed / resolved over the 30 latest settled alert
+        days (every outcome known), from the ledger's counters, so every worker reports the same."""
+        today = now.astimezone(UTC).date()
+        since, until = precision_window(today)
+        precision = live_precision(await self._ledger.outcome_stats(since, until), today)
+        for alert_type, value in precision.items():
+            self.metrics.set("live_precision", value, type=alert_type)
+        return precision
+
+    def _with_arms(self, alerts: list[Alert]) -> list[Alert]:
+        """Each alert's experiment arm (`worker.alerts.experiment`): a pure function of the salt,
+        the customer and the type, so every worker, redelivery and backtest agrees on it."""
+        if not self._experiment.active:
+            return alerts  # every alert is treatment
+        return [alert.model_copy(update={"arm": assign_arm(alert.customer_id, alert.alert_type.value, self._experiment)})
+                for alert in alerts]  # fmt: skip
 
     def _prediction(self, row: object, customer_id: str) -> Prediction | None:
         try:
@@ -254,9 +354,10 @@ class Pipeline:
             self.metrics.inc("scoring_failures", reason="invalid_prediction")
             return None
 
-    async def _claim_and_publish(self, alerts: list[Alert], enqueued: Mapping[str, float]) -> list[Alert]:
+    async def _claim_and_publish(self, alerts: list[Alert],
+                                 enqueued: Mapping[str, float]) -> tuple[list[Alert], list[Alert]]:  # fmt: skip
         if not alerts:
-            return []
+            return [], []
         # The claim's own time, not the batch's: after long retries a lease from the batch's start
         # could be over before the claim is written, and another worker would send it too.
         claims = await self._ledger.claim_all(alerts, self._clock(), self._alerts)
@@ -281,20 +382,43 @@ class Pipeline:
         """Publish claims whose lease ran out unsent (their worker died, or their publish failed):
         the outbox sweep. Returns how many were published."""
         claims = await self._ledger.abandoned(now, limit)
-        published = await self._publish(await self._still_ours(claims), {})
-        if published:
-            self.metrics.inc("alerts_republished", len(published))
-        return len(published)
+        published, withheld = await self._publish(await self._still_ours(claims), {})
+        if published or withheld:
+            self.metrics.inc("alerts_republished", len(published) + len(withheld))
+        return len(published) + len(withheld)
 
-    async def _publish(self, to_send: list[Alert], enqueued: Mapping[str, float]) -> list[Alert]:
+    async def _publish(self, to_send: list[Alert], enqueued: Mapping[str, float]) -> tuple[list[Alert], list[Alert]]:
+        """Treatment alerts to the retention topic, control alerts withheld from it: (published,
+        withheld). Both arms were claimed alike; both end marked sent in the ledger."""
+        treatment = [alert for alert in to_send if alert.arm != CONTROL]
+        control = [alert for alert in to_send if alert.arm == CONTROL]
+        published = await self._send(self._publisher, treatment, enqueued) if treatment else []
+        withheld = await self._withhold(control) if control else []
+        return published, withheld
+
+    async def _withhold(self, control: list[Alert]) -> list[Alert]:
+        """Control-arm alerts: to `CHURN_CONTROL_TOPIC_ARN` when set (an audit trail, outside the
+        retention team's topic), else only recorded. Either way they are marked sent, so the
+        ledger's cooldowns hold for them exactly as for treatment alerts."""
+        if self._control_publisher is not None:
+            return await self._send(self._control_publisher, control, {}, withheld=True)
+        now = self._clock()
+        stamped = [alert.published_at(now) for alert in control]
+        await self._ledger.mark_all_sent(stamped)
+        for alert in stamped:
+            self.metrics.inc("alerts_withheld", type=alert.alert_type.value, trigger=alert.trigger)
+            log.info("alert withheld (control arm)", alert_id=alert.alert_id, type=alert.alert_type.value,
+                     customer_id=alert.customer_id, trigger=alert.trigger)  # fmt: skip
+        return stamped
+
+    async def _send(self, publisher: AlertPublisher, to_send: list[Alert], enqueued: Mapping[str, float],
+                    withheld: bool = False) -> list[Alert]:  # fmt: skip
         """Publish, then mark sent what went out. What did not is released (its lease ends now), so
         the next sweep re-publishes it with the same alert_id."""
-        if not to_send:
-            return []
         fatal: FatalAwsError | None = None
         failed: list[Alert] = []
         try:
-            published = await self._publisher.publish(to_send)
+            published = await publisher.publish(to_send)
         except AlertPublishError as exc:
             published, failed = exc.published, exc.failed
             fatal = exc.__cause__ if isinstance(exc.__cause__, FatalAwsError) else None
@@ -314,6 +438,11 @@ class Pipeline:
             raise fatal
         sent_at = time.time()
         for alert in published:
+            if withheld:
+                self.metrics.inc("alerts_withheld", type=alert.alert_type.value, trigger=alert.trigger)
+                log.info("alert withheld (control arm), sent to the control topic", alert_id=alert.alert_id,
+                         type=alert.alert_type.value, customer_id=alert.customer_id, trigger=alert.trigger)  # fmt: skip
+                continue
             self.metrics.inc("alerts_published", type=alert.alert_type.value, trigger=alert.trigger)
             if alert.customer_id in enqueued:
                 self.metrics.observe("event_to_alert_latency_ms", (sent_at - enqueued[alert.customer_id]) * 1000)

@@ -13,6 +13,8 @@ pipeline (`worker.pipeline`) and the sweeper (`worker.rescore`) only ever see th
 | `Scorer`         | `scoring.SageMakerScorer`                     | the backtest's in-process model |
 | `AlertLedger`    | `alerts.dynamodb_ledger.DynamoDBAlertLedger`  | `alerts.ledger.MemoryAlertLedger` |
 | `AlertPublisher` | `alerts.publisher.SnsAlertPublisher`          | `alerts.publisher.MemoryAlertPublisher` |
+| `EventArchive`   | `archive.S3EventArchive`                      | `archive.MemoryEventArchive`   |
+| `ShadowLog`      | `shadow_log.SnsShadowLog`, `shadow_log.S3ShadowLog` | `shadow_log.MemoryShadowLog` |
 
 `FeatureStore` and `DueIndex` are defined next to the state they keep (`features/`, which does
 not depend on the worker) and re-exported here.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -31,13 +33,15 @@ from features.due import DueIndex
 from features.store import FeatureStore
 
 if TYPE_CHECKING:
+    from features.events import Event
     from worker.alerts.claims import Claim
     from worker.alerts.config import AlertsConfig
+    from worker.alerts.outcomes import OutcomeStats, Resolution
     from worker.alerts.rules import Alert
 
 __all__ = [
-    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventSource", "FeatureStore",
-    "Record", "Scorer", "Settlement",
+    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventArchive", "EventSource",
+    "FeatureStore", "Record", "Scorer", "Settlement", "ShadowLog",
 ]  # fmt: skip
 
 
@@ -100,6 +104,25 @@ class AlertPublisher(Protocol):
         ...
 
 
+class EventArchive(Protocol):
+    async def write(self, events: Sequence[Event]) -> None:
+        """Durably store the events (duplicates allowed: removed by `event_id` where the archive is
+        read); raises when it could not, and the caller leaves their records for redelivery."""
+        ...
+
+
+class ShadowLog(Protocol):
+    """Where the shadow model's alerts go (`worker.shadow`): never the retention topic."""
+
+    async def write(self, records: Sequence[dict[str, Any]]) -> None:
+        """Log shadow alert records (best effort: the caller counts a failure and goes on)."""
+        ...
+
+    async def flush(self) -> None:
+        """Write out whatever is buffered (on shutdown)."""
+        ...
+
+
 class AlertLedger(Protocol):
     """Cooldowns, churn and exactly-once claims: the rules are `worker.alerts.claims`'."""
 
@@ -135,4 +158,19 @@ class AlertLedger(Protocol):
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
+        ...
+
+    # Live outcomes (`worker.alerts.outcomes`): every claimed alert leaves a record that ends
+    # confirmed (churn within 30 days) or expired (none), counted per alert day, type and arm.
+
+    async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
+        """Confirm the customer's alerts of the 30 days before the churn; returns those confirmed now."""
+        ...
+
+    async def expire_outcomes(self, now: datetime, limit: int) -> list[Resolution]:
+        """Expire up to `limit` alerts whose 30 days passed without a churn; returns them."""
+        ...
+
+    async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
+        """Confirmed, expired and open alerts of the UTC days `since` .. `until`, per type and arm."""
         ...

@@ -19,6 +19,11 @@ Back-pressure: one step at a time (a slow endpoint slows the sweep, not the even
 while the scorer's circuit is open. A worker that dies mid-step loses nobody: its claims' leases end and the customers are due
 again. Exactly-once across workers: a due customer is claimed by one conditional write.
 
+Each step also re-publishes abandoned alert claims (the ledger's outbox) and, once a minute,
+expires alerts 30 days old without a churn and, every ten minutes, refreshes the live-precision
+gauges from the ledger's counters (`worker.alerts.outcomes`): bookkeeping whose failure is logged
+and retried, never a reason to stop re-scoring.
+
 Metrics (the infra alarms use these names): `churn_rescore_due_customers` (gauge), the age of the
 oldest due customer `churn_rescore_lag_seconds` (gauge), `churn_customers_rescored_total`
 (counter). `healthy()` is False while the lag exceeds twice the interval: `/readyz` turns red.
@@ -45,6 +50,9 @@ from worker.ports import DueIndex, FeatureStore
 log = structlog.get_logger(__name__)
 
 REPUBLISH_LIMIT = 100  # abandoned alert claims re-published per step
+EXPIRE_LIMIT = 500  # alert outcomes expired per step (worker.alerts.outcomes)
+EXPIRE_EVERY_SECONDS = 60.0  # outcomes are a matter of days: a look a minute is plenty
+PRECISION_EVERY_SECONDS = 600.0  # the live-precision gauges, from the ledger's daily counters
 
 
 class Rescorer:
@@ -79,6 +87,8 @@ class Rescorer:
         self._stats_at = float("-inf")
         self._max_idle = max(tick, min(60.0, interval.total_seconds() / 10))
         self._wake = asyncio.Event()
+        self._expired_at = float("-inf")
+        self._precision_at = float("-inf")
         self.claimed = 0  # customers the last step claimed
         self.lag = 0.0
 
@@ -122,6 +132,7 @@ class Rescorer:
         self.claimed = 0
         await self._refresh_stats(now)
         await self._pipeline.republish_abandoned(now, REPUBLISH_LIMIT)
+        await self._outcome_upkeep(now)
         if not self._endpoint_available():
             return False  # back-pressure: the customers stay due; the lag gauge shows it
         claims, more = await self._due.claim_due(now, self._batch_size, self._lease)
@@ -155,6 +166,24 @@ class Rescorer:
         log.info("customers re-scored", rescored=rescored, claimed=len(claims), not_active=len(claims) - len(active),
                  unscored=len(outcome.unscored), alerts=len(outcome.alerts_published))  # fmt: skip
         return more
+
+    async def _outcome_upkeep(self, now: datetime) -> None:
+        """Expire alerts 30 days old without churn (a minute apart, at once again while a full
+        batch expired), and refresh the live-precision gauges. Bookkeeping: a failure here is
+        logged and retried later, never a reason to stop re-scoring customers."""
+        try:
+            if time.monotonic() - self._expired_at >= EXPIRE_EVERY_SECONDS:
+                expired = await self._pipeline.expire_alert_outcomes(now, EXPIRE_LIMIT)
+                self._expired_at = time.monotonic() if expired < EXPIRE_LIMIT else float("-inf")
+            if time.monotonic() - self._precision_at >= PRECISION_EVERY_SECONDS:
+                self._precision_at = time.monotonic()
+                await self._pipeline.refresh_live_precision(now)
+        except FatalAwsError:
+            raise
+        except Exception:
+            log.exception("alert outcome upkeep failed; trying again at the next step")
+            self.metrics.inc("outcome_upkeep_failures")
+            self._expired_at = time.monotonic()
 
     async def _refresh_stats(self, now: datetime) -> None:
         if time.monotonic() - self._stats_at < self._stats_every:

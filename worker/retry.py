@@ -78,7 +78,7 @@ FATAL_CODES = frozenset({
     "KMSInvalidStateException", "OptInRequired",
     # the resource is not there
     "ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
-    "NotFoundException", "TopicNotFound",
+    "NotFoundException", "TopicNotFound", "NoSuchBucket",
 })  # fmt: skip
 # Reasons DynamoDB gives per item of a cancelled transaction ("None" = this item was fine).
 NO_REASON = "None"

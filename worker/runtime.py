@@ -36,18 +36,23 @@ from features.dynamodb import DynamoDBFeatureStore, table_name
 from worker import faultpoints
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
-from worker.aws import AwsClients
+from worker.archive import S3EventArchive
+from worker.aws import SHADOW_RUNTIME, AwsClients
 from worker.emf import EmfReporter
 from worker.exceptions import ConfigError, FatalAwsError, WorkerError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
-from worker.ports import Delivery, EventSource, Settlement
+from worker.ports import Delivery, EventSource, Settlement, ShadowLog
 from worker.rescore import Rescorer
 from worker.scoring import CircuitBreaker, SageMakerScorer
 from worker.settings import Settings
+from worker.shadow import ShadowScoring
+from worker.shadow_log import S3ShadowLog, SnsShadowLog, shadow_uri
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
 
 log = structlog.get_logger(__name__)
+
+SHADOW_CLOSE_SECONDS = 3.0  # on shutdown, after the live work: shadow scorings still running, and the log's flush
 
 
 def check_runnable(settings: Settings) -> None:
@@ -69,6 +74,15 @@ def check_runnable(settings: Settings) -> None:
         raise ConfigError(
             f"set {', '.join(missing)} (or run `churn-worker bootstrap` and use the names it prints)"
         )
+    if settings.shadow_endpoint_name and not (settings.shadow_topic_arn or settings.archive_s3_uri):
+        raise ConfigError("CHURN_SHADOW_ENDPOINT_NAME needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or "
+                          "CHURN_ARCHIVE_S3_URI (shadow alerts then go to its bucket under shadow/)")  # fmt: skip
+    if settings.shadow_endpoint_name and settings.shadow_endpoint_name == settings.endpoint_name:
+        raise ConfigError("CHURN_SHADOW_ENDPOINT_NAME is the live endpoint (CHURN_ENDPOINT_NAME): name the candidate")
+    for name, topic in (("CHURN_CONTROL_TOPIC_ARN", settings.control_topic_arn),
+                        ("CHURN_SHADOW_TOPIC_ARN", settings.shadow_topic_arn)):  # fmt: skip
+        if topic and topic == settings.alerts_topic_arn:
+            raise ConfigError(f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own")
 
 
 def worker_id(settings: Settings) -> str:
@@ -147,8 +161,7 @@ async def run_worker(
             log.error("fatal error; stopping the worker", error=str(error))
         stop.set()
 
-    services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"] + (["kinesis"] if settings.source == "kinesis" else [])
-    async with AwsClients(settings, *services, metrics=metrics) as aws:
+    async with AwsClients(settings, *_services(settings), metrics=metrics) as aws:
         features = table_name(settings.table_prefix)
         store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
                                      rescore_interval=settings.rescore_interval)  # fmt: skip
@@ -166,6 +179,10 @@ async def run_worker(
             retention=settings.retention,
             due=due,
             metrics=metrics,
+            archive=S3EventArchive(aws.s3, settings.archive_s3_uri, worker_id(settings)) if settings.archive_s3_uri else None,
+            experiment=settings.experiment,
+            control_publisher=SnsAlertPublisher(aws.sns, settings.control_topic_arn) if settings.control_topic_arn else None,
+            shadow=_shadow(settings, aws, metrics),
         )  # fmt: skip
         rescorer = Rescorer(
             due=due, store=store, pipeline=pipeline, interval=settings.rescore_interval,
@@ -223,6 +240,8 @@ async def run_worker(
         if sweeper.done() and not sweeper.cancelled() and sweeper.exception() is not None:
             stop_for(sweeper.exception())  # type: ignore[arg-type]  # checked just above
         stopper.cancel()
+        if pipeline.shadow is not None:  # the live work is settled: the shadow gets what grace is left
+            await pipeline.shadow.close(grace=SHADOW_CLOSE_SECONDS)
         if emf is not None:
             emf.cancel()
         await health.stop()
@@ -232,6 +251,40 @@ async def run_worker(
         raise error if isinstance(error, WorkerError) else WorkerError(str(error))
     log.info("worker stopped")
     return 0
+
+
+def _services(settings: Settings) -> list[str]:
+    """The AWS clients the worker opens: S3 only with an archive, Kinesis only as the source, a
+    second SageMaker runtime client only with a shadow endpoint."""
+    services = ["dynamodb", "sqs", "sns", "sagemaker-runtime"]
+    if settings.source == "kinesis":
+        services.append("kinesis")
+    if settings.archive_s3_uri:
+        services.append("s3")
+    if settings.shadow_endpoint_name:
+        services.append(SHADOW_RUNTIME)
+    return services
+
+
+def _shadow(settings: Settings, aws: AwsClients, metrics: Metrics) -> ShadowScoring | None:
+    """The shadow model (`worker.shadow`), its own client, breaker and timeout; its log is the
+    shadow topic, else the archive bucket's `shadow/` prefix (`check_runnable` made sure of one)."""
+    if not settings.shadow_endpoint_name:
+        return None
+    shadow_log: ShadowLog
+    if settings.shadow_topic_arn:
+        shadow_log = SnsShadowLog(aws.sns, settings.shadow_topic_arn)
+    else:
+        assert settings.archive_s3_uri is not None
+        shadow_log = S3ShadowLog(aws.s3, shadow_uri(settings.archive_s3_uri), worker_id(settings))
+    # One try per batch (a missed shadow scoring is only a missed comparison); the shadow's own
+    # breaker (ShadowScoring's) counts timeouts as well as errors.
+    scorer = SageMakerScorer(aws.sagemaker_runtime_shadow, settings.shadow_endpoint_name, max_attempts=1)
+    breaker = CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds)
+    log.info("shadow model on", endpoint=settings.shadow_endpoint_name,
+             log=settings.shadow_topic_arn or shadow_uri(settings.archive_s3_uri or ""))  # fmt: skip
+    return ShadowScoring(scorer, shadow_log, settings.alerts, settings.experiment,
+                         timeout=settings.shadow_timeout_seconds, metrics=metrics, breaker=breaker)  # fmt: skip
 
 
 def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSource:

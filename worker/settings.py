@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from worker import faultpoints
 from worker.alerts.config import AlertsConfig
+from worker.alerts.experiment import ExperimentConfig
 from worker.exceptions import ConfigError
 
 
@@ -80,6 +81,24 @@ class Settings(BaseSettings):
     rescore_lease_seconds: float = Field(
         120, gt=0, le=3600, description="a claimed due customer is due again after this if its worker died"
     )
+    # Closing the loop (issue 12): the event archive, the shadow model, the A/B holdout.
+    archive_s3_uri: str | None = Field(
+        None, description="s3://bucket/prefix/: every accepted event archived there (gzip JSON Lines by event date)"
+    )
+    shadow_endpoint_name: str | None = Field(
+        None, description="a second SageMaker endpoint scoring every batch in the background; its alerts go to the shadow log"
+    )
+    shadow_topic_arn: str | None = Field(
+        None, description="SNS topic for shadow alerts (else s3://<archive bucket>/shadow/); never the retention topic"
+    )
+    shadow_timeout_seconds: float = Field(
+        5, gt=0, le=60, description="a shadow scoring taking longer is abandoned (the live path never waits for it)"
+    )
+    control_topic_arn: str | None = Field(
+        None, description="SNS topic for control-arm alerts (audit); unset: they are only recorded in the ledger"
+    )
+    experiment: ExperimentConfig = ExperimentConfig()  # [experiment]: control_fraction, salt
+
     fault_kill_at: str | None = Field(
         None, description="fault injection only: exit 137 at this kill point (worker/faultpoints.py), e.g. after_publish@2"
     )
@@ -90,6 +109,19 @@ class Settings(BaseSettings):
         if value:
             faultpoints.parse(value)  # refuses unknown points; the runtime arms it
         return value
+
+    @field_validator("archive_s3_uri")
+    @classmethod
+    def _archive_uri(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from worker.archive import parse_s3_uri
+
+        try:
+            bucket, prefix = parse_s3_uri(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return f"s3://{bucket}/{prefix}"
 
     @property
     def retention(self) -> timedelta:

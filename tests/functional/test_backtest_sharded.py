@@ -36,11 +36,15 @@ def test_one_two_workers_and_any_shard_count_give_the_same_bytes(
 ) -> None:
     runs = {"w1-s1": ("--workers", 1, "--shards", 1), "w1-s8": ("--workers", 1, "--shards", 8),
             "w2-s4": ("--workers", 2, "--shards", 4)}  # fmt: skip
+    config = tmp_path / "experiment.toml"  # the A/B holdout's arms must not depend on the split either
+    config.write_text("[experiment]\ncontrol_fraction = 0.5\n")
     for name, extra in runs.items():
         assert run_cli(sim_log["events"], "--outcomes", sim_log["outcomes"], "--bundle", tiny_bundle,
-                       "--out", tmp_path / name, *extra) == 0  # fmt: skip
+                       "--out", tmp_path / name, "--config", config, *extra) == 0  # fmt: skip
     first = tmp_path / "w1-s1"
     assert (first / "alerts.jsonl").read_text().strip()  # something to compare
+    arms = {json.loads(line)["arm"] for line in (first / "alerts.jsonl").read_text().splitlines()}
+    assert arms == {"treatment", "control"}
     for name in runs:
         for output in OUTPUTS:
             assert (tmp_path / name / output).read_bytes() == (first / output).read_bytes(), (name, output)

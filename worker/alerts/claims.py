@@ -34,6 +34,11 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    or a redelivery no longer routes it): the claim itself is the outbox entry. In DynamoDB a sparse
    index finds them (`pending_shard`, `lease_until_us`; `mark_sent` removes the item from it).
 
+Alert records. Each NEW claim also writes, in its own transaction, an alert record that outlives
+the claim item (`worker.alerts.outcomes`, `worker.alerts.dynamodb_outcomes`): the alerts of the last
+30 days, for live outcomes (confirmed on churn, expired after 30 days) and `churn-worker uplift
+--ledger`. Claim items and records carry the alert's `arm`, `model_version` and `feature_hash`.
+
 Churn and return. The `#churned` item holds the latest churn's event time and, once the customer
 signs up again at or after it, that sign-up's time. A churn and a sign-up at the same instant mean
 the customer is back (`features.activity.has_churned`: ties go to the sign-up). Both writes only

@@ -13,7 +13,7 @@ import json
 import random
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -29,7 +29,9 @@ from worker.alerts.claims import (
     to_us,
     utc,
 )
+from worker.alerts.dynamodb_outcomes import DynamoDBOutcomes, record_put
 from worker.alerts.exceptions import AlertLedgerError
+from worker.alerts.outcomes import OutcomeStats, Resolution
 from worker.alerts.rules import Alert, iso
 from worker.retry import (
     CONDITION_CODES,
@@ -87,6 +89,18 @@ def alert_table_name(prefix: str) -> str:
     return f"{prefix}alerts"
 
 
+def _provenance(alert: Alert) -> dict[str, Any]:
+    """What produced an alert, as attributes of every ledger item about it (queryable without
+    decoding the body): its experiment arm, model version and feature hash."""
+    item: dict[str, Any] = {"arm": {"S": alert.arm}}
+    version = alert.model_version or (alert.predictions.model_version if alert.predictions else None)
+    if version:
+        item["model_version"] = {"S": version}
+    if alert.feature_hash:
+        item["feature_hash"] = {"S": alert.feature_hash}
+    return item
+
+
 class _Failed(Exception):
     """A claim transaction did not go through: why, and the alert record as it was (if known)."""
 
@@ -107,6 +121,16 @@ class DynamoDBAlertLedger(Batching):
         self._client = client
         self._table = table
         self._lease = lease
+        self.outcomes = DynamoDBOutcomes(client, table)  # alert records, outcomes, counters
+
+    async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
+        return await self.outcomes.confirm_churn(customer_id, churned_at)
+
+    async def expire_outcomes(self, now: datetime, limit: int) -> list[Resolution]:
+        return await self.outcomes.expire_due(now, limit)
+
+    async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
+        return await self.outcomes.stats(since, until)
 
     def _key(self, customer_id: str, sort_key: str) -> dict[str, Any]:
         return {"customer_id": {"S": customer_id}, "alert_type": {"S": sort_key}}
@@ -126,7 +150,9 @@ class DynamoDBAlertLedger(Batching):
         for attempt in range(MAX_ATTEMPTS):
             fresh = alert.with_window(now)
             try:
-                await self._transact(alert.customer_id, self._claim_put(fresh, now, cooldown, token))
+                # The claim and its alert record (worker/alerts/dynamodb_outcomes.py) in one transaction.
+                await self._transact(alert.customer_id, self._claim_put(fresh, now, cooldown, token),
+                                     record_put(self._table, fresh, _provenance(fresh)))  # fmt: skip
                 return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)
             except _Failed as failed:
                 if failed.churned:
@@ -171,6 +197,7 @@ class DynamoDBAlertLedger(Batching):
         }
         if alert.customer_tier is not None:
             item["customer_tier"] = {"S": alert.customer_tier}
+        item.update(_provenance(alert))
         return {
             "Put": {
                 "TableName": self._table,
@@ -229,9 +256,11 @@ class DynamoDBAlertLedger(Batching):
         )  # fmt: skip
         return Claim(claim.status, claim.alert, claim.token, now + self._lease) if renewed else None
 
-    async def _transact(self, customer_id: str, write: TransactWriteItemTypeDef) -> None:
+    async def _transact(self, customer_id: str, write: TransactWriteItemTypeDef,
+                        *more: TransactWriteItemTypeDef) -> None:  # fmt: skip
+        """`write` (and `more`) conditional on the customer not having churned, in one transaction."""
         try:
-            await self._client.transact_write_items(TransactItems=[self._not_churned(customer_id), write])
+            await self._client.transact_write_items(TransactItems=[self._not_churned(customer_id), write, *more])
         except ClientError as exc:
             kind = classify(exc)
             if kind is Failure.FATAL:
@@ -240,10 +269,10 @@ class DynamoDBAlertLedger(Batching):
                 if kind is Failure.INVALID:
                     raise AlertLedgerError(f"claiming an alert in {self._table}: {error_text(exc)}") from exc
                 raise _Failed(kind) from None  # throttled, a 5xx: nothing was written
-            churn_reason, claim_reason = cancellation_reasons(exc, 2)
+            churn_reason, claim_reason = cancellation_reasons(exc, 2 + len(more))[:2]
             response: Any = exc.response
             reasons = list(response.get("CancellationReasons") or [])
-            item = reasons[1].get("Item") if len(reasons) == 2 else None
+            item = reasons[1].get("Item") if len(reasons) == 2 + len(more) else None
             raise _Failed(kind, churned=churn_reason in CONDITION_CODES,
                           condition_failed=claim_reason in CONDITION_CODES, item=item) from None  # fmt: skip
         except (BotoCoreError, OSError, TimeoutError):

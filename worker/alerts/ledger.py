@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from worker.alerts.claims import (
     CHURN_MARKER,
@@ -21,6 +21,7 @@ from worker.alerts.claims import (
     utc,
 )
 from worker.alerts.dynamodb_ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
+from worker.alerts.outcomes import Outcome, OutcomeStats, Resolution, day_of, deadline_us, is_confirmed
 from worker.alerts.rules import Alert
 
 __all__ = [
@@ -49,6 +50,15 @@ class _Record:
 
 
 @dataclass
+class _AlertRecord:
+    """The twin of an alert record (`worker.alerts.outcomes`)."""
+
+    alert: Alert  # stamped with its window
+    as_of_us: int
+    outcome: Outcome | None = None
+
+
+@dataclass
 class MemoryAlertLedger(Batching):
     """The in-memory twin, same semantics (one process: backtests and tests)."""
 
@@ -56,6 +66,9 @@ class MemoryAlertLedger(Batching):
     records: dict[tuple[str, str], _Record] = field(default_factory=dict)
     # customer -> (churned_at_us, returned_at_us or None): the `#churned` item
     churned: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    history: dict[str, list[_AlertRecord]] = field(default_factory=dict)  # customer -> alert records
+    # (alert day, type, arm) -> [confirmed, expired]: the daily counters
+    counters: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
     def _is_churned(self, customer_id: str) -> bool:
         marker = self.churned.get(customer_id)  # CUSTOMER_NOT_CHURNED, negated
@@ -68,8 +81,9 @@ class MemoryAlertLedger(Batching):
         key = (alert.customer_id, alert.alert_type.value)
         record = self.records.get(key)
         if record is None or record.alert.window_start is None or record.alert.window_start + cooldown <= now:
-            fresh = self.records[key] = _Record(alert.with_window(now), sent=False, lease_until=now + self.lease)
-            return fresh.held(ClaimStatus.NEW)
+            record = self.records[key] = _Record(alert.with_window(now), sent=False, lease_until=now + self.lease)
+            self.history.setdefault(alert.customer_id, []).append(_AlertRecord(record.alert, to_us(utc(alert.as_of))))
+            return record.held(ClaimStatus.NEW)
         if record.sent:
             return Claim(ClaimStatus.SUPPRESSED, record.alert)
         if record.lease_until > now:
@@ -132,3 +146,36 @@ class MemoryAlertLedger(Batching):
         marker = self.churned.get(customer_id)
         if marker is None or (marker[0] <= churned_us and (marker[1] is None or marker[1] < returned_us)):  # NEWER_RETURN
             self.churned[customer_id] = (churned_us, returned_us)
+
+    async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
+        churned_us = to_us(utc(churned_at))
+        resolved = []
+        for record in self.history.get(customer_id, []):
+            if record.outcome is not Outcome.CONFIRMED and is_confirmed(record.as_of_us, churned_us):
+                resolved.append(self._resolve(record, Outcome.CONFIRMED))
+        return resolved
+
+    async def expire_outcomes(self, now: datetime, limit: int) -> list[Resolution]:
+        now_us = to_us(utc(now))
+        due = sorted((r for records in self.history.values() for r in records
+                      if r.outcome is None and deadline_us(r.as_of_us) <= now_us), key=lambda r: r.as_of_us)  # fmt: skip
+        return [self._resolve(record, Outcome.EXPIRED) for record in due[:limit]]
+
+    def _resolve(self, record: _AlertRecord, outcome: Outcome) -> Resolution:
+        was, record.outcome = record.outcome, outcome
+        alert = record.alert
+        counts = self.counters.setdefault((day_of(record.as_of_us), alert.alert_type.value, alert.arm), [0, 0])
+        counts[0 if outcome is Outcome.CONFIRMED else 1] += 1
+        if was is Outcome.EXPIRED:
+            counts[1] -= 1
+        return Resolution(alert.customer_id, alert.alert_type.value, alert.arm, record.as_of_us, outcome, was)
+
+    async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
+        stats = OutcomeStats(since, until)
+        for (day, alert_type, arm), (confirmed, expired) in self.counters.items():
+            stats.add(day, alert_type, arm, confirmed=confirmed, expired=expired)
+        for records in self.history.values():
+            for record in records:
+                if record.outcome is None:
+                    stats.add(day_of(record.as_of_us), record.alert.alert_type.value, record.alert.arm, open_=1)
+        return stats

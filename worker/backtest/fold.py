@@ -142,6 +142,7 @@ async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line
     pipeline = Pipeline(
         store=store, scorer=RecordingScorer(scorer, log, clock), ledger=MemoryAlertLedger(), publisher=publisher,
         dlq=dlq, alerts=options.alerts, retention=options.retention, clock=clock,
+        experiment=options.experiment, control_publisher=publisher,  # both arms in alerts.jsonl, by `arm`
     )  # fmt: skip
 
     async def known_states() -> dict[str, CustomerState]:

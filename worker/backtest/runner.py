@@ -45,6 +45,7 @@ from features.shards import (
     total_bytes,
 )
 from worker.alerts.config import AlertsConfig
+from worker.alerts.experiment import ExperimentConfig
 from worker.backtest.fold import ScorerFactory, ShardResult, ShardTask, days_of, fold_shard, fold_shard_async
 from worker.backtest.recording import ScoringLog
 from worker.backtest.scorer import GivenScorer
@@ -96,6 +97,9 @@ class BacktestOptions:
     workers: int = 1  # 1: in process; more: a local Dask cluster of that many processes
     scheduler: str | None = None  # an existing Dask cluster instead
     shards: int | None = None  # None: by input size (a divisor of features.shards.GROUPS)
+    # The A/B holdout: every alert gets its arm as live (a pure function of salt, customer and
+    # type, so shards agree); alerts.jsonl holds both arms, each body saying which.
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
 
 def event_sources(events: Path | Sequence[Any]) -> list[Any]:

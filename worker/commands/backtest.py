@@ -73,7 +73,7 @@ async def backtest_once(
     options = BacktestOptions(
         alerts=settings.alerts, retention=settings.retention, on_error=request.on_error,
         window_us=round(request.batch_hours * HOUR_US), workers=engine_workers(request),
-        scheduler=request.scheduler, shards=request.shards,
+        scheduler=request.scheduler, shards=request.shards, experiment=settings.experiment,
     )  # fmt: skip
     if request.endpoint:
         result = await run_backtest(request.events, EndpointScorer(settings, request.endpoint), alerts_out, options)

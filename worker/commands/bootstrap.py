@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from features.dynamodb import create_feature_table, table_name
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.alerts.publisher import create_alert_topic
+from worker.archive import ensure_bucket, parse_s3_uri
 from worker.aws import AwsClients
 from worker.exceptions import ConfigError
 from worker.settings import Settings
@@ -59,6 +60,7 @@ async def bootstrap(settings: Settings) -> list[Resource]:
     prefix = settings.table_prefix
     rows: list[Resource] = []
     services = ["dynamodb", "sqs", "sns"] + (["kinesis"] if settings.source == "kinesis" else [])
+    services += ["s3"] if settings.archive_s3_uri else []
     async with AwsClients(settings, *services) as aws:
         ddb = aws.dynamodb
         for name, create in ((table_name(prefix), create_feature_table), (alert_table_name(prefix), create_alert_table)):
@@ -92,6 +94,10 @@ async def bootstrap(settings: Settings) -> list[Resource]:
         topic_name = _name_from(settings.alerts_topic_arn, f"{prefix}alerts")
         topic_arn = await create_alert_topic(aws.sns, topic_name)
         rows.append(Resource("sns_topic", topic_name, None, "CHURN_ALERTS_TOPIC_ARN", topic_arn))
+        if settings.archive_s3_uri:  # only when asked for: the data-plane stack makes the production one
+            bucket, _ = parse_s3_uri(settings.archive_s3_uri)
+            created = await ensure_bucket(aws.s3, settings.archive_s3_uri, settings.aws_region)
+            rows.append(Resource("s3_bucket", bucket, created, "CHURN_ARCHIVE_S3_URI", settings.archive_s3_uri))
     return rows
 
 
