@@ -30,12 +30,14 @@ def test_alert_stats_by_hand() -> None:
     assert stats["recall"] == 0.5  # c0 of the two churners
     assert stats["false_positive_rate"] == 0.5  # c2 of c2, c3
     assert stats["median_lead_time_days"] == 18.0  # first confirmed alert day 2, churn day 20
+    assert stats["false_alert_share"] == 0.5  # c1's (60 days early) and c2's alerts were not followed by churn
     assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / 4 * 1000 / 4, rel=1e-3)
 
 
 def test_no_alerts_and_no_outcomes() -> None:
     empty = alert_stats(np.zeros(0, np.int64), np.zeros(0, np.int64), POP)
     assert empty["precision"] is None and empty["recall"] == 0.0 and empty["median_lead_time_days"] is None
+    assert empty["false_alert_share"] is None
     counts_only = alert_stats(np.array([1]), np.array([day(1)]), POP, with_outcomes=False)
     assert set(counts_only) == {"alerts", "customers_alerted", "alerts_per_1000_customers_per_week"}
 
@@ -67,9 +69,11 @@ def test_model_labels_leave_out_unknown_futures() -> None:
     # at 14 days all three are known and negative (c0 churns 19 days after day 1): no AUC
     assert stats["churn_14d"]["examples"] == 3 and stats["churn_14d"]["auc_roc"] is None
     assert stats["health_mae"] is None and "n/a" in stats["health_mae_note"]
-    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "false_positive_rate": 0.2}}, stats)
+    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "recall": 0.5, "false_positive_rate": 0.2,
+                                              "false_alert_share": 0.1}}, stats)  # fmt: skip
     assert [(t["metric"], t["pass"]) for t in targets] == [
-        ("ib_call_spike_precision", True), ("critical_alert_false_positive_rate", False),
+        ("ib_call_spike_precision", True), ("ib_call_spike_recall", False),
+        ("critical_alert_false_positive_rate", False), ("critical_alert_false_share", True),
         ("churn_auc_roc_14d", None), ("churn_auc_roc_30d", True), ("health_score_mae", None)]  # fmt: skip
 
 

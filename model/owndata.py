@@ -1,0 +1,137 @@
+"""Examples from a team's own history: event paths + an outcomes file in, `Examples` out.
+
+`build_examples` is what `churn-model train --events`, `evaluate --events` and `compare` call: it
+checks the outcomes against the log, places the honest split's time cut, picks how densely to
+sample training instants, and runs the two passes of `model.examples` (shards in a scratch
+directory, removed afterwards).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from features.eventfile import EventParseError, event_sources
+from features.outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
+from features.state import DAY_US
+from features.store import DEFAULT_RETENTION
+from model.examples import Examples, LogSummary, SamplePlan, fold_shard, merge_shards, scratch_dir, shard_events
+from model.exceptions import DataError
+from model.splits import ROLES, SplitPlan, choose_cut_day
+
+MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    mode: str = "training"  # training (split roles, sampled) | evaluation (every instant)
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    cut_fraction: float = 0.6  # share of labelled activity before the time cut
+    max_train_rows: int = 150_000  # training instants are sampled down to about this many
+    max_holdout_rows: int = 400_000  # validation / test instants per role, before sampling kicks in
+    retention: timedelta = DEFAULT_RETENTION
+    on_error: str = "skip"  # skip | stop, for bad lines
+    allow_unknown_outcomes: bool = False
+    excluded: frozenset[str] = field(default_factory=frozenset)
+    shards: int | None = None
+    scratch: Path | None = None
+
+
+@dataclass
+class BuildReport:
+    summary: dict[str, Any]
+    split: SplitPlan
+    every: dict[str, int]
+    warnings: list[str]
+    outcomes: Outcomes
+    churn: ChurnTimes  # every churn instant: outcomes and customer_churned events
+    start_us: int  # the first and latest event time of the log
+    end_us: int
+
+
+def build_examples(
+    events: str | Path | Sequence[str | Path],
+    outcomes: Path,
+    options: BuildOptions = BuildOptions(),
+    progress: bool = False,
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> tuple[Examples, BuildReport]:
+    """Examples of every active customer at its daily scoring instants (sampled for training)."""
+    try:
+        sources = event_sources(events)
+        loaded = load_outcomes(Path(outcomes))
+    except (EventParseError, OutcomesError) as exc:
+        raise DataError(str(exc)) from None
+    with scratch_dir(options.scratch) as work:
+        summary = shard_events(sources, work, options.shards, options.on_error, progress, say)
+        if summary.events == 0 or summary.last_us is None:
+            raise DataError(f"no events in {', '.join(summary.sources)}: the log is empty")
+        try:
+            warnings = check_against_events(loaded, summary.first_sign_up, summary.customers, options.allow_unknown_outcomes)
+        except OutcomesError as exc:
+            raise DataError(str(exc)) from None
+        for warning in warnings:
+            say(f"warning: {warning}")
+        labelled_days = (summary.last_us - summary.first_us) // DAY_US - 30 if summary.first_us is not None else 0
+        if labelled_days < MIN_LABELLED_DAYS:
+            raise DataError(
+                f"the log spans {(summary.last_us - (summary.first_us or 0)) / DAY_US:.0f} days; 30-day churn is known "
+                f"only for instants 30 days before its end, so it needs at least {30 + MIN_LABELLED_DAYS} days"
+            )
+        churn = ChurnTimes.join(loaded, summary.churn_events)
+        split = _split(summary, options)
+        every = _sampling(summary, split, options)
+        plan = SamplePlan(every, split)
+        parts = []
+        from tqdm import tqdm
+
+        for shard in tqdm(summary.shard_files, desc="examples", unit="shard", file=sys.stderr, disable=not progress):
+            parts.append(fold_shard(shard, summary, churn, plan, options.retention))
+        examples = merge_shards(parts, summary, split)
+    examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe()})
+    if len(examples) == 0:
+        raise DataError("no active customer at any scoring instant of the log: nothing to learn or measure")
+    assert summary.first_us is not None
+    return examples, BuildReport(examples.summary, split, every, warnings, loaded, churn, summary.first_us, summary.last_us)
+
+
+def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
+    assert summary.last_us is not None
+    if options.mode == "evaluation":
+        return SplitPlan(cut_day=summary.first_day, mode="evaluation", excluded=options.excluded)
+    test, validation = options.test_fraction, options.validation_fraction
+    if not (0 <= test and 0 < validation and test + validation < 1):
+        raise DataError("validation and test fractions must be positive and leave customers to train on")
+    cut = choose_cut_day(summary.day_events, summary.last_us, options.cut_fraction)
+    return SplitPlan(cut_day=cut, validation_fraction=options.validation_fraction,
+                     test_fraction=options.test_fraction, excluded=options.excluded)  # fmt: skip
+
+
+def _sampling(summary: LogSummary, split: SplitPlan, options: BuildOptions) -> dict[str, int]:
+    """Every how many days each role keeps an instant, from an estimate of its active instants (a
+    customer is taken to be active from its first event to `retention` after its last)."""
+    if options.mode == "evaluation":
+        return {role: 1 for role in ROLES}
+    retention_days = options.retention.days
+    estimate = dict.fromkeys(ROLES, 0)
+    for cid, (first, last) in summary.customers.items():
+        role = split.role(cid)
+        if role not in estimate:
+            continue
+        lo, hi = first // DAY_US, min(last // DAY_US + retention_days, summary.last_day)
+        if role == "train":
+            hi = min(hi, split.cut_day - 1)
+        elif role == "validation":
+            lo = max(lo, split.cut_day)
+        estimate[role] += max(0, hi - lo + 1)
+    every = {"train": max(1, math.ceil(estimate["train"] / options.max_train_rows))}
+    for role in ("validation", "test"):
+        every[role] = max(1, math.ceil(estimate[role] / options.max_holdout_rows))
+    return every
+
