@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -72,15 +73,19 @@ class CustomerFacts:
     seen: set[str] = field(default_factory=set, repr=False)
 
     def add(self, event_id: str, kind: str, t_us: int, first_session: bool = False, success: bool | None = None) -> bool:
-        """Count one event; False (nothing counted) for a duplicate event_id."""
-        if event_id in self.seen:
-            return False
-        self.seen.add(event_id)
+        """Count one event; False (nothing counted) for a duplicate of a completed session. Only
+        completed sessions are counted (velocity); every other fact is a set of instants or days,
+        which a second copy leaves unchanged, so only their ids are remembered."""
+        if kind == "session_completed":
+            if event_id in self.seen:
+                return False
+            self.seen.add(event_id)
         if kind in ENGAGEMENT_TYPES:
             self.engaged_days.add(t_us // DAY_US)
         if kind == "customer_signed_up":
-            self.sign_ups.append(t_us)
-        elif kind == "customer_churned":
+            if t_us not in self.sign_ups:
+                self.sign_ups.append(t_us)
+        elif kind == "customer_churned" and t_us not in self.churns:
             self.churns.append(t_us)
         elif kind == "session_completed":
             self.completed.append(t_us)
@@ -139,9 +144,9 @@ def customer_labels(
 
     out["first_session_success"] = _first_session_labels(facts, completed, churn_times, t_us, context)
 
-    days = np.asarray(sorted(facts.engaged_days), dtype=np.int64)
+    engaged_days = np.asarray(sorted(facts.engaged_days), dtype=np.int64)
     today = t_us // DAY_US
-    engaged = np.searchsorted(days, today + HEALTH_DAYS, side="right") - np.searchsorted(days, today, side="right")
+    engaged = np.searchsorted(engaged_days, today + HEALTH_DAYS, side="right") - np.searchsorted(engaged_days, today, side="right")
     out["engaged_days_30d"] = np.where(np.isnan(out["churn_risk_30d"]), np.nan, engaged.astype(np.float64))
     return out
 
@@ -272,3 +277,76 @@ class MarketActivity:
                 tutors[s] = len(seen)
             cache[first] = (bookings, tutors)
         return cache[first]
+
+
+@dataclass
+class LabelScan:
+    """Every customer's label facts from one pass over a log (what a backtest report needs)."""
+
+    facts: dict[str, CustomerFacts] = field(default_factory=dict)
+    end_us: int | None = None  # the latest event time
+    log_uses_flag: bool = False
+
+    def churn_events(self) -> dict[str, list[int]]:
+        return {cid: fact.churns for cid, fact in self.facts.items() if fact.churns}
+
+    def context(self) -> LabelContext:
+        return LabelContext(end_us=self.end_us if self.end_us is not None else 0, log_uses_flag=self.log_uses_flag)
+
+
+def scan_label_facts(paths: str | Sequence[str]) -> LabelScan:
+    """One pass over an event path, keeping what labels need. JSON Lines are read without full
+    validation (only the fields labels use, with the same time parsing), so the pass is a few
+    seconds per million events; a line that is not a valid event for these fields is skipped,
+    as the pipeline's dead-letter queue would take it."""
+    from features.eventfile import event_sources, read_source
+
+    scan = LabelScan()
+    for source in event_sources(paths):
+        if source.is_parquet:
+            for _, item in read_source(source):
+                if not isinstance(item, Exception):
+                    fields = item.__dict__
+                    _scan_one(scan, item.customer_id, item.event_id, item.type, _us(item.occurred_at),
+                              fields.get("first_session", False), fields.get("success"))  # fmt: skip
+            continue
+        from features.eventfile import open_text
+
+        with open_text(source) as handle:
+            for line in handle:
+                _scan_line(scan, line)
+    return scan
+
+
+def _us(moment: datetime) -> int:
+    from features.state import to_us
+
+    return to_us(moment)
+
+
+def _scan_line(scan: LabelScan, line: str) -> None:
+    from features.events import loads_json, unwrap_envelope
+
+    if not line.strip():
+        return
+    try:
+        obj = unwrap_envelope(loads_json(line))
+        kind, cid, eid, when = obj["type"], obj["customer_id"], obj["event_id"], obj["occurred_at"]
+        moment = datetime.fromisoformat(when)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return
+    if moment.tzinfo is None or not isinstance(cid, str) or not isinstance(eid, str) or not isinstance(kind, str):
+        return
+    first = obj.get("first_session", False) if kind == "session_completed" else False
+    success = obj.get("success") if kind == "session_completed" else None
+    _scan_one(scan, cid, eid, kind, _us(moment.astimezone(UTC)), first is True, success if isinstance(success, bool) else None)
+
+
+def _scan_one(scan: LabelScan, cid: str, eid: str, kind: str, t_us: int, first: bool, success: bool | None) -> None:
+    fact = scan.facts.get(cid)
+    if fact is None:
+        fact = scan.facts[cid] = CustomerFacts()
+    if fact.add(eid, kind, t_us, first, success):
+        scan.end_us = t_us if scan.end_us is None else max(scan.end_us, t_us)
+        if first and kind == "session_completed":
+            scan.log_uses_flag = True

@@ -55,6 +55,17 @@ class AltLog:
     outcomes: list[dict[str, Any]]
     start: datetime
     days: int
+    hazard: np.ndarray | None = None  # float32 [customers, days]: the daily churn hazard (NaN when inactive)
+    customer_ids: list[str] | None = None
+
+    def oracle_30d(self, customer: int, day: int) -> float:
+        """A clairvoyant 30-day churn score from the realised daily hazards of the next 30 days
+        (while the customer stays): 1 - (1 - their mean)^30. A rough ceiling for a model's ranking,
+        not an expectation (it peeks at how the customer's state actually evolved)."""
+        assert self.hazard is not None
+        ahead = self.hazard[customer, day + 1 : day + 31]
+        ahead = ahead[~np.isnan(ahead)]
+        return float(1 - (1 - ahead.mean()) ** 30) if len(ahead) else float("nan")
 
 
 class _Emitter:
@@ -88,7 +99,10 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
     tutor = subject * 1000 + rng.integers(0, tutors_per_subject, n)
     tutor_gone_until = np.full(n, -1)  # day a new tutor is matched after the old one left
     engagement = np.clip(rng.beta(4, 2, n), 0.05, 1.0)
-    fatigue = rng.gamma(2.0, 0.004, n)  # daily engagement decay
+    newcomer_doubt = rng.random(n) < 0.3  # a disappointing start: high hazard in the first weeks, and it shows
+    engagement[newcomer_doubt & ~existing] = np.clip(rng.beta(2, 5, (newcomer_doubt & ~existing).sum()), 0.05, 1.0)
+    drifter = rng.random(n) < 0.35  # a third lose interest over weeks; the rest stay engaged
+    fatigue = np.where(drifter, rng.gamma(3.0, 0.008, n), rng.gamma(1.0, 0.0008, n))  # daily engagement decay
     chatty = rng.gamma(2.0, 1.5, n)  # messages per day when engaged
     card_risk = rng.beta(1.2, 25, n)  # chance a monthly charge fails
     fails_in_row = np.zeros(n, dtype=int)
@@ -97,6 +111,7 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
     churn_days: list[list[int]] = [[] for _ in range(n)]
     returned = np.zeros(n, dtype=bool)
     holiday = set(range(days // 2, days // 2 + 7))
+    hazards = np.full((n, days), np.nan, dtype=np.float32)
     for i in np.flatnonzero(existing):  # existing customers: only a payment anniversary, no sign-up event
         last_session_day[i] = -rng.integers(0, 6)
 
@@ -126,13 +141,16 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
         # Hazard: early tenure + exam done + involuntary + fatigue (days since last session) + tier.
         since = d - last_session_day[alive]
         hazard = (
-            0.012 * np.exp(-np.maximum(tenure, 0) / 12.0)
-            + np.where(d > exam_day[alive], 0.06, 0.0)
-            + np.where(fails_in_row[alive] >= 2, 0.25, 0.0)
-            + 0.0008 * (np.maximum(since, 0) / 7.0) ** 1.8
-            + 0.004 * (1 - engagement[alive]) ** 3
-            + np.where(tier[alive] == 0, 0.0006, 0.0)
+            0.0002
+            + np.where(newcomer_doubt[alive] & (tenure >= 0), 0.03 * np.exp(-np.maximum(tenure, 0) / 10.0), 0.0)
+            + np.where(d > exam_day[alive] + 3, 0.08, 0.0)
+            + np.where(fails_in_row[alive] >= 2, 0.3, 0.0)
+            + 0.0015 * np.clip(np.maximum(since, 0) / 7.0, 0, 6) ** 2
+            + 0.03 * (1 - engagement[alive]) ** 4
+            + np.where(tutor_gone_until[alive] > d, 0.006, 0.0)
+            + np.where(tier[alive] == 0, 0.0004, 0.0)
         )
+        hazards[alive, d] = np.clip(hazard, 0, 0.9)
         leaving = alive[rng.random(len(alive)) < np.clip(hazard, 0, 0.9)]
         for i in leaving:
             t = day_us + int(rng.integers(1, 23)) * HOUR_US
@@ -160,7 +178,7 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
     for k in np.flatnonzero(dupes)[::-1].tolist():  # a second delivery, a little later in the file
         events.insert(min(len(events), k + int(rng.integers(1, 500))), dict(events[k]))
     outcomes = _outcomes(rows, ids)
-    return AltLog(events, outcomes, start, days)
+    return AltLog(events, outcomes, start, days, hazards, ids)
 
 
 def _customer_day(out: _Emitter, rng: np.random.Generator, i: int, cid: str, d: int, day_us: int, weekday: int,
@@ -176,7 +194,7 @@ def _customer_day(out: _Emitter, rng: np.random.Generator, i: int, cid: str, d: 
         out.emit(cid, at(), "message_sent")
     if rng.random() < 0.08 * season:
         out.emit(cid, at(), "login")
-    burst = 2.0 if 0 <= exam_day[i] - d <= 21 else 1.0
+    burst = 2.0 if 0 <= exam_day[i] - d <= 21 else (0.15 if d > exam_day[i] else 1.0)  # cramming, then done
     if weekday in slots or (burst > 1 and rng.random() < 0.3):
         subj, tid = SUBJECTS[int(subject[i])], f"tt{int(tutor[i]):06d}"
         if rng.random() < min(0.97, (0.25 + 0.75 * e) * burst) * min(1.0, season + 0.3):

@@ -35,6 +35,12 @@ def _heads(report: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _calibration(metadata: dict[str, Any]) -> str:
+    fitted = (metadata.get("calibration") or {}).items()
+    parts = [f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p['rows']:,} rows)" for head, p in fitted if p]
+    return ", ".join(parts) or "none"
+
+
 def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
     card = metadata.get("card") or {}
     training = metadata.get("training") or {}
@@ -68,9 +74,7 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"learning rate {training.get('learning_rate')}, weight decay {training.get('weight_decay')}, EMA {training.get('ema')}, "
         f"seed {training.get('seed')}.",
         "",
-        "Calibration (Platt scaling on the validation period, inside the exported model): "
-        + (", ".join(f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p['rows']:,} rows)" for head, p in
-                     (metadata.get("calibration") or {}).items() if p) or "none"),  # fmt: skip
+        "Calibration (Platt scaling on the validation period, inside the exported model): " + _calibration(metadata),
         "",
         "## Metrics",
         "",
@@ -89,7 +93,7 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
             lines.append(f"{report['rows']:,} scoring instants of {report['customers']:,} customers "
                          f"({report['churned_customers']:,} churned).")  # fmt: skip
             lines.append("")
-        lines += _targets(report) + [""] + _heads(report) + [""]
+        lines += [*_targets(report), "", *_heads(report), ""]
         if report.get("note"):
             lines += [f"Note: {report['note']}", ""]
     lines += [

@@ -167,10 +167,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _check_history(args)
     bundle = load_cli_bundle(args)
-    if args.events:
-        report = evaluate_on_log(bundle, args)
-    else:
-        report = evaluate_recorded(bundle, args)
+    report = evaluate_on_log(bundle, args) if args.events else evaluate_recorded(bundle, args)
     report["model_version"] = bundle.model_version
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -146,17 +146,16 @@ def compare_predictions(
         ))  # fmt: skip
     failed = [d.name for d in diffs if d.verdict == "worse"]
     return {"passed": not failed, "failed": failed, "metrics": [d.as_dict() for d in diffs],
-            "rows": int(len(customer)), "customers": customers, "bootstrap_rounds": rounds}  # fmt: skip
+            "rows": len(customer), "customers": customers, "bootstrap_rounds": rounds}  # fmt: skip
 
 
 def rule_flags(columns: dict[str, np.ndarray], population: Any, alerts: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per enabled rule at the configured thresholds: which customers were alerted, and which had a
     confirmed alert (churned within 30 days of one), as the backtest decides them."""
+    from features.state import DAY_US
     from worker.backtest.metrics import CONFIRM_DAYS
     from worker.backtest.outcomes import NEVER
     from worker.backtest.tuning import TRIGGERS, apply_cooldown
-
-    from features.state import DAY_US
 
     customers = len(population.customers)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from features.activity import day_end_us, is_active
-from features.eventfile import EventSource, customer_shard, event_sources, read_events
+from features.eventfile import EventSource, customer_shard, read_events
 from features.events import Event, event_to_json, parse_event
 from features.exceptions import EventParseError
 from features.labels import (
@@ -52,12 +52,12 @@ from features.labels import (
     customer_labels,
     health_scores,
 )
-from features.outcomes import ChurnTimes, Outcomes
+from features.outcomes import ChurnTimes
 from features.registry import FEATURE_NAMES, compute_features_batch
 from features.state import DAY_US, CustomerState, from_us, to_us
 from features.store import DEFAULT_RETENTION, MemoryFeatureStore
 from model.exceptions import DataError
-from model.splits import ROLES, SplitPlan
+from model.splits import SplitPlan
 
 LABELS: tuple[str, ...] = (
     "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",

@@ -20,7 +20,15 @@ from features.eventfile import EventParseError, event_sources
 from features.outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
 from features.state import DAY_US
 from features.store import DEFAULT_RETENTION
-from model.examples import Examples, LogSummary, SamplePlan, fold_shard, merge_shards, scratch_dir, shard_events
+from model.examples import (
+    Examples,
+    LogSummary,
+    SamplePlan,
+    fold_shard,
+    merge_shards,
+    scratch_dir,
+    shard_events,
+)
 from model.exceptions import DataError
 from model.splits import ROLES, SplitPlan, choose_cut_day
 
@@ -69,7 +77,10 @@ def build_examples(
     except (EventParseError, OutcomesError) as exc:
         raise DataError(str(exc)) from None
     with scratch_dir(options.scratch) as work:
-        summary = shard_events(sources, work, options.shards, options.on_error, progress, say)
+        try:
+            summary = shard_events(sources, work, options.shards, options.on_error, progress, say)
+        except EventParseError as exc:  # a file that cannot be read to its end (torn gzip, not text)
+            raise DataError(str(exc)) from None
         if summary.events == 0 or summary.last_us is None:
             raise DataError(f"no events in {', '.join(summary.sources)}: the log is empty")
         try:
@@ -106,7 +117,7 @@ def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
     if options.mode == "evaluation":
         return SplitPlan(cut_day=summary.first_day, mode="evaluation", excluded=options.excluded)
     test, validation = options.test_fraction, options.validation_fraction
-    if not (0 <= test and 0 < validation and test + validation < 1):
+    if not (test >= 0 and validation > 0 and test + validation < 1):
         raise DataError("validation and test fractions must be positive and leave customers to train on")
     cut = choose_cut_day(summary.day_events, summary.last_us, options.cut_fraction)
     return SplitPlan(cut_day=cut, validation_fraction=options.validation_fraction,

@@ -194,13 +194,16 @@ def _jsonable(value: Any) -> Any:
 
 def train_bundle(
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),
-    data: DataParams = DataParams(),
+    config: TrainConfig | None = None,
+    data: DataParams | None = None,
     progress: bool = True,
     evaluate: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Train on `data`, write the bundle to `out_dir`, evaluate it on held-out customers."""
+    """Train on `data` (default: the simulated log), write the bundle to `out_dir`, evaluate it on
+    held-out customers."""
+    config = config or TrainConfig()
+    data = data or DataParams()
     say = log or (lambda message: print(message, file=sys.stderr) if progress else None)
     if data.source == "simulated":  # record the actual sizes, so evaluate finds the same log
         data = replace(data, customers=data.customers or DEFAULT_CUSTOMERS, days=data.days or DEFAULT_DAYS)

@@ -50,14 +50,15 @@ class Population:
         """Per (customer index, time): the first churn strictly after it, NEVER if none."""
         if self.churn_times is None:
             churn = self.churn_us[customer]
-            return np.where(churn > t_us, churn, NEVER)
+            return np.asarray(np.where(churn > t_us, churn, NEVER), dtype=np.int64)
         return self.churn_times.next_after(self.customers, customer, t_us)
 
     @property
     def _ever(self) -> np.ndarray:
+        ever = np.asarray(self.churn_us != NEVER, dtype=bool)
         if self.churn_times is None:
-            return self.churn_us != NEVER
-        return self.churn_times.churned_ever(self.customers) | (self.churn_us != NEVER)
+            return ever
+        return np.asarray(self.churn_times.churned_ever(self.customers) | ever, dtype=bool)
 
     @property
     def churners(self) -> int:
@@ -71,7 +72,7 @@ class Population:
         return int((~self._ever).sum())
 
     def never_churned(self, customer: np.ndarray) -> np.ndarray:
-        return ~self._ever[customer]
+        return np.asarray(~self._ever[customer], dtype=bool)
 
     @property
     def weeks(self) -> float:
