@@ -57,8 +57,8 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
                        help="share of customers whose instants after the time cut validate and calibrate (default 0.15)")  # fmt: skip
     train.add_argument("--test-fraction", type=fraction, default=0.15,
                        help="share of customers held out for the evaluation written to metrics.json (default 0.15; 0 = none)")  # fmt: skip
-    train.add_argument("--max-train-rows", type=positive_int, default=150_000,
-                       help="training instants are sampled (every k-th day per customer) down to about this many (default 150000)")  # fmt: skip
+    train.add_argument("--max-train-rows", type=positive_int, default=120_000,
+                       help="training instants are sampled (every k-th day per customer) down to about this many (default 120000)")  # fmt: skip
     train.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs (default 40)")
     train.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)")
@@ -209,7 +209,7 @@ def evaluate_recorded(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
               f"{recorded['data_version']}, now {data_version()}): its held-out customers are the same, their "
               "examples may differ", file=sys.stderr)  # fmt: skip
     loaded = load_training_data(params, progress=False, say=lambda m: None)
-    return {"evaluation": evaluate_held_out(bundle, loaded, params.seed)}
+    return evaluate_held_out(bundle, loaded, params.seed)
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ class DataParams:
     test_fraction: float = 0.15
     validation_fraction: float = 0.15
     cut_fraction: float = 0.6
-    max_train_rows: int = 150_000
+    max_train_rows: int = 120_000
     events: tuple[str, ...] = ()
     outcomes: str | None = None
     allow_unknown_outcomes: bool = False

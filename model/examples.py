@@ -81,7 +81,7 @@ class LogSummary:
     customers: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # id -> (first, last) event
     first_sign_up: dict[str, int] = field(default_factory=dict, repr=False)
     churn_events: dict[str, list[int]] = field(default_factory=dict, repr=False)  # customer_churned instants
-    shard_files: list[Path] = field(default_factory=list)
+    shard_files: list[list[Path]] = field(default_factory=list)  # shard i: its pieces (one per pass-1 part)
     day_events: dict[int, int] = field(default_factory=dict, repr=False)  # events per UTC day
 
     @property
@@ -94,6 +94,32 @@ class LogSummary:
         assert self.last_us is not None
         return self.last_us // DAY_US
 
+    def merge(self, other: LogSummary) -> None:
+        """Fold another part's summary in (pass 1 run per source, e.g. one Dask task per file, with
+        the same shard count: shard i of every part then belongs to shard i of the whole)."""
+        self.sources += other.sources
+        self.events += other.events
+        self.bad_lines += other.bad_lines
+        self.bad_line_examples = (self.bad_line_examples + other.bad_line_examples)[:KEPT_BAD_LINES]
+        self.first_us = _pick(min, self.first_us, other.first_us)
+        self.last_us = _pick(max, self.last_us, other.last_us)
+        self.log_uses_flag |= other.log_uses_flag
+        for cid, (first, last) in other.customers.items():
+            span = self.customers.get(cid)
+            self.customers[cid] = (first, last) if span is None else (min(span[0], first), max(span[1], last))
+        for cid, t in other.first_sign_up.items():
+            self.first_sign_up[cid] = min(t, self.first_sign_up.get(cid, t))
+        for cid, times in other.churn_events.items():
+            self.churn_events.setdefault(cid, []).extend(times)
+        for day, count in other.day_events.items():
+            self.day_events[day] = self.day_events.get(day, 0) + count
+        if self.shard_files and other.shard_files and len(self.shard_files) != len(other.shard_files):
+            raise ValueError("pass-1 parts must use the same number of shards to be merged")
+        if not self.shard_files:
+            self.shard_files = [[] for _ in other.shard_files]
+        for pieces, more in zip(self.shard_files, other.shard_files, strict=False):
+            pieces.extend(more)
+
     def describe(self) -> dict[str, Any]:
         return {
             "sources": self.sources, "events": self.events, "bad_lines_skipped": self.bad_lines,
@@ -102,6 +128,10 @@ class LogSummary:
             "end": None if self.last_us is None else _iso(self.last_us),
             "first_session_flag_used": self.log_uses_flag,
         }  # fmt: skip
+
+
+def _pick(how: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else how(a, b)
 
 
 def _iso(us: int) -> str:
@@ -131,13 +161,16 @@ def shard_events(
     on_error: str = "skip",
     progress: bool = False,
     say: Callable[[str], None] = lambda text: None,
+    part: str = "all",
 ) -> LogSummary:
-    """Pass 1: validate every line and split the log by customer into `shards` files in `workdir`."""
+    """Pass 1: validate every line and split the log by customer into `shards` files in `workdir`.
+    `part` names this pass's files: pass 1 can run once per source (say one Dask task per file) with
+    the same `shards` and distinct `part`s, and `LogSummary.merge` joins the results."""
     from tqdm import tqdm
 
     shards = shards or shard_count(sources)
     summary = LogSummary([source.name for source in sources])
-    files = [workdir / f"shard-{i:04d}.jsonl" for i in range(shards)]
+    files = [workdir / f"shard-{i:04d}-{part}.jsonl" for i in range(shards)]
     handles = [file.open("w", encoding="utf-8") for file in files]
     shard_of: dict[str, int] = {}
     try:
@@ -166,7 +199,7 @@ def shard_events(
     finally:
         for handle in handles:
             handle.close()
-    summary.shard_files = files
+    summary.shard_files = [[file] for file in files]
     if summary.bad_lines:
         say(f"skipped {summary.bad_lines} bad lines, e.g. {summary.bad_line_examples[0]}")
     return summary
@@ -219,14 +252,16 @@ class ShardExamples:
 
 
 def fold_shard(
-    shard_file: Path,
+    shard: Path | Sequence[Path],
     summary: LogSummary,
     churn: ChurnTimes,
     plan: SamplePlan,
     retention: timedelta = DEFAULT_RETENTION,
 ) -> ShardExamples:
-    """Pass 2 for one shard: features at sampled instants, labels and references at every instant."""
-    timed = sorted(((to_us(e.occurred_at), e) for e in _read_shard(shard_file)), key=lambda pair: pair[0])
+    """Pass 2 for one shard (a file, or the pieces of one shard that several pass-1 parts wrote):
+    features at sampled instants, labels and references at every instant."""
+    pieces = [shard] if isinstance(shard, Path) else list(shard)
+    timed = sorted(((to_us(e.occurred_at), e) for piece in pieces for e in _read_shard(piece)), key=lambda pair: pair[0])
     by_day: dict[int, list[Event]] = {}
     seen: set[str] = set()
     duplicates = 0
@@ -282,6 +317,20 @@ def fold_shard(
         t_us=(np.asarray(rows_day, np.int64)[rows] + 1) * DAY_US - 1,
         labels={k: v[rows] for k, v in labels.items()}, references=references, market=market,
         duplicates=duplicates, active_instants=len(rows_customer),
+    )  # fmt: skip
+
+
+def thin(part: ShardExamples, plan: SamplePlan) -> ShardExamples:
+    """Keep the rows `plan` would have kept (its rule depends only on the customer and the day, so
+    thinning a fully kept shard gives what folding it with `plan` would have given)."""
+    split = plan.split
+    keep = np.asarray([plan.keep(c, int(t // DAY_US), split.role(c), t // DAY_US >= split.cut_day)
+                       for c, t in zip(part.customer, part.t_us.tolist(), strict=True)], dtype=bool)  # fmt: skip
+    rows = np.flatnonzero(keep)
+    return ShardExamples(
+        x=part.x[rows], customer=[part.customer[i] for i in rows.tolist()], t_us=part.t_us[rows],
+        labels={k: v[rows] for k, v in part.labels.items()}, references=part.references, market=part.market,
+        duplicates=part.duplicates, active_instants=part.active_instants,
     )  # fmt: skip
 
 

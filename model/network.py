@@ -194,7 +194,9 @@ def compile_model(
         learning_rate=learning_rate,
         weight_decay=weight_decay or None,
         use_ema=ema_every_steps is not None,
-        ema_momentum=0.99,
+        # An average over about an epoch of steps, at most 100: with few steps per epoch (a small
+        # log) a fixed 0.99 would still hold half of the first step's near-random weights after 70 steps.
+        ema_momentum=min(0.99, 1.0 - 1.0 / max(2, ema_every_steps or 100)),
         ema_overwrite_frequency=ema_every_steps,
     )
     # No Keras metrics: they would count masked (NaN) labels; model.evaluation measures the heads.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,10 +25,12 @@ from model.examples import (
     Examples,
     LogSummary,
     SamplePlan,
+    ShardExamples,
     fold_shard,
     merge_shards,
     scratch_dir,
     shard_events,
+    thin,
 )
 from model.exceptions import DataError
 from model.splits import ROLES, SplitPlan, choose_cut_day
@@ -41,7 +44,7 @@ class BuildOptions:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     cut_fraction: float = 0.6  # share of labelled activity before the time cut
-    max_train_rows: int = 150_000  # training instants are sampled down to about this many
+    max_train_rows: int = 120_000  # training instants are sampled down to about this many
     max_holdout_rows: int = 400_000  # validation / test instants per role, before sampling kicks in
     retention: timedelta = DEFAULT_RETENTION
     on_error: str = "skip"  # skip | stop, for bad lines
@@ -97,13 +100,19 @@ def build_examples(
             )
         churn = ChurnTimes.join(loaded, summary.churn_events)
         split = _split(summary, options)
-        every = _sampling(summary, split, options)
-        plan = SamplePlan(every, split)
+        every = {role: 1 for role in ROLES}
         parts = []
         from tqdm import tqdm
 
-        for shard in tqdm(summary.shard_files, desc="examples", unit="shard", file=sys.stderr, disable=not progress):
-            parts.append(fold_shard(shard, summary, churn, plan, options.retention))
+        shards = summary.shard_files
+        for number, shard in enumerate(tqdm(shards, desc="examples", unit="shard", file=sys.stderr, disable=not progress)):
+            part = fold_shard(shard, summary, churn, SamplePlan(every, split), options.retention)
+            if number == 0 and options.mode == "training":
+                # Shards are random sets of customers: the first one's exact count of instants per
+                # role, times the number of shards, sets the sampling; its own rows are thinned to it.
+                every = _sampling(part, len(shards), split, options)
+                part = thin(part, SamplePlan(every, split))
+            parts.append(part)
         examples = merge_shards(parts, summary, split)
     examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe()})
     if len(examples) == 0:
@@ -124,25 +133,11 @@ def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
                      test_fraction=options.test_fraction, excluded=options.excluded)  # fmt: skip
 
 
-def _sampling(summary: LogSummary, split: SplitPlan, options: BuildOptions) -> dict[str, int]:
-    """Every how many days each role keeps an instant, from an estimate of its active instants (a
-    customer is taken to be active from its first event to `retention` after its last)."""
-    if options.mode == "evaluation":
-        return {role: 1 for role in ROLES}
-    retention_days = options.retention.days
-    estimate = dict.fromkeys(ROLES, 0)
-    for cid, (first, last) in summary.customers.items():
-        role = split.role(cid)
-        if role not in estimate:
-            continue
-        lo, hi = first // DAY_US, min(last // DAY_US + retention_days, summary.last_day)
-        if role == "train":
-            hi = min(hi, split.cut_day - 1)
-        elif role == "validation":
-            lo = max(lo, split.cut_day)
-        estimate[role] += max(0, hi - lo + 1)
-    every = {"train": max(1, math.ceil(estimate["train"] / options.max_train_rows))}
-    for role in ("validation", "test"):
-        every[role] = max(1, math.ceil(estimate[role] / options.max_holdout_rows))
+def _sampling(part: ShardExamples, shards: int, split: SplitPlan, options: BuildOptions) -> dict[str, int]:
+    """Every how many days each role keeps an instant, from the first shard's instants (all kept)."""
+    counts = Counter(split.role(c) for c in part.customer)
+    every = {}
+    for role, cap in (("train", options.max_train_rows), ("validation", options.max_holdout_rows),
+                      ("test", options.max_holdout_rows)):  # fmt: skip
+        every[role] = max(1, math.ceil(counts.get(role, 0) * shards / cap))
     return every
-

@@ -70,6 +70,23 @@ class TrainConfig:
     seed: int = 42
 
 
+class _Stopwatch:
+    """Seconds per training phase, for the progress messages and metrics.json."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> str:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
+        return f"{self.laps[name]:.0f} s"
+
+
 def data_version() -> str:
     """A digest of the code that turns a log into examples and of the simulator: a bundle's
     recorded data goes stale when either changes."""
@@ -91,14 +108,47 @@ def _progress_callback(epochs: int) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = logs or {}
-            shown = {k: logs[k] for k in ("loss", "val_loss", "val_churn_risk_30d_loss") if k in logs}
-            self.bar.set_postfix({k.replace("val_churn_risk_30d_loss", "val_churn30"): f"{v:.4f}" for k, v in shown.items()})
+            shown = {k: logs[k] for k in ("loss", "val_loss", "val_churn_auc") if k in logs}
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
             self.bar.update(1)
 
         def on_train_end(self, logs: Any = None) -> None:
             self.bar.close()
 
     return Progress()
+
+
+def _validation_auc_callback() -> Any:
+    import keras
+
+    class ValidationAuc(keras.callbacks.Callback):
+        """`val_churn_auc` after each epoch: the mean of the 14- and 30-day churn heads' AUC on the
+        validation rows with a known label. Early stopping watches it rather than the loss: the
+        validation period's churn rate differs from training's, and calibration corrects the level
+        afterwards, so the ranking is what training should be stopped on."""
+
+        def __init__(self, validation: Arrays) -> None:
+            super().__init__()
+            self.x = validation.x.astype(np.float32)
+            self.y = {h: np.asarray(validation.y[h], dtype=np.float64).ravel() for h in ("churn_risk_14d", "churn_risk_30d")}
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            from worker.backtest.metrics import auc_roc
+
+            out = self.model.predict(self.x, batch_size=8192, verbose=0)
+            scores = []
+            for head, labels in self.y.items():
+                known = ~np.isnan(labels)
+                value = auc_roc(labels[known].astype(bool), np.asarray(out[head]).ravel()[known])
+                scores.append(0.5 if value is None else value)
+            if logs is not None:
+                logs["val_churn_auc"] = float(np.mean(scores))
+
+    return ValidationAuc
+
+
+def ValidationAuc(validation: Arrays) -> Any:
+    return _validation_auc_callback()(validation)
 
 
 def fit_model(
@@ -111,7 +161,7 @@ def fit_model(
     Regularisation, measured on held-out simulated customers: with the seed's recipe alone (Adam
     1e-3, dropout) the churn heads overfit from the second epoch; decoupled weight decay 1.0 (each
     step shrinks weights by 0.1%) and an exponential moving average of the weights fix that, and
-    early stopping watches the 30-day churn head, the task the alerts hinge on, restoring its best
+    early stopping watches the churn heads' validation AUC (`ValidationAuc`), restoring the best
     epoch. Class weights are not used: they would break the calibration the alert thresholds rely on.
     """
     import keras
@@ -136,8 +186,9 @@ def fit_model(
     )
     callbacks: list[Any] = []
     if val_part is not None and config.patience > 0:
+        callbacks.append(ValidationAuc(val_part))
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_churn_risk_30d_loss", mode="min", patience=config.patience, restore_best_weights=True,
+            monitor="val_churn_auc", mode="max", patience=config.patience, restore_best_weights=True,
         ))  # fmt: skip
     if progress:
         callbacks.append(_progress_callback(config.epochs))
@@ -147,8 +198,8 @@ def fit_model(
         epochs=config.epochs, batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
     )  # fmt: skip
     logs = {k: [round(float(v), 6) for v in values] for k, values in history.history.items()}
-    monitored = logs.get("val_churn_risk_30d_loss")
-    best_epoch = int(np.argmin(monitored)) + 1 if monitored else len(logs["loss"])
+    monitored = logs.get("val_churn_auc")
+    best_epoch = int(np.argmax(monitored)) + 1 if monitored else len(logs["loss"])
     summary = {
         "epochs_run": len(logs["loss"]), "best_epoch": best_epoch, "fit_rows": len(fit_part.x),
         "validation_rows": 0 if val_part is None else len(val_part.x), "history": logs,
@@ -207,18 +258,22 @@ def train_bundle(
     say = log or (lambda message: print(message, file=sys.stderr) if progress else None)
     if data.source == "simulated":  # record the actual sizes, so evaluate finds the same log
         data = replace(data, customers=data.customers or DEFAULT_CUSTOMERS, days=data.days or DEFAULT_DAYS)
+    clock = _Stopwatch()
     say(f"loading {data.source} data ...")
     loaded = load_training_data(data, progress, say)
     validation = loaded.validation
-    say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows")
+    say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
+        f"({clock.lap('examples')})")  # fmt: skip
     model, baseline, summary = fit_model(loaded.train, config, progress, validation)
     calibration = fit_calibration(model, validation) if loaded.examples is not None else {}
+    say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
     extra: dict[str, bytes] = {}
     if loaded.examples is not None and validation is not None:
         from model.baselines import fit_baselines
 
         say("fitting the baselines on the same rows ...")
         baselines = fit_baselines(loaded.train.x, loaded.train.y, validation.x, validation.y, config.seed)
+        say(f"baselines fitted ({clock.lap('baselines')})")
         extra["baselines.pkl"] = pickle.dumps(baselines, protocol=pickle.HIGHEST_PROTOCOL)
         seen = sorted(set(loaded.train.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
         extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
@@ -248,7 +303,9 @@ def train_bundle(
     if evaluate:
         say("evaluating on held-out customers ...")
         metrics["evaluation"] = evaluate_held_out(bundle, loaded, config.seed)
-        update_metrics(bundle, metrics)
+        say(f"evaluated ({clock.lap('evaluation')})")
+    metrics["seconds"] = clock.laps
+    update_metrics(bundle, metrics)
     write_card(bundle, metrics)
     say(f"model {metadata['model_version']} written to {out_dir}")
     return out_dir
