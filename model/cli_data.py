@@ -103,6 +103,8 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     compare.add_argument("--incumbent", type=Path, required=True, metavar="DIR", help="the bundle in production")
     _history_options(compare, required=True)
     compare.add_argument("--config", type=Path, metavar="FILE", help="alert thresholds (the worker's config file)")
+    compare.add_argument("--include-training-customers", action="store_true",
+                         help="also score customers either bundle was trained on (a log whose ids mean other customers)")  # fmt: skip
     compare.add_argument("--rounds", type=positive_int, default=200, help="bootstrap rounds (default 200)")
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     compare.add_argument("--json", action="store_true", help="print the gate as JSON")
@@ -219,7 +221,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from model.owndata import BuildOptions, build_examples
 
     candidate, incumbent = load_bundle(args.candidate), load_bundle(args.incumbent)
-    excluded = training_customers(candidate) | training_customers(incumbent)
+    excluded = frozenset() if args.include_training_customers else training_customers(candidate) | training_customers(incumbent)
     options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error,
                            allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
     examples, build = build_examples(args.events, args.outcomes, options, progress=not args.json and sys.stderr.isatty())
