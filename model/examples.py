@@ -236,7 +236,7 @@ class SamplePlan:
         if not self.split.wanted(role, after_cut):
             return False
         every = self.every.get(role, 1)
-        return every > 0 and (day + self.split.phase(cid, every)) % every == 0
+        return every == 1 or (every > 1 and (day + self.split.phase(cid, every)) % every == 0)
 
 
 @dataclass
@@ -287,6 +287,7 @@ def fold_shard(
     rows_day: list[int] = []
     sampled: list[int] = []  # positions in rows_* whose features were computed
     blocks: list[np.ndarray] = []
+    roles: dict[str, str] = {}
     for day in range(summary.first_day, summary.last_day + 1):
         at = day_end_us(day)
         todays = by_day.pop(day, None)
@@ -300,7 +301,10 @@ def fold_shard(
         after_cut = day >= plan.split.cut_day
         batch: list[str] = []
         for cid in active:
-            if plan.keep(cid, day, plan.split.role(cid), after_cut):
+            role = roles.get(cid)
+            if role is None:
+                role = roles[cid] = plan.split.role(cid)
+            if plan.keep(cid, day, role, after_cut):
                 sampled.append(len(rows_customer))
                 batch.append(cid)
             rows_customer.append(cid)

@@ -15,6 +15,7 @@ horizon lies inside the data) lies before it, so it adapts to logs that start wi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ SALT = "churn-split-v1"
 HORIZON_DAYS = 30
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def unit_hash(text: str, salt: str = SALT) -> float:
     """A stable number in [0, 1) for `text` (same on every machine and run)."""
     digest = hashlib.blake2b(f"{salt}|{text}".encode(), digest_size=8).digest()

@@ -86,3 +86,19 @@ def test_volume_counts_each_customer_only_while_they_are_there() -> None:
     pop = Population(POP.customers, POP.churn_us, START, day(28), customer_weeks=weeks)
     stats = alert_stats(np.array([0, 1]), np.array([day(2), day(15)]), pop)
     assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(2 / (weeks / 1000), rel=1e-3)
+
+
+def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> None:
+    from features.outcomes import ChurnTimes
+
+    # c3 churned on day 12 and signed up again: the outcomes file says null, the log has the event
+    times = ChurnTimes({"c0": [day(20)], "c1": [day(70)], "c3": [day(12)]})
+    pop = Population(POP.customers, POP.churn_us, START, day(28), churn_times=times)
+    assert pop.churners == 3 and pop.non_churners == 1  # c0, c1 (after the data) and c3 churned; only c2 never did
+    stats = alert_stats(np.array([3, 3]), np.array([day(2), day(15)]), pop)
+    assert stats["customers_confirmed"] == 1 and stats["precision"] == 1.0
+    assert stats["false_alert_share"] == 0.5  # the day-15 alert came after the churn, before nothing
+    from worker.backtest.metrics import churn_labels
+
+    y, known = churn_labels(pop, np.array([3, 3]), np.array([day(1), day(13)]), 14)
+    assert y.tolist() == [True, False] and known.tolist() == [True, True]
