@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--batch-hours", default=None, help="event-time batch windows to try (default: the CLI's)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="CPU seconds per pipeline stage")
+    parser.add_argument("--workers", default="1,2",
+                        help="worker counts to compare, comma-separated (default 1,2: in process, then 2 Dask workers)")
     args = parser.parse_args()
 
     from worker.logs import configure_logging
@@ -132,18 +134,22 @@ def main() -> None:
     configure_logging(json_logs=False, level="WARNING")
     spent = instrument() if args.breakdown else None
     from worker.backtest.runner import BacktestOptions, run_backtest
-    from worker.backtest.scorer import InProcessScorer
+    from worker.backtest.scorer import BundleScorer, bundle_dir_or_default
     from worker.backtest.source import DEFAULT_WINDOW_US, HOUR_US
 
     events, _ = cached_events(args.customers, args.days)
     with events.open("rb") as handle:
         lines = sum(1 for _ in handle)
     print(f"events file: {events} ({lines:,} events, {events.stat().st_size / 2**20:.0f} MiB)", flush=True)
-    scorer = InProcessScorer.from_bundle_dir(None)
+    scorer = BundleScorer(str(bundle_dir_or_default(None)))
     windows = [float(h) for h in args.batch_hours.split(",")] if args.batch_hours else [DEFAULT_WINDOW_US / HOUR_US]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    if args.breakdown or args.profile:
+        worker_counts = [1]  # the instruments see this process only
+    walls: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as out:
-        for hours in windows:
-            options = BacktestOptions(window_us=int(hours * HOUR_US), progress=False)
+        for hours, workers in [(h, w) for h in windows for w in worker_counts]:
+            options = BacktestOptions(window_us=int(hours * HOUR_US), progress=False, workers=workers)
             profiler = None
             if args.profile:
                 import cProfile
@@ -162,18 +168,40 @@ def main() -> None:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("BENCH_PROFILE_TOP", "15")))
             rows = len(result.log.columns()["t_us"])
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+            per_worker = max(result.peak_rss_by_process.values(), default=0) / 2**30
             per_million = 1_000_000 / result.events_read
+            walls[workers] = seconds
             print(
-                f"batch window {hours:g} h: {result.events_read:,} events in {seconds:.1f} s wall, {cpu:.1f} s CPU = "
-                f"{result.events_read / seconds:,.0f} events/s wall, {result.events_read / cpu:,.0f} events/s CPU; "
-                f"per 1,000,000 events: {seconds * per_million:.0f} s wall, {cpu * per_million:.0f} s CPU; "
-                f"{result.batches:,} batches, {rows:,} customers scored ({rows / result.events_read:.2f} per event), "
-                f"{len(result.alerts.types):,} alerts; peak memory {peak:.2f} GiB (target: < 120 s, < 2 GiB)",
+                f"batch window {hours:g} h, {workers} worker{'s' if workers > 1 else ''} "
+                f"({'in process' if workers == 1 else 'local Dask cluster'}): {result.events_read:,} events in "
+                f"{seconds:.1f} s wall = {result.events_read / seconds:,.0f} events/s; this process {cpu:.1f} s CPU; "
+                f"per 1,000,000 events: {seconds * per_million:.0f} s wall; {result.batches:,} batches, "
+                f"{rows:,} customer scores ({result.scored_customer_days:,} of {result.active_customer_days:,} active "
+                f"customer-days), {len(result.alerts.types):,} alerts; peak memory: this process {peak:.2f} GiB, "
+                f"largest worker {per_worker:.2f} GiB",
                 flush=True,
             )
             if spent is not None:
                 for label, value in sorted(spent.items(), key=lambda kv: -kv[1]):
                     print(f"    {label:<40} {value:7.1f} s CPU  ({value / cpu:.0%})", flush=True)
+
+
+    if 1 in walls and len(walls) > 1:
+        for workers, wall in sorted(walls.items()):
+            if workers > 1:
+                print(f"{workers} workers / 1 worker wall time: {wall / walls[1]:.2f} (target: <= 0.65 for 2 on 2 cores)")
+        project(walls, lines)
+
+
+def project(walls: dict[int, float], events: int) -> None:
+    """1 B events on N Fargate workers, from this machine's per-worker rate."""
+    best = max(walls, key=lambda w: events / walls[w] / w if w > 1 else 0)
+    rate_per_worker = events / walls[best] / best if best > 1 else events / walls[1]
+    print(f"projection for 1,000,000,000 events (assumes: {rate_per_worker:,.0f} events/s per 1-vCPU worker as "
+          "measured here, shards balanced, input read from S3 at least as fast, start-up and merge ignored):")
+    for n in (16, 64, 256):
+        hours = 1e9 / (rate_per_worker * n) / 3600
+        print(f"    {n:>4} Fargate workers (1 vCPU, 4 GiB each): {hours:5.1f} h")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 from features.exceptions import EventParseError
 from features.outcomes import OutcomesError
 from model.argtypes import port, positive_int
+from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
 from model.exceptions import ModelPackageError, UsageError
 from model.training import quiet_tensorflow
 
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--package", type=Path, metavar="FILE", help="model.tar.gz to deploy (default: package the bundle)"
     )
     deploy.add_argument(
-        "--endpoint-name", default="marketplace-health-endpoint", help="endpoint (default %(default)s)"
+        "--endpoint-name", default=DEFAULT_ENDPOINT_NAME,
+        help="endpoint (default %(default)s, the worker's CHURN_ENDPOINT_NAME default)",
     )
     deploy.add_argument("--bucket", required=True, help="S3 bucket for the package (must exist)")
     deploy.add_argument("--prefix", default="churn-model", help="S3 key prefix (default %(default)s)")
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
     deploy.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
     deploy.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
-    deploy.add_argument("--framework-version", default="2.16",
+    deploy.add_argument("--framework-version", default=DEFAULT_FRAMEWORK_VERSION,
                         help="TensorFlow Serving container version (default %(default)s)")  # fmt: skip
     deploy.add_argument(
         "--image-uri", help="container image (default: AWS's TF Serving image for the region)"

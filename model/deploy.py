@@ -7,9 +7,17 @@ the new fleet is provisioned and health-checked before traffic shifts, and the o
 the rollback target (`update_endpoint` back to it). Nothing is deleted.
 
 The image is AWS's TensorFlow Serving deep learning container for the region
-(`<account>.dkr.ecr.<region>.amazonaws.com/tensorflow-inference:<version>-cpu|gpu`); `--image-uri`
-overrides it. Clients come from boto3's standard chain, so AWS_ENDPOINT_URL (or `--endpoint-url`)
-points the whole deploy at another endpoint, such as moto's server in the tests.
+(`<account>.dkr.ecr.<region>.amazonaws.com/tensorflow-inference:<version>-cpu|gpu[-py312]`);
+`--image-uri` overrides it. The default version is the newest TF Serving image SageMaker publishes
+that loads what `churn-model package` exports: training runs TensorFlow 2.21 and there is no 2.21
+inference image, so 2.20 (TF Serving 2.20.0, built to serve TF 2.21-trained SavedModels);
+`make serving-check` loads a packaged SavedModel with TensorFlow 2.20 and compares its outputs with
+the training TensorFlow's (tests/functional/test_infra_serving.py). 2.16, the previous default, also
+loaded it when tried once by hand, but logs that the graph has op attributes it does not know
+(`use_unbounded_threadpool`) and ignores them: four minor versions behind the exporter, unchecked.
+
+Clients come from boto3's standard chain, so AWS_ENDPOINT_URL (or `--endpoint-url`) points the
+whole deploy at another endpoint, such as moto's server in the tests.
 """
 
 from __future__ import annotations
@@ -23,9 +31,12 @@ from typing import Any
 
 from model.exceptions import DeployError, UsageError
 
-DEFAULT_FRAMEWORK_VERSION = "2.16"
+DEFAULT_FRAMEWORK_VERSION = "2.20"
+# The TensorFlow release inside that image: what `make serving-check` loads the SavedModel with.
+SERVING_TENSORFLOW = {"2.20": "2.20.0"}
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
-DEFAULT_ENDPOINT_NAME = "marketplace-health-endpoint"
+# One name everywhere: the worker's CHURN_ENDPOINT_NAME default, the IAM policy and infra/ templates.
+DEFAULT_ENDPOINT_NAME = "churn-health"
 VARIANT = "AllTraffic"
 
 # The deep learning containers' registry account per region (AWS's published list; most regions use
@@ -54,6 +65,9 @@ DLC_ACCOUNTS: dict[str, str] = {
     "cn-north-1": "727897471807",
     "cn-northwest-1": "727897471807",
 }  # fmt: skip
+# From 2.20 on the images are published only with the Python version in the tag (2.20.0-cpu-py312);
+# 2.19 and earlier have the bare form (2.16-cpu).
+PYTHON_TAG = {"2.20": "py312", "2.20.0": "py312"}
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # SageMaker resource names
 
 
@@ -62,7 +76,9 @@ def image_uri(region: str, framework_version: str = DEFAULT_FRAMEWORK_VERSION, p
     if account is None:
         raise UsageError(f"no known TensorFlow Serving image registry for region {region}: pass --image-uri")
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account}.dkr.ecr.{region}.{domain}/tensorflow-inference:{framework_version}-{processor}"
+    python = PYTHON_TAG.get(framework_version)
+    tag = f"{framework_version}-{processor}" + (f"-{python}" if python else "")
+    return f"{account}.dkr.ecr.{region}.{domain}/tensorflow-inference:{tag}"
 
 
 @dataclass(frozen=True)

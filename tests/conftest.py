@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from model.training import quiet_tensorflow
+
+# Before any test module imports TensorFlow: the settings every process of the product runs the
+# model with (oneDNN's fused kernels off), so this process scores exactly as a Dask worker does.
+quiet_tensorflow()
+
 SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "worker" / "data" / "sample_events.jsonl"
 
 

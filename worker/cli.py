@@ -174,7 +174,9 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "backtest", parents=[common], help="run the pipeline over history in process, on event time",
         description="Replay EVENTS through the worker's pipeline in process: in-memory store, ledger and "
         "publisher, the model in process (default bundle, or --bundle) or --endpoint, and a clock that follows "
-        "the events (batches of --batch-hours of event time, each at its latest event). Writes DIR/alerts.jsonl "
+        "the events (batches of --batch-hours of event time, each processed at its window's end; at every UTC day's "
+        "end the active customers no event scored that day are re-scored, as the live worker re-scores quiet "
+        "customers). Writes DIR/alerts.jsonl "
         "(the bodies production would publish), DIR/report.json and DIR/report.html. With --outcomes (CONTRACTS "
         "section 5, e.g. from `churn-model simulate`) the report gives precision, recall, false positive rate, "
         "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets.",
@@ -185,11 +187,13 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     backtest.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
     backtest.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
     backtest.add_argument("--batch-hours", type=_positive_float, default=24.0, metavar="H",
-                          help="event time per pipeline batch, each processed at its latest event (default 24: "
-                          "daily; 1 is closer to live scoring and about twice as slow)")  # fmt: skip
+                          help="event time per pipeline batch, each processed at the end of its window (default 24: "
+                          "UTC days, every score at a day's end, the instants training uses; 1 is closer to live "
+                          "scoring and about twice as slow)")  # fmt: skip
     backtest.add_argument("--on-error", choices=["stop", "skip"], default="stop",
                           help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
     backtest.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")
+    _add_engine_options(backtest)
 
     tune = sub.add_parser(
         "tune", parents=[common], help="sweep alert thresholds against outcomes and write a config file",
@@ -214,6 +218,21 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
                       help="event time per pipeline batch, as for backtest (default 24)")  # fmt: skip
     tune.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="as for backtest")
     tune.add_argument("--json", action="store_true", help="print the sweep and the choices as JSON")
+    _add_engine_options(tune)
+
+
+def _add_engine_options(command: argparse.ArgumentParser) -> None:
+    """Where offline work runs: in process, local Dask workers, or an existing Dask cluster."""
+    group = command.add_argument_group("parallel work (customers are split into shards by a hash of their id)")
+    group.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="worker processes on this machine (default: one per core for inputs of 64 MB or "
+                       "more, else 1; 1 runs in this process without Dask). Results are identical for any N")  # fmt: skip
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on this existing Dask cluster (e.g. tcp://10.0.0.5:8786; default "
+                       "CHURN_DASK_SCHEDULER); its workers need this package and read access to the events")  # fmt: skip
+    group.add_argument("--shards", type=_positive_int, metavar="S",
+                       help="customer shards, a divisor of 64 (default: by input size, about 64 MB each: a shard is "
+                       "held in memory while it runs)")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -306,7 +325,8 @@ def _dispatch_history(args: argparse.Namespace, settings: Settings) -> int:
     request = BacktestRequest(
         args.events_file, args.out if args.command == "backtest" else args.out.parent,
         outcomes=args.outcomes, endpoint=args.endpoint, bundle=args.bundle, on_error=args.on_error,
-        batch_hours=args.batch_hours, as_json=args.json,
+        batch_hours=args.batch_hours, as_json=args.json, workers=args.workers,
+        scheduler=args.scheduler or settings.dask_scheduler, shards=args.shards,
     )  # fmt: skip
     if args.command == "backtest":
         from worker.commands.backtest import run_backtest_command

@@ -9,6 +9,18 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured: a test
+    harness (or a caller) that swaps and closes stderr must not leave the logger writing to a closed
+    file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(debug: bool = False, json_logs: bool | None = None, level: str | None = None) -> None:
     as_json = not sys.stderr.isatty() if json_logs is None else json_logs
     level_number = logging.DEBUG if debug else logging.getLevelName(level or "INFO")
@@ -27,6 +39,6 @@ def configure_logging(debug: bool = False, json_logs: bool | None = None, level:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_number),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

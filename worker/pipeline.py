@@ -107,6 +107,15 @@ class Pipeline:
                 settlement.failed.append(record)
         return settlement
 
+    async def rescore(self, customer_ids: Sequence[str]) -> bool:
+        """Score customers no event brought (quiet customers at a scoring instant), at the clock's
+        now, through the same features, scorer, rules, ledger and publisher as an event batch.
+        Returns whether the endpoint scored them (if not, only rule-based alerts went out)."""
+        now = self._clock()
+        states = await self._store.get(customer_ids)
+        scored, _ = await self._route_and_publish(states, now, [])
+        return scored
+
     async def _quarantine(self, record: Record, error: EventParseError, settlement: Settlement) -> None:
         try:
             await self._dlq.quarantine(record, error.error_code, error.error_detail)

@@ -27,6 +27,7 @@ from features.dynamodb import DynamoDBFeatureStore, table_name
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
 from worker.aws import AwsClients
+from worker.emf import EmfReporter
 from worker.exceptions import ConfigError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
@@ -138,9 +139,16 @@ async def run_worker(
         )
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
-        health = HealthServer(metrics, settings.health_host, settings.health_port,
-                              lambda: consuming.is_set() and not stop.is_set())  # fmt: skip
+
+        def is_ready() -> bool:
+            return consuming.is_set() and not stop.is_set()
+
+        health = HealthServer(metrics, settings.health_host, settings.health_port, is_ready)
         await health.start()
+        emf = (  # CloudWatch metrics for infra/alarms.yaml, through the log driver (worker/emf.py)
+            asyncio.create_task(EmfReporter(metrics, is_ready, settings.table_prefix).run(settings.emf_interval_seconds, stop))
+            if settings.emf_interval_seconds > 0 else None
+        )  # fmt: skip
         log.info("worker started", source=settings.source, worker_id=worker_id(settings), health_port=health.port)
         inflight: set[asyncio.Task[None]] = set()
         # Kinesis hands out one delivery per shard at a time: allow one in flight per shard it may hold.
@@ -163,6 +171,8 @@ async def run_worker(
                 task.cancel()
             log.info("in-flight work finished", settled=len(done), left_for_redelivery=len(pending))
         stopper.cancel()
+        if emf is not None:
+            emf.cancel()
         await health.stop()
     log.info("worker stopped")
     return 0

@@ -50,10 +50,16 @@ class Settings(BaseSettings):
     worker_id: str | None = Field(None, description="lease owner name (default: host name + process id)")
     health_host: str = Field("127.0.0.1", description="0.0.0.0 to let Prometheus scrape from outside the task")
     health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")
+    emf_interval_seconds: float = Field(
+        0, ge=0, description="seconds between CloudWatch EMF metric lines on stdout (worker/emf.py); 0 = off"
+    )
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=120, description="finish in-flight work within this")
     scoring_max_attempts: int = Field(4, ge=1, le=10)
     batch_max_records: int = Field(100, ge=1, le=10000, description="records gathered into one pipeline batch")
     batch_linger_ms: float = Field(50, ge=0, le=5000, description="how long a batch waits for more deliveries")
+    dask_scheduler: str | None = Field(
+        None, description="Dask scheduler address for backtest / tune (--scheduler overrides it)"
+    )
     alert_claim_lease_seconds: float = Field(
         120, gt=0, description="how long a claimed, unsent alert is reserved for its worker before another may send it"
     )

@@ -2,30 +2,36 @@
 
 The live side is the worker's own stack on moto's server: DynamoDB feature store and alert ledger,
 SNS publisher (read back through a raw-delivery SQS subscription) and the SageMaker client against
-the local endpoint serving the same tiny bundle. Both sides get the same batches and the same
-injected clock; their alert bodies must be equal apart from `created_at`.
+the local endpoint serving the same tiny bundle. Both sides get the same batches, the same injected
+clock and the same day-end re-scoring of quiet customers (whose states the live side reads back from
+DynamoDB); their alert bodies must be equal apart from `created_at`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
 
+from features.activity import day_end_us
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
+from features.state import DAY_US, CustomerState
 from model.bundle import load_bundle
 from model.server import LocalEndpoint, LocalPredictor
 from model.simulator import simulate, write_simulation
+from tests.fakes import FeatureScorer
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
 from worker.backtest.clock import SimulatedClock
-from worker.backtest.recording import MemoryDeadLetterQueue
+from worker.backtest.recording import TRIGGERS, MemoryDeadLetterQueue
+from worker.backtest.rescoring import DayEndRescoring
 from worker.backtest.runner import BacktestOptions, run_backtest
 from worker.backtest.scorer import InProcessScorer
 from worker.backtest.source import HOUR_US, Batch, read_lines, time_batches
@@ -94,19 +100,46 @@ async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[s
         arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
         await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
         clock = SimulatedClock()
+        store = DynamoDBFeatureStore(ddb, table_name(prefix), RETENTION)
+        known: set[str] = set()
+
+        async def states() -> dict[str, CustomerState]:
+            return await store.get(known)
+
         pipeline = Pipeline(
-            store=DynamoDBFeatureStore(ddb, table_name(prefix), RETENTION),
+            store=store,
             scorer=SageMakerScorer(runtime, "churn-health"),
             ledger=DynamoDBAlertLedger(ddb, alert_table_name(prefix)),
             publisher=SnsAlertPublisher(sns, topic),  # created_at from the wall clock, as in production
             dlq=MemoryDeadLetterQueue(), alerts=AlertsConfig(), retention=RETENTION, clock=clock,
         )  # fmt: skip
+        rescoring = DayEndRescoring(pipeline, clock, RETENTION, states)
         for batch in batches(path):
-            assert batch.latest_us is not None
-            clock.advance_to_us(batch.latest_us)
+            assert batch.window_end_us is not None
+            rescoring.start(batch.window_end_us)
+            await rescoring.days_ending_by(batch.window_end_us - 1)
+            clock.advance_to_us(batch.window_end_us)
             settlement = await pipeline.process(batch.records)
             assert not settlement.failed and not settlement.quarantined
+            customers = {json.loads(record.body)["customer_id"] for record in batch.records}
+            known.update(customers)
+            rescoring.scored(customers, batch.window_end_us)
+            await rescoring.days_ending_by(batch.window_end_us)
+        await rescoring.days_ending_by(day_end_us(batch.window_end_us // DAY_US))
         return await drain(sqs, url)
+
+
+def close(a: Any, b: Any) -> bool:
+    """Equal, with model outputs compared to 1e-4: the backtest scores each customer group in a call
+    of its own (shard-independent results), the live worker a whole batch, and float32 matmuls
+    differ in their last bits with the rows that share them."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-4)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def without_created_at(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,8 +158,10 @@ async def test_backtest_publishes_what_the_live_worker_publishes(
 
     assert result.batches == len(batches(small_log))
     assert "IB_CALL_SPIKE" in {b["type"] for b in backtest}
+    assert result.scored_customer_days == result.active_customer_days > 0  # quiet customers too
+    assert 0 < (result.log.columns()["trigger"] == TRIGGERS.index("rescore")).sum() < result.scored_customer_days
     assert len(backtest) == len(live) == len(result.alerts.types)
-    assert without_created_at(backtest) == without_created_at(live)
+    assert close(without_created_at(backtest), without_created_at(live))
     # the backtest's clock is event time: created_at is the batch's time, which is also as_of
     assert all(b["created_at"] == b["as_of"] for b in backtest)
 
@@ -192,3 +227,37 @@ def test_endpoint_scoring_gives_the_same_file_as_the_model_in_process(
     report = json.loads((tmp_path / "remote" / "report.json").read_text())
     assert report["scoring"] == "endpoint churn-health"
     assert report["model_version"] == load_bundle(tiny_bundle).model_version
+
+
+async def test_a_customer_who_goes_quiet_is_alerted_by_day_end_rescoring_alone(tmp_path: Path) -> None:
+    """No event after day 2, yet their risk grows with days_since_last_session: HIGH_CHURN_RISK
+    fires at a day's end with no event that day; a churned customer is never re-scored."""
+    day0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+
+    def event(n: int, cid: str, kind: str, at: datetime, **extra: Any) -> dict[str, Any]:
+        return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind,
+                "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}  # fmt: skip
+
+    events = [event(0, "c-quiet", "customer_signed_up", day0, tier="standard"),
+              event(1, "c-quiet", "session_completed", day0 + timedelta(days=1), subject="algebra", tutor_id="t-1",
+                    duration_minutes=60.0),
+              event(0, "c-gone", "customer_signed_up", day0, tier="standard"),
+              event(1, "c-gone", "customer_churned", day0 + timedelta(days=1)),
+              event(0, "c-busy", "customer_signed_up", day0, tier="standard")]  # fmt: skip
+    events += [event(i, "c-busy", "login", day0 + timedelta(days=i)) for i in range(1, 40)]
+    path = tmp_path / "quiet.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    alerts = AlertsConfig.model_validate({"high_churn_risk": {"min_churn_risk_30d": 0.5}})
+    result = await run_backtest(path, FeatureScorer(), tmp_path / "alerts.jsonl",
+                                BacktestOptions(alerts=alerts, progress=False))  # fmt: skip
+
+    bodies = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    quiet = [b for b in bodies if b["customer_id"] == "c-quiet" and b["type"] == "HIGH_CHURN_RISK"]
+    assert quiet, "the quiet customer was never alerted"
+    assert datetime.fromisoformat(quiet[0]["as_of"]) >= day0 + timedelta(days=20)  # risk grew while silent
+    gone_alerts = [b for b in bodies if b["customer_id"] == "c-gone"]
+    assert all(datetime.fromisoformat(b["as_of"]) < day0 + timedelta(days=1) for b in gone_alerts)  # none after churn
+    columns = result.log.columns()
+    gone = result.log.index["c-gone"]
+    assert (columns["customer"] == gone).sum() <= 2  # its event days only, never re-scored after the churn
+    assert result.scored_customer_days == result.active_customer_days

@@ -59,7 +59,7 @@ def test_deploy_creates_model_config_and_endpoint(
     model = sagemaker.describe_model(ModelName=result["model_name"])
     assert (
         model["PrimaryContainer"]["Image"]
-        == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.16-cpu"
+        == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-inference:2.20-cpu-py312"
     )
     assert model["PrimaryContainer"]["ModelDataUrl"] == result["model_data_url"]
     assert model["ExecutionRoleArn"] == ROLE
@@ -144,6 +144,8 @@ def test_image_uri_by_region() -> None:
         image_uri("eu-west-1", "2.16")
         == "763104351884.dkr.ecr.eu-west-1.amazonaws.com/tensorflow-inference:2.16-cpu"
     )
+    # from 2.20 on, AWS publishes the TF Serving images only with the Python version in the tag
+    assert image_uri("eu-west-1", "2.20").endswith("/tensorflow-inference:2.20-cpu-py312")
     assert image_uri("cn-north-1", "2.13").endswith(".amazonaws.com.cn/tensorflow-inference:2.13-cpu")
     assert image_uri("af-south-1").startswith("626614931356.")
     with pytest.raises(UsageError, match="--image-uri"):

@@ -40,7 +40,7 @@ def runtime(endpoint: LocalEndpoint) -> object:
 
 def invoke(runtime: object, body: bytes | str, content_type: str = "application/json") -> dict:
     response = runtime.invoke_endpoint(  # type: ignore[attr-defined]
-        EndpointName="marketplace-health-endpoint",
+        EndpointName="churn-health",
         ContentType=content_type,
         Accept="application/json",
         Body=body,

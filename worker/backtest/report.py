@@ -34,6 +34,7 @@ from worker.backtest.metrics import (
     weekly_counts,
 )
 from worker.backtest.outcomes import NEVER, Outcomes
+from worker.backtest.recording import TRIGGERS
 from worker.backtest.runner import BacktestResult
 
 ALERT_TYPES = [t.value for t in AlertType]
@@ -47,6 +48,8 @@ DEFINITIONS = {
     "scoring instant to their churn or the end of the events",
     "false_alert_share": "alerts not followed by a churn within 30 days / alerts",
     "churn": "an outcomes churned_at or a customer_churned event of the log (a customer who came back churned too)",
+    "scoring_coverage": "active customer-days (active at the day's end: features/activity.py) that were scored "
+    "that day, by an event or by day-end re-scoring of quiet customers",
     "model": "each scoring instant of a customer not yet churned is an example, labelled by churn within "
     "14 / 30 days; instants whose horizon passes the end of the events without a churn are left out",
     "health_mae": "against the observable health label (features/labels.py): 50 x did not churn within 30 days "
@@ -135,6 +138,7 @@ def build_report(
                    "bad_lines_skipped": result.bad_lines, "bad_line_examples": result.bad_line_examples,
                    "left_out": dict(sorted(result.left_out.items())), "batches": result.batches},
         "customers": len(pop.customers),
+        "scoring_coverage": coverage(result),
         "alerts": {"total": len(result.alerts.types), "by_type": by_type},
         "weekly_alerts": weekly_counts(result.alerts.types, result.alerts.as_of_us, pop.start_us, ALERT_TYPES),
         "config": alerts.model_dump(mode="json"),
@@ -161,6 +165,15 @@ def _scan(events: str) -> LabelScan | None:
         return None
 
 
+def coverage(result: BacktestResult) -> dict[str, Any]:
+    """How many active customer-days were scored (by an event or by day-end re-scoring)."""
+    triggers = result.log.columns()["trigger"]
+    active, scored = result.active_customer_days, result.scored_customer_days
+    return {"active_customer_days": active, "scored_customer_days": scored,
+            "share": round(scored / active, 4) if active else None,
+            "scores_by_trigger": {name: int((triggers == i).sum()) for i, name in enumerate(TRIGGERS)}}  # fmt: skip
+
+
 def write_report(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
@@ -175,7 +188,13 @@ def format_summary(report: dict[str, Any]) -> str:
     head = f"{'alert type':<22} {'alerts':>7} {'customers':>9} {'per 1k/wk':>9}"
     if with_outcomes:
         head += f" {'precision':>9} {'recall':>7} {'FPR':>7} {'false':>7} {'lead d':>7}"
-    lines = [head, "-" * len(head)]
+    lines = []
+    cover = report.get("scoring_coverage") or {}
+    if cover.get("share") is not None:
+        lines += [f"scored {cover['scored_customer_days']:,} of {cover['active_customer_days']:,} active customer-days "
+                  f"({cover['share']:.1%}); re-scoring of quiet customers made {cover['scores_by_trigger']['rescore']:,} "
+                  "of the scores", ""]  # fmt: skip
+    lines += [head, "-" * len(head)]
     for name, s in report["alerts"]["by_type"].items():
         line = f"{name:<22} {s['alerts']:>7} {s['customers_alerted']:>9} {s['alerts_per_1000_customers_per_week']:>9.2f}"
         if with_outcomes:

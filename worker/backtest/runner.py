@@ -1,51 +1,57 @@
-"""The backtest loop: an event file through `worker.pipeline.Pipeline`, on event time, in process.
+"""A backtest: an event log through `worker.pipeline.Pipeline`, on event time, in process or on Dask.
 
-Every port is an in-memory twin (feature store, alert ledger, publisher, dead-letter queue) and the
-clock is simulated: each batch is processed at its latest event time, so the 7/14/30-day windows,
-cooldowns, `as_of` and `created_at` are those of the events, and two runs over the same file and
-config write the same bytes. Published bodies go to `alerts.jsonl` as each batch settles (memory stays
-flat however many alerts there are).
+The log is split by customer (`features.shards`: byte ranges read in parallel, every line
+validated once, bad lines reported as `file:line`), each shard is folded by the live pipeline with
+in-memory twins on a simulated clock (`worker.backtest.fold`: each window's batch at the window's
+end, every active customer re-scored at each UTC day's end), and the shards' results are merged in
+a fixed order: alerts by (`as_of`, customer), scoring-log rows by (time, customer). Customers are
+independent and every model call holds one customer group's rows (`worker.backtest.recording`),
+so the same events and config give byte-identical `alerts.jsonl` and reports whatever the number
+of workers or shards (`--workers 1` runs in process, without Dask).
 
-The history a backtest builds (every customer's pages, the ledger, the scoring log) is millions of
-long-lived objects; CPython's cyclic garbage collector would rescan all of them on every full
-collection, which cost a third of the run. After each batch the loop collects what that batch left
-(only objects created since the last batch are scanned) and freezes the survivors out of the
-collector's reach (`gc.freeze`). Nothing is lost: frozen objects are still freed by reference
-counting, only cycles among them wait until the backtest ends (`gc.unfreeze`).
-
-A batch whose records the pipeline could not settle (only a real endpoint can fail here) stops the
-backtest: a live worker would redeliver them later, a backtest would silently differ.
+Events are processed in event-time order within each customer, whatever the file order (a dump
+sorted by customer is fine); a shard is held in memory while it is folded, and the number of
+shards grows with the input (about 64 MB of events per shard) to bound that.
 """
 
 from __future__ import annotations
 
-import gc
+import asyncio
+import heapq
 import json
 import sys
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
-from features.state import to_us
-from features.store import MemoryFeatureStore
+from features.activity import day_end_us
+from features.exceptions import EventParseError
+from features.parallel import Engine, map_shards
+from features.shards import (
+    LocalFile,
+    Piece,
+    PieceResult,
+    check_shard_count,
+    global_bad_lines,
+    plan_pieces,
+    shard_count_for,
+    split_task,
+    total_bytes,
+)
 from worker.alerts.config import AlertsConfig
-from worker.alerts.ledger import MemoryAlertLedger
-from worker.alerts.publisher import MemoryAlertPublisher
-from worker.backtest.clock import SimulatedClock
-from worker.backtest.recording import MemoryDeadLetterQueue, RecordingScorer, RecordingStore, ScoringLog
-from worker.backtest.source import DEFAULT_MAX_EVENTS, DEFAULT_WINDOW_US, BadLine, read_lines, time_batches
-from worker.exceptions import UsageError, WorkerError
-from worker.pipeline import Pipeline
+from worker.backtest.fold import ScorerFactory, ShardResult, ShardTask, days_of, fold_shard, fold_shard_async
+from worker.backtest.recording import ScoringLog
+from worker.backtest.scorer import GivenScorer
+from worker.backtest.source import DEFAULT_WINDOW_US
+from worker.exceptions import UsageError
 from worker.scoring import Scorer
 
-# Dead-letter codes that are about the clock, not the line: a late line older than retention at
-# the time it is processed, as a live worker would reject it too.
-TIME_CODES = frozenset({"too_old", "in_future"})
 KEPT_BAD_LINES = 20
 
 
@@ -69,6 +75,9 @@ class BacktestResult:
     left_out: Counter[str] = field(default_factory=Counter)  # too_old / in_future at processing time
     first_us: int | None = None
     last_us: int | None = None
+    active_customer_days: int = 0  # (customer, day) pairs active at the day's end
+    scored_customer_days: int = 0  # of those, the ones scored that day (by an event or re-scoring)
+    peak_rss_by_process: dict[int, int] = field(default_factory=dict)  # pid -> peak bytes (for `make bench`)
     alerts: AlertLog = field(default_factory=AlertLog, repr=False)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
 
@@ -83,91 +92,119 @@ class BacktestOptions:
     retention: timedelta = timedelta(days=35)
     on_error: str = "stop"  # stop | skip
     window_us: int = DEFAULT_WINDOW_US
-    max_events: int = DEFAULT_MAX_EVENTS
     progress: bool | None = None  # None: a bar on a terminal only
+    workers: int = 1  # 1: in process; more: a local Dask cluster of that many processes
+    scheduler: str | None = None  # an existing Dask cluster instead
+    shards: int | None = None  # None: by input size (a divisor of features.shards.GROUPS)
 
 
-@contextmanager
-def _history_frozen_between_batches() -> Iterator[Callable[[], None]]:
-    """Yields `settle()`, to call after each batch: collect the batch's garbage, freeze the rest."""
-
-    def settle() -> None:
-        gc.collect()
-        gc.freeze()
-
-    thresholds = gc.get_threshold()
-    gc.set_threshold(20_000, 10, 10)  # fewer young collections: a batch allocates millions of objects
-    settle()
-    try:
-        yield settle
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+def event_sources(events: Path | Sequence[Any]) -> list[Any]:
+    """The files (or S3 objects) an events argument names."""
+    if isinstance(events, Path):
+        if not events.is_file():
+            raise UsageError(f"{events}: no such file")
+        return [LocalFile(events)]
+    return list(events)
 
 
 async def run_backtest(
-    path: Path,
-    scorer: Scorer,
+    events: Path | Sequence[Any],
+    scorer: Scorer | ScorerFactory,
     alerts_out: Path,
     options: BacktestOptions = BacktestOptions(),
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> BacktestResult:
-    result = BacktestResult()
-    clock = SimulatedClock()
-    log = result.log
-    store = RecordingStore(MemoryFeatureStore(options.retention), log)
-    publisher = MemoryAlertPublisher(clock=clock)
-    dlq = MemoryDeadLetterQueue()
-    pipeline = Pipeline(
-        store=store, scorer=RecordingScorer(scorer, log, clock), ledger=MemoryAlertLedger(), publisher=publisher,
-        dlq=dlq, alerts=options.alerts, retention=options.retention, clock=clock,
-    )  # fmt: skip
-
-    def bad(number: int | None, code: str, detail: str) -> None:
-        where = f"{path}:{number}" if number is not None else str(path)
-        if options.on_error == "stop":
-            raise UsageError(f"{where}: {code}: {detail} (use --on-error skip to skip bad lines)")
-        result.bad_lines += 1
-        if len(result.bad_line_examples) < KEPT_BAD_LINES:
-            result.bad_line_examples.append(f"line {number}: {code}: {detail}")
-        say(f"{where}: skipped: {code}: {detail}")
-
-    batches = time_batches(read_lines(path), options.window_us, options.max_events, options.on_error == "stop")
-    with _history_frozen_between_batches() as settle, alerts_out.open("w", encoding="utf-8") as out, tqdm(
-        desc="backtest", unit="ev", unit_scale=True, file=sys.stderr, disable=None if options.progress is None else not options.progress,
-    ) as bar:  # fmt: skip
-        for item in batches:
-            if isinstance(item, BadLine):
-                bad(item.number, item.error_code, item.error_detail)
-                continue
-            if item.latest_us is not None and item.earliest_us is not None:
-                clock.advance_to_us(item.latest_us)
-                result.first_us = min(result.first_us or item.earliest_us, item.earliest_us)
-            now_us = to_us(clock())
-            result.last_us = now_us if result.last_us is None else max(result.last_us, now_us)
-            settlement = await pipeline.process(item.records)
-            if settlement.failed:
-                raise WorkerError(
-                    f"{len(settlement.failed)} events could not be processed at {clock().isoformat()} "
-                    "(endpoint unavailable?): the backtest would differ from the live worker; try again"
-                )
-            result.batches += 1
-            result.events_read += len(item.records)
-            for quarantined in dlq.take():
-                if quarantined.error_code in TIME_CODES:
-                    result.left_out[quarantined.error_code] += 1
-                else:
-                    bad(quarantined.line, quarantined.error_code, quarantined.error_detail)
-            for message in publisher.messages:
-                body = message.body
-                out.write(json.dumps(body) + "\n")
-                result.alerts.types.append(body["type"])
-                result.alerts.customers.append(body["customer_id"])
-                result.alerts.as_of_us.append(to_us(datetime.fromisoformat(body["as_of"])))
-            publisher.messages.clear()
-            bar.update(len(item.records))
-            settle()
-    result.applied = int(pipeline.metrics.total("events_applied"))
-    result.duplicates = int(pipeline.metrics.total("events_duplicate"))
+    """Backtest `events` (a file, or sources from `event_sources`) and write `alerts_out`."""
+    factory: ScorerFactory = scorer if hasattr(scorer, "open") else GivenScorer(scorer)  # type: ignore[assignment]
+    engine = Engine(options.workers, options.scheduler)
+    sources = event_sources(events)
+    show = options.progress
+    with tempfile.TemporaryDirectory(prefix="churn-backtest-") as scratch:
+        workdir = Path(scratch)
+        shards = options.shards or shard_count_for(total_bytes(sources), max(engine.workers, 1))
+        check_shard_count(shards)
+        pieces = plan_pieces(sources)
+        try:
+            split = await _split(pieces, shards, workdir, engine, show)
+        except EventParseError as exc:
+            raise UsageError(exc.error_detail) from None
+        result = _report_bad_lines(split, options, say)
+        timed = [p for p in split if p.min_us is not None and p.max_us is not None]
+        if not timed:
+            _write_alerts(alerts_out, [])
+            return result
+        first_us = min(p.min_us for p in timed if p.min_us is not None)
+        last_us = max(p.max_us for p in timed if p.max_us is not None)
+        first_day, last_day = days_of(first_us, last_us, options.window_us)
+        names = [source.name for source in sources]
+        tasks = [ShardTask(shard, workdir, [p for p in split if shard in p.shards], names, factory, options,
+                           first_day, last_day) for shard in range(shards)]  # fmt: skip
+        folded = await _fold(tasks, engine, show)
+    _merge(result, folded, first_us, day_end_us(last_day))
+    _write_alerts(alerts_out, folded)
     return result
 
+
+def _write_alerts(path: Path, folded: list[ShardResult]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for _, _, _, body in _ordered_alerts(folded):
+            out.write(body + "\n")
+
+
+async def _split(pieces: list[Piece], shards: int, workdir: Path, engine: Engine,
+                 progress: bool | None) -> list[PieceResult]:  # fmt: skip
+    items = [(piece, shards, workdir) for piece in pieces]
+    if engine.in_process:
+        return [split_task(item) for item in items]
+    return await asyncio.to_thread(map_shards, split_task, items, engine, desc="reading", progress=progress)
+
+
+async def _fold(tasks: list[ShardTask], engine: Engine, progress: bool | None) -> list[ShardResult]:
+    """Fold every shard: here, in this event loop, or on Dask from a thread (the loop stays free)."""
+    if not engine.in_process:
+        return await asyncio.to_thread(map_shards, fold_shard, tasks, engine, desc="backtest", progress=progress)
+    show = sys.stderr.isatty() if progress is None else progress
+    return [await fold_shard_async(task) for task in tqdm(tasks, desc="backtest", unit="shard", file=sys.stderr,
+                                                          disable=not show or len(tasks) < 2)]  # fmt: skip
+
+
+def _report_bad_lines(split: list[PieceResult], options: BacktestOptions, say: Callable[[str], None]) -> BacktestResult:
+    result = BacktestResult()
+    count, examples = global_bad_lines(split)
+    if count and options.on_error == "stop":
+        raise UsageError(f"{examples[0].describe()} (use --on-error skip to skip bad lines)")
+    for bad in examples:
+        say(f"{bad.source}:{bad.line}: skipped: {bad.error_code}: {bad.error_detail}")
+    if count > len(examples):
+        say(f"... and {count - len(examples)} more bad lines skipped")
+    result.bad_lines = count
+    result.bad_line_examples = [f"{bad.source}:{bad.line}: {bad.error_code}: {bad.error_detail}" for bad in examples]
+    return result
+
+
+def _ordered_alerts(folded: list[ShardResult]) -> list[tuple[int, str, int, str]]:
+    """Every shard's alerts by (as_of, customer), each customer's in the order its shard sent them."""
+    keyed = [[(as_of, customer, i, body) for i, (as_of, customer, body) in enumerate(shard.alerts)]
+             for shard in folded]  # fmt: skip
+    return list(heapq.merge(*(sorted(rows) for rows in keyed)))
+
+
+def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end_us: int) -> None:
+    result.first_us, result.last_us = first_us, end_us
+    result.events_read = sum(shard.events_read for shard in folded)
+    result.applied = sum(shard.applied for shard in folded)
+    result.duplicates = sum(shard.duplicates for shard in folded)
+    result.batches = len(set().union(*(shard.windows for shard in folded)))
+    result.active_customer_days = sum(shard.active_customer_days for shard in folded)
+    result.scored_customer_days = sum(shard.scored_customer_days for shard in folded)
+    for shard in folded:
+        result.left_out.update(shard.left_out)
+        result.peak_rss_by_process[shard.pid] = max(result.peak_rss_by_process.get(shard.pid, 0), shard.peak_rss_bytes)
+    unexpected = sorted(u for shard in folded for u in shard.unexpected)
+    result.bad_lines += len(unexpected)
+    result.bad_line_examples += [f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]]
+    for as_of, customer, _, body in _ordered_alerts(folded):
+        result.alerts.types.append(json.loads(body)["type"])
+        result.alerts.customers.append(customer)
+        result.alerts.as_of_us.append(as_of)
+    result.log = ScoringLog.merged([shard.log for shard in folded])

@@ -8,10 +8,12 @@ Parquet rows come through `features.eventfile.read_event_file` (validated, then 
 the wire form producers send).
 
 Batches follow event time: a batch ends where the next event falls in a later window of
-`window_us` (UTC-aligned: 1 hour = hours of the day), or at `max_events`. Each batch is processed
-at the time of its latest event. Files in time order (as `churn-model simulate` writes them) give
-the live worker's view at that cadence; a late line is processed with the batch it arrives in, as
-a late message would be live.
+`window_us` (UTC-aligned: 1 hour = hours of the day, 24 hours = UTC days), or at `max_events`.
+Each batch is processed at the end of its window (its last microsecond), so the instant a customer
+is scored depends on the window alone, never on other customers' events: with daily windows that
+is the day-end scoring instant of `features.activity`, the instant re-scoring and training use.
+Files in time order (as `churn-model simulate` writes them) give the live worker's view at that
+cadence; a late line is processed with the batch it arrives in, as a late message would be live.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class Line:
 @dataclass
 class Batch:
     records: list[Record] = field(default_factory=list)
-    latest_us: int | None = None  # the latest event time in the batch: the clock to process it at
+    latest_us: int | None = None  # the latest event time in the batch
     earliest_us: int | None = None
+    window_end_us: int | None = None  # the last microsecond of its (latest) window: the clock to process it at
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -127,7 +130,7 @@ def time_batches(
     for item in items:
         if isinstance(item, BadLine):
             if flush_on_bad and batch.records:
-                yield batch
+                yield _closed(batch, key, window_us)
                 batch, key = Batch(), None
             yield item
             continue
@@ -135,7 +138,7 @@ def time_batches(
         if batch.records and (
             len(batch.records) >= max_events or (item_key is not None and key is not None and item_key > key)
         ):
-            yield batch
+            yield _closed(batch, key, window_us)
             batch, key = Batch(), None
         if item_key is not None:
             key = item_key if key is None else key
@@ -144,4 +147,10 @@ def time_batches(
             batch.earliest_us = item.occurred_us if batch.earliest_us is None else min(batch.earliest_us, item.occurred_us)
         batch.records.append(Record(body=item.body, handle=item.number, source_id=f"line {item.number}"))
     if batch.records:
-        yield batch
+        yield _closed(batch, key, window_us)
+
+
+def _closed(batch: Batch, key: int | None, window_us: int) -> Batch:
+    """The batch with its window's end set (None when no line in it had a usable time)."""
+    batch.window_end_us = None if key is None else (key + 1) * window_us - 1
+    return batch

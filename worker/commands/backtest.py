@@ -15,14 +15,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from features.parallel import default_workers
+from features.shards import GROUPS, LocalFile, total_bytes
 from worker.backtest.html import backtest_page
 from worker.backtest.outcomes import Outcomes, load_outcomes
 from worker.backtest.report import build_report, format_summary, write_report
 from worker.backtest.runner import BacktestOptions, BacktestResult, run_backtest
-from worker.backtest.scorer import InProcessScorer
+from worker.backtest.scorer import BundleScorer, EndpointScorer, bundle_dir_or_default, bundle_version
 from worker.backtest.source import HOUR_US
 from worker.exceptions import UsageError
 from worker.settings import Settings
+
+AUTO_PARALLEL_BYTES = 64 * 1024 * 1024  # below this a Dask cluster's start-up costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class BacktestRequest:
     on_error: str = "stop"
     batch_hours: float = 24.0
     as_json: bool = False
+    workers: int | None = None  # None: one per core for large inputs, else in process
+    scheduler: str | None = None
+    shards: int | None = None
 
 
 def check_request(request: BacktestRequest) -> None:
@@ -48,6 +55,15 @@ def check_request(request: BacktestRequest) -> None:
         raise UsageError(f"--batch-hours {request.batch_hours}: must be above 0 and at most 168")
     if request.out_dir.exists() and not request.out_dir.is_dir():
         raise UsageError(f"--out {request.out_dir}: exists and is not a directory")
+    if request.shards is not None and GROUPS % request.shards:
+        raise UsageError(f"--shards {request.shards}: must divide {GROUPS} (1, 2, 4, 8, 16, 32 or 64)")
+
+
+def engine_workers(request: BacktestRequest) -> int:
+    """--workers, or by default one per core when the input is large enough to gain from it."""
+    if request.workers is not None:
+        return request.workers
+    return default_workers() if total_bytes([LocalFile(request.events)]) >= AUTO_PARALLEL_BYTES else 1
 
 
 async def backtest_once(
@@ -56,21 +72,15 @@ async def backtest_once(
     """Run the loop with the scorer the request names: (result, scoring label, model version)."""
     options = BacktestOptions(
         alerts=settings.alerts, retention=settings.retention, on_error=request.on_error,
-        window_us=round(request.batch_hours * HOUR_US),
+        window_us=round(request.batch_hours * HOUR_US), workers=engine_workers(request),
+        scheduler=request.scheduler, shards=request.shards,
     )  # fmt: skip
     if request.endpoint:
-        from worker.aws import AwsClients
-        from worker.scoring import SageMakerScorer
-
-        async with AwsClients(settings, "sagemaker-runtime") as aws:
-            endpoint = SageMakerScorer(
-                aws["sagemaker-runtime"], request.endpoint, max_attempts=settings.scoring_max_attempts
-            )
-            result = await run_backtest(request.events, endpoint, alerts_out, options)
+        result = await run_backtest(request.events, EndpointScorer(settings, request.endpoint), alerts_out, options)
         return result, f"endpoint {request.endpoint}", result.log.model_version
-    scorer = InProcessScorer.from_bundle_dir(request.bundle)
-    result = await run_backtest(request.events, scorer, alerts_out, options)
-    return result, "in process", scorer.model_version
+    bundle = bundle_dir_or_default(request.bundle)
+    result = await run_backtest(request.events, BundleScorer(str(bundle)), alerts_out, options)
+    return result, "in process", result.log.model_version or bundle_version(bundle)
 
 
 async def run_backtest_command(settings: Settings, request: BacktestRequest) -> int:

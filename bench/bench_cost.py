@@ -1,0 +1,269 @@
+"""Cost per event, measured, and the monthly bill it implies at 1 M, 10 M and 100 M events a day.
+
+The stack is the real one: infra/data-plane.yaml deployed into moto's CloudFormation, simulated
+customers' history preloaded into its feature table, their last days queued as a backlog, then
+`churn-worker run` in a process of its own (configured from the stack's outputs alone) works through
+it against moto and the local model endpoint. Measured from that run:
+
+- AWS requests per event by operation: the worker's own counters (`/metrics.json`,
+  churn_aws_requests_total{service,operation}), so retries count;
+- DynamoDB read and write units per event: every DynamoDB request and response of the worker passes
+  a recording proxy in front of moto, and units are computed from the exact item bytes with
+  DynamoDB's rules (4 KB read units, 1 KB write units, strongly consistent reads x1, eventually
+  consistent x0.5, transactional writes x2). moto's own ConsumedCapacity is a constant, not this;
+- worker CPU per event (/proc, from ready to drained), event bytes, feature bytes per customer.
+
+bench/cost_model.py turns those into dollars; the sizing rules and the dated price list are there.
+moto closes every connection, so the CPU figure includes TLS-less reconnects that AWS would not cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aiohttp import ClientSession, web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.cost_model import Measured, report
+from features.dynamodb import DynamoDBFeatureStore, table_name
+from features.events import event_to_json
+from infra.stack_env import settings_env
+from model.training import ensure_default_bundle
+from worker.aws import AwsClients
+from worker.commands.local import load_events, split_events, use_local_aws
+from worker.localstack import ChildServer
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for moto (a few events/s on this machine); per-event figures barely move with size.
+CUSTOMERS, DAYS, LIVE_DAYS, SEED = 150, 35, 2, 11
+
+
+def value_size(value: dict[str, Any]) -> int:
+    """Bytes of one attribute value by DynamoDB's item-size rules."""
+    (kind, body), = value.items()
+    if kind == "S":
+        return len(body.encode())
+    if kind == "N":
+        digits = body.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":  # base64 text on the wire (the proxy), bytes once boto3 has decoded it (the scan)
+        return len(body) if isinstance(body, bytes) else len(base64.b64decode(body))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(value_size({kind[0]: item}) for item in body)
+    if kind == "L":
+        return 3 + sum(1 + value_size(item) for item in body)
+    if kind == "M":
+        return 3 + sum(1 + len(name.encode()) + value_size(item) for name, item in body.items())
+    raise ValueError(kind)
+
+
+def item_size(item: dict[str, Any]) -> int:
+    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
+
+
+def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) -> tuple[float, float]:
+    """(read units, write units) of one DynamoDB call. UpdateItem, DeleteItem and ConditionCheck count
+    one unit (x2 in a transaction): their items (ledger claims, leases) are under 1 KB."""
+    read_factor = 1.0 if request.get("ConsistentRead") else 0.5
+    if operation in ("Query", "Scan"):
+        return max(1, math.ceil(sum(map(item_size, response.get("Items", []))) / 4096)) * read_factor, 0
+    if operation == "GetItem":
+        return max(1, math.ceil(item_size(response.get("Item", {})) / 4096)) * read_factor, 0
+    if operation == "BatchGetItem":
+        items = [i for table in response.get("Responses", {}).values() for i in table]
+        return sum(max(1, math.ceil(item_size(i) / 4096)) * read_factor for i in items), 0
+    if operation == "PutItem":
+        return 0, max(1, math.ceil(item_size(request["Item"]) / 1024))
+    if operation in ("UpdateItem", "DeleteItem"):
+        return 0, 1
+    if operation == "BatchWriteItem":
+        puts = [w["PutRequest"]["Item"] for table in request["RequestItems"].values() for w in table if "PutRequest" in w]
+        deletes = sum(1 for table in request["RequestItems"].values() for w in table if "DeleteRequest" in w)
+        return 0, sum(max(1, math.ceil(item_size(i) / 1024)) for i in puts) + deletes
+    if operation == "TransactWriteItems":
+        units = 0
+        for action in request["TransactItems"]:
+            if "Put" in action:
+                units += 2 * max(1, math.ceil(item_size(action["Put"]["Item"]) / 1024))
+            else:
+                units += 2
+        return 0, units
+    return 0, 0
+
+
+class RecordingProxy:
+    """HTTP proxy in front of moto for the worker's clients: forwards everything, and sums the
+    capacity units of each DynamoDB call from its request and response bodies."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.rru = self.wru = 0.0
+        self.calls: Counter[str] = Counter()
+        self._session: ClientSession | None = None
+
+    async def start(self) -> str:
+        self._session = ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._session.request(request.method, self.upstream + request.path_qs, headers=headers,
+                                         data=body) as upstream:  # fmt: skip
+            payload = await upstream.read()
+            target = request.headers.get("X-Amz-Target", "")
+            if target.startswith("DynamoDB_") and upstream.status == 200:
+                operation = target.split(".", 1)[1]
+                rru, wru = capacity(operation, json.loads(body), json.loads(payload or b"{}"))
+                self.rru, self.wru = self.rru + rru, self.wru + wru
+                self.calls[operation] += 1
+            skip = ("content-length", "transfer-encoding", "connection", "content-encoding")
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
+            if "content-encoding" in upstream.headers:
+                out["Content-Encoding"] = upstream.headers["content-encoding"]
+            return web.Response(status=upstream.status, headers=out, body=payload)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metrics_json(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics.json", timeout=2) as response:
+            return dict(json.load(response))
+    except OSError:
+        return None
+
+
+def aws_client(service: str) -> Any:
+    return boto3.client(service, region_name=os.environ["AWS_REGION"])  # use_local_aws sets it (botocore reads only AWS_DEFAULT_REGION)
+
+
+def deploy_data_plane(prefix: str) -> dict[str, str]:
+    cfn = aws_client("cloudformation")
+    stack = f"{prefix}data"
+    cfn.create_stack(StackName=stack, TemplateBody=(ROOT / "infra" / "data-plane.yaml").read_text(),
+                     Parameters=[{"ParameterKey": "TablePrefix", "ParameterValue": prefix}])  # fmt: skip
+    cfn.get_waiter("stack_create_complete").wait(StackName=stack, WaiterConfig={"Delay": 1})
+    return {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]}
+
+
+async def measure(endpoint_url: str) -> Measured:
+    prefix = f"cost{int(time.time())}-"
+    outputs = deploy_data_plane(prefix)
+    env = settings_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items())
+    settings = Settings(table_prefix=prefix)
+    history, live = split_events(load_events(CUSTOMERS, DAYS, SEED, None), LIVE_DAYS)
+    now = datetime.now(UTC)
+    async with AwsClients(settings, "dynamodb") as aws:  # history, as the worker would have left it
+        store = DynamoDBFeatureStore(aws["dynamodb"], table_name(prefix), settings.retention)
+        recent = [e for e in history if e.occurred_at >= now - settings.retention]
+        for start in range(0, len(recent), 1000):
+            await store.apply(recent[start : start + 1000], now=now)
+    sqs = aws_client("sqs")
+    bodies = [event_to_json(e) for e in live]
+    for start in range(0, len(bodies), 10):
+        sqs.send_message_batch(QueueUrl=outputs["QueueUrl"], Entries=[
+            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])])  # fmt: skip
+    print(f"{len(history):,} historical events preloaded, {len(live):,} live events queued "
+          f"({CUSTOMERS} customers, last {LIVE_DAYS} days)", flush=True)  # fmt: skip
+
+    proxy = RecordingProxy(os.environ["AWS_ENDPOINT_URL"])
+    port = free_port()
+    worker_env = {**os.environ, **env, "AWS_ENDPOINT_URL": await proxy.start(), "CHURN_HEALTH_PORT": str(port),
+                  "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url, "CHURN_SQS_WAIT_SECONDS": "1"}  # fmt: skip
+    worker = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("churn-worker")), "run", "--json-logs", env=worker_env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        while metrics_json(port) is None:
+            if worker.returncode is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}")
+            await asyncio.sleep(0.2)
+        cpu_start = cpu_seconds(worker.pid)
+        last_report = time.monotonic()
+        while True:
+            snapshot = metrics_json(port) or {"counters": {}}
+            done = sum(v for k, v in snapshot["counters"].items() if k == "events_in")
+            if done >= len(live):
+                break
+            if time.monotonic() - last_report > 30:
+                print(f"  worker: {done:,.0f}/{len(live):,} events", flush=True)
+                last_report = time.monotonic()
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1)  # the last batch settles (delete, publish)
+        cpu = cpu_seconds(worker.pid) - cpu_start
+        snapshot = metrics_json(port) or snapshot
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 60)
+        await proxy.stop()
+
+    requests: dict[tuple[str, str], float] = {}
+    for key, value in snapshot["counters"].items():
+        if key.startswith("aws_requests{"):
+            labels = dict(part.split("=", 1) for part in key[len("aws_requests{") : -1].split(","))
+            requests[(labels["service"], labels["operation"])] = value
+    ddb = aws_client("dynamodb")
+    sizes: Counter[str] = Counter()
+    for page in ddb.get_paginator("scan").paginate(TableName=table_name(prefix)):
+        for item in page["Items"]:
+            sizes[item["customer_id"]["S"]] += item_size(item)
+    return Measured(
+        events=len(live), requests=requests, rru=proxy.rru, wru=proxy.wru, cpu_seconds=cpu,
+        event_bytes=sum(map(len, bodies)) / len(bodies), partition_bytes=sum(sizes.values()) / max(len(sizes), 1),
+        events_per_customer_day=len(live) / (max(len(sizes), 1) * LIVE_DAYS),  # per stored customer
+        producer_requests={("sqs", "SendMessageBatch"): math.ceil(len(bodies) / 10)},
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    bundle = ensure_default_bundle(progress=True)
+    moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
+    endpoint = ChildServer([str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle),
+                            "--port", "0"], "model endpoint")  # fmt: skip
+    try:
+        use_local_aws(moto.url)
+        print(report(asyncio.run(measure(endpoint.url))))
+    finally:
+        endpoint.stop()
+        moto.stop()

@@ -1,0 +1,101 @@
+"""The event archive: every accepted event, in S3, for retraining, backtests and replay.
+
+`CHURN_ARCHIVE_S3_URI=s3://bucket/prefix/`. Each pipeline batch writes its accepted events (the
+validated wire form, one JSON line each, gzip) as one object per UTC event date:
+
+    s3://bucket/prefix/date=2026-11-27/<worker id>-<first event time>-<random>.jsonl.gz
+
+The write happens after the store applied the batch and before its records are acknowledged, so
+an acknowledged event is always archived: a crash before the write leaves the records to be
+delivered again (and written again). Duplicates are therefore possible at write (a redelivered
+batch, two workers on a redriven message) and are removed by `event_id` where the archive is read
+(`churn-model train --events s3://...`, `churn-worker backtest`, `replay`, `outcomes`: the offline
+readers count an event once per customer). Objects are never rewritten: no read-modify-write and
+no locking. Partitioning by event date lets a retraining job read a period (`--since`) by prefix.
+
+For Kinesis, Amazon Data Firehose reading the same stream can write the same layout without the
+worker (infra/README.md): then leave `CHURN_ARCHIVE_S3_URI` unset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from features.events import Event, event_to_json, format_utc
+from worker.exceptions import ConfigError
+
+
+class EventArchive(Protocol):
+    async def write(self, events: Sequence[Event]) -> None:
+        """Durably store the events (duplicates allowed); raises when it could not."""
+        ...
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/prefix/` -> (bucket, "prefix/"); the prefix ends with a slash (or is empty)."""
+    if not uri.startswith("s3://") or len(uri) <= len("s3://"):
+        raise ConfigError(f"{uri!r}: expected s3://bucket/prefix/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ConfigError(f"{uri!r}: expected s3://bucket/prefix/ (no bucket)")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return bucket, prefix
+
+
+def partition_key(prefix: str, date: str, writer: str, first_event: str) -> str:
+    """The object key of one batch's events of one date: sortable by date, then time written."""
+    return f"{prefix}date={date}/{writer}-{first_event}-{secrets.token_hex(4)}.jsonl.gz"
+
+
+def _by_date(events: Sequence[Event]) -> dict[str, list[Event]]:
+    grouped: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        grouped[event.occurred_at.strftime("%Y-%m-%d")].append(event)
+    return grouped
+
+
+def encode(events: Sequence[Event]) -> bytes:
+    """One gzip member of JSON lines (mtime 0: the same events give the same bytes)."""
+    text = "".join(event_to_json(event) + "\n" for event in events)
+    return gzip.compress(text.encode(), mtime=0)
+
+
+class S3EventArchive:
+    """Writes to S3 with an open aiobotocore S3 client (retries are botocore's standard mode)."""
+
+    def __init__(self, client: Any, uri: str, writer: str) -> None:
+        self._client = client
+        self._bucket, self._prefix = parse_s3_uri(uri)
+        self._writer = "".join(c if c.isalnum() or c in "-_." else "-" for c in writer) or "worker"
+        self.objects_written = 0
+
+    async def write(self, events: Sequence[Event]) -> None:
+        for date, group in sorted(_by_date(events).items()):
+            first = format_utc(min(event.occurred_at for event in group)).replace(":", "")
+            await self._client.put_object(
+                Bucket=self._bucket,
+                Key=partition_key(self._prefix, date, self._writer, first),
+                Body=encode(group),
+                ContentType="application/x-ndjson",
+                ContentEncoding="gzip",
+            )
+            self.objects_written += 1
+
+
+@dataclass
+class MemoryEventArchive:
+    """The in-memory twin (tests): the objects it would have written, by key."""
+
+    prefix: str = "archive/"
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    async def write(self, events: Sequence[Event]) -> None:
+        for date, group in sorted(_by_date(events).items()):
+            first = format_utc(min(event.occurred_at for event in group)).replace(":", "")
+            self.objects[partition_key(self.prefix, date, "memory", first)] = encode(group)
