@@ -1,10 +1,9 @@
 """Reading event files: JSON Lines (`.jsonl`, `.jsonl.gz`) and Parquet, streamed, never loaded whole.
 
 An *event path* (CONTRACTS.md section 5) is a file, a directory (every event file under it, in
-name order), a glob (`archive/2026-*/*.jsonl.gz`), or several of those. `event_sources` turns one
-into a list of `EventSource`s; everything downstream reads sources, never paths, so another kind
-of source (an `s3://bucket/prefix/` listing, one per object) is one more `EventSource`
-implementation and one more branch in `event_sources`, nothing else.
+name order), a glob (`archive/2026-*/*.jsonl.gz`), an `s3://bucket/prefix/` (every event object
+under it, `features.s3events`), or several of those. `event_sources` turns one into a list of
+`EventSource`s; everything downstream reads sources, never paths.
 
 `read_event_file` yields `(line_number, event_or_error)` for one local file; `read_events` does the
 same for many sources, in order, with the source named. A bad line is reported with its number
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -80,6 +78,21 @@ class LocalEventFile:
 OUTCOMES_SUFFIX = ".outcomes.jsonl"  # `churn-model simulate` writes outcomes next to its events
 
 
+def _s3_objects(uri: str) -> list[Any]:
+    """Every event object under an `s3://bucket/prefix/` (features/s3events.py), each an EventSource."""
+    from features.s3events import list_event_objects
+
+    try:
+        objects = list_event_objects(uri)
+    except ValueError as exc:
+        raise EventPathError(str(exc)) from None
+    except Exception as exc:  # botocore's errors: no credentials, no bucket, no access
+        raise EventPathError(f"{uri}: cannot list the objects: {exc}") from None
+    if not objects:
+        raise EventPathError(f"{uri}: no .jsonl, .jsonl.gz or .parquet object under that prefix")
+    return list(objects)
+
+
 def is_event_file(name: str) -> bool:
     lowered = name.lower()
     return lowered.endswith(EVENT_SUFFIXES) and not lowered.endswith(OUTCOMES_SUFFIX)
@@ -96,22 +109,19 @@ def event_sources(paths: str | Path | Sequence[str | Path]) -> list[EventSource]
     if not specs:
         raise EventPathError("no event path given: pass a file, a directory or a glob")
     found: list[EventSource] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for spec in specs:
         for source in _expand(str(spec)):
-            resolved = source.path.resolve()
-            if resolved not in seen:
-                seen.add(resolved)
+            key = str(source.path.resolve()) if isinstance(source, LocalEventFile) else source.name
+            if key not in seen:
+                seen.add(key)
                 found.append(source)
     return found
 
 
-def _expand(spec: str) -> list[LocalEventFile]:
+def _expand(spec: str) -> list[Any]:
     if spec.startswith("s3://"):
-        raise EventPathError(
-            f"{spec}: S3 event paths are not supported by this version; copy the objects locally "
-            "(aws s3 sync) and pass the directory"
-        )
+        return _s3_objects(spec)
     if any(ch in spec for ch in "*?["):
         matches = sorted(glob.glob(spec, recursive=True))
         files = [Path(m) for m in matches if Path(m).is_file() and is_event_file(m)]
@@ -138,11 +148,11 @@ def _expand(spec: str) -> list[LocalEventFile]:
 def customer_shard(customer_id: str, shards: int) -> int:
     """A stable shard of `customer_id` in [0, shards): the same on every machine and Python run
     (not `hash()`, which is salted per process), so shards can be built and read by different
-    workers. Every event of a customer, and so every copy of one event, lands in one shard."""
-    if shards <= 1:
-        return 0
-    digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
+    workers. Every event of a customer, and so every copy of one event, lands in one shard. For a
+    shard count dividing 64 this is `features.shards.shard_of`, the split every offline job uses."""
+    from features.shards import customer_hash
+
+    return 0 if shards <= 1 else customer_hash(customer_id) % shards
 
 
 @dataclass(frozen=True)

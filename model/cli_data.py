@@ -27,6 +27,9 @@ def _history_options(parser: argparse.ArgumentParser, required: bool) -> None:
                         help="accept an outcomes file naming customers the events never mention (otherwise exit 2)")  # fmt: skip
     parser.add_argument("--on-error", choices=["skip", "stop"], default="skip",
                         help="bad event lines: skip them and report how many (default), or stop at the first")  # fmt: skip
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="build the examples on a local Dask cluster of N processes (default 1: in process)")  # fmt: skip
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="build the examples on an existing Dask cluster")
 
 
 def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.ArgumentParser) -> None:
@@ -143,7 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
               "max_train_rows": args.max_train_rows}  # fmt: skip
     if args.events:
         data = DataParams(source="events", events=tuple(args.events), outcomes=str(args.outcomes),
-                          allow_unknown_outcomes=args.ignore_unknown_outcomes, on_error=args.on_error, **common)  # fmt: skip
+                          allow_unknown_outcomes=args.ignore_unknown_outcomes, on_error=args.on_error,
+                          workers=args.workers, scheduler=args.scheduler, **common)  # fmt: skip
     else:
         if args.data == "seed" and args.test_fraction == 0:
             raise UsageError("--data seed needs a --test-fraction above 0")
@@ -182,8 +186,8 @@ def evaluate_on_log(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
     from model.owndata import BuildOptions, build_examples
 
     excluded = frozenset() if args.include_training_customers else training_customers(bundle)
-    options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error,
-                           allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
+    options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error, workers=args.workers,
+                           scheduler=args.scheduler, allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
     examples, build = build_examples(args.events, args.outcomes, options, progress=not args.json and sys.stderr.isatty())
     report = evaluate_examples(
         bundle.serving_fn(), examples.x, examples.y, examples.customer, examples.t_us, churn=build.churn,
@@ -222,8 +226,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
     candidate, incumbent = load_bundle(args.candidate), load_bundle(args.incumbent)
     excluded = frozenset() if args.include_training_customers else training_customers(candidate) | training_customers(incumbent)
-    options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error,
-                           allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
+    options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error, workers=args.workers,
+                           scheduler=args.scheduler, allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
     examples, build = build_examples(args.events, args.outcomes, options, progress=not args.json and sys.stderr.isatty())
     alerts = _alerts(args.config)
     population, index = population_of(examples.customer, examples.t_us, build.churn, build.outcomes.churned_at_us,

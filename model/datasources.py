@@ -43,6 +43,8 @@ class DataParams:
     outcomes: str | None = None
     allow_unknown_outcomes: bool = False
     on_error: str = "skip"
+    workers: int = 1  # examples on a local Dask cluster of this many processes (1: in process)
+    scheduler: str | None = None
 
 
 @dataclass
@@ -165,7 +167,7 @@ def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, pro
     options = BuildOptions(
         validation_fraction=params.validation_fraction, test_fraction=params.test_fraction,
         cut_fraction=params.cut_fraction, max_train_rows=params.max_train_rows, on_error=params.on_error,
-        allow_unknown_outcomes=params.allow_unknown_outcomes,
+        allow_unknown_outcomes=params.allow_unknown_outcomes, workers=params.workers, scheduler=params.scheduler,
     )  # fmt: skip
     examples, build = build_examples(list(events), Path(outcomes), options, progress, say)
     train, validation = examples.where("train"), examples.where("validation")

@@ -8,15 +8,15 @@ a time (`now` = that day's scoring instant, as the backtest processes a day's ba
 registry is read with `compute_features_batch` at the day's end, so a row sees exactly the events
 up to its instant. Labels (`features.labels`) look only after it.
 
-Two passes, so memory is bounded by the largest shard, not the log:
-1. `shard_events`: read every source once, validate each line, write it to one of N shard files
-   by a stable hash of its customer (`features.eventfile.customer_shard`); note the time span,
-   whether the log uses the `first_session` flag, customers and sign-ups (for outcome checks).
+Two passes, so memory is bounded by the largest shard, not the log, and both run on the
+backtest's engine (`features.parallel`: in process or on Dask):
+1. `model.logsplit.split_log`: the log split by customer hash (`features.shards`, every line
+   validated once) and the whole-log facts (time span, the `first_session` flag, sign-ups, churns).
 2. `fold_shard`: per shard, events sorted by time, duplicates (same event_id) dropped, folded day
    by day from the log's first to its last day; features of the sampled active customers at each
-   day's end; labels once the shard's whole future is known. Shards are independent (a Dask
-   runner maps this over them); `merge_shards` adds the marketplace-wide parts (the health
-   percentile's reference, supply/demand) and concatenates.
+   day's end; labels once the shard's whole future is known. Shards are independent;
+   `merge_shards` adds the marketplace-wide parts (the health percentile's reference,
+   supply/demand) and concatenates.
 
 Sampling (training only): daily instants of every active customer are many, and consecutive days
 of one customer are nearly the same example. `SamplePlan` keeps every k-th day per customer (a
@@ -27,11 +27,9 @@ instant, sampled or not.
 
 from __future__ import annotations
 
-import math
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,9 +39,7 @@ from typing import Any
 import numpy as np
 
 from features.activity import day_end_us, is_active
-from features.eventfile import EventSource, customer_shard, read_events
-from features.events import Event, event_to_json, parse_event
-from features.exceptions import EventParseError
+from features.events import Event, parse_event
 from features.labels import (
     CustomerFacts,
     EngagementReference,
@@ -54,177 +50,15 @@ from features.labels import (
 )
 from features.outcomes import ChurnTimes
 from features.registry import FEATURE_NAMES, compute_features_batch
-from features.state import DAY_US, CustomerState, from_us, to_us
+from features.shards import shard_of
+from features.state import DAY_US, CustomerState, from_us
 from features.store import DEFAULT_RETENTION, MemoryFeatureStore
-from model.exceptions import DataError
+from model.logsplit import LogSummary, ShardRef
 from model.splits import SplitPlan
 
 LABELS: tuple[str, ...] = (
     "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",
 )  # fmt: skip
-SHARD_TARGET_BYTES = 48 * 1024 * 1024  # uncompressed JSON per shard: a few hundred thousand events
-MAX_SHARDS = 256
-KEPT_BAD_LINES = 5
-
-
-@dataclass
-class LogSummary:
-    """What pass 1 learnt about the log."""
-
-    sources: list[str]
-    events: int = 0
-    bad_lines: int = 0
-    bad_line_examples: list[str] = field(default_factory=list)
-    first_us: int | None = None
-    last_us: int | None = None
-    log_uses_flag: bool = False
-    customers: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # id -> (first, last) event
-    first_sign_up: dict[str, int] = field(default_factory=dict, repr=False)
-    churn_events: dict[str, list[int]] = field(default_factory=dict, repr=False)  # customer_churned instants
-    shard_files: list[list[Path]] = field(default_factory=list)  # shard i: its pieces (one per pass-1 part)
-    day_events: dict[int, int] = field(default_factory=dict, repr=False)  # events per UTC day
-
-    @property
-    def first_day(self) -> int:
-        assert self.first_us is not None
-        return self.first_us // DAY_US
-
-    @property
-    def last_day(self) -> int:
-        assert self.last_us is not None
-        return self.last_us // DAY_US
-
-    def merge(self, other: LogSummary) -> None:
-        """Fold another part's summary in (pass 1 run per source, e.g. one Dask task per file, with
-        the same shard count: shard i of every part then belongs to shard i of the whole)."""
-        self.sources += other.sources
-        self.events += other.events
-        self.bad_lines += other.bad_lines
-        self.bad_line_examples = (self.bad_line_examples + other.bad_line_examples)[:KEPT_BAD_LINES]
-        self.first_us = _pick(min, self.first_us, other.first_us)
-        self.last_us = _pick(max, self.last_us, other.last_us)
-        self.log_uses_flag |= other.log_uses_flag
-        for cid, (first, last) in other.customers.items():
-            span = self.customers.get(cid)
-            self.customers[cid] = (first, last) if span is None else (min(span[0], first), max(span[1], last))
-        for cid, t in other.first_sign_up.items():
-            self.first_sign_up[cid] = min(t, self.first_sign_up.get(cid, t))
-        for cid, times in other.churn_events.items():
-            self.churn_events.setdefault(cid, []).extend(times)
-        for day, count in other.day_events.items():
-            self.day_events[day] = self.day_events.get(day, 0) + count
-        if self.shard_files and other.shard_files and len(self.shard_files) != len(other.shard_files):
-            raise ValueError("pass-1 parts must use the same number of shards to be merged")
-        if not self.shard_files:
-            self.shard_files = [[] for _ in other.shard_files]
-        for pieces, more in zip(self.shard_files, other.shard_files, strict=False):
-            pieces.extend(more)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "sources": self.sources, "events": self.events, "bad_lines_skipped": self.bad_lines,
-            "customers": len(self.customers),
-            "start": None if self.first_us is None else _iso(self.first_us),
-            "end": None if self.last_us is None else _iso(self.last_us),
-            "first_session_flag_used": self.log_uses_flag,
-        }  # fmt: skip
-
-
-def _pick(how: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else how(a, b)
-
-
-def _iso(us: int) -> str:
-    return from_us(us).isoformat().replace("+00:00", "Z")
-
-
-def shard_count(sources: Sequence[EventSource]) -> int:
-    total = 0
-    for source in sources:
-        size = _size(source)
-        total += size * (6 if source.name.lower().endswith((".gz", ".parquet")) else 1)
-    return max(1, min(MAX_SHARDS, math.ceil(total / SHARD_TARGET_BYTES)))
-
-
-def _size(source: EventSource) -> int:
-    path = getattr(source, "path", None)
-    try:
-        return Path(path).stat().st_size if path is not None else SHARD_TARGET_BYTES
-    except OSError:
-        return 0
-
-
-def shard_events(
-    sources: Sequence[EventSource],
-    workdir: Path,
-    shards: int | None = None,
-    on_error: str = "skip",
-    progress: bool = False,
-    say: Callable[[str], None] = lambda text: None,
-    part: str = "all",
-) -> LogSummary:
-    """Pass 1: validate every line and split the log by customer into `shards` files in `workdir`.
-    `part` names this pass's files: pass 1 can run once per source (say one Dask task per file) with
-    the same `shards` and distinct `part`s, and `LogSummary.merge` joins the results."""
-    from tqdm import tqdm
-
-    shards = shards or shard_count(sources)
-    summary = LogSummary([source.name for source in sources])
-    files = [workdir / f"shard-{i:04d}-{part}.jsonl" for i in range(shards)]
-    handles = [file.open("w", encoding="utf-8") for file in files]
-    shard_of: dict[str, int] = {}
-    try:
-        with tqdm(desc="reading events", unit="ev", unit_scale=True, file=sys.stderr, disable=not progress) as bar:
-            for record in read_events(sources):
-                item = record.item
-                if isinstance(item, EventParseError):
-                    where = f"{record.source}:{record.line}: {item.error_code}: {item.error_detail}"
-                    if on_error == "stop":
-                        raise DataError(f"{where} (pass --on-error skip to skip bad lines)")
-                    summary.bad_lines += 1
-                    if len(summary.bad_line_examples) < KEPT_BAD_LINES:
-                        summary.bad_line_examples.append(where)
-                    continue
-                _note(summary, item)
-                cid = item.customer_id
-                shard = shard_of.get(cid)
-                if shard is None:
-                    shard = shard_of[cid] = customer_shard(cid, shards)
-                raw = record.raw
-                if raw is not None and "\n" not in raw.rstrip("\r\n"):
-                    handles[shard].write(raw if raw.endswith("\n") else raw + "\n")
-                else:
-                    handles[shard].write(event_to_json(item) + "\n")
-                bar.update(1)
-    finally:
-        for handle in handles:
-            handle.close()
-    summary.shard_files = [[file] for file in files]
-    if summary.bad_lines:
-        say(f"skipped {summary.bad_lines} bad lines, e.g. {summary.bad_line_examples[0]}")
-    return summary
-
-
-def _note(summary: LogSummary, event: Event) -> None:
-    t = to_us(event.occurred_at)
-    summary.events += 1
-    summary.first_us = t if summary.first_us is None else min(summary.first_us, t)
-    summary.last_us = t if summary.last_us is None else max(summary.last_us, t)
-    day = t // DAY_US
-    summary.day_events[day] = summary.day_events.get(day, 0) + 1
-    cid = event.customer_id
-    span = summary.customers.get(cid)
-    summary.customers[cid] = (t, t) if span is None else (min(span[0], t), max(span[1], t))
-    kind = event.type
-    if kind == "customer_signed_up":
-        known = summary.first_sign_up.get(cid)
-        summary.first_sign_up[cid] = t if known is None else min(known, t)
-    elif kind == "customer_churned":
-        summary.churn_events.setdefault(cid, []).append(t)
-    elif kind == "session_completed" and event.first_session:
-        summary.log_uses_flag = True
-
-
 @dataclass(frozen=True)
 class SamplePlan:
     """Keep every `every[role]`-th daily instant of a customer (0: none of that role)."""
@@ -251,17 +85,35 @@ class ShardExamples:
     active_instants: int
 
 
-def fold_shard(
-    shard: Path | Sequence[Path],
-    summary: LogSummary,
-    churn: ChurnTimes,
-    plan: SamplePlan,
-    retention: timedelta = DEFAULT_RETENTION,
-) -> ShardExamples:
-    """Pass 2 for one shard (a file, or the pieces of one shard that several pass-1 parts wrote):
-    features at sampled instants, labels and references at every instant."""
-    pieces = [shard] if isinstance(shard, Path) else list(shard)
-    timed = sorted(((to_us(e.occurred_at), e) for piece in pieces for e in _read_shard(piece)), key=lambda pair: pair[0])
+@dataclass(frozen=True)
+class FoldTask:
+    """Everything one shard's fold needs (picklable: it travels to a Dask worker)."""
+
+    ref: ShardRef
+    first_day: int  # the log's first and last UTC day, and its latest event time
+    last_day: int
+    end_us: int
+    log_uses_flag: bool
+    churned_at: dict[str, int]  # the outcomes' churn time of this shard's customers
+    churn_events: dict[str, list[int]]  # their customer_churned instants
+    plan: SamplePlan
+    retention: timedelta = DEFAULT_RETENTION
+
+    @classmethod
+    def of(cls, ref: ShardRef, summary: LogSummary, churned_at: dict[str, int], plan: SamplePlan,
+           retention: timedelta = DEFAULT_RETENTION) -> FoldTask:  # fmt: skip
+        assert summary.last_us is not None
+        mine = {cid for cid in summary.customers if shard_of(cid, ref.shards) == ref.shard}
+        return cls(ref, summary.first_day, summary.last_day, summary.last_us, summary.log_uses_flag,
+                   {c: t for c, t in churned_at.items() if c in mine},
+                   {c: t for c, t in summary.churn_events.items() if c in mine}, plan, retention)  # fmt: skip
+
+
+def fold_shard(task: FoldTask) -> ShardExamples:
+    """Pass 2 for one shard: features at sampled instants, labels and references at every instant.
+    A module-level function of one picklable argument, for `features.parallel.map_shards`."""
+    plan, retention = task.plan, task.retention
+    timed = sorted(((t, parse_event(text)) for _, _, t, text in task.ref.lines()), key=lambda pair: pair[0])
     by_day: dict[int, list[Event]] = {}
     seen: set[str] = set()
     duplicates = 0
@@ -288,7 +140,7 @@ def fold_shard(
     sampled: list[int] = []  # positions in rows_* whose features were computed
     blocks: list[np.ndarray] = []
     roles: dict[str, str] = {}
-    for day in range(summary.first_day, summary.last_day + 1):
+    for day in range(task.first_day, task.last_day + 1):
         at = day_end_us(day)
         todays = by_day.pop(day, None)
         if todays:
@@ -313,7 +165,12 @@ def fold_shard(
             blocks.append(compute_features_batch([states[cid] for cid in batch], from_us(at)).astype(np.float32))
     del states, store
 
-    labels, references = _shard_labels(rows_customer, np.asarray(rows_day, np.int64), facts, churn, summary)
+    churns = {cid: list(times) for cid, times in task.churn_events.items()}
+    for cid, moment in task.churned_at.items():
+        churns.setdefault(cid, []).append(moment)
+    churn = ChurnTimes(churns)
+    context = LabelContext(end_us=task.end_us, log_uses_flag=task.log_uses_flag)
+    labels, references = _shard_labels(rows_customer, np.asarray(rows_day, np.int64), facts, churn, context)
     rows = np.asarray(sampled, dtype=np.int64)
     x = np.concatenate(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     return ShardExamples(
@@ -338,19 +195,11 @@ def thin(part: ShardExamples, plan: SamplePlan) -> ShardExamples:
     )  # fmt: skip
 
 
-def _read_shard(path: Path) -> Iterator[Event]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            yield parse_event(line)
-
-
 def _shard_labels(
-    customers: list[str], days: np.ndarray, facts: dict[str, CustomerFacts], churn: ChurnTimes, summary: LogSummary
+    customers: list[str], days: np.ndarray, facts: dict[str, CustomerFacts], churn: ChurnTimes, context: LabelContext
 ) -> tuple[dict[str, np.ndarray], dict[int, EngagementReference]]:
     """Labels of every active instant (rows in `customers`/`days` order); instants at which the
     outcomes say the customer had already churned (with no sign-up since) are marked `gone`."""
-    assert summary.last_us is not None
-    context = LabelContext(end_us=summary.last_us, log_uses_flag=summary.log_uses_flag)
     n = len(customers)
     names = ("churn_risk_14d", "churn_risk_30d", "session_velocity", "first_session_success", "engaged_days_30d")
     out = {name: np.full(n, np.nan) for name in names}

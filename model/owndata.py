@@ -19,20 +19,21 @@ from typing import Any
 
 from features.eventfile import EventParseError, event_sources
 from features.outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
+from features.parallel import Engine, map_shards
 from features.state import DAY_US
 from features.store import DEFAULT_RETENTION
 from model.examples import (
     Examples,
-    LogSummary,
+    FoldTask,
     SamplePlan,
     ShardExamples,
     fold_shard,
     merge_shards,
     scratch_dir,
-    shard_events,
     thin,
 )
 from model.exceptions import DataError
+from model.logsplit import LogSummary, split_log
 from model.splits import ROLES, SplitPlan, choose_cut_day
 
 MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
@@ -50,8 +51,10 @@ class BuildOptions:
     on_error: str = "skip"  # skip | stop, for bad lines
     allow_unknown_outcomes: bool = False
     excluded: frozenset[str] = field(default_factory=frozenset)
-    shards: int | None = None
+    shards: int | None = None  # None: by input size (a divisor of 64, as the backtest's)
     scratch: Path | None = None
+    workers: int = 1  # 1: in process; more: a local Dask cluster of that many processes
+    scheduler: str | None = None  # an existing Dask cluster instead
 
 
 @dataclass
@@ -80,10 +83,11 @@ def build_examples(
     except (EventParseError, OutcomesError) as exc:
         raise DataError(str(exc)) from None
     with scratch_dir(options.scratch) as work:
+        engine = Engine(options.workers, options.scheduler)
         try:
-            summary = shard_events(sources, work, options.shards, options.on_error, progress, say)
+            summary, refs = split_log(sources, work, engine, options.shards, options.on_error, progress, say)
         except EventParseError as exc:  # a file that cannot be read to its end (torn gzip, not text)
-            raise DataError(str(exc)) from None
+            raise DataError(f"unreadable event file: {exc.error_detail}") from None
         if summary.events == 0 or summary.last_us is None:
             raise DataError(f"no events in {', '.join(summary.sources)}: the log is empty")
         try:
@@ -101,18 +105,15 @@ def build_examples(
         churn = ChurnTimes.join(loaded, summary.churn_events)
         split = _split(summary, options)
         every = {role: 1 for role in ROLES}
-        parts = []
-        from tqdm import tqdm
-
-        shards = summary.shard_files
-        for number, shard in enumerate(tqdm(shards, desc="examples", unit="shard", file=sys.stderr, disable=not progress)):
-            part = fold_shard(shard, summary, churn, SamplePlan(every, split), options.retention)
-            if number == 0 and options.mode == "training":
-                # Shards are random sets of customers: the first one's exact count of instants per
-                # role, times the number of shards, sets the sampling; its own rows are thinned to it.
-                every = _sampling(part, len(shards), split, options)
-                part = thin(part, SamplePlan(every, split))
-            parts.append(part)
+        churned_at = loaded.churned_at_us
+        first = fold_shard(FoldTask.of(refs[0], summary, churned_at, SamplePlan(every, split), options.retention))
+        if options.mode == "training":
+            # Shards are random sets of customers: the first one's exact count of instants per role,
+            # times the number of shards, sets the sampling; its own rows are thinned to it.
+            every = _sampling(first, len(refs), split, options)
+            first = thin(first, SamplePlan(every, split))
+        tasks = [FoldTask.of(ref, summary, churned_at, SamplePlan(every, split), options.retention) for ref in refs[1:]]
+        parts = [first, *map_shards(fold_shard, tasks, engine, desc="examples", progress=progress)]
         examples = merge_shards(parts, summary, split)
     examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe()})
     if len(examples) == 0:

@@ -131,3 +131,38 @@ def test_bad_input_is_a_one_line_error_and_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_s3_prefix_is_an_event_path(aws_endpoint: str, unique_prefix: str) -> None:
+    """`s3://bucket/prefix/` lists the event objects (moto over HTTP) and reads them like files."""
+    import gzip
+
+    from features.eventfile import event_sources, read_events
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    bucket = f"{unique_prefix}archive"
+    s3.create_bucket(Bucket=bucket)
+    for day, n in (("2026-01-02", 2), ("2026-01-01", 1)):
+        body = "".join(json.dumps(_event("c1", "login", int(day[-2:]), i + 10 * int(day[-2:]))) + "\n" for i in range(n))
+        s3.put_object(Bucket=bucket, Key=f"events/date={day}/part.jsonl.gz", Body=gzip.compress(body.encode()))
+    s3.put_object(Bucket=bucket, Key="events/sim.outcomes.jsonl", Body=b"{}\n")
+    sources = event_sources(f"s3://{bucket}/events/")
+    assert [s.name for s in sources] == [f"s3://{bucket}/events/date=2026-01-01/part.jsonl.gz",
+                                         f"s3://{bucket}/events/date=2026-01-02/part.jsonl.gz"]  # fmt: skip
+    assert [r.item.event_id for r in read_events(sources)] == ["c1-10", "c1-20", "c1-21"]  # type: ignore[union-attr]
+
+
+@pytest.mark.slow  # starts a local Dask cluster of two processes
+def test_examples_on_two_dask_workers_are_the_examples_built_in_process(alt_log: dict[str, Path]) -> None:
+    import numpy as np
+
+    from model.owndata import BuildOptions, build_examples
+
+    def build(workers: int) -> object:
+        options = BuildOptions(mode="evaluation", shards=4, workers=workers)
+        return build_examples(str(alt_log["events"]), alt_log["outcomes"], options, say=lambda m: None)[0]
+
+    here, there = build(1), build(2)
+    a, b = np.lexsort((here.t_us, here.customer)), np.lexsort((there.t_us, there.customer))  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(here.x[a], there.x[b])  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(here.y["health_score"][a], there.y["health_score"][b])  # type: ignore[attr-defined]

@@ -181,28 +181,11 @@ def _text(path: Path, content: str) -> Path:
     return path
 
 
-def test_pass_one_per_source_merged_gives_the_same_examples(tmp_path: Path) -> None:
-    """What a Dask runner does: pass 1 per file (same shard count), merge, fold each shard's pieces."""
-    from features.eventfile import event_sources
-    from features.outcomes import ChurnTimes, load_outcomes
-    from model.examples import SamplePlan, fold_shard, merge_shards, shard_events
-    from model.splits import ROLES, SplitPlan
-
-    events = hand_made_log()
-    (tmp_path / "log").mkdir()
-    write(tmp_path / "log" / "a.jsonl", events[::2])
-    write(tmp_path / "log" / "b.jsonl", events[1::2])
-    out = outcomes(tmp_path / "o.jsonl", {"c1": "2026-02-16T12:00:00Z"})
-    whole, _ = evaluation(tmp_path / "log", out)
-    sources = event_sources(tmp_path / "log")
-    work = tmp_path / "work"
-    work.mkdir()
-    summary = shard_events(sources[:1], work, shards=3, part="a")
-    summary.merge(shard_events(sources[1:], work, shards=3, part="b"))
-    split = SplitPlan(cut_day=summary.first_day, mode="evaluation")
-    churn = ChurnTimes.join(load_outcomes(out), summary.churn_events)
-    parts = [fold_shard(pieces, summary, churn, SamplePlan(dict.fromkeys(ROLES, 1), split)) for pieces in summary.shard_files]
-    merged = merge_shards(parts, summary, split)
-    a, b = np.lexsort((whole.t_us, whole.customer)), np.lexsort((merged.t_us, merged.customer))
-    np.testing.assert_array_equal(whole.x[a], merged.x[b])
-    np.testing.assert_array_equal(whole.y["health_score"][a], merged.y["health_score"][b])
+@pytest.mark.parametrize("shards", [2, 8])
+def test_the_number_of_shards_does_not_change_the_examples(log: tuple[Path, Path], shards: int) -> None:
+    one, _ = evaluation(*log, shards=1)
+    many, _ = evaluation(*log, shards=shards)
+    a, b = np.lexsort((one.t_us, one.customer)), np.lexsort((many.t_us, many.customer))
+    np.testing.assert_array_equal(one.x[a], many.x[b])
+    for name in one.y:
+        np.testing.assert_array_equal(one.y[name][a], many.y[name][b])
