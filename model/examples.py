@@ -102,11 +102,11 @@ class FoldTask:
     @classmethod
     def of(cls, ref: ShardRef, summary: LogSummary, churned_at: dict[str, int], plan: SamplePlan,
            retention: timedelta = DEFAULT_RETENTION) -> FoldTask:  # fmt: skip
+        """The task of `ref`; `churned_at`: the outcomes of (at least) the shard's customers."""
         assert summary.last_us is not None
-        mine = {cid for cid in summary.customers if shard_of(cid, ref.shards) == ref.shard}
-        return cls(ref, summary.first_day, summary.last_day, summary.last_us, summary.log_uses_flag,
-                   {c: t for c, t in churned_at.items() if c in mine},
-                   {c: t for c, t in summary.churn_events.items() if c in mine}, plan, retention)  # fmt: skip
+        return cls(ref, summary.first_day, summary.last_day, summary.last_us, summary.log_uses_flag, churned_at,
+                   {c: t for c, t in summary.churn_events.items() if shard_of(c, ref.shards) == ref.shard},
+                   plan, retention)  # fmt: skip
 
 
 def fold_shard(task: FoldTask) -> ShardExamples:

@@ -172,6 +172,30 @@ def build_model(
     return keras.Model(inputs=inputs, outputs=outputs, name="marketplace_health")
 
 
+def start_at_label_means(model: keras.Model, y: dict[str, np.ndarray]) -> None:
+    """Set each head's output bias so that, before training, it predicts the mean of its known
+    labels (the base rate for a probability). A head with few labelled rows (first-session success
+    is known at a few percent of instants) then starts, and stays if it learns little, at the base
+    rate instead of sigmoid(0) = 0.5, which sits on the FIRST_SESSION_RISK threshold."""
+    for task in TASKS:
+        labels = np.asarray(y[task], dtype=np.float64)
+        labels = labels.reshape(-1, N_SUBJECTS) if task == "supply_demand" else labels.reshape(-1, 1)
+        known = ~np.isnan(labels)
+        if not known.any():
+            continue
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(np.where(known, labels, np.nan), axis=0)
+        mean = np.where(np.isnan(mean), 0.0, mean)
+        if task in CLASSIFIERS or task == "health_score":
+            unit = np.clip(mean / (HEALTH_SCALE if task == "health_score" else 1.0), 0.01, 0.99)
+            bias = np.log(unit) - np.log1p(-unit)
+        else:
+            bias = mean
+        layer = model.get_layer("health_score_unit" if task == "health_score" else task)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([kernel, np.asarray(bias, dtype=np.float32).reshape(-1)])
+
+
 def losses() -> dict[str, keras.losses.Loss]:
     out: dict[str, keras.losses.Loss] = {task: MaskedBinaryCrossentropy() for task in CLASSIFIERS}
     out["session_velocity"] = MaskedMeanSquaredError()

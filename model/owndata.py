@@ -1,9 +1,9 @@
 """Examples from a team's own history: event paths + an outcomes file in, `Examples` out.
 
 `build_examples` is what `churn-model train --events`, `evaluate --events` and `compare` call: it
-checks the outcomes against the log, places the honest split's time cut, picks how densely to
-sample training instants, and runs the two passes of `model.examples` (shards in a scratch
-directory, removed afterwards).
+splits the log by customer (`model.logsplit`, shards in a scratch directory removed afterwards),
+checks the outcomes against it, places the honest split's time cut, picks how densely to sample
+training instants, and folds the shards (`model.examples`), in process or on Dask.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from features.eventfile import EventParseError, event_sources
 from features.outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
 from features.parallel import Engine, map_shards
+from features.shards import shard_of
 from features.state import DAY_US
 from features.store import DEFAULT_RETENTION
 from model.examples import (
@@ -33,7 +34,7 @@ from model.examples import (
     thin,
 )
 from model.exceptions import DataError
-from model.logsplit import LogSummary, split_log
+from model.logsplit import LogSummary, ShardRef, split_log
 from model.splits import ROLES, SplitPlan, choose_cut_day
 
 MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
@@ -105,15 +106,22 @@ def build_examples(
         churn = ChurnTimes.join(loaded, summary.churn_events)
         split = _split(summary, options)
         every = {role: 1 for role in ROLES}
-        churned_at = loaded.churned_at_us
-        first = fold_shard(FoldTask.of(refs[0], summary, churned_at, SamplePlan(every, split), options.retention))
+        shard_customers: dict[int, set[str]] = {}
+        for cid in summary.customers:
+            shard_customers.setdefault(shard_of(cid, refs[0].shards), set()).add(cid)
+
+        def task(ref: ShardRef) -> FoldTask:
+            mine = shard_customers.get(ref.shard, set())
+            return FoldTask.of(ref, summary, {c: t for c, t in loaded.churned_at_us.items() if c in mine},
+                               SamplePlan(every, split), options.retention)  # fmt: skip
+
+        first = fold_shard(task(refs[0]))
         if options.mode == "training":
             # Shards are random sets of customers: the first one's exact count of instants per role,
             # times the number of shards, sets the sampling; its own rows are thinned to it.
             every = _sampling(first, len(refs), split, options)
             first = thin(first, SamplePlan(every, split))
-        tasks = [FoldTask.of(ref, summary, churned_at, SamplePlan(every, split), options.retention) for ref in refs[1:]]
-        parts = [first, *map_shards(fold_shard, tasks, engine, desc="examples", progress=progress)]
+        parts = [first, *map_shards(fold_shard, [task(ref) for ref in refs[1:]], engine, desc="examples", progress=progress)]
         examples = merge_shards(parts, summary, split)
     examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe()})
     if len(examples) == 0:

@@ -167,7 +167,13 @@ def fit_model(
     import keras
     import tensorflow as tf
 
-    from model.network import build_model, compile_model, normalization_stats, targets_for_fit
+    from model.network import (
+        build_model,
+        compile_model,
+        normalization_stats,
+        start_at_label_means,
+        targets_for_fit,
+    )
 
     if len(train.x) < 10:
         raise DataError(f"only {len(train.x)} training rows: the log needs more customers or days")
@@ -178,8 +184,10 @@ def fit_model(
         fit_part, val_part = split_rows(train, config.validation_split, config.seed + 1)
     transformed_mean, variance = normalization_stats(fit_part.x)
     steps_per_epoch = -(-len(fit_part.x) // config.batch_size)
+    network = build_model(N_FEATURES, transformed_mean, variance)
+    start_at_label_means(network, fit_part.y)
     model = compile_model(
-        build_model(N_FEATURES, transformed_mean, variance),
+        network,
         config.learning_rate,
         weight_decay=config.weight_decay,
         ema_every_steps=steps_per_epoch if config.ema else None,
@@ -208,17 +216,26 @@ def fit_model(
     return model, baseline, summary
 
 
-def fit_calibration(model: Any, validation: Arrays | None) -> dict[str, dict[str, Any] | None]:
-    """Platt scaling of each probability head on the validation rows (model/calibration.py)."""
+def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None = None) -> dict[str, dict[str, Any] | None]:
+    """Platt scaling of each probability head on the validation rows (model/calibration.py). A head
+    whose validation rows are too few to fit (first-session success on a small log) is fitted on
+    the training rows instead, and says so (`source`): in-sample, but better than no calibration."""
     from model.calibration import fit_platt
 
     if validation is None or not len(validation.x):
         return {}
     raw = model.predict(validation.x.astype(np.float32), batch_size=4096, verbose=0)
+    in_sample = None
     out: dict[str, dict[str, Any] | None] = {}
     for head in ("churn_risk_14d", "churn_risk_30d", "first_session_success"):
         platt = fit_platt(np.asarray(raw[head]).ravel(), np.asarray(validation.y[head]).ravel())
-        out[head] = None if platt.is_identity else platt.as_dict()
+        source = "validation"
+        if platt.is_identity and train is not None:
+            if in_sample is None:
+                in_sample = model.predict(train.x.astype(np.float32), batch_size=4096, verbose=0)
+            platt = fit_platt(np.asarray(in_sample[head]).ravel(), np.asarray(train.y[head]).ravel())
+            source = "training (too few validation labels)"
+        out[head] = None if platt.is_identity else {**platt.as_dict(), "source": source}
     return out
 
 
@@ -265,7 +282,7 @@ def train_bundle(
     say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
         f"({clock.lap('examples')})")  # fmt: skip
     model, baseline, summary = fit_model(loaded.train, config, progress, validation)
-    calibration = fit_calibration(model, validation) if loaded.examples is not None else {}
+    calibration = fit_calibration(model, validation, loaded.train) if loaded.examples is not None else {}
     say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
     extra: dict[str, bytes] = {}
     if loaded.examples is not None and validation is not None:
