@@ -60,6 +60,9 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
                        help="share of customers whose instants after the time cut validate and calibrate (default 0.15)")  # fmt: skip
     train.add_argument("--test-fraction", type=fraction, default=0.15,
                        help="share of customers held out for the evaluation written to metrics.json (default 0.15; 0 = none)")  # fmt: skip
+    train.add_argument("--holdout", choices=["latest", "random"], default="latest",
+                       help="validation and test customers: the latest to appear in the log (default; new customers are "
+                       "who the model meets next) or a random share")  # fmt: skip
     train.add_argument("--max-train-rows", type=positive_int, default=120_000,
                        help="training instants are sampled (every k-th day per customer) down to about this many (default 120000)")  # fmt: skip
     train.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs (default 40)")
@@ -143,7 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, seed=args.seed, weight_decay=args.weight_decay, ema=not args.no_ema)  # fmt: skip
     common = {"seed": args.seed, "test_fraction": args.test_fraction, "validation_fraction": args.validation_fraction,
-              "max_train_rows": args.max_train_rows}  # fmt: skip
+              "max_train_rows": args.max_train_rows, "holdout": args.holdout}  # fmt: skip
     if args.events:
         data = DataParams(source="events", events=tuple(args.events), outcomes=str(args.outcomes),
                           allow_unknown_outcomes=args.ignore_unknown_outcomes, on_error=args.on_error,

@@ -38,6 +38,7 @@ class DataParams:
     test_fraction: float = 0.15
     validation_fraction: float = 0.15
     cut_fraction: float = 0.6
+    holdout: str = "latest"  # latest | random (model/splits.py)
     max_train_rows: int = 120_000
     events: tuple[str, ...] = ()
     outcomes: str | None = None
@@ -166,7 +167,8 @@ def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, pro
 
     options = BuildOptions(
         validation_fraction=params.validation_fraction, test_fraction=params.test_fraction,
-        cut_fraction=params.cut_fraction, max_train_rows=params.max_train_rows, on_error=params.on_error,
+        cut_fraction=params.cut_fraction, holdout=params.holdout, max_train_rows=params.max_train_rows,
+        on_error=params.on_error,
         allow_unknown_outcomes=params.allow_unknown_outcomes, workers=params.workers, scheduler=params.scheduler,
     )  # fmt: skip
     examples, build = build_examples(list(events), Path(outcomes), options, progress, say)

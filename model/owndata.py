@@ -35,7 +35,7 @@ from model.examples import (
 )
 from model.exceptions import DataError
 from model.logsplit import LogSummary, ShardRef, split_log
-from model.splits import ROLES, SplitPlan, choose_cut_day
+from model.splits import ROLES, SplitPlan, choose_cut_day, latest_customers
 
 MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
 
@@ -46,6 +46,7 @@ class BuildOptions:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     cut_fraction: float = 0.6  # share of labelled activity before the time cut
+    holdout: str = "latest"  # latest | random: which customers validation and test draw from
     max_train_rows: int = 120_000  # training instants are sampled down to about this many
     max_holdout_rows: int = 400_000  # validation / test instants per role, before sampling kicks in
     retention: timedelta = DEFAULT_RETENTION
@@ -138,8 +139,13 @@ def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
     if not (test >= 0 and validation > 0 and test + validation < 1):
         raise DataError("validation and test fractions must be positive and leave customers to train on")
     cut = choose_cut_day(summary.day_events, summary.last_us, options.cut_fraction)
-    return SplitPlan(cut_day=cut, validation_fraction=options.validation_fraction,
-                     test_fraction=options.test_fraction, excluded=options.excluded)  # fmt: skip
+    held_out = None
+    if options.holdout == "latest":
+        held_out = latest_customers({cid: span[0] for cid, span in summary.customers.items()}, test + validation)
+    elif options.holdout != "random":
+        raise DataError(f"holdout {options.holdout!r}: use latest or random")
+    return SplitPlan(cut_day=cut, validation_fraction=validation, test_fraction=test, excluded=options.excluded,
+                     held_out=held_out)  # fmt: skip
 
 
 def _sampling(part: ShardExamples, shards: int, split: SplitPlan, options: BuildOptions) -> dict[str, int]:

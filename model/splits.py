@@ -1,4 +1,10 @@
-"""Honest splits: out of customer (by a stable hash of the id) and out of time (a cut day).
+"""Honest splits: out of customer and out of time (a cut day).
+
+Which customers are held out: by default the ones who appeared last in the log (the latest
+`validation_fraction + test_fraction` of customers by first event, divided between validation and
+test by a stable hash of the id). New customers are who a model meets after training, and they
+differ from the old ones (shorter tenure, often more churn), so validating, calibrating and testing
+on them is the honest reading; `holdout="random"` (a hash of the id alone) is the other choice.
 
 Training mode:
 - train: instants before the cut, of customers hashed to `train`;
@@ -42,10 +48,16 @@ class SplitPlan:
     mode: str = "training"  # training | evaluation
     excluded: frozenset[str] = field(default_factory=frozenset)
     salt: str = SALT
+    held_out: frozenset[str] | None = None  # the customers validation and test draw from; None: any, by hash
 
     def role(self, customer_id: str) -> str:
         if customer_id in self.excluded:
             return EXCLUDED
+        if self.held_out is not None:
+            if customer_id not in self.held_out:
+                return "train"
+            share = self.test_fraction / max(self.test_fraction + self.validation_fraction, 1e-9)
+            return "test" if unit_hash(customer_id, self.salt) < share else "validation"
         u = unit_hash(customer_id, self.salt)
         if u < self.test_fraction:
             return "test"
@@ -65,7 +77,15 @@ class SplitPlan:
 
     def describe(self) -> dict[str, object]:
         return {"cut": _iso_day(self.cut_day), "validation_fraction": self.validation_fraction,
-                "test_fraction": self.test_fraction, "salt": self.salt}  # fmt: skip
+                "test_fraction": self.test_fraction, "salt": self.salt,
+                "held_out": "random" if self.held_out is None else "latest customers"}  # fmt: skip
+
+
+def latest_customers(first_seen: dict[str, int], fraction: float) -> frozenset[str]:
+    """The `fraction` of customers whose first event came last (ties by id)."""
+    ordered = sorted(first_seen, key=lambda cid: (first_seen[cid], cid))
+    count = round(len(ordered) * fraction)
+    return frozenset(ordered[len(ordered) - count :]) if count else frozenset()
 
 
 def _iso_day(day: int) -> str:

@@ -141,6 +141,14 @@ def test_training_split_is_out_of_time_and_out_of_customer(tmp_path: Path) -> No
     assert examples.where("validation").after_cut.all()  # later instants of other customers
     assert examples.where("test").after_cut.any() and not examples.where("test").after_cut.all()  # both readings
     assert report.every["train"] >= 1 and report.summary["duplicates_dropped"] > 0  # altsim delivers some twice
+    # held out: the customers who appeared last (new customers are who the model meets next)
+    from features.eventfile import event_sources, read_events
+
+    first_seen: dict[str, int] = {}
+    for record in read_events(event_sources(paths["events"])):
+        t = to_us(record.item.occurred_at)  # type: ignore[union-attr]
+        first_seen[record.item.customer_id] = min(t, first_seen.get(record.item.customer_id, t))  # type: ignore[union-attr]
+    assert max(first_seen[c] for c in roles["train"]) <= min(first_seen[c] for c in roles["validation"] | roles["test"])
     assert len(examples.where("train")) <= 3000 * 1.5
 
 
