@@ -29,6 +29,10 @@ class Platt:
     rows: int = 0  # labelled validation rows it was fitted on (0: identity)
 
     @property
+    def is_constant(self) -> bool:
+        return self.a == 0.0
+
+    @property
     def is_identity(self) -> bool:
         return self.a == 1.0 and self.b == 0.0
 
@@ -52,6 +56,14 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500)))
 
 
+def enough_labels(y: np.ndarray) -> bool:
+    """Whether labels `y` (NaN unknown) can support a fit: MIN_ROWS, MIN_PER_CLASS of each class."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    y = y[~np.isnan(y)]
+    positives = int(y.sum())
+    return len(y) >= MIN_ROWS and positives >= MIN_PER_CLASS and len(y) - positives >= MIN_PER_CLASS
+
+
 def fit_platt(p: np.ndarray, y: np.ndarray) -> Platt:
     """Platt parameters for predictions `p` of labels `y` (NaN labels ignored); identity when the
     data cannot support a fit."""
@@ -59,8 +71,7 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Platt:
     y = np.asarray(y, dtype=np.float64).ravel()
     known = ~np.isnan(y)
     p, y = p[known], y[known]
-    positives = int(y.sum())
-    if len(y) < MIN_ROWS or positives < MIN_PER_CLASS or len(y) - positives < MIN_PER_CLASS:
+    if not enough_labels(y):
         return Platt()
     z = logit(p)
     a, b = 1.0, 0.0

@@ -37,7 +37,8 @@ def _heads(report: dict[str, Any]) -> list[str]:
 
 def _calibration(metadata: dict[str, Any]) -> str:
     fitted = (metadata.get("calibration") or {}).items()
-    parts = [f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p['rows']:,} rows)" for head, p in fitted if p]
+    parts = [f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p.get('source', 'validation')}, {p['rows']:,} rows)"
+             for head, p in fitted if p]  # fmt: skip
     return ", ".join(parts) or "none"
 
 

@@ -217,25 +217,33 @@ def fit_model(
 
 
 def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None = None) -> dict[str, dict[str, Any] | None]:
-    """Platt scaling of each probability head on the validation rows (model/calibration.py). A head
-    whose validation rows are too few to fit (first-session success on a small log) is fitted on
-    the training rows instead, and says so (`source`): in-sample, but better than no calibration."""
-    from model.calibration import fit_platt
+    """Platt scaling of each probability head on the validation rows (model/calibration.py). The
+    first-session head, when the validation rows hold too few of its labels to fit one (no new
+    customer among those held out), has shown no skill on customers it did not train on, so it is not
+    trusted: a = 0, the training rows' base rate for everyone (`source` says so). A churn head whose
+    fit fails keeps its own output (they train on most rows, with the BCE's calibration)."""
+    from model.calibration import Platt, enough_labels, fit_platt, logit
 
     if validation is None or not len(validation.x):
         return {}
     raw = model.predict(validation.x.astype(np.float32), batch_size=4096, verbose=0)
-    in_sample = None
     out: dict[str, dict[str, Any] | None] = {}
     for head in ("churn_risk_14d", "churn_risk_30d", "first_session_success"):
-        platt = fit_platt(np.asarray(raw[head]).ravel(), np.asarray(validation.y[head]).ravel())
-        source = "validation"
-        if platt.is_identity and train is not None:
-            if in_sample is None:
-                in_sample = model.predict(train.x.astype(np.float32), batch_size=4096, verbose=0)
-            platt = fit_platt(np.asarray(in_sample[head]).ravel(), np.asarray(train.y[head]).ravel())
-            source = "training (too few validation labels)"
-        out[head] = None if platt.is_identity else {**platt.as_dict(), "source": source}
+        held = np.asarray(validation.y[head], dtype=np.float64).ravel()
+        platt = fit_platt(np.asarray(raw[head]).ravel(), held)
+        if not platt.is_identity:
+            out[head] = {**platt.as_dict(), "source": "validation"}
+            continue
+        if head != "first_session_success" or enough_labels(held):
+            out[head] = None  # the churn heads' own BCE level, or a fit the data did not support
+            continue
+        labels = np.asarray(train.y[head], dtype=np.float64) if train is not None else np.zeros(0)
+        known = labels[~np.isnan(labels)]
+        if not len(known):
+            out[head] = None
+            continue
+        base = Platt(0.0, float(logit(np.array([known.mean()]))[0]), 0)
+        out[head] = {**base.as_dict(), "source": f"base rate {known.mean():.3f}: too few validation labels to trust the head"}
     return out
 
 

@@ -111,3 +111,28 @@ def test_deploy_refuses_a_candidate_that_failed_unless_forced(tmp_path: Path) ->
     assert "not v3" in (check_gate(tmp_path, "v3", force=False) or "")  # a record about another model
     (tmp_path / GATE_FILE).write_text(json.dumps({"candidate_version": "v2", "passed": True}))
     assert check_gate(tmp_path, "v2", force=False) is None
+
+
+def test_a_head_without_validation_labels_says_its_training_base_rate() -> None:
+    """No evidence on held-out customers: the first-session head is not trusted (a = 0)."""
+    import keras
+
+    from features.registry import FEATURE_NAMES
+    from model.datasources import Arrays
+    from model.network import build_model
+    from model.training import fit_calibration
+
+    keras.utils.set_random_seed(3)
+    model = build_model(len(FEATURE_NAMES))
+    rng = np.random.default_rng(3)
+    n = 600
+    x = rng.gamma(2.0, 1.0, (n, len(FEATURE_NAMES))).astype(np.float32)
+    churn = (rng.random(n) < 0.2).astype(np.float32)
+    y = {"churn_risk_14d": churn, "churn_risk_30d": churn, "first_session_success": np.full(n, np.nan, np.float32)}
+    train_first = np.where(rng.random(n) < 0.1, (rng.random(n) < 0.7).astype(np.float32), np.nan)
+    fitted = fit_calibration(model, Arrays(x, y), Arrays(x, {**y, "first_session_success": train_first}))
+    assert fitted["churn_risk_30d"] is None or fitted["churn_risk_30d"]["a"] > 0  # churn heads are never flattened
+    first = fitted["first_session_success"]
+    assert first is not None and first["a"] == 0.0 and "base rate" in first["source"]
+    rate = float(np.nanmean(train_first))
+    assert Platt.from_dict(first).apply(np.array([0.01, 0.99])) == pytest.approx([rate, rate])
