@@ -69,7 +69,7 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     train.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)")
     train.add_argument("--patience", type=int, default=5,
-                       help="early-stopping patience in epochs (30-day churn validation loss); 0 = off (default 5)")  # fmt: skip
+                       help="early-stopping patience in epochs (the churn heads' validation AUC); 0 = off (default 5)")  # fmt: skip
     train.add_argument("--weight-decay", type=float, default=1.0,
                        help="decoupled weight decay per step, x learning rate (default 1.0; 0 = off)")  # fmt: skip
     train.add_argument("--no-ema", action="store_true", help="do not average weights (EMA) during training")

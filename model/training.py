@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     validation_split: float = 0.2  # rows without customers and time only (seed, synthetic)
-    patience: int = 5  # early stopping on the 30-day churn head's validation loss; 0 = off
+    patience: int = 5  # early stopping on the churn heads' validation AUC (`ValidationAuc`); 0 = off
     # Regularisation, chosen on held-out simulated customers (see `fit_model`).
     weight_decay: float = 1.0
     ema: bool = True
