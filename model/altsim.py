@@ -121,7 +121,8 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
         season = WEEKDAY_FACTOR[weekday] * (0.35 if d in holiday else 1.0)
         joining = np.flatnonzero((join_day == d) & ~active)
         for i in joining:
-            out.emit(ids[i], day_us + int(rng.integers(8, 22)) * HOUR_US, "customer_signed_up", tier=TIERS[tier[i]])
+            at = day_us + int(rng.integers(8 * 3600, 12 * 3600)) * 1_000_000  # mornings: before any churn that day
+            out.emit(ids[i], at, "customer_signed_up", tier=TIERS[tier[i]])
             active[i] = True
             last_session_day[i] = d
         alive = np.flatnonzero(active)
@@ -153,7 +154,7 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
         hazards[alive, d] = np.clip(hazard, 0, 0.9)
         leaving = alive[rng.random(len(alive)) < np.clip(hazard, 0, 0.9)]
         for i in leaving:
-            t = day_us + int(rng.integers(1, 23)) * HOUR_US
+            t = day_us + int(rng.integers(13 * 3600, 23 * 3600)) * 1_000_000
             out.emit(ids[i], t, "customer_churned")
             churn_days[i].append(d)
             active[i] = False

@@ -198,7 +198,7 @@ def evaluate_on_log(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
         alerts=_alerts(args.config), baselines=None if args.no_baselines else load_baselines(bundle.path),
     )  # fmt: skip
     report["log"] = examples.summary
-    report["left_out_training_customers"] = len(excluded)
+    report["left_out_training_customers"] = examples.summary["excluded_customers"]  # of this log's customers
     return report
 
 

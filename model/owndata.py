@@ -124,7 +124,8 @@ def build_examples(
             first = thin(first, SamplePlan(every, split))
         parts = [first, *map_shards(fold_shard, [task(ref) for ref in refs[1:]], engine, desc="examples", progress=progress)]
         examples = merge_shards(parts, summary, split)
-    examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe()})
+    examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe(),
+                             "excluded_customers": sum(1 for cid in summary.customers if cid in options.excluded)})  # fmt: skip
     if len(examples) == 0:
         raise DataError("no active customer at any scoring instant of the log: nothing to learn or measure")
     assert summary.first_us is not None
