@@ -106,9 +106,11 @@ def one_generator(kind: str, customers: int, days: int, seed: int, out: Path, lo
     report = backtest(b_events, b_outcomes, bundle, out / "backtest-B", log)
     model = report["model"]
     tuned = out / "tuned.toml"
-    run([str(BIN / "churn-worker"), "tune", str(a_events), "--outcomes", str(a_outcomes), "--bundle", str(bundle),
-         "--target-precision", "0.5", "--out", str(tuned), "--on-error", "skip"], log)  # fmt: skip
-    enabled = _enabled_model_rules(tuned)
+    tune = run([str(BIN / "churn-worker"), "tune", str(a_events), "--outcomes", str(a_outcomes), "--bundle", str(bundle),
+                "--target-precision", "0.5", "--out", str(tuned), "--on-error", "skip"], log)  # fmt: skip
+    if tune.returncode != 0 or not tuned.exists():
+        print(f"  tune failed: {tune.stderr.strip().splitlines()[-1] if tune.stderr.strip() else tune.returncode}")
+    enabled = _enabled_model_rules(tuned) if tuned.exists() else []
     held = {}
     if enabled:
         tuned_report = backtest(b_events, b_outcomes, bundle, out / "backtest-B-tuned", log, tuned)
