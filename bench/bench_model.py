@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import default_bundle_dir, is_bundle, load_bundle
-from model.training import quiet_tensorflow, simulated_examples, train_tiny_bundle
+from model.training import quiet_tensorflow, train_tiny_bundle
+
+
+def feature_rows(customers: int, days: int, seed: int) -> np.ndarray:
+    """Real feature vectors: a simulated log (cached) through the worker's feature code."""
+    from model.datasources import simulated_log
+    from model.owndata import BuildOptions, build_examples
+
+    events, outcomes = simulated_log(customers, days, seed)
+    examples, _ = build_examples(str(events), outcomes, BuildOptions(mode="evaluation"), say=lambda m: None)
+    return examples.x.astype(np.float64)
 
 
 def percentiles(samples_ms: list[float]) -> str:
@@ -105,7 +115,7 @@ def main() -> int:
     args = parser.parse_args()
     quiet_tensorflow()
     # Real feature vectors: the simulator's customers through the feature code (cached after one run).
-    rows = simulated_examples(customers=400, days=90, seed=1).X.astype(np.float64)[:1000]
+    rows = feature_rows(customers=400, days=90, seed=1)[:1000]
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = args.bundle or (default_bundle_dir() if is_bundle(default_bundle_dir()) else None)
         if bundle_dir is None:

@@ -1,61 +1,231 @@
 """Reading event files: JSON Lines (`.jsonl`, `.jsonl.gz`) and Parquet, streamed, never loaded whole.
 
-`read_event_file` yields `(line_number, event_or_error)`: a bad line is reported with its line number
-and the caller decides whether to skip it or stop.
+An *event path* (CONTRACTS.md section 5) is a file, a directory (every event file under it, in
+name order), a glob (`archive/2026-*/*.jsonl.gz`), an `s3://bucket/prefix/` (every event object
+under it, `features.s3events`), or several of those. `event_sources` turns one into a list of
+`EventSource`s; everything downstream reads sources, never paths.
+
+`read_event_file` yields `(line_number, event_or_error)` for one local file; `read_events` does the
+same for many sources, in order, with the source named. A bad line is reported with its number
+and the caller decides whether to skip it or stop. Duplicates by `event_id` are *not* dropped
+here: the feature store counts each event once, and the offline builders drop them per customer
+(`customer_shard` puts every event of a customer, so every copy of an event, in one shard).
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
+import io
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from features.events import Event, parse_event, validate_event
-from features.exceptions import EventParseError
+from features.exceptions import EventParseError, FeaturesError
 
 PARQUET_BATCH_ROWS = 8192
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")
+EVENT_SUFFIXES = (*JSONL_SUFFIXES, ".parquet")
+
+
+class EventPathError(EventParseError):
+    """An event path that names no readable event file; the message says what to pass instead.
+    An input error like a bad line (callers map both to exit 2), with the one-line message only."""
+
+    def __init__(self, detail: str) -> None:
+        FeaturesError.__init__(self, detail)
+        self.error_code = "unreadable_event_path"
+        self.error_detail = detail
+
+
+class EventSource(Protocol):
+    """One file of events, wherever it lives. `name` is what messages call it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_parquet(self) -> bool: ...
+
+    def open_binary(self) -> IO[bytes]:
+        """The raw bytes (still gzipped for `.gz`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalEventFile:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.name.lower().endswith(".parquet")
+
+    def open_binary(self) -> IO[bytes]:
+        try:
+            return self.path.open("rb")
+        except OSError as exc:
+            raise EventPathError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+
+
+OUTCOMES_SUFFIX = ".outcomes.jsonl"  # `churn-model simulate` writes outcomes next to its events
+
+
+def _s3_objects(uri: str) -> list[Any]:
+    """Every event object under an `s3://bucket/prefix/` (features/s3events.py), each an EventSource."""
+    from features.s3events import list_event_objects
+
+    try:
+        objects = list_event_objects(uri)
+    except ValueError as exc:
+        raise EventPathError(str(exc)) from None
+    except Exception as exc:  # botocore's errors: no credentials, no bucket, no access
+        raise EventPathError(f"{uri}: cannot list the objects: {exc}") from None
+    if not objects:
+        raise EventPathError(f"{uri}: no .jsonl, .jsonl.gz or .parquet object under that prefix")
+    return list(objects)
+
+
+def is_event_file(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.endswith(EVENT_SUFFIXES) and not lowered.endswith(OUTCOMES_SUFFIX)
+
+
+def event_sources(paths: str | Path | Sequence[str | Path]) -> list[EventSource]:
+    """Every event file that `paths` names, in a stable order, each once.
+
+    A file is taken as it is (its suffix must be an event format); a directory contributes every
+    event file below it (hidden files and directories skipped, and `*.outcomes.jsonl`, which
+    `churn-model simulate` writes next to its events); a string with `*`, `?` or `[` is a
+    glob (`**` recurses). Raises `EventPathError` when something names nothing readable."""
+    specs = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not specs:
+        raise EventPathError("no event path given: pass a file, a directory or a glob")
+    found: list[EventSource] = []
+    seen: set[str] = set()
+    for spec in specs:
+        for source in _expand(str(spec)):
+            key = str(source.path.resolve()) if isinstance(source, LocalEventFile) else source.name
+            if key not in seen:
+                seen.add(key)
+                found.append(source)
+    return found
+
+
+def _expand(spec: str) -> list[Any]:
+    if spec.startswith("s3://"):
+        return _s3_objects(spec)
+    if any(ch in spec for ch in "*?["):
+        matches = sorted(glob.glob(spec, recursive=True))
+        files = [Path(m) for m in matches if Path(m).is_file() and is_event_file(m)]
+        if not files:
+            raise EventPathError(f"{spec}: the glob matches no .jsonl, .jsonl.gz or .parquet file")
+        return [LocalEventFile(f) for f in files]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]  # do not descend into hidden directories
+            files += [Path(root) / n for n in names if not n.startswith(".") and is_event_file(n)]
+        files.sort()
+        if not files:
+            raise EventPathError(f"{path}: the directory holds no .jsonl, .jsonl.gz or .parquet file")
+        return [LocalEventFile(f) for f in files]
+    if not path.exists():
+        raise EventPathError(f"{path}: no such file or directory")
+    if not is_event_file(path.name):
+        raise EventPathError(f"{path}: expected .jsonl, .jsonl.gz or .parquet (or a directory or glob of them)")
+    return [LocalEventFile(path)]
+
+
+def customer_shard(customer_id: str, shards: int) -> int:
+    """A stable shard of `customer_id` in [0, shards): the same on every machine and Python run
+    (not `hash()`, which is salted per process), so shards can be built and read by different
+    workers. Every event of a customer, and so every copy of one event, lands in one shard. For a
+    shard count dividing 64 this is `features.shards.shard_of`, the split every offline job uses."""
+    from features.shards import customer_hash
+
+    return 0 if shards <= 1 else customer_hash(customer_id) % shards
+
+
+@dataclass(frozen=True)
+class SourcedEvent:
+    source: str
+    line: int
+    item: Event | EventParseError
+    raw: str | None = None  # the line as read (JSON Lines only): a copy needs no re-serialising
+
+
+def read_events(sources: Sequence[EventSource]) -> Iterator[SourcedEvent]:
+    """Every line of every source, validated, in source order then line order."""
+    for source in sources:
+        if source.is_parquet:
+            for number, item in _read_parquet(source):
+                yield SourcedEvent(source.name, number, item)
+        else:
+            for number, item, raw in _read_jsonl(source):
+                yield SourcedEvent(source.name, number, item, raw)
+
+
+def read_source(source: EventSource) -> Iterator[tuple[int, Event | EventParseError]]:
+    if source.is_parquet:
+        yield from _read_parquet(source)
+    else:
+        for number, item, _ in _read_jsonl(source):
+            yield number, item
 
 
 def read_event_file(path: Path) -> Iterator[tuple[int, Event | EventParseError]]:
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        yield from _read_parquet(path)
-    elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")):
-        yield from _read_jsonl(path)
-    else:
+    """One local file's lines (Parquet rows), numbered from 1."""
+    if not is_event_file(path.name):
         raise EventParseError("unknown_format", f"{path}: expected .jsonl, .jsonl.gz or .parquet")
+    yield from read_source(LocalEventFile(path))
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+def open_text(source: EventSource) -> IO[str]:
+    raw = source.open_binary()
+    if source.name.lower().endswith(".gz"):
+        return gzip.open(raw, "rt", encoding="utf-8")
+    return io.TextIOWrapper(raw, encoding="utf-8")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Event | EventParseError]]:
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, parse_event(line)
-            except EventParseError as exc:
-                yield number, exc
+def _read_jsonl(source: EventSource) -> Iterator[tuple[int, Event | EventParseError, str]]:
+    try:
+        with open_text(source) as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, parse_event(line), line
+                except EventParseError as exc:
+                    yield number, exc, line
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # a torn gzip, a file that is not text
+        raise EventPathError(f"{source.name}: unreadable: {exc}") from None
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, Event | EventParseError]]:
-    import pyarrow.parquet as pq  # only Parquet users pay for the import
+def _read_parquet(source: EventSource) -> Iterator[tuple[int, Event | EventParseError]]:
+    import pyarrow as pa  # only Parquet users pay for the import
+    import pyarrow.parquet as pq
 
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        for row in batch.to_pylist():
-            number += 1
-            try:
-                yield number, validate_event(_drop_nulls(row))
-            except EventParseError as exc:
-                yield number, exc
+    try:
+        with source.open_binary() as raw:
+            for batch in pq.ParquetFile(raw).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    number += 1
+                    try:
+                        yield number, validate_event(_drop_nulls(row))
+                    except EventParseError as exc:
+                        yield number, exc
+    except (OSError, pa.ArrowException) as exc:
+        raise EventPathError(f"{source.name}: unreadable Parquet: {exc}") from None
 
 
 def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,4 +248,15 @@ def write_jsonl(path: Path, lines: list[str]) -> None:
         handle.flush()
 
 
-__all__ = ["read_event_file", "write_jsonl"]
+__all__ = [
+    "EventPathError",
+    "EventSource",
+    "LocalEventFile",
+    "SourcedEvent",
+    "customer_shard",
+    "event_sources",
+    "read_event_file",
+    "read_events",
+    "read_source",
+    "write_jsonl",
+]

@@ -6,6 +6,9 @@ Layout of a bundle directory:
     feature_spec.json    feature names in input order, the registry's FEATURE_HASH, the model version
     metadata.json        model_version, training and data parameters, seed, library versions
     metrics.json         training history and the held-out evaluation made at training time
+    MODEL_CARD.md        data period, customers, churn rate, label definitions, metrics, feature hash
+    baselines.pkl        logistic regression and gradient boosting fitted on the same rows (event data)
+    training_customers.txt.gz  customers whose rows trained or calibrated it (evaluate leaves them out)
 
 A bundle is written to a temporary sibling directory and renamed into place, so a reader never sees
 half a bundle. Every reader goes through `load_bundle`, which refuses a bundle whose feature hash is
@@ -31,6 +34,8 @@ SAVED_MODEL_DIR = "saved_model"
 SPEC_FILE = "feature_spec.json"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
+CARD_FILE = "MODEL_CARD.md"
+TRAINING_CUSTOMERS_FILE = "training_customers.txt.gz"
 REQUIRED = (KERAS_FILE, SAVED_MODEL_DIR, SPEC_FILE, METADATA_FILE)
 
 
@@ -124,8 +129,10 @@ def write_bundle(
     mean: Any,
     metadata: dict[str, Any],
     metrics: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write a complete bundle to `out_dir`, replacing a bundle already there (never anything else)."""
+    """Write a complete bundle to `out_dir`, replacing a bundle already there (never anything else).
+    `extra_files`: more files by name (the baselines, the model card, the training customers)."""
     from model.export import export_saved_model
 
     out_dir = Path(out_dir).expanduser()
@@ -141,11 +148,14 @@ def write_bundle(
             # Keras 3.15 saving a TF-backend optimizer trips numpy 2's copy= deprecation: harmless.
             warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
             keras_model.save(staging / KERAS_FILE)
-        export_saved_model(keras_model, mean, staging / SAVED_MODEL_DIR)
+        calibration = {task: params for task, params in (metadata.get("calibration") or {}).items() if params}
+        export_saved_model(keras_model, mean, staging / SAVED_MODEL_DIR, calibration, tuple(FEATURE_NAMES))
         spec = feature_spec(metadata["model_version"])
         (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
         if out_dir.exists():
             retired = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -162,3 +172,14 @@ def write_bundle(
 
 def update_metrics(bundle: Bundle, metrics: dict[str, Any]) -> None:
     (bundle.path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def training_customers(bundle: Bundle) -> frozenset[str]:
+    """Customers whose rows trained or calibrated the bundle (empty for simulated-row bundles)."""
+    import gzip
+
+    file = bundle.path / TRAINING_CUSTOMERS_FILE
+    if not file.exists():
+        return frozenset()
+    with gzip.open(file, "rt", encoding="utf-8") as handle:
+        return frozenset(line.strip() for line in handle if line.strip())

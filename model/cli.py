@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.argtypes import fraction, port, positive_float, positive_int
+from features.exceptions import EventParseError
+from features.outcomes import OutcomesError
+from model.argtypes import port, positive_int
 from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
 from model.exceptions import ModelPackageError, UsageError
 from model.training import quiet_tensorflow
@@ -23,8 +25,6 @@ PROG = "churn-model"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.training import DEFAULT_CUSTOMERS, DEFAULT_DAYS
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="The multi-task churn model: simulate training data, train a versioned model bundle, "
-        "evaluate it against the spec's targets, package it for SageMaker's TensorFlow Serving container, "
-        "serve it locally with SageMaker's invocation API, deploy it.",
+        description="The multi-task churn model: train a versioned, calibrated model bundle on your own event "
+        "history (or simulated data), evaluate it on any log against the spec's targets, compare a candidate with "
+        "the incumbent (the promotion gate), package it for SageMaker's TensorFlow Serving container, serve it "
+        "locally with SageMaker's invocation API, deploy it.",
         epilog="Run `churn-model COMMAND --help` for a command's options.",
         parents=[common],
     )
@@ -50,52 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         register(sub)
 
-    train = sub.add_parser(
-        "train", parents=[common], help="train a model bundle (deterministic for a seed)",
-        description="Generate training data, hold out whole customers for evaluation, fit the network "
-        "(Adam with decoupled weight decay and a moving average of the weights; early stopping on the 30-day churn head's validation loss, best epoch restored) and write a bundle: "
-        "model.keras, saved_model/, feature_spec.json, metadata.json, metrics.json (with the held-out "
-        "evaluation). Same seed, same weights.",
-    )  # fmt: skip
-    train.add_argument("--out", type=Path, metavar="DIR",
-                       help="bundle directory to write (default: the cached default bundle); an existing bundle there is replaced")  # fmt: skip
-    train.add_argument("--data", choices=["simulated", "seed"], default="simulated",
-                       help="simulated (default): the event simulator through the real feature code; seed: "
-                       "the spec's segment generator (26 features, the rest zero)")  # fmt: skip
-    train.add_argument(
-        "--customers",
-        type=positive_int,
-        help=f"customers to simulate (default {DEFAULT_CUSTOMERS}); with --data seed, rows (default 10000)",
-    )
-    train.add_argument("--days", type=positive_int, help=f"days to simulate (default {DEFAULT_DAYS})")
-    train.add_argument("--seed", type=int, default=42, help="seed for data, split and weights (default 42)")
-    train.add_argument("--epochs", type=positive_int, default=50, help="maximum epochs (default 50)")
-    train.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
-    train.add_argument(
-        "--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)"
-    )
-    train.add_argument("--validation-split", type=fraction, default=0.2,
-                       help="share of training customers used for validation (default 0.2)")  # fmt: skip
-    train.add_argument("--patience", type=int, default=8,
-                       help="early-stopping patience in epochs (30-day churn validation loss); 0 = off (default 8)")  # fmt: skip
-    train.add_argument("--weight-decay", type=float, default=1.0,
-                       help="decoupled weight decay per step, x learning rate (default 1.0; 0 = off)")  # fmt: skip
-    train.add_argument("--no-ema", action="store_true", help="do not average weights (EMA) during training")
-    train.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
-    train.add_argument("--quiet", action="store_true", help="no progress output")
-    train.add_argument(
-        "--json", action="store_true", help="print the bundle path, version and metrics as JSON"
-    )
+    from model.cli_data import register as register_data
 
-    evaluate = sub.add_parser(
-        "evaluate", parents=[common, bundle_opt], help="measure a bundle against the spec's targets",
-        description="Regenerate the bundle's data, take its held-out customers and print the spec's targets "
-        "(churn AUC 14/30 days, IB call spike precision, health MAE, p95 latency, critical-alert false "
-        "positive rate) with pass/fail, the oracle AUC, logistic and gradient-boosting baselines, and "
-        "calibration. Exit 0 whether or not targets pass.",
-    )  # fmt: skip
-    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
-    evaluate.add_argument("--no-baselines", action="store_true", help="skip the scikit-learn baselines")
+    register_data(sub, common, bundle_opt)
 
     package = sub.add_parser(
         "package", parents=[common, bundle_opt], help="build model.tar.gz for SageMaker TensorFlow Serving",
@@ -143,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--endpoint-url", help="AWS endpoint URL override (e.g. a moto server)")
     deploy.add_argument("--wait", action="store_true", help="wait until the endpoint is InService")
+    deploy.add_argument("--force", action="store_true",
+                        help="deploy even if the bundle failed the promotion gate (`churn-model compare`)")  # fmt: skip
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -158,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except UsageError as exc:
+    except (UsageError, EventParseError, OutcomesError) as exc:  # bad input: unreadable paths, bad outcomes
         return _fail(args, exc, 2)
     except (ModelPackageError, OSError) as exc:
         return _fail(args, exc, 1)
@@ -174,7 +134,7 @@ def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
     return code
 
 
-def _bundle(args: argparse.Namespace) -> Any:
+def load_cli_bundle(args: argparse.Namespace) -> Any:
     from model.bundle import load_bundle
     from model.training import ensure_default_bundle
 
@@ -183,71 +143,16 @@ def _bundle(args: argparse.Namespace) -> Any:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        return _train(args)
-    if args.command == "evaluate":
-        return _evaluate(args)
     if args.command == "package":
         return _package(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "deploy":
         return _deploy(args)
-    handler = getattr(args, "func", None) or getattr(args, "handler", None)
-    if handler is not None:  # subcommands registered by other modules (simulate)
-        result = handler(args)
-        return int(result or 0)
+    handler = getattr(args, "func", None)
+    if handler is not None:  # train, evaluate, compare (model/cli_data.py), simulate (model/cli_simulate.py)
+        return int(handler(args) or 0)
     raise UsageError(f"unknown command {args.command!r}")
-
-
-def _train(args: argparse.Namespace) -> int:
-    from model.bundle import default_bundle_dir, load_bundle
-    from model.training import DataParams, TrainConfig, train_bundle
-
-    if args.patience < 0 or args.weight_decay < 0:
-        raise UsageError("--patience and --weight-decay must be 0 (off) or more")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         validation_split=args.validation_split, patience=args.patience, seed=args.seed,
-                         weight_decay=args.weight_decay, ema=not args.no_ema)  # fmt: skip
-    data = DataParams(source=args.data, customers=args.customers, days=args.days, seed=args.seed)
-    out = args.out if args.out is not None else default_bundle_dir()
-    train_bundle(out, config, data, progress=not args.quiet, evaluate=not args.no_evaluate)
-    bundle = load_bundle(out)
-    evaluation = bundle.metrics().get("evaluation")
-    if args.json:
-        print(
-            json.dumps({"bundle": str(out), "model_version": bundle.model_version, "evaluation": evaluation})
-        )
-    elif evaluation is not None:
-        from model.evaluation import format_report
-
-        print(format_report(evaluation))
-        print(f"bundle: {out}")
-    else:
-        print(f"bundle: {out}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from model.evaluation import evaluate, format_report
-    from model.training import DataParams, data_version, load_data
-
-    bundle = _bundle(args)
-    params = DataParams(
-        **{k: v for k, v in bundle.metadata["data"].items() if k in DataParams.__dataclass_fields__}
-    )
-    if not args.json:
-        print(f"regenerating {params.source} data for model {bundle.model_version} ...", file=sys.stderr)
-    recorded = bundle.metadata["data"].get("data_version")
-    if params.source == "simulated" and recorded and recorded != data_version():
-        print(f"note: the simulator changed since this bundle was trained (data {recorded}, now {data_version()}): "
-              "the held-out customers are the same, their events are not", file=sys.stderr)  # fmt: skip
-    train, test = load_data(params)
-    report = evaluate(bundle.serving_fn(), test.x, test.y, train.x, train.y, test.oracle,
-                      seed=params.seed, with_baselines=not args.no_baselines, groups=test.groups)  # fmt: skip
-    report["model_version"] = bundle.model_version
-    print(json.dumps(report) if args.json else format_report(report))
-    return 0
 
 
 def _package(args: argparse.Namespace) -> int:
@@ -255,7 +160,7 @@ def _package(args: argparse.Namespace) -> int:
 
     from model.export import build_package
 
-    bundle = _bundle(args)
+    bundle = load_cli_bundle(args)
     out = args.out if args.out is not None else bundle.path / "model.tar.gz"
     spec = {**bundle.spec, "model_version": bundle.model_version}
     build_package(bundle.saved_model_dir, spec, out, int(bundle.metadata.get("serving_version", 1)))
@@ -273,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from model.server import serve
 
-    bundle = _bundle(args)
+    bundle = load_cli_bundle(args)
 
     def ready(url: str) -> None:
         print(f"model {bundle.model_version} listening on {url}", flush=True)
@@ -295,8 +200,15 @@ def _deploy(args: argparse.Namespace) -> int:
     s3, sagemaker, region = make_clients(args.region, args.endpoint_url)
     with tempfile.TemporaryDirectory() as tmp:
         package = args.package
+        if package is None or args.bundle is not None:
+            from model.compare import check_gate
+
+            gated = load_cli_bundle(args)
+            note = check_gate(gated.path, gated.model_version, args.force)  # refuses a failed candidate
+            if note:
+                print(note, file=sys.stderr)
         if package is None:
-            bundle = _bundle(args)
+            bundle = gated
             package = build_package(bundle.saved_model_dir, {**bundle.spec, "model_version": bundle.model_version},
                                     Path(tmp) / "model.tar.gz")  # fmt: skip
         request = DeployRequest(

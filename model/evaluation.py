@@ -1,19 +1,21 @@
-"""Held-out evaluation: the seed's performance targets, baselines, the oracle and calibration.
+"""Evaluation: the seed's targets, every head, baselines and calibration, on any set of examples.
 
-All measurements use the exported serving signature (what the endpoint runs), on customers that
-training never saw (`split_by_customer` in model/dataset.py). Targets (model-spec.md):
+All measurements use the exported serving signature (what the endpoint runs, calibration
+included). Definitions are `churn-worker backtest`'s, through the same functions
+(`worker.backtest.metrics`): churn labels with censoring, AUC, Brier, expected calibration error
+and its reliability bins, and for the alert rules the alerts a live worker would have sent (each
+rule at the configured thresholds, with the ledger's cooldown, on every scoring instant), read per
+customer: precision, recall (true positive rate), false positive rate among customers who stayed,
+and the share of alerts that were false. Given the same log, model and config, `evaluate` and a
+backtest report the same numbers, up to the backtest's event-arrival order (a late event is
+applied when it arrives there, at its own time here).
 
+Targets (model-spec.md), each alert target in both readings its table allows:
     churn AUC-ROC, 14 and 30 days           > 0.80
-    IB call spike precision                 > 75%   rule ib_call_count_14d >= 2; share of alerted
-                                                    examples whose customer churns within 30 days
-    health score MAE                        < 10 points
+    IB call spike precision                 > 0.75  and recall (its "true positive rate") > 0.75
+    health score MAE                        < 10    against the observable health label
     inference latency p95                   < 200 ms  one instance per call, in process
-    critical-alert false positive rate      < 15%   share of non-churning examples that get
-                                                    IB_CALL_SPIKE
-
-Beside them, on the same split: the oracle's AUC (the simulator's true churn probabilities: the best
-any model could do), a logistic regression and a gradient-boosting baseline trained on the same
-training rows, and calibration of the 30-day head (Brier score, expected calibration error).
+    critical-alert false positive rate      < 0.15  customers who stayed; and share of alerts false
 """
 
 from __future__ import annotations
@@ -23,19 +25,26 @@ from typing import Any
 
 import numpy as np
 
+from features.outcomes import ChurnTimes
 from features.registry import FEATURE_INDEX
+from model.baselines import Baselines
 from model.exceptions import DataError
 
-IB_SPIKE_FEATURE = "ib_call_count_14d"
-IB_SPIKE_THRESHOLD = 2
 LATENCY_CALLS = 200
-ECE_BINS = 10
 BOOTSTRAP_ROUNDS = 200
+# Serving outputs -> the names the alert rules and the scoring log use.
+PREDICTION_NAMES = {
+    "churn_risk_14d": "churn_risk_14d", "churn_risk_30d": "churn_risk_30d", "health_score": "customer_health_score",
+    "first_session_success": "first_session_success_prob", "session_velocity": "predicted_session_velocity",
+}  # fmt: skip
+CLASSIFIER_HEADS = ("churn_risk_14d", "churn_risk_30d", "first_session_success")
 
 
 def predict(serving_fn: Any, x: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
+    if not len(x):
+        raise DataError("nothing to predict: no rows")
     parts: list[dict[str, np.ndarray]] = []
     for start in range(0, len(x), batch):
         out = serving_fn(features=tf.constant(x[start : start + batch], dtype=tf.float32))
@@ -59,183 +68,316 @@ def latency_ms(serving_fn: Any, x: np.ndarray, calls: int = LATENCY_CALLS) -> di
             "p99": float(np.percentile(times, 99))}  # fmt: skip
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Equal-width bins: sum over bins of (bin share) x |mean predicted - observed rate|."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.mean() * abs(float(p[mask].mean()) - float(y[mask].mean()))
-    return float(total)
+def expected_calibration_error(y: np.ndarray, p: np.ndarray) -> float:
+    from worker.backtest.metrics import calibration
+
+    value = calibration(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64))["ece"]
+    return float(value) if value is not None else float("nan")
 
 
-def paired_bootstrap_auc_difference(
-    y: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    groups: np.ndarray | None,
-    seed: int,
-    rounds: int = BOOTSTRAP_ROUNDS,
-) -> tuple[float, float, float]:
-    """AUC(a) - AUC(b) and its 95% interval, resampling whole customers (rows of one customer are
-    correlated) when `groups` is given, else rows."""
-    from sklearn.metrics import roc_auc_score
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return None
+    return _round(float(np.corrcoef(a, b)[0, 1]))
+
+
+def classifier_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """AUC, Brier, ECE with its reliability bins, log loss, on the labelled rows (NaN = censored)."""
+    from worker.backtest.metrics import auc_roc, calibration
+
+    known = ~np.isnan(y)
+    labels, probs = y[known].astype(np.float64), p[known].astype(np.float64)
+    out: dict[str, Any] = {"labelled": int(known.sum()), "rate": _round(float(labels.mean())) if len(labels) else None}
+    if not len(labels):
+        return out
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    out.update({
+        "auc_roc": auc_roc(labels.astype(bool), probs),
+        "mean_predicted": _round(float(probs.mean())),
+        "log_loss": _round(float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))),
+        "calibration": calibration(labels, probs),
+    })  # fmt: skip
+    return out
+
+
+def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    known = ~np.isnan(y)
+    labels, values = y[known].astype(np.float64), p[known].astype(np.float64)
+    if not len(labels):
+        return {"labelled": 0}
+    error = values - labels
+    return {"labelled": int(known.sum()), "mean_label": _round(float(labels.mean())),
+            "mae": _round(float(np.abs(error).mean())), "rmse": _round(float(np.sqrt(np.mean(error**2)))),
+            "correlation": _correlation(labels, values)}  # fmt: skip
+
+
+def head_metrics(pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Every one of the six heads against its label (masked where unknown)."""
+    out: dict[str, Any] = {}
+    for head in CLASSIFIER_HEADS:
+        out[head] = classifier_metrics(np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel())
+    for head in ("session_velocity", "health_score"):
+        out[head] = regression_metrics(np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel())
+    out["supply_demand"] = regression_metrics(np.asarray(y["supply_demand"], dtype=np.float64).ravel(),
+                                              np.asarray(pred["supply_demand"]).ravel())  # fmt: skip
+    out["supply_demand"]["note"] = "cells: rows x subjects with data"
+    return out
+
+
+def rule_columns(x: np.ndarray, customer: np.ndarray, t_us: np.ndarray, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The backtest's scoring-log columns (worker/backtest/recording.py) for these rows."""
+    from worker.backtest.recording import RULE_FEATURES
+
+    columns: dict[str, np.ndarray] = {"customer": customer.astype(np.int64), "t_us": t_us.astype(np.int64)}
+    for name in RULE_FEATURES:
+        columns[name] = x[:, FEATURE_INDEX[name]].astype(np.float64)
+    for output, name in PREDICTION_NAMES.items():
+        columns[name] = np.asarray(pred[output], dtype=np.float64).ravel()
+    return columns
+
+
+def rule_stats(columns: dict[str, np.ndarray], population: Any, alerts: Any) -> dict[str, Any]:
+    """Per alert type: the alerts the rules at the configured thresholds would send (cooldown
+    included), measured as the backtest measures them."""
+    from worker.backtest.tuning import TRIGGERS, Candidate
+    from worker.backtest.tuning import evaluate as evaluate_candidate
+
+    out: dict[str, Any] = {}
+    for rule in TRIGGERS:
+        settings = alerts.rule(rule).model_dump()
+        params = {k: float(v) for k, v in settings.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        stats = evaluate_candidate(columns, population, alerts, Candidate(rule, params, rule))
+        out[rule.upper()] = {**stats, "enabled": bool(settings.get("enabled", True))}
+    return out
+
+
+def population_of(customers: np.ndarray, t_us: np.ndarray, churn: ChurnTimes, churned_at: dict[str, int],
+                  start_us: int, end_us: int) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """The backtest's `Population` for the customers of these rows, and each row's customer index."""
+    from worker.backtest.metrics import Population, customer_weeks
+    from worker.backtest.outcomes import NEVER
+
+    names, index = np.unique(customers.astype(str), return_inverse=True)
+    ids = names.tolist()
+    churn_us = np.asarray([churned_at.get(c, NEVER) for c in ids], dtype=np.int64)
+    first = np.full(len(ids), end_us, dtype=np.int64)
+    np.minimum.at(first, index, t_us)
+    weeks = customer_weeks(first, churn_us, end_us)
+    return Population(ids, churn_us, start_us, end_us, weeks, churn), index.astype(np.int64)
+
+
+def _baseline_report(baselines: Baselines | None, x: np.ndarray, y: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    if baselines is None:
+        return {}, {}
+    probs = baselines.predict(x)
+    report: dict[str, Any] = {}
+    for head, by_name in probs.items():
+        labels = np.asarray(y[head], dtype=np.float64)
+        report[head] = {name: _summary(classifier_metrics(labels, p)) for name, p in by_name.items()}
+    return report, probs
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    calibration = metrics.get("calibration") or {}
+    return {"auc_roc": metrics.get("auc_roc"), "brier": calibration.get("brier"), "ece": calibration.get("ece")}
+
+
+def paired_bootstrap(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS,
+    statistic: str = "auc",
+) -> dict[str, Any]:  # fmt: skip
+    """statistic(a) - statistic(b) and its 95% interval, resampling whole customers (rows of one
+    customer are correlated). statistic: auc, or ece (lower is better)."""
+    from worker.backtest.metrics import auc_roc, calibration
+
+    known = ~np.isnan(y)
+    y, a, b, groups = y[known], a[known], b[known], groups[known]
+
+    def stat(labels: np.ndarray, p: np.ndarray) -> float | None:
+        if statistic == "auc":
+            return auc_roc(labels.astype(bool), p)
+        return calibration(labels, p)["ece"]
+
+    point_a, point_b = stat(y, a), stat(y, b)
+    if point_a is None or point_b is None:
+        return {"difference": None, "ci95": [None, None]}
+    _, members = np.unique(groups, return_inverse=True)
+    order = np.argsort(members, kind="stable")
+    bounds = np.flatnonzero(np.diff(members[order])) + 1
+    by_group = np.split(order, bounds)
     rng = np.random.default_rng(seed)
-    if groups is None:
-        groups = np.arange(len(y))
-    codes, members = np.unique(groups, return_inverse=True)
-    by_group = [np.flatnonzero(members == g) for g in range(len(codes))]
     differences = []
     for _ in range(rounds):
         rows = np.concatenate([by_group[g] for g in rng.integers(0, len(by_group), len(by_group))])
-        if len(np.unique(y[rows])) < 2:
-            continue
-        differences.append(roc_auc_score(y[rows], a[rows]) - roc_auc_score(y[rows], b[rows]))
-    point = float(roc_auc_score(y, a) - roc_auc_score(y, b))
-    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (point, point)
-    return point, float(low), float(high)
+        first, second = stat(y[rows], a[rows]), stat(y[rows], b[rows])
+        if first is not None and second is not None:
+            differences.append(first - second)
+    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (point_a - point_b, point_a - point_b)
+    return {"a": point_a, "b": point_b, "difference": _round(point_a - point_b),
+            "ci95": [_round(float(low)), _round(float(high))]}  # fmt: skip
 
 
-def calibration(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {
-        "brier": round(float(np.mean((p - y) ** 2)), 4),
-        "ece": round(expected_calibration_error(y, p), 4),
-    }
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score))
-
-
-def baselines(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int
-) -> dict[str, np.ndarray]:
-    """Churn-30d probabilities on the test rows from a logistic regression and a gradient-boosted model."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    logistic.fit(x_train, y_train)
-    gbm = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.1, early_stopping=True, random_state=seed
-    )
-    gbm.fit(x_train, y_train)
-    return {"logistic": logistic.predict_proba(x_test)[:, 1], "gbm": gbm.predict_proba(x_test)[:, 1]}
-
-
-def evaluate(
+def evaluate_examples(
     serving_fn: Any,
-    x_test: np.ndarray,
-    y_test: dict[str, np.ndarray],
-    x_train: np.ndarray,
-    y_train: dict[str, np.ndarray],
-    oracle: dict[str, np.ndarray] | None = None,
+    x: np.ndarray,
+    y: dict[str, np.ndarray],
+    customers: np.ndarray,
+    t_us: np.ndarray,
+    *,
+    churn: ChurnTimes,
+    churned_at: dict[str, int],
+    start_us: int,
+    end_us: int,
+    alerts: Any = None,
+    baselines: Baselines | None = None,
     seed: int = 0,
-    with_baselines: bool = True,
-    groups: np.ndarray | None = None,
+    latency: bool = True,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The full report (the shape `churn-model evaluate --json` prints)."""
-    churn30 = np.asarray(y_test["churn_risk_30d"]).astype(int).ravel()
-    churn14 = np.asarray(y_test["churn_risk_14d"]).astype(int).ravel()
-    if len(np.unique(churn30)) < 2 or len(np.unique(churn14)) < 2:
-        raise DataError("the test split has only one churn class: simulate more customers or days")
-    pred = predict(serving_fn, x_test)
-    p30, p14 = pred["churn_risk_30d"], pred["churn_risk_14d"]
+    """The full report (what `churn-model evaluate --json` prints) on rows of (customer, instant)."""
+    from worker.alerts.config import AlertsConfig
+    from worker.backtest.metrics import model_stats, seed_targets
 
-    alerted = x_test[:, FEATURE_INDEX[IB_SPIKE_FEATURE]] >= IB_SPIKE_THRESHOLD
-    precision = float(churn30[alerted].mean()) if alerted.any() else float("nan")
-    false_positive_rate = float(alerted[churn30 == 0].mean())
-    health_mae = float(np.mean(np.abs(pred["health_score"] - np.asarray(y_test["health_score"]).ravel())))
-    latency = latency_ms(serving_fn, x_test)
-    auc30, auc14 = _auc(churn30, p30), _auc(churn14, p14)
-
-    def target(metric: str, goal: str, value: float, ok: bool) -> dict[str, Any]:
-        finite = bool(np.isfinite(value))  # NaN: the IB rule alerted nobody
-        return {
-            "metric": metric,
-            "target": goal,
-            "value": round(value, 4) if finite else None,
-            "pass": finite and ok,
-        }
-
+    if not len(x):
+        raise DataError("no examples to evaluate")
+    pred = predictions if predictions is not None else predict(serving_fn, x)
+    heads = head_metrics(pred, y)
+    population, index = population_of(customers, t_us, churn, churned_at, start_us, end_us)
+    columns = rule_columns(x, index, t_us, pred)
+    model = model_stats(columns, population, None, np.asarray(y["health_score"], dtype=np.float64))
+    for days in (14, 30):
+        if model[f"churn_{days}d"]["auc_roc"] is None:
+            raise DataError(f"the {days}-day churn labels of these customers hold one class only: "
+                            "evaluate on a longer log or more customers")  # fmt: skip
+    by_type = rule_stats(columns, population, alerts or AlertsConfig())
     report: dict[str, Any] = {
-        "targets": [
-            target("churn_auc_roc_14d", "> 0.80", auc14, auc14 > 0.80),
-            target("churn_auc_roc_30d", "> 0.80", auc30, auc30 > 0.80),
-            target("ib_call_spike_precision", "> 0.75", precision, precision > 0.75),
-            target("health_score_mae", "< 10", health_mae, health_mae < 10),
-            target("inference_latency_p95_ms", "< 200", latency["p95"], latency["p95"] < 200),
-            target(
-                "critical_alert_false_positive_rate",
-                "< 0.15",
-                false_positive_rate,
-                false_positive_rate < 0.15,
-            ),
-        ],
-        "churn_30d_auc": {"model": round(auc30, 4)},
-        "churn_14d_auc": {"model": round(auc14, 4)},
-        "calibration_30d": {"model": calibration(churn30, p30)},
-        "ib_call_spike": {"alerted": int(alerted.sum()), "alerted_share": round(float(alerted.mean()), 4)},
-        "latency_ms_single_instance": {k: round(v, 3) for k, v in latency.items()},
-        "test_rows": len(x_test),
-        "test_churn_rate_30d": round(float(churn30.mean()), 4),
-        "test_churn_rate_14d": round(float(churn14.mean()), 4),
-    }
-    if oracle is not None:
-        for days, labels, key in ((30, churn30, "churn_30d_auc"), (14, churn14, "churn_14d_auc")):
-            probs = oracle.get(f"churn_risk_{days}d")
-            if probs is not None:
-                report[key]["oracle"] = round(_auc(labels, np.asarray(probs).ravel()), 4)
-        probs = oracle.get("churn_risk_30d")
-        if probs is not None:
-            probs = np.asarray(probs).ravel()
-            report["calibration_30d"]["oracle"] = calibration(churn30, probs)
-    if with_baselines:
-        train30 = np.asarray(y_train["churn_risk_30d"]).astype(int).ravel()
-        baseline_probs = baselines(x_train, train30, x_test, seed)
-        for name, probs in baseline_probs.items():
-            report["churn_30d_auc"][name] = round(_auc(churn30, probs), 4)
-            report["calibration_30d"][name] = calibration(churn30, probs)
-        best = max(("logistic", "gbm"), key=lambda name: report["churn_30d_auc"][name])
-        difference, low, high = paired_bootstrap_auc_difference(
-            churn30, p30, baseline_probs[best], groups, seed
-        )
+        "rows": len(x), "customers": len(population.customers), "churned_customers": population.churners,
+        "heads": heads, "churn_14d": _strip_roc(model["churn_14d"]), "churn_30d": _strip_roc(model["churn_30d"]),
+        "calibration_14d": model["calibration_14d"], "calibration_30d": model["calibration_30d"],
+        "health_mae": model["health_mae"], "alerts": by_type,
+    }  # fmt: skip
+    targets = seed_targets(by_type, model)
+    if latency:
+        measured = latency_ms(serving_fn, x)
+        report["latency_ms_single_instance"] = {k: round(v, 3) for k, v in measured.items()}
+        from worker.backtest.metrics import target
+
+        targets.insert(len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3)))
+    report["targets"] = targets
+    baseline_report, baseline_probs = _baseline_report(baselines, x, y)
+    if baseline_report:
+        report["baselines"] = baseline_report
+        labels = np.asarray(y["churn_risk_30d"], dtype=np.float64)
+        best = max(baseline_probs["churn_risk_30d"], key=lambda n: baseline_report["churn_risk_30d"][n]["auc_roc"] or 0)
         report["model_vs_best_baseline_30d"] = {
-            "baseline": best, "difference": round(difference, 4), "ci95": [round(low, 4), round(high, 4)],
-        }  # fmt: skip
+            "baseline": best,
+            **paired_bootstrap(labels, pred["churn_risk_30d"], baseline_probs["churn_risk_30d"][best], index, seed),
+        }
+    return report
+
+
+def _strip_roc(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if k != "roc"}
+
+
+def evaluate_rows(
+    serving_fn: Any, x: np.ndarray, y: dict[str, np.ndarray], seed: int = 0, latency: bool = True
+) -> dict[str, Any]:
+    """Rows without customers or time (the seed's generator, synthetic tests): every head, and the
+    targets read per row (each row its own customer, an IB alert = the rule holding on the row)."""
+    from worker.backtest.metrics import auc_roc, target
+
+    pred = predict(serving_fn, x)
+    heads = head_metrics(pred, y)
+    churn30 = np.asarray(y["churn_risk_30d"], dtype=np.float64)
+    alerted = x[:, FEATURE_INDEX["ib_call_count_14d"]] >= 2
+    known = ~np.isnan(churn30)
+    hit = alerted & known & (churn30 == 1)
+    churners, stayers = known & (churn30 == 1), known & (churn30 == 0)
+    precision = _round(hit.sum() / max(1, (alerted & known).sum())) if (alerted & known).any() else None
+    recall = _round(hit.sum() / churners.sum()) if churners.any() else None
+    fpr = _round((alerted & stayers).sum() / stayers.sum()) if stayers.any() else None
+    false_share = _round(1 - hit.sum() / (alerted & known).sum()) if (alerted & known).any() else None
+    auc14 = auc_roc(np.nan_to_num(np.asarray(y["churn_risk_14d"], np.float64)).astype(bool), pred["churn_risk_14d"])
+    targets = [
+        target("ib_call_spike_precision", "> 0.75", precision), target("ib_call_spike_recall", "> 0.75", recall),
+        target("critical_alert_false_positive_rate", "< 0.15", fpr), target("critical_alert_false_share", "< 0.15", false_share),
+        target("churn_auc_roc_14d", "> 0.80", auc14), target("churn_auc_roc_30d", "> 0.80", heads["churn_risk_30d"].get("auc_roc")),
+        target("health_score_mae", "< 10", heads["health_score"].get("mae")),
+    ]  # fmt: skip
+    report: dict[str, Any] = {"rows": len(x), "heads": heads, "targets": targets}
+    if latency:
+        measured = latency_ms(serving_fn, x)
+        report["latency_ms_single_instance"] = {k: round(v, 3) for k, v in measured.items()}
+        targets.insert(len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3)))
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The targets table and the comparisons, for people."""
-    lines = [f"{'metric':<38} {'target':>8} {'measured':>10}  result", "-" * 68]
+    """The targets table, the heads, baselines, calibration and alert rules, for people."""
+    lines = []
+    for title, part in _sections(report):
+        lines += [f"== {title} ==", *_format_one(part), ""]
+    return "\n".join(lines).rstrip()
+
+
+def _sections(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if "targets" in report:
+        return [("evaluation", report)]
+    return [(name.replace("_", " "), part) for name, part in report.items() if isinstance(part, dict) and "targets" in part]
+
+
+def _format_one(report: dict[str, Any]) -> list[str]:
+    lines = [f"{'target':<38} {'goal':>7} {'measured':>9}  result", "-" * 66]
     for row in report["targets"]:
         value = row["value"]
         shown = "n/a" if value is None else f"{value:.4g}"
-        lines.append(
-            f"{row['metric']:<38} {row['target']:>8} {shown:>10}  {'PASS' if row['pass'] else 'FAIL'}"
-        )
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[row["pass"]]
+        lines.append(f"{row['metric']:<38} {row['target']:>7} {shown:>9}  {verdict}")
+    if "customers" in report:
+        lines.append(f"rows {report['rows']:,} (scoring instants), customers {report['customers']:,}, "
+                     f"churned {report['churned_customers']:,}")  # fmt: skip
     lines.append("")
-    for key, title in (("churn_30d_auc", "churn 30d AUC"), ("churn_14d_auc", "churn 14d AUC")):
-        parts = ", ".join(f"{name} {value:.4f}" for name, value in report[key].items())
-        lines.append(f"{title:<16} {parts}")
-    for name, cal in report["calibration_30d"].items():
-        lines.append(f"calibration 30d  {name:<9} Brier {cal['brier']:.4f}  ECE {cal['ece']:.4f}")
+    heads = report["heads"]
+    for head in CLASSIFIER_HEADS:
+        h = heads[head]
+        if h.get("auc_roc") is None and "calibration" not in h:
+            lines.append(f"{head:<24} labelled {h['labelled']:>8,}  (not enough labels)")
+            continue
+        cal = h.get("calibration") or {}
+        auc = "n/a" if h.get("auc_roc") is None else f"{h['auc_roc']:.4f}"
+        lines.append(f"{head:<24} labelled {h['labelled']:>8,}  rate {h['rate']:.3f}  AUC {auc}  "
+                     f"Brier {cal.get('brier', 0):.4f}  ECE {cal.get('ece', 0):.4f}")  # fmt: skip
+    for head in ("session_velocity", "health_score", "supply_demand"):
+        h = heads[head]
+        if not h.get("labelled"):
+            lines.append(f"{head:<24} labelled        0")
+            continue
+        corr = "n/a" if h.get("correlation") is None else f"{h['correlation']:.3f}"
+        lines.append(f"{head:<24} labelled {h['labelled']:>8,}  MAE {h['mae']:.3f}  RMSE {h['rmse']:.3f}  corr {corr}")
+    for name, by in (report.get("baselines") or {}).items():
+        parts = ", ".join(f"{n} AUC {s['auc_roc']} ECE {s['ece']}" for n, s in by.items())
+        lines.append(f"baselines {name:<14} {parts}")
     versus = report.get("model_vs_best_baseline_30d")
-    if versus:
+    if versus and versus.get("difference") is not None:
         low, high = versus["ci95"]
-        lines.append(
-            f"model - {versus['baseline']} (30d AUC) {versus['difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]"
-        )
-    lines.append(
-        f"test rows {report['test_rows']}, churn rate 30d {report['test_churn_rate_30d']:.3f}, "
-        f"IB spike alerts {report['ib_call_spike']['alerted']}"
-    )
-    return "\n".join(lines)
+        lines.append(f"model - {versus['baseline']} (30d AUC) {versus['difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]")
+    bins = (report.get("calibration_30d") or {}).get("bins") or []
+    if bins:
+        lines.append("reliability 30d (bin: predicted / observed, rows): " + "; ".join(
+            f"{b['bin'][0]:.1f}-{b['bin'][1]:.1f}: {b['predicted']:.3f}/{b['observed']:.3f} ({b['count']})" for b in bins))
+    alerts = report.get("alerts")
+    if alerts:
+        lines += ["", f"{'alert rule (configured thresholds)':<36} {'alerts':>7} {'custs':>6} {'prec':>6} {'recall':>6} {'FPR':>6} {'false':>6}"]
+        for name, s in alerts.items():
+            lines.append(f"{name:<36} {s['alerts']:>7} {s['customers_alerted']:>6} {_pct(s.get('precision')):>6} "
+                         f"{_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} {_pct(s.get('false_alert_share')):>6}")  # fmt: skip
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

@@ -4,6 +4,15 @@ The serving signature (`serving_default`) takes raw registry vectors (`features`
 and returns, per instance, the six heads plus the top-10 feature attributions for `churn_risk_30d`,
 computed inside the graph with a `GradientTape` so TensorFlow Serving returns them as ordinary outputs.
 
+Calibration (model/calibration.py) is part of the graph: each probability head's output goes through
+its Platt scaling fitted on the validation period, so TF Serving returns calibrated probabilities.
+
+First-session success is only a question before the first session. For a customer who completed
+one (`has_first_session`, the flagged first session) the signature returns its observed outcome
+(`first_session_was_success`, 1 or 0); for one with completed sessions but no flagged first one (a
+log without the flag, or a first session before the log began) it returns 1: nothing left to risk.
+The head itself speaks only for customers with no completed session, the rows it was trained on.
+
 Attribution: gradient x (input - training mean), i.e. d churn_risk_30d / d x_i times how far x_i is
 from the average training customer. It is the first-order estimate of how much feature i moves this
 customer's risk away from the average customer's, so it is in probability units and does not depend
@@ -43,26 +52,52 @@ _REQUIREMENTS = (
 )
 
 
-def make_serving_fn(model: keras.Model, mean: np.ndarray) -> tf.types.experimental.PolymorphicFunction:
+def _calibrated(p: tf.Tensor, params: dict[str, float] | None) -> tf.Tensor:
+    """Platt scaling in the graph (model/calibration.py's formula); identity without parameters."""
+    if not params:
+        return p
+    q = tf.clip_by_value(p, 1e-6, 1 - 1e-6)
+    z = tf.math.log(q) - tf.math.log1p(-q)
+    return tf.sigmoid(float(params["a"]) * z + float(params["b"]))
+
+
+def _first_session_gate(p: tf.Tensor, features: tf.Tensor, names: tuple[str, ...] | None) -> tf.Tensor:
+    """The head's probability only before any completed session (see the module docstring)."""
+    if names is None or not {"has_first_session", "first_session_was_success", "lifetime_session_count"} <= set(names):
+        return p
+    had_first = features[:, names.index("has_first_session")] > 0
+    first_success = tf.cast(features[:, names.index("first_session_was_success")] > 0, p.dtype)
+    had_session = features[:, names.index("lifetime_session_count")] > 0
+    return tf.where(had_first, first_success, tf.where(had_session, tf.ones_like(p), p))
+
+
+def make_serving_fn(
+    model: keras.Model,
+    mean: np.ndarray,
+    calibration: dict[str, dict[str, float]] | None = None,
+    feature_names: tuple[str, ...] | None = None,
+) -> tf.types.experimental.PolymorphicFunction:
     n_features = int(model.input_shape[-1])
     baseline = tf.constant(np.asarray(mean, dtype=np.float32).reshape(1, n_features))
     k = min(TOP_K, n_features)
+    calibration = calibration or {}
 
     @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="features")])
     def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(features)
             out = model(features, training=False)
-            churn = out["churn_risk_30d"]
+            churn = _calibrated(out["churn_risk_30d"], calibration.get("churn_risk_30d"))
         # Rows are independent at inference (BatchNorm uses its moving statistics), so the gradient
         # of the batch sum is each row's own gradient.
         gradient = tape.gradient(churn, features)
         attribution = tf.abs(gradient * (features - baseline))
         top = tf.math.top_k(attribution, k=k)
+        first = tf.squeeze(_calibrated(out["first_session_success"], calibration.get("first_session_success")), axis=-1)
         return {
-            "first_session_success": tf.squeeze(out["first_session_success"], axis=-1),
+            "first_session_success": _first_session_gate(first, features, feature_names),
             "session_velocity": tf.squeeze(out["session_velocity"], axis=-1),
-            "churn_risk_14d": tf.squeeze(out["churn_risk_14d"], axis=-1),
+            "churn_risk_14d": tf.squeeze(_calibrated(out["churn_risk_14d"], calibration.get("churn_risk_14d")), axis=-1),
             "churn_risk_30d": tf.squeeze(churn, axis=-1),
             "supply_demand": out["supply_demand"],
             "health_score": tf.squeeze(out["health_score"], axis=-1),
@@ -73,11 +108,17 @@ def make_serving_fn(model: keras.Model, mean: np.ndarray) -> tf.types.experiment
     return serve
 
 
-def export_saved_model(model: keras.Model, mean: np.ndarray, path: Path) -> Path:
+def export_saved_model(
+    model: keras.Model,
+    mean: np.ndarray,
+    path: Path,
+    calibration: dict[str, dict[str, float]] | None = None,
+    feature_names: tuple[str, ...] | None = None,
+) -> Path:
     """Write the SavedModel with the `serving_default` signature to `path` (a fresh directory)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve = make_serving_fn(model, mean)
+    serve = make_serving_fn(model, mean, calibration, feature_names)
     archive.add_endpoint(name=SIGNATURE, fn=serve)
     archive.write_out(str(path), verbose=False)
     return path

@@ -11,6 +11,14 @@ Fixes against the seed (model-spec.md):
   the 0-1 scale (`ScaledMeanSquaredError(scale=100)` divides target and prediction by 100): an MSE in
   points squared would be ~10^4 times the BCE terms and drown the churn heads; on the 0-1 scale the
   seed's weight 1.5 means what it says.
+- Labels from real history are often unknown (censored churn near the end of the data, first-session
+  outcomes only before a first session, subjects without bookings). A missing label is NaN and
+  every loss is masked: a NaN target adds nothing to the loss or its gradient (it counts as zero in
+  the batch mean, so a head labelled on few rows weighs in proportion to them, instead of training
+  on a filler value).
+- Counts have long tails that differ from one marketplace to the next, so each input goes through
+  sign(x) log(1 + |x|) before the normalisation (`SignedLog1p`): a customer with ten times the
+  usual logins is a few standard deviations out, not a hundred.
 """
 
 from __future__ import annotations
@@ -52,25 +60,82 @@ HEADS: dict[str, tuple[int, int, str]] = {
 MIN_VARIANCE = 1e-6
 
 
+def _masked(y_true: Any, y_pred: Any) -> tuple[Any, Any, Any]:
+    """(targets with NaN replaced by 0, mask 1/0, labelled elements per row) of a batch."""
+    y_true = keras.ops.cast(y_true, y_pred.dtype)
+    mask = keras.ops.cast(keras.ops.logical_not(keras.ops.isnan(y_true)), y_pred.dtype)
+    filled = keras.ops.where(mask > 0, y_true, keras.ops.zeros_like(y_true))
+    return filled, mask, keras.ops.sum(mask, axis=-1)
+
+
+def _row_mean(values: Any, mask: Any, count: Any) -> Any:
+    return keras.ops.sum(values * mask, axis=-1) / keras.ops.maximum(count, 1.0)
+
+
 @keras.saving.register_keras_serializable(package="churn_alerts")
 class ScaledMeanSquaredError(keras.losses.Loss):
-    """MSE of `y / scale`: the health head trains on 0-1 although the model outputs 0-100."""
+    """MSE of `y / scale` over the labelled elements (NaN targets are masked): the health head
+    trains on 0-1 although the model outputs 0-100."""
 
     def __init__(self, scale: float = HEALTH_SCALE, name: str = "scaled_mse", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.scale = float(scale)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        y_true = keras.ops.cast(y_true, y_pred.dtype) / self.scale
-        return keras.ops.mean(keras.ops.square(y_pred / self.scale - y_true), axis=-1)
+        filled, mask, count = _masked(y_true, y_pred)
+        return _row_mean(keras.ops.square(y_pred / self.scale - filled / self.scale), mask, count)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "scale": self.scale}
 
 
-def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and variance for the input layer, with the `MIN_VARIANCE` floor."""
+@keras.saving.register_keras_serializable(package="churn_alerts")
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy of the labelled rows; a NaN target (censored) contributes nothing."""
+
+    def __init__(self, name: str = "masked_bce", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        filled, mask, count = _masked(y_true, y_pred)
+        p = keras.ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        bce = -(filled * keras.ops.log(p) + (1.0 - filled) * keras.ops.log(1.0 - p))
+        return _row_mean(bce, mask, count)
+
+
+@keras.saving.register_keras_serializable(package="churn_alerts")
+class MaskedMeanSquaredError(keras.losses.Loss):
+    """MSE over the labelled elements of each row (supply/demand: the subjects with data)."""
+
+    def __init__(self, name: str = "masked_mse", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        filled, mask, count = _masked(y_true, y_pred)
+        return _row_mean(keras.ops.square(y_pred - filled), mask, count)
+
+
+@keras.saving.register_keras_serializable(package="churn_alerts")
+class SignedLog1p(keras.layers.Layer):
+    """sign(x) log(1 + |x|), element-wise: long-tailed counts on a scale a normalisation can handle."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.sign(inputs) * keras.ops.log1p(keras.ops.abs(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+def input_transform(x: np.ndarray) -> np.ndarray:
+    """What `SignedLog1p` does, in numpy (for the normalisation statistics)."""
     x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance of the transformed inputs (`input_transform` of raw rows), for
+    the normalisation layer, with the `MIN_VARIANCE` floor."""
+    x = input_transform(x)
     mean = x.mean(axis=0)
     variance = x.var(axis=0)
     variance = np.where(variance < MIN_VARIANCE, 1.0, variance)
@@ -85,7 +150,8 @@ def build_model(
     if mean is None or variance is None:
         mean, variance = np.zeros(n_features, np.float32), np.ones(n_features, np.float32)
     inputs = keras.Input(shape=(n_features,), name="features")
-    x = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(inputs)
+    x = SignedLog1p(name="signed_log1p")(inputs)
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
     x = keras.layers.Dense(256, activation="relu", name="shared_1")(x)
     x = keras.layers.BatchNormalization(name="shared_bn_1")(x)
     x = keras.layers.Dropout(0.3, name="shared_dropout_1")(x)
@@ -106,10 +172,34 @@ def build_model(
     return keras.Model(inputs=inputs, outputs=outputs, name="marketplace_health")
 
 
+def start_at_label_means(model: keras.Model, y: dict[str, np.ndarray]) -> None:
+    """Set each head's output bias so that, before training, it predicts the mean of its known
+    labels (the base rate for a probability). A head with few labelled rows (first-session success
+    is known at a few percent of instants) then starts, and stays if it learns little, at the base
+    rate instead of sigmoid(0) = 0.5, which sits on the FIRST_SESSION_RISK threshold."""
+    for task in TASKS:
+        labels = np.asarray(y[task], dtype=np.float64)
+        labels = labels.reshape(-1, N_SUBJECTS) if task == "supply_demand" else labels.reshape(-1, 1)
+        known = ~np.isnan(labels)
+        if not known.any():
+            continue
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(np.where(known, labels, np.nan), axis=0)
+        mean = np.where(np.isnan(mean), 0.0, mean)
+        if task in CLASSIFIERS or task == "health_score":
+            unit = np.clip(mean / (HEALTH_SCALE if task == "health_score" else 1.0), 0.01, 0.99)
+            bias = np.log(unit) - np.log1p(-unit)
+        else:
+            bias = mean
+        layer = model.get_layer("health_score_unit" if task == "health_score" else task)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([kernel, np.asarray(bias, dtype=np.float32).reshape(-1)])
+
+
 def losses() -> dict[str, keras.losses.Loss]:
-    out: dict[str, keras.losses.Loss] = {task: keras.losses.BinaryCrossentropy() for task in CLASSIFIERS}
-    out["session_velocity"] = keras.losses.MeanSquaredError()
-    out["supply_demand"] = keras.losses.MeanSquaredError()
+    out: dict[str, keras.losses.Loss] = {task: MaskedBinaryCrossentropy() for task in CLASSIFIERS}
+    out["session_velocity"] = MaskedMeanSquaredError()
+    out["supply_demand"] = MaskedMeanSquaredError()
     out["health_score"] = ScaledMeanSquaredError(HEALTH_SCALE)
     return out
 
@@ -128,21 +218,13 @@ def compile_model(
         learning_rate=learning_rate,
         weight_decay=weight_decay or None,
         use_ema=ema_every_steps is not None,
-        ema_momentum=0.99,
+        # An average over about an epoch of steps, at most 100: with few steps per epoch (a small
+        # log) a fixed 0.99 would still hold half of the first step's near-random weights after 70 steps.
+        ema_momentum=min(0.99, 1.0 - 1.0 / max(2, ema_every_steps or 100)),
         ema_overwrite_frequency=ema_every_steps,
     )
-    model.compile(
-        optimizer=optimizer,
-        loss=losses(),
-        loss_weights=dict(TASK_WEIGHTS),
-        metrics={
-            "first_session_success": [keras.metrics.AUC(name="auc")],
-            "churn_risk_14d": [keras.metrics.AUC(name="auc")],
-            "churn_risk_30d": [keras.metrics.AUC(name="auc")],
-            "session_velocity": [keras.metrics.MeanAbsoluteError(name="mae")],
-            "health_score": [keras.metrics.MeanAbsoluteError(name="mae")],
-        },
-    )
+    # No Keras metrics: they would count masked (NaN) labels; model.evaluation measures the heads.
+    model.compile(optimizer=optimizer, loss=losses(), loss_weights=dict(TASK_WEIGHTS))
     return model
 
 

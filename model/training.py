@@ -1,20 +1,28 @@
-"""Training: data in, a versioned model bundle out.
+"""Training: data in, a versioned, calibrated model bundle with its model card out.
 
-`train_bundle` loads examples (the simulator's, or the seed generator's), holds out whole customers
-for evaluation, fits the network with a validation split that is also by customer, exports the
-bundle and records the held-out evaluation in metrics.json. With the same seed it produces the same
-weights: `keras.utils.set_random_seed` and `tf.config.experimental.enable_op_determinism`.
+`train_bundle` loads data (`model.datasources`: a team's event log and outcomes, the simulator's
+log through the same path, or the seed's generator), fits the network on the training rows with
+early stopping on the validation rows (later instants of other customers), fits each probability
+head's calibration on the validation period (it is exported inside the serving signature), fits
+the baselines on the same rows, writes the bundle and evaluates it on the test customers, twice:
+out of time and out of customer (instants after the cut), and out of customer only (every
+instant). With the same seed it produces the same weights: `keras.utils.set_random_seed` and
+`tf.config.experimental.enable_op_determinism`.
 
 `ensure_default_bundle()` is what `make run` / `churn-worker local` call: the cached default bundle,
-trained on first use (simulated data, no download), in about a minute or two on two cores.
+trained on first use on a simulated event log (no download), in a few minutes on two cores.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
+import pickle
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,151 +31,71 @@ from typing import Any
 import numpy as np
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES
-from model.bundle import cache_dir, default_bundle_dir, is_bundle, load_bundle, update_metrics, write_bundle
+from model.bundle import (
+    CARD_FILE,
+    TRAINING_CUSTOMERS_FILE,
+    default_bundle_dir,
+    is_bundle,
+    load_bundle,
+    update_metrics,
+    write_bundle,
+)
+from model.datasources import (
+    DEFAULT_CUSTOMERS,
+    DEFAULT_DAYS,
+    Arrays,
+    DataParams,
+    TrainingData,
+    load_training_data,
+    simulator_version,
+    split_rows,
+    synthetic_arrays,
+)
 from model.exceptions import DataError, UsageError
 
 N_FEATURES = len(FEATURE_NAMES)
-DEFAULT_CUSTOMERS = 6000
-DEFAULT_DAYS = 120
+__all__ = ["DEFAULT_CUSTOMERS", "DEFAULT_DAYS", "Arrays", "DataParams", "TrainConfig", "synthetic_arrays"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 64
+    epochs: int = 40
+    batch_size: int = 256
     learning_rate: float = 1e-3
-    validation_split: float = 0.2
-    patience: int = 8  # early stopping on the 30-day churn head's validation loss; 0 = off
+    validation_split: float = 0.2  # rows without customers and time only (seed, synthetic)
+    patience: int = 5  # early stopping on the churn heads' validation AUC (`ValidationAuc`); 0 = off
     # Regularisation, chosen on held-out simulated customers (see `fit_model`).
     weight_decay: float = 1.0
     ema: bool = True
     seed: int = 42
 
 
-@dataclass(frozen=True)
-class DataParams:
-    source: str = "simulated"  # simulated | seed | synthetic (tests only)
-    customers: int | None = None  # None: the simulator's default
-    days: int | None = None
-    seed: int = 42
-    test_fraction: float = 0.2
+class _Stopwatch:
+    """Seconds per training phase, for the progress messages and metrics.json."""
 
+    def __init__(self) -> None:
+        import time
 
-@dataclass
-class Arrays:
-    x: np.ndarray  # float32 [n, 150], registry order
-    y: dict[str, np.ndarray]
-    oracle: dict[str, np.ndarray] | None = None
-    groups: np.ndarray | None = None  # customer per row, when known
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
 
-    def take(self, rows: np.ndarray) -> Arrays:
-        return Arrays(
-            x=self.x[rows],
-            y={k: np.asarray(v)[rows] for k, v in self.y.items()},
-            oracle=None if self.oracle is None else {k: np.asarray(v)[rows] for k, v in self.oracle.items()},
-            groups=None if self.groups is None else self.groups[rows],
-        )
-
-
-def split_rows(data: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays]:
-    """(kept, held out): whole customers when rows know their customer, else random rows."""
-    rng = np.random.default_rng(seed)
-    if data.groups is not None:
-        customers = np.unique(data.groups)
-        held = set(
-            rng.choice(customers, size=max(1, round(len(customers) * fraction)), replace=False).tolist()
-        )
-        mask = np.fromiter((g in held for g in data.groups), dtype=bool, count=len(data.groups))
-    else:
-        mask = np.zeros(len(data.x), dtype=bool)
-        mask[rng.permutation(len(data.x))[: max(1, round(len(data.x) * fraction))]] = True
-    return data.take(np.flatnonzero(~mask)), data.take(np.flatnonzero(mask))
-
-
-def synthetic_arrays(rows: int, seed: int) -> Arrays:
-    """Random registry-shaped rows with a planted churn signal: for fast tests, not for models."""
-    from features.registry import FEATURE_INDEX
-
-    rng = np.random.default_rng(seed)
-    x = rng.gamma(2.0, 1.0, size=(rows, N_FEATURES)).astype(np.float32)
-    calls, sessions = FEATURE_INDEX["ib_call_count_14d"], FEATURE_INDEX["session_count_7d"]
-    x[:, calls] = rng.poisson(0.8, rows)
-    risk = 1 / (1 + np.exp(-(1.5 * (x[:, calls] - 1) - 0.8 * (x[:, sessions] - 2))))
-    churn30 = (rng.random(rows) < risk).astype(np.float32)
-    y = {
-        "first_session_success": (rng.random(rows) < 0.7).astype(np.float32),
-        "session_velocity": x[:, sessions] / 2,
-        "churn_risk_14d": churn30 * (rng.random(rows) < 0.6),
-        "churn_risk_30d": churn30,
-        "supply_demand": rng.normal(size=(rows, 20)).astype(np.float32),
-        "health_score": (100 * (1 - risk)).astype(np.float32),
-    }
-    return Arrays(x=x, y=y, oracle={"churn_risk_30d": risk}, groups=np.arange(rows))
-
-
-def _arrays(examples: Any) -> Arrays:
-    groups = examples.meta["customer_id"].to_numpy().astype(str)
-    return Arrays(
-        x=examples.X.astype(np.float32), y=dict(examples.y), oracle=dict(examples.oracle), groups=groups
-    )
+    def lap(self, name: str) -> str:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 1)
+        self._last = now
+        return f"{self.laps[name]:.0f} s"
 
 
 def data_version() -> str:
-    """A digest of the simulator's and the example builder's source: cached examples and a bundle's
-    recorded data go stale when either changes."""
-    digest = hashlib.sha256()
-    for module in ("simulator.py", "dataset.py"):
-        file = Path(__file__).with_name(module)
+    """A digest of the code that turns a log into examples and of the simulator: a bundle's
+    recorded data goes stale when either changes."""
+    digest = hashlib.sha256(simulator_version().encode())
+    root = Path(__file__).resolve().parents[1]
+    for module in ("model/examples.py", "model/owndata.py", "features/labels.py", "model/splits.py"):
+        file = root / module
         digest.update(file.read_bytes() if file.exists() else b"")
     return digest.hexdigest()[:8]
-
-
-def simulated_examples(customers: int, days: int, seed: int, progress: bool = False) -> Any:
-    """The simulator's examples, cached under the cache directory by (size, seed, feature hash): the
-    replay through the feature code is the slow part, and `evaluate` needs the same rows again."""
-    from model.dataset import build_examples, load_examples, save_examples
-    from model.simulator import simulate
-
-    cache = cache_dir() / "examples" / f"sim-c{customers}-d{days}-s{seed}-{FEATURE_HASH}-{data_version()}.npz"
-    if cache.exists():
-        try:
-            return load_examples(cache)
-        except (OSError, ValueError, KeyError):
-            cache.unlink(missing_ok=True)  # a torn or outdated file: rebuild it
-    examples = build_examples(
-        simulate(customers, days, seed, progress=progress), seed=seed, progress=progress
-    )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f".{cache.stem}.{os.getpid()}.npz")
-    save_examples(examples, partial)
-    partial.replace(cache)
-    return examples
-
-
-def load_data(params: DataParams, progress: bool = False) -> tuple[Arrays, Arrays]:
-    """(train, test) for a data source; the test customers never appear in train."""
-    if params.source == "synthetic":
-        data = synthetic_arrays(params.customers or 300, params.seed)
-        return split_rows(data, params.test_fraction, params.seed)
-    if params.source == "simulated":
-        from model.dataset import split_by_customer
-
-        examples = simulated_examples(
-            params.customers or DEFAULT_CUSTOMERS, params.days or DEFAULT_DAYS, params.seed, progress
-        )
-        if len(examples) == 0:
-            raise DataError("the simulation produced no examples: simulate more days (at least 61)")
-        train, test = split_by_customer(examples, params.test_fraction, params.seed)
-        return _arrays(train), _arrays(test)
-    if params.source == "seed":
-        from model.seed_data import seed_arrays
-
-        x26, y = seed_arrays(n_samples=params.customers or 10_000, seed=params.seed)  # one row per "customer"
-        x = np.zeros((len(x26), N_FEATURES), dtype=np.float32)
-        x[:, : x26.shape[1]] = x26  # the seed's 26 features are the registry's first 26; the rest stay 0
-        data = Arrays(x=x, y={k: np.asarray(v) for k, v in y.items()})
-        return split_rows(data, params.test_fraction, params.seed)
-    raise UsageError(f"unknown data source {params.source!r}: use simulated or seed")
 
 
 def _progress_callback(epochs: int) -> Any:
@@ -180,10 +108,8 @@ def _progress_callback(epochs: int) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = logs or {}
-            shown = {k: logs[k] for k in ("loss", "val_loss", "val_churn_risk_30d_auc") if k in logs}
-            self.bar.set_postfix(
-                {k.replace("val_churn_risk_30d_auc", "val_auc30"): f"{v:.4f}" for k, v in shown.items()}
-            )
+            shown = {k: logs[k] for k in ("loss", "val_loss", "val_churn_auc") if k in logs}
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
             self.bar.update(1)
 
         def on_train_end(self, logs: Any = None) -> None:
@@ -192,75 +118,133 @@ def _progress_callback(epochs: int) -> Any:
     return Progress()
 
 
-def fit_model(
-    train: Arrays, config: TrainConfig, progress: bool = False
-) -> tuple[Any, np.ndarray, dict[str, Any]]:
-    """(Keras model, input means, training summary), deterministic for a given seed.
+def _validation_auc_callback() -> Any:
+    import keras
 
-    Regularisation, measured on held-out simulated customers (8,000 customers, 120 days): with the
-    seed's recipe alone (Adam 1e-3, dropout) the churn heads overfit from the second epoch (training
-    AUC rises to 0.94 while validation falls) and the 30-day AUC lands near 0.82, below a logistic
-    regression (0.84). Decoupled weight decay 1.0 (each step shrinks weights by 0.1%) and an
-    exponential moving average of the weights bring it to 0.835-0.84 and the best Brier score;
-    early stopping watches the 30-day churn head, the task the alerts hinge on, and restores its
-    best epoch. Class weights are not used: they would break the calibration the alert thresholds
-    rely on. Validation rows are whole customers, like the test split.
+    class ValidationAuc(keras.callbacks.Callback):
+        """`val_churn_auc` after each epoch: the mean of the 14- and 30-day churn heads' AUC on the
+        validation rows with a known label. Early stopping watches it rather than the loss: the
+        validation period's churn rate differs from training's, and calibration corrects the level
+        afterwards, so the ranking is what training should be stopped on."""
+
+        def __init__(self, validation: Arrays) -> None:
+            super().__init__()
+            self.x = validation.x.astype(np.float32)
+            self.y = {h: np.asarray(validation.y[h], dtype=np.float64).ravel() for h in ("churn_risk_14d", "churn_risk_30d")}
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            from worker.backtest.metrics import auc_roc
+
+            out = self.model.predict(self.x, batch_size=8192, verbose=0)
+            scores = []
+            for head, labels in self.y.items():
+                known = ~np.isnan(labels)
+                value = auc_roc(labels[known].astype(bool), np.asarray(out[head]).ravel()[known])
+                scores.append(0.5 if value is None else value)
+            if logs is not None:
+                logs["val_churn_auc"] = float(np.mean(scores))
+
+    return ValidationAuc
+
+
+def ValidationAuc(validation: Arrays) -> Any:
+    return _validation_auc_callback()(validation)
+
+
+def fit_model(
+    train: Arrays, config: TrainConfig, progress: bool = False, validation: Arrays | None = None
+) -> tuple[Any, np.ndarray, dict[str, Any]]:
+    """(Keras model, the raw input means (the attribution baseline), training summary),
+    deterministic for a given seed. Without `validation`, `config.validation_split` of the training
+    rows (whole customers where known) is held out instead.
+
+    Regularisation, measured on held-out simulated customers: with the seed's recipe alone (Adam
+    1e-3, dropout) the churn heads overfit from the second epoch; decoupled weight decay 1.0 (each
+    step shrinks weights by 0.1%) and an exponential moving average of the weights fix that, and
+    early stopping watches the churn heads' validation AUC (`ValidationAuc`), restoring the best
+    epoch. Class weights are not used: they would break the calibration the alert thresholds rely on.
     """
     import keras
     import tensorflow as tf
 
-    from model.network import build_model, compile_model, normalization_stats, targets_for_fit
+    from model.network import (
+        build_model,
+        compile_model,
+        normalization_stats,
+        start_at_label_means,
+        targets_for_fit,
+    )
 
     if len(train.x) < 10:
-        raise DataError(f"only {len(train.x)} training rows: simulate more customers or days")
+        raise DataError(f"only {len(train.x)} training rows: the log needs more customers or days")
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    fit_part, val_part = split_rows(train, config.validation_split, config.seed + 1)
-    if config.validation_split <= 0:
-        fit_part, val_part = train, None
-    mean, variance = normalization_stats(fit_part.x)
+    fit_part, val_part = train, validation
+    if val_part is None and config.validation_split > 0:
+        fit_part, val_part = split_rows(train, config.validation_split, config.seed + 1)
+    transformed_mean, variance = normalization_stats(fit_part.x)
     steps_per_epoch = -(-len(fit_part.x) // config.batch_size)
+    network = build_model(N_FEATURES, transformed_mean, variance)
+    start_at_label_means(network, fit_part.y)
     model = compile_model(
-        build_model(N_FEATURES, mean, variance),
+        network,
         config.learning_rate,
         weight_decay=config.weight_decay,
         ema_every_steps=steps_per_epoch if config.ema else None,
     )
     callbacks: list[Any] = []
     if val_part is not None and config.patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_churn_risk_30d_loss",
-                mode="min",
-                patience=config.patience,
-                restore_best_weights=True,
-            )
-        )
+        callbacks.append(ValidationAuc(val_part))
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_churn_auc", mode="max", patience=config.patience, restore_best_weights=True,
+        ))  # fmt: skip
     if progress:
         callbacks.append(_progress_callback(config.epochs))
     history = model.fit(
-        fit_part.x.astype(np.float32),
-        targets_for_fit(fit_part.y),
-        validation_data=None
-        if val_part is None
-        else (val_part.x.astype(np.float32), targets_for_fit(val_part.y)),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=0,
-    )
+        fit_part.x.astype(np.float32), targets_for_fit(fit_part.y),
+        validation_data=None if val_part is None else (val_part.x.astype(np.float32), targets_for_fit(val_part.y)),
+        epochs=config.epochs, batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
+    )  # fmt: skip
     logs = {k: [round(float(v), 6) for v in values] for k, values in history.history.items()}
-    monitored = logs.get("val_churn_risk_30d_loss")
-    best_epoch = int(np.argmin(monitored)) + 1 if monitored else len(logs["loss"])
+    monitored = logs.get("val_churn_auc")
+    best_epoch = int(np.argmax(monitored)) + 1 if monitored else len(logs["loss"])
     summary = {
-        "epochs_run": len(logs["loss"]),
-        "best_epoch": best_epoch,
-        "fit_rows": len(fit_part.x),
-        "validation_rows": 0 if val_part is None else len(val_part.x),
-        "history": logs,
-    }
-    return model, mean, summary
+        "epochs_run": len(logs["loss"]), "best_epoch": best_epoch, "fit_rows": len(fit_part.x),
+        "validation_rows": 0 if val_part is None else len(val_part.x), "history": logs,
+    }  # fmt: skip
+    baseline = fit_part.x.astype(np.float64).mean(axis=0).astype(np.float32)
+    return model, baseline, summary
+
+
+def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None = None) -> dict[str, dict[str, Any] | None]:
+    """Platt scaling of each probability head on the validation rows (model/calibration.py). The
+    first-session head, when the validation rows hold too few of its labels to fit one (no new
+    customer among those held out), has shown no skill on customers it did not train on, so it is not
+    trusted: a = 0, the training rows' base rate for everyone (`source` says so). A churn head whose
+    fit fails keeps its own output (they train on most rows, with the BCE's calibration)."""
+    from model.calibration import Platt, enough_labels, fit_platt, logit
+
+    if validation is None or not len(validation.x):
+        return {}
+    raw = model.predict(validation.x.astype(np.float32), batch_size=4096, verbose=0)
+    out: dict[str, dict[str, Any] | None] = {}
+    for head in ("churn_risk_14d", "churn_risk_30d", "first_session_success"):
+        held = np.asarray(validation.y[head], dtype=np.float64).ravel()
+        platt = fit_platt(np.asarray(raw[head]).ravel(), held)
+        if not platt.is_identity:
+            out[head] = {**platt.as_dict(), "source": "validation"}
+            continue
+        if head != "first_session_success" or enough_labels(held):
+            out[head] = None  # the churn heads' own BCE level, or a fit the data did not support
+            continue
+        labels = np.asarray(train.y[head], dtype=np.float64) if train is not None else np.zeros(0)
+        known = labels[~np.isnan(labels)]
+        if not len(known):
+            out[head] = None
+            continue
+        base = Platt(0.0, float(logit(np.array([known.mean()]))[0]), 0)
+        out[head] = {**base.as_dict(), "source": f"base rate {known.mean():.3f}: too few validation labels to trust the head"}
+    return out
 
 
 def model_version(model: Any, when: datetime) -> str:
@@ -280,22 +264,44 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__, "scikit-learn": sklearn.__version__}  # fmt: skip
 
 
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
 def train_bundle(
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),
-    data: DataParams = DataParams(),
+    config: TrainConfig | None = None,
+    data: DataParams | None = None,
     progress: bool = True,
     evaluate: bool = True,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Train on `data`, write the bundle to `out_dir`, evaluate it on the held-out customers."""
+    """Train on `data` (default: the simulated log), write the bundle to `out_dir`, evaluate it on
+    held-out customers."""
+    config = config or TrainConfig()
+    data = data or DataParams()
     say = log or (lambda message: print(message, file=sys.stderr) if progress else None)
-    if data.source == "simulated":  # record the actual sizes, so evaluate regenerates the same rows
+    if data.source == "simulated":  # record the actual sizes, so evaluate finds the same log
         data = replace(data, customers=data.customers or DEFAULT_CUSTOMERS, days=data.days or DEFAULT_DAYS)
+    clock = _Stopwatch()
     say(f"loading {data.source} data ...")
-    train, test = load_data(data, progress)
-    say(f"{len(train.x)} training rows, {len(test.x)} held-out rows")
-    model, mean, summary = fit_model(train, config, progress)
+    loaded = load_training_data(data, progress, say)
+    validation = loaded.validation
+    say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
+        f"({clock.lap('examples')})")  # fmt: skip
+    model, baseline, summary = fit_model(loaded.train, config, progress, validation)
+    calibration = fit_calibration(model, validation, loaded.train) if loaded.examples is not None else {}
+    say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
+    extra: dict[str, bytes] = {}
+    if loaded.examples is not None and validation is not None:
+        from model.baselines import fit_baselines
+
+        say("fitting the baselines on the same rows ...")
+        baselines = fit_baselines(loaded.train.x, loaded.train.y, validation.x, validation.y, config.seed)
+        say(f"baselines fitted ({clock.lap('baselines')})")
+        extra["baselines.pkl"] = pickle.dumps(baselines, protocol=pickle.HIGHEST_PROTOCOL)
+        seen = sorted(set(loaded.train.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
+        extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
     now = datetime.now(UTC)
     metadata = {
         "model_version": model_version(model, now),
@@ -306,37 +312,98 @@ def train_bundle(
         "seed": config.seed,
         "training": {**asdict(config), **{k: v for k, v in summary.items() if k != "history"}},
         "data": {
-            **asdict(data),
-            "train_rows": len(train.x),
-            "test_rows": len(test.x),
-            "data_version": data_version() if data.source == "simulated" else None,
+            **_jsonable(asdict(data)),
+            "train_rows": len(loaded.train.x),
+            "validation_rows": 0 if validation is None else len(validation.x),
+            "data_version": data_version() if loaded.examples is not None else None,
+            "log": _jsonable(loaded.summary) if loaded.examples is not None else None,
         },
+        "calibration": calibration,
         "libraries": library_versions(),
     }
+    metadata["card"] = card_facts(metadata, loaded)
     metrics: dict[str, Any] = {"history": summary["history"]}
-    write_bundle(out_dir, model, mean, metadata, metrics)
+    write_bundle(out_dir, model, baseline, metadata, metrics, extra)
     bundle = load_bundle(out_dir)
     if evaluate:
-        from model.evaluation import evaluate as run_evaluation
-
         say("evaluating on held-out customers ...")
-        metrics["evaluation"] = run_evaluation(
-            bundle.serving_fn(),
-            test.x,
-            test.y,
-            train.x,
-            train.y,
-            test.oracle,
-            seed=data.seed,
-            groups=test.groups,
-        )
-        update_metrics(bundle, metrics)
+        metrics["evaluation"] = evaluate_held_out(bundle, loaded, config.seed)
+        say(f"evaluated ({clock.lap('evaluation')})")
+    metrics["seconds"] = clock.laps
+    update_metrics(bundle, metrics)
+    write_card(bundle, metrics)
     say(f"model {metadata['model_version']} written to {out_dir}")
     return out_dir
 
 
+def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str, Any]:
+    """The test customers' evaluation: out of time and customer, and out of customer only; for
+    rows without customers (seed, synthetic), the held-out rows."""
+    from model.baselines import load_baselines
+    from model.evaluation import evaluate_examples, evaluate_rows
+
+    if loaded.examples is None:
+        test = loaded.summary["test"]
+        return {"held_out_rows": evaluate_rows(bundle.serving_fn(), test.x, test.y, seed)}
+    build = loaded.build
+    baselines = load_baselines(bundle.path)
+    out: dict[str, Any] = {}
+    test = loaded.examples.where("test")
+    readings = (("out_of_time_and_customer", test.where(after_cut=True)), ("out_of_customer", test),
+                ("validation_period", loaded.examples.where("validation")))  # fmt: skip
+    for name, part in readings:
+        if not len(part):
+            out[name] = {"note": "no rows (test fraction 0?)"}
+            continue
+        try:
+            out[name] = evaluate_examples(
+                bundle.serving_fn(), part.x, part.y, part.customer, part.t_us, churn=build.churn,
+                churned_at=build.outcomes.churned_at_us, start_us=build.start_us, end_us=build.end_us,
+                baselines=baselines, seed=seed, latency=name == "out_of_time_and_customer",
+            )  # fmt: skip
+        except DataError as exc:
+            out[name] = {"note": str(exc)}
+    out["validation_period"]["note"] = "the rows calibration was fitted on: its ECE is optimistic"
+    return out
+
+
+def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]:
+    """What the model card states about the data (model/card.py renders it with the metrics)."""
+    from features import labels
+
+    def rates(part: Arrays | None) -> dict[str, Any]:
+        if part is None:
+            return {}
+        out: dict[str, Any] = {"rows": len(part.x)}
+        for head in ("churn_risk_14d", "churn_risk_30d", "first_session_success"):
+            known = ~np.isnan(np.asarray(part.y[head], dtype=np.float64))
+            out[head] = {"labelled": int(known.sum()),
+                         "rate": round(float(np.asarray(part.y[head])[known].mean()), 4) if known.any() else None}  # fmt: skip
+        if part.groups is not None:
+            out["customers"] = len(np.unique(part.groups))
+        return out
+
+    log = loaded.summary if loaded.examples is not None else {}
+    return {
+        "data_source": metadata["data"]["source"],
+        "events": list(loaded.events), "outcomes": loaded.outcomes,
+        "period": {"start": log.get("start"), "end": log.get("end")},
+        "customers": log.get("customers"), "events_read": log.get("events"),
+        "split": log.get("split"), "sampling_every_days": log.get("sampling_every_days"),
+        "train": rates(loaded.train), "validation": rates(loaded.validation),
+        "labels": (labels.__doc__ or "").strip(),
+        "feature_hash": FEATURE_HASH,
+    }  # fmt: skip
+
+
+def write_card(bundle: Any, metrics: dict[str, Any]) -> None:
+    from model.card import model_card
+
+    (bundle.path / CARD_FILE).write_text(model_card(bundle.metadata, metrics), encoding="utf-8")
+
+
 def default_training() -> tuple[TrainConfig, DataParams]:
-    """What the cached default bundle is trained with: the defaults, sized for 1-3 minutes on 2 cores."""
+    """What the cached default bundle is trained with: the defaults, on a simulated event log."""
     return TrainConfig(), DataParams(customers=DEFAULT_CUSTOMERS, days=DEFAULT_DAYS)
 
 
@@ -357,13 +424,14 @@ def _stale_reason(out_dir: Path) -> str | None:
         return str(exc)
     config, data = default_training()
     recorded = bundle.metadata.get("training", {}), bundle.metadata.get("data", {})
-    if any(recorded[0].get(k) != v for k, v in asdict(config).items()) or any(
-        recorded[1].get(k) != v for k, v in asdict(data).items()
+    wanted = _jsonable(asdict(config)), _jsonable(asdict(data))
+    where = ("workers", "scheduler")  # where the examples were built changes nothing in them
+    if any(recorded[0].get(k) != v for k, v in wanted[0].items()) or any(
+        recorded[1].get(k) != v for k, v in wanted[1].items() if k not in where
     ):
         return "the default model bundle was trained with older defaults"
-    recorded_data = recorded[1].get("data_version")
-    if recorded_data is not None and recorded_data != data_version():
-        return "the simulator changed since the default model bundle was trained"
+    if recorded[1].get("data_version") != data_version():
+        return "the simulator or the example builder changed since the default model bundle was trained"
     return None
 
 
@@ -383,7 +451,7 @@ def ensure_default_bundle(progress: bool = True) -> Path:
         if reason is None:
             return out_dir
         if progress:
-            print(f"{reason}: training one in {out_dir} (1-3 minutes, once)", file=sys.stderr)
+            print(f"{reason}: training one in {out_dir} (a few minutes, once)", file=sys.stderr)
         config, data = default_training()
         return train_bundle(out_dir, config, data, progress=progress)
 

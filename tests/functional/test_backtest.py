@@ -189,8 +189,8 @@ def test_same_events_and_config_give_identical_outputs(
             "alerts_per_1000_customers_per_week", "customers_alerted"} <= set(spike)  # fmt: skip
     assert report["model"]["health_mae"] is not None  # the simulator's truth file sits beside the outcomes
     assert [t["metric"] for t in report["targets"]] == [
-        "ib_call_spike_precision", "critical_alert_false_positive_rate", "churn_auc_roc_14d", "churn_auc_roc_30d",
-        "health_score_mae"]  # fmt: skip
+        "ib_call_spike_precision", "ib_call_spike_recall", "critical_alert_false_positive_rate",
+        "critical_alert_false_share", "churn_auc_roc_14d", "churn_auc_roc_30d", "health_score_mae"]  # fmt: skip
     html = (outs[0] / "report.html").read_text()
     assert html.count("<svg") >= 4 and "http" not in html.replace("http://www.w3.org/2000/svg", "")
 

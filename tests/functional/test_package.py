@@ -126,7 +126,7 @@ def test_default_bundle_is_retrained_when_defaults_change(
     from dataclasses import asdict
 
     from model.bundle import default_bundle_dir
-    from model.training import _stale_reason, default_training
+    from model.training import _stale_reason, data_version, default_training
 
     monkeypatch.setenv("CHURN_MODEL_CACHE", str(tmp_path))
     target = default_bundle_dir()
@@ -138,7 +138,7 @@ def test_default_bundle_is_retrained_when_defaults_change(
     metadata_file = target / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
     metadata["training"].update(asdict(config))
-    metadata["data"].update(asdict(data))
+    metadata["data"].update({**asdict(data), "events": list(data.events), "data_version": data_version()})
     metadata_file.write_text(json.dumps(metadata))
     assert _stale_reason(target) is None
     spec = json.loads((target / "feature_spec.json").read_text())
@@ -150,7 +150,8 @@ def test_default_bundle_is_retrained_when_defaults_change(
     "argv",
     [
         ["train", "--epochs", "0"],
-        ["train", "--validation-split", "1.5"],
+        ["train", "--validation-fraction", "1.5"],
+        ["compare", "--candidate", "a"],  # no --incumbent, --events, --outcomes
         ["train", "--data", "kaggle"],
         ["serve", "--port", "70000"],
         ["deploy", "--bucket", "b"],  # no --role-arn
@@ -164,7 +165,7 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["simulate", "train", "evaluate", "package", "serve", "deploy"])
+@pytest.mark.parametrize("command", ["simulate", "train", "evaluate", "compare", "package", "serve", "deploy"])
 def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([command, "--help"])

@@ -30,12 +30,14 @@ def test_alert_stats_by_hand() -> None:
     assert stats["recall"] == 0.5  # c0 of the two churners
     assert stats["false_positive_rate"] == 0.5  # c2 of c2, c3
     assert stats["median_lead_time_days"] == 18.0  # first confirmed alert day 2, churn day 20
+    assert stats["false_alert_share"] == 0.5  # c1's (60 days early) and c2's alerts were not followed by churn
     assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / 4 * 1000 / 4, rel=1e-3)
 
 
 def test_no_alerts_and_no_outcomes() -> None:
     empty = alert_stats(np.zeros(0, np.int64), np.zeros(0, np.int64), POP)
     assert empty["precision"] is None and empty["recall"] == 0.0 and empty["median_lead_time_days"] is None
+    assert empty["false_alert_share"] is None
     counts_only = alert_stats(np.array([1]), np.array([day(1)]), POP, with_outcomes=False)
     assert set(counts_only) == {"alerts", "customers_alerted", "alerts_per_1000_customers_per_week"}
 
@@ -67,9 +69,11 @@ def test_model_labels_leave_out_unknown_futures() -> None:
     # at 14 days all three are known and negative (c0 churns 19 days after day 1): no AUC
     assert stats["churn_14d"]["examples"] == 3 and stats["churn_14d"]["auc_roc"] is None
     assert stats["health_mae"] is None and "n/a" in stats["health_mae_note"]
-    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "false_positive_rate": 0.2}}, stats)
+    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "recall": 0.5, "false_positive_rate": 0.2,
+                                              "false_alert_share": 0.1}}, stats)  # fmt: skip
     assert [(t["metric"], t["pass"]) for t in targets] == [
-        ("ib_call_spike_precision", True), ("critical_alert_false_positive_rate", False),
+        ("ib_call_spike_precision", True), ("ib_call_spike_recall", False),
+        ("critical_alert_false_positive_rate", False), ("critical_alert_false_share", True),
         ("churn_auc_roc_14d", None), ("churn_auc_roc_30d", True), ("health_score_mae", None)]  # fmt: skip
 
 
@@ -82,3 +86,19 @@ def test_volume_counts_each_customer_only_while_they_are_there() -> None:
     pop = Population(POP.customers, POP.churn_us, START, day(28), customer_weeks=weeks)
     stats = alert_stats(np.array([0, 1]), np.array([day(2), day(15)]), pop)
     assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(2 / (weeks / 1000), rel=1e-3)
+
+
+def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> None:
+    from features.outcomes import ChurnTimes
+
+    # c3 churned on day 12 and signed up again: the outcomes file says null, the log has the event
+    times = ChurnTimes({"c0": [day(20)], "c1": [day(70)], "c3": [day(12)]})
+    pop = Population(POP.customers, POP.churn_us, START, day(28), churn_times=times)
+    assert pop.churners == 3 and pop.non_churners == 1  # c0, c1 (after the data) and c3 churned; only c2 never did
+    stats = alert_stats(np.array([3, 3]), np.array([day(2), day(15)]), pop)
+    assert stats["customers_confirmed"] == 1 and stats["precision"] == 1.0
+    assert stats["false_alert_share"] == 0.5  # the day-15 alert came after the churn, before nothing
+    from worker.backtest.metrics import churn_labels
+
+    y, known = churn_labels(pop, np.array([3, 3]), np.array([day(1), day(13)]), 14)
+    assert y.tolist() == [True, False] and known.tolist() == [True, True]

@@ -46,7 +46,8 @@ def test_shared_trunk_is_the_seeds(model: keras.Model) -> None:
         "Dense",
     ]
     assert [model.get_layer(n).rate for n in trunk if "dropout" in n] == [0.3, 0.2]
-    assert type(model.get_layer(names[1])).__name__ == "Normalization"  # raw features in, scaled inside
+    # raw features in, compressed (signed log1p) and scaled inside
+    assert [type(model.get_layer(n)).__name__ for n in names[1:3]] == ["SignedLog1p", "Normalization"]
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -90,7 +91,33 @@ def test_constant_features_are_not_blown_up() -> None:
     x[:, 0] = np.arange(50)
     _, variance = normalization_stats(x)
     assert variance[1] == variance[2] == 1.0
-    assert variance[0] == pytest.approx(np.var(np.arange(50)), rel=1e-5)
+    assert variance[0] == pytest.approx(np.var(np.log1p(np.arange(50))), rel=1e-5)  # of the transformed input
+
+
+def test_masked_losses_ignore_unknown_labels() -> None:
+    from model.network import MaskedBinaryCrossentropy, MaskedMeanSquaredError
+
+    y_pred = np.array([[0.9], [0.2], [0.5]], dtype="float32")
+    known = float(MaskedBinaryCrossentropy()(np.array([[1.0], [0.0]]), y_pred[:2]))
+    with_censored = float(MaskedBinaryCrossentropy()(np.array([[1.0], [0.0], [np.nan]]), y_pred))
+    # the censored row adds nothing (a batch mean over 3 rows of which 2 carry a loss)
+    assert with_censored == pytest.approx(known * 2 / 3, rel=1e-5)
+    assert np.isfinite(with_censored)
+    cells = np.array([[1.0, np.nan], [np.nan, np.nan]], dtype="float32")
+    mse = float(MaskedMeanSquaredError()(cells, np.array([[3.0, 100.0], [7.0, 7.0]], dtype="float32")))
+    assert mse == pytest.approx(4.0 / 2)  # row 1: one labelled cell, (3 - 1)^2; row 2: nothing
+
+
+def test_a_censored_label_gives_no_gradient() -> None:
+    import tensorflow as tf
+
+    from model.network import MaskedBinaryCrossentropy
+
+    p = tf.Variable([[0.3], [0.6]])
+    with tf.GradientTape() as tape:
+        loss = MaskedBinaryCrossentropy()(tf.constant([[1.0], [np.nan]]), p)
+    gradient = tape.gradient(loss, p).numpy()
+    assert gradient[0, 0] != 0 and gradient[1, 0] == 0
 
 
 @pytest.mark.slow  # two fits: ~10 s on an idle 2-core machine, mostly graph tracing

@@ -12,6 +12,16 @@ from typing import Any
 
 import numpy as np
 
+from features.exceptions import EventParseError
+from features.labels import (
+    EngagementReference,
+    LabelContext,
+    LabelScan,
+    customer_labels,
+    health_scores,
+    scan_label_facts,
+)
+from features.outcomes import ChurnTimes
 from features.state import from_us
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import AlertType, iso
@@ -36,21 +46,57 @@ DEFINITIONS = {
     "median_lead_time_days": "days from a customer's first confirmed alert to the churn, median over customers",
     "alerts_per_1000_customers_per_week": "alerts per 1,000 customer-weeks; a customer counts from their first "
     "scoring instant to their churn or the end of the events",
+    "false_alert_share": "alerts not followed by a churn within 30 days / alerts",
+    "churn": "an outcomes churned_at or a customer_churned event of the log (a customer who came back churned too)",
     "scoring_coverage": "active customer-days (active at the day's end: features/activity.py) that were scored "
     "that day, by an event or by day-end re-scoring of quiet customers",
     "model": "each scoring instant of a customer not yet churned is an example, labelled by churn within "
     "14 / 30 days; instants whose horizon passes the end of the events without a churn are left out",
+    "health_mae": "against the observable health label (features/labels.py): 50 x did not churn within 30 days "
+    "+ 50 x percentile of engaged days in the next 30 days among the customers scored at the same instant",
 }
 
 
-def population(result: BacktestResult, outcomes: Outcomes | None) -> Population:
+def population(result: BacktestResult, outcomes: Outcomes | None, scan: LabelScan | None = None) -> Population:
+    """The backtest's customers with their churn times. With `scan` (the log's label facts), every
+    churn instant counts (outcomes and `customer_churned` events) and the data ends at the latest
+    event, as `churn-model evaluate` has it."""
     customers = result.customers
     churn = outcomes.churn_us(customers) if outcomes else np.full(len(customers), NEVER, dtype=np.int64)
     end = result.last_us or 0
+    if scan is not None and scan.end_us is not None:
+        end = scan.end_us
     columns = result.log.columns()
     first = np.full(len(customers), end, dtype=np.int64)  # never scored: no exposure
     np.minimum.at(first, columns["customer"], columns["t_us"])
-    return Population(customers, churn, result.first_us or 0, end, customer_weeks(first, churn, end))
+    times = ChurnTimes.join(outcomes, scan.churn_events()) if scan is not None else None
+    return Population(customers, churn, result.first_us or 0, end, customer_weeks(first, churn, end), times)
+
+
+def health_labels(columns: dict[str, np.ndarray], pop: Population, scan: LabelScan) -> np.ndarray:
+    """The observable health label (features/labels.py) of every scoring-log row, NaN where
+    censored; the engagement percentile ranks among the rows scored at the same instant."""
+    t, customer = columns["t_us"], columns["customer"]
+    context = LabelContext(end_us=pop.end_us, log_uses_flag=scan.log_uses_flag)
+    churn30 = np.full(len(t), np.nan)
+    engaged = np.full(len(t), np.nan)
+    order = np.argsort(customer, kind="stable")
+    for rows in np.split(order, np.flatnonzero(np.diff(customer[order])) + 1) if len(t) else []:
+        cid = pop.customers[int(customer[rows[0]])]
+        facts = scan.facts.get(cid)
+        if facts is None:
+            continue
+        times = pop.churn_times.of(cid) if pop.churn_times is not None else np.zeros(0, np.int64)
+        labels = customer_labels(facts, times, t[rows], context)
+        churn30[rows], engaged[rows] = labels["churn_risk_30d"], labels["engaged_days_30d"]
+    alive = pop.churn_us[customer] > t
+    out = np.full(len(t), np.nan)
+    for instant in np.unique(t).tolist():
+        rows = np.flatnonzero((t == instant) & alive)
+        reference = EngagementReference()
+        reference.add(engaged[rows])
+        out[rows] = health_scores(churn30[rows], engaged[rows], reference)
+    return out
 
 
 def alert_arrays(result: BacktestResult, alert_type: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +120,8 @@ def build_report(
     model_version: str | None,
     batch_hours: float,
 ) -> dict[str, Any]:
-    pop = population(result, outcomes)
+    scan = _scan(events) if outcomes is not None else None
+    pop = population(result, outcomes, scan)
     by_type = {
         name: alert_stats(*alert_arrays(result, name), pop, with_outcomes=outcomes is not None) for name in ALERT_TYPES
     }
@@ -99,12 +146,23 @@ def build_report(
     if outcomes is None:
         report["outcomes"] = "n/a: run with --outcomes FILE for precision, recall, lead times and model metrics"
         return report
-    model = model_stats(result.log.columns(), pop, outcomes.health)
+    columns = result.log.columns()
+    labels = health_labels(columns, pop, scan) if scan is not None else None
+    model = model_stats(columns, pop, outcomes.health, labels)
     report["outcomes"] = {"customers_churned": pop.churners, "customers_not_churned": pop.non_churners}
     report["model"] = model
     report["targets"] = seed_targets(by_type, model)
     report["definitions"] = DEFINITIONS
     return report
+
+
+def _scan(events: str) -> LabelScan | None:
+    """The log's label facts, or None if the path cannot be read again (then the report falls back
+    to the outcomes file's single churn time per customer and says health MAE is n/a)."""
+    try:
+        return scan_label_facts(events)
+    except (EventParseError, OSError):
+        return None
 
 
 def coverage(result: BacktestResult) -> dict[str, Any]:
@@ -129,7 +187,7 @@ def format_summary(report: dict[str, Any]) -> str:
     with_outcomes = "targets" in report
     head = f"{'alert type':<22} {'alerts':>7} {'customers':>9} {'per 1k/wk':>9}"
     if with_outcomes:
-        head += f" {'precision':>9} {'recall':>7} {'FPR':>7} {'lead d':>7}"
+        head += f" {'precision':>9} {'recall':>7} {'FPR':>7} {'false':>7} {'lead d':>7}"
     lines = []
     cover = report.get("scoring_coverage") or {}
     if cover.get("share") is not None:
@@ -141,7 +199,8 @@ def format_summary(report: dict[str, Any]) -> str:
         line = f"{name:<22} {s['alerts']:>7} {s['customers_alerted']:>9} {s['alerts_per_1000_customers_per_week']:>9.2f}"
         if with_outcomes:
             lead = "n/a" if s["median_lead_time_days"] is None else f"{s['median_lead_time_days']:.1f}"
-            line += f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7} {lead:>7}"
+            line += (f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7}"
+                     f" {_pct(s.get('false_alert_share')):>7} {lead:>7}")  # fmt: skip
         lines.append(line)
     if with_outcomes:
         lines += ["", f"{'target':<38} {'goal':>7} {'measured':>9}  result"]

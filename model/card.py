@@ -1,0 +1,109 @@
+"""The model card: MODEL_CARD.md in every bundle, from its metadata and metrics.
+
+What a reviewer needs before trusting the model: the data (period, customers, churn rate), how it
+was split, what each label means, how well it did on customers and times it never saw, how its
+probabilities are calibrated, and the feature hash it expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _targets(report: dict[str, Any]) -> list[str]:
+    rows = ["| target | goal | measured | result |", "|---|---|---|---|"]
+    for t in report.get("targets", []):
+        verdict = {True: "pass", False: "FAIL", None: "n/a"}[t["pass"]]
+        rows.append(f"| {t['metric']} | {t['target']} | {_value(t['value'])} | {verdict} |")
+    return rows
+
+
+def _heads(report: dict[str, Any]) -> list[str]:
+    rows = ["| head | labelled rows | AUC | ECE | MAE |", "|---|---|---|---|---|"]
+    for head, h in (report.get("heads") or {}).items():
+        cal = h.get("calibration") or {}
+        rows.append(f"| {head} | {h.get('labelled', 0):,} | {_value(h.get('auc_roc'))} | {_value(cal.get('ece'))} | "
+                    f"{_value(h.get('mae'))} |")  # fmt: skip
+    return rows
+
+
+def _calibration(metadata: dict[str, Any]) -> str:
+    fitted = (metadata.get("calibration") or {}).items()
+    parts = [f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p.get('source', 'validation')}, {p['rows']:,} rows)"
+             for head, p in fitted if p]  # fmt: skip
+    return ", ".join(parts) or "none"
+
+
+def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
+    card = metadata.get("card") or {}
+    training = metadata.get("training") or {}
+    lines = [
+        f"# Model card: churn-alerts {metadata.get('model_version')}",
+        "",
+        f"Created {metadata.get('created_at')}; feature hash `{metadata.get('feature_hash')}` "
+        f"({metadata.get('n_features')} features, `features/registry.py`). The endpoint refuses rows of another registry.",
+        "",
+        "## Data",
+        "",
+        f"- source: {card.get('data_source')}; events: {', '.join(card.get('events') or []) or 'n/a'}; "
+        f"outcomes: {card.get('outcomes') or 'n/a'}",
+        f"- period: {(card.get('period') or {}).get('start')} to {(card.get('period') or {}).get('end')}; "
+        f"customers: {_value(card.get('customers'))}; events: {_value(card.get('events_read'))}",
+        f"- examples: every active customer at each daily scoring instant (the last microsecond of the UTC day); "
+        f"training instants sampled every {(card.get('sampling_every_days') or {}).get('train', 'n/a')} days per customer",
+        f"- split: {card.get('split')}",
+    ]
+    for name in ("train", "validation"):
+        part = card.get(name) or {}
+        if part:
+            churn = part.get("churn_risk_30d") or {}
+            lines.append(f"- {name}: {part.get('rows', 0):,} rows, {_value(part.get('customers'))} customers, "
+                         f"30-day churn rate {_value(churn.get('rate'))} over {churn.get('labelled', 0):,} labelled rows")  # fmt: skip
+    lines += ["", "## Labels", "", "```", card.get("labels") or "(simulated rows: the generator's own labels)", "```", ""]
+    lines += [
+        "## Training",
+        "",
+        f"Epochs run {training.get('epochs_run')} (best {training.get('best_epoch')}), batch {training.get('batch_size')}, "
+        f"learning rate {training.get('learning_rate')}, weight decay {training.get('weight_decay')}, EMA {training.get('ema')}, "
+        f"seed {training.get('seed')}.",
+        "",
+        "Calibration (Platt scaling on the validation period, inside the exported model): " + _calibration(metadata),
+        "",
+        "## Metrics",
+        "",
+    ]
+    evaluation = metrics.get("evaluation") or {}
+    if not evaluation:
+        lines.append("Not evaluated at training time: run `churn-model evaluate --bundle DIR --events PATH --outcomes FILE`.")
+    for name, report in evaluation.items():
+        if not isinstance(report, dict):
+            continue
+        lines += [f"### {name.replace('_', ' ')}", ""]
+        if "targets" not in report:
+            lines += [report.get("note", "n/a"), ""]
+            continue
+        if "customers" in report:
+            lines.append(f"{report['rows']:,} scoring instants of {report['customers']:,} customers "
+                         f"({report['churned_customers']:,} churned).")  # fmt: skip
+            lines.append("")
+        lines += [*_targets(report), "", *_heads(report), ""]
+        if report.get("note"):
+            lines += [f"Note: {report['note']}", ""]
+    lines += [
+        "## Intended use and limits",
+        "",
+        "Scores active customers once a day (and on events) for the five alert rules. Probabilities are calibrated "
+        "to the validation period; a marketplace whose churn rate moves should be re-trained (`churn-model retrain`) "
+        "and promoted only through `churn-model compare`. The health score is an observable blend (see Labels), "
+        "not a latent truth.",
+        "",
+    ]
+    return "\n".join(lines)
