@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import resource
 import sys
@@ -37,6 +38,33 @@ def cached_events(customers: int, days: int, seed: int = 11) -> tuple[Path, Path
         print(f"simulating {customers:,} customers over {days} days into {events} (once)", flush=True)
         started = time.perf_counter()
         write_simulation(simulate(customers=customers, days=days, seed=seed), events)
+        print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+    return events, outcomes
+
+
+def cached_alt_events(customers: int, days: int, seed: int = 11) -> tuple[Path, Path]:
+    """The second generator's log (model/altsim.py, structurally different from the simulator) as one
+    uncompressed JSON Lines file in arrival order, the shape a team's export usually has."""
+    import json
+
+    from model.altsim import generate
+
+    cache = Path(os.environ.get("CHURN_BENCH_CACHE") or Path(tempfile.gettempdir()) / "churn-bench")
+    events = cache / f"alt-{customers}c-{days}d-s{seed}.jsonl"
+    outcomes = cache / f"alt-{customers}c-{days}d-s{seed}.outcomes.jsonl"
+    if not events.exists() or not outcomes.exists():
+        print(f"generating the second generator's {customers:,} customers over {days} days into {events} (once)",
+              flush=True)
+        started = time.perf_counter()
+        log = generate(customers=customers, days=days, seed=seed)
+        cache.mkdir(parents=True, exist_ok=True)
+        with events.with_suffix(".tmp").open("w", encoding="utf-8") as handle:
+            for event in log.events:
+                handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+        with outcomes.open("w", encoding="utf-8") as handle:
+            for row in log.outcomes:
+                handle.write(json.dumps(row) + "\n")
+        events.with_suffix(".tmp").replace(events)
         print(f"  {time.perf_counter() - started:.0f} s", flush=True)
     return events, outcomes
 
@@ -122,6 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--generator", choices=("simulator", "alt"), default="simulator",
+                        help="whose log: our simulator, or the second, structurally different generator "
+                             "(model/altsim.py; 15,000 customers x 90 days is about a million events)")
     parser.add_argument("--batch-hours", default=None, help="event-time batch windows to try (default: the CLI's)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="CPU seconds per pipeline stage")
@@ -137,7 +168,10 @@ def main() -> None:
     from worker.backtest.scorer import BundleScorer, bundle_dir_or_default
     from worker.backtest.source import DEFAULT_WINDOW_US, HOUR_US
 
-    events, _ = cached_events(args.customers, args.days)
+    if args.generator == "alt":
+        events, _ = cached_alt_events(args.customers, args.days)
+    else:
+        events, _ = cached_events(args.customers, args.days)
     with events.open("rb") as handle:
         lines = sum(1 for _ in handle)
     print(f"events file: {events} ({lines:,} events, {events.stat().st_size / 2**20:.0f} MiB)", flush=True)
@@ -147,6 +181,7 @@ def main() -> None:
     if args.breakdown or args.profile:
         worker_counts = [1]  # the instruments see this process only
     walls: dict[int, float] = {}
+    digests: dict[int, str] = {}
     with tempfile.TemporaryDirectory() as out:
         for hours, workers in [(h, w) for h in windows for w in worker_counts]:
             options = BacktestOptions(window_us=int(hours * HOUR_US), progress=False, workers=workers)
@@ -171,6 +206,7 @@ def main() -> None:
             per_worker = max(result.peak_rss_by_process.values(), default=0) / 2**30
             per_million = 1_000_000 / result.events_read
             walls[workers] = seconds
+            digests[workers] = hashlib.sha256((Path(out) / "alerts.jsonl").read_bytes()).hexdigest()[:16]
             print(
                 f"batch window {hours:g} h, {workers} worker{'s' if workers > 1 else ''} "
                 f"({'in process' if workers == 1 else 'local Dask cluster'}): {result.events_read:,} events in "
@@ -178,7 +214,7 @@ def main() -> None:
                 f"per 1,000,000 events: {seconds * per_million:.0f} s wall; {result.batches:,} batches, "
                 f"{rows:,} customer scores ({result.scored_customer_days:,} of {result.active_customer_days:,} active "
                 f"customer-days), {len(result.alerts.types):,} alerts; peak memory: this process {peak:.2f} GiB, "
-                f"largest worker {per_worker:.2f} GiB",
+                f"largest worker {per_worker:.2f} GiB; alerts.jsonl sha256 {digests[workers]}",
                 flush=True,
             )
             if spent is not None:
@@ -190,6 +226,8 @@ def main() -> None:
         for workers, wall in sorted(walls.items()):
             if workers > 1:
                 print(f"{workers} workers / 1 worker wall time: {wall / walls[1]:.2f} (target: <= 0.65 for 2 on 2 cores)")
+        same = len(set(digests.values())) == 1
+        print(f"alerts.jsonl identical across worker counts: {'yes' if same else 'NO'}")
         project(walls, lines)
 
 

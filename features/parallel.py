@@ -21,6 +21,7 @@ shard changes nothing. Results come back in shard order whatever order they fini
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -92,7 +93,11 @@ def map_shards(
     with _client(engine) as client:
         from distributed import as_completed
 
-        futures = client.map(function, list(items), pure=False)
+        # A worker process has no logging set up: structlog's default would print every INFO line
+        # (an "alert published" per alert) that this process was told to keep quiet.
+        level = logging.getLogger().getEffectiveLevel()
+        task = functools.partial(_at_log_level, function, level)
+        futures = client.map(task, list(items), pure=False)
         try:
             with tqdm(total=len(futures), desc=desc, unit="shard", file=sys.stderr, disable=not show) as bar:
                 for future in as_completed(futures):
@@ -103,6 +108,16 @@ def map_shards(
             return gathered
         finally:
             client.cancel(futures)
+
+
+def _at_log_level(function: Callable[[T], R], level: int, item: T) -> R:
+    """Run `function(item)` in a worker process with its logs filtered at the caller's level."""
+    import structlog
+
+    if logging.getLogger().getEffectiveLevel() != level or not structlog.is_configured():
+        logging.getLogger().setLevel(level)
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    return function(item)
 
 
 @contextlib.contextmanager
