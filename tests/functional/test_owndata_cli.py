@@ -91,7 +91,11 @@ def test_the_gate_refuses_a_worse_candidate_and_deploy_honours_it(
     assert main([*deploy, "--force", "--json"]) == 0
     assert "although it failed the promotion gate" in capsys.readouterr().err
 
-    assert main(["compare", "--candidate", str(trained), "--incumbent", str(worse), *history, "--rounds", "50", "--json"]) == 0
+    # A candidate no worse than the incumbent passes: the same model under another directory (which of
+    # the trained and the random bundle is better calibrated on ~100 held-out customers is chance).
+    same = tmp_path / "same"
+    shutil.copytree(trained, same)
+    assert main(["compare", "--candidate", str(same), "--incumbent", str(trained), *history, "--rounds", "50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
 
 

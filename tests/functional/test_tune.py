@@ -20,8 +20,10 @@ from worker.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
-def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_model(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
     monkeypatch.setattr(InProcessScorer, "from_bundle_dir", classmethod(lambda cls, path: FeatureScorer()))
+    # No default bundle either: training it takes minutes on a fresh machine, and the fake scores.
+    monkeypatch.setattr("worker.commands.backtest.bundle_dir_or_default", lambda bundle: bundle or tiny_bundle)
 
 
 @pytest.fixture(scope="module")
