@@ -182,6 +182,7 @@ def main() -> None:
         worker_counts = [1]  # the instruments see this process only
     walls: dict[int, float] = {}
     digests: dict[int, str] = {}
+    critical: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as out:
         for hours, workers in [(h, w) for h in windows for w in worker_counts]:
             options = BacktestOptions(window_us=int(hours * HOUR_US), progress=False, workers=workers)
@@ -206,6 +207,11 @@ def main() -> None:
             per_worker = max(result.peak_rss_by_process.values(), default=0) / 2**30
             per_million = 1_000_000 / result.events_read
             walls[workers] = seconds
+            folding = sorted(result.cpu_by_process.values(), reverse=True)
+            # Roughly the wall time with a core per worker and nothing else running: in process, all of
+            # this process's CPU; on Dask, this process's (cluster, merge) plus the busiest worker's
+            # folds (the workers' reading of byte ranges and their start-up are left out).
+            critical[workers] = cpu if workers == 1 else cpu + (folding[0] if folding else 0.0)
             digests[workers] = hashlib.sha256((Path(out) / "alerts.jsonl").read_bytes()).hexdigest()[:16]
             print(
                 f"batch window {hours:g} h, {workers} worker{'s' if workers > 1 else ''} "
@@ -214,7 +220,8 @@ def main() -> None:
                 f"per 1,000,000 events: {seconds * per_million:.0f} s wall; {result.batches:,} batches, "
                 f"{rows:,} customer scores ({result.scored_customer_days:,} of {result.active_customer_days:,} active "
                 f"customer-days), {len(result.alerts.types):,} alerts; peak memory: this process {peak:.2f} GiB, "
-                f"largest worker {per_worker:.2f} GiB; alerts.jsonl sha256 {digests[workers]}",
+                f"largest worker {per_worker:.2f} GiB; alerts.jsonl sha256 {digests[workers]}; folding CPU per process "
+                f"{', '.join(f'{c:.0f} s' for c in folding)}, critical path {critical[workers]:.0f} s CPU",
                 flush=True,
             )
             if spent is not None:
@@ -226,6 +233,10 @@ def main() -> None:
         for workers, wall in sorted(walls.items()):
             if workers > 1:
                 print(f"{workers} workers / 1 worker wall time: {wall / walls[1]:.2f} (target: <= 0.65 for 2 on 2 cores)")
+                print(
+                    f"{workers} workers / 1 worker critical-path CPU (the wall ratio on idle cores): "
+                    f"{critical[workers] / critical[1]:.2f}; load average now {os.getloadavg()[0]:.1f}"
+                )
         same = len(set(digests.values())) == 1
         print(f"alerts.jsonl identical across worker counts: {'yes' if same else 'NO'}")
         project(walls, lines)

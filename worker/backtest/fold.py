@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
@@ -88,6 +89,7 @@ class ShardResult:
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
     model_version: str | None = None
     peak_rss_bytes: int = 0  # the folding process's peak memory when the shard ended
+    cpu_seconds: float = 0.0  # CPU the shard took in its process, model loading included (for `make bench`)
     pid: int = 0
 
 
@@ -116,8 +118,11 @@ def fold_shard(task: ShardTask) -> ShardResult:
 
 async def fold_shard_async(task: ShardTask) -> ShardResult:
     """The shard's backtest, in the caller's event loop."""
+    started = time.process_time()
     async with task.scorer.open() as scorer:
-        return await fold_lines(_sorted_lines(task), scorer, task)
+        result = await fold_lines(_sorted_lines(task), scorer, task)
+    result.cpu_seconds = time.process_time() - started
+    return result
 
 
 def _sorted_lines(task: ShardTask) -> tuple[list[tuple[str, int]], list[Line]]:

@@ -79,6 +79,7 @@ class BacktestResult:
     active_customer_days: int = 0  # (customer, day) pairs active at the day's end
     scored_customer_days: int = 0  # of those, the ones scored that day (by an event or re-scoring)
     peak_rss_by_process: dict[int, int] = field(default_factory=dict)  # pid -> peak bytes (for `make bench`)
+    cpu_by_process: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds folding (for `make bench`)
     alerts: AlertLog = field(default_factory=AlertLog, repr=False)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
 
@@ -204,6 +205,7 @@ def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end
     for shard in folded:
         result.left_out.update(shard.left_out)
         result.peak_rss_by_process[shard.pid] = max(result.peak_rss_by_process.get(shard.pid, 0), shard.peak_rss_bytes)
+        result.cpu_by_process[shard.pid] = result.cpu_by_process.get(shard.pid, 0.0) + shard.cpu_seconds
     unexpected = sorted(u for shard in folded for u in shard.unexpected)
     result.bad_lines += len(unexpected)
     result.bad_line_examples += [f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]]
