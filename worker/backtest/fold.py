@@ -85,7 +85,7 @@ class ShardResult:
     windows: set[int] = field(default_factory=set)  # window ends processed
     active_customer_days: int = 0
     scored_customer_days: int = 0
-    alerts: list[tuple[int, str, str]] = field(default_factory=list)  # (as_of µs, customer, body JSON)
+    alerts: list[tuple[int, str, str, str]] = field(default_factory=list)  # (as_of µs, customer, type, body JSON)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
     model_version: str | None = None
     peak_rss_bytes: int = 0  # the folding process's peak memory when the shard ended
@@ -160,7 +160,7 @@ async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line
         for message in publisher.messages:
             body = message.body
             as_of = to_us(datetime.fromisoformat(body["as_of"]))
-            result.alerts.append((as_of, body["customer_id"], json.dumps(body)))
+            result.alerts.append((as_of, body["customer_id"], body["type"], json.dumps(body)))
         publisher.messages.clear()
 
     batches = time_batches(iter(lines), options.window_us, sys.maxsize)  # whole windows: no split by size

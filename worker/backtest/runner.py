@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import sys
 import tempfile
 from collections import Counter
@@ -152,7 +151,7 @@ async def run_backtest(
 
 def _write_alerts(path: Path, folded: list[ShardResult]) -> None:
     with path.open("w", encoding="utf-8") as out:
-        for _, _, _, body in _ordered_alerts(folded):
+        for _, _, _, _, body in _ordered_alerts(folded):
             out.write(body + "\n")
 
 
@@ -187,9 +186,9 @@ def _report_bad_lines(split: list[PieceResult], options: BacktestOptions, say: C
     return result
 
 
-def _ordered_alerts(folded: list[ShardResult]) -> list[tuple[int, str, int, str]]:
+def _ordered_alerts(folded: list[ShardResult]) -> list[tuple[int, str, int, str, str]]:
     """Every shard's alerts by (as_of, customer), each customer's in the order its shard sent them."""
-    keyed = [[(as_of, customer, i, body) for i, (as_of, customer, body) in enumerate(shard.alerts)]
+    keyed = [[(as_of, customer, i, kind, body) for i, (as_of, customer, kind, body) in enumerate(shard.alerts)]
              for shard in folded]  # fmt: skip
     return list(heapq.merge(*(sorted(rows) for rows in keyed)))
 
@@ -209,8 +208,8 @@ def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end
     unexpected = sorted(u for shard in folded for u in shard.unexpected)
     result.bad_lines += len(unexpected)
     result.bad_line_examples += [f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]]
-    for as_of, customer, _, body in _ordered_alerts(folded):
-        result.alerts.types.append(json.loads(body)["type"])
+    for as_of, customer, _, kind, _ in _ordered_alerts(folded):  # the type carried: parsing 100 k bodies took 4 s
+        result.alerts.types.append(kind)
         result.alerts.customers.append(customer)
         result.alerts.as_of_us.append(as_of)
     result.log = ScoringLog.merged([shard.log for shard in folded])
