@@ -101,6 +101,7 @@ def _extract(archive: Path, dest: Path) -> None:
 def fetch_incumbent(s3: Any, deployed: Deployed, workdir: Path, say: Callable[[str], None]) -> tuple[Bundle, bool]:
     """(the deployed bundle, whether it is the whole bundle) in `workdir`: its bundle.tar.gz if
     retraining stored one, else a bundle made of its package (scores the same, knows no training customers)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / BUNDLE_ARCHIVE
     if _download(s3, deployed.bundle_url, archive):
         say(f"incumbent: {deployed.bundle_url} (the model behind endpoint {deployed.endpoint})")
