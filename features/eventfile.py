@@ -76,14 +76,17 @@ class LocalEventFile:
 
 
 OUTCOMES_SUFFIX = ".outcomes.jsonl"  # `churn-model simulate` writes outcomes next to its events
+SHADOW_LOG_PREFIX = "shadow/"  # worker/shadow_log.py's SHADOW_PREFIX, at the archive bucket's root
 
 
 def _s3_objects(uri: str, since: str | None = None) -> list[Any]:
     """Every event object under an `s3://bucket/prefix/` (features/s3events.py), each an EventSource."""
-    from features.s3events import list_event_objects
+    from features.s3events import list_event_objects, split_uri
 
     try:
-        objects = list_event_objects(uri, since)
+        _, prefix = split_uri(uri)
+        # An archive at the bucket's root has the shadow log (worker/shadow_log.py) under it: alerts, not events.
+        objects = [o for o in list_event_objects(uri, since) if not o.key[len(prefix) :].startswith(SHADOW_LOG_PREFIX)]
     except ValueError as exc:
         raise EventPathError(str(exc)) from None
     except Exception as exc:  # botocore's errors: no credentials, no bucket, no access

@@ -70,3 +70,21 @@ def test_an_empty_or_missing_prefix_is_exit_2(aws_endpoint: str, unique_prefix: 
         assert main(["outcomes", "--events", uri, "--out", str(tmp_path / "o.jsonl")]) == 2
         [error] = capsys.readouterr().err.strip().splitlines()
         assert error.startswith(f"churn-worker: error: {uri}")
+
+
+async def test_an_archive_at_the_bucket_root_leaves_the_shadow_log_out(aws_endpoint: str, unique_prefix: str,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    import gzip
+
+    bucket = f"{unique_prefix}root"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    async with get_session().create_client("s3", region_name="us-east-1") as client:
+        await S3EventArchive(client, f"s3://{bucket}/", writer="w").write([_event("x", "c-9", "customer_churned", 1)])  # type: ignore[list-item]
+    shadow_alert = {"alert_id": "a-1", "customer_id": "c-9", "alert_type": "HIGH_CHURN_RISK", "shadow": True}
+    s3.put_object(Bucket=bucket, Key="shadow/date=2026-10-02/w-1.jsonl.gz",
+                  Body=gzip.compress((json.dumps(shadow_alert) + "\n").encode()))  # fmt: skip
+    out = tmp_path / "o.jsonl"
+    assert main(["outcomes", "--events", f"s3://{bucket}/", "--out", str(out)]) == 0  # no bad line: stop would exit 2
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"customer_id": "c-9", "churned_at": "2026-10-02T09:00:00Z"}]  # fmt: skip
