@@ -99,7 +99,7 @@ def _run(request: RetrainRequest, work: Path) -> int:
     from model.bundle import load_bundle
 
     events = local_events(request.events, request.since, work / "events")
-    derived = derive_outcomes(_sources(events), request.data.get("on_error", "skip"), say=_say)
+    derived = derive_outcomes(_sources(events), request.data.get("on_error", "skip"), say=_first_few(_say))
     outcomes = write_outcomes(derived, work / "outcomes.jsonl")
     summary = derived.summary()
     _say(f"outcomes: {summary['customers']:,} customers, {summary['churned']:,} churned, {summary['events']:,} events "
@@ -113,6 +113,10 @@ def _run(request: RetrainRequest, work: Path) -> int:
 
         _say(f"comparing candidate {candidate.model_version} with incumbent {incumbent.model_version} ...")
         record = gate_bundles(candidate, incumbent, events, outcomes, request.gate, progress=sys.stderr.isatty())
+        from model.compare import write_gate
+
+        record["events"] = list(request.events)  # not the scratch copies, gone after this run
+        write_gate(candidate.path, record)
         print(format_gate(record), file=sys.stderr, flush=True)
     passed = record is None or bool(record["passed"])
     result = {"model_version": candidate.model_version, "bundle": str(candidate.path), "deployed": False,
@@ -132,6 +136,20 @@ def _run(request: RetrainRequest, work: Path) -> int:
         result["deployed"] = True
     _summarise(request, result)
     return 0 if passed or result["deployed"] else 1
+
+
+def _first_few(say: Callable[[str], None], limit: int = 5) -> Callable[[str], None]:
+    """Bad lines one per line up to `limit`, then silence: the training step reports the count again."""
+    told = [0]
+
+    def tell(text: str) -> None:
+        told[0] += 1
+        if told[0] <= limit:
+            say(text)
+        elif told[0] == limit + 1:
+            say("more bad lines skipped; not listed")
+
+    return tell
 
 
 def _sources(paths: list[str]) -> list[Any]:
@@ -243,14 +261,17 @@ def _summarise(request: RetrainRequest, result: dict[str, Any], out: Callable[[s
         return
     version, incumbent, gate = result["model_version"], result["incumbent_version"], result["gate"]
     where = result["stored"] or result["bundle"]
-    against = f"against {incumbent}" if incumbent else "(nothing to compare with)"
-    if result["deployed"]:
-        verdict = "passed the promotion gate" if gate is None or gate["passed"] else \
-            f"FAILED the promotion gate ({', '.join(gate['failed'])} worse) but --force"  # fmt: skip
-        out(f"retrain: DEPLOYED model {version} to endpoint {request.target.endpoint}: {verdict} {against}; "
-            f"bundle {where}")  # fmt: skip
-    elif gate is not None and not gate["passed"]:
-        out(f"retrain: NOT DEPLOYED: model {version} failed the promotion gate {against} ({', '.join(gate['failed'])} "
-            f"worse; see gate.json in {where}); endpoint {request.target.endpoint} unchanged")  # fmt: skip
+    if gate is None:
+        verdict = result["note"] or "no promotion gate"
+    elif gate["passed"]:
+        verdict = f"passed the promotion gate against {incumbent}"
     else:
-        out(f"retrain: not deployed (--no-deploy): model {version} passed the promotion gate {against}; bundle {where}")
+        verdict = f"FAILED the promotion gate against {incumbent} ({', '.join(gate['failed'])} worse)"
+    if result["deployed"]:
+        forced = " but --force" if gate is not None and not gate["passed"] else ""
+        out(f"retrain: DEPLOYED model {version} to endpoint {request.target.endpoint}: {verdict}{forced}; bundle {where}")
+    elif gate is not None and not gate["passed"]:
+        out(f"retrain: NOT DEPLOYED: model {version} {verdict.replace('FAILED', 'failed')}; see gate.json in {where}; "
+            f"endpoint {request.target.endpoint} unchanged")  # fmt: skip
+    else:
+        out(f"retrain: not deployed (--no-deploy): model {version}: {verdict}; bundle {where}")
