@@ -95,11 +95,17 @@ def run_retrain(request: RetrainRequest) -> int:
 
 
 def _run(request: RetrainRequest, work: Path) -> int:
+    from tqdm import tqdm
+
     from features.derive_outcomes import derive_outcomes, write_outcomes
     from model.bundle import load_bundle
 
     events = local_events(request.events, request.since, work / "events")
-    derived = derive_outcomes(_sources(events), request.data.get("on_error", "skip"), say=_first_few(_say))
+    sources = _sources(events)
+    _say(f"deriving outcomes from {len(sources):,} event files ...")
+    with tqdm(total=len(sources), desc="outcomes", unit="file", file=sys.stderr, disable=None) as bar:
+        derived = derive_outcomes(sources, request.data.get("on_error", "skip"), say=_first_few(_say),
+                                  on_source=lambda _: bar.update())  # fmt: skip
     outcomes = write_outcomes(derived, work / "outcomes.jsonl")
     summary = derived.summary()
     _say(f"outcomes: {summary['customers']:,} customers, {summary['churned']:,} churned, {summary['events']:,} events "
