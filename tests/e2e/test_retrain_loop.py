@@ -25,7 +25,7 @@ from model.altsim import generate, write_log
 from tests.e2e.conftest import BIN, base_env
 from worker.archive import S3EventArchive
 
-pytestmark = pytest.mark.slow  # trains three small models: about 3 minutes on two busy cores
+pytestmark = pytest.mark.slow  # trains three small models: about 2 minutes on two shared cores
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BATCH = 2_000  # events per archive write, as a worker's batches would land
