@@ -1,11 +1,13 @@
 """`churn-model retrain`: the improvement loop as one job (the monthly scheduled task in infra/service.yaml).
 
-1. Select the event files (`--events`, default the worker's archive `CHURN_ARCHIVE_S3_URI`; `--since`
+1. Find the incumbent: `--incumbent DIR`, else the model behind the endpoint (model/incumbent.py).
+   First, so that what cannot be compared (no access, another feature registry) stops the job
+   before hours of training rather than after.
+2. Select the event files (`--events`, default the worker's archive `CHURN_ARCHIVE_S3_URI`; `--since`
    leaves out older date partitions unread) and copy those in S3 to a scratch directory once, so every
    later step reads the same snapshot however much the worker archives meanwhile.
-2. Derive the outcomes from them (`features.derive_outcomes`, what `churn-worker outcomes` writes).
-3. Train a candidate bundle on them (`churn-model train --events --outcomes`'s path).
-4. Find the incumbent: `--incumbent DIR`, else the model behind the endpoint (model/incumbent.py).
+3. Derive the outcomes from them (`features.derive_outcomes`, what `churn-worker outcomes` writes).
+4. Train a candidate bundle on them (`churn-model train --events --outcomes`'s path).
 5. Run the promotion gate (`churn-model compare`'s, model/compare.py) on the same events; gate.json
    goes into the candidate.
 6. Store the candidate's bundle in the model bucket beside its package, passed or not (the record
@@ -100,6 +102,9 @@ def _run(request: RetrainRequest, work: Path) -> int:
     from features.derive_outcomes import derive_outcomes, write_outcomes
     from model.bundle import load_bundle
 
+    # The incumbent first: a missing permission or a model of another feature registry should stop
+    # the job before hours of training, not after.
+    incumbent, note = _incumbent(request, work)
     events = local_events(request.events, request.since, work / "events")
     sources = _sources(events)
     _say(f"deriving outcomes from {len(sources):,} event files ...")
@@ -112,7 +117,6 @@ def _run(request: RetrainRequest, work: Path) -> int:
          f"in {summary['files']:,} files")  # fmt: skip
 
     candidate = load_bundle(_train(request, events, outcomes, derived.summary(), work))
-    incumbent, note = _incumbent(request, work)
     record: dict[str, Any] | None = None
     if incumbent is not None:
         from model.cli_data import format_gate, gate_bundles
