@@ -89,3 +89,34 @@ def test_the_scheduled_tasks_environment_is_enough(monkeypatch: pytest.MonkeyPat
     args = build_parser().parse_args(["retrain"])
     assert (args.events, args.endpoint, args.bucket, args.role_arn, args.deploy) == (
         ["s3://archive/events/"], "churn-live", "models", ROLE, True)  # fmt: skip
+
+
+def test_an_incumbent_of_another_registry_stops_the_job_before_it_trains(tiny_bundle: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import json
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    spec = json.loads((other / "feature_spec.json").read_text())
+    (other / "feature_spec.json").write_text(json.dumps({**spec, "feature_hash": "0000dead"}))
+    # The events do not exist: the incumbent is refused before anything reads them.
+    assert main(["retrain", "--events", str(tmp_path / "absent"), "--incumbent", str(other), "--no-deploy"]) == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert "the incumbent cannot be scored with this code's features" in error and "--force" in error
+
+
+@pytest.mark.slow  # trains a one-epoch model on a small log
+def test_no_model_at_the_endpoint_deploys_the_first(models: str, unique_prefix: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from model.altsim import generate, write_log
+
+    log = write_log(generate(300, 70, seed=3), tmp_path / "log")
+    endpoint = f"{unique_prefix}first"
+    code = main(["retrain", "--events", str(log["events"]), "--endpoint", endpoint, "--bucket", models,
+                 "--role-arn", ROLE, "--epochs", "1", "--max-train-rows", "4000", "--no-evaluate", "--no-baselines"])  # fmt: skip
+    assert code == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("retrain: DEPLOYED model ") and "nothing to compare with" in line
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
