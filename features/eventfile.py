@@ -76,20 +76,24 @@ class LocalEventFile:
 
 
 OUTCOMES_SUFFIX = ".outcomes.jsonl"  # `churn-model simulate` writes outcomes next to its events
+SHADOW_LOG_PREFIX = "shadow/"  # worker/shadow_log.py's SHADOW_PREFIX, at the archive bucket's root
 
 
-def _s3_objects(uri: str) -> list[Any]:
+def _s3_objects(uri: str, since: str | None = None) -> list[Any]:
     """Every event object under an `s3://bucket/prefix/` (features/s3events.py), each an EventSource."""
-    from features.s3events import list_event_objects
+    from features.s3events import list_event_objects, split_uri
 
     try:
-        objects = list_event_objects(uri)
+        _, prefix = split_uri(uri)
+        # An archive at the bucket's root has the shadow log (worker/shadow_log.py) under it: alerts, not events.
+        objects = [o for o in list_event_objects(uri, since) if not o.key[len(prefix) :].startswith(SHADOW_LOG_PREFIX)]
     except ValueError as exc:
         raise EventPathError(str(exc)) from None
     except Exception as exc:  # botocore's errors: no credentials, no bucket, no access
         raise EventPathError(f"{uri}: cannot list the objects: {exc}") from None
     if not objects:
-        raise EventPathError(f"{uri}: no .jsonl, .jsonl.gz or .parquet object under that prefix")
+        after = f" in date partitions from {since} on" if since else ""
+        raise EventPathError(f"{uri}: no .jsonl, .jsonl.gz or .parquet object under that prefix{after}")
     return list(objects)
 
 
@@ -98,20 +102,22 @@ def is_event_file(name: str) -> bool:
     return lowered.endswith(EVENT_SUFFIXES) and not lowered.endswith(OUTCOMES_SUFFIX)
 
 
-def event_sources(paths: str | Path | Sequence[str | Path]) -> list[EventSource]:
+def event_sources(paths: str | Path | Sequence[str | Path], since: str | None = None) -> list[EventSource]:
     """Every event file that `paths` names, in a stable order, each once.
 
     A file is taken as it is (its suffix must be an event format); a directory contributes every
     event file below it (hidden files and directories skipped, and `*.outcomes.jsonl`, which
     `churn-model simulate` writes next to its events); a string with `*`, `?` or `[` is a
-    glob (`**` recurses). Raises `EventPathError` when something names nothing readable."""
+    glob (`**` recurses). With `since` (`YYYY-MM-DD`), files in an archive's `date=` partitions
+    of earlier days are left out (by name, unread; files outside any partition are kept).
+    Raises `EventPathError` when something names nothing readable."""
     specs = [paths] if isinstance(paths, str | Path) else list(paths)
     if not specs:
         raise EventPathError("no event path given: pass a file, a directory or a glob")
     found: list[EventSource] = []
     seen: set[str] = set()
     for spec in specs:
-        for source in _expand(str(spec)):
+        for source in _expand(str(spec), since):
             key = str(source.path.resolve()) if isinstance(source, LocalEventFile) else source.name
             if key not in seen:
                 seen.add(key)
@@ -119,9 +125,24 @@ def event_sources(paths: str | Path | Sequence[str | Path]) -> list[EventSource]
     return found
 
 
-def _expand(spec: str) -> list[Any]:
+def _expand(spec: str, since: str | None) -> list[Any]:
     if spec.startswith("s3://"):
-        return _s3_objects(spec)
+        return _s3_objects(spec, since)
+    files = [source for source in _expand_local(spec) if not _before(source.path, since)]
+    if not files:
+        raise EventPathError(f"{spec}: no event file in date partitions from {since} on")
+    return files
+
+
+def _before(path: Path, since: str | None) -> bool:
+    """In an archive's `date=YYYY-MM-DD/` partition of a day before `since`."""
+    from features.s3events import partition_date
+
+    day = partition_date(path.as_posix())
+    return since is not None and day is not None and day < since
+
+
+def _expand_local(spec: str) -> list[LocalEventFile]:
     if any(ch in spec for ch in "*?["):
         matches = sorted(glob.glob(spec, recursive=True))
         files = [Path(m) for m in matches if Path(m).is_file() and is_event_file(m)]

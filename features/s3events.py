@@ -58,6 +58,12 @@ class S3EventObject:
         return body  # type: ignore[no-any-return]  # botocore's StreamingBody: read() streams
 
 
+def partition_date(key: str) -> str | None:
+    """The day of the archive's `date=YYYY-MM-DD/` partition a key or path is in (the last one), or None."""
+    found = _DATE_PARTITION.findall(key)
+    return str(found[-1]) if found else None
+
+
 def list_event_objects(uri: str, since: str | None = None, client: Any = None) -> list[S3EventObject]:
     """Every event object under the prefix, in key order; with `since`, only date partitions on or
     after that day (objects outside any `date=` partition are always kept)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from features.exceptions import EventParseError
+from features.exceptions import UsageError as InputError
 from features.outcomes import OutcomesError
 from model.argtypes import port, positive_int
 from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     from model.cli_data import register as register_data
 
     register_data(sub, common, bundle_opt)
+
+    from model.cli_retrain import register as register_retrain
+
+    register_retrain(sub, common)
 
     package = sub.add_parser(
         "package", parents=[common, bundle_opt], help="build model.tar.gz for SageMaker TensorFlow Serving",
@@ -118,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, EventParseError, OutcomesError) as exc:  # bad input: unreadable paths, bad outcomes
+    except (UsageError, InputError, OutcomesError) as exc:  # bad input: unreadable paths, bad lines, bad outcomes
         return _fail(args, exc, 2)
     except (ModelPackageError, OSError) as exc:
         return _fail(args, exc, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,8 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
                        help="decoupled weight decay per step, x learning rate (default 1.0; 0 = off)")  # fmt: skip
     train.add_argument("--no-ema", action="store_true", help="do not average weights (EMA) during training")
     train.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
+    train.add_argument("--no-baselines", action="store_true",
+                       help="skip the logistic and GBM baselines the model card compares with (faster)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--json", action="store_true", help="print the bundle path, version and metrics as JSON")
     train.set_defaults(func=run_train)
@@ -156,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError("--data seed needs a --test-fraction above 0")
         data = DataParams(source=args.data, customers=args.customers, days=args.days, **common)
     out = args.out if args.out is not None else default_bundle_dir()
-    train_bundle(out, config, data, progress=not args.quiet, evaluate=not args.no_evaluate)
+    train_bundle(out, config, data, progress=not args.quiet, evaluate=not args.no_evaluate, baselines=not args.no_baselines)
     bundle = load_bundle(out)
     evaluation = bundle.metrics().get("evaluation")
     if args.json:
@@ -222,17 +225,46 @@ def evaluate_recorded(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from model.bundle import load_bundle, training_customers
+    from model.bundle import load_bundle
+
+    candidate, incumbent = load_bundle(args.candidate), load_bundle(args.incumbent)
+    record = gate_bundles(candidate, incumbent, args.events, args.outcomes, GateOptions(
+        on_error=args.on_error, workers=args.workers, scheduler=args.scheduler,
+        allow_unknown_outcomes=args.ignore_unknown_outcomes, include_training_customers=args.include_training_customers,
+        alerts=_alerts(args.config), rounds=args.rounds, seed=args.seed), progress=not args.json and sys.stderr.isatty())  # fmt: skip
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(format_gate(record))
+    return 0 if record["passed"] else 1
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    on_error: str = "skip"
+    workers: int = 1
+    scheduler: str | None = None
+    allow_unknown_outcomes: bool = False
+    include_training_customers: bool = False
+    alerts: Any = None  # worker.alerts.config.AlertsConfig; None: the defaults
+    rounds: int = 200
+    seed: int = 0
+
+
+def gate_bundles(candidate: Any, incumbent: Any, events: Any, outcomes: Path, options: GateOptions,
+                 progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The promotion gate (model/compare.py) of two loaded bundles on one log; records gate.json in
+    the candidate and returns the record (`passed`, `failed`, the metrics)."""
+    from model.bundle import training_customers
     from model.compare import compare_predictions, gate_record, rule_flags, write_gate
     from model.evaluation import population_of, predict, rule_columns
     from model.owndata import BuildOptions, build_examples
 
-    candidate, incumbent = load_bundle(args.candidate), load_bundle(args.incumbent)
-    excluded = frozenset() if args.include_training_customers else training_customers(candidate) | training_customers(incumbent)
-    options = BuildOptions(mode="evaluation", excluded=excluded, on_error=args.on_error, workers=args.workers,
-                           scheduler=args.scheduler, allow_unknown_outcomes=args.ignore_unknown_outcomes)  # fmt: skip
-    examples, build = build_examples(args.events, args.outcomes, options, progress=not args.json and sys.stderr.isatty())
-    alerts = _alerts(args.config)
+    excluded = frozenset() if options.include_training_customers else training_customers(candidate) | training_customers(incumbent)
+    build_options = BuildOptions(mode="evaluation", excluded=excluded, on_error=options.on_error, workers=options.workers,
+                                 scheduler=options.scheduler, allow_unknown_outcomes=options.allow_unknown_outcomes)  # fmt: skip
+    examples, build = build_examples(events, outcomes, build_options, progress=progress)
+    alerts = options.alerts if options.alerts is not None else _alerts(None)
     population, index = population_of(examples.customer, examples.t_us, build.churn, build.outcomes.churned_at_us,
                                       build.start_us, build.end_us)  # fmt: skip
     sides = {}
@@ -240,14 +272,11 @@ def run_compare(args: argparse.Namespace) -> int:
         pred = predict(bundle.serving_fn(), examples.x)
         columns = rule_columns(examples.x, index, examples.t_us, pred)
         sides[name] = {"pred": pred, "rules": rule_flags(columns, population, alerts)}
-    result = compare_predictions(examples.y, index, sides["candidate"], sides["incumbent"], args.rounds, args.seed)
-    record = gate_record(result, candidate.model_version, incumbent.model_version, [str(e) for e in args.events])
+    result = compare_predictions(examples.y, index, sides["candidate"], sides["incumbent"], options.rounds, options.seed)
+    events_list = [str(e) for e in events] if isinstance(events, list | tuple) else [str(events)]
+    record = gate_record(result, candidate.model_version, incumbent.model_version, events_list)
     write_gate(candidate.path, record)
-    if args.json:
-        print(json.dumps(record))
-    else:
-        print(format_gate(record))
-    return 0 if result["passed"] else 1
+    return record
 
 
 def format_gate(record: dict[str, Any]) -> str:

@@ -275,9 +275,11 @@ def train_bundle(
     progress: bool = True,
     evaluate: bool = True,
     log: Callable[[str], None] | None = None,
+    baselines: bool = True,
 ) -> Path:
     """Train on `data` (default: the simulated log), write the bundle to `out_dir`, evaluate it on
-    held-out customers."""
+    held-out customers. `baselines=False` skips the logistic and GBM baselines (a bundle without
+    them evaluates without the comparison: `load_baselines` returns None)."""
     config = config or TrainConfig()
     data = data or DataParams()
     say = log or (lambda message: print(message, file=sys.stderr) if progress else None)
@@ -294,12 +296,13 @@ def train_bundle(
     say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
     extra: dict[str, bytes] = {}
     if loaded.examples is not None and validation is not None:
-        from model.baselines import fit_baselines
+        if baselines:
+            from model.baselines import fit_baselines
 
-        say("fitting the baselines on the same rows ...")
-        baselines = fit_baselines(loaded.train.x, loaded.train.y, validation.x, validation.y, config.seed)
-        say(f"baselines fitted ({clock.lap('baselines')})")
-        extra["baselines.pkl"] = pickle.dumps(baselines, protocol=pickle.HIGHEST_PROTOCOL)
+            say("fitting the baselines on the same rows ...")
+            fitted = fit_baselines(loaded.train.x, loaded.train.y, validation.x, validation.y, config.seed)
+            say(f"baselines fitted ({clock.lap('baselines')})")
+            extra["baselines.pkl"] = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
         seen = sorted(set(loaded.train.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
         extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
     now = datetime.now(UTC)

@@ -243,7 +243,7 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 def _add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                        common: argparse.ArgumentParser) -> None:  # fmt: skip
-    """`uplift` and `shadow report`: what the alerts achieved, and how a new model compares."""
+    """`uplift`, `outcomes` and `shadow report`: what the alerts achieved, who churned, how a new model compares."""
     uplift = sub.add_parser(
         "uplift", parents=[common], help="churn after alerts, treatment arm against control (the A/B holdout)",
         description="Compare churn within --horizon-days after the first alert of each (customer, alert type) pair, "
@@ -263,6 +263,24 @@ def _add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                         help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
     uplift.add_argument("--horizon-days", type=_positive_int, default=30, metavar="N", help="churn within N days (default 30)")
     uplift.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    outcomes = sub.add_parser(
+        "outcomes", parents=[common], help="derive the outcomes file (who churned when) from an event log or archive",
+        description="Read every event of --events (files .jsonl, .jsonl.gz, .parquet, directories, globs, or "
+        "s3://bucket/prefix/ such as the worker's archive, CHURN_ARCHIVE_S3_URI) and write FILE: one JSON line per "
+        'customer, {"customer_id": ..., "churned_at": ISO or null} (CONTRACTS.md section 5). churned_at is the '
+        "customer's latest customer_churned if it is later than their latest customer_signed_up (a customer who "
+        "signed up again is back: null), else null. Duplicates by event_id count once. The file is what "
+        "`churn-model train/evaluate/compare --outcomes`, `backtest`, `tune`, `uplift` and `shadow report` read.",
+    )  # fmt: skip
+    outcomes.add_argument("--events", nargs="+", required=True, metavar="PATH",
+                          help="event files, directories, globs or s3:// prefixes")  # fmt: skip
+    outcomes.add_argument("--out", type=Path, required=True, metavar="FILE", help="the outcomes file to write")
+    outcomes.add_argument("--since", type=_iso_day, metavar="DAY",
+                          help="leave out the archive's date=YYYY-MM-DD partitions before this UTC day (unread)")  # fmt: skip
+    outcomes.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                          help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    outcomes.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     shadow = sub.add_parser("shadow", parents=[common], help="the shadow model: compare it with the live one")
     shadow_sub = shadow.add_subparsers(dest="shadow_command", metavar="ACTION", required=True)
@@ -385,6 +403,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_uplift(settings, UpliftRequest(
             args.outcomes, alerts=args.alerts, ledger=args.ledger, since=args.since, end=args.end,
             horizon_days=args.horizon_days, as_json=args.json)))  # fmt: skip
+    if args.command == "outcomes":
+        from worker.commands.outcomes import OutcomesRequest, run_outcomes
+
+        return run_outcomes(OutcomesRequest(args.events, args.out, since=args.since, on_error=args.on_error,
+                                            as_json=args.json))  # fmt: skip
     if args.command == "shadow":
         from worker.commands.shadow_report import ShadowReportRequest, run_shadow_report
 
