@@ -90,7 +90,7 @@ def map_shards(
         for item in tqdm(items, desc=desc, unit="shard", file=sys.stderr, disable=not show):
             results.append(function(item))
         return results
-    with _client(engine) as client:
+    with _client_for(engine) as client:
         from distributed import as_completed
 
         # A worker process has no logging set up: structlog's default would print every INFO line
@@ -108,6 +108,35 @@ def map_shards(
             return gathered
         finally:
             client.cancel(futures)
+
+
+# Clusters kept open by `started` for the map_shards calls of one job, by engine.
+_started: dict[Engine, Any] = {}
+
+
+@contextlib.contextmanager
+def started(engine: Engine) -> Iterator[None]:
+    """One cluster for every `map_shards` call on `engine` inside the block (a job that reads, then
+    folds, would otherwise start a cluster per step: seconds of process start-up and imports each).
+    Enter it outside a running event loop (e.g. through `asyncio.to_thread`); nothing to do in process."""
+    if engine.in_process or engine in _started:
+        yield
+        return
+    with _client(engine) as client:
+        _started[engine] = client
+        try:
+            yield
+        finally:
+            del _started[engine]
+
+
+@contextlib.contextmanager
+def _client_for(engine: Engine) -> Iterator[Any]:
+    if engine in _started:
+        yield _started[engine]
+    else:
+        with _client(engine) as client:
+            yield client
 
 
 def _at_log_level(function: Callable[[T], R], level: int, item: T) -> R:
@@ -129,9 +158,14 @@ def _client(engine: Engine) -> Iterator[Any]:
             f"running on {engine.describe()} needs Dask ({exc.name} missing): pip install -e '.[model]', "
             "or pass --workers 1"
         ) from None
+    # Clients are closed explicitly, not used as context managers: `with Client` sets a context
+    # variable that must be reset in the same context, and `started` may open and close in two threads.
     if engine.scheduler:
-        with Client(engine.scheduler) as client:
+        client = Client(engine.scheduler)
+        try:
             yield client
+        finally:
+            client.close()
         return
     with _quiet_dask_logs(), LocalCluster(
         n_workers=engine.workers,
@@ -141,8 +175,12 @@ def _client(engine: Engine) -> Iterator[Any]:
         memory_limit=0,  # no spilling or pausing: a shard's memory is bounded by its size, not by Dask
         env=WORKER_ENV,
         silence_logs=logging.ERROR,
-    ) as cluster, Client(cluster) as client:
-        yield client
+    ) as cluster:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @contextlib.contextmanager

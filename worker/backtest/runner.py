@@ -17,6 +17,7 @@ shards grows with the input (about 64 MB of events per shard) to bound that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from features.activity import day_end_us
 from features.exceptions import EventParseError
-from features.parallel import Engine, map_shards
+from features.parallel import Engine, map_shards, started
 from features.shards import (
     LocalFile,
     Piece,
@@ -123,27 +124,33 @@ async def run_backtest(
     engine = Engine(options.workers, options.scheduler)
     sources = event_sources(events)
     show = options.progress
-    with tempfile.TemporaryDirectory(prefix="churn-backtest-") as scratch:
-        workdir = Path(scratch)
-        shards = options.shards or shard_count_for(total_bytes(sources), max(engine.workers, 1))
-        check_shard_count(shards)
-        pieces = plan_pieces(sources)
-        try:
-            split = await _split(pieces, shards, workdir, engine, show)
-        except EventParseError as exc:
-            raise UsageError(exc.error_detail) from None
-        result = _report_bad_lines(split, options, say)
-        timed = [p for p in split if p.min_us is not None and p.max_us is not None]
-        if not timed:
-            _write_alerts(alerts_out, [])
-            return result
-        first_us = min(p.min_us for p in timed if p.min_us is not None)
-        last_us = max(p.max_us for p in timed if p.max_us is not None)
-        first_day, last_day = days_of(first_us, last_us, options.window_us)
-        names = [source.name for source in sources]
-        tasks = [ShardTask(shard, workdir, [p for p in split if shard in p.shards], names, factory, options,
-                           first_day, last_day) for shard in range(shards)]  # fmt: skip
-        folded = await _fold(tasks, engine, show)
+    # One cluster for reading and folding, started and stopped off the event loop (Dask's sync API).
+    cluster = contextlib.ExitStack()
+    await asyncio.to_thread(cluster.enter_context, started(engine))
+    try:
+        with tempfile.TemporaryDirectory(prefix="churn-backtest-") as scratch:
+            workdir = Path(scratch)
+            shards = options.shards or shard_count_for(total_bytes(sources), max(engine.workers, 1))
+            check_shard_count(shards)
+            pieces = plan_pieces(sources)
+            try:
+                split = await _split(pieces, shards, workdir, engine, show)
+            except EventParseError as exc:
+                raise UsageError(exc.error_detail) from None
+            result = _report_bad_lines(split, options, say)
+            timed = [p for p in split if p.min_us is not None and p.max_us is not None]
+            if not timed:
+                _write_alerts(alerts_out, [])
+                return result
+            first_us = min(p.min_us for p in timed if p.min_us is not None)
+            last_us = max(p.max_us for p in timed if p.max_us is not None)
+            first_day, last_day = days_of(first_us, last_us, options.window_us)
+            names = [source.name for source in sources]
+            tasks = [ShardTask(shard, workdir, [p for p in split if shard in p.shards], names, factory, options,
+                               first_day, last_day) for shard in range(shards)]  # fmt: skip
+            folded = await _fold(tasks, engine, show)
+    finally:
+        await asyncio.to_thread(cluster.close)
     _merge(result, folded, first_us, day_end_us(last_day))
     _write_alerts(alerts_out, folded)
     return result
