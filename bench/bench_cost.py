@@ -111,8 +111,16 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     if operation == "GetItem":
         return max(1, math.ceil(item_size(response.get("Item", {})) / 4096)) * read_factor, 0
     if operation == "BatchGetItem":
-        items = [i for table in response.get("Responses", {}).values() for i in table]
-        return sum(max(1, math.ceil(item_size(i) / 4096)) * read_factor for i in items), 0
+        # Each key is a GetItem of its own: rounded up to 4 KB, a key not found costs 1 unit too;
+        # ConsistentRead is per table; unprocessed keys cost nothing (they are asked again).
+        units = 0.0
+        for table, asked in request["RequestItems"].items():
+            factor = 1.0 if asked.get("ConsistentRead") else 0.5
+            found = response.get("Responses", {}).get(table, [])
+            unprocessed = len(response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", []))
+            missing = len(asked["Keys"]) - len(found) - unprocessed
+            units += (sum(max(1, math.ceil(item_size(i) / 4096)) for i in found) + missing) * factor
+        return units, 0
     if operation == "PutItem":
         return 0, max(1, math.ceil(item_size(request["Item"]) / 1024))
     if operation in ("UpdateItem", "DeleteItem"):
@@ -132,6 +140,20 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     return 0, 0
 
 
+def table_of(request: dict[str, Any]) -> str:
+    """The table a DynamoDB request is about, without the deployment's prefix (the first one, for a
+    request spanning several): `features`, `alerts`, ..."""
+    if "TableName" in request:
+        name = str(request["TableName"])
+    elif "RequestItems" in request:
+        name = next(iter(request["RequestItems"]))
+    elif request.get("TransactItems"):
+        name = next(iter(request["TransactItems"][0].values()))["TableName"]
+    else:
+        return "?"
+    return name.rsplit("-", 1)[-1]
+
+
 class RecordingProxy:
     """HTTP proxy in front of moto for the worker's clients: forwards everything, and sums the
     capacity units of each DynamoDB call from its request and response bodies."""
@@ -140,7 +162,8 @@ class RecordingProxy:
         self.upstream = upstream
         self.keep_alive = keep_alive  # False: close every connection, as moto's own server does
         self.rru = self.wru = 0.0
-        self.calls: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()  # "<operation> <table>" -> requests, failed ones too
+        self.failed: Counter[str] = Counter()  # ... of them answered with an error
         self.units: dict[str, list[float]] = {}  # operation -> [read units, write units]
         self._session: ClientSession | None = None
 
@@ -167,13 +190,18 @@ class RecordingProxy:
                                          data=body) as upstream:  # fmt: skip
             payload = await upstream.read()
             target = request.headers.get("X-Amz-Target", "")
-            if target.startswith("DynamoDB_") and upstream.status == 200:
+            if target.startswith("DynamoDB_"):
                 operation = target.split(".", 1)[1]
-                rru, wru = capacity(operation, json.loads(body), json.loads(payload or b"{}"))
-                self.rru, self.wru = self.rru + rru, self.wru + wru
-                self.calls[operation] += 1
-                units = self.units.setdefault(operation, [0.0, 0.0])
-                units[0], units[1] = units[0] + rru, units[1] + wru
+                asked = json.loads(body)
+                key = f"{operation} {table_of(asked)}"
+                self.calls[key] += 1
+                if upstream.status != 200:  # a failed condition, a cancelled transaction: no units counted
+                    self.failed[key] += 1
+                else:
+                    rru, wru = capacity(operation, asked, json.loads(payload or b"{}"))
+                    self.rru, self.wru = self.rru + rru, self.wru + wru
+                    units = self.units.setdefault(key, [0.0, 0.0])
+                    units[0], units[1] = units[0] + rru, units[1] + wru
             skip = ("content-length", "transfer-encoding", "connection", "content-encoding")
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
             if "content-encoding" in upstream.headers:
@@ -217,8 +245,9 @@ def deploy_data_plane(prefix: str) -> dict[str, str]:
 
 
 async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, profile: Path | None = None,
-                  ) -> tuple[Measured, dict[str, list[float]]]:  # fmt: skip
-    """The worker's figures on `backlog`; and DynamoDB (read, write) units by operation."""
+                  ) -> tuple[Measured, RecordingProxy]:  # fmt: skip
+    """The worker's figures on `backlog`; and the proxy, with DynamoDB requests and (read, write)
+    units by operation and table."""
     prefix = f"cost{int(time.time())}{backlog.name}-"
     outputs = deploy_data_plane(prefix)
     env = settings_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items())
@@ -292,7 +321,7 @@ async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, 
         events_per_customer_day=len(live) / (max(len(sizes), 1) * backlog.live_days),  # per stored customer
         producer_requests={("sqs", "SendMessageBatch"): math.ceil(len(bodies) / 10)},
     )  # fmt: skip
-    return measured, proxy.units
+    return measured, proxy
 
 
 def drained(queue_url: str, snapshot: dict[str, Any], events: int) -> bool:
@@ -306,10 +335,15 @@ def drained(queue_url: str, snapshot: dict[str, Any], events: int) -> bool:
     return all(int(value) == 0 for value in attributes.values())
 
 
-def units_report(measured: Measured, units: dict[str, list[float]]) -> str:
-    parts = [f"{operation} {rru / measured.events:.3f} RRU / {wru / measured.events:.3f} WRU"
-             for operation, (rru, wru) in sorted(units.items()) if rru or wru]  # fmt: skip
-    return "  DynamoDB units per event by operation: " + "; ".join(parts)
+def units_report(measured: Measured, proxy: RecordingProxy) -> str:
+    """DynamoDB requests (of which failed: a condition, a cancelled transaction) and units per
+    event, by operation and table."""
+    lines = ["  DynamoDB per event, by operation and table:    requests   failed      RRU      WRU"]
+    for key in sorted(proxy.calls):
+        rru, wru = proxy.units.get(key, [0.0, 0.0])
+        lines.append(f"    {key:<42} {proxy.calls[key] / measured.events:9.4f} {proxy.failed[key] / measured.events:8.4f} "
+                     f"{rru / measured.events:8.3f} {wru / measured.events:8.3f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def summary(measured: Measured) -> str:
@@ -325,11 +359,11 @@ async def main(args: argparse.Namespace, endpoint_url: str) -> None:
         backlog = BACKLOGS[name]
         for keep_alive in (True, False) if args.connections == "both" else (args.connections == "keep-alive",):
             profile = args.profile.with_name(f"{args.profile.stem}-{name}{args.profile.suffix}") if args.profile else None
-            measured, units = await measure(endpoint_url, backlog, keep_alive, profile)
+            measured, proxy = await measure(endpoint_url, backlog, keep_alive, profile)
             print(f"\n-- {backlog}: {measured.events:,} events, connections "
                   f"{'kept alive' if keep_alive else 'closed after each request'} --")  # fmt: skip
             print(summary(measured))
-            print(units_report(measured, units))
+            print(units_report(measured, proxy))
             if keep_alive:
                 print(report(measured))
             print(flush=True)
