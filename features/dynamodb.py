@@ -4,9 +4,11 @@
 A batch's customers are read and written together, not one by one:
 
 1. Read. One strongly consistent BatchGetItem per 100 customers for their `profile` items, then one
-   per 100 segments those profiles list; a Query only for a customer that still holds format-1
-   pages. A segment that is not the version its profile lists means another writer committed
-   between our two reads: that customer is read again, so a scoring never sees a torn state.
+   per 100 segments those profiles list that this worker does not hold at that version already
+   (`SegmentCache`: a busy customer's older pages are read once, not at every batch); a Query only
+   for a customer that still holds format-1 pages. A segment that is not the version its profile
+   lists means another writer committed between our two reads: that customer is read again, so a
+   scoring never sees a torn state.
 2. Fold. The events are folded in memory with the memory store's code (`features/state.py`): an
    event whose digest is already in a page of its day is a duplicate.
 3. Write. Each customer with new events gets a `Write`: its profile, and the segments that
@@ -26,7 +28,7 @@ rest follows in the next round, each part its own read, fold and transaction.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +43,9 @@ from features.exceptions import FeatureStoreError, StoreConflictError
 from features.layout import (
     LEGACY_PREFIX,
     PROFILE_BUCKET,
+    SEGMENT_VERSION,
     TTL_ATTRIBUTE,
+    Segment,
     Stored,
     Write,
     attach_legacy,
@@ -86,6 +90,7 @@ MAX_TRANSACTION_ITEMS = 100  # TransactWriteItems' limits: 100 items, 4 MB
 MAX_TRANSACTION_BYTES = 3_500_000
 MAX_CONCURRENT_REQUESTS = 8
 MAX_CONCURRENT_QUERIES = 16
+SEGMENT_CACHE_ITEMS = 20_000  # ~4 KB each: up to ~80 MB, the segments of a few thousand busy customers
 
 
 def table_name(prefix: str) -> str:
@@ -108,6 +113,38 @@ class Outcome(Enum):
         return self not in (Outcome.DONE, Outcome.INNOCENT)
 
 
+class SegmentCache:
+    """Segment items as this worker last read or wrote them, by (customer, segment number), each
+    with its version. A read takes a segment from here when its profile (always read fresh) lists
+    the version cached: a segment number is never reused and every write of a segment bumps its
+    version on condition of the one read, so a version names one content. Only what DynamoDB
+    returned or acknowledged goes in. Bounded: the least recently used go first."""
+
+    def __init__(self, items: int) -> None:
+        self._items = items
+        self._cached: OrderedDict[tuple[str, str], tuple[int, dict[str, Any]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, customer_id: str, segment: Segment) -> dict[str, Any] | None:
+        key = (customer_id, segment.bucket)
+        cached = self._cached.get(key)
+        if cached is None or cached[0] != segment.version:
+            self.misses += 1
+            return None
+        self._cached.move_to_end(key)
+        self.hits += 1
+        return cached[1]
+
+    def put(self, item: dict[str, Any]) -> None:
+        if self._items <= 0:
+            return
+        key = (item["customer_id"]["S"], item["bucket"]["S"])
+        self._cached[key] = (int(item[SEGMENT_VERSION]["N"]), item)
+        self._cached.move_to_end(key)
+        while len(self._cached) > self._items:
+            self._cached.popitem(last=False)
+
+
 @dataclass
 class _Read:
     """What one read of a customer returned, kept to fold again from scratch (`_fold`)."""
@@ -123,7 +160,8 @@ class DynamoDBFeatureStore:
     `rescore_interval`: every write puts an active customer in the `due` index to be scored
     without an event within this long (features/due.py); None leaves the index as it is.
     `query_page_items` limits the items per result page of the Query that reads format-1 pages
-    (tests use it to interleave other writers; DynamoDB's own limit is 1 MB)."""
+    (tests use it to interleave other writers; DynamoDB's own limit is 1 MB).
+    `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none)."""
 
     def __init__(
         self,
@@ -133,12 +171,14 @@ class DynamoDBFeatureStore:
         *,
         rescore_interval: timedelta | None = None,
         query_page_items: int | None = None,
+        segment_cache_items: int = SEGMENT_CACHE_ITEMS,
     ) -> None:
         self._client = client
         self._table = table
         self._retention = retention
         self._rescore_interval = rescore_interval
         self._query_page_items = query_page_items
+        self.segments = SegmentCache(segment_cache_items)
         # for cost accounting and tests: requests by operation, retries included
         self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0}
 
@@ -170,6 +210,9 @@ class DynamoDBFeatureStore:
             for (write, part, rest), outcome in zip(folded, outcomes, strict=True):
                 cid = write.customer_id
                 if outcome is Outcome.DONE:
+                    for action in write.actions:
+                        if action["Put"]["Item"]["bucket"]["S"] != PROFILE_BUCKET:
+                            self.segments.put(action["Put"]["Item"])
                     state = part.states[cid]
                     state.profile.version, state.profile.due_us = write.version, write.due_us
                     total.merge(part)
@@ -243,8 +286,20 @@ class DynamoDBFeatureStore:
         for attempt in range(MAX_ATTEMPTS):
             profiles = await self._batch_get([profile_key(cid) for cid in todo])
             stored = {cid: read_profile(cid, profiles.get((cid, PROFILE_BUCKET))) for cid in todo}
-            wanted = [segment_key(cid, s.number) for cid, st in stored.items() for s in st.segments_to_read(oldest_day)]
-            segments = await self._batch_get(wanted) if wanted else {}
+            segments: dict[tuple[str, str], dict[str, Any]] = {}
+            wanted = []
+            for cid, st in stored.items():
+                for segment in st.segments_to_read(oldest_day):
+                    cached = self.segments.get(cid, segment)
+                    if cached is not None:
+                        segments[(cid, segment.bucket)] = cached
+                    else:
+                        wanted.append(segment_key(cid, segment.number))
+            if wanted:
+                fetched = await self._batch_get(wanted)
+                for item in fetched.values():
+                    self.segments.put(item)
+                segments.update(fetched)
             with_legacy = [cid for cid, st in stored.items() if st.needs_legacy_read(oldest_day)]
             legacy = dict(zip(with_legacy, await gather_limited([self._query_legacy(cid) for cid in with_legacy],
                                                                 MAX_CONCURRENT_QUERIES), strict=True))  # fmt: skip

@@ -183,6 +183,23 @@ async def test_a_customer_with_a_long_history_keeps_a_small_profile(dynamodb: An
     assert np.array_equal(compute_features(stored, AS_OF), compute_features(remembered, AS_OF))
 
 
+async def test_segments_this_worker_read_or_wrote_are_not_read_again_until_another_writer_changes_them(
+    dynamodb: Any, table: str
+) -> None:
+    history = [login(i, customer="c-seg", when=(AS_OF - timedelta(days=i % 30, hours=1)).isoformat()) for i in range(120)]
+    writer = DynamoDBFeatureStore(dynamodb, table)
+    await writer.apply(history, now=AS_OF)
+    assert writer.requests["BatchGetItem"] == 1  # a new customer: its profile only
+    await writer.apply([login(500, customer="c-seg", when="2026-11-27T10:00:00Z")], now=AS_OF)
+    assert writer.requests["BatchGetItem"] == 2  # the profile; its segments are the ones it wrote
+    other = DynamoDBFeatureStore(dynamodb, table)
+    await other.apply([login(501, customer="c-seg", when=(AS_OF - timedelta(days=25)).isoformat())], now=AS_OF)
+    assert other.requests["BatchGetItem"] == 2  # the profile, then its segments
+    state = (await writer.get(["c-seg"]))["c-seg"]  # one segment changed: read again, the others cached
+    assert writer.requests["BatchGetItem"] == 4 and writer.segments.hits > 0
+    assert sum(page.counts["n.login"] for page in state.pages.values()) == 122
+
+
 async def test_bootstrap_of_the_table_is_idempotent(dynamodb: Any, table: str) -> None:
     assert await create_feature_table(dynamodb, table) is False
     ttl = await dynamodb.describe_time_to_live(TableName=table)
