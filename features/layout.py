@@ -424,14 +424,16 @@ def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention
     packer = _Packer(segments, stored.next_segment, pages)
 
     profile = _profile_item(stored, hot, segments, set(), packer.next_segment, legacy_until, due_us)
-    excess = item_bytes(profile) - PROFILE_ROLL_TO
-    if item_bytes(profile) > PROFILE_ROLL_AT:
+    profile_bytes = item_bytes(profile)
+    rolled = profile_bytes > PROFILE_ROLL_AT
+    if rolled:
+        excess = profile_bytes - PROFILE_ROLL_TO
         moving: list[PageKey] = []
         for key in sorted(hot):  # oldest first
             if excess <= 0:
                 break
             moving.append(key)
-            excess -= page_bytes(pages[key])
+            excess -= packer.page_bytes(key)
         hot -= set(moving)
         dirty |= packer.fill(moving, segments[max(segments)] if segments else None)
     for number in sorted(dirty):
@@ -449,7 +451,8 @@ def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention
         segment.newest_day = max(day for day, _ in segment.pages)
         items.append((segment, _segment_item(stored.customer_id, segment, pages, retention)))
     written = {segment.number for segment, _ in items}
-    profile = _profile_item(stored, hot, segments, written, packer.next_segment, legacy_until, due_us)
+    if rolled or dirty:  # else the profile as first built is the one to write (the common case)
+        profile = _profile_item(stored, hot, segments, written, packer.next_segment, legacy_until, due_us)
     actions = [_put(table, profile, *_profile_condition(stored))]
     for segment, item in items:
         if segment.version == 0:
@@ -470,9 +473,17 @@ class _Packer:
         self.segments = segments
         self.next_segment = next_segment
         self._pages = pages
+        self._sizes: dict[PageKey, int] = {}
+
+    def page_bytes(self, key: PageKey) -> int:
+        """`page_bytes` of a page, once per write (it deflates the page's row)."""
+        size = self._sizes.get(key)
+        if size is None:
+            size = self._sizes[key] = page_bytes(self._pages[key])
+        return size
 
     def estimate(self, segment: Segment) -> int:
-        return SEGMENT_OVERHEAD + sum(page_bytes(self._pages[key]) for key in segment.pages)
+        return SEGMENT_OVERHEAD + sum(self.page_bytes(key) for key in segment.pages)
 
     def fill(self, keys: Iterable[PageKey], segment: Segment | None) -> set[int]:
         """Append pages to `segment` while it has room, then to new segments. Returns the numbers
@@ -480,7 +491,7 @@ class _Packer:
         changed: set[int] = set()
         room = SEGMENT_TARGET - self.estimate(segment) if segment is not None else 0
         for key in keys:
-            size = page_bytes(self._pages[key])
+            size = self.page_bytes(key)
             if segment is None or (size > room and segment.pages):
                 segment = self.segments[self.next_segment] = Segment(self.next_segment, 0)
                 self.next_segment += 1
