@@ -28,8 +28,9 @@ rest follows in the next round, each part its own read, fold and transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -113,6 +114,37 @@ class Outcome(Enum):
         return self not in (Outcome.DONE, Outcome.INNOCENT)
 
 
+class CustomerTurns:
+    """This worker's concurrent batches take turns on a customer they share: one applies, the other
+    waits, then reads what the first wrote. Without it they race like two workers would, and a lost
+    race cancels a whole group transaction (a re-read and a transaction per loser). Locks are taken
+    in customer order, so two batches never wait for each other; races remain only between workers."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: Counter[str] = Counter()  # batches holding or waiting for each customer's lock
+
+    @contextlib.asynccontextmanager
+    async def hold(self, customer_ids: Iterable[str]) -> AsyncIterator[None]:
+        ids = sorted(customer_ids)
+        for cid in ids:
+            self._locks.setdefault(cid, asyncio.Lock())
+            self._holders[cid] += 1
+        taken: list[str] = []
+        try:
+            for cid in ids:
+                await self._locks[cid].acquire()
+                taken.append(cid)
+            yield
+        finally:
+            for cid in taken:
+                self._locks[cid].release()
+            for cid in ids:
+                self._holders[cid] -= 1
+                if not self._holders[cid]:
+                    del self._holders[cid], self._locks[cid]
+
+
 class SegmentCache:
     """Segment items as this worker last read or wrote them, by (customer, segment number), each
     with its version. A read takes a segment from here when its profile (always read fresh) lists
@@ -179,6 +211,7 @@ class DynamoDBFeatureStore:
         self._rescore_interval = rescore_interval
         self._query_page_items = query_page_items
         self.segments = SegmentCache(segment_cache_items)
+        self._turns = CustomerTurns()
         # for cost accounting and tests: requests by operation, retries included
         self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0}
 
@@ -188,9 +221,13 @@ class DynamoDBFeatureStore:
         return {cid: read[cid][0].state for cid in ids}
 
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
+        pending = group_by_customer(events)
+        async with self._turns.hold(pending):
+            return await self._apply(pending, now)
+
+    async def _apply(self, pending: dict[str, list[Event]], now: datetime) -> ApplyResult:
         oldest = oldest_kept_day(now, self._retention)
         now_us = to_us(now)
-        pending = group_by_customer(events)
         total = ApplyResult()
         attempts: Counter[str] = Counter()
         lost_races: Counter[str] = Counter()

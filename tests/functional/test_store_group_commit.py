@@ -77,6 +77,19 @@ async def test_two_workers_racing_on_the_same_customers_count_every_event_once(t
         assert first.requests["TransactWriteItems"] < customer_batches / 2
 
 
+async def test_one_workers_concurrent_batches_take_turns_instead_of_racing(table: str) -> None:
+    """Batches in flight at once in one worker (the runtime runs several) share customers: they
+    take turns on those, so none of their transactions is cancelled by the other."""
+    rng = random.Random(7)
+    batches = [[event(b * 100 + n, f"c-{rng.randrange(30)}") for n in range(20)] for b in range(6)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        interfering = Interfering(client)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        await asyncio.gather(*(store.apply(batch, NOW) for batch in batches))
+        assert store.requests["TransactWriteItems"] == len(batches)  # none cancelled, none retried
+        await check_counted_once(store, [e for batch in batches for e in batch])
+
+
 class Interfering:
     """A DynamoDB client whose first TransactWriteItems is preceded by `before` (another writer's
     commit) or answered by `answer` (a fault) instead of DynamoDB."""
