@@ -323,10 +323,11 @@ class DynamoDBFeatureStore:
         for attempt in range(MAX_ATTEMPTS):
             profiles = await self._batch_get([profile_key(cid) for cid in todo])
             stored = {cid: read_profile(cid, profiles.get((cid, PROFILE_BUCKET))) for cid in todo}
+            to_read = {cid: st.segments_to_read(oldest_day) for cid, st in stored.items()}
             segments: dict[tuple[str, str], dict[str, Any]] = {}
             wanted = []
-            for cid, st in stored.items():
-                for segment in st.segments_to_read(oldest_day):
+            for cid in todo:
+                for segment in to_read[cid]:
                     cached = self.segments.get(cid, segment)
                     if cached is not None:
                         segments[(cid, segment.bucket)] = cached
@@ -342,9 +343,8 @@ class DynamoDBFeatureStore:
                                                                 MAX_CONCURRENT_QUERIES), strict=True))  # fmt: skip
             torn = []
             for cid, st in stored.items():
-                mine = {s.bucket: segments[(cid, s.bucket)] for s in st.segments_to_read(oldest_day)
-                        if (cid, s.bucket) in segments}  # fmt: skip
-                whole = all(attach_segment(st, mine.get(s.bucket), s) for s in st.segments_to_read(oldest_day))
+                mine = {s.bucket: segments[(cid, s.bucket)] for s in to_read[cid] if (cid, s.bucket) in segments}
+                whole = all(attach_segment(st, mine.get(s.bucket), s) for s in to_read[cid])
                 if whole and cid in legacy:
                     whole = attach_legacy(st, legacy[cid])
                 if whole:
