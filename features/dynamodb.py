@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from features.layout import (
     Write,
     attach_legacy,
     attach_segment,
+    page_expiry,
     plan_write,
     profile_key,
     read_profile,
@@ -344,7 +346,7 @@ class DynamoDBFeatureStore:
             torn = []
             for cid, st in stored.items():
                 mine = {s.bucket: segments[(cid, s.bucket)] for s in to_read[cid] if (cid, s.bucket) in segments}
-                whole = all(attach_segment(st, mine.get(s.bucket), s) for s in to_read[cid])
+                whole = all(self._attach(st, mine.get(s.bucket), s) for s in to_read[cid])
                 if whole and cid in legacy:
                     whole = attach_legacy(st, legacy[cid])
                 if whole:
@@ -356,6 +358,16 @@ class DynamoDBFeatureStore:
             todo = torn  # another writer committed between our reads: read those customers again
             await backoff(attempt, 0.01, 0.5)
         raise FeatureStoreError(f"customers {', '.join(todo[:5])}: changing under every read of {self._table}")
+
+    def _attach(self, stored: Stored, item: dict[str, Any] | None, segment: Segment) -> bool:
+        """`attach_segment`, except that a missing segment past its expiry is no torn read: TTL
+        deletes it (lazily, by the wall clock) while the profile of a customer quiet since still
+        lists it, and its pages are all past retention. Reads that filter by the retention of
+        their batch never ask for one; `get` (the sweeper, tools) asks for every listed segment."""
+        if item is None and page_expiry(segment.newest_day, self._retention) <= time.time():
+            del stored.segments[segment.number]
+            return True
+        return attach_segment(stored, item, segment)
 
     async def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         chunks = [keys[i : i + MAX_KEYS_PER_READ] for i in range(0, len(keys), MAX_KEYS_PER_READ)]

@@ -200,6 +200,25 @@ async def test_segments_this_worker_read_or_wrote_are_not_read_again_until_anoth
     assert sum(page.counts["n.login"] for page in state.pages.values()) == 122
 
 
+async def test_a_quiet_customer_whose_old_segments_ttl_deleted_is_still_read(dynamodb: Any, table: str) -> None:
+    """The profile of a customer quiet for weeks still lists segments that TTL may have deleted
+    (their pages past retention): `get` (the re-scoring sweeper's read) reads the customer, it
+    does not take the missing segment for a torn read."""
+    then = datetime.now(UTC) - timedelta(days=45)
+    history = [login(i, customer="c-quiet", when=(then - timedelta(days=i % 20, hours=1)).isoformat()) for i in range(80)]
+    store = DynamoDBFeatureStore(dynamodb, table)
+    await store.apply(history, now=then)
+    segments = [item for item in await partition(dynamodb, table, "c-quiet") if item["bucket"]["S"].startswith("s#")]
+    assert segments
+    for item in segments:  # what DynamoDB's TTL does, some time after `expires_at`
+        assert int(item["expires_at"]["N"]) < datetime.now(UTC).timestamp()
+        await dynamodb.delete_item(TableName=table, Key={"customer_id": item["customer_id"], "bucket": item["bucket"]})
+    fresh = DynamoDBFeatureStore(dynamodb, table)
+    state = (await fresh.get(["c-quiet"]))["c-quiet"]
+    assert state.profile.lifetime == (await store.get(["c-quiet"]))["c-quiet"].profile.lifetime
+    assert fresh.requests["BatchGetItem"] == 2
+
+
 async def test_bootstrap_of_the_table_is_idempotent(dynamodb: Any, table: str) -> None:
     assert await create_feature_table(dynamodb, table) is False
     ttl = await dynamodb.describe_time_to_live(TableName=table)
