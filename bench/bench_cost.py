@@ -14,7 +14,8 @@ it against moto and the local model endpoint. Measured from that run:
 - worker CPU per event (/proc, from ready to drained), event bytes, feature bytes per customer.
 
 bench/cost_model.py turns those into dollars; the sizing rules and the dated price list are there.
-moto closes every connection, so the CPU figure includes TLS-less reconnects that AWS would not cost.
+The proxy keeps the worker's connections alive, as AWS does (moto's own server closes every one);
+`--connections close` measures the worker reconnecting at every request instead.
 """
 
 from __future__ import annotations
