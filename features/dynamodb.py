@@ -23,6 +23,9 @@ A batch's customers are read and written together, not one by one:
 One customer's write is bounded (`MAX_ITEMS_PER_WRITE`, `MAX_BYTES_PER_WRITE`) whatever its batch
 holds: when its events would need more, only the first part of them is folded and written, and the
 rest follows in the next round, each part its own read, fold and transaction.
+
+One worker's batches in flight at once take turns on the customers they share (`CustomerTurns`),
+so they never race each other; races are left to two workers, and resolved as above.
 """
 
 from __future__ import annotations
