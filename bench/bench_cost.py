@@ -14,11 +14,13 @@ it against moto and the local model endpoint. Measured from that run:
 - worker CPU per event (/proc, from ready to drained), event bytes, feature bytes per customer.
 
 bench/cost_model.py turns those into dollars; the sizing rules and the dated price list are there.
-moto closes every connection, so the CPU figure includes TLS-less reconnects that AWS would not cost.
+The proxy keeps the worker's connections alive, as AWS does (moto's own server closes every one);
+`--connections close` measures the worker reconnecting at every request instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -31,6 +33,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +53,29 @@ from worker.localstack import ChildServer
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# Small enough for moto (a few events/s on this machine); per-event figures barely move with size.
-CUSTOMERS, DAYS, LIVE_DAYS, SEED = 150, 35, 2, 11
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Simulated customers over `days` up to now: all but the last `live_days` preloaded into the
+    feature table, the last `live_days` queued for the worker."""
+
+    name: str
+    customers: int
+    days: int
+    live_days: int
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.customers} customers, last {self.live_days} days"
+
+
+# The issue's (14) backlog: ~1,400 events of 400 customers over 3 days; and the smaller one the
+# Cost section was first measured on. Small enough for moto; per-event figures barely move with size.
+BACKLOGS = {
+    "issue": Backlog("issue", 400, 35, 3, 14),
+    "small": Backlog("small", 150, 35, 2, 11),
+}
 
 
 def value_size(value: dict[str, Any]) -> int:
@@ -88,8 +112,16 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     if operation == "GetItem":
         return max(1, math.ceil(item_size(response.get("Item", {})) / 4096)) * read_factor, 0
     if operation == "BatchGetItem":
-        items = [i for table in response.get("Responses", {}).values() for i in table]
-        return sum(max(1, math.ceil(item_size(i) / 4096)) * read_factor for i in items), 0
+        # Each key is a GetItem of its own: rounded up to 4 KB, a key not found costs 1 unit too;
+        # ConsistentRead is per table; unprocessed keys cost nothing (they are asked again).
+        units = 0.0
+        for table, asked in request["RequestItems"].items():
+            factor = 1.0 if asked.get("ConsistentRead") else 0.5
+            found = response.get("Responses", {}).get(table, [])
+            unprocessed = len(response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", []))
+            missing = len(asked["Keys"]) - len(found) - unprocessed
+            units += (sum(max(1, math.ceil(item_size(i) / 4096)) for i in found) + missing) * factor
+        return units, 0
     if operation == "PutItem":
         return 0, max(1, math.ceil(item_size(request["Item"]) / 1024))
     if operation in ("UpdateItem", "DeleteItem"):
@@ -109,14 +141,31 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     return 0, 0
 
 
+def table_of(request: dict[str, Any]) -> str:
+    """The table a DynamoDB request is about, without the deployment's prefix (the first one, for a
+    request spanning several): `features`, `alerts`, ..."""
+    if "TableName" in request:
+        name = str(request["TableName"])
+    elif "RequestItems" in request:
+        name = next(iter(request["RequestItems"]))
+    elif request.get("TransactItems"):
+        name = next(iter(request["TransactItems"][0].values()))["TableName"]
+    else:
+        return "?"
+    return name.rsplit("-", 1)[-1]
+
+
 class RecordingProxy:
     """HTTP proxy in front of moto for the worker's clients: forwards everything, and sums the
     capacity units of each DynamoDB call from its request and response bodies."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, keep_alive: bool = True) -> None:
         self.upstream = upstream
+        self.keep_alive = keep_alive  # False: close every connection, as moto's own server does
         self.rru = self.wru = 0.0
-        self.calls: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()  # "<operation> <table>" -> requests, failed ones too
+        self.failed: Counter[str] = Counter()  # ... of them answered with an error
+        self.units: dict[str, list[float]] = {}  # operation -> [read units, write units]
         self._session: ClientSession | None = None
 
     async def start(self) -> str:
@@ -142,16 +191,26 @@ class RecordingProxy:
                                          data=body) as upstream:  # fmt: skip
             payload = await upstream.read()
             target = request.headers.get("X-Amz-Target", "")
-            if target.startswith("DynamoDB_") and upstream.status == 200:
+            if target.startswith("DynamoDB_"):
                 operation = target.split(".", 1)[1]
-                rru, wru = capacity(operation, json.loads(body), json.loads(payload or b"{}"))
-                self.rru, self.wru = self.rru + rru, self.wru + wru
-                self.calls[operation] += 1
+                asked = json.loads(body)
+                key = f"{operation} {table_of(asked)}" + (f" index {asked['IndexName']}" if "IndexName" in asked else "")
+                self.calls[key] += 1
+                if upstream.status != 200:  # a failed condition, a cancelled transaction: no units counted
+                    self.failed[key] += 1
+                else:
+                    rru, wru = capacity(operation, asked, json.loads(payload or b"{}"))
+                    self.rru, self.wru = self.rru + rru, self.wru + wru
+                    units = self.units.setdefault(key, [0.0, 0.0])
+                    units[0], units[1] = units[0] + rru, units[1] + wru
             skip = ("content-length", "transfer-encoding", "connection", "content-encoding")
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
             if "content-encoding" in upstream.headers:
                 out["Content-Encoding"] = upstream.headers["content-encoding"]
-            return web.Response(status=upstream.status, headers=out, body=payload)
+            response = web.Response(status=upstream.status, headers=out, body=payload)
+            if not self.keep_alive:
+                response.force_close()  # "Connection: close", a new TCP connection per request
+            return response
 
 
 def cpu_seconds(pid: int) -> float:
@@ -186,12 +245,15 @@ def deploy_data_plane(prefix: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]}
 
 
-async def measure(endpoint_url: str) -> Measured:
-    prefix = f"cost{int(time.time())}-"
+async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, profile: Path | None = None,
+                  ) -> tuple[Measured, RecordingProxy, dict[str, Any], float]:  # fmt: skip
+    """The worker's figures on `backlog`; the proxy, with DynamoDB requests and (read, write) units
+    by operation and table; the worker's last metrics snapshot; the seconds it took."""
+    prefix = f"cost{int(time.time())}{backlog.name}-"
     outputs = deploy_data_plane(prefix)
     env = settings_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items())
     settings = Settings(table_prefix=prefix)
-    history, live = split_events(load_events(CUSTOMERS, DAYS, SEED, None), LIVE_DAYS)
+    history, live = split_events(load_events(backlog.customers, backlog.days, backlog.seed, None), backlog.live_days)
     now = datetime.now(UTC)
     async with AwsClients(settings, "dynamodb") as aws:  # history, as the worker would have left it
         store = DynamoDBFeatureStore(aws["dynamodb"], table_name(prefix), settings.retention)
@@ -203,10 +265,10 @@ async def measure(endpoint_url: str) -> Measured:
     for start in range(0, len(bodies), 10):
         sqs.send_message_batch(QueueUrl=outputs["QueueUrl"], Entries=[
             {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])])  # fmt: skip
-    print(f"{len(history):,} historical events preloaded, {len(live):,} live events queued "
-          f"({CUSTOMERS} customers, last {LIVE_DAYS} days)", flush=True)  # fmt: skip
+    print(f"{len(history):,} historical events preloaded, {len(live):,} live events queued ({backlog}); "
+          f"connections {'kept alive' if keep_alive else 'closed after each request'}", flush=True)  # fmt: skip
 
-    proxy = RecordingProxy(os.environ["AWS_ENDPOINT_URL"])
+    proxy = RecordingProxy(os.environ["AWS_ENDPOINT_URL"], keep_alive=keep_alive)
     port = free_port()
     worker_env = {**os.environ, **env, "AWS_ENDPOINT_URL": await proxy.start(), "CHURN_HEALTH_PORT": str(port),
                   "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url, "CHURN_SQS_WAIT_SECONDS": "1"}  # fmt: skip
@@ -214,26 +276,33 @@ async def measure(endpoint_url: str) -> Measured:
         str(Path(sys.executable).with_name("churn-worker")), "run", "--json-logs", env=worker_env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    spy: asyncio.subprocess.Process | None = None
     try:
         while metrics_json(port) is None:
             if worker.returncode is not None:
                 raise RuntimeError(f"the worker exited with {worker.returncode}")
             await asyncio.sleep(0.2)
         cpu_start = cpu_seconds(worker.pid)
-        last_report = time.monotonic()
-        while True:
-            snapshot = metrics_json(port) or {"counters": {}}
-            done = sum(v for k, v in snapshot["counters"].items() if k == "events_in")
-            if done >= len(live):
-                break
+        if profile is not None:  # py-spy samples the worker while it works through the backlog
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(worker.pid), "--format", "raw",
+                "--rate", "250", "--nonblocking", "--output", str(profile),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        last_report = started = time.monotonic()
+        while not drained(outputs["QueueUrl"], metrics_json(port) or {"counters": {}}, len(live)):
             if time.monotonic() - last_report > 30:
-                print(f"  worker: {done:,.0f}/{len(live):,} events", flush=True)
+                snapshot = metrics_json(port) or {"counters": {}}
+                print(f"  worker: {snapshot['counters'].get('events_in', 0):,.0f}/{len(live):,} events", flush=True)
                 last_report = time.monotonic()
             await asyncio.sleep(0.5)
-        await asyncio.sleep(1)  # the last batch settles (delete, publish)
         cpu = cpu_seconds(worker.pid) - cpu_start
-        snapshot = metrics_json(port) or snapshot
+        seconds = time.monotonic() - started
+        snapshot = metrics_json(port) or {"counters": {}}
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.wait_for(spy.wait(), 60)
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 60)
         await proxy.stop()
@@ -248,22 +317,83 @@ async def measure(endpoint_url: str) -> Measured:
     for page in ddb.get_paginator("scan").paginate(TableName=table_name(prefix)):
         for item in page["Items"]:
             sizes[item["customer_id"]["S"]] += item_size(item)
-    return Measured(
+    measured = Measured(
         events=len(live), requests=requests, rru=proxy.rru, wru=proxy.wru, cpu_seconds=cpu,
         event_bytes=sum(map(len, bodies)) / len(bodies), partition_bytes=sum(sizes.values()) / max(len(sizes), 1),
-        events_per_customer_day=len(live) / (max(len(sizes), 1) * LIVE_DAYS),  # per stored customer
+        events_per_customer_day=len(live) / (max(len(sizes), 1) * backlog.live_days),  # per stored customer
         producer_requests={("sqs", "SendMessageBatch"): math.ceil(len(bodies) / 10)},
     )  # fmt: skip
+    return measured, proxy, snapshot, seconds
+
+
+def drained(queue_url: str, snapshot: dict[str, Any], events: int) -> bool:
+    """Every event taken in and every message settled: the queue holds nothing, visible or not
+    (moto's approximate counts are exact). Settling (the delete) is the last step of a batch."""
+    if snapshot["counters"].get("events_in", 0) < events:
+        return False
+    attributes = aws_client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return all(int(value) == 0 for value in attributes.values())
+
+
+def units_report(measured: Measured, proxy: RecordingProxy) -> str:
+    """DynamoDB requests (of which failed: a condition, a cancelled transaction) and units per
+    event, by operation and table."""
+    lines = ["  DynamoDB per event, by operation and table:    requests   failed      RRU      WRU"]
+    for key in sorted(proxy.calls):
+        rru, wru = proxy.units.get(key, [0.0, 0.0])
+        lines.append(f"    {key:<42} {proxy.calls[key] / measured.events:9.4f} {proxy.failed[key] / measured.events:8.4f} "
+                     f"{rru / measured.events:8.3f} {wru / measured.events:8.3f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def summary(measured: Measured, proxy: RecordingProxy, snapshot: dict[str, Any], seconds: float) -> str:
+    """The figures issue 14 sets targets for, and what they depend on: the pipeline batches' sizes,
+    and the index Queries of the background loops (the re-scoring sweeper, the due gauge, the alert
+    outbox sweep), which run per minute, not per event, so they weigh more the slower the run."""
+    total = sum(measured.requests.values()) / measured.events
+    background = sum(n for key, n in proxy.calls.items() if key.startswith("Query") and " index " in key)
+    batches = snapshot.get("latency", {}).get("batch_records", {})
+    return (f"  worker CPU {measured.cpu_seconds / measured.events * 1000:.2f} ms per event (target <= 2.5); "
+            f"AWS requests {total:.3f} per event (target <= 1.0); DynamoDB {measured.rru / measured.events:.3f} RRU, "
+            f"{measured.wru / measured.events:.3f} WRU per event\n"
+            f"  of the requests, background index Queries: {background / measured.events:.3f} per event "
+            f"({background * 60 / seconds:.0f} a minute over {seconds:.0f} s); pipeline batches: "
+            f"{batches.get('count', 0):.0f}, p50 {batches.get('p50', 0):.0f} records")  # fmt: skip
+
+
+async def main(args: argparse.Namespace, endpoint_url: str) -> None:
+    for name in args.backlog:
+        backlog = BACKLOGS[name]
+        for keep_alive in (True, False) if args.connections == "both" else (args.connections == "keep-alive",):
+            profile = args.profile.with_name(f"{args.profile.stem}-{name}{args.profile.suffix}") if args.profile else None
+            measured, proxy, snapshot, seconds = await measure(endpoint_url, backlog, keep_alive, profile)
+            print(f"\n-- {backlog}: {measured.events:,} events, connections "
+                  f"{'kept alive' if keep_alive else 'closed after each request'} --")  # fmt: skip
+            print(summary(measured, proxy, snapshot, seconds))
+            print(units_report(measured, proxy))
+            if keep_alive:
+                print(report(measured))
+            print(flush=True)
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backlog", nargs="+", choices=sorted(BACKLOGS), default=["issue", "small"],
+                        help="which backlogs to measure (default: both)")
+    parser.add_argument("--connections", choices=("keep-alive", "close", "both"), default="both",
+                        help="keep the worker's connections alive (as AWS does), close them after each "
+                             "request (as moto's server does), or measure both (default)")
+    parser.add_argument("--profile", type=Path, help="py-spy the worker into this raw file (collapsed stacks)")
+    arguments = parser.parse_args()
     bundle = ensure_default_bundle(progress=True)
     moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
     endpoint = ChildServer([str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle),
                             "--port", "0"], "model endpoint")  # fmt: skip
     try:
         use_local_aws(moto.url)
-        print(report(asyncio.run(measure(endpoint.url))))
+        asyncio.run(main(arguments, endpoint.url))
     finally:
         endpoint.stop()
         moto.stop()

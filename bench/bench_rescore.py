@@ -106,6 +106,7 @@ async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
         await rescorer._refresh_stats(later)  # the due gauge: a fixed cost per 30 s, not per customer
         await rescorer._outcome_upkeep(later)  # alert outcomes: a fixed cost per minute (and 10 minutes), too
         before = dict(metrics.counters)
+        legacy_before = store.requests["Query"]  # the store's own Queries (format-1 partitions only)
         cpu, wall = time.process_time(), time.perf_counter()
         while await rescorer.step():
             pass
@@ -125,7 +126,8 @@ async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
     measured = max(rescored, 1)
     print(f"{customers} simulated customers (30 days), {rescored} active ones re-scored one interval later "
           f"in {wall:.2f} s on moto; worker CPU {cpu / measured * 1e3:.2f} ms per re-scored customer (moto's not counted)")  # fmt: skip
-    index_queries = by_operation.get("Query", 0) - rescored  # one partition Query per customer; the rest the index's
+    # The store reads by key (BatchGetItem); its Queries are for format-1 partitions only (none here).
+    index_queries = by_operation.get("Query", 0) - (store.requests["Query"] - legacy_before)
     per = {op: count / measured for op, count in sorted(by_operation.items()) if count}
     print("  DynamoDB requests per re-scored customer: " + ", ".join(f"{op} {n:.3f}" for op, n in per.items()))
     print(f"  SageMaker invocations per re-scored customer: {scorer.calls / max(rescored, 1):.3f} (one per step of 100)")
@@ -168,11 +170,12 @@ def dollars(sizes: dict[str, float], index_queries: float, customers: int = 1_00
     profile_kb = max(1.0, float(np.ceil(sizes["profile"] / 1024)))
     partition_rru = max(1.0, float(np.ceil(sizes["partition"] / 4096)))
     wru = 2 * (profile_kb + 2)  # claim and completion: each an UpdateItem of the profile + its index entry moved
-    rru = partition_rru + 0.5 * index_queries  # the partition read + its share of the index pages (0.5 RRU each)
+    rru = partition_rru + 0.5 * index_queries  # the customer's items (at most), its share of the index pages (0.5 RRU each)
     usd = (wru * WRU_USD + rru * RRU_USD) / 1e6
     fixed_queries = 86_400 / 60 * 16  # an idle worker queries the 16 shards once a minute (the idle back-off)
     print(f"per re-scored customer: {wru:.0f} WRU + {rru:.2f} RRU = ${usd * 1e6:.2f} per million re-scorings")
-    print(f"per 1,000 idle customers per day: 2,000 UpdateItems, 1,000 partition Queries, {1000 * index_queries:.0f} "
+    print(f"per 1,000 idle customers per day: 2,000 UpdateItems, ~10-20 BatchGetItems (profiles, and segments not "
+          f"cached), {1000 * index_queries:.0f} "
           f"index Queries and ~10 SageMaker invocations (calls of up to 100 rows): ${1000 * usd:.4f}/day")  # fmt: skip
     print(f"fixed, per idle worker: {fixed_queries:,.0f} index Queries a day (16 shards a minute, 0.5 RRU each: "
           f"${fixed_queries * 0.5 * RRU_USD / 1e6:.4f}/day), plus 16-32 Queries per 30 s for the due gauge")  # fmt: skip

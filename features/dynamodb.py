@@ -1,167 +1,194 @@
-"""DynamoDB adapter of the feature store (aiobotocore). Layout and cost: `features/STORE.md`.
+"""DynamoDB adapter of the feature store (aiobotocore). The item layout and the rules of a write are
+`features/layout.py`'s; the layout, its guarantees and its cost are described in `features/STORE.md`.
 
-One table, partition key `customer_id`, sort key `bucket`:
-- `profile`                 the lifetime profile, the customer's optimistic-concurrency `version`,
-                            and its place in the `due` index (features/due.py)
-- `d#YYYY-MM-DD#NNNN`       a day page: integer aggregates, the digests of its events, its own
-                            version `pv` (TTL'd)
+A batch's customers are read and written together, not one by one:
 
-Per batch and customer: one strongly consistent Query reads the whole partition (profile and the
-~35 days of pages), the events are folded in memory with the same code as the memory store, and
-one TransactWriteItems puts the profile and every page that gained events.
+1. Read. One strongly consistent BatchGetItem per 100 customers for their `profile` items, then one
+   per 100 segments those profiles list that this worker does not hold at that version already
+   (`SegmentCache`: a busy customer's older pages are read once, not at every batch); a Query only
+   for a customer that still holds format-1 pages. A segment that is not the version its profile
+   lists means another writer committed between our two reads: that customer is read again, so a
+   scoring never sees a torn state.
+2. Fold. The events are folded in memory with the memory store's code (`features/state.py`): an
+   event whose digest is already in a page of its day is a duplicate.
+3. Write. Each customer with new events gets a `Write`: its profile, and the segments that
+   changed, each a Put conditional on what was read (the profile on its version, a segment on its
+   own). The writes are packed into as few TransactWriteItems as fit (100 items, 4 MB). A
+   cancelled transaction says item by item why (`CancellationReasons`): a customer whose condition
+   failed (another writer was first) or that collided is read again and retried in a transaction
+   of its own, so a contended customer cannot hold the others back; the rest retry together. A
+   throttled or unanswered transaction is retried after a back-off from a fresh read (an
+   unanswered one may have been applied: the read then finds its events counted).
 
-Why every Put is conditional. A Query that spans several result pages is not a snapshot, and even
-one result page is only read-committed against transactions: another writer may commit between
-(or during) our reads, so the profile we read can be older or newer than a page we read. The
-transaction therefore checks everything it overwrites: the profile's `version` as read, and each
-page's `pv` as read (or that the page still does not exist). If any of them moved, the whole
-transaction is cancelled and we re-read: we never write a page built on a stale copy (which would
-drop the other writer's acknowledged events) and never count an event the other writer counted
-(which would double its lifetime counters). Pages we read but do not write only feed the features
-of this one scoring and the duplicate check of their day, which stays exact: an event is only ever
-added to the first page of its day with room, and a full page never changes again.
+One customer's write is bounded (`MAX_ITEMS_PER_WRITE`, `MAX_BYTES_PER_WRITE`) whatever its batch
+holds: when its events would need more, only the first part of them is folded and written, and the
+rest follows in the next round, each part its own read, fold and transaction.
+
+One worker's batches in flight at once take turns on the customers they share (`CustomerTurns`),
+so they never race each other; races are left to two workers, and resolved as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+import asyncio
+import contextlib
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from features.due import DUE_AT, DUE_INDEX_SPEC, DUE_SHARD, DUE_SHARDS, next_due_us
+from features.due import DUE_INDEX_SPEC, next_due_us
 from features.events import Event
 from features.exceptions import FeatureStoreError, StoreConflictError
-from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile, to_us
-from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer
-from features.tables import ensure_table, shard_of
-
-__all__ = ["DynamoDBFeatureStore", "create_feature_table", "ensure_table", "table_name"]
-from worker.retry import Failure, backoff, classify, error_text, fatal_error, gather_limited
+from features.layout import (
+    LEGACY_PREFIX,
+    PROFILE_BUCKET,
+    SEGMENT_VERSION,
+    TTL_ATTRIBUTE,
+    Segment,
+    Stored,
+    Write,
+    attach_legacy,
+    attach_segment,
+    page_expiry,
+    plan_write,
+    profile_key,
+    read_profile,
+    segment_key,
+    state_from_items,
+)
+from features.state import CustomerState, to_us
+from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer, oldest_kept_day
+from features.tables import ensure_table
+from worker.retry import (
+    CONDITION_CODES,
+    CONFLICT_CODES,
+    THROTTLING_CODES,
+    Failure,
+    backoff,
+    backoff_delay,
+    cancellation_reasons,
+    classify,
+    error_code,
+    error_text,
+    fatal_error,
+    gather_limited,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
-    from types_aiobotocore_dynamodb.type_defs import QueryInputTypeDef, TransactWriteItemTypeDef
+    from types_aiobotocore_dynamodb.type_defs import QueryInputTypeDef
 
-PROFILE_BUCKET = "profile"
-TTL_ATTRIBUTE = "expires_at"
-PAGE_VERSION = "pv"
-# A page outlives retention by two days, so a redelivered event is either still deduplicated by
-# its page or rejected as too old before it reaches the store; never counted twice.
-TTL_SLACK = timedelta(days=2)
-PAGE_ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB's item size limit; PAGE_CAPACITY keeps pages far below it
-MAX_ATTEMPTS = 8
-MAX_CONCURRENT_CUSTOMERS = 32
-MAX_EVENTS_PER_WRITE = 5000  # per customer and transaction: see _apply_in_chunks
+__all__ = [
+    "PROFILE_BUCKET", "TTL_ATTRIBUTE", "DynamoDBFeatureStore", "create_feature_table", "ensure_table",
+    "state_from_items", "table_name",
+]  # fmt: skip
 
-# Conditions of the transaction. Every write of a customer's items goes through one transaction
-# with the profile Put, and each Put checks that what it replaces is what we read.
-CUSTOMER_NOT_YET_WRITTEN = "attribute_not_exists(customer_id)"  # first write: nobody created it meanwhile
-UNCHANGED_SINCE_READ = "#version = :read_version"  # later writes: nobody wrote the profile since our Query
-PAGE_NOT_YET_WRITTEN = "attribute_not_exists(customer_id)"  # a page our read did not find: nobody made it since
-PAGE_UNCHANGED_SINCE_READ = "#pv = :read_pv"  # a page we read: nobody added events to it since
-# A page written before pages had versions, as we read it: the first versioned write gives it one,
-# so a second writer holding the same old copy fails.
-UNVERSIONED_PAGE_UNCHANGED = "attribute_exists(customer_id) AND attribute_not_exists(#pv)"
+MAX_ATTEMPTS = 8  # per customer: reads and writes that did not go through
+MAX_KEYS_PER_READ = 100  # BatchGetItem's limit
+MAX_TRANSACTION_ITEMS = 100  # TransactWriteItems' limits: 100 items, 4 MB
+MAX_TRANSACTION_BYTES = 3_500_000
+MAX_CONCURRENT_REQUESTS = 8
+MAX_CONCURRENT_QUERIES = 16
+SEGMENT_CACHE_ITEMS = 20_000  # ~4 KB each: up to ~80 MB, the segments of a few thousand busy customers
 
 
 def table_name(prefix: str) -> str:
     return f"{prefix}features"
 
 
-def _day_label(day: int) -> str:
-    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+class Outcome(Enum):
+    """What became of one customer's write in a transaction."""
+
+    DONE = "done"
+    LOST_RACE = "lost_race"  # its condition failed: another writer changed what we read
+    CONFLICT = "conflict"  # collided with another transaction on one of its items
+    INNOCENT = "innocent"  # fine, but another customer's item cancelled the transaction
+    THROTTLED = "throttled"
+    UNKNOWN = "unknown"  # no answer (or no reasons): it may have been applied; read again
+    INVALID = "invalid"  # refused as malformed
+
+    @property
+    def retries_alone(self) -> bool:
+        return self not in (Outcome.DONE, Outcome.INNOCENT)
 
 
-def _day_from_label(label: str) -> int:
-    return int(datetime.strptime(label, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()) // 86_400
+class CustomerTurns:
+    """This worker's concurrent batches take turns on a customer they share: one applies, the other
+    waits, then reads what the first wrote. Without it they race like two workers would, and a lost
+    race cancels a whole group transaction (a re-read and a transaction per loser). Locks are taken
+    in customer order, so two batches never wait for each other; races remain only between workers."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: Counter[str] = Counter()  # batches holding or waiting for each customer's lock
+
+    @contextlib.asynccontextmanager
+    async def hold(self, customer_ids: Iterable[str]) -> AsyncIterator[None]:
+        ids = sorted(customer_ids)
+        for cid in ids:
+            self._locks.setdefault(cid, asyncio.Lock())
+            self._holders[cid] += 1
+        taken: list[str] = []
+        try:
+            for cid in ids:
+                await self._locks[cid].acquire()
+                taken.append(cid)
+            yield
+        finally:
+            for cid in taken:
+                self._locks[cid].release()
+            for cid in ids:
+                self._holders[cid] -= 1
+                if not self._holders[cid]:
+                    del self._holders[cid], self._locks[cid]
 
 
-def _num_map(values: dict[str, int]) -> dict[str, Any]:
-    return {"M": {key: {"N": str(value)} for key, value in values.items()}}
+class SegmentCache:
+    """Segment items as this worker last read or wrote them, by (customer, segment number), each
+    with its version. A read takes a segment from here when its profile (always read fresh) lists
+    the version cached: a segment number is never reused and every write of a segment bumps its
+    version on condition of the one read, so a version names one content. Only what DynamoDB
+    returned or acknowledged goes in. Bounded: the least recently used go first."""
+
+    def __init__(self, items: int) -> None:
+        self._items = items
+        self._cached: OrderedDict[tuple[str, str], tuple[int, dict[str, Any]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, customer_id: str, segment: Segment) -> dict[str, Any] | None:
+        key = (customer_id, segment.bucket)
+        cached = self._cached.get(key)
+        if cached is None or cached[0] != segment.version:
+            self.misses += 1
+            return None
+        self._cached.move_to_end(key)
+        self.hits += 1
+        return cached[1]
+
+    def put(self, item: dict[str, Any]) -> None:
+        if self._items <= 0:
+            return
+        key = (item["customer_id"]["S"], item["bucket"]["S"])
+        self._cached[key] = (int(item[SEGMENT_VERSION]["N"]), item)
+        self._cached.move_to_end(key)
+        while len(self._cached) > self._items:
+            self._cached.popitem(last=False)
 
 
-def _read_num_map(attr: dict[str, Any] | None) -> dict[str, int]:
-    return {key: int(value["N"]) for key, value in (attr or {}).get("M", {}).items()}
+@dataclass
+class _Read:
+    """What one read of a customer returned, kept to fold again from scratch (`_fold`)."""
 
-
-def _triple(value: tuple[int, str, int]) -> dict[str, Any]:
-    return {"L": [{"N": str(value[0])}, {"S": value[1]}, {"N": str(value[2])}]}
-
-
-def _read_triple(attr: dict[str, Any] | None) -> tuple[int, str, int] | None:
-    if not attr:
-        return None
-    a, b, c = attr["L"]
-    return int(a["N"]), b["S"], int(c["N"])
-
-
-def page_item(customer_id: str, page: DayPage, retention: timedelta, version: int | None = None) -> dict[str, Any]:
-    expires = (page.day + 1) * 86_400 + int((retention + TTL_SLACK).total_seconds())
-    return {
-        "customer_id": {"S": customer_id},
-        "bucket": {"S": f"d#{_day_label(page.day)}#{page.page:04d}"},
-        "ids": {"B": b"".join(sorted(page.event_digests))},
-        "c": _num_map(page.counts),
-        "l": _num_map(page.last_us),
-        "t": {"M": {tid: {"L": [{"N": str(n)} for n in agg]} for tid, agg in page.tutors.items()}},
-        PAGE_VERSION: {"N": str(page.version + 1 if version is None else version)},
-        TTL_ATTRIBUTE: {"N": str(expires)},
-    }
-
-
-def profile_item(customer_id: str, profile: Profile, version: int, due_us: int | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "customer_id": {"S": customer_id},
-        "bucket": {"S": PROFILE_BUCKET},
-        "version": {"N": str(version)},
-        "l": _num_map(profile.last_us),
-        "lt": _num_map(profile.lifetime),
-    }
-    for name, value in (("fs", profile.first_seen_us), ("su", profile.signed_up_us)):
-        if value is not None:
-            item[name] = {"N": str(value)}
-    if profile.tier is not None:
-        item["tier"] = _triple(profile.tier)
-    if profile.first_session is not None:
-        item["first"] = _triple(profile.first_session)
-    if due_us is not None:  # absent: not in the due index (churned, or never scored without an event)
-        item[DUE_SHARD] = {"S": shard_of(customer_id, DUE_SHARDS)}
-        item[DUE_AT] = {"N": str(due_us)}
-    return item
-
-
-def state_from_items(customer_id: str, items: Iterable[dict[str, Any]]) -> CustomerState:
-    state = CustomerState(customer_id)
-    for item in items:
-        bucket = item["bucket"]["S"]
-        if bucket == PROFILE_BUCKET:
-            state.profile = Profile(
-                first_seen_us=int(item["fs"]["N"]) if "fs" in item else None,
-                signed_up_us=int(item["su"]["N"]) if "su" in item else None,
-                tier=_read_triple(item.get("tier")),
-                first_session=_read_triple(item.get("first")),
-                last_us=_read_num_map(item.get("l")),
-                lifetime=_read_num_map(item.get("lt")),
-                version=int(item["version"]["N"]),
-                due_us=int(item[DUE_AT]["N"]) if DUE_AT in item else None,
-            )
-        elif bucket.startswith("d#"):
-            _, label, page_no = bucket.split("#")
-            blob: bytes = item["ids"]["B"]
-            page = DayPage(
-                day=_day_from_label(label),
-                page=int(page_no),
-                event_digests={blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)},
-                counts=_read_num_map(item.get("c")),
-                last_us=_read_num_map(item.get("l")),
-                tutors={tid: [int(n["N"]) for n in agg["L"]] for tid, agg in item.get("t", {}).get("M", {}).items()},
-                version=int(item[PAGE_VERSION]["N"]) if PAGE_VERSION in item else 0,
-                stored=True,
-            )
-            state.pages[(page.day, page.page)] = page
-    return state
+    profile: dict[str, Any] | None
+    segments: dict[str, dict[str, Any]]
+    legacy: list[dict[str, Any]] | None
 
 
 class DynamoDBFeatureStore:
@@ -169,8 +196,9 @@ class DynamoDBFeatureStore:
 
     `rescore_interval`: every write puts an active customer in the `due` index to be scored
     without an event within this long (features/due.py); None leaves the index as it is.
-    `query_page_items` limits the items per Query result page (tests use it to interleave other
-    writers between pages; DynamoDB's own limit is 1 MB)."""
+    `query_page_items` limits the items per result page of the Query that reads format-1 pages
+    (tests use it to interleave other writers; DynamoDB's own limit is 1 MB).
+    `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none)."""
 
     def __init__(
         self,
@@ -180,150 +208,289 @@ class DynamoDBFeatureStore:
         *,
         rescore_interval: timedelta | None = None,
         query_page_items: int | None = None,
+        segment_cache_items: int = SEGMENT_CACHE_ITEMS,
     ) -> None:
         self._client = client
         self._table = table
         self._retention = retention
         self._rescore_interval = rescore_interval
         self._query_page_items = query_page_items
-        self.requests: dict[str, int] = {"Query": 0, "TransactWriteItems": 0}  # for cost accounting
+        self.segments = SegmentCache(segment_cache_items)
+        self._turns = CustomerTurns()
+        # for cost accounting and tests: requests by operation, retries included
+        self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0}
 
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
-        ids = list(customer_ids)
-        states = await gather_limited([self._read_retrying(cid) for cid in ids], MAX_CONCURRENT_CUSTOMERS)
-        return dict(zip(ids, states, strict=True))
+        ids = list(dict.fromkeys(customer_ids))
+        read = await self._read(ids, None)
+        return {cid: read[cid][0].state for cid in ids}
 
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
-        grouped = group_by_customer(events)
-        results = await gather_limited(
-            [self._apply_in_chunks(cid, evs, now) for cid, evs in grouped.items()], MAX_CONCURRENT_CUSTOMERS
-        )
+        pending = group_by_customer(events)
+        async with self._turns.hold(pending):
+            return await self._apply(pending, now)
+
+    async def _apply(self, pending: dict[str, list[Event]], now: datetime) -> ApplyResult:
+        oldest = oldest_kept_day(now, self._retention)
+        now_us = to_us(now)
         total = ApplyResult()
-        for result in results:
-            total.merge(result)
+        attempts: Counter[str] = Counter()
+        lost_races: Counter[str] = Counter()
+        alone: set[str] = set()  # customers whose last write failed: next time in a transaction of their own
+        while pending:
+            read = await self._read(list(pending), oldest)
+            folded: list[tuple[Write, ApplyResult, list[Event]]] = []
+            for cid, customer_events in list(pending.items()):
+                part, write, rest = self._fold(cid, read[cid], customer_events, oldest, now_us)
+                if write is None:  # all duplicates: nothing to write
+                    total.merge(part)
+                    del pending[cid]
+                else:
+                    folded.append((write, part, rest))
+            outcomes = await self._commit([write for write, _, _ in folded], alone)
+            delay = 0.0
+            for (write, part, rest), outcome in zip(folded, outcomes, strict=True):
+                cid = write.customer_id
+                if outcome is Outcome.DONE:
+                    for action in write.actions:
+                        if action["Put"]["Item"]["bucket"]["S"] != PROFILE_BUCKET:
+                            self.segments.put(action["Put"]["Item"])
+                    state = part.states[cid]
+                    state.profile.version, state.profile.due_us = write.version, write.due_us
+                    total.merge(part)
+                    alone.discard(cid)
+                    attempts[cid] = 0  # the next part of its events starts afresh
+                    if rest:
+                        pending[cid] = rest
+                    else:
+                        del pending[cid]
+                    continue
+                attempts[cid] += 1
+                if outcome.retries_alone:
+                    alone.add(cid)
+                if outcome is Outcome.LOST_RACE:
+                    lost_races[cid] += 1
+                if outcome in (Outcome.LOST_RACE, Outcome.CONFLICT):
+                    delay = max(delay, backoff_delay(attempts[cid] - 1, 0.02, 1.0))
+                elif outcome in (Outcome.THROTTLED, Outcome.UNKNOWN):
+                    # Throttled, a 5xx or no answer: back off longer. The write may have gone through
+                    # (a response lost after the commit): the re-read then finds its events counted.
+                    delay = max(delay, backoff_delay(attempts[cid] - 1, 0.1, 5.0))
+                if attempts[cid] >= MAX_ATTEMPTS:
+                    if lost_races[cid] * 2 >= MAX_ATTEMPTS:
+                        raise StoreConflictError(f"customer {cid}: {lost_races[cid]} conflicting writes on "
+                                                 f"{self._table}; will retry later")  # fmt: skip
+                    raise FeatureStoreError(f"customer {cid}: no write after {MAX_ATTEMPTS} attempts on {self._table}")
+            if delay:
+                await asyncio.sleep(delay)
         return total
 
-    async def _apply_in_chunks(self, customer_id: str, events: list[Event], now: datetime) -> ApplyResult:
-        """One transaction per MAX_EVENTS_PER_WRITE events of a customer: it then touches at most the
-        days of retention plus 10 extra pages of busy days, with the profile under 50 items and
-        3 MB, inside TransactWriteItems' 100 items and 4 MB whatever one batch carries."""
-        total = ApplyResult()
-        for start in range(0, len(events), MAX_EVENTS_PER_WRITE):
-            total.merge(await self._apply_customer(customer_id, events[start : start + MAX_EVENTS_PER_WRITE], now))
-        return total
+    def _fold(self, customer_id: str, read: tuple[Stored, _Read], events: list[Event], oldest_day: int,
+              now_us: int) -> tuple[ApplyResult, Write | None, list[Event]]:  # fmt: skip
+        """Fold `events` and plan their write; when that write would be too big, fold only the
+        first half of them (again from what was read), and so on. Returns what was folded, the
+        write (None: all duplicates) and the events left for the next round."""
+        stored, raw = read
+        count = len(events)
+        while True:
+            part = ApplyResult()
+            touched = apply_to_state(stored.state, events[:count], part)
+            part.states[customer_id] = stored.state
+            if not touched:
+                return part, None, events[count:]
+            due_us = stored.state.profile.due_us
+            if self._rescore_interval is not None:
+                due_us = next_due_us(stored.state, now_us, self._rescore_interval, self._retention)
+            write = plan_write(stored, touched, self._table, self._retention, oldest_day, due_us)
+            if write is not None:
+                return part, write, events[count:]
+            if count == 1:
+                raise FeatureStoreError(f"customer {customer_id}: one event's write exceeds a transaction")
+            count //= 2
+            stored = self._decode(customer_id, raw, oldest_day)
 
-    async def _read(self, customer_id: str) -> CustomerState:
+    def _decode(self, customer_id: str, raw: _Read, oldest_day: int | None) -> Stored:
+        """The customer again from the items read (an untouched copy to fold into)."""
+        stored = read_profile(customer_id, raw.profile)
+        for segment in stored.segments_to_read(oldest_day):
+            attach_segment(stored, raw.segments.get(segment.bucket), segment)
+        if raw.legacy is not None:
+            attach_legacy(stored, raw.legacy)
+        return stored
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def _read(self, customer_ids: list[str], oldest_day: int | None) -> dict[str, tuple[Stored, _Read]]:
+        """Each customer's state as of one instant: profiles first, then what they list. Segments
+        older than `oldest_day` (None: none) are not read."""
+        found: dict[str, tuple[Stored, _Read]] = {}
+        todo = customer_ids
+        for attempt in range(MAX_ATTEMPTS):
+            profiles = await self._batch_get([profile_key(cid) for cid in todo])
+            stored = {cid: read_profile(cid, profiles.get((cid, PROFILE_BUCKET))) for cid in todo}
+            to_read = {cid: st.segments_to_read(oldest_day) for cid, st in stored.items()}
+            segments: dict[tuple[str, str], dict[str, Any]] = {}
+            wanted = []
+            for cid in todo:
+                for segment in to_read[cid]:
+                    cached = self.segments.get(cid, segment)
+                    if cached is not None:
+                        segments[(cid, segment.bucket)] = cached
+                    else:
+                        wanted.append(segment_key(cid, segment.number))
+            if wanted:
+                fetched = await self._batch_get(wanted)
+                for item in fetched.values():
+                    self.segments.put(item)
+                segments.update(fetched)
+            with_legacy = [cid for cid, st in stored.items() if st.needs_legacy_read(oldest_day)]
+            legacy = dict(zip(with_legacy, await gather_limited([self._query_legacy(cid) for cid in with_legacy],
+                                                                MAX_CONCURRENT_QUERIES), strict=True))  # fmt: skip
+            torn = []
+            for cid, st in stored.items():
+                mine = {s.bucket: segments[(cid, s.bucket)] for s in to_read[cid] if (cid, s.bucket) in segments}
+                whole = all(self._attach(st, mine.get(s.bucket), s) for s in to_read[cid])
+                if whole and cid in legacy:
+                    whole = attach_legacy(st, legacy[cid])
+                if whole:
+                    found[cid] = (st, _Read(profiles.get((cid, PROFILE_BUCKET)), mine, legacy.get(cid)))
+                else:
+                    torn.append(cid)
+            if not torn:
+                return found
+            todo = torn  # another writer committed between our reads: read those customers again
+            await backoff(attempt, 0.01, 0.5)
+        raise FeatureStoreError(f"customers {', '.join(todo[:5])}: changing under every read of {self._table}")
+
+    def _attach(self, stored: Stored, item: dict[str, Any] | None, segment: Segment) -> bool:
+        """`attach_segment`, except that a missing segment past its expiry is no torn read: TTL
+        deletes it (lazily, by the wall clock) while the profile of a customer quiet since still
+        lists it, and its pages are all past retention. Reads that filter by the retention of
+        their batch never ask for one; `get` (the sweeper, tools) asks for every listed segment."""
+        if item is None and page_expiry(segment.newest_day, self._retention) <= time.time():
+            del stored.segments[segment.number]
+            return True
+        return attach_segment(stored, item, segment)
+
+    async def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+        chunks = [keys[i : i + MAX_KEYS_PER_READ] for i in range(0, len(keys), MAX_KEYS_PER_READ)]
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for items in await gather_limited([self._batch_get_chunk(chunk) for chunk in chunks], MAX_CONCURRENT_REQUESTS):
+            for item in items:
+                found[(item["customer_id"]["S"], item["bucket"]["S"])] = item
+        return found
+
+    async def _batch_get_chunk(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        for attempt in range(MAX_ATTEMPTS):
+            response = await self._call(
+                "reading", lambda keys=keys: self._client.batch_get_item(
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}),
+                "BatchGetItem",
+            )  # fmt: skip
+            items += response.get("Responses", {}).get(self._table, [])
+            keys = list(response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", []))
+            if not keys:
+                return items
+            await backoff(attempt, 0.1, 5.0)  # unprocessed keys: the table is throttling us
+        raise FeatureStoreError(f"reading table {self._table}: {len(keys)} keys still unprocessed (throttled)")
+
+    async def _query_legacy(self, customer_id: str) -> list[dict[str, Any]]:
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
-            "KeyConditionExpression": "customer_id = :c",
-            "ExpressionAttributeValues": {":c": {"S": customer_id}},
-            "ConsistentRead": True,  # the version we read must be the latest, or our write just loses
+            "KeyConditionExpression": "customer_id = :c AND begins_with(#bucket, :pages)",
+            "ExpressionAttributeNames": {"#bucket": "bucket"},
+            "ExpressionAttributeValues": {":c": {"S": customer_id}, ":pages": {"S": LEGACY_PREFIX}},
+            "ConsistentRead": True,
         }
         if self._query_page_items is not None:
             kwargs["Limit"] = self._query_page_items
+        items: list[dict[str, Any]] = []
         while True:
-            self.requests["Query"] += 1
-            response = await self._client.query(**kwargs)
+            response = await self._call("reading", lambda: self._client.query(**kwargs), "Query")
             items += response.get("Items", [])
             if "LastEvaluatedKey" not in response:
-                break
+                return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        # Pages past TTL that DynamoDB has not deleted yet are harmless: windows end 30 days back.
-        return state_from_items(customer_id, items)
 
-    async def _read_retrying(self, customer_id: str) -> CustomerState:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                return await self._read(customer_id)
-            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-                self._give_up_unless_retryable(exc, attempt, "reading")
-                await backoff(attempt, 0.05, 2.0)
-        raise AssertionError("unreachable")
+    async def _call(self, doing: str, call: Any, operation: str) -> Any:
+        def counted() -> Any:
+            self.requests[operation] += 1
+            return call()
 
-    def _give_up_unless_retryable(self, exc: BaseException, attempt: int, doing: str) -> Failure:
-        kind = classify(exc)
-        if kind is Failure.FATAL:
-            raise fatal_error(exc, f"feature table {self._table}") from exc
-        if kind is Failure.INVALID or attempt + 1 >= MAX_ATTEMPTS:
+        try:
+            return await with_retries(counted, resource=f"feature table {self._table}", attempts=MAX_ATTEMPTS,
+                                      base=0.05, cap=2.0)  # fmt: skip
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             raise FeatureStoreError(f"{doing} table {self._table}: {error_text(exc)}") from exc
-        return kind
 
-    async def _apply_customer(self, customer_id: str, events: list[Event], now: datetime) -> ApplyResult:
-        lost_races = 0
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                state = await self._read(customer_id)
-            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-                self._give_up_unless_retryable(exc, attempt, "reading")
-                await backoff(attempt, 0.05, 2.0)
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def _commit(self, writes: list[Write], alone: set[str]) -> list[Outcome]:
+        """Commit the writes in as few transactions as fit; the outcome of each, in order."""
+        groups: list[list[Write]] = []
+        current: list[Write] = []
+        items = size = 0
+        for write in writes:
+            if write.customer_id in alone:
+                groups.append([write])
                 continue
-            result = ApplyResult()
-            touched = apply_to_state(state, events, result)
-            result.states[customer_id] = state
-            if not touched:
-                return result  # all duplicates: nothing to write
-            try:
-                if await self._write(state, touched, now):
-                    return result
-                lost_races += 1  # another writer changed what we read: re-read, count only what is new
-                await backoff(attempt, 0.02, 1.0)
-            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-                # Throttled, a 5xx or no answer: back off longer. The write may have gone through
-                # (a response lost after the commit): the re-read then finds our events counted.
-                self._give_up_unless_retryable(exc, attempt, "writing")
-                await backoff(attempt, 0.1, 5.0)
-        if lost_races * 2 >= MAX_ATTEMPTS:
-            raise StoreConflictError(
-                f"customer {customer_id}: {lost_races} conflicting writes on {self._table}; will retry later"
-            )
-        raise FeatureStoreError(f"customer {customer_id}: no write after {MAX_ATTEMPTS} attempts on {self._table}")
+            if current and (items + len(write.actions) > MAX_TRANSACTION_ITEMS or size + write.bytes > MAX_TRANSACTION_BYTES):
+                groups.append(current)
+                current, items, size = [], 0, 0
+            current.append(write)
+            items, size = items + len(write.actions), size + write.bytes
+        if current:
+            groups.append(current)
+        outcomes: dict[str, Outcome] = {}
+        for result in await gather_limited([self._transact(group) for group in groups], MAX_CONCURRENT_REQUESTS):
+            outcomes.update(result)
+        return [outcomes[write.customer_id] for write in writes]
 
-    async def _write(self, state: CustomerState, touched: set[tuple[int, int]], now: datetime) -> bool:
-        """One transaction for the profile and the changed pages. False if another writer changed
-        any of them since we read it (see the module docstring)."""
-        version = state.profile.version
-        due_us = state.profile.due_us
-        if self._rescore_interval is not None:
-            due_us = next_due_us(state, to_us(now), self._rescore_interval, self._retention)
-        profile_put: dict[str, Any] = {
-            "TableName": self._table,
-            "Item": profile_item(state.customer_id, state.profile, version + 1, due_us),
-        }
-        if version == 0:
-            profile_put["ConditionExpression"] = CUSTOMER_NOT_YET_WRITTEN
-        else:
-            profile_put["ConditionExpression"] = UNCHANGED_SINCE_READ
-            profile_put["ExpressionAttributeNames"] = {"#version": "version"}
-            profile_put["ExpressionAttributeValues"] = {":read_version": {"N": str(version)}}
-        items: list[TransactWriteItemTypeDef] = [{"Put": profile_put}]  # type: ignore[typeddict-item]
-        items += [self._page_put(state.customer_id, state.pages[key]) for key in sorted(touched)]
+    async def _transact(self, group: list[Write]) -> dict[str, Outcome]:
+        actions = [action for write in group for action in write.actions]
         self.requests["TransactWriteItems"] += 1
         try:
-            await self._client.transact_write_items(TransactItems=items)
+            await self._client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
         except ClientError as exc:
-            if classify(exc) in (Failure.CONDITION_FAILED, Failure.CONFLICT):
-                return False
-            raise
-        state.profile.version = version + 1
-        state.profile.due_us = due_us
-        for key in touched:
-            page = state.pages[key]
-            page.version, page.stored = page.version + 1, True
-        return True
+            kind = classify(exc)
+            if kind is Failure.FATAL:
+                raise fatal_error(exc, f"feature table {self._table}") from exc
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = cancellation_reasons(exc, len(actions))
+                outcomes, at = {}, 0
+                for write in group:
+                    outcomes[write.customer_id] = _why(reasons[at : at + len(write.actions)])
+                    at += len(write.actions)
+                if all(outcome is Outcome.INNOCENT for outcome in outcomes.values()):  # no reason given
+                    outcomes = dict.fromkeys(outcomes, Outcome.UNKNOWN)
+            elif kind is Failure.INVALID:
+                outcomes = {write.customer_id: Outcome.INVALID for write in group}
+            else:
+                outcomes = {write.customer_id: Outcome.THROTTLED if kind is Failure.THROTTLED else Outcome.UNKNOWN
+                            for write in group}  # fmt: skip
+            if len(group) == 1 and outcomes[group[0].customer_id] is Outcome.INVALID:
+                raise FeatureStoreError(f"writing customer {group[0].customer_id} to {self._table}: "
+                                        f"{error_text(exc)}") from exc  # fmt: skip
+            return outcomes
+        except (BotoCoreError, OSError, TimeoutError):
+            return {write.customer_id: Outcome.UNKNOWN for write in group}
+        return {write.customer_id: Outcome.DONE for write in group}
 
-    def _page_put(self, customer_id: str, page: DayPage) -> TransactWriteItemTypeDef:
-        put: dict[str, Any] = {"TableName": self._table, "Item": page_item(customer_id, page, self._retention)}
-        if not page.stored:
-            put["ConditionExpression"] = PAGE_NOT_YET_WRITTEN
-        elif page.version == 0:
-            put["ConditionExpression"] = UNVERSIONED_PAGE_UNCHANGED
-            put["ExpressionAttributeNames"] = {"#pv": PAGE_VERSION}
-        else:
-            put["ConditionExpression"] = PAGE_UNCHANGED_SINCE_READ
-            put["ExpressionAttributeNames"] = {"#pv": PAGE_VERSION}
-            put["ExpressionAttributeValues"] = {":read_pv": {"N": str(page.version)}}
-        return {"Put": put}  # type: ignore[typeddict-item]
+
+def _why(reasons: Sequence[str]) -> Outcome:
+    """One customer's outcome from the reasons DynamoDB gave for its items."""
+    if any(reason in CONDITION_CODES for reason in reasons):
+        return Outcome.LOST_RACE
+    if any(reason in THROTTLING_CODES for reason in reasons):
+        return Outcome.THROTTLED
+    if any(reason in CONFLICT_CODES for reason in reasons):
+        return Outcome.CONFLICT
+    if any(reason in ("ValidationError", "ItemCollectionSizeLimitExceeded") for reason in reasons):
+        return Outcome.INVALID
+    if all(reason == "None" for reason in reasons):
+        return Outcome.INNOCENT
+    return Outcome.UNKNOWN
 
 
 async def create_feature_table(client: DynamoDBClient, table: str) -> bool:

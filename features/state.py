@@ -71,14 +71,16 @@ class DayPage:
     last_us: dict[str, int] = field(default_factory=dict)  # event type -> latest occurred_at
     # tutor_id -> [completed sessions, sum of ratings in centi-stars, number of ratings]
     tutors: dict[str, list[int]] = field(default_factory=dict)
-    # The store's concurrency token of this page (DynamoDB: its `pv`), and whether the page was
-    # read from the store (False: created by this batch). Not part of the page's value.
+    # The store's concurrency token of this page (DynamoDB, format 1: its `pv`). Not part of the
+    # page's value.
     version: int = field(default=0, compare=False)
-    stored: bool = field(default=False, compare=False)
+    # Read-only: a page the store keeps as it is (DynamoDB: a format-1 page not moved yet). It still
+    # deduplicates its day, but new events of that day go to a page of their own.
+    sealed: bool = field(default=False, compare=False)
 
     @property
     def is_full(self) -> bool:
-        return len(self.event_digests) >= PAGE_CAPACITY
+        return self.sealed or len(self.event_digests) >= PAGE_CAPACITY
 
 
 @dataclass

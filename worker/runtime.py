@@ -302,7 +302,7 @@ def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSourc
     assert settings.sqs_queue_url is not None
     return SqsSource(
         aws.sqs, settings.sqs_queue_url, pollers=settings.sqs_pollers, wait_seconds=settings.sqs_wait_seconds,
-        visibility_timeout=settings.sqs_visibility_timeout,
+        visibility_timeout=settings.sqs_visibility_timeout, max_records=settings.batch_max_records,
     )  # fmt: skip
 
 

@@ -170,6 +170,42 @@ async def test_two_workers_on_their_own_clients(table: str, aws_endpoint: str) -
     assert all(sorted(statuses) == ["in_flight", "new"] for statuses in by_customer.values()), by_customer
 
 
+async def test_a_window_known_sent_suppresses_claims_without_a_request(table: str, aws_endpoint: str) -> None:
+    """A customer scored again inside its cooldown (every event scores it) costs no request once
+    this worker knows the window was sent, by its own mark or by DynamoDB's answer; a window that
+    ended, or a churn this worker recorded, asks DynamoDB again."""
+    requests: list[str] = []
+
+    def count(event_name: str = "", **_: Any) -> None:
+        requests.append(event_name.rsplit(".", 1)[-1])
+
+    session = get_session()
+    async with (
+        session.create_client("dynamodb", region_name="us-east-1") as a,
+        session.create_client("dynamodb", region_name="us-east-1") as b,
+    ):
+        a.meta.events.register("before-send", count)
+        b.meta.events.register("before-send", count)
+        first, second = DynamoDBAlertLedger(a, table), DynamoDBAlertLedger(b, table)
+        claim = await first.claim(spike(), T0, WEEK)
+        assert await first.mark_sent(claim.alert.published_at(T0)) is True
+        requests.clear()
+        for hours in (0, 1, 100):
+            later = T0 + timedelta(hours=hours)
+            again = await first.claim(spike(at=later), later, WEEK)
+            assert again.status is ClaimStatus.SUPPRESSED and again.alert.alert_id == claim.alert.alert_id
+        assert requests == []
+        # Another worker learns it from DynamoDB's answer, once.
+        for _ in range(3):
+            assert (await second.claim(spike(), T0 + timedelta(hours=2), WEEK)).status is ClaimStatus.SUPPRESSED
+        assert requests == ["TransactWriteItems"]
+        # The window ends: a new claim goes to DynamoDB and wins.
+        assert (await first.claim(spike(at=T0 + WEEK), T0 + WEEK, WEEK)).status is ClaimStatus.NEW
+        # A churn this worker records: DynamoDB answers the next claim (CHURNED, not SUPPRESSED).
+        await second.record_churn("c-1", T0 + timedelta(hours=3))
+        assert (await second.claim(spike(), T0 + timedelta(hours=4), WEEK)).status is ClaimStatus.CHURNED
+
+
 async def test_claim_all_uses_each_types_cooldown(ledger: AlertLedger) -> None:
     features = {"ib_call_count_14d": 3.0, "session_frequency_30d": 0.0, "has_first_session": 1.0}
     config = AlertsConfig.model_validate({"ib_call_spike": {"cooldown_hours": 1}})

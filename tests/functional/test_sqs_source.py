@@ -42,6 +42,20 @@ async def visible(sqs: Any, queue: str) -> int:
     )
 
 
+async def test_a_backlog_is_received_in_bigger_deliveries_and_a_short_receive_ends_one(sqs: Any, queue: str) -> None:
+    """A full receive means more are waiting: the poller receives again at once, up to half the
+    pipeline batch (`max_records`), so a backlog makes bigger batches; each message once."""
+    await send(sqs, queue, 75)
+    source = SqsSource(sqs, queue, pollers=1, wait_seconds=1, visibility_timeout=30, max_records=60)
+    deliveries = await take(source, 75)
+    await source.stop()
+    sizes = [len(d.records) for d in deliveries]
+    assert max(sizes) == 30 and sum(sizes) == 75, sizes
+    for delivery in deliveries:
+        await delivery.settle(Settlement(done=list(delivery.records)))
+    assert await visible(sqs, queue) == 0
+
+
 async def test_settled_records_are_deleted_and_failed_ones_come_back(sqs: Any, queue: str) -> None:
     await send(sqs, queue, 25)
     source = SqsSource(sqs, queue, pollers=2, wait_seconds=1, visibility_timeout=30, retry_delay=0)

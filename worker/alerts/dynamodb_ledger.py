@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from worker.alerts.claims import (
 from worker.alerts.dynamodb_outcomes import DynamoDBOutcomes, record_put
 from worker.alerts.exceptions import AlertLedgerError
 from worker.alerts.outcomes import OutcomeStats, Resolution
-from worker.alerts.rules import Alert, iso
+from worker.alerts.rules import Alert, AlertType, iso
 from worker.retry import (
     CONDITION_CODES,
     Failure,
@@ -114,6 +115,47 @@ class _Failed(Exception):
         self.ambiguous = ambiguous  # no answer: the write may have been applied
 
 
+class SentWindows:
+    """The windows this process knows were sent, per (customer, alert type): a claim inside one of
+    them is SUPPRESSED without a request. Most claims are of customers scored again inside their
+    cooldown (every event scores its customer), and each would cost a cancelled transaction.
+
+    Safe because a sent window is final until it ends: NO_OPEN_WINDOW lets no claim replace it, the
+    take-over and release touch pending claims only, and TTL deletes the record 30 days after its
+    window. Only what DynamoDB answered goes in (a claim found sent, our own mark_sent that held).
+    One difference: a claim that DynamoDB would answer CHURNED (the customer churned inside the
+    window) is SUPPRESSED here; neither publishes. Bounded: the least recently used go first."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._windows: OrderedDict[tuple[str, str], tuple[int, Alert]] = OrderedDict()
+
+    def remember(self, alert: Alert) -> None:
+        if alert.window_start is None:
+            return
+        key = (alert.customer_id, alert.alert_type.value)
+        self._windows[key] = (to_us(alert.window_start), alert)
+        self._windows.move_to_end(key)
+        while len(self._windows) > self._size:
+            self._windows.popitem(last=False)
+
+    def forget(self, customer_id: str) -> None:
+        for alert_type in AlertType:
+            self._windows.pop((customer_id, alert_type.value), None)
+
+    def sent_inside(self, alert: Alert, now: datetime, cooldown: timedelta) -> Alert | None:
+        """The stored alert of a window known sent that is still open at `now`, else None."""
+        key = (alert.customer_id, alert.alert_type.value)
+        known = self._windows.get(key)
+        if known is None:
+            return None
+        if known[0] <= to_us(now - cooldown):  # over: the next claim may open a new window
+            del self._windows[key]
+            return None
+        self._windows.move_to_end(key)
+        return known[1]
+
+
 class DynamoDBAlertLedger(Batching):
     """The ledger on one DynamoDB table; `client` is an open aiobotocore DynamoDB client."""
 
@@ -122,6 +164,7 @@ class DynamoDBAlertLedger(Batching):
         self._table = table
         self._lease = lease
         self.outcomes = DynamoDBOutcomes(client, table)  # alert records, outcomes, counters
+        self.sent_windows = SentWindows()
 
     async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
         return await self.outcomes.confirm_churn(customer_id, churned_at)
@@ -146,6 +189,9 @@ class DynamoDBAlertLedger(Batching):
 
     async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim:
         now = utc(now)
+        sent = self.sent_windows.sent_inside(alert, now, cooldown)
+        if sent is not None:
+            return Claim(ClaimStatus.SUPPRESSED, sent)
         token = uuid.uuid4().hex  # tells our own claim apart when its answer was lost
         for attempt in range(MAX_ATTEMPTS):
             fresh = alert.with_window(now)
@@ -166,6 +212,7 @@ class DynamoDBAlertLedger(Batching):
                 if item.get("claim_token", {}).get("S") == token:  # ours: an earlier attempt went through
                     return Claim(ClaimStatus.NEW, stored, token, now + self._lease)
                 if item["status"]["S"] == "sent":
+                    self.sent_windows.remember(stored)
                     return Claim(ClaimStatus.SUPPRESSED, stored)
                 if int(item["lease_until_us"]["N"]) > to_us(now):
                     return Claim(ClaimStatus.IN_FLIGHT, stored)
@@ -322,7 +369,7 @@ class DynamoDBAlertLedger(Batching):
         if alert.created_at is not None:
             values[":sent_at"] = {"S": iso(alert.created_at)}
             update += ", sent_at = :sent_at"
-        return await self._update(
+        marked = await self._update(
             f"marking alert {alert.alert_id} sent",
             Key=self._key(alert.customer_id, alert.alert_type.value),
             UpdateExpression=f"{update} REMOVE {PENDING_SHARD}",  # out of the pending index
@@ -330,6 +377,9 @@ class DynamoDBAlertLedger(Batching):
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
         )
+        if marked:
+            self.sent_windows.remember(alert)
+        return marked
 
     async def release(self, alerts: Sequence[Alert], now: datetime) -> None:
         for alert in alerts:
@@ -396,6 +446,7 @@ class DynamoDBAlertLedger(Batching):
         )
 
     async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        self.sent_windows.forget(customer_id)  # its next claims ask DynamoDB, which answers CHURNED
         at = utc(churned_at)
         try:
             await with_retries(

@@ -1,0 +1,197 @@
+"""The feature store writes a batch's customers together: one TransactWriteItems for many of them.
+A transaction is all or nothing, so one customer's lost race cancels it for all: these tests race
+writers on moto's DynamoDB and, where moto cannot produce what DynamoDB does (a transaction
+conflict, throttling reasons, an answer lost after the commit), inject it into the client's
+answers, and check that every event is counted exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError, ReadTimeoutError
+
+from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
+from features.events import Event, validate_event
+from features.state import event_digest
+
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+def event(n: int, customer: str, days_ago: float = 0.5) -> Event:
+    when = (NOW - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return validate_event({"event_id": f"e-{n}", "customer_id": customer, "type": "ib_call", "sentiment": "negative",
+                           "occurred_at": when})  # fmt: skip
+
+
+@pytest.fixture
+async def table(aws_endpoint: str, unique_prefix: str) -> str:
+    name = table_name(unique_prefix)
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        await create_feature_table(client, name)
+    return name
+
+
+async def check_counted_once(store: DynamoDBFeatureStore, events: list[Event]) -> None:
+    expected: dict[str, Counter[bytes]] = {}
+    for e in events:
+        expected.setdefault(e.customer_id, Counter())[event_digest(e.event_id)] = 1
+    states = await store.get(sorted(expected))
+    for cid, digests in expected.items():
+        state = states[cid]
+        stored = Counter(d for page in state.pages.values() for d in page.event_digests)
+        assert stored == digests, cid  # none lost, none twice
+        assert state.profile.lifetime["ib_calls"] == len(digests) == state.profile.lifetime["negative_calls"]
+        assert sum(page.counts["n.ib_call"] for page in state.pages.values()) == len(digests)
+
+
+async def test_two_workers_racing_on_the_same_customers_count_every_event_once(table: str) -> None:
+    """Two workers, each with its own client, write overlapping batches of the same 60 customers
+    at once (as after a visibility timeout or a lease takeover): each batch a transaction of many
+    customers, so their races cancel whole transactions and fall back customer by customer."""
+    rng = random.Random(14)
+    events = [event(n, f"c-{rng.randrange(60)}", days_ago=rng.uniform(0, 30)) for n in range(1_500)]
+    session = get_session()
+    async with (
+        session.create_client("dynamodb", region_name="us-east-1") as one,
+        session.create_client("dynamodb", region_name="us-east-1") as two,
+    ):
+        first, second = DynamoDBFeatureStore(one, table), DynamoDBFeatureStore(two, table)
+
+        async def worker(store: DynamoDBFeatureStore, order: list[Event], size: int) -> None:
+            for start in range(0, len(order), size):
+                await store.apply(order[start : start + size], NOW)
+
+        shuffled = events[:]
+        rng.shuffle(shuffled)
+        await asyncio.gather(worker(first, events, 100), worker(second, shuffled, 70))
+        await check_counted_once(first, events)
+        # Far fewer transactions than customer-batches: they were written together.
+        customer_batches = sum(len({e.customer_id for e in events[i : i + 100]}) for i in range(0, 1_500, 100))
+        # How many races are lost depends on the interleaving (each loser retries alone): 120-200 seen.
+        assert first.requests["TransactWriteItems"] < customer_batches / 2
+
+
+async def test_one_workers_concurrent_batches_take_turns_instead_of_racing(table: str) -> None:
+    """Batches in flight at once in one worker (the runtime runs several) share customers: they
+    take turns on those, so none of their transactions is cancelled by the other."""
+    rng = random.Random(7)
+    batches = [[event(b * 100 + n, f"c-{rng.randrange(30)}") for n in range(20)] for b in range(6)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        interfering = Interfering(client)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        await asyncio.gather(*(store.apply(batch, NOW) for batch in batches))
+        assert store.requests["TransactWriteItems"] == len(batches)  # none cancelled, none retried
+        await check_counted_once(store, [e for batch in batches for e in batch])
+
+
+class Interfering:
+    """A DynamoDB client whose first TransactWriteItems is preceded by `before` (another writer's
+    commit) or answered by `answer` (a fault) instead of DynamoDB."""
+
+    def __init__(self, client: Any, before: Any = None, answer: Any = None) -> None:
+        self._client = client
+        self._before = before
+        self._answer = answer
+        self.transactions: list[list[str]] = []  # the customers of each transaction sent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def transact_write_items(self, **kwargs: Any) -> Any:
+        self.transactions.append(sorted({a["Put"]["Item"]["customer_id"]["S"] for a in kwargs["TransactItems"]}))
+        if self._before is not None:
+            before, self._before = self._before, None
+            await before()
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            return await answer(kwargs)
+        return await self._client.transact_write_items(**kwargs)
+
+
+async def test_a_lost_race_cancels_the_transaction_and_only_the_loser_retries_alone(table: str) -> None:
+    """On moto: another writer commits one customer of our transaction first; DynamoDB cancels it
+    naming that customer's item; the others are written together again, the loser alone, from a
+    fresh read, and nothing is counted twice."""
+    customers = [f"c-{n}" for n in range(10)]
+    batch = [event(n, cid) for n, cid in enumerate(customers)] + [event(50, "c-3")]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        other = DynamoDBFeatureStore(client, table)
+
+        async def other_commits() -> None:
+            await other.apply([event(100, "c-3"), batch[3]], NOW)  # c-3's event too: a redelivery elsewhere
+
+        interfering = Interfering(client, before=other_commits)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert interfering.transactions[0] == customers
+        assert sorted(interfering.transactions[1:]) == [[c for c in customers if c != "c-3"], ["c-3"]]
+        assert result.duplicates == ["e-3"] and len(result.applied) == 10
+        await check_counted_once(store, [*batch, event(100, "c-3")])
+
+
+def cancelled(reasons: list[str]) -> ClientError:
+    message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(reasons)}]"
+    return ClientError({"Error": {"Code": "TransactionCanceledException", "Message": message},
+                        "CancellationReasons": [{"Code": r} for r in reasons],
+                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "TransactWriteItems")  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", ["TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"])
+async def test_conflicts_and_throttling_on_one_item_are_retried_until_written(table: str, reason: str) -> None:
+    """What moto never answers: DynamoDB cancels a transaction for a conflict with another
+    transaction, or for throttling, on one customer's item."""
+    batch = [event(n, f"c-{n}") for n in range(5)]
+
+    async def refuse(request: dict[str, Any]) -> Any:
+        raise cancelled([reason if i == 2 else "None" for i in range(len(request["TransactItems"]))])
+
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        interfering = Interfering(client, answer=refuse)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert sorted(result.applied) == sorted(e.event_id for e in batch)
+        assert sorted(interfering.transactions[1:]) == [["c-0", "c-1", "c-3", "c-4"], ["c-2"]]
+        await check_counted_once(store, batch)
+
+
+async def test_an_answer_lost_after_the_commit_is_read_back_not_written_twice(table: str) -> None:
+    """The transaction is applied but its answer never arrives (a timeout, a reset connection): the
+    store reads again, finds the events counted, and writes nothing more."""
+    batch = [event(n, f"c-{n % 4}") for n in range(12)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+
+        async def commit_then_lose_the_answer(request: dict[str, Any]) -> Any:
+            await client.transact_write_items(**request)
+            raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+        interfering = Interfering(client, answer=commit_then_lose_the_answer)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert len(interfering.transactions) == 1  # nothing left to write after the re-read
+        assert sorted(result.duplicates) == sorted(e.event_id for e in batch)  # counted by the lost answer's commit
+        await check_counted_once(store, batch)
+
+
+async def test_a_malformed_customer_write_fails_the_batch_with_its_name(table: str) -> None:
+    """A refusal (ValidationException) of a shared transaction is retried customer by customer, so
+    the error names the one customer whose write DynamoDB refuses."""
+    batch = [event(n, f"c-{n}") for n in range(3)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+
+        class Refusing(Interfering):
+            async def transact_write_items(self, **kwargs: Any) -> Any:
+                if any(a["Put"]["Item"]["customer_id"]["S"] == "c-1" for a in kwargs["TransactItems"]):
+                    raise ClientError({"Error": {"Code": "ValidationException", "Message": "Item size too large"},
+                                       "ResponseMetadata": {"HTTPStatusCode": 400}},
+                                      "TransactWriteItems")  # fmt: skip
+                return await super().transact_write_items(**kwargs)
+
+        store = DynamoDBFeatureStore(Refusing(client), table)  # type: ignore[arg-type]
+        with pytest.raises(Exception, match=r"customer c-1.*Item size too large"):
+            await store.apply(batch, NOW)
