@@ -258,24 +258,6 @@ def global_bad_lines(pieces: Sequence[PieceResult]) -> tuple[int, list[BadLine]]
     return sum(p.bad_lines for p in pieces), examples[:KEPT_BAD_LINES]
 
 
-@dataclass(frozen=True)
-class LocalFile:
-    """A local event file as a `Source`, with its path (byte ranges need it)."""
-
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-    @property
-    def is_parquet(self) -> bool:
-        return self.path.name.lower().endswith(".parquet")
-
-    def open_binary(self) -> IO[bytes]:
-        return self.path.open("rb")
-
-
 def total_bytes(sources: Sequence[Any]) -> int:
     size = 0
     for source in sources:

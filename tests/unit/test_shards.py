@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from features.eventfile import LocalEventFile
 from features.shards import (
-    LocalFile,
     global_bad_lines,
     plan_pieces,
     read_shard,
@@ -48,7 +48,7 @@ def test_every_good_line_lands_once_in_its_customers_shard_with_its_line_number(
 ) -> None:
     log = tmp_path / "log.jsonl"
     good = _write_log(log)
-    sources = [LocalFile(log)]
+    sources = [LocalEventFile(log)]
     pieces = plan_pieces(sources, piece_bytes)
     workdir = tmp_path / "split"
     workdir.mkdir()

@@ -31,10 +31,10 @@ from typing import Any
 from tqdm import tqdm
 
 from features.activity import day_end_us
+from features.eventfile import LocalEventFile
 from features.exceptions import EventParseError
 from features.parallel import Engine, map_shards, started
 from features.shards import (
-    LocalFile,
     Piece,
     PieceResult,
     check_shard_count,
@@ -108,7 +108,7 @@ def event_sources(events: Path | Sequence[Any]) -> list[Any]:
     if isinstance(events, Path):
         if not events.is_file():
             raise UsageError(f"{events}: no such file")
-        return [LocalFile(events)]
+        return [LocalEventFile(events)]
     return list(events)
 
 

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from features.eventfile import LocalEventFile
 from features.parallel import default_workers
-from features.shards import GROUPS, LocalFile, total_bytes
+from features.shards import GROUPS, total_bytes
 from worker.backtest.html import backtest_page
 from worker.backtest.outcomes import Outcomes, load_outcomes
 from worker.backtest.report import build_report, format_summary, write_report
@@ -63,7 +64,7 @@ def engine_workers(request: BacktestRequest) -> int:
     """--workers, or by default one per core when the input is large enough to gain from it."""
     if request.workers is not None:
         return request.workers
-    return default_workers() if total_bytes([LocalFile(request.events)]) >= AUTO_PARALLEL_BYTES else 1
+    return default_workers() if total_bytes([LocalEventFile(request.events)]) >= AUTO_PARALLEL_BYTES else 1
 
 
 async def backtest_once(
