@@ -14,13 +14,13 @@ from typing import Any
 from localaws.moto_patch import patch_moto_transactions
 
 
-def start_moto() -> tuple[Any, str]:
-    """Start moto's server on a free loopback port; returns (server, endpoint URL)."""
+def start_moto(port: int = 0) -> tuple[Any, str]:
+    """Start moto's server on a loopback port (0: a free one); returns (server, endpoint URL)."""
     from moto.server import ThreadedMotoServer
 
     patch_moto_transactions()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
@@ -30,20 +30,20 @@ def main() -> None:
     """`python -m localaws [--port N]`: moto's server (patched) as a process of its own,
     for end-to-end tests that kill and restart workers around it."""
     import argparse
-    import signal
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m localaws", description=main.__doc__)
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")
-    args = parser.parse_args()
-    from moto.server import ThreadedMotoServer
+    serve_moto_until_stopped(parser.parse_args().port)
 
-    patch_moto_transactions()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    print(f"listening on http://{host}:{port}", flush=True)
+
+def serve_moto_until_stopped(port: int) -> None:
+    """Run moto's server (patched) on `port`, print `listening on URL` for `ChildServer`, and exit 0
+    on SIGTERM or SIGINT."""
+    import signal
+    import sys
+
+    server, url = start_moto(port)
+    print(f"listening on {url}", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

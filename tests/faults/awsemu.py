@@ -23,10 +23,6 @@ Number limit, `ClientRequestToken` idempotency) is done by `tests.faults.proxy`.
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import sys
-import threading
 from operator import attrgetter
 from typing import Any
 
@@ -97,23 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.faults.awsemu", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")
     args = parser.parse_args()
-    from moto.server import ThreadedMotoServer
+    from localaws.server import serve_moto_until_stopped
 
-    from localaws import patch_moto_transactions
-
-    patch_moto_transactions()
     patch_moto_kinesis()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    print(f"listening on http://{host}:{port}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    signal.signal(signal.SIGINT, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop()
-    sys.exit(0)
+    serve_moto_until_stopped(args.port)
 
 
 if __name__ == "__main__":
