@@ -66,14 +66,12 @@ from features.state import CustomerState, to_us
 from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer, oldest_kept_day
 from features.tables import ensure_table
 from worker.retry import (
-    CONDITION_CODES,
-    CONFLICT_CODES,
-    THROTTLING_CODES,
     Failure,
     backoff,
     backoff_delay,
     cancellation_reasons,
     classify,
+    classify_cancellation,
     error_code,
     error_text,
     fatal_error,
@@ -480,17 +478,18 @@ class DynamoDBFeatureStore:
 
 def _why(reasons: Sequence[str]) -> Outcome:
     """One customer's outcome from the reasons DynamoDB gave for its items."""
-    if any(reason in CONDITION_CODES for reason in reasons):
-        return Outcome.LOST_RACE
-    if any(reason in THROTTLING_CODES for reason in reasons):
-        return Outcome.THROTTLED
-    if any(reason in CONFLICT_CODES for reason in reasons):
-        return Outcome.CONFLICT
-    if any(reason in ("ValidationError", "ItemCollectionSizeLimitExceeded") for reason in reasons):
-        return Outcome.INVALID
     if all(reason == "None" for reason in reasons):
         return Outcome.INNOCENT
-    return Outcome.UNKNOWN
+    return _OUTCOME_OF_FAILURE[classify_cancellation(reasons)]
+
+
+_OUTCOME_OF_FAILURE = {
+    Failure.CONDITION_FAILED: Outcome.LOST_RACE,
+    Failure.THROTTLED: Outcome.THROTTLED,
+    Failure.CONFLICT: Outcome.CONFLICT,
+    Failure.INVALID: Outcome.INVALID,
+    Failure.TRANSIENT: Outcome.UNKNOWN,
+}
 
 
 async def create_feature_table(client: DynamoDBClient, table: str) -> bool:

@@ -125,7 +125,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ClientError):
         code = error_code(exc)
         if code == "TransactionCanceledException":
-            return _classify_cancellation(cancellation_reasons(exc))
+            return classify_cancellation(cancellation_reasons(exc))
         if code in CONDITION_CODES:
             return Failure.CONDITION_FAILED
         if code in THROTTLING_CODES:
@@ -151,9 +151,10 @@ def classify(exc: BaseException) -> Failure:
     return Failure.INVALID
 
 
-def _classify_cancellation(reasons: Sequence[str]) -> Failure:
-    # A failed condition is the caller's answer whatever else happened; throttling before conflict:
-    # both are retried, but a throttled transaction must back off.
+def classify_cancellation(reasons: Sequence[str]) -> Failure:
+    """What a cancelled transaction's reasons (or one item's share of them) mean.
+    A failed condition is the caller's answer whatever else happened; throttling before conflict:
+    both are retried, but a throttled transaction must back off."""
     if any(reason in CONDITION_CODES for reason in reasons):
         return Failure.CONDITION_FAILED
     if any(reason in THROTTLING_CODES for reason in reasons):
