@@ -64,8 +64,8 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     train.add_argument("--holdout", choices=["latest", "random"], default="latest",
                        help="validation and test customers: the latest to appear in the log (default; new customers are "
                        "who the model meets next) or a random share")  # fmt: skip
-    train.add_argument("--max-train-rows", type=positive_int, default=120_000,
-                       help="training instants are sampled (every k-th day per customer) down to about this many (default 120000)")  # fmt: skip
+    train.add_argument("--max-train-rows", type=positive_int, default=240_000,
+                       help="training instants are sampled (every k-th day per customer) down to about this many (default 240000)")  # fmt: skip
     train.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs (default 40)")
     train.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)")

@@ -76,8 +76,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)")
     train.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs; 0 = off (default 5)")
-    train.add_argument("--max-train-rows", type=positive_int, default=120_000,
-                       help="training instants are sampled down to about this many (default 120000)")  # fmt: skip
+    train.add_argument("--max-train-rows", type=positive_int, default=240_000,
+                       help="training instants are sampled down to about this many (default 240000)")  # fmt: skip
     train.add_argument("--validation-fraction", type=fraction, default=0.15, help="as for train (default 0.15)")
     train.add_argument("--test-fraction", type=fraction, default=0.15, help="as for train (default 0.15)")
     train.add_argument("--no-evaluate", action="store_true", help="skip the candidate's held-out evaluation")

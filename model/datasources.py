@@ -39,7 +39,7 @@ class DataParams:
     validation_fraction: float = 0.15
     cut_fraction: float = 0.6
     holdout: str = "latest"  # latest | random (model/splits.py)
-    max_train_rows: int = 120_000
+    max_train_rows: int = 240_000
     events: tuple[str, ...] = ()
     outcomes: str | None = None
     allow_unknown_outcomes: bool = False
@@ -61,13 +61,14 @@ class Arrays:
 
 @dataclass
 class TrainingData:
-    train: Arrays
+    train: Arrays  # the training customers' instants before the time cut (or all rows, without time)
     validation: Arrays | None  # None: the fit splits some training rows off
     examples: Any = None  # model.examples.Examples of event sources (every role)
     build: Any = None  # model.owndata.BuildReport
     events: tuple[str, ...] = ()
     outcomes: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    train_every_instant: Arrays | None = None  # the training customers' instants before and after the cut
 
 
 def split_rows(data: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays]:
@@ -172,7 +173,7 @@ def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, pro
         allow_unknown_outcomes=params.allow_unknown_outcomes, workers=params.workers, scheduler=params.scheduler,
     )  # fmt: skip
     examples, build = build_examples(list(events), Path(outcomes), options, progress, say)
-    train, validation = examples.where("train"), examples.where("validation")
+    train, validation = examples.where("train", after_cut=False), examples.where("validation")
     for name, part in (("training", train), ("validation", validation)):
         labels = part.y["churn_risk_30d"]
         known = labels[~np.isnan(labels)]
@@ -181,4 +182,6 @@ def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, pro
                 f"the {name} rows ({len(part):,}) have no {'churn' if not known.any() else 'stayer'} with a known "
                 "30-day outcome: the log needs more customers, more churn, or more days"
             )
-    return TrainingData(arrays_of(train), arrays_of(validation), examples, build, events, outcomes, examples.summary)
+    every_instant = examples.where("train")
+    return TrainingData(arrays_of(train), arrays_of(validation), examples, build, events, outcomes, examples.summary,
+                        arrays_of(every_instant) if len(every_instant) > len(train) else None)  # fmt: skip

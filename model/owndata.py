@@ -47,7 +47,7 @@ class BuildOptions:
     test_fraction: float = 0.15
     cut_fraction: float = 0.6  # share of labelled activity before the time cut
     holdout: str = "latest"  # latest | random: which customers validation and test draw from
-    max_train_rows: int = 120_000  # training instants are sampled down to about this many
+    max_train_rows: int = 240_000  # training instants are sampled down to about this many
     max_holdout_rows: int = 400_000  # validation / test instants per role, before sampling kicks in
     retention: timedelta = DEFAULT_RETENTION
     on_error: str = "skip"  # skip | stop, for bad lines

@@ -7,7 +7,9 @@ differ from the old ones (shorter tenure, often more churn), so validating, cali
 on them is the honest reading; `holdout="random"` (a hash of the id alone) is the other choice.
 
 Training mode:
-- train: instants before the cut, of customers hashed to `train`;
+- train: every instant of customers hashed to `train`, flagged before / after the cut: the model's
+  earlier-instants member learns from those before the cut only (out of time), its every-instant
+  member from all of them (model/training.py `fit_ensemble` says why);
 - validation: instants at or after the cut, of other customers (early stopping, calibration);
 - test: every instant of a third group of customers; the report reads it twice, at or after the cut
   (out of time and out of customer) and over the whole log (out of customer only).
@@ -68,7 +70,7 @@ class SplitPlan:
     def wanted(self, role: str, after_cut: bool) -> bool:
         if role == EXCLUDED:
             return False
-        if self.mode == "evaluation" or role == "test":
+        if self.mode == "evaluation" or role in ("test", "train"):
             return True
         return after_cut if role == "validation" else not after_cut
 

@@ -68,6 +68,9 @@ class TrainConfig:
     weight_decay: float = 1.0
     ema: bool = True
     seed: int = 42
+    # A second member trained on the training customers' every instant, averaged with the
+    # earlier-instants member (see `fit_ensemble`); only for logs with time (not seed / synthetic rows).
+    every_instant_member: bool = True
 
 
 class _Stopwatch:
@@ -152,7 +155,8 @@ def ValidationAuc(validation: Arrays) -> Any:
 
 
 def fit_model(
-    train: Arrays, config: TrainConfig, progress: bool = False, validation: Arrays | None = None
+    train: Arrays, config: TrainConfig, progress: bool = False, validation: Arrays | None = None,
+    name: str = "marketplace_health",
 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """(Keras model, the raw input means (the attribution baseline), training summary),
     deterministic for a given seed. Without `validation`, `config.validation_split` of the training
@@ -184,7 +188,7 @@ def fit_model(
         fit_part, val_part = split_rows(train, config.validation_split, config.seed + 1)
     transformed_mean, variance = normalization_stats(fit_part.x)
     steps_per_epoch = -(-len(fit_part.x) // config.batch_size)
-    network = build_model(N_FEATURES, transformed_mean, variance)
+    network = build_model(N_FEATURES, transformed_mean, variance, name=name)
     start_at_label_means(network, fit_part.y)
     model = compile_model(
         network,
@@ -214,6 +218,47 @@ def fit_model(
     }  # fmt: skip
     baseline = fit_part.x.astype(np.float64).mean(axis=0).astype(np.float32)
     return model, baseline, summary
+
+
+MEMBERS = ("earlier_instants", "every_instant")
+
+
+def fit_ensemble(
+    loaded: TrainingData, config: TrainConfig, progress: bool = False, say: Callable[[str], None] = lambda m: None
+) -> tuple[Any, np.ndarray, dict[str, Any], dict[str, Any]]:
+    """(model, attribution baseline, training summary, members by name). On an event log, two
+    members of the same network averaged (`model.network.average_members`):
+
+    - `earlier_instants`: the training customers' instants before the time cut, the honest recipe
+      whose out-of-time reading the evaluation reports;
+    - `every_instant`: all of their instants. It has seen the whole calendar of the log (seasons,
+      holidays, the newest behaviour), which the first cannot: a deployed model should learn from
+      the latest labelled history, and a backtest of later customers covers the same calendar.
+
+    Both early-stop on the same validation customers (never trained on) and the average is
+    calibrated on them. Measured on later customers of two generators (`bench/bench_transfer.py`
+    style, 4,000 customers x 120 days, three seeds): every instant alone gains 3-4 AUC points on the
+    second generator and loses 1.5-3 on the simulator; the average keeps the better of the two on
+    each (numbers in `average_members`). Rows without time (seed, synthetic) train one member."""
+    early, baseline, summary = fit_model(loaded.train, config, progress, loaded.validation, name=MEMBERS[0])
+    every = loaded.train_every_instant
+    if not config.every_instant_member or every is None or loaded.validation is None:
+        return early, baseline, summary, {MEMBERS[0]: early}
+    say(f"earlier-instants member: {summary['epochs_run']} epochs, best {summary['best_epoch']}; "
+        f"every-instant member on {len(every.x):,} rows ...")  # fmt: skip
+    full, baseline, full_summary = fit_model(every, config, progress, loaded.validation, name=MEMBERS[1])
+    from model.network import average_members
+
+    model = average_members([early, full])
+    members = {name: {k: v for k, v in part.items() if k != "history"}
+               for name, part in zip(MEMBERS, (summary, full_summary), strict=True)}  # fmt: skip
+    combined = {
+        "epochs_run": summary["epochs_run"] + full_summary["epochs_run"],
+        "best_epoch": f"{summary['best_epoch']} / {full_summary['best_epoch']}",
+        "fit_rows": full_summary["fit_rows"], "validation_rows": summary["validation_rows"], "members": members,
+        "history": {name: part["history"] for name, part in zip(MEMBERS, (summary, full_summary), strict=True)},
+    }  # fmt: skip
+    return model, baseline, combined, {MEMBERS[0]: early, MEMBERS[1]: full}
 
 
 def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None = None) -> dict[str, dict[str, Any] | None]:
@@ -291,7 +336,7 @@ def train_bundle(
     validation = loaded.validation
     say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
         f"({clock.lap('examples')})")  # fmt: skip
-    model, baseline, summary = fit_model(loaded.train, config, progress, validation)
+    model, baseline, summary, members = fit_ensemble(loaded, config, progress, say)
     calibration = fit_calibration(model, validation, loaded.train) if loaded.examples is not None else {}
     say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
     extra: dict[str, bytes] = {}
@@ -300,10 +345,13 @@ def train_bundle(
             from model.baselines import fit_baselines
 
             say("fitting the baselines on the same rows ...")
-            fitted = fit_baselines(loaded.train.x, loaded.train.y, validation.x, validation.y, config.seed)
+            every = loaded.train_every_instant
+            rows = every if len(members) > 1 and every is not None else loaded.train
+            fitted = fit_baselines(rows.x, rows.y, validation.x, validation.y, config.seed)
             say(f"baselines fitted ({clock.lap('baselines')})")
             extra["baselines.pkl"] = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
-        seen = sorted(set(loaded.train.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
+        trained = loaded.train if loaded.train_every_instant is None else loaded.train_every_instant
+        seen = sorted(set(trained.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
         extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
     now = datetime.now(UTC)
     metadata = {
@@ -331,6 +379,11 @@ def train_bundle(
     if evaluate:
         say("evaluating on held-out customers ...")
         metrics["evaluation"] = evaluate_held_out(bundle, loaded, config.seed)
+        if len(members) > 1:
+            metrics["evaluation"]["members"] = member_readings(members, loaded)
+            metrics["evaluation"]["out_of_time_and_customer"]["note"] = (
+                "out of customer; the every-instant member trained on other customers' instants of this period, "
+                "so members.earlier_instants is the strictly out-of-time reading")  # fmt: skip
         say(f"evaluated ({clock.lap('evaluation')})")
     metrics["seconds"] = clock.laps
     update_metrics(bundle, metrics)
@@ -370,6 +423,30 @@ def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str,
     return out
 
 
+def member_readings(members: dict[str, Any], loaded: TrainingData) -> dict[str, Any]:
+    """Each member's churn AUC (uncalibrated; AUC does not depend on calibration) on the test
+    customers after the cut and over the whole log. The `earlier_instants` member's first reading is
+    the one strictly out of time and out of customer: the every-instant member (and so the
+    shipped average) trained on other customers' instants of the same period."""
+    from worker.backtest.metrics import auc_roc
+
+    test = loaded.examples.where("test")
+    out: dict[str, Any] = {}
+    for name, member in members.items():
+        readings: dict[str, Any] = {}
+        for reading, part in (("out_of_time_and_customer", test.where(after_cut=True)), ("out_of_customer", test)):
+            if not len(part):
+                continue
+            raw = member.predict(part.x.astype(np.float32), batch_size=8192, verbose=0)
+            for head in ("churn_risk_14d", "churn_risk_30d"):
+                labels = np.asarray(part.y[head], dtype=np.float64).ravel()
+                known = ~np.isnan(labels)
+                value = auc_roc(labels[known].astype(bool), np.asarray(raw[head]).ravel()[known]) if known.any() else None
+                readings[f"{reading}_auc_{head[-3:]}"] = None if value is None else round(float(value), 4)
+        out[name] = readings
+    return out
+
+
 def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]:
     """What the model card states about the data (model/card.py renders it with the metrics)."""
     from features import labels
@@ -393,7 +470,8 @@ def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]
         "period": {"start": log.get("start"), "end": log.get("end")},
         "customers": log.get("customers"), "events_read": log.get("events"),
         "split": log.get("split"), "sampling_every_days": log.get("sampling_every_days"),
-        "train": rates(loaded.train), "validation": rates(loaded.validation),
+        "train": rates(loaded.train), "train_every_instant": rates(loaded.train_every_instant),
+        "validation": rates(loaded.validation),
         "labels": (labels.__doc__ or "").strip(),
         "feature_hash": FEATURE_HASH,
     }  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -139,3 +140,26 @@ def test_same_seed_same_weights_and_every_head_trains() -> None:
     assert not np.allclose(
         build_model(N).get_layer("shared_1").get_weights()[0], initial.get_layer("shared_1").get_weights()[0]
     )
+
+
+def test_two_members_average_head_by_head_and_survive_save_and_export(tmp_path: Path) -> None:
+    from model.export import export_saved_model, load_serving_fn
+    from model.network import average_members
+
+    keras.utils.set_random_seed(1)
+    members = [build_model(N, name="earlier_instants"), build_model(N, name="every_instant")]
+    ensemble = average_members(members)
+    x = np.random.default_rng(2).normal(size=(5, N)).astype(np.float32)
+    got = ensemble.predict(x, verbose=0)
+    parts = [member.predict(x, verbose=0) for member in members]
+    assert not np.allclose(parts[0]["churn_risk_30d"], parts[1]["churn_risk_30d"])  # two different networks
+    for task in TASKS:
+        np.testing.assert_allclose(got[task], (parts[0][task] + parts[1][task]) / 2, rtol=1e-5, atol=1e-5)
+    ensemble.save(tmp_path / "model.keras")
+    again = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    np.testing.assert_allclose(again.predict(x, verbose=0)["churn_risk_30d"], got["churn_risk_30d"], rtol=1e-5, atol=1e-6)
+    serve = load_serving_fn(export_saved_model(ensemble, x.mean(axis=0), tmp_path / "saved"))
+    out = serve(features=x)
+    np.testing.assert_allclose(out["churn_risk_30d"].numpy(), got["churn_risk_30d"].ravel(), rtol=1e-5, atol=1e-6)
+    assert out["top_feature_importance"].numpy()[:, 0].min() > 0  # the attribution sees through both members
+    assert average_members(members[:1]) is members[0]
