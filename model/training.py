@@ -381,9 +381,11 @@ def train_bundle(
         metrics["evaluation"] = evaluate_held_out(bundle, loaded, config.seed)
         if len(members) > 1:
             metrics["evaluation"]["members"] = member_readings(members, loaded)
-            metrics["evaluation"]["out_of_time_and_customer"]["note"] = (
-                "out of customer; the every-instant member trained on other customers' instants of this period, "
-                "so members.earlier_instants is the strictly out-of-time reading")  # fmt: skip
+            reading = metrics["evaluation"].get("out_of_time_and_customer") or {}
+            if "targets" in reading:
+                reading["note"] = (
+                    "out of customer; the every-instant member trained on other customers' instants of this period, "
+                    "so members.earlier_instants is the strictly out-of-time reading")  # fmt: skip
         say(f"evaluated ({clock.lap('evaluation')})")
     metrics["seconds"] = clock.laps
     update_metrics(bundle, metrics)
