@@ -41,8 +41,9 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         description="With --events and --outcomes: build point-in-time examples from your own history with the "
         "worker's feature code, at the daily scoring instant of every active customer (the instants the backtest "
         "and live re-scoring use), labels from events and outcomes only (README: 'Label definitions'). Split "
-        "honestly: train on instants before a time cut, early-stop and calibrate on later instants of other "
-        "customers, test on a third group of customers. Writes a bundle: model.keras, saved_model/ (calibrated "
+        "honestly: early-stop and calibrate on instants after a time cut of other customers, test on a third "
+        "group of customers. The model is two networks averaged: one trained on the training customers' instants "
+        "before the cut (the out-of-time reading), one on all their instants (the whole calendar). Writes a bundle: model.keras, saved_model/ (calibrated "
         "probabilities), feature_spec.json, metadata.json, metrics.json, MODEL_CARD.md, baselines.pkl. Without "
         "--events: the same path on a simulated log (--data simulated, the default), or the seed's generator "
         "(--data seed). Same seed, same weights.",
@@ -74,6 +75,9 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     train.add_argument("--weight-decay", type=float, default=1.0,
                        help="decoupled weight decay per step, x learning rate (default 1.0; 0 = off)")  # fmt: skip
     train.add_argument("--no-ema", action="store_true", help="do not average weights (EMA) during training")
+    train.add_argument("--earlier-instants-only", action="store_true",
+                       help="one network, trained on the instants before the time cut only: every reading of the "
+                       "test customers after the cut is then strictly out of time (default: two networks averaged)")  # fmt: skip
     train.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
     train.add_argument("--no-baselines", action="store_true",
                        help="skip the logistic and GBM baselines the model card compares with (faster)")  # fmt: skip
@@ -147,7 +151,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.patience < 0 or args.weight_decay < 0:
         raise UsageError("--patience and --weight-decay must be 0 (off) or more")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         patience=args.patience, seed=args.seed, weight_decay=args.weight_decay, ema=not args.no_ema)  # fmt: skip
+                         patience=args.patience, seed=args.seed, weight_decay=args.weight_decay, ema=not args.no_ema,
+                         every_instant_member=not args.earlier_instants_only)  # fmt: skip
     common = {"seed": args.seed, "test_fraction": args.test_fraction, "validation_fraction": args.validation_fraction,
               "max_train_rows": args.max_train_rows, "holdout": args.holdout}  # fmt: skip
     if args.events:

@@ -41,6 +41,12 @@ def test_train_on_a_log_writes_a_calibrated_bundle_with_its_card(trained: Path) 
     for fact in ("## Data", "period:", "30-day churn rate", "## Labels", "censored", "Calibration", "feature hash"):
         assert fact in card
     assert (trained / "baselines.pkl").exists() and (trained / "training_customers.txt.gz").exists()
+    # two members averaged: the earlier-instants network (out of time) and the every-instant one
+    members = metadata["training"]["members"]
+    assert set(members) == {"earlier_instants", "every_instant"}
+    assert members["every_instant"]["fit_rows"] > members["earlier_instants"]["fit_rows"]
+    assert set(evaluation["members"]) == set(members) and "### members" in card
+    assert "strictly out-of-time" in evaluation["out_of_time_and_customer"]["note"]
 
 
 @pytest.mark.slow
