@@ -29,10 +29,20 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
     parser.add_argument("--evaluate", action="store_true", help="also time the held-out evaluation")
+    parser.add_argument("--generator", choices=("simulator", "alt"), default="simulator",
+                        help="alt: the second generator's log (model/altsim.py; try --customers 7500 --days 90 for "
+                        "about a million events), cached like bench_backtest.py's")  # fmt: skip
     args = parser.parse_args()
-    events, outcomes = simulated_log(args.customers, args.days, seed=42)
-    lines = sum(1 for _ in __import__("gzip").open(events, "rt"))
-    print(f"log: {events} ({lines:,} events, {args.customers:,} customers over {args.days} days)")
+    if args.generator == "alt":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_backtest import cached_alt_events
+
+        events, outcomes = cached_alt_events(args.customers, args.days)
+    else:
+        events, outcomes = simulated_log(args.customers, args.days, seed=42)
+    with (__import__("gzip").open(events, "rt") if events.suffix == ".gz" else events.open()) as handle:
+        lines = sum(1 for _ in handle)
+    print(f"log: {events} ({lines:,} lines, {args.customers:,} customers over {args.days} days)")
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "model.cli", "train", "--events", str(events), "--outcomes", str(outcomes),
                    "--out", f"{tmp}/bundle", "--quiet", "--json"]  # fmt: skip

@@ -10,6 +10,8 @@ from pathlib import Path
 RUNS = {
     # our simulator's 1.29 M events, then the second generator's ~1 M (issue 15's check: 1 vs 2 workers)
     "bench_backtest.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
+    # issue 9's training target on our simulator's ~1 M events, then on the second generator's
+    "bench_training.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
 }
 
 here = Path(__file__).resolve().parent
