@@ -121,6 +121,23 @@ def _progress_callback(epochs: int) -> Any:
     return Progress()
 
 
+CHURN_HEADS = ("churn_risk_14d", "churn_risk_30d")
+
+
+def churn_aucs(predictions: dict[str, Any], labels: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float | None]:
+    """AUC of each churn head's `predictions` over the `rows` (all by default) whose label is known
+    (not censored); None where one class only."""
+    from worker.backtest.metrics import auc_roc
+
+    out: dict[str, float | None] = {}
+    for head in CHURN_HEADS:
+        y = np.asarray(labels[head], dtype=np.float64).ravel()
+        score = np.asarray(predictions[head]).ravel()
+        known = ~np.isnan(y) if rows is None else rows & ~np.isnan(y)
+        out[head] = auc_roc(y[known].astype(bool), score[known])
+    return out
+
+
 def _validation_auc_callback() -> Any:
     import keras
 
@@ -133,17 +150,11 @@ def _validation_auc_callback() -> Any:
         def __init__(self, validation: Arrays) -> None:
             super().__init__()
             self.x = validation.x.astype(np.float32)
-            self.y = {h: np.asarray(validation.y[h], dtype=np.float64).ravel() for h in ("churn_risk_14d", "churn_risk_30d")}
+            self.y = validation.y
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            from worker.backtest.metrics import auc_roc
-
             out = self.model.predict(self.x, batch_size=8192, verbose=0)
-            scores = []
-            for head, labels in self.y.items():
-                known = ~np.isnan(labels)
-                value = auc_roc(labels[known].astype(bool), np.asarray(out[head]).ravel()[known])
-                scores.append(0.5 if value is None else value)
+            scores = [0.5 if value is None else value for value in churn_aucs(out, self.y).values()]
             if logs is not None:
                 logs["val_churn_auc"] = float(np.mean(scores))
 
@@ -430,21 +441,18 @@ def member_readings(members: dict[str, Any], loaded: TrainingData) -> dict[str, 
     customers after the cut and over the whole log. The `earlier_instants` member's first reading is
     the one strictly out of time and out of customer: the every-instant member (and so the
     shipped average) trained on other customers' instants of the same period."""
-    from worker.backtest.metrics import auc_roc
-
     test = loaded.examples.where("test")
     out: dict[str, Any] = {}
+    if not len(test):
+        return {name: {} for name in members}
     for name, member in members.items():
+        raw = member.predict(test.x.astype(np.float32), batch_size=8192, verbose=0)  # once; each reading is a subset
         readings: dict[str, Any] = {}
-        for reading, part in (("out_of_time_and_customer", test.where(after_cut=True)), ("out_of_customer", test)):
-            if not len(part):
+        for reading, rows in (("out_of_time_and_customer", test.after_cut), ("out_of_customer", None)):
+            if rows is not None and not rows.any():
                 continue
-            raw = member.predict(part.x.astype(np.float32), batch_size=8192, verbose=0)
-            for head in ("churn_risk_14d", "churn_risk_30d"):
-                labels = np.asarray(part.y[head], dtype=np.float64).ravel()
-                known = ~np.isnan(labels)
-                value = auc_roc(labels[known].astype(bool), np.asarray(raw[head]).ravel()[known]) if known.any() else None
-                readings[f"{reading}_auc_{head[-3:]}"] = None if value is None else round(float(value), 4)
+            for head, value in churn_aucs(raw, test.y, rows).items():
+                readings[f"{reading}_auc_{head[-3:]}"] = value
         out[name] = readings
     return out
 
