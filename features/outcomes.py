@@ -192,19 +192,3 @@ class ChurnTimes:
             found = position < len(times)
             out[rows[found]] = times[position[found]]
         return out
-
-    def last_at_or_before(self, customers: Sequence[str], customer: np.ndarray, t_us: np.ndarray) -> np.ndarray:
-        """Per row, the customer's latest churn at or before `t_us` (-1 if none)."""
-        out = np.full(len(t_us), -1, dtype=np.int64)
-        if not len(t_us):
-            return out
-        order = np.argsort(customer, kind="stable")
-        bounds = np.flatnonzero(np.diff(customer[order])) + 1
-        for rows in np.split(order, bounds):
-            times = self._times.get(customers[int(customer[rows[0]])])
-            if times is None:
-                continue
-            position = np.searchsorted(times, t_us[rows], side="right") - 1
-            found = position >= 0
-            out[rows[found]] = times[position[found]]
-        return out

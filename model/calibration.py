@@ -29,10 +29,6 @@ class Platt:
     rows: int = 0  # labelled validation rows it was fitted on (0: identity)
 
     @property
-    def is_constant(self) -> bool:
-        return self.a == 0.0
-
-    @property
     def is_identity(self) -> bool:
         return self.a == 1.0 and self.b == 0.0
 

@@ -68,13 +68,6 @@ def latency_ms(serving_fn: Any, x: np.ndarray, calls: int = LATENCY_CALLS) -> di
             "p99": float(np.percentile(times, 99))}  # fmt: skip
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray) -> float:
-    from worker.backtest.metrics import calibration
-
-    value = calibration(np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64))["ece"]
-    return float(value) if value is not None else float("nan")
-
-
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 

@@ -307,23 +307,3 @@ def scratch_dir(parent: Path | None = None) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def save_examples(examples: Examples, path: Path) -> None:
-    """One .npz (features, labels, customers, instants, roles); the summary as JSON inside."""
-    import json
-
-    arrays: dict[str, Any] = {"x": examples.x, "customer": examples.customer.astype(str), "t_us": examples.t_us,
-                              "role": examples.role.astype(str), "after_cut": examples.after_cut,
-                              "summary": np.array(json.dumps(examples.summary, default=str))}  # fmt: skip
-    arrays.update({f"y_{k}": v for k, v in examples.y.items()})
-    np.savez(path, **arrays)
-
-
-def load_examples(path: Path) -> Examples:
-    import json
-
-    with np.load(path, allow_pickle=False) as z:
-        y = {k: z[f"y_{k}"] for k in LABELS}
-        return Examples(z["x"], y, z["customer"].astype(object), z["t_us"], z["role"].astype(object), z["after_cut"],
-                        json.loads(str(z["summary"])))  # fmt: skip

@@ -47,23 +47,17 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _client_error_code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-
-
 def find_deployed(sagemaker: Any, endpoint: str) -> Deployed | None:
     """The model behind `endpoint` (its first production variant), or None if there is no such endpoint."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from model.deploy import _current_config
+
+    config_name = _current_config(sagemaker, endpoint)  # None: no such endpoint
+    if config_name is None:
+        return None
     try:
-        described = sagemaker.describe_endpoint(EndpointName=endpoint)
-    except ClientError as exc:
-        message = str(exc.response.get("Error", {}).get("Message", ""))
-        if _client_error_code(exc) == "ValidationException" and "Could not find endpoint" in message:
-            return None
-        raise DeployError(f"describe_endpoint {endpoint} failed: {message or exc}") from exc
-    try:
-        config = sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         model_name = config["ProductionVariants"][0]["ModelName"]
         model = sagemaker.describe_model(ModelName=model_name)
     except (ClientError, BotoCoreError) as exc:
@@ -79,11 +73,13 @@ def _download(s3: Any, url: str, dest: Path) -> bool:
     """Fetch an object to `dest`; False if it is not there."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from worker.retry import error_code
+
     bucket, key = split_s3_url(url)
     try:
         s3.download_file(Bucket=bucket, Key=key, Filename=str(dest))
     except ClientError as exc:
-        if _client_error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise DeployError(f"cannot read {url}: {exc}") from exc
     except BotoCoreError as exc:
@@ -145,13 +141,9 @@ def archive_bundle(bundle_dir: Path, out: Path) -> Path:
 
 def store_bundle(s3: Any, bundle_dir: Path, bucket: str, prefix: str, version: str, workdir: Path) -> str:
     """Upload the bundle beside where `churn-model deploy` puts its package; returns the URL."""
-    from boto3.exceptions import Boto3Error
-    from botocore.exceptions import BotoCoreError, ClientError
+    from model.deploy import _call
 
     key = f"{prefix.strip('/')}/{version}/{BUNDLE_ARCHIVE}".lstrip("/")
     archive = archive_bundle(bundle_dir, workdir / f"{version}-{BUNDLE_ARCHIVE}")
-    try:
-        s3.upload_file(Filename=str(archive), Bucket=bucket, Key=key)
-    except (ClientError, BotoCoreError, Boto3Error) as exc:
-        raise DeployError(f"upload to s3://{bucket}/{key} failed: {exc}") from exc
+    _call(f"upload to s3://{bucket}/{key}", s3.upload_file, Filename=str(archive), Bucket=bucket, Key=key)
     return f"s3://{bucket}/{key}"

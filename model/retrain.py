@@ -100,13 +100,14 @@ def _run(request: RetrainRequest, work: Path) -> int:
     from tqdm import tqdm
 
     from features.derive_outcomes import derive_outcomes, write_outcomes
+    from features.eventfile import event_sources
     from model.bundle import load_bundle
 
     # The incumbent first: a missing permission or a model of another feature registry should stop
     # the job before hours of training, not after.
     incumbent, note = _incumbent(request, work)
     events = local_events(request.events, request.since, work / "events")
-    sources = _sources(events)
+    sources = event_sources(events)
     _say(f"deriving outcomes from {len(sources):,} event files ...")
     with tqdm(total=len(sources), desc="outcomes", unit="file", file=sys.stderr, disable=None) as bar:
         derived = derive_outcomes(sources, request.data.get("on_error", "skip"), say=_first_few(_say),
@@ -116,7 +117,7 @@ def _run(request: RetrainRequest, work: Path) -> int:
     _say(f"outcomes: {summary['customers']:,} customers, {summary['churned']:,} churned, {summary['events']:,} events "
          f"in {summary['files']:,} files")  # fmt: skip
 
-    candidate = load_bundle(_train(request, events, outcomes, derived.summary(), work))
+    candidate = load_bundle(_train(request, events, outcomes, summary, work))
     record: dict[str, Any] | None = None
     if incumbent is not None:
         from model.cli_data import format_gate, gate_bundles
@@ -160,12 +161,6 @@ def _first_few(say: Callable[[str], None], limit: int = 5) -> Callable[[str], No
             say("more bad lines skipped; not listed")
 
     return tell
-
-
-def _sources(paths: list[str]) -> list[Any]:
-    from features.eventfile import event_sources
-
-    return event_sources(paths)
 
 
 def local_events(paths: list[str], since: str | None, into: Path) -> list[str]:
