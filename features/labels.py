@@ -42,9 +42,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from features.events import SUBJECTS
+from features.eventfile import event_sources, open_text, read_source
+from features.events import SUBJECTS, loads_json, unwrap_envelope
 from features.outcomes import NEVER
-from features.state import DAY_US
+from features.state import DAY_US, to_us
 
 CHURN_HORIZONS = (14, 30)
 VELOCITY_DAYS = 14
@@ -299,34 +300,22 @@ def scan_label_facts(paths: str | Sequence[str]) -> LabelScan:
     validation (only the fields labels use, with the same time parsing), so the pass is a few
     seconds per million events; a line that is not a valid event for these fields is skipped,
     as the pipeline's dead-letter queue would take it."""
-    from features.eventfile import event_sources, read_source
-
     scan = LabelScan()
     for source in event_sources(paths):
         if source.is_parquet:
             for _, item in read_source(source):
                 if not isinstance(item, Exception):
                     fields = item.__dict__
-                    _scan_one(scan, item.customer_id, item.event_id, item.type, _us(item.occurred_at),
+                    _scan_one(scan, item.customer_id, item.event_id, item.type, to_us(item.occurred_at),
                               fields.get("first_session", False), fields.get("success"))  # fmt: skip
             continue
-        from features.eventfile import open_text
-
         with open_text(source) as handle:
             for line in handle:
                 _scan_line(scan, line)
     return scan
 
 
-def _us(moment: datetime) -> int:
-    from features.state import to_us
-
-    return to_us(moment)
-
-
 def _scan_line(scan: LabelScan, line: str) -> None:
-    from features.events import loads_json, unwrap_envelope
-
     if not line.strip():
         return
     try:
@@ -339,7 +328,7 @@ def _scan_line(scan: LabelScan, line: str) -> None:
         return
     first = obj.get("first_session", False) if kind == "session_completed" else False
     success = obj.get("success") if kind == "session_completed" else None
-    _scan_one(scan, cid, eid, kind, _us(moment.astimezone(UTC)), first is True, success if isinstance(success, bool) else None)
+    _scan_one(scan, cid, eid, kind, to_us(moment.astimezone(UTC)), first is True, success if isinstance(success, bool) else None)
 
 
 def _scan_one(scan: LabelScan, cid: str, eid: str, kind: str, t_us: int, first: bool, success: bool | None) -> None:

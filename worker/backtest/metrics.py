@@ -179,12 +179,17 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> d
     return {"brier": round(float(np.mean((p - y) ** 2)), 4), "ece": round(ece, 4), "bins": table}
 
 
-def churn_labels(population: Population, customer: np.ndarray, t_us: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray]:
+def churn_labels(
+    population: Population, customer: np.ndarray, t_us: np.ndarray, days: int, following: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(churned within `days` after each instant, label known) per row: `features.labels`'
-    definition. Rows after the outcomes' churn are not known (the customer was gone)."""
+    definition. Rows after the outcomes' churn are not known (the customer was gone).
+    `following`: `population.next_churn(customer, t_us)` when the caller has it already (it does
+    not depend on `days`)."""
     horizon = days * DAY_US
     alive = population.churn_us[customer] > t_us
-    following = population.next_churn(customer, t_us)
+    if following is None:
+        following = population.next_churn(customer, t_us)
     y = alive & (following != NEVER) & (following - t_us <= horizon)
     known = alive & ((t_us + horizon <= population.end_us) | y)
     return y, known
@@ -203,8 +208,9 @@ def model_stats(
     customer = columns["customer"]
     alive = population.churn_us[customer] > t
     out: dict[str, Any] = {"scoring_instants": int(alive.sum())}
+    following = population.next_churn(customer, t)  # the same for both horizons
     for days in (14, 30):
-        y, known = churn_labels(population, customer, t, days)
+        y, known = churn_labels(population, customer, t, days, following)
         p = columns[f"churn_risk_{days}d"][known]
         labels = y[known]
         out[f"churn_{days}d"] = {

@@ -48,8 +48,8 @@ def run_outcomes(request: OutcomesRequest) -> int:
     if request.as_json:
         print(json.dumps(summary))
     else:
-        print(f"{request.out}: {derived.summary()['customers']:,} customers, {derived.churned:,} churned "
-              f"({derived.came_back:,} came back after a churn), from {derived.events:,} events in "
-              f"{len(sources):,} files ({derived.duplicates:,} duplicate sign-ups or churns counted once, "
-              f"{derived.bad_lines:,} bad lines skipped)")  # fmt: skip
+        print(f"{request.out}: {summary['customers']:,} customers, {summary['churned']:,} churned "
+              f"({summary['came_back']:,} came back after a churn), from {summary['events']:,} events in "
+              f"{len(sources):,} files ({summary['duplicates']:,} duplicate sign-ups or churns counted once, "
+              f"{summary['bad_lines']:,} bad lines skipped)")  # fmt: skip
     return 0
