@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -53,21 +54,23 @@ class Population:
             return np.asarray(np.where(churn > t_us, churn, NEVER), dtype=np.int64)
         return self.churn_times.next_after(self.customers, customer, t_us)
 
-    @property
+    # Cached: the fields never change, and each read walks every customer (the report reads these
+    # once per alert type).
+    @cached_property
     def _ever(self) -> np.ndarray:
         ever = np.asarray(self.churn_us != NEVER, dtype=bool)
         if self.churn_times is None:
             return ever
         return np.asarray(self.churn_times.churned_ever(self.customers) | ever, dtype=bool)
 
-    @property
+    @cached_property
     def churners(self) -> int:
         """Customers who churned during the data (after its start)."""
         index = np.arange(len(self.customers))
         after = self.next_churn(index, np.full(len(index), self.start_us, dtype=np.int64))
         return int((after != NEVER).sum())
 
-    @property
+    @cached_property
     def non_churners(self) -> int:
         return int((~self._ever).sum())
 
