@@ -18,9 +18,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY plumbing ./plumbing
+COPY localaws ./localaws
 COPY features ./features
 COPY model ./model
 COPY worker ./worker
+COPY jobs ./jobs
+COPY cli ./cli
 # The worker only: no [model], [local] or [dev] extras, so no TensorFlow, moto or test tools.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . \

@@ -16,18 +16,29 @@ SERVING_VENV  := .serving-tf$(SERVING_TF)
 SERVING_STAMP := $(SERVING_VENV)/.installed
 IMAGE ?= churn-alerts:dev
 
-.PHONY: run test lint bench faults install clean image serving-check
+.PHONY: run test check lint bench faults install clean image serving-check
 
 run: $(STAMP)
 	$(VENV)/bin/churn-worker local
 
+# Everything: unit, functional, end-to-end and the fault suite; the 20 slowest tests at the end.
 # The serving venv first, so the serving-compatibility test runs rather than skips.
 test: $(STAMP) $(SERVING_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
+
+# The fast loop while you work: the import contract, then unit and functional tests without the
+# slow ones (no model training, no whole processes), stopping at the first failure.
+check: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pytest -m "not slow" -x -q tests/unit tests/functional
+
+SOURCES := plumbing localaws features model worker jobs cli tests bench infra
 
 lint: $(STAMP) $(TOOLS_STAMP)
-	$(VENV)/bin/ruff check features model worker localaws tests bench infra
-	$(VENV)/bin/mypy features worker
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy plumbing features worker
 	$(TOOLS)/bin/cfn-lint infra/*.yaml
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(TOOLS)/bin/python infra/checkov_all.py infra/*.yaml Dockerfile
 	@if [ -x $(TOOLS)/bin/hadolint ]; then $(TOOLS)/bin/hadolint Dockerfile; \

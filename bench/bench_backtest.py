@@ -76,8 +76,8 @@ STAGES = {  # (module attribute the pipeline calls, label)
     "worker.pipeline.route_alerts": "alert rules",
     "worker.alerts.rules.Prediction.from_json": "validate predictions (pydantic)",
     "features.store.MemoryFeatureStore.apply_sync": "apply to the memory store",
-    "worker.backtest.scorer.InProcessScorer.score": "model in process (predict + format)",
-    "worker.backtest.source.read_lines": "read the file (json.loads per line)",
+    "jobs.backtest.scorer.InProcessScorer.score": "model in process (predict + format)",
+    "jobs.backtest.source.read_lines": "read the file (json.loads per line)",
 }
 
 
@@ -135,9 +135,9 @@ def instrument() -> dict[str, float]:
             setattr(owner, attribute, classmethod(wrap(label, original.__func__)))  # type: ignore[arg-type]
         else:
             setattr(owner, attribute, wrap(label, getattr(owner, attribute)))
-    import worker.backtest.runner as runner
+    import jobs.backtest.runner as runner
 
-    runner.read_lines = importlib.import_module("worker.backtest.source").read_lines  # the wrapped one
+    runner.read_lines = importlib.import_module("jobs.backtest.source").read_lines  # the wrapped one
     return spent
 
 
@@ -164,9 +164,9 @@ def main() -> None:
 
     configure_logging(json_logs=False, level="WARNING")
     spent = instrument() if args.breakdown else None
-    from worker.backtest.runner import BacktestOptions, run_backtest
-    from worker.backtest.scorer import BundleScorer, bundle_dir_or_default
-    from worker.backtest.source import DEFAULT_WINDOW_US, HOUR_US
+    from jobs.backtest.runner import BacktestOptions, run_backtest
+    from jobs.backtest.scorer import BundleScorer, bundle_dir_or_default
+    from jobs.backtest.source import DEFAULT_WINDOW_US, HOUR_US
 
     if args.generator == "alt":
         events, _ = cached_alt_events(args.customers, args.days)

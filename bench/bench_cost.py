@@ -43,13 +43,13 @@ from aiohttp import ClientSession, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.cost_model import Measured, report
+from cli.commands.local import load_events, split_events, use_local_aws
 from features.dynamodb import DynamoDBFeatureStore, table_name
 from features.events import event_to_json
 from infra.stack_env import settings_env
-from model.training import ensure_default_bundle
-from worker.aws import AwsClients
-from worker.commands.local import load_events, split_events, use_local_aws
-from worker.localstack import ChildServer
+from jobs.training import ensure_default_bundle
+from localaws import ChildServer
+from plumbing.clients import AwsClients
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +255,7 @@ async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, 
     settings = Settings(table_prefix=prefix)
     history, live = split_events(load_events(backlog.customers, backlog.days, backlog.seed, None), backlog.live_days)
     now = datetime.now(UTC)
-    async with AwsClients(settings, "dynamodb") as aws:  # history, as the worker would have left it
+    async with AwsClients(settings.aws_region, "dynamodb") as aws:  # history, as the worker would have left it
         store = DynamoDBFeatureStore(aws["dynamodb"], table_name(prefix), settings.retention)
         recent = [e for e in history if e.occurred_at >= now - settings.retention]
         for start in range(0, len(recent), 1000):
@@ -388,7 +388,7 @@ if __name__ == "__main__":
     parser.add_argument("--profile", type=Path, help="py-spy the worker into this raw file (collapsed stacks)")
     arguments = parser.parse_args()
     bundle = ensure_default_bundle(progress=True)
-    moto = ChildServer([sys.executable, "-m", "worker.localstack", "--port", "0"], "moto")
+    moto = ChildServer([sys.executable, "-m", "localaws", "--port", "0"], "moto")
     endpoint = ChildServer([str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle),
                             "--port", "0"], "model endpoint")  # fmt: skip
     try:

@@ -69,7 +69,7 @@ def in_process(bundle_dir: Path, rows: np.ndarray) -> None:
 
 def endpoint(bundle_dir: Path, rows: np.ndarray) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "model.cli", "serve", "--bundle", str(bundle_dir), "--port", "0"],
+        [sys.executable, "-m", "cli.model", "serve", "--bundle", str(bundle_dir), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:

@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from cli.commands.local import load_events, use_local_aws
 from features.due import MemoryDueIndex
 from features.due_dynamodb import DynamoDBDueIndex
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.state import to_us
 from localaws import ChildServer
+from plumbing.clients import AwsClients
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import MemoryAlertPublisher
-from worker.aws import AwsClients
-from worker.commands.local import load_events, use_local_aws
 from worker.logs import configure_logging
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
@@ -86,7 +86,7 @@ def item_bytes(item: dict[str, Any]) -> int:
 async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
     settings = Settings(table_prefix="bench-rescore-")
     metrics = Metrics()
-    async with AwsClients(settings, "dynamodb", metrics=metrics) as aws:
+    async with AwsClients(settings.aws_region, "dynamodb", on_request=metrics.count_request) as aws:
         features, alerts = table_name(settings.table_prefix), alert_table_name(settings.table_prefix)
         await create_feature_table(aws.dynamodb, features)
         await create_alert_table(aws.dynamodb, alerts)

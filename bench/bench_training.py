@@ -44,7 +44,7 @@ def main() -> int:
         lines = sum(1 for _ in handle)
     print(f"log: {events} ({lines:,} lines, {args.customers:,} customers over {args.days} days)")
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "model.cli", "train", "--events", str(events), "--outcomes", str(outcomes),
+        command = [sys.executable, "-m", "cli.model", "train", "--events", str(events), "--outcomes", str(outcomes),
                    "--out", f"{tmp}/bundle", "--quiet", "--json"]  # fmt: skip
         if not args.evaluate:
             command.append("--no-evaluate")

@@ -19,9 +19,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from cli.commands.local import drive, load_events, split_events, use_local_aws
+from jobs.training import ensure_default_bundle
 from localaws import ChildServer
-from model.training import ensure_default_bundle
-from worker.commands.local import drive, load_events, split_events, use_local_aws
 from worker.logs import configure_logging
 from worker.settings import Settings
 

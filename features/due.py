@@ -39,7 +39,7 @@ from typing import Protocol
 
 from features.activity import is_active, latest_event_us
 from features.state import CustomerState, to_us
-from features.tables import IndexSpec, shard_names, shard_of
+from plumbing.tables import IndexSpec, shard_names, shard_of
 
 DUE_INDEX = "due"
 DUE_SHARD = "due_shard"  # S: the index's hash key, a 2-digit shard of customer_id

@@ -21,8 +21,8 @@ from features.due import DUE_AT, DUE_INDEX, DUE_OWNER, DUE_SHARD, DUE_SHARDS, Du
 from features.dynamodb import PROFILE_BUCKET
 from features.exceptions import FeatureStoreError
 from features.state import to_us
-from features.tables import shard_names
-from worker.retry import Failure, classify, error_text, gather_limited, with_retries
+from plumbing.retry import Failure, classify, error_text, gather_limited, with_retries
+from plumbing.tables import shard_names
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient

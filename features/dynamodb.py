@@ -64,8 +64,7 @@ from features.layout import (
 )
 from features.state import CustomerState, to_us
 from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer, oldest_kept_day
-from features.tables import ensure_table
-from worker.retry import (
+from plumbing.retry import (
     Failure,
     backoff,
     backoff_delay,
@@ -78,6 +77,7 @@ from worker.retry import (
     gather_limited,
     with_retries,
 )
+from plumbing.tables import ensure_table
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from plumbing.exceptions import ChurnAlertsError, UsageError
 
-class FeaturesError(Exception):
+__all__ = ["EventParseError", "FeatureStoreError", "FeaturesError", "StoreConflictError", "UsageError"]
+
+
+class FeaturesError(ChurnAlertsError):
     """Base for every error this package raises."""
 
 
-class UsageError(FeaturesError):
-    """Bad usage or input the user has to fix: every command exits 2 on it. The one base class of
-    usage errors: `worker.exceptions.UsageError` derives from it (and the model package's should)."""
-
-
-class EventParseError(UsageError):
+class EventParseError(FeaturesError, UsageError):
     """A message that is not a valid event. `error_code` is for machines (DLQ attributes, metrics),
     `error_detail` one line for a person (it may quote a few characters of the value at fault: it
     goes to the DLQ with the body, never to the logs), `field` the field at fault, if one is."""

@@ -42,9 +42,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from features.churn_outcomes import NEVER
 from features.eventfile import event_sources, open_text, read_source
 from features.events import SUBJECTS, loads_json, unwrap_envelope
-from features.outcomes import NEVER
 from features.state import DAY_US, to_us
 
 CHURN_HORIZONS = (14, 30)
@@ -124,7 +124,7 @@ def customer_labels(
     facts: CustomerFacts, churn_times: np.ndarray, t_us: np.ndarray, context: LabelContext
 ) -> dict[str, np.ndarray]:
     """Per-row labels of one customer at instants `t_us` (see the module docstring). `churn_times`:
-    every churn instant of the customer, sorted (`features.outcomes.ChurnTimes.of`). Returns
+    every churn instant of the customer, sorted (`features.churn_outcomes.ChurnTimes.of`). Returns
     churn_risk_14d, churn_risk_30d, session_velocity, first_session_success (float, NaN censored)
     and engaged_days_30d (float, NaN censored), the input of `health_scores`."""
     t_us = np.asarray(t_us, dtype=np.int64)

@@ -35,7 +35,7 @@ from typing import Any
 
 from features.due import DUE_AT, DUE_SHARD, DUE_SHARDS
 from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
-from features.tables import shard_of
+from plumbing.tables import shard_of
 
 PageKey = tuple[int, int]  # (day, page)
 

@@ -1,7 +1,7 @@
 """An event log split by customer, in parallel: the input of every sharded offline job.
 
 Customers are independent offline, so a log is split once into shard files by a stable hash of
-`customer_id` and each shard is then folded on its own (`features.parallel`). The split itself has
+`customer_id` and each shard is then folded on its own (`plumbing.parallel`). The split itself has
 no single reader: a local JSON Lines file is cut into byte ranges (`plan_pieces`), each range is
 read by its own task (`split_piece`), and every task writes its lines into one part file per shard.
 Gzip files, Parquet files and S3 objects cannot be cut cheaply and are one piece each (a directory
@@ -166,7 +166,7 @@ def split_piece(piece: Piece, shards: int, workdir: Path) -> PieceResult:
 
 
 def split_task(item: tuple[Piece, int, Path]) -> PieceResult:
-    """`split_piece(*item)`: one argument, for `features.parallel.map_shards`."""
+    """`split_piece(*item)`: one argument, for `plumbing.parallel.map_shards`."""
     return split_piece(*item)
 
 

@@ -9,7 +9,7 @@ registry is read with `compute_features_batch` at the day's end, so a row sees e
 up to its instant. Labels (`features.labels`) look only after it.
 
 Two passes, so memory is bounded by the largest shard, not the log, and both run on the
-backtest's engine (`features.parallel`: in process or on Dask):
+backtest's engine (`plumbing.parallel`: in process or on Dask):
 1. `model.logsplit.split_log`: the log split by customer hash (`features.shards`, every line
    validated once) and the whole-log facts (time span, the `first_session` flag, sign-ups, churns).
 2. `fold_shard`: per shard, events sorted by time, duplicates (same event_id) dropped, folded day
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from features.activity import day_end_us, is_active
+from features.churn_outcomes import ChurnTimes
 from features.events import Event, parse_event
 from features.labels import (
     CustomerFacts,
@@ -48,7 +49,6 @@ from features.labels import (
     customer_labels,
     health_scores,
 )
-from features.outcomes import ChurnTimes
 from features.registry import FEATURE_NAMES, compute_features_batch
 from features.shards import shard_of
 from features.state import DAY_US, CustomerState, from_us
@@ -111,7 +111,7 @@ class FoldTask:
 
 def fold_shard(task: FoldTask) -> ShardExamples:
     """Pass 2 for one shard: features at sampled instants, labels and references at every instant.
-    A module-level function of one picklable argument, for `features.parallel.map_shards`."""
+    A module-level function of one picklable argument, for `plumbing.parallel.map_shards`."""
     plan, retention = task.plan, task.retention
     timed = sorted(((t, parse_event(text)) for _, _, t, text in task.ref.lines()), key=lambda pair: pair[0])
     by_day: dict[int, list[Event]] = {}

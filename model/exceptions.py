@@ -3,20 +3,22 @@ exits 2); anything else deriving from `ModelPackageError` is an operational fail
 
 from __future__ import annotations
 
+from plumbing.exceptions import ChurnAlertsError, UsageError
 
-class ModelPackageError(Exception):
+__all__ = [
+    "BundleMismatchError", "BundleNotFoundError", "DataError", "DeployError", "ModelPackageError", "UsageError",
+]  # fmt: skip
+
+
+class ModelPackageError(ChurnAlertsError):
     """Base for every error this package raises."""
 
 
-class UsageError(ModelPackageError):
-    """Bad input or options: a wrong path, a malformed file, an invalid flag combination."""
-
-
-class BundleNotFoundError(UsageError):
+class BundleNotFoundError(ModelPackageError, UsageError):
     """The bundle directory is missing or incomplete."""
 
 
-class BundleMismatchError(UsageError):
+class BundleMismatchError(ModelPackageError, UsageError):
     """The bundle was trained on a different feature registry than the running code's."""
 
     def __init__(self, bundle: str, bundle_hash: str, code_hash: str) -> None:
@@ -28,7 +30,7 @@ class BundleMismatchError(UsageError):
         self.code_hash = code_hash
 
 
-class DataError(UsageError):
+class DataError(ModelPackageError, UsageError):
     """Training or evaluation data that cannot be used (empty, one class only, wrong shapes)."""
 
 

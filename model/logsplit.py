@@ -2,7 +2,7 @@
 
 The split is the backtest's (`features.shards`: each file cut into byte ranges, every line validated
 once, written to the part file of its customer's shard; bad lines reported as `file:line`), run on
-the same engine (`features.parallel`: in process, or on Dask). A second, cheap task per shard
+the same engine (`plumbing.parallel`: in process, or on Dask). A second, cheap task per shard
 (`shard_facts`) reads only what must be known about the whole log before any shard is folded: its
 time span and daily volume (the split's time cut), whether it uses the `first_session` flag (the
 first-session label), each customer's first sign-up and churn events (checks against the
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from features.events import loads_json, unwrap_envelope
-from features.parallel import Engine, map_shards
 from features.shards import (
     PieceResult,
     check_shard_count,
@@ -30,6 +29,7 @@ from features.shards import (
 )
 from features.state import DAY_US, from_us
 from model.exceptions import DataError
+from plumbing.parallel import Engine, map_shards
 
 KEPT_BAD_LINES = 5
 

@@ -17,9 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from features.churn_outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
 from features.eventfile import EventParseError, event_sources
-from features.outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
-from features.parallel import Engine, map_shards
 from features.shards import shard_of
 from features.state import DAY_US
 from features.store import DEFAULT_RETENTION
@@ -36,6 +35,7 @@ from model.examples import (
 from model.exceptions import DataError
 from model.logsplit import LogSummary, ShardRef, split_log
 from model.splits import ROLES, SplitPlan, choose_cut_day, latest_customers
+from plumbing.parallel import Engine, map_shards
 
 MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
 

@@ -4,13 +4,13 @@
 log through the same path, or the seed's generator), fits the network on the training rows with
 early stopping on the validation rows (later instants of other customers), fits each probability
 head's calibration on the validation period (it is exported inside the serving signature), fits
-the baselines on the same rows, writes the bundle and evaluates it on the test customers, twice:
-out of time and out of customer (instants after the cut), and out of customer only (every
-instant). With the same seed it produces the same weights: `keras.utils.set_random_seed` and
-`tf.config.experimental.enable_op_determinism`.
+the baselines on the same rows, writes the bundle and, given an `Evaluator`, evaluates it on the
+test customers (`jobs.evaluation.evaluate_held_out` reads out of time and out of customer, and
+out of customer only). With the same seed it produces the same weights:
+`keras.utils.set_random_seed` and `tf.config.experimental.enable_op_determinism`.
 
-`ensure_default_bundle()` is what `make run` / `churn-worker local` call: the cached default bundle,
-trained on first use on a simulated event log (no download), in a few minutes on two cores.
+The cached default bundle (`jobs.training.ensure_default_bundle`) is trained here on a simulated
+event log (no download), in a few minutes on two cores.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from features.registry import FEATURE_HASH, FEATURE_NAMES
 from model.bundle import (
     CARD_FILE,
     TRAINING_CUSTOMERS_FILE,
-    default_bundle_dir,
-    is_bundle,
     load_bundle,
     update_metrics,
     write_bundle,
@@ -51,7 +49,8 @@ from model.datasources import (
     split_rows,
     synthetic_arrays,
 )
-from model.exceptions import DataError, UsageError
+from model.exceptions import DataError
+from model.metrics import auc_roc
 
 N_FEATURES = len(FEATURE_NAMES)
 __all__ = ["DEFAULT_CUSTOMERS", "DEFAULT_DAYS", "Arrays", "DataParams", "TrainConfig", "synthetic_arrays"]
@@ -71,6 +70,11 @@ class TrainConfig:
     # A second member trained on the training customers' every instant, averaged with the
     # earlier-instants member (see `fit_ensemble`); only for logs with time (not seed / synthetic rows).
     every_instant_member: bool = True
+
+
+# The held-out evaluation `train_bundle` runs when given one: (bundle, data, seed) -> metrics.json's
+# "evaluation" (jobs.evaluation.evaluate_held_out reads the alert rules too, so it lives above).
+Evaluator = Callable[[Any, TrainingData, int], dict[str, Any]]
 
 
 class _Stopwatch:
@@ -127,8 +131,6 @@ CHURN_HEADS = ("churn_risk_14d", "churn_risk_30d")
 def churn_aucs(predictions: dict[str, Any], labels: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float | None]:
     """AUC of each churn head's `predictions` over the `rows` (all by default) whose label is known
     (not censored); None where one class only."""
-    from worker.backtest.metrics import auc_roc
-
     out: dict[str, float | None] = {}
     for head in CHURN_HEADS:
         y = np.asarray(labels[head], dtype=np.float64).ravel()
@@ -329,7 +331,7 @@ def train_bundle(
     config: TrainConfig | None = None,
     data: DataParams | None = None,
     progress: bool = True,
-    evaluate: bool = True,
+    evaluate: Evaluator | None = None,
     log: Callable[[str], None] | None = None,
     baselines: bool = True,
 ) -> Path:
@@ -389,7 +391,7 @@ def train_bundle(
     bundle = load_bundle(out_dir)
     if evaluate:
         say("evaluating on held-out customers ...")
-        metrics["evaluation"] = evaluate_held_out(bundle, loaded, config.seed)
+        metrics["evaluation"] = evaluate(bundle, loaded, config.seed)
         if len(members) > 1:
             metrics["evaluation"]["members"] = member_readings(members, loaded)
             reading = metrics["evaluation"].get("out_of_time_and_customer") or {}
@@ -403,37 +405,6 @@ def train_bundle(
     write_card(bundle, metrics)
     say(f"model {metadata['model_version']} written to {out_dir}")
     return out_dir
-
-
-def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str, Any]:
-    """The test customers' evaluation: out of time and customer, and out of customer only; for
-    rows without customers (seed, synthetic), the held-out rows."""
-    from model.baselines import load_baselines
-    from model.evaluation import evaluate_examples, evaluate_rows
-
-    if loaded.examples is None:
-        test = loaded.summary["test"]
-        return {"held_out_rows": evaluate_rows(bundle.serving_fn(), test.x, test.y, seed)}
-    build = loaded.build
-    baselines = load_baselines(bundle.path)
-    out: dict[str, Any] = {}
-    test = loaded.examples.where("test")
-    readings = (("out_of_time_and_customer", test.where(after_cut=True)), ("out_of_customer", test),
-                ("validation_period", loaded.examples.where("validation")))  # fmt: skip
-    for name, part in readings:
-        if not len(part):
-            out[name] = {"note": "no rows (test fraction 0?)"}
-            continue
-        try:
-            out[name] = evaluate_examples(
-                bundle.serving_fn(), part.x, part.y, part.customer, part.t_us, churn=build.churn,
-                churned_at=build.outcomes.churned_at_us, start_us=build.start_us, end_us=build.end_us,
-                baselines=baselines, seed=seed, latency=name == "out_of_time_and_customer",
-            )  # fmt: skip
-        except DataError as exc:
-            out[name] = {"note": str(exc)}
-    out["validation_period"]["note"] = "the rows calibration was fitted on: its ECE is optimistic"
-    return out
 
 
 def member_readings(members: dict[str, Any], loaded: TrainingData) -> dict[str, Any]:
@@ -503,48 +474,6 @@ def quiet_tensorflow() -> None:
     they print a notice on import and reorder float sums, and the model is too small to gain."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-
-def _stale_reason(out_dir: Path) -> str | None:
-    """Why the cached default bundle cannot be used as it is, or None if it can."""
-    if not is_bundle(out_dir):
-        return "no default model bundle yet"
-    try:
-        bundle = load_bundle(out_dir)
-    except UsageError as exc:  # a feature registry change: retrain rather than serve a wrong model
-        return str(exc)
-    config, data = default_training()
-    recorded = bundle.metadata.get("training", {}), bundle.metadata.get("data", {})
-    wanted = _jsonable(asdict(config)), _jsonable(asdict(data))
-    where = ("workers", "scheduler")  # where the examples were built changes nothing in them
-    if any(recorded[0].get(k) != v for k, v in wanted[0].items()) or any(
-        recorded[1].get(k) != v for k, v in wanted[1].items() if k not in where
-    ):
-        return "the default model bundle was trained with older defaults"
-    if recorded[1].get("data_version") != data_version():
-        return "the simulator or the example builder changed since the default model bundle was trained"
-    return None
-
-
-def ensure_default_bundle(progress: bool = True) -> Path:
-    """The cached default bundle's directory, training it first if it is missing or stale (a
-    different feature registry or training defaults). Concurrent callers wait for one training."""
-    import fcntl
-
-    quiet_tensorflow()
-    out_dir = default_bundle_dir()
-    if _stale_reason(out_dir) is None:
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        reason = _stale_reason(out_dir)  # another process may have trained it meanwhile
-        if reason is None:
-            return out_dir
-        if progress:
-            print(f"{reason}: training one in {out_dir} (a few minutes, once)", file=sys.stderr)
-        config, data = default_training()
-        return train_bundle(out_dir, config, data, progress=progress)
 
 
 def train_tiny_bundle(out_dir: Path, rows: int = 300, seed: int = 7) -> Path:

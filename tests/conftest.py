@@ -15,7 +15,7 @@ from model.training import quiet_tensorflow
 # model with (oneDNN's fused kernels off), so this process scores exactly as a Dask worker does.
 quiet_tensorflow()
 
-SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "worker" / "data" / "sample_events.jsonl"
+SAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "features" / "data" / "sample_events.jsonl"
 
 
 @pytest.fixture(autouse=True)

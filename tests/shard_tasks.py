@@ -1,4 +1,4 @@
-"""Shard functions for tests of `features.parallel` (Dask imports them by name in its workers)."""
+"""Shard functions for tests of `plumbing.parallel` (Dask imports them by name in its workers)."""
 
 from __future__ import annotations
 

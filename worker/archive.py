@@ -32,9 +32,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from features.events import Event, event_to_json, format_utc
+from plumbing.retry import raise_if_fatal
 from worker.exceptions import ConfigError
 from worker.ports import EventArchive
-from worker.retry import raise_if_fatal
 
 __all__ = ["EventArchive", "MemoryEventArchive", "S3EventArchive", "encode", "parse_s3_uri", "partition_key"]
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from features.exceptions import UsageError as _UsageError
+from plumbing.exceptions import ChurnAlertsError, FatalAwsError, UsageError
+
+__all__ = [
+    "ConfigError", "FatalAwsError", "ScoringRejectedError", "ScoringUnavailableError", "UsageError", "WorkerError",
+]  # fmt: skip
 
 
-class WorkerError(Exception):
+class WorkerError(ChurnAlertsError):
     """Base for every error this package raises."""
 
 
-class UsageError(WorkerError, _UsageError):
-    """Bad command-line usage or input file: exit code 2."""
-
-
-class ConfigError(UsageError):
+class ConfigError(WorkerError, UsageError):
     """An invalid config file or environment variable; the message names the key and the reason."""
-
-
-class FatalAwsError(WorkerError):
-    """An AWS error no retry can fix (access denied, a missing table, queue, stream or topic): the
-    worker stops with exit code 1 and this one line (`worker.retry` decides what is fatal)."""
 
 
 class ScoringUnavailableError(WorkerError):

@@ -21,6 +21,10 @@ class Metrics:
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += amount
 
+    def count_request(self, service: str, operation: str) -> None:
+        """`AwsClients(..., on_request=metrics.count_request)`: AWS requests by service and operation."""
+        self.inc("aws_requests", service=service, operation=operation)
+
     def set(self, name: str, value: float, **labels: str) -> None:
         """A gauge; with labels it is kept as `name{k="v"}`, the Prometheus series it becomes."""
         key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")

@@ -29,7 +29,7 @@ The improvement loop (issue 12), each in a method of its own:
   alerts are claimed like treatment ones and marked sent, but published only to the control
   topic, if any, never to the retention topic.
 - `_record_churn`: a churn confirms the customer's alerts of the 30 days before it;
-  `expire_alert_outcomes` and `refresh_live_precision` are the sweeper's (`worker.alerts.outcomes`).
+  `expire_alert_outcomes` and `refresh_live_precision` are the sweeper's (`worker.alerts.alert_outcomes`).
 - `_submit_to_shadow`: the customers the live model scored, handed to the shadow model
   (`worker.shadow`), which never holds up, fails or changes this path.
 """
@@ -49,11 +49,11 @@ from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, par
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
 from features.state import CustomerState, from_us, to_us
+from worker.alerts.alert_outcomes import live_precision, precision_window
 from worker.alerts.claims import Claim
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
 from worker.alerts.experiment import CONTROL, ExperimentConfig, assign_arm
-from worker.alerts.outcomes import live_precision, precision_window
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
 from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
 from worker.faultpoints import kill_point
@@ -311,7 +311,7 @@ class Pipeline:
 
     async def _record_churn(self, customer_id: str, churned_at: datetime) -> None:
         """No more alerts for the customer, and their alerts of the 30 days before the churn are
-        confirmed (live outcomes, `worker.alerts.outcomes`; idempotent, so a redelivery is harmless)."""
+        confirmed (live outcomes, `worker.alerts.alert_outcomes`; idempotent, so a redelivery is harmless)."""
         await self._ledger.record_churn(customer_id, churned_at)
         for resolution in await self._ledger.confirm_churn(customer_id, churned_at):
             self.metrics.inc("alerts_confirmed", type=resolution.alert_type, arm=resolution.arm)

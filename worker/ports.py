@@ -34,9 +34,9 @@ from features.store import FeatureStore
 
 if TYPE_CHECKING:
     from features.events import Event
+    from worker.alerts.alert_outcomes import OutcomeStats, Resolution
     from worker.alerts.claims import Claim
     from worker.alerts.config import AlertsConfig
-    from worker.alerts.outcomes import OutcomeStats, Resolution
     from worker.alerts.rules import Alert
 
 __all__ = [
@@ -160,7 +160,7 @@ class AlertLedger(Protocol):
         """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
         ...
 
-    # Live outcomes (`worker.alerts.outcomes`): every claimed alert leaves a record that ends
+    # Live outcomes (`worker.alerts.alert_outcomes`): every claimed alert leaves a record that ends
     # confirmed (churn within 30 days) or expired (none), counted per alert day, type and arm.
 
     async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:

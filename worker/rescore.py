@@ -21,7 +21,7 @@ again. Exactly-once across workers: a due customer is claimed by one conditional
 
 Each step also re-publishes abandoned alert claims (the ledger's outbox) and, once a minute,
 expires alerts 30 days old without a churn and, every ten minutes, refreshes the live-precision
-gauges from the ledger's counters (`worker.alerts.outcomes`): bookkeeping whose failure is logged
+gauges from the ledger's counters (`worker.alerts.alert_outcomes`): bookkeeping whose failure is logged
 and retried, never a reason to stop re-scoring.
 
 Metrics (the infra alarms use these names): `churn_rescore_due_customers` (gauge), the age of the
@@ -50,7 +50,7 @@ from worker.ports import DueIndex, FeatureStore
 log = structlog.get_logger(__name__)
 
 REPUBLISH_LIMIT = 100  # abandoned alert claims re-published per step
-EXPIRE_LIMIT = 500  # alert outcomes expired per step (worker.alerts.outcomes)
+EXPIRE_LIMIT = 500  # alert outcomes expired per step (worker.alerts.alert_outcomes)
 EXPIRE_EVERY_SECONDS = 60.0  # outcomes are a matter of days: a look a minute is plenty
 PRECISION_EVERY_SECONDS = 600.0  # the live-precision gauges, from the ledger's daily counters
 

@@ -33,11 +33,11 @@ from aiohttp import web
 
 from features.due_dynamodb import DynamoDBDueIndex
 from features.dynamodb import DynamoDBFeatureStore, table_name
+from plumbing.clients import SHADOW_RUNTIME, AwsClients
 from worker import faultpoints
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
 from worker.archive import S3EventArchive
-from worker.aws import SHADOW_RUNTIME, AwsClients
 from worker.emf import EmfReporter
 from worker.exceptions import ConfigError, FatalAwsError, WorkerError
 from worker.metrics import Metrics
@@ -161,7 +161,7 @@ async def run_worker(
             log.error("fatal error; stopping the worker", error=str(error))
         stop.set()
 
-    async with AwsClients(settings, *_services(settings), metrics=metrics) as aws:
+    async with AwsClients(settings.aws_region, *_services(settings), on_request=metrics.count_request) as aws:
         features = table_name(settings.table_prefix)
         store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
                                      rescore_interval=settings.rescore_interval)  # fmt: skip

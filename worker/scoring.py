@@ -22,9 +22,9 @@ import numpy as np
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from plumbing.retry import RETRYABLE, backoff, classify, error_code, http_status
 from worker.exceptions import ScoringRejectedError, ScoringUnavailableError
 from worker.ports import Scorer
-from worker.retry import RETRYABLE, backoff, classify, error_code, http_status
 
 if TYPE_CHECKING:
     from types_aiobotocore_sagemaker_runtime.client import SageMakerRuntimeClient

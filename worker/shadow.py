@@ -4,7 +4,7 @@ alerts go to a shadow log instead of the retention team.
 With `CHURN_SHADOW_ENDPOINT_NAME` set, every batch the live model scored is handed here
 (`ShadowScoring.submit`, which never awaits and never raises) and scored again on a task of its
 own: one call to the shadow endpoint, with its own client and connection pool
-(`worker.aws.SHADOW_RUNTIME`), its own timeout (`CHURN_SHADOW_TIMEOUT_SECONDS`) and its own
+(`plumbing.clients.SHADOW_RUNTIME`), its own timeout (`CHURN_SHADOW_TIMEOUT_SECONDS`) and its own
 circuit breaker. The live path never waits for it, and nothing it does can fail or change a live
 alert: it claims nothing in the ledger and starts no cooldown there. At most `MAX_IN_FLIGHT`
 shadow scorings run at once; a batch arriving while they are all busy is dropped (counted), so a

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from plumbing.retry import error_text
 from worker.alerts.exceptions import AlertPublishError
 from worker.alerts.publisher import BATCH_SIZE, is_fifo
 from worker.archive import parse_s3_uri, partition_key
-from worker.retry import error_text
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client

@@ -19,8 +19,8 @@ import boto3
 import pytest
 from aiobotocore.session import get_session
 
+from features.churn_outcomes import load_outcomes
 from features.events import validate_event
-from features.outcomes import load_outcomes
 from model.altsim import generate, write_log
 from tests.e2e.conftest import BIN, base_env
 from worker.archive import S3EventArchive

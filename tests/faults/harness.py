@@ -135,7 +135,7 @@ class Scenario:
 
     def bootstrap(self, *, shards: int = 1, fifo_queue: bool = False, fifo_topic: bool = False, config: str = FAULTS_CONFIG) -> None:
         """The product's `bootstrap` against moto itself, then the subscriber queue on the topic."""
-        from worker.commands.bootstrap import bootstrap
+        from cli.commands.bootstrap import bootstrap
         from worker.settings import Settings
 
         settings = Settings(source=self.source, table_prefix=self.prefix, kinesis_shards=shards)  # type: ignore[arg-type]

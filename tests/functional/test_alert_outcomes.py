@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from cli.worker import main
 from features.due import MemoryDueIndex
 from features.store import MemoryFeatureStore
 from tests.fakes import NOW, FakeScorer, ListDlq, event
+from worker.alerts.alert_outcomes import Outcome, format_stats
 from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig, assign_arm
 from worker.alerts.ledger import (
@@ -26,10 +28,8 @@ from worker.alerts.ledger import (
     alert_table_name,
     create_alert_table,
 )
-from worker.alerts.outcomes import Outcome, format_stats
 from worker.alerts.publisher import MemoryAlertPublisher
 from worker.alerts.rules import Alert, AlertType, Prediction, route_alerts
-from worker.cli import main
 from worker.pipeline import Pipeline
 from worker.rescore import Rescorer
 

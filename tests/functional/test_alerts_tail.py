@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from cli.commands.alerts_tail import run_alerts_tail
 from worker.alerts.config import AlertsConfig
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
 from worker.alerts.rules import Alert, Prediction, route_alerts
-from worker.commands.alerts_tail import run_alerts_tail
 from worker.exceptions import UsageError
 from worker.settings import Settings
 

@@ -19,9 +19,16 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from cli.worker import main
 from features.activity import day_end_us
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.state import DAY_US, CustomerState
+from jobs.backtest.clock import SimulatedClock
+from jobs.backtest.recording import TRIGGERS, MemoryDeadLetterQueue
+from jobs.backtest.rescoring import DayEndRescoring
+from jobs.backtest.runner import BacktestOptions, run_backtest
+from jobs.backtest.scorer import InProcessScorer
+from jobs.backtest.source import HOUR_US, Batch, read_lines, time_batches
 from model.bundle import load_bundle
 from model.server import LocalEndpoint, LocalPredictor
 from model.simulator import simulate, write_simulation
@@ -29,13 +36,6 @@ from tests.fakes import FeatureScorer
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
-from worker.backtest.clock import SimulatedClock
-from worker.backtest.recording import TRIGGERS, MemoryDeadLetterQueue
-from worker.backtest.rescoring import DayEndRescoring
-from worker.backtest.runner import BacktestOptions, run_backtest
-from worker.backtest.scorer import InProcessScorer
-from worker.backtest.source import HOUR_US, Batch, read_lines, time_batches
-from worker.cli import main
 from worker.pipeline import Pipeline
 from worker.scoring import SageMakerScorer
 

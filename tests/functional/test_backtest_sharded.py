@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from cli.worker import main
+from jobs.backtest.runner import BacktestOptions, run_backtest
+from jobs.backtest.scorer import BundleScorer
 from model.simulator import simulate, write_simulation
-from worker.backtest.runner import BacktestOptions, run_backtest
-from worker.backtest.scorer import BundleScorer
-from worker.cli import main
 
 OUTPUTS = ("alerts.jsonl", "report.json")
 

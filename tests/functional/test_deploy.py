@@ -15,8 +15,8 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from cli.model import main
 from model.bundle import load_bundle
-from model.cli import main
 from model.deploy import DeployRequest, deploy, image_uri
 from model.exceptions import UsageError
 from model.export import build_package

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from worker.commands.bootstrap import bootstrap
+from cli.commands.bootstrap import bootstrap
 from worker.exceptions import WorkerError
 from worker.runtime import run_worker
 from worker.settings import Settings

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from worker.exceptions import WorkerError
+from plumbing.exceptions import FatalAwsError
 from worker.ports import Delivery, Record, Settlement
 from worker.sources.kinesis import KinesisSource, ensure_stream
 from worker.sources.leases import SHARD_END, create_lease_table, lease_table_name
@@ -569,6 +569,6 @@ async def test_missing_stream_ends_deliveries_with_an_error_that_says_what_to_do
     kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
 ) -> None:
     source = KinesisSource(kinesis, dynamodb, f"{unique_prefix}missing", leases, "w1", **FAST)
-    with pytest.raises(WorkerError, match=r"ResourceNotFoundException.*bootstrap"):
+    with pytest.raises(FatalAwsError, match=r"ResourceNotFoundException.*bootstrap"):
         async for _ in source.deliveries():
             pass

@@ -127,7 +127,7 @@ def test_plain_http_routes(endpoint: LocalEndpoint) -> None:
 def test_serve_command_prints_ready_line_and_stops_on_sigterm(tiny_bundle: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "model.cli", "serve", "--bundle", str(tiny_bundle), "--port", "0"],
+        [sys.executable, "-m", "cli.model", "serve", "--bundle", str(tiny_bundle), "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

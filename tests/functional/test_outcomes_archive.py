@@ -12,9 +12,9 @@ import boto3
 import pytest
 from aiobotocore.session import get_session
 
+from cli.worker import main
 from features.events import validate_event
 from worker.archive import S3EventArchive
-from worker.cli import main
 
 START = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from cli.model import main
 from model.altsim import generate, write_log
-from model.cli import main
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli.model import main
 from features.registry import FEATURE_HASH, FEATURE_NAMES
 from model.bundle import load_bundle
-from model.cli import main
 from model.exceptions import BundleMismatchError, BundleNotFoundError
 from model.server import LocalPredictor
 
@@ -125,8 +125,9 @@ def test_default_bundle_is_retrained_when_defaults_change(
 ) -> None:
     from dataclasses import asdict
 
+    from jobs.training import _stale_reason
     from model.bundle import default_bundle_dir
-    from model.training import _stale_reason, data_version, default_training
+    from model.training import data_version, default_training
 
     monkeypatch.setenv("CHURN_MODEL_CACHE", str(tmp_path))
     target = default_bundle_dir()

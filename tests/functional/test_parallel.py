@@ -1,4 +1,4 @@
-"""`features.parallel`: shard work in process or on a local Dask cluster, same results, killed
+"""`plumbing.parallel`: shard work in process or on a local Dask cluster, same results, killed
 workers retried."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features.parallel import Engine, map_shards
+from plumbing.parallel import Engine, map_shards
 from tests.shard_tasks import fail_on, square, square_but_die_once
 
 

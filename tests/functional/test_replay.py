@@ -13,8 +13,8 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from worker.cli import main
-from worker.commands.replay import ReplayRequest, run_replay
+from cli.worker import main
+from jobs.replay import ReplayRequest, run_replay
 from worker.settings import Settings
 
 
@@ -73,7 +73,7 @@ class Faulty:
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real back-off starts at 0.1 s; the behaviour under test is the same at a tenth of it."""
-    monkeypatch.setattr("worker.commands.replay.BACKOFF_BASE_SECONDS", 0.01)
+    monkeypatch.setattr("jobs.replay.BACKOFF_BASE_SECONDS", 0.01)
 
 
 def write_events(path: Path, customers: int = 6, per_customer: int = 25, bad_line: int | None = None) -> Path:

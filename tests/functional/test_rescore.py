@@ -19,7 +19,7 @@ from features.due import DUE_INDEX, DueStats
 from features.due_dynamodb import DynamoDBDueIndex
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.state import CustomerState, to_us
-from features.tables import ensure_table
+from plumbing.tables import ensure_table
 from tests.fakes import NOW, FeatureScorer, ListDlq, event
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table

@@ -12,12 +12,12 @@ import boto3
 import numpy as np
 import pytest
 
+from cli.model import build_parser, main
 from features.registry import FEATURE_NAMES
+from jobs.incumbent import bundle_from_package, fetch_incumbent, find_deployed, store_bundle
 from model.bundle import load_bundle, training_customers
-from model.cli import build_parser, main
 from model.exceptions import BundleMismatchError
 from model.export import build_package
-from model.incumbent import bundle_from_package, fetch_incumbent, find_deployed, store_bundle
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from aiobotocore.session import get_session
 
+from cli.worker import main
 from features.registry import FEATURE_HASH
 from features.s3events import list_event_objects
 from features.store import MemoryFeatureStore
@@ -24,7 +25,6 @@ from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig, assign_arm
 from worker.alerts.ledger import MemoryAlertLedger
 from worker.alerts.publisher import MemoryAlertPublisher
-from worker.cli import main
 from worker.exceptions import ScoringUnavailableError
 from worker.pipeline import Pipeline
 from worker.shadow import MAX_IN_FLIGHT, ShadowBatch, ShadowScoring

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.worker import main
+from jobs.backtest.scorer import InProcessScorer
 from model.simulator import simulate, write_simulation
 from tests.fakes import FeatureScorer
-from worker.backtest.scorer import InProcessScorer
-from worker.cli import main
 from worker.settings import load_settings
 
 
@@ -23,7 +23,7 @@ from worker.settings import load_settings
 def fake_model(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
     monkeypatch.setattr(InProcessScorer, "from_bundle_dir", classmethod(lambda cls, path: FeatureScorer()))
     # No default bundle either: training it takes minutes on a fresh machine, and the fake scores.
-    monkeypatch.setattr("worker.commands.backtest.bundle_dir_or_default", lambda bundle: bundle or tiny_bundle)
+    monkeypatch.setattr("cli.commands.backtest.bundle_dir_or_default", lambda bundle: bundle or tiny_bundle)
 
 
 @pytest.fixture(scope="module")

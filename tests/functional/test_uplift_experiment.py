@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from cli.worker import main
+from jobs.alert_log import to_us as _us
+from jobs.backtest.runner import BacktestOptions, run_backtest
+from jobs.uplift import DAY_US, AlertRow, outcome
 from model.simulator import simulate, write_simulation
 from tests.fakes import FeatureScorer
 from worker.alerts.experiment import ExperimentConfig, assign_arm
-from worker.backtest.alert_log import to_us as _us
-from worker.backtest.runner import BacktestOptions, run_backtest
-from worker.backtest.uplift import DAY_US, AlertRow, outcome
-from worker.cli import main
 
 pytestmark = pytest.mark.slow
 

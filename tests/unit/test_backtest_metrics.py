@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.churn_outcomes import NEVER
 from features.state import DAY_US
-from worker.backtest.metrics import Population, alert_stats, auc_roc, calibration, model_stats, seed_targets
-from worker.backtest.outcomes import NEVER
+from jobs.backtest.metrics import Population, alert_stats, model_stats, seed_targets
+from model.metrics import auc_roc, calibration
 
 START = 1_800_000_000_000_000 // DAY_US * DAY_US  # a UTC midnight
 
@@ -78,7 +79,7 @@ def test_model_labels_leave_out_unknown_futures() -> None:
 
 
 def test_volume_counts_each_customer_only_while_they_are_there() -> None:
-    from worker.backtest.metrics import customer_weeks
+    from jobs.backtest.metrics import customer_weeks
 
     # c0 from day 0 to its churn on day 20, c1 from day 14 to the end (day 28), c2 never scored
     weeks = customer_weeks(np.array([day(0), day(14), day(28)]), np.array([day(20), NEVER, NEVER]), day(28))
@@ -89,7 +90,7 @@ def test_volume_counts_each_customer_only_while_they_are_there() -> None:
 
 
 def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> None:
-    from features.outcomes import ChurnTimes
+    from features.churn_outcomes import ChurnTimes
 
     # c3 churned on day 12 and signed up again: the outcomes file says null, the log has the event
     times = ChurnTimes({"c0": [day(20)], "c1": [day(70)], "c3": [day(12)]})
@@ -98,7 +99,7 @@ def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> Non
     stats = alert_stats(np.array([3, 3]), np.array([day(2), day(15)]), pop)
     assert stats["customers_confirmed"] == 1 and stats["precision"] == 1.0
     assert stats["false_alert_share"] == 0.5  # the day-15 alert came after the churn, before nothing
-    from worker.backtest.metrics import churn_labels
+    from jobs.backtest.metrics import churn_labels
 
     y, known = churn_labels(pop, np.array([3, 3]), np.array([day(1), day(13)]), 14)
     assert y.tolist() == [True, False] and known.tolist() == [True, True]

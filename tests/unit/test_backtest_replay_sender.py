@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.commands.replay import Failure, OrderedSender, Pending, ReplayRequest, replay
+from jobs.replay import Failure, OrderedSender, Pending, ReplayRequest, replay
 
 
 class FlakySink:

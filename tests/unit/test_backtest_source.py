@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from features.state import to_us
-from worker.backtest.clock import SimulatedClock
-from worker.backtest.source import HOUR_US, BadLine, Batch, read_lines, time_batches
+from jobs.backtest.clock import SimulatedClock
+from jobs.backtest.source import HOUR_US, BadLine, Batch, read_lines, time_batches
 
 
 def event(n: int, when: str, customer: str = "c-1") -> str:

@@ -13,17 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.churn_outcomes import load_outcomes
 from features.state import from_us
-from model.simulator import simulate, write_simulation
-from tests.fakes import FeatureScorer
-from worker.alerts.config import AlertsConfig
-from worker.alerts.ledger import ClaimStatus, MemoryAlertLedger
-from worker.alerts.rules import Alert, AlertType
-from worker.backtest.outcomes import load_outcomes
-from worker.backtest.report import alert_arrays, population
-from worker.backtest.runner import BacktestOptions, BacktestResult, run_backtest
-from worker.backtest.source import HOUR_US
-from worker.backtest.tuning import (
+from jobs.backtest.report import alert_arrays, population
+from jobs.backtest.runner import BacktestOptions, BacktestResult, run_backtest
+from jobs.backtest.source import HOUR_US
+from jobs.tuning import (
     TRIGGERS,
     Candidate,
     RuleResult,
@@ -34,6 +29,11 @@ from worker.backtest.tuning import (
     evaluate,
     sweep,
 )
+from model.simulator import simulate, write_simulation
+from tests.fakes import FeatureScorer
+from worker.alerts.config import AlertsConfig
+from worker.alerts.ledger import ClaimStatus, MemoryAlertLedger
+from worker.alerts.rules import Alert, AlertType
 from worker.settings import load_settings
 
 T0 = 1_800_000_000_000_000

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jobs.gate import GATE_FILE, check_gate, compare_predictions
 from model.calibration import Platt, fit_platt, logit
-from model.compare import GATE_FILE, check_gate, compare_predictions
 from model.exceptions import UsageError
-from worker.backtest.metrics import auc_roc, calibration
+from model.metrics import auc_roc, calibration
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from features.due import DUE_SHARDS, DueStats, MemoryDueIndex, lag_seconds, next_due_us
 from features.events import validate_event
 from features.state import CustomerState, apply_event, to_us
-from features.tables import shard_of
+from plumbing.tables import shard_of
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import main
-from worker.commands.bootstrap import check_redrive
+from cli.commands.bootstrap import check_redrive
+from cli.worker import main
 from worker.exceptions import ConfigError
 from worker.settings import Settings
 from worker.sources.sqs import redrive_after_seconds
 
-SAMPLE = Path(__file__).resolve().parents[2] / "worker" / "data" / "sample_events.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "features" / "data" / "sample_events.jsonl"
 
 
 def test_a_missing_model_bundle_is_bad_usage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,6 @@
 """Every one of the seed's 26 features for a small event log, with values worked out by hand.
 
-The log is worker/data/sample_events.jsonl (also the `churn-worker local` sample). as_of is
+The log is features/data/sample_events.jsonl (also the `churn-worker local` sample). as_of is
 2026-11-27T12:00Z, so the 7-day window is Nov 21-27, the 14-day Nov 14-27, the 30-day Oct 29-Nov 27.
 """
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from cli.model import build_parser
 from features.dynamodb import TTL_ATTRIBUTE as FEATURE_TTL
 from features.dynamodb import create_feature_table, table_name
 from infra.stack_env import OUTPUT_SETTINGS
-from model.cli import build_parser
 from model.deploy import (
     DEFAULT_ENDPOINT_NAME,
     DEFAULT_FRAMEWORK_VERSION,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.churn_outcomes import ChurnTimes, Outcomes
 from features.labels import (
     CustomerFacts,
     EngagementReference,
@@ -14,7 +15,6 @@ from features.labels import (
     customer_labels,
     health_scores,
 )
-from features.outcomes import ChurnTimes, Outcomes
 from features.state import DAY_US
 
 DAY0 = 20_500  # a UTC day number

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from features.outcomes import load_outcomes
-from worker.cli import main
+from cli.worker import main
+from features.churn_outcomes import load_outcomes
 
 
 def ev(eid: str, cid: str, kind: str, when: str, **extra: Any) -> str:

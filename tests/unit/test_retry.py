@@ -1,4 +1,4 @@
-"""worker.retry: one classification of AWS failures (throttling is never a lost race), full-jitter
+"""plumbing.retry: one classification of AWS failures (throttling is never a lost race), full-jitter
 back-off, retries that stop at what cannot get better, and a gather that leaves nothing running."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
-from worker.exceptions import FatalAwsError
-from worker.retry import (
+from plumbing.retry import (
     Failure,
     backoff_delay,
     cancellation_reasons,
@@ -18,6 +17,7 @@ from worker.retry import (
     gather_limited,
     with_retries,
 )
+from worker.exceptions import FatalAwsError
 
 
 def client_error(code: str, status: int = 400, message: str = "", reasons: list[str] | None = None) -> ClientError:

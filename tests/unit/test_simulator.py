@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli.model_simulate import register, run_simulate
 from features.eventfile import read_event_file
 from features.events import SUBJECTS, validate_event
 from features.exceptions import EventParseError
-from model.cli_simulate import register, run_simulate
 from model.simulator import (
     SEGMENTS,
     SHOCK_PROB,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jobs.uplift import DAY_US, AlertRow, format_uplift, pairs_for_power, uplift
 from worker.alerts.experiment import CONTROL, TREATMENT, ExperimentConfig, assign_arm
-from worker.backtest.uplift import DAY_US, AlertRow, format_uplift, pairs_for_power, uplift
 
 
 def test_no_experiment_means_every_alert_is_treatment() -> None:

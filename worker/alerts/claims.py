@@ -35,7 +35,7 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    index finds them (`pending_shard`, `lease_until_us`; `mark_sent` removes the item from it).
 
 Alert records. Each NEW claim also writes, in its own transaction, an alert record that outlives
-the claim item (`worker.alerts.outcomes`, `worker.alerts.dynamodb_outcomes`): the alerts of the last
+the claim item (`worker.alerts.alert_outcomes`, `worker.alerts.dynamodb_alert_outcomes`): the alerts of the last
 30 days, for live outcomes (confirmed on churn, expired after 30 days) and `churn-worker uplift
 --ledger`. Claim items and records carry the alert's `arm`, `model_version` and `feature_hash`.
 
@@ -63,10 +63,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from plumbing.retry import gather_limited
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import Alert
 from worker.ports import AlertLedger
-from worker.retry import gather_limited
 
 __all__ = ["AlertLedger", "Batching", "Claim", "ClaimStatus"]
 

@@ -19,22 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from features.tables import IndexSpec, ensure_table, shard_names, shard_of
-from worker.alerts.claims import (
-    CHURN_MARKER,
-    DEFAULT_LEASE,
-    Batching,
-    Claim,
-    ClaimStatus,
-    return_times,
-    to_us,
-    utc,
-)
-from worker.alerts.dynamodb_outcomes import DynamoDBOutcomes, record_put
-from worker.alerts.exceptions import AlertLedgerError
-from worker.alerts.outcomes import OutcomeStats, Resolution
-from worker.alerts.rules import Alert, AlertType, iso
-from worker.retry import (
+from plumbing.retry import (
     CONDITION_CODES,
     Failure,
     backoff,
@@ -45,6 +30,21 @@ from worker.retry import (
     fatal_error,
     with_retries,
 )
+from plumbing.tables import IndexSpec, ensure_table, shard_names, shard_of
+from worker.alerts.alert_outcomes import OutcomeStats, Resolution
+from worker.alerts.claims import (
+    CHURN_MARKER,
+    DEFAULT_LEASE,
+    Batching,
+    Claim,
+    ClaimStatus,
+    return_times,
+    to_us,
+    utc,
+)
+from worker.alerts.dynamodb_alert_outcomes import DynamoDBOutcomes, record_put
+from worker.alerts.exceptions import AlertLedgerError
+from worker.alerts.rules import Alert, AlertType, iso
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -196,7 +196,7 @@ class DynamoDBAlertLedger(Batching):
         for attempt in range(MAX_ATTEMPTS):
             fresh = alert.with_window(now)
             try:
-                # The claim and its alert record (worker/alerts/dynamodb_outcomes.py) in one transaction.
+                # The claim and its alert record (worker/alerts/dynamodb_alert_outcomes.py) in one transaction.
                 await self._transact(alert.customer_id, self._claim_put(fresh, now, cooldown, token),
                                      record_put(self._table, fresh, _provenance(fresh)))  # fmt: skip
                 return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from worker.alerts.alert_outcomes import Outcome, OutcomeStats, Resolution, day_of, deadline_us, is_confirmed
 from worker.alerts.claims import (
     CHURN_MARKER,
     DEFAULT_LEASE,
@@ -21,7 +22,6 @@ from worker.alerts.claims import (
     utc,
 )
 from worker.alerts.dynamodb_ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
-from worker.alerts.outcomes import Outcome, OutcomeStats, Resolution, day_of, deadline_us, is_confirmed
 from worker.alerts.rules import Alert
 
 __all__ = [
@@ -51,7 +51,7 @@ class _Record:
 
 @dataclass
 class _AlertRecord:
-    """The twin of an alert record (`worker.alerts.outcomes`)."""
+    """The twin of an alert record (`worker.alerts.alert_outcomes`)."""
 
     alert: Alert  # stamped with its window
     as_of_us: int

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from plumbing.retry import Failure, backoff, classify, error_text, fatal_error
 from worker.alerts.exceptions import AlertPublishError
 from worker.alerts.rules import Alert
 from worker.exceptions import FatalAwsError
 from worker.ports import AlertPublisher
-from worker.retry import Failure, backoff, classify, error_text, fatal_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_sns.client import SNSClient

@@ -47,8 +47,8 @@ from typing import Any, Protocol
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from plumbing.retry import Failure, classify, error_code, error_text, fatal_error, is_fatal
 from worker.ports import DeadLetterQueue, Delivery, Record, Settlement
-from worker.retry import Failure, classify, error_code, error_text, fatal_error, is_fatal
 from worker.sources.kinesis_batches import (
     MAX_RECORDS_PER_KEY,
     acknowledged_prefix,

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from plumbing.retry import backoff, backoff_delay, error_text, fatal_error, is_fatal
 from worker.ports import Delivery, Record, Settlement
-from worker.retry import backoff, backoff_delay, error_text, fatal_error, is_fatal
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient

@@ -1,0 +1,1 @@
+"""One module per `churn-worker` subcommand; `cli.worker` parses arguments and dispatches here."""

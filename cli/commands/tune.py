@@ -1,0 +1,90 @@
+"""`churn-worker tune EVENTS --outcomes FILE --out FILE`: thresholds chosen against what happened.
+
+One backtest (same pipeline, clock and model as `churn-worker backtest`), then a sweep of every
+rule's thresholds on the scoring instants it recorded (`jobs.tuning` says why that is
+exact and cheap). Prints the trade-off table, writes the recommended config (the `--config` file's
+other settings carried over) and a plot next to it (`FILE` with `.html`), then loads the written
+file with the worker's own settings loader, so what is written is what `run --config` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cli.commands.backtest import BacktestRequest, backtest_once, check_request
+from features.churn_outcomes import load_outcomes
+from jobs.backtest.report import population
+from jobs.html import line_chart, page, table
+from jobs.tuning import RuleResult, TuneTargets, config_text, format_table, sweep, write_config
+from worker.exceptions import UsageError
+from worker.settings import Settings, load_settings, read_config_file
+
+__all__ = ["TuneTargets", "run_tune"]
+
+
+async def run_tune(
+    settings: Settings, request: BacktestRequest, out: Path, targets: TuneTargets, base_config: Path | None
+) -> int:
+    check_request(request)
+    if out.suffix.lower() not in (".toml", ""):
+        raise UsageError(f"--out {out}: the recommended config is written as TOML; name it *.toml")
+    if request.outcomes is None:
+        raise UsageError("tune needs --outcomes FILE: thresholds are chosen against who churned")
+    outcomes = load_outcomes(request.outcomes)
+    with tempfile.TemporaryDirectory(prefix="churn-tune-") as scratch:
+        result, scoring, model_version = await backtest_once(settings, request, Path(scratch) / "alerts.jsonl")
+    pop = population(result, outcomes)
+    results = sweep(result.log.columns(), pop, settings.alerts, targets)
+    header = [
+        f"Written by `churn-worker tune {request.events} --outcomes {request.outcomes}`",
+        f"targets: precision >= {targets.precision:g}, false positive rate <= {targets.max_fpr:g}, "
+        f"at least {targets.min_alerted} customers alerted; best recall wins",
+        f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",
+    ]
+    other = read_config_file(base_config) if base_config else {}
+    write_config(out, config_text(results, settings.alerts, other, header))
+    load_settings(out)  # what was written must be what the worker accepts (raises ConfigError naming the key)
+    plot = out.with_suffix(".html")
+    plot.write_text(_page(results, targets, header), encoding="utf-8")
+    if request.as_json:
+        print(json.dumps(_as_json(results, out, plot)))
+    else:
+        print(format_table(results, targets))
+        chosen = ", ".join(f"{r.rule}: {r.chosen.label if r.chosen else 'disabled'}" for r in results)
+        print(f"\nwrote {out} ({chosen}) and {plot}")
+    return 0
+
+
+def _as_json(results: list[RuleResult], out: Path, plot: Path) -> dict[str, Any]:
+    return {
+        "config": str(out), "plot": str(plot),
+        "rules": {r.rule: {"enabled": r.enabled, "chosen": r.chosen.params if r.chosen else None,
+                           "sweep": [{"params": c.params, **s} for c, s in r.rows]} for r in results},
+    }  # fmt: skip
+
+
+def _page(results: list[RuleResult], targets: TuneTargets, header: list[str]) -> str:
+    sections: list[tuple[str, str]] = [("", "".join(f"<p>{line}</p>" for line in header))]
+    for result in results:
+        rows = result.rows
+        if len(rows[0][0].params) == 1:
+            (name,) = rows[0][0].params
+            series = {
+                metric: [(c.params[name], float(s[key])) for c, s in rows if s[key] is not None]
+                for metric, key in (("precision", "precision"), ("recall", "recall"), ("false positive rate", "false_positive_rate"))
+            }  # fmt: skip
+            chart = line_chart(series, name, "share", y_range=(0, 1), markers=True)
+        else:  # two thresholds: the trade-off itself, one point per pair
+            points = [(float(s["recall"]), float(s["precision"])) for _, s in rows
+                      if s["recall"] is not None and s["precision"] is not None]  # fmt: skip
+            chart = line_chart({"candidates": sorted(points)}, "recall", "precision", (0, 1), (0, 1), markers=True)
+        volume = [[c.label, s["alerts"], s["customers_alerted"], s["precision"], s["recall"], s["false_positive_rate"],
+                   s["alerts_per_1000_customers_per_week"], "chosen" if c is result.chosen else
+                   ("meets targets" if targets.met(s) else "")] for c, s in rows]  # fmt: skip
+        verdict = f"chosen: {result.chosen.label}" if result.chosen else "disabled: no threshold met the targets"
+        sections.append((f"[alerts.{result.rule}] - {verdict}", chart + table(
+            ["threshold", "alerts", "customers", "precision", "recall", "FPR", "alerts / 1k / week", ""], volume)))
+    return page("Alert threshold sweep", sections)

@@ -1,0 +1,395 @@
+"""`churn-worker replay EVENTS --to sqs|kinesis`: publish history to the live queue or stream.
+
+The file is streamed (`features.eventfile.read_event_file`): at most `MAX_PENDING` events are held
+in memory. Events go out batched (`send_message_batch`, 10 a call; `put_records`, 500 a call,
+PartitionKey = customer_id) in the wire form producers send (`event_to_json`).
+
+Per-customer order. A customer's next event is handed to a batch only once the previous one was
+accepted, so a batch never holds two events of one customer. For SQS that is the only way to keep
+order at all. For Kinesis it is stricter than the API needs (records of one partition key in one
+`put_records` call are written in request order), but it is what makes a partial failure safe: if
+record i of a customer failed while record j > i of the same customer in the same call succeeded,
+j is already on the stream ahead of i, and no retry can fix that without writing j twice. With one
+record per customer per call, a failed record is simply sent again before anything after it.
+
+Retries. Entries a batch reports as failed with a retryable reason (throttling, internal errors)
+are sent again, alone, with full-jitter exponential back-off; accepted entries are never re-sent,
+so nothing is duplicated by a partial failure. A throttled call (the client's own retries spent) is
+retried whole the same way. Entries refused for good (an SQS sender fault) are bad lines. A call
+whose outcome is unknown (a connection dropped after sending) is retried too: at least once, not
+exactly once, which the worker absorbs (it counts every event once by event_id). FIFO queues
+(`.fifo`) get MessageGroupId = customer_id and MessageDeduplicationId = event_id, so SQS drops even
+that duplicate.
+
+Pacing. `--speedup X` sends each event at its offset in event time from the first one, divided by
+X; `--rate R` caps the events per second; both can be combined (the later of the two times wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tqdm import tqdm
+
+from features.eventfile import read_event_file
+from features.events import event_to_json
+from features.exceptions import EventParseError
+from plumbing.clients import AwsClients
+from worker.exceptions import ConfigError, UsageError, WorkerError
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+
+MAX_PENDING = 10_000  # events read ahead of what was accepted
+MAX_ATTEMPTS = 10
+BACKOFF_BASE_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 5.0
+RETRYABLE_CODES = frozenset({
+    "ThrottlingException", "Throttling", "RequestThrottled", "ProvisionedThroughputExceededException",
+    "KMSThrottlingException", "InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout",
+    "LimitExceededException", "SlowDown", "AWS.SimpleQueueService.RequestThrottled",
+})  # fmt: skip
+
+
+class ReplayError(WorkerError):
+    """The target kept refusing: the message says which events were still unsent."""
+
+
+@dataclass
+class Pending:
+    line: int
+    customer_id: str
+    event_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    entry: Pending
+    reason: str
+    retryable: bool
+
+
+class Sink(Protocol):
+    target: str
+    max_entries: int
+    max_bytes: int
+    concurrency: int
+
+    async def put(self, batch: list[Pending]) -> list[Failure]:
+        """Send the batch; return the entries that were not accepted (all of them if the call failed)."""
+        ...
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _call_failed(batch: list[Pending], exc: Exception) -> list[Failure]:
+    """A whole call that failed: retryable when throttled, transient or of unknown outcome."""
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code not in RETRYABLE_CODES and status < 500:
+            raise ReplayError(f"the target refused the batch: {code}: {exc.response.get('Error', {}).get('Message', '')}")
+        return [Failure(p, code or f"HTTP {status}", True) for p in batch]
+    return [Failure(p, f"{type(exc).__name__}: {exc}", True) for p in batch]
+
+
+class SqsSink:
+    max_entries, max_bytes, concurrency = 10, 256 * 1024, 8
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self.target = queue_url
+        self._fifo = queue_url.endswith(".fifo")
+
+    async def put(self, batch: list[Pending]) -> list[Failure]:
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for i, p in enumerate(batch):
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": p.body}
+            if self._fifo:
+                entry["MessageGroupId"] = p.customer_id
+                entry["MessageDeduplicationId"] = p.event_id
+            entries.append(entry)
+        try:
+            response = await self._client.send_message_batch(QueueUrl=self.target, Entries=entries)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            return _call_failed(batch, exc)
+        accepted = {item["Id"] for item in response.get("Successful", [])}
+        failures = []
+        for item in response.get("Failed", []):
+            p = batch[int(item["Id"])]
+            reason = f"{item.get('Code', 'Error')}: {item.get('Message', '')}"
+            failures.append(Failure(p, reason, not item.get("SenderFault", False)))
+            accepted.add(item["Id"])
+        return failures + [Failure(p, "no answer for this entry", True) for i, p in enumerate(batch) if str(i) not in accepted]
+
+
+class KinesisSink:
+    max_entries, max_bytes, concurrency = 500, 5 * 1024 * 1024, 4
+
+    def __init__(self, client: KinesisClient, stream: str) -> None:
+        self._client = client
+        self.target = stream
+        self._arn = stream.startswith("arn:")
+
+    async def put(self, batch: list[Pending]) -> list[Failure]:
+        records: list[PutRecordsRequestEntryTypeDef] = [
+            {"Data": p.body.encode(), "PartitionKey": p.customer_id} for p in batch
+        ]
+        try:
+            if self._arn:
+                response = await self._client.put_records(Records=records, StreamARN=self.target)
+            else:
+                response = await self._client.put_records(Records=records, StreamName=self.target)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            return _call_failed(batch, exc)
+        failures = []
+        for p, result in zip(batch, response.get("Records", []), strict=True):  # same order as the request
+            if result.get("ErrorCode"):
+                code = str(result["ErrorCode"])
+                # throughput and internal failures pass; a KMS key that is disabled or denied does not
+                retryable = code in RETRYABLE_CODES or not code.startswith("KMS")
+                failures.append(Failure(p, f"{code}: {result.get('ErrorMessage', '')}", retryable))
+        return failures
+
+
+@dataclass
+class Counts:
+    sent: int = 0
+    skipped: int = 0  # bad lines and entries refused for good, reported with their line numbers
+    retried: int = 0  # entries sent again after a failure
+    out_of_range: int = 0  # outside --start / --end
+
+
+@dataclass
+class OrderedSender:
+    """Per-customer queues: a batch takes the head of up to `max_entries` customers who have
+    nothing in flight; a customer's next event becomes eligible once its head was accepted."""
+
+    sink: Sink
+    on_rejected: Callable[[Failure], None]
+    on_done: Callable[[int], None] = lambda n: None
+    backoff_base: float = BACKOFF_BASE_SECONDS
+    counts: Counts = field(default_factory=Counts)
+    stop_reason: str | None = None  # set when a refused entry stops the run (--on-error stop)
+    _queues: dict[str, deque[Pending]] = field(default_factory=dict)
+    _ready: deque[str] = field(default_factory=deque)
+    _pending: int = 0
+    _closed: bool = False
+    _error: BaseException | None = None
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def add(self, entry: Pending) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._pending < MAX_PENDING or self._error is not None)
+            self._raise_if_failed()
+            queue = self._queues.get(entry.customer_id)
+            if queue is None:
+                self._queues[entry.customer_id] = deque([entry])
+                self._ready.append(entry.customer_id)
+            else:
+                queue.append(entry)
+            self._pending += 1
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def run(self) -> None:
+        """Send until closed and drained; the first unrecoverable error stops every sender."""
+        await asyncio.gather(*(self._sender() for _ in range(self.sink.concurrency)))
+        self._raise_if_failed()
+
+    async def _sender(self) -> None:
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: bool(self._ready) or (self._closed and not self._pending) or self._error is not None
+                )
+                if self._error is not None or not self._ready:
+                    return
+                batch = self._take()
+            try:
+                await self._send(batch)
+            except BaseException as exc:
+                async with self._changed:
+                    self._error = self._error or exc
+                    self._changed.notify_all()
+                return
+            async with self._changed:
+                for entry in batch:
+                    queue = self._queues[entry.customer_id]
+                    queue.popleft()
+                    if queue:
+                        self._ready.append(entry.customer_id)
+                    else:
+                        del self._queues[entry.customer_id]
+                self._pending -= len(batch)
+                self._changed.notify_all()
+            self.on_done(len(batch))
+
+    def _take(self) -> list[Pending]:
+        batch: list[Pending] = []
+        size = 0
+        while self._ready and len(batch) < self.sink.max_entries:
+            head = self._queues[self._ready[0]][0]
+            entry_size = len(head.body) + len(head.customer_id)
+            if batch and size + entry_size > self.sink.max_bytes:
+                break
+            self._ready.popleft()
+            batch.append(head)
+            size += entry_size
+        return batch
+
+    async def _send(self, batch: list[Pending]) -> None:
+        todo, attempt = batch, 0
+        while todo:
+            failures = await self.sink.put(todo)
+            retry = [f for f in failures if f.retryable]
+            for failure in failures:
+                if not failure.retryable:
+                    self.on_rejected(failure)
+            self.counts.sent += len(todo) - len(failures)
+            if not retry:
+                return
+            attempt += 1
+            if attempt >= MAX_ATTEMPTS:
+                lines = ", ".join(str(f.entry.line) for f in retry[:10])
+                raise ReplayError(f"{self.sink.target}: events of lines {lines} still failing after {attempt} "
+                                  f"attempts ({retry[0].reason}); replay them again with --start")  # fmt: skip
+            self.counts.retried += len(retry)
+            await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, self.backoff_base * 2**attempt)))
+            todo = [f.entry for f in retry]
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    events: Path
+    to: str
+    rate: float | None = None
+    speedup: float | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    on_error: str = "stop"
+    as_json: bool = False
+
+
+def _target(settings: Settings, to: str) -> str:
+    value = settings.sqs_queue_url if to == "sqs" else settings.kinesis_stream
+    if not value:
+        name = "CHURN_SQS_QUEUE_URL" if to == "sqs" else "CHURN_KINESIS_STREAM"
+        raise ConfigError(f"--to {to} needs {name} (or run `churn-worker bootstrap` and use the name it prints)")
+    return value
+
+
+async def run_replay(
+    settings: Settings, request: ReplayRequest, wrap_client: Callable[[Any], Any] = lambda client: client
+) -> int:
+    """`wrap_client` lets tests put a fault-injecting proxy around the aiobotocore client."""
+    if not request.events.is_file():
+        raise UsageError(f"{request.events}: no such file")
+    if request.start and request.end and request.start >= request.end:
+        raise UsageError("--start must be before --end")
+    target = _target(settings, request.to)
+    service = "sqs" if request.to == "sqs" else "kinesis"
+    async with AwsClients(settings.aws_region, service) as aws:
+        client = wrap_client(aws[service])
+        sink: Sink = SqsSink(client, target) if service == "sqs" else KinesisSink(client, target)
+        counts, stopped, seconds = await replay(request, sink)
+    summary = {"to": request.to, "target": target, "sent": counts.sent, "skipped": counts.skipped,
+               "retried": counts.retried, "out_of_range": counts.out_of_range, "seconds": round(seconds, 2)}  # fmt: skip
+    if request.as_json:
+        print(json.dumps(summary))
+    else:
+        rate = counts.sent / seconds if seconds > 0 else 0.0
+        print(f"replayed {request.events} to {request.to} {target}: sent {counts.sent}, skipped {counts.skipped}, "
+              f"retried {counts.retried}, out of range {counts.out_of_range}, {seconds:.1f} s ({rate:,.0f} events/s)")  # fmt: skip
+    if stopped:
+        raise UsageError(f"{stopped} (use --on-error skip to skip bad lines); the events before it were sent")
+    return 0
+
+
+async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None, float]:
+    """Read, pace and send; returns the counts, the bad line that stopped the run (if any), seconds."""
+    started = time.monotonic()
+    bar = tqdm(desc=f"replay -> {request.to}", unit="ev", unit_scale=True, file=sys.stderr, disable=None)
+
+    def rejected(failure: Failure) -> None:
+        text = f"{request.events}:{failure.entry.line}: refused by {request.to}: {failure.reason}"
+        if request.on_error == "stop":
+            sender.stop_reason = sender.stop_reason or text
+        else:
+            sender.counts.skipped += 1
+            bar.write(f"{text}: skipped", file=sys.stderr)
+
+    sender = OrderedSender(sink, rejected, on_done=bar.update, backoff_base=BACKOFF_BASE_SECONDS)
+    sending = asyncio.create_task(sender.run())
+    try:
+        bad_line = await _read(request, sender, started, bar.write)
+        await sender.close()
+        await sending
+    finally:
+        if not sending.done():
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+        bar.close()
+    return sender.counts, bad_line or sender.stop_reason, time.monotonic() - started
+
+
+async def _read(request: ReplayRequest, sender: OrderedSender, started: float,
+                say: Callable[..., None]) -> str | None:  # fmt: skip
+    first_event: datetime | None = None
+    admitted = 0
+    for number, item in read_event_file(request.events):
+        if sender.stop_reason:
+            return None
+        if isinstance(item, EventParseError):
+            text = f"{request.events}:{number}: {item.error_code}: {item.error_detail}"
+            if request.on_error == "stop":
+                return text
+            sender.counts.skipped += 1
+            say(f"{text}: skipped", file=sys.stderr)
+            continue
+        if (request.start and item.occurred_at < request.start) or (request.end and item.occurred_at >= request.end):
+            sender.counts.out_of_range += 1
+            continue
+        first_event = first_event or item.occurred_at
+        due = started
+        if request.speedup:
+            due = max(due, started + (item.occurred_at - first_event).total_seconds() / request.speedup)
+        if request.rate:
+            due = max(due, started + admitted / request.rate)
+        await _until(due, asyncio.sleep)
+        admitted += 1
+        await sender.add(Pending(number, item.customer_id, item.event_id, event_to_json(item)))
+    return None
+
+
+async def _until(due: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+    wait = due - time.monotonic()
+    if wait > 0.001:
+        await sleep(wait)

@@ -1,0 +1,4 @@
+"""The bottom floor: AWS plumbing with no domain in it. The error root and the usage error
+(`exceptions`), what a failed AWS call means and how long to wait (`retry`), who owns client
+lifetimes (`clients`), DynamoDB table helpers (`tables`), and the engine that runs offline work
+over customer shards, in process or on Dask (`parallel`). Imports nothing of this project."""

@@ -1,0 +1,249 @@
+"""Alert records, their outcomes and the daily counters, in the alert-ledger table (the rules are
+`worker.alerts.alert_outcomes`').
+
+Items, next to the claims (PK `customer_id`, SK `alert_type`):
+
+| PK | SK | what |
+|---|---|---|
+| `c-123` | `#alert#<window start µs, 17 digits>#<TYPE>#<arm>` | an alert record: `alert_id`, `as_of`, `as_of_us`, `trigger`, `arm`, `model_version`, `feature_hash`; `outcome`, `outcome_at` (and `churned_at`) once resolved; while open, `pending_shard` = `o00`..`o03` and `lease_until_us` = its deadline (`as_of + 30 days`), which put it in the table's sparse `pending` index; TTL `HISTORY_DAYS` after the alert |
+| `#stats#2026-11-27` | `<TYPE>#<arm>#<shard 00..03>` | counters `confirmed`, `expired` of the alerts of that UTC day; TTL `STATS_KEEP_DAYS` |
+
+The `pending` index already holds unsent claims (shards `00`..`03`, sorted by lease end): open
+records use shards of their own (`o00`..`o03`, sorted by deadline), so neither sweep sees the
+other's items and the table needs no second index. Counters are sharded by customer like the index
+(4 items per day, type and arm), so two workers resolving one day's alerts rarely touch one item.
+
+Requests: a claim's transaction gains the record's Put (2 WRU with the transaction); a churn costs
+one Query on the customer's records; each resolution is one TransactWriteItems of two Updates (the
+record, its counter: 4 WRU); the expiry sweep one index Query per shard a minute per worker;
+`alerts stats` one Query per day plus the open records' index keys. Never a Scan, except `uplift
+--ledger` (`scan_records`), an offline read an operator starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from plumbing.retry import Failure, classify, error_text, with_retries
+from plumbing.tables import shard_names, shard_of
+from worker.alerts.alert_outcomes import (
+    DAY_US,
+    HISTORY_DAYS,
+    OUTCOME_SHARD_PREFIX,
+    STATS_KEEP_DAYS,
+    STATS_PREFIX,
+    Outcome,
+    OutcomeStats,
+    RecordKey,
+    Resolution,
+    day_of,
+    days_between,
+    deadline_us,
+    is_confirmed,
+    record_sort_key_bound,
+    to_us,
+)
+from worker.alerts.exceptions import AlertLedgerError
+from worker.alerts.rules import Alert, iso
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
+
+PENDING_INDEX = "pending"  # the ledger's sparse index (worker/alerts/dynamodb_ledger.py)
+OUTCOME_SHARDS = 4  # the same number of shards as the unsent claims'; part of the table's data
+TTL_ATTRIBUTE = "expires_at"
+
+# Resolving a record: only once, and only a record that is there (an Update on a key TTL removed
+# would create a stray item; a second worker resolving it too, or a churn and an expiry at the same
+# time, must not count it twice).
+UNRESOLVED_RECORD = "attribute_exists(alert_id) AND attribute_not_exists(outcome)"
+# A churn learned after the record expired (its event came late) turns the expiry over, once.
+EXPIRED_RECORD = "outcome = :expired"
+
+
+def outcome_shard(customer_id: str) -> str:
+    return shard_of(customer_id, OUTCOME_SHARDS)
+
+
+def record_put(table: str, alert: Alert, provenance: dict[str, Any]) -> TransactWriteItemTypeDef:
+    """The alert record a new claim writes in its own transaction (`alert.window_start` set)."""
+    assert alert.window_start is not None
+    as_of_us = to_us(alert.as_of)
+    key = RecordKey(to_us(alert.window_start), alert.alert_type.value, alert.arm)
+    item: dict[str, Any] = {
+        "customer_id": {"S": alert.customer_id},
+        "alert_type": {"S": key.sort_key()},
+        "alert_id": {"S": alert.alert_id},
+        "type": {"S": alert.alert_type.value},
+        "as_of": {"S": iso(alert.as_of)},
+        "as_of_us": {"N": str(as_of_us)},
+        "window_start": {"S": iso(alert.window_start)},
+        "trigger": {"S": alert.trigger},
+        "pending_shard": {"S": OUTCOME_SHARD_PREFIX + outcome_shard(alert.customer_id)},
+        "lease_until_us": {"N": str(deadline_us(as_of_us))},
+        TTL_ATTRIBUTE: {"N": str((as_of_us + HISTORY_DAYS * DAY_US) // 1_000_000)},
+        **provenance,
+    }
+    return {"Put": {"TableName": table, "Item": item}}
+
+
+class DynamoDBOutcomes:
+    """Confirms, expires and counts the alert records of one ledger table."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
+        """Confirm the customer's records of the 30 days before `churned_at` (idempotent: a record
+        already confirmed is left alone, so a redelivered churn changes nothing)."""
+        churned_us = to_us(churned_at)
+        low = record_sort_key_bound(churned_us - 31 * DAY_US)  # window starts lag as_of by seconds
+        high = record_sort_key_bound(churned_us + DAY_US)
+        candidates: list[tuple[RecordKey, Resolution]] = []
+        async for item in self._pages(
+            "reading the alert records of a churned customer", TableName=self._table, ConsistentRead=True,
+            KeyConditionExpression="customer_id = :c AND alert_type BETWEEN :low AND :high",
+            ExpressionAttributeValues={":c": {"S": customer_id}, ":low": {"S": low}, ":high": {"S": high}},
+        ):  # fmt: skip
+            key = RecordKey.parse(item["alert_type"]["S"])
+            as_of_us = int(item["as_of_us"]["N"])
+            was = item.get("outcome", {}).get("S")
+            if key is None or was == Outcome.CONFIRMED or not is_confirmed(as_of_us, churned_us):
+                continue
+            candidates.append((key, Resolution(customer_id, key.alert_type, key.arm, as_of_us, Outcome.CONFIRMED,
+                                               Outcome.EXPIRED if was == Outcome.EXPIRED else None)))  # fmt: skip
+        return [resolution for key, resolution in candidates if await self._resolve(resolution, key, churned_at)]
+
+    async def expire_due(self, now: datetime, limit: int) -> list[Resolution]:
+        """Expire up to `limit` open records whose 30 days have passed without a churn."""
+        now_us = to_us(now)
+        resolved: list[Resolution] = []
+        for shard in shard_names(OUTCOME_SHARDS):
+            if len(resolved) >= limit:
+                break
+            page = await self._call("finding expired alert records", lambda shard=shard: self._client.query(
+                TableName=self._table, IndexName=PENDING_INDEX,
+                KeyConditionExpression="pending_shard = :s AND lease_until_us <= :now",
+                ExpressionAttributeValues={":s": {"S": OUTCOME_SHARD_PREFIX + shard}, ":now": {"N": str(now_us)}},
+                Limit=limit - len(resolved),
+            ))  # fmt: skip
+            for item in page.get("Items", []):
+                key = RecordKey.parse(item["alert_type"]["S"])
+                if key is None:
+                    continue
+                as_of_us = int(item["lease_until_us"]["N"]) - deadline_us(0)
+                resolution = Resolution(item["customer_id"]["S"], key.alert_type, key.arm, as_of_us, Outcome.EXPIRED)
+                if await self._resolve(resolution, key, now):
+                    resolved.append(resolution)
+        return resolved
+
+    async def _resolve(self, resolution: Resolution, key: RecordKey, at: datetime) -> bool:
+        """The record's outcome and its counter, in one transaction. False: it was resolved already."""
+        values: dict[str, Any] = {":outcome": {"S": resolution.outcome.value}, ":at": {"S": iso(at)}}
+        update = "SET outcome = :outcome, outcome_at = :at"
+        if resolution.outcome is Outcome.CONFIRMED:
+            values[":churned_at"] = {"S": iso(at)}
+            update += ", churned_at = :churned_at"
+        if resolution.was is Outcome.EXPIRED:
+            condition = EXPIRED_RECORD
+            values[":expired"] = {"S": Outcome.EXPIRED.value}
+            counts = "ADD confirmed :one, expired :minus_one"
+            counter_values = {":one": {"N": "1"}, ":minus_one": {"N": "-1"}}
+        else:
+            condition = UNRESOLVED_RECORD
+            counts = f"ADD {resolution.outcome.value} :one"
+            counter_values = {":one": {"N": "1"}}
+        day = day_of(resolution.as_of_us)
+        expires = int(datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp()) + STATS_KEEP_DAYS * 86_400
+        writes: list[TransactWriteItemTypeDef] = [
+            {"Update": {
+                "TableName": self._table,
+                "Key": {"customer_id": {"S": resolution.customer_id}, "alert_type": {"S": key.sort_key()}},
+                "UpdateExpression": f"{update} REMOVE pending_shard",  # out of the deadline index
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+            }},
+            {"Update": {
+                "TableName": self._table,
+                "Key": {"customer_id": {"S": STATS_PREFIX + day},
+                        "alert_type": {"S": f"{key.alert_type}#{key.arm}#{outcome_shard(resolution.customer_id)}"}},
+                "UpdateExpression": f"{counts} SET {TTL_ATTRIBUTE} = :ttl",
+                "ExpressionAttributeValues": {**counter_values, ":ttl": {"N": str(expires)}},
+            }},
+        ]  # fmt: skip
+        try:
+            await with_retries(lambda: self._client.transact_write_items(TransactItems=writes),
+                               resource=f"alert ledger table {self._table}", attempts=6)  # fmt: skip
+        except ClientError as exc:
+            if classify(exc) is Failure.CONDITION_FAILED:
+                return False  # resolved meanwhile (by another worker, or the churn before the expiry)
+            raise AlertLedgerError(f"resolving alert records in {self._table}: {error_text(exc)}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise AlertLedgerError(f"resolving alert records in {self._table}: {error_text(exc)}") from exc
+        return True
+
+    async def stats(self, since: date, until: date) -> OutcomeStats:
+        """Counters of the alert days `since` .. `until`, and the open records of those days."""
+        stats = OutcomeStats(since, until)
+        for day in days_between(since, until):
+            async for item in self._pages("reading alert counters", TableName=self._table,
+                                          KeyConditionExpression="customer_id = :day",
+                                          ExpressionAttributeValues={":day": {"S": STATS_PREFIX + day}}):  # fmt: skip
+                alert_type, arm, _ = item["alert_type"]["S"].split("#")
+                stats.add(day, alert_type, arm, confirmed=int(item.get("confirmed", {}).get("N", 0)),
+                          expired=int(item.get("expired", {}).get("N", 0)))  # fmt: skip
+        low = deadline_us(to_us(datetime.fromisoformat(since.isoformat() + "T00:00:00+00:00")))
+        high = deadline_us(to_us(datetime.fromisoformat(until.isoformat() + "T00:00:00+00:00")) + DAY_US)
+        for shard in shard_names(OUTCOME_SHARDS):
+            async for item in self._pages("counting open alert records", TableName=self._table, IndexName=PENDING_INDEX,
+                                          KeyConditionExpression="pending_shard = :s AND lease_until_us BETWEEN :low AND :high",
+                                          ExpressionAttributeValues={":s": {"S": OUTCOME_SHARD_PREFIX + shard},
+                                                                     ":low": {"N": str(low)},
+                                                                     ":high": {"N": str(high - 1)}}):  # fmt: skip
+                key = RecordKey.parse(item["alert_type"]["S"])
+                if key is not None:
+                    stats.add(day_of(int(item["lease_until_us"]["N"]) - deadline_us(0)), key.alert_type, key.arm, open_=1)
+        return stats
+
+    async def scan_records(self, since_us: int, until_us: int) -> AsyncIterator[dict[str, Any]]:
+        """Every alert record of alerts in `since_us` .. `until_us` (as_of), decoded: a Scan of the
+        whole table, for `churn-worker uplift --ledger` only (an offline read, billed by the table's
+        size: use `--alerts FILE` for large tables)."""
+        async for item in self._pages(
+            "reading alert records", scan=True, TableName=self._table,
+            FilterExpression="begins_with(alert_type, :prefix) AND as_of_us BETWEEN :since AND :until",
+            ExpressionAttributeValues={":prefix": {"S": "#alert#"}, ":since": {"N": str(since_us)},
+                                       ":until": {"N": str(until_us)}},
+        ):  # fmt: skip
+            key = RecordKey.parse(item["alert_type"]["S"])
+            if key is None:
+                continue
+            yield {"customer_id": item["customer_id"]["S"], "type": key.alert_type, "arm": key.arm,
+                   "as_of": item["as_of"]["S"], "alert_id": item["alert_id"]["S"],
+                   "model_version": item.get("model_version", {}).get("S"),
+                   "feature_hash": item.get("feature_hash", {}).get("S"),
+                   "outcome": item.get("outcome", {}).get("S")}  # fmt: skip
+
+    async def _pages(self, what: str, scan: bool = False, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        call = self._client.scan if scan else self._client.query
+        start: dict[str, Any] | None = None
+        while True:
+            request = {**kwargs, "ExclusiveStartKey": start} if start else kwargs
+            page = await self._call(what, lambda request=request: call(**request))
+            for item in page.get("Items", []):
+                yield item
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
+
+    async def _call(self, what: str, call: Any) -> Any:
+        try:
+            return await with_retries(call, resource=f"alert ledger table {self._table}")
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise AlertLedgerError(f"{what} in {self._table}: {error_text(exc)}") from exc

@@ -1,1 +1,0 @@
-"""One module per `churn-worker` subcommand; `worker.cli` parses arguments and dispatches here."""
