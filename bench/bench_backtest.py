@@ -53,8 +53,10 @@ def cached_alt_events(customers: int, days: int, seed: int = 11) -> tuple[Path, 
     events = cache / f"alt-{customers}c-{days}d-s{seed}.jsonl"
     outcomes = cache / f"alt-{customers}c-{days}d-s{seed}.outcomes.jsonl"
     if not events.exists() or not outcomes.exists():
-        print(f"generating the second generator's {customers:,} customers over {days} days into {events} (once)",
-              flush=True)
+        print(
+            f"generating the second generator's {customers:,} customers over {days} days into {events} (once)",
+            flush=True,
+        )
         started = time.perf_counter()
         log = generate(customers=customers, days=days, seed=seed)
         cache.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,7 @@ def instrument() -> dict[str, float]:
 
     def wrap(label: str, fn: object) -> object:
         if inspect.iscoroutinefunction(fn):
+
             async def timed_async(*args: object, **kwargs: object) -> object:
                 started = time.process_time()
                 try:
@@ -100,6 +103,7 @@ def instrument() -> dict[str, float]:
 
             return functools.wraps(fn)(timed_async)  # type: ignore[arg-type]
         if inspect.isgeneratorfunction(fn):
+
             def timed_gen(*args: object, **kwargs: object) -> object:
                 iterator = fn(*args, **kwargs)  # type: ignore[operator]
                 while True:
@@ -147,17 +151,28 @@ def cpu_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--generator", choices=("simulator", "alt"), default="simulator",
-                        help="whose log: our simulator, or the second, structurally different generator "
-                             "(model/altsim.py; 15,000 customers x 90 days is about a million events)")
-    parser.add_argument("--batch-hours", default=None, help="event-time batch windows to try (default: the CLI's)")
+    parser.add_argument(
+        "--generator",
+        choices=("simulator", "alt"),
+        default="simulator",
+        help="whose log: our simulator, or the second, structurally different generator "
+        "(model/altsim.py; 15,000 customers x 90 days is about a million events)",
+    )
+    parser.add_argument(
+        "--batch-hours", default=None, help="event-time batch windows to try (default: the CLI's)"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true", help="CPU seconds per pipeline stage")
-    parser.add_argument("--workers", default="1,2",
-                        help="worker counts to compare, comma-separated (default 1,2: in process, then 2 Dask workers)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="worker counts to compare, comma-separated (default 1,2: in process, then 2 Dask workers)",
+    )
     args = parser.parse_args()
 
     from worker.logs import configure_logging
@@ -176,7 +191,9 @@ def main() -> None:
         lines = sum(1 for _ in handle)
     print(f"events file: {events} ({lines:,} events, {events.stat().st_size / 2**20:.0f} MiB)", flush=True)
     scorer = BundleScorer(str(bundle_dir_or_default(None)))
-    windows = [float(h) for h in args.batch_hours.split(",")] if args.batch_hours else [DEFAULT_WINDOW_US / HOUR_US]
+    windows = (
+        [float(h) for h in args.batch_hours.split(",")] if args.batch_hours else [DEFAULT_WINDOW_US / HOUR_US]
+    )
     worker_counts = [int(w) for w in args.workers.split(",")]
     if args.breakdown or args.profile:
         worker_counts = [1]  # the instruments see this process only
@@ -201,7 +218,9 @@ def main() -> None:
                 import pstats
 
                 profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("BENCH_PROFILE_TOP", "15")))
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(
+                    int(os.environ.get("BENCH_PROFILE_TOP", "15"))
+                )
             rows = len(result.log.columns()["t_us"])
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
             per_worker = max(result.peak_rss_by_process.values(), default=0) / 2**30
@@ -228,11 +247,12 @@ def main() -> None:
                 for label, value in sorted(spent.items(), key=lambda kv: -kv[1]):
                     print(f"    {label:<40} {value:7.1f} s CPU  ({value / cpu:.0%})", flush=True)
 
-
     if 1 in walls and len(walls) > 1:
         for workers, wall in sorted(walls.items()):
             if workers > 1:
-                print(f"{workers} workers / 1 worker wall time: {wall / walls[1]:.2f} (target: <= 0.65 for 2 on 2 cores)")
+                print(
+                    f"{workers} workers / 1 worker wall time: {wall / walls[1]:.2f} (target: <= 0.65 for 2 on 2 cores)"
+                )
                 print(
                     f"{workers} workers / 1 worker critical-path CPU (the wall ratio on idle cores): "
                     f"{critical[workers] / critical[1]:.2f}; load average now {os.getloadavg()[0]:.1f}"
@@ -246,8 +266,10 @@ def project(walls: dict[int, float], events: int) -> None:
     """1 B events on N Fargate workers, from this machine's per-worker rate."""
     best = max(walls, key=lambda w: events / walls[w] / w if w > 1 else 0)
     rate_per_worker = events / walls[best] / best if best > 1 else events / walls[1]
-    print(f"projection for 1,000,000,000 events (assumes: {rate_per_worker:,.0f} events/s per 1-vCPU worker as "
-          "measured here, shards balanced, input read from S3 at least as fast, start-up and merge ignored):")
+    print(
+        f"projection for 1,000,000,000 events (assumes: {rate_per_worker:,.0f} events/s per 1-vCPU worker as "
+        "measured here, shards balanced, input read from S3 at least as fast, start-up and merge ignored):"
+    )
     for n in (16, 64, 256):
         hours = 1e9 / (rate_per_worker * n) / 3600
         print(f"    {n:>4} Fargate workers (1 vCPU, 4 GiB each): {hours:5.1f} h")

@@ -80,7 +80,7 @@ BACKLOGS = {
 
 def value_size(value: dict[str, Any]) -> int:
     """Bytes of one attribute value by DynamoDB's item-size rules."""
-    (kind, body), = value.items()
+    ((kind, body),) = value.items()
     if kind == "S":
         return len(body.encode())
     if kind == "N":
@@ -127,7 +127,12 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     if operation in ("UpdateItem", "DeleteItem"):
         return 0, 1
     if operation == "BatchWriteItem":
-        puts = [w["PutRequest"]["Item"] for table in request["RequestItems"].values() for w in table if "PutRequest" in w]
+        puts = [
+            w["PutRequest"]["Item"]
+            for table in request["RequestItems"].values()
+            for w in table
+            if "PutRequest" in w
+        ]
         deletes = sum(1 for table in request["RequestItems"].values() for w in table if "DeleteRequest" in w)
         return 0, sum(max(1, math.ceil(item_size(i) / 1024)) for i in puts) + deletes
     if operation == "TransactWriteItems":
@@ -187,14 +192,17 @@ class RecordingProxy:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._session.request(request.method, self.upstream + request.path_qs, headers=headers,
-                                         data=body) as upstream:  # fmt: skip
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as upstream:
             payload = await upstream.read()
             target = request.headers.get("X-Amz-Target", "")
             if target.startswith("DynamoDB_"):
                 operation = target.split(".", 1)[1]
                 asked = json.loads(body)
-                key = f"{operation} {table_of(asked)}" + (f" index {asked['IndexName']}" if "IndexName" in asked else "")
+                key = f"{operation} {table_of(asked)}" + (
+                    f" index {asked['IndexName']}" if "IndexName" in asked else ""
+                )
                 self.calls[key] += 1
                 if upstream.status != 200:  # a failed condition, a cancelled transaction: no units counted
                     self.failed[key] += 1
@@ -233,29 +241,44 @@ def metrics_json(port: int) -> dict[str, Any] | None:
 
 
 def aws_client(service: str) -> Any:
-    return boto3.client(service, region_name=os.environ["AWS_REGION"])  # use_local_aws sets it (botocore reads only AWS_DEFAULT_REGION)
+    return boto3.client(
+        service, region_name=os.environ["AWS_REGION"]
+    )  # use_local_aws sets it (botocore reads only AWS_DEFAULT_REGION)
 
 
 def deploy_data_plane(prefix: str) -> dict[str, str]:
     cfn = aws_client("cloudformation")
     stack = f"{prefix}data"
-    cfn.create_stack(StackName=stack, TemplateBody=(ROOT / "infra" / "data-plane.yaml").read_text(),
-                     Parameters=[{"ParameterKey": "TablePrefix", "ParameterValue": prefix}])  # fmt: skip
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=(ROOT / "infra" / "data-plane.yaml").read_text(),
+        Parameters=[{"ParameterKey": "TablePrefix", "ParameterValue": prefix}],
+    )
     cfn.get_waiter("stack_create_complete").wait(StackName=stack, WaiterConfig={"Delay": 1})
-    return {o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]}
+    return {
+        o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
+    }
 
 
-async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, profile: Path | None = None,
-                  ) -> tuple[Measured, RecordingProxy, dict[str, Any], float]:  # fmt: skip
+async def measure(
+    endpoint_url: str,
+    backlog: Backlog,
+    keep_alive: bool = True,
+    profile: Path | None = None,
+) -> tuple[Measured, RecordingProxy, dict[str, Any], float]:
     """The worker's figures on `backlog`; the proxy, with DynamoDB requests and (read, write) units
     by operation and table; the worker's last metrics snapshot; the seconds it took."""
     prefix = f"cost{int(time.time())}{backlog.name}-"
     outputs = deploy_data_plane(prefix)
     env = settings_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items())
     settings = Settings(table_prefix=prefix)
-    history, live = split_events(load_events(backlog.customers, backlog.days, backlog.seed, None), backlog.live_days)
+    history, live = split_events(
+        load_events(backlog.customers, backlog.days, backlog.seed, None), backlog.live_days
+    )
     now = datetime.now(UTC)
-    async with AwsClients(settings.aws_region, "dynamodb") as aws:  # history, as the worker would have left it
+    async with AwsClients(
+        settings.aws_region, "dynamodb"
+    ) as aws:  # history, as the worker would have left it
         store = DynamoDBFeatureStore(aws["dynamodb"], table_name(prefix), settings.retention)
         recent = [e for e in history if e.occurred_at >= now - settings.retention]
         for start in range(0, len(recent), 1000):
@@ -263,19 +286,34 @@ async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, 
     sqs = aws_client("sqs")
     bodies = [event_to_json(e) for e in live]
     for start in range(0, len(bodies), 10):
-        sqs.send_message_batch(QueueUrl=outputs["QueueUrl"], Entries=[
-            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])])  # fmt: skip
-    print(f"{len(history):,} historical events preloaded, {len(live):,} live events queued ({backlog}); "
-          f"connections {'kept alive' if keep_alive else 'closed after each request'}", flush=True)  # fmt: skip
+        sqs.send_message_batch(
+            QueueUrl=outputs["QueueUrl"],
+            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])],
+        )
+    print(
+        f"{len(history):,} historical events preloaded, {len(live):,} live events queued ({backlog}); "
+        f"connections {'kept alive' if keep_alive else 'closed after each request'}",
+        flush=True,
+    )
 
     proxy = RecordingProxy(os.environ["AWS_ENDPOINT_URL"], keep_alive=keep_alive)
     port = free_port()
-    worker_env = {**os.environ, **env, "AWS_ENDPOINT_URL": await proxy.start(), "CHURN_HEALTH_PORT": str(port),
-                  "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url, "CHURN_SQS_WAIT_SECONDS": "1"}  # fmt: skip
+    worker_env = {
+        **os.environ,
+        **env,
+        "AWS_ENDPOINT_URL": await proxy.start(),
+        "CHURN_HEALTH_PORT": str(port),
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint_url,
+        "CHURN_SQS_WAIT_SECONDS": "1",
+    }
     worker = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("churn-worker")), "run", "--json-logs", env=worker_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        str(Path(sys.executable).with_name("churn-worker")),
+        "run",
+        "--json-logs",
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     spy: asyncio.subprocess.Process | None = None
     try:
         while metrics_json(port) is None:
@@ -285,15 +323,28 @@ async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, 
         cpu_start = cpu_seconds(worker.pid)
         if profile is not None:  # py-spy samples the worker while it works through the backlog
             spy = await asyncio.create_subprocess_exec(
-                str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(worker.pid), "--format", "raw",
-                "--rate", "250", "--nonblocking", "--output", str(profile),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(worker.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--output",
+                str(profile),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         last_report = started = time.monotonic()
         while not drained(outputs["QueueUrl"], metrics_json(port) or {"counters": {}}, len(live)):
             if time.monotonic() - last_report > 30:
                 snapshot = metrics_json(port) or {"counters": {}}
-                print(f"  worker: {snapshot['counters'].get('events_in', 0):,.0f}/{len(live):,} events", flush=True)
+                print(
+                    f"  worker: {snapshot['counters'].get('events_in', 0):,.0f}/{len(live):,} events",
+                    flush=True,
+                )
                 last_report = time.monotonic()
             await asyncio.sleep(0.5)
         cpu = cpu_seconds(worker.pid) - cpu_start
@@ -318,11 +369,16 @@ async def measure(endpoint_url: str, backlog: Backlog, keep_alive: bool = True, 
         for item in page["Items"]:
             sizes[item["customer_id"]["S"]] += item_size(item)
     measured = Measured(
-        events=len(live), requests=requests, rru=proxy.rru, wru=proxy.wru, cpu_seconds=cpu,
-        event_bytes=sum(map(len, bodies)) / len(bodies), partition_bytes=sum(sizes.values()) / max(len(sizes), 1),
+        events=len(live),
+        requests=requests,
+        rru=proxy.rru,
+        wru=proxy.wru,
+        cpu_seconds=cpu,
+        event_bytes=sum(map(len, bodies)) / len(bodies),
+        partition_bytes=sum(sizes.values()) / max(len(sizes), 1),
         events_per_customer_day=len(live) / (max(len(sizes), 1) * backlog.live_days),  # per stored customer
         producer_requests={("sqs", "SendMessageBatch"): math.ceil(len(bodies) / 10)},
-    )  # fmt: skip
+    )
     return measured, proxy, snapshot, seconds
 
 
@@ -332,7 +388,8 @@ def drained(queue_url: str, snapshot: dict[str, Any], events: int) -> bool:
     if snapshot["counters"].get("events_in", 0) < events:
         return False
     attributes = aws_client("sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return all(int(value) == 0 for value in attributes.values())
 
@@ -343,8 +400,10 @@ def units_report(measured: Measured, proxy: RecordingProxy) -> str:
     lines = ["  DynamoDB per event, by operation and table:    requests   failed      RRU      WRU"]
     for key in sorted(proxy.calls):
         rru, wru = proxy.units.get(key, [0.0, 0.0])
-        lines.append(f"    {key:<42} {proxy.calls[key] / measured.events:9.4f} {proxy.failed[key] / measured.events:8.4f} "
-                     f"{rru / measured.events:8.3f} {wru / measured.events:8.3f}")  # fmt: skip
+        lines.append(
+            f"    {key:<42} {proxy.calls[key] / measured.events:9.4f} {proxy.failed[key] / measured.events:8.4f} "
+            f"{rru / measured.events:8.3f} {wru / measured.events:8.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -355,22 +414,32 @@ def summary(measured: Measured, proxy: RecordingProxy, snapshot: dict[str, Any],
     total = sum(measured.requests.values()) / measured.events
     background = sum(n for key, n in proxy.calls.items() if key.startswith("Query") and " index " in key)
     batches = snapshot.get("latency", {}).get("batch_records", {})
-    return (f"  worker CPU {measured.cpu_seconds / measured.events * 1000:.2f} ms per event (target <= 2.5); "
-            f"AWS requests {total:.3f} per event (target <= 1.0); DynamoDB {measured.rru / measured.events:.3f} RRU, "
-            f"{measured.wru / measured.events:.3f} WRU per event\n"
-            f"  of the requests, background index Queries: {background / measured.events:.3f} per event "
-            f"({background * 60 / seconds:.0f} a minute over {seconds:.0f} s); pipeline batches: "
-            f"{batches.get('count', 0):.0f}, p50 {batches.get('p50', 0):.0f} records")  # fmt: skip
+    return (
+        f"  worker CPU {measured.cpu_seconds / measured.events * 1000:.2f} ms per event (target <= 2.5); "
+        f"AWS requests {total:.3f} per event (target <= 1.0); DynamoDB {measured.rru / measured.events:.3f} RRU, "
+        f"{measured.wru / measured.events:.3f} WRU per event\n"
+        f"  of the requests, background index Queries: {background / measured.events:.3f} per event "
+        f"({background * 60 / seconds:.0f} a minute over {seconds:.0f} s); pipeline batches: "
+        f"{batches.get('count', 0):.0f}, p50 {batches.get('p50', 0):.0f} records"
+    )
 
 
 async def main(args: argparse.Namespace, endpoint_url: str) -> None:
     for name in args.backlog:
         backlog = BACKLOGS[name]
-        for keep_alive in (True, False) if args.connections == "both" else (args.connections == "keep-alive",):
-            profile = args.profile.with_name(f"{args.profile.stem}-{name}{args.profile.suffix}") if args.profile else None
+        for keep_alive in (
+            (True, False) if args.connections == "both" else (args.connections == "keep-alive",)
+        ):
+            profile = (
+                args.profile.with_name(f"{args.profile.stem}-{name}{args.profile.suffix}")
+                if args.profile
+                else None
+            )
             measured, proxy, snapshot, seconds = await measure(endpoint_url, backlog, keep_alive, profile)
-            print(f"\n-- {backlog}: {measured.events:,} events, connections "
-                  f"{'kept alive' if keep_alive else 'closed after each request'} --")  # fmt: skip
+            print(
+                f"\n-- {backlog}: {measured.events:,} events, connections "
+                f"{'kept alive' if keep_alive else 'closed after each request'} --"
+            )
             print(summary(measured, proxy, snapshot, seconds))
             print(units_report(measured, proxy))
             if keep_alive:
@@ -380,17 +449,30 @@ async def main(args: argparse.Namespace, endpoint_url: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backlog", nargs="+", choices=sorted(BACKLOGS), default=["issue", "small"],
-                        help="which backlogs to measure (default: both)")
-    parser.add_argument("--connections", choices=("keep-alive", "close", "both"), default="both",
-                        help="keep the worker's connections alive (as AWS does), close them after each "
-                             "request (as moto's server does), or measure both (default)")
-    parser.add_argument("--profile", type=Path, help="py-spy the worker into this raw file (collapsed stacks)")
+    parser.add_argument(
+        "--backlog",
+        nargs="+",
+        choices=sorted(BACKLOGS),
+        default=["issue", "small"],
+        help="which backlogs to measure (default: both)",
+    )
+    parser.add_argument(
+        "--connections",
+        choices=("keep-alive", "close", "both"),
+        default="both",
+        help="keep the worker's connections alive (as AWS does), close them after each "
+        "request (as moto's server does), or measure both (default)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the worker into this raw file (collapsed stacks)"
+    )
     arguments = parser.parse_args()
     bundle = ensure_default_bundle(progress=True)
     moto = ChildServer([sys.executable, "-m", "localaws", "--port", "0"], "moto")
-    endpoint = ChildServer([str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle),
-                            "--port", "0"], "model endpoint")  # fmt: skip
+    endpoint = ChildServer(
+        [str(Path(sys.executable).with_name("churn-model")), "serve", "--bundle", str(bundle), "--port", "0"],
+        "model endpoint",
+    )
     try:
         use_local_aws(moto.url)
         asyncio.run(main(arguments, endpoint.url))

@@ -24,23 +24,34 @@ NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 def workload(customers: int, days: int, per_day: float, seed: int = 1) -> list[Event]:
     """Events of a plausible mix, time-ordered, as a stream would carry them."""
     rnd = random.Random(seed)
-    kinds = ["login"] * 5 + ["message_sent"] * 2 + ["session_completed"] * 2 + ["session_rated", "ib_call",
-             "session_booked", "payment_succeeded", "session_cancelled"]  # fmt: skip
+    kinds = (
+        ["login"] * 5
+        + ["message_sent"] * 2
+        + ["session_completed"] * 2
+        + ["session_rated", "ib_call", "session_booked", "payment_succeeded", "session_cancelled"]
+    )
     events = []
     for n in range(int(customers * days * per_day)):
         cid = f"c-{rnd.randrange(customers):05d}"
         when = NOW - timedelta(seconds=rnd.uniform(0, days * 86_400))
         kind = rnd.choice(kinds)
-        data: dict[str, object] = {"event_id": f"e-{n}", "customer_id": cid, "type": kind, "occurred_at": when.isoformat()}
+        data: dict[str, object] = {
+            "event_id": f"e-{n}",
+            "customer_id": cid,
+            "type": kind,
+            "occurred_at": when.isoformat(),
+        }
         tutor, subject = f"t-{rnd.randrange(50)}", rnd.choice(SUBJECTS)
-        data.update({
-            "session_completed": {"subject": subject, "tutor_id": tutor, "duration_minutes": 60},
-            "session_rated": {"rating": rnd.randint(1, 5), "tutor_id": tutor},
-            "ib_call": {"sentiment": rnd.choice(["negative", "neutral", "positive"])},
-            "session_booked": {"subject": subject, "tutor_id": tutor},
-            "payment_succeeded": {"amount": 49.0},
-            "session_cancelled": {"subject": subject, "cancelled_by": "customer"},
-        }.get(kind, {}))  # fmt: skip
+        data.update(
+            {
+                "session_completed": {"subject": subject, "tutor_id": tutor, "duration_minutes": 60},
+                "session_rated": {"rating": rnd.randint(1, 5), "tutor_id": tutor},
+                "ib_call": {"sentiment": rnd.choice(["negative", "neutral", "positive"])},
+                "session_booked": {"subject": subject, "tutor_id": tutor},
+                "payment_succeeded": {"amount": 49.0},
+                "session_cancelled": {"subject": subject, "cancelled_by": "customer"},
+            }.get(kind, {})
+        )
         events.append(validate_event(data))
     events.sort(key=lambda e: e.occurred_at)
     return events
@@ -73,8 +84,10 @@ def bench_memory() -> None:
             result = store2.apply_sync(events[i : i + batch], now=NOW)
             compute_features_batch(list(result.states.values()), NOW)
         both = time.perf_counter() - start
-        print(f"  updates + features of every touched customer, batches of {batch:>3}: "
-              f"{n / both:>8,.0f} events/s  (target >= 20,000)")
+        print(
+            f"  updates + features of every touched customer, batches of {batch:>3}: "
+            f"{n / both:>8,.0f} events/s  (target >= 20,000)"
+        )
 
 
 async def bench_dynamodb() -> None:
@@ -83,9 +96,12 @@ async def bench_dynamodb() -> None:
     server, endpoint = start_moto()
     events = workload(customers=500, days=3, per_day=2.0, seed=2)  # 3,000 events
     async with get_session().create_client(
-        "dynamodb", region_name="us-east-1", endpoint_url=endpoint,
-        aws_access_key_id="bench", aws_secret_access_key="bench",
-    ) as client:  # fmt: skip
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ) as client:
         for batch in (10, 100):  # an SQS receive; a Kinesis GetRecords slice
             table = f"bench-{batch}-features"
             await create_feature_table(client, table)
@@ -101,14 +117,20 @@ async def bench_dynamodb() -> None:
             reads = store.requests["BatchGetItem"] + store.requests["Query"]
             n = len(events)
             print(f"dynamodb store (moto), batches of {batch}: {n:,} events in {seconds:.1f} s")
-            print(f"  per 1,000 events: {writes / n * 1000:,.0f} TransactWriteItems, {reads / n * 1000:,.0f} reads "
-                  f"(BatchGetItem, Query)")  # fmt: skip
-            print(f"  write requests per customer-day touched per batch: {writes / customer_days:.2f}  (target <= 1)")
+            print(
+                f"  per 1,000 events: {writes / n * 1000:,.0f} TransactWriteItems, {reads / n * 1000:,.0f} reads "
+                f"(BatchGetItem, Query)"
+            )
+            print(
+                f"  write requests per customer-day touched per batch: {writes / customer_days:.2f}  (target <= 1)"
+            )
         redelivery = DynamoDBFeatureStore(client, table)  # every event a duplicate now
         for i in range(0, len(events), 100):
             await redelivery.apply(events[i : i + 100], now=NOW)
-        print(f"  full redelivery: {redelivery.requests['TransactWriteItems']} writes, "
-              f"{redelivery.requests['BatchGetItem']} reads (duplicates cost reads only)")
+        print(
+            f"  full redelivery: {redelivery.requests['TransactWriteItems']} writes, "
+            f"{redelivery.requests['BatchGetItem']} reads (duplicates cost reads only)"
+        )
     server.stop()
 
 

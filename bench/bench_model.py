@@ -70,8 +70,10 @@ def in_process(bundle_dir: Path, rows: np.ndarray) -> None:
 def endpoint(bundle_dir: Path, rows: np.ndarray) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.model", "serve", "--bundle", str(bundle_dir), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         match = re.search(r"listening on http://([\d.]+):(\d+)", line)
@@ -99,8 +101,10 @@ def endpoint(bundle_dir: Path, rows: np.ndarray) -> None:
                     print(f"request failed: HTTP {response.status}")
                     return
             seconds = time.perf_counter() - start
-            print(f"local endpoint, {size:>3} per request: {percentiles(samples)}  "
-                  f"{requests / seconds:,.0f} req/s = {requests * size / seconds:,.0f} instances/s")  # fmt: skip
+            print(
+                f"local endpoint, {size:>3} per request: {percentiles(samples)}  "
+                f"{requests / seconds:,.0f} req/s = {requests * size / seconds:,.0f} instances/s"
+            )
         connection.close()
     finally:
         process.terminate()

@@ -52,11 +52,19 @@ class ConstantScorer:
 
     async def score(self, features: np.ndarray) -> list[dict[str, Any]]:
         self.calls += 1
-        return [{
-            "first_session_success_prob": 0.8, "predicted_session_velocity": 2.0, "churn_risk_14d": 0.1,
-            "churn_risk_30d": 0.1, "supply_demand_scores": [0.0] * 20, "customer_health_score": 80.0,
-            "feature_importance": [], "model_version": "bench",
-        } for _ in features]  # fmt: skip
+        return [
+            {
+                "first_session_success_prob": 0.8,
+                "predicted_session_velocity": 2.0,
+                "churn_risk_14d": 0.1,
+                "churn_risk_30d": 0.1,
+                "supply_demand_scores": [0.0] * 20,
+                "customer_health_score": 80.0,
+                "feature_importance": [],
+                "model_version": "bench",
+            }
+            for _ in features
+        ]
 
 
 class NoDlq:
@@ -69,7 +77,7 @@ def item_bytes(item: dict[str, Any]) -> int:
     their length, containers their members plus 3 bytes each)."""
 
     def value(attr: dict[str, Any]) -> int:
-        (kind, data), = attr.items()
+        ((kind, data),) = attr.items()
         if kind == "N":
             return len(str(data)) // 2 + 1
         if kind in ("S", "B"):
@@ -98,11 +106,28 @@ async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
         due = DynamoDBDueIndex(aws.dynamodb, features)
         scorer = ConstantScorer()
         later = now + INTERVAL + timedelta(minutes=1)
-        pipeline = Pipeline(store=store, scorer=scorer, ledger=DynamoDBAlertLedger(aws.dynamodb, alerts),
-                            publisher=MemoryAlertPublisher(), dlq=NoDlq(), alerts=AlertsConfig(),
-                            retention=settings.retention, due=due, metrics=Metrics(), clock=lambda: later)  # fmt: skip
-        rescorer = Rescorer(due=due, store=store, pipeline=pipeline, interval=INTERVAL, retention=settings.retention,
-                            batch_size=100, clock=lambda: later, tick=0.01)  # fmt: skip
+        pipeline = Pipeline(
+            store=store,
+            scorer=scorer,
+            ledger=DynamoDBAlertLedger(aws.dynamodb, alerts),
+            publisher=MemoryAlertPublisher(),
+            dlq=NoDlq(),
+            alerts=AlertsConfig(),
+            retention=settings.retention,
+            due=due,
+            metrics=Metrics(),
+            clock=lambda: later,
+        )
+        rescorer = Rescorer(
+            due=due,
+            store=store,
+            pipeline=pipeline,
+            interval=INTERVAL,
+            retention=settings.retention,
+            batch_size=100,
+            clock=lambda: later,
+            tick=0.01,
+        )
         await rescorer._refresh_stats(later)  # the due gauge: a fixed cost per 30 s, not per customer
         await rescorer._outcome_upkeep(later)  # alert outcomes: a fixed cost per minute (and 10 minutes), too
         before = dict(metrics.counters)
@@ -118,23 +143,37 @@ async def requests_per_rescored_customer(customers: int) -> dict[str, float]:
                 by_operation[dict(labels)["operation"]] += value - before.get((name, labels), 0)
         profile_sizes, partition_sizes = [], []
         for cid in sorted({e.customer_id for e in events})[:100]:
-            response = await aws.dynamodb.query(TableName=features, KeyConditionExpression="customer_id = :c",
-                                                ExpressionAttributeValues={":c": {"S": cid}})  # fmt: skip
+            response = await aws.dynamodb.query(
+                TableName=features,
+                KeyConditionExpression="customer_id = :c",
+                ExpressionAttributeValues={":c": {"S": cid}},
+            )
             sizes = [item_bytes(item) for item in response["Items"]]
             partition_sizes.append(sum(sizes))
             profile_sizes += [item_bytes(i) for i in response["Items"] if i["bucket"]["S"] == "profile"]
     measured = max(rescored, 1)
-    print(f"{customers} simulated customers (30 days), {rescored} active ones re-scored one interval later "
-          f"in {wall:.2f} s on moto; worker CPU {cpu / measured * 1e3:.2f} ms per re-scored customer (moto's not counted)")  # fmt: skip
+    print(
+        f"{customers} simulated customers (30 days), {rescored} active ones re-scored one interval later "
+        f"in {wall:.2f} s on moto; worker CPU {cpu / measured * 1e3:.2f} ms per re-scored customer (moto's not counted)"
+    )
     # The store reads by key (BatchGetItem); its Queries are for format-1 partitions only (none here).
     index_queries = by_operation.get("Query", 0) - (store.requests["Query"] - legacy_before)
     per = {op: count / measured for op, count in sorted(by_operation.items()) if count}
-    print("  DynamoDB requests per re-scored customer: " + ", ".join(f"{op} {n:.3f}" for op, n in per.items()))
-    print(f"  SageMaker invocations per re-scored customer: {scorer.calls / max(rescored, 1):.3f} (one per step of 100)")
-    print(f"  item sizes: profile {np.mean(profile_sizes):,.0f} B, whole partition {np.mean(partition_sizes):,.0f} B "
-          f"(p95 {np.percentile(partition_sizes, 95):,.0f} B)")  # fmt: skip
-    return {"partition": float(np.mean(partition_sizes)), "profile": float(np.mean(profile_sizes)),
-            "queries": index_queries / measured}  # fmt: skip
+    print(
+        "  DynamoDB requests per re-scored customer: " + ", ".join(f"{op} {n:.3f}" for op, n in per.items())
+    )
+    print(
+        f"  SageMaker invocations per re-scored customer: {scorer.calls / max(rescored, 1):.3f} (one per step of 100)"
+    )
+    print(
+        f"  item sizes: profile {np.mean(profile_sizes):,.0f} B, whole partition {np.mean(partition_sizes):,.0f} B "
+        f"(p95 {np.percentile(partition_sizes, 95):,.0f} B)"
+    )
+    return {
+        "partition": float(np.mean(partition_sizes)),
+        "profile": float(np.mean(profile_sizes)),
+        "queries": index_queries / measured,
+    }
 
 
 async def simulated_day(customers: int) -> float:
@@ -157,10 +196,12 @@ async def simulated_day(customers: int) -> float:
             now += tick
     wall = time.perf_counter() - wall
     q, u = index.requests["Query"], index.requests["UpdateItem"]
-    print(f"simulated day, {customers:,} active customers, one worker, a step of 100 every 5 s tick while due: "
-          f"{rescored:,} re-scored in {wall:.1f} s of CPU ({wall / customers * 1e6:.1f} us per customer); "
-          f"index Queries {q:,} ({q / customers * 1000:.1f} per 1,000 customers), UpdateItems {u:,} "
-          f"({u / customers:.2f} per customer); worst lag {lag:.0f} s")  # fmt: skip
+    print(
+        f"simulated day, {customers:,} active customers, one worker, a step of 100 every 5 s tick while due: "
+        f"{rescored:,} re-scored in {wall:.1f} s of CPU ({wall / customers * 1e6:.1f} us per customer); "
+        f"index Queries {q:,} ({q / customers * 1000:.1f} per 1,000 customers), UpdateItems {u:,} "
+        f"({u / customers:.2f} per customer); worst lag {lag:.0f} s"
+    )
     return q / max(rescored, 1)
 
 
@@ -169,21 +210,33 @@ def dollars(sizes: dict[str, float], index_queries: float, customers: int = 1_00
     strongly consistent read 1 RRU per 4 KB, an eventually consistent index page 0.5 RRU per 4 KB."""
     profile_kb = max(1.0, float(np.ceil(sizes["profile"] / 1024)))
     partition_rru = max(1.0, float(np.ceil(sizes["partition"] / 4096)))
-    wru = 2 * (profile_kb + 2)  # claim and completion: each an UpdateItem of the profile + its index entry moved
-    rru = partition_rru + 0.5 * index_queries  # the customer's items (at most), its share of the index pages (0.5 RRU each)
+    wru = 2 * (
+        profile_kb + 2
+    )  # claim and completion: each an UpdateItem of the profile + its index entry moved
+    rru = (
+        partition_rru + 0.5 * index_queries
+    )  # the customer's items (at most), its share of the index pages (0.5 RRU each)
     usd = (wru * WRU_USD + rru * RRU_USD) / 1e6
     fixed_queries = 86_400 / 60 * 16  # an idle worker queries the 16 shards once a minute (the idle back-off)
     print(f"per re-scored customer: {wru:.0f} WRU + {rru:.2f} RRU = ${usd * 1e6:.2f} per million re-scorings")
-    print(f"per 1,000 idle customers per day: 2,000 UpdateItems, ~10-20 BatchGetItems (profiles, and segments not "
-          f"cached), {1000 * index_queries:.0f} "
-          f"index Queries and ~10 SageMaker invocations (calls of up to 100 rows): ${1000 * usd:.4f}/day")  # fmt: skip
-    print(f"fixed, per idle worker: {fixed_queries:,.0f} index Queries a day (16 shards a minute, 0.5 RRU each: "
-          f"${fixed_queries * 0.5 * RRU_USD / 1e6:.4f}/day), plus 16-32 Queries per 30 s for the due gauge")  # fmt: skip
-    print(f"1 M active customers, each re-scored once a day (none busy enough to be scored by events): "
-          f"${customers * usd:,.2f}/day = ${customers * usd * 30:,.0f}/month of DynamoDB; index storage "
-          f"~{customers * 60 / 1e6:.0f} MB keys-only (${customers * 60 / 1e9 * 0.25:.2f}/month)")  # fmt: skip
-    print(f"SageMaker: {customers / 86_400:.1f} rows/s on average, 10,000 invocations of 100 a day: no instance "
-          "added to the real-time endpoint the event path already runs (one ml.m5.large serves thousands of rows/s)")
+    print(
+        f"per 1,000 idle customers per day: 2,000 UpdateItems, ~10-20 BatchGetItems (profiles, and segments not "
+        f"cached), {1000 * index_queries:.0f} "
+        f"index Queries and ~10 SageMaker invocations (calls of up to 100 rows): ${1000 * usd:.4f}/day"
+    )
+    print(
+        f"fixed, per idle worker: {fixed_queries:,.0f} index Queries a day (16 shards a minute, 0.5 RRU each: "
+        f"${fixed_queries * 0.5 * RRU_USD / 1e6:.4f}/day), plus 16-32 Queries per 30 s for the due gauge"
+    )
+    print(
+        f"1 M active customers, each re-scored once a day (none busy enough to be scored by events): "
+        f"${customers * usd:,.2f}/day = ${customers * usd * 30:,.0f}/month of DynamoDB; index storage "
+        f"~{customers * 60 / 1e6:.0f} MB keys-only (${customers * 60 / 1e9 * 0.25:.2f}/month)"
+    )
+    print(
+        f"SageMaker: {customers / 86_400:.1f} rows/s on average, 10,000 invocations of 100 a day: no instance "
+        "added to the real-time endpoint the event path already runs (one ml.m5.large serves thousands of rows/s)"
+    )
 
 
 async def main() -> None:

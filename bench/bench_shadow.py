@@ -39,9 +39,19 @@ class Endpoint:
         if self.mode == "down":
             raise ScoringUnavailableError("shadow: 503")
         await asyncio.sleep(3600 if self.mode == "hang" else LATENCY)
-        return [{"first_session_success_prob": 0.8, "predicted_session_velocity": 2.0, "churn_risk_14d": 0.5,
-                 "churn_risk_30d": 0.7, "supply_demand_scores": [0.0] * 20, "customer_health_score": 35.0,
-                 "feature_importance": [], "model_version": self.mode} for _ in features]  # fmt: skip
+        return [
+            {
+                "first_session_success_prob": 0.8,
+                "predicted_session_velocity": 2.0,
+                "churn_risk_14d": 0.5,
+                "churn_risk_30d": 0.7,
+                "supply_demand_scores": [0.0] * 20,
+                "customer_health_score": 35.0,
+                "feature_importance": [],
+                "model_version": self.mode,
+            }
+            for _ in features
+        ]
 
 
 def batches() -> list[list[Record]]:
@@ -58,12 +68,20 @@ def batches() -> list[list[Record]]:
 
 
 async def run(shadow_mode: str | None) -> tuple[list[float], float, dict[str, float]]:
-    pipeline = Pipeline(store=MemoryFeatureStore(), scorer=Endpoint(), ledger=MemoryAlertLedger(),
-                        publisher=MemoryAlertPublisher(), dlq=None, alerts=AlertsConfig(),  # type: ignore[arg-type]
-                        retention=timedelta(days=35), clock=lambda: NOW)  # fmt: skip
+    pipeline = Pipeline(
+        store=MemoryFeatureStore(),
+        scorer=Endpoint(),
+        ledger=MemoryAlertLedger(),
+        publisher=MemoryAlertPublisher(),
+        dlq=None,
+        alerts=AlertsConfig(),  # type: ignore[arg-type]
+        retention=timedelta(days=35),
+        clock=lambda: NOW,
+    )
     if shadow_mode is not None:
-        pipeline.shadow = ShadowScoring(Endpoint(shadow_mode), MemoryShadowLog(), AlertsConfig(), timeout=5.0,
-                                        metrics=pipeline.metrics)  # fmt: skip
+        pipeline.shadow = ShadowScoring(
+            Endpoint(shadow_mode), MemoryShadowLog(), AlertsConfig(), timeout=5.0, metrics=pipeline.metrics
+        )
     work = batches()
     latencies: list[float] = []
     slots = asyncio.Semaphore(IN_FLIGHT)
@@ -79,19 +97,30 @@ async def run(shadow_mode: str | None) -> tuple[list[float], float, dict[str, fl
     seconds = time.perf_counter() - started
     if pipeline.shadow is not None:
         await pipeline.shadow.close(grace=0.1)
-    shadow = {key[1][0][1]: value for key, value in pipeline.metrics.counters.items() if key[0] == "shadow_batches"}
+    shadow = {
+        key[1][0][1]: value for key, value in pipeline.metrics.counters.items() if key[0] == "shadow_batches"
+    }
     return latencies, BATCHES * BATCH / seconds, shadow
 
 
 async def main() -> None:
     configure_logging(json_logs=False, level="ERROR")
-    print(f"{BATCHES} batches of {BATCH} events, {IN_FLIGHT} in flight, live endpoint answering in {LATENCY * 1000:.0f} ms")
+    print(
+        f"{BATCHES} batches of {BATCH} events, {IN_FLIGHT} in flight, live endpoint answering in {LATENCY * 1000:.0f} ms"
+    )
     for mode in (None, "down", "hang", "up", None):  # the baseline again last: the machine drifts
         latencies, rate, shadow = await run(mode)
         p50, p95 = np.percentile(latencies, [50, 95])
-        label = {None: "no shadow", "up": "shadow answering", "down": "shadow down", "hang": "shadow hanging"}[mode]
-        print(f"  {label:<17} batch latency p50 {p50:6.1f} ms, p95 {p95:6.1f} ms; {rate:8,.0f} events/s; "
-              f"shadow batches {shadow or '-'}")  # fmt: skip
+        label = {
+            None: "no shadow",
+            "up": "shadow answering",
+            "down": "shadow down",
+            "hang": "shadow hanging",
+        }[mode]
+        print(
+            f"  {label:<17} batch latency p50 {p50:6.1f} ms, p95 {p95:6.1f} ms; {rate:8,.0f} events/s; "
+            f"shadow batches {shadow or '-'}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,13 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS)
     parser.add_argument("--evaluate", action="store_true", help="also time the held-out evaluation")
-    parser.add_argument("--generator", choices=("simulator", "alt"), default="simulator",
-                        help="alt: the second generator's log (model/altsim.py; try --customers 7500 --days 90 for "
-                        "about a million events), cached like bench_backtest.py's")  # fmt: skip
+    parser.add_argument(
+        "--generator",
+        choices=("simulator", "alt"),
+        default="simulator",
+        help="alt: the second generator's log (model/altsim.py; try --customers 7500 --days 90 for "
+        "about a million events), cached like bench_backtest.py's",
+    )
     args = parser.parse_args()
     if args.generator == "alt":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,12 +44,24 @@ def main() -> int:
         events, outcomes = cached_alt_events(args.customers, args.days)
     else:
         events, outcomes = simulated_log(args.customers, args.days, seed=42)
-    with (__import__("gzip").open(events, "rt") if events.suffix == ".gz" else events.open()) as handle:
+    with __import__("gzip").open(events, "rt") if events.suffix == ".gz" else events.open() as handle:
         lines = sum(1 for _ in handle)
     print(f"log: {events} ({lines:,} lines, {args.customers:,} customers over {args.days} days)")
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "cli.model", "train", "--events", str(events), "--outcomes", str(outcomes),
-                   "--out", f"{tmp}/bundle", "--quiet", "--json"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "cli.model",
+            "train",
+            "--events",
+            str(events),
+            "--outcomes",
+            str(outcomes),
+            "--out",
+            f"{tmp}/bundle",
+            "--quiet",
+            "--json",
+        ]
         if not args.evaluate:
             command.append("--no-evaluate")
         started = time.perf_counter()
@@ -62,15 +78,21 @@ def main() -> int:
     examples_s = seconds.get("examples", 0.0)
     counted = examples_s + seconds.get("fit", 0.0) + seconds.get("baselines", 0.0)
     instants = log.get("active_instants", 0)
-    print(f"examples: {examples_s:.0f} s for {lines:,} events = {lines / max(examples_s, 1e-9):,.0f} events/s; "
-          f"{instants:,} scoring instants of active customers = {instants / max(examples_s, 1e-9):,.0f} examples/s "
-          f"(training keeps every {log['sampling_every_days']['train']} days: {metadata['data']['train_rows']:,} rows)")  # fmt: skip
-    print(f"fit + calibration: {seconds.get('fit', 0):.0f} s ({metadata['training']['epochs_run']} epochs); "
-          f"baselines: {seconds.get('baselines', 0):.0f} s")  # fmt: skip
+    print(
+        f"examples: {examples_s:.0f} s for {lines:,} events = {lines / max(examples_s, 1e-9):,.0f} events/s; "
+        f"{instants:,} scoring instants of active customers = {instants / max(examples_s, 1e-9):,.0f} examples/s "
+        f"(training keeps every {log['sampling_every_days']['train']} days: {metadata['data']['train_rows']:,} rows)"
+    )
+    print(
+        f"fit + calibration: {seconds.get('fit', 0):.0f} s ({metadata['training']['epochs_run']} epochs); "
+        f"baselines: {seconds.get('baselines', 0):.0f} s"
+    )
     if "evaluation" in seconds:
         print(f"held-out evaluation (not counted): {seconds['evaluation']:.0f} s")
-    print(f"examples + training: {counted / 60:.1f} min (target <= 10 min); whole command {wall / 60:.1f} min; "
-          f"peak memory {peak_gib:.2f} GiB (target <= 4 GiB)")  # fmt: skip
+    print(
+        f"examples + training: {counted / 60:.1f} min (target <= 10 min); whole command {wall / 60:.1f} min; "
+        f"peak memory {peak_gib:.2f} GiB (target <= 4 GiB)"
+    )
     return 0
 
 

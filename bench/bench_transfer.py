@@ -36,11 +36,17 @@ MODEL_RULES = ("high_churn_risk", "health_score_critical", "first_session_risk",
 
 def run(args: list[str], log: Path) -> subprocess.CompletedProcess[str]:
     started = time.perf_counter()
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     with log.open("a", encoding="utf-8") as handle:
-        handle.write(f"$ {' '.join(args)}\n{result.stdout}\n{result.stderr}\n({time.perf_counter() - started:.0f} s)\n\n")
+        handle.write(
+            f"$ {' '.join(args)}\n{result.stdout}\n{result.stderr}\n({time.perf_counter() - started:.0f} s)\n\n"
+        )
     if result.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(args[:3])} failed ({result.returncode}); see {log}: {result.stderr.strip()[-400:]}")
+        raise SystemExit(
+            f"{' '.join(args[:3])} failed ({result.returncode}); see {log}: {result.stderr.strip()[-400:]}"
+        )
     return result
 
 
@@ -51,7 +57,10 @@ def generate(kind: str, customers: int, days: int, seed: int, out: Path) -> tupl
 
         sim = simulate(customers, days, seed, progress=False)
         lines = [json.dumps(e, separators=(",", ":")) for e in sim.events]
-        outcomes = {o["customer_id"]: {"customer_id": o["customer_id"], "churned_at": o["churned_at"]} for o in sim.outcomes}
+        outcomes = {
+            o["customer_id"]: {"customer_id": o["customer_id"], "churned_at": o["churned_at"]}
+            for o in sim.outcomes
+        }
     else:
         from model.altsim import generate as alt
 
@@ -84,9 +93,22 @@ def split(lines: list[str], outcomes: dict[str, Any], out: Path) -> tuple[dict[s
     return parts, len(order)
 
 
-def backtest(events: Path, outcomes: Path, bundle: Path, out: Path, log: Path, config: Path | None = None) -> dict[str, Any]:
-    args = [str(BIN / "churn-worker"), "backtest", str(events), "--outcomes", str(outcomes), "--bundle", str(bundle),
-            "--out", str(out), "--on-error", "skip"]  # fmt: skip
+def backtest(
+    events: Path, outcomes: Path, bundle: Path, out: Path, log: Path, config: Path | None = None
+) -> dict[str, Any]:
+    args = [
+        str(BIN / "churn-worker"),
+        "backtest",
+        str(events),
+        "--outcomes",
+        str(outcomes),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--on-error",
+        "skip",
+    ]
     if config is not None:
         args += ["--config", str(config)]
     run(args, log)
@@ -100,35 +122,93 @@ def one_generator(kind: str, customers: int, days: int, seed: int, out: Path, lo
     (a_events, a_outcomes), (b_events, b_outcomes) = parts["A"], parts["B"]
     bundle = out / "bundle"
     started = time.perf_counter()
-    run([str(BIN / "churn-model"), "train", "--events", str(a_events), "--outcomes", str(a_outcomes), "--out", str(bundle),
-         "--quiet"], log)  # fmt: skip
+    run(
+        [
+            str(BIN / "churn-model"),
+            "train",
+            "--events",
+            str(a_events),
+            "--outcomes",
+            str(a_outcomes),
+            "--out",
+            str(bundle),
+            "--quiet",
+        ],
+        log,
+    )
     train_seconds = time.perf_counter() - started
     report = backtest(b_events, b_outcomes, bundle, out / "backtest-B", log)
     model = report["model"]
     tuned = out / "tuned.toml"
-    tune = run([str(BIN / "churn-worker"), "tune", str(a_events), "--outcomes", str(a_outcomes), "--bundle", str(bundle),
-                "--target-precision", "0.5", "--out", str(tuned), "--on-error", "skip"], log)  # fmt: skip
+    tune = run(
+        [
+            str(BIN / "churn-worker"),
+            "tune",
+            str(a_events),
+            "--outcomes",
+            str(a_outcomes),
+            "--bundle",
+            str(bundle),
+            "--target-precision",
+            "0.5",
+            "--out",
+            str(tuned),
+            "--on-error",
+            "skip",
+        ],
+        log,
+    )
     if tune.returncode != 0 or not tuned.exists():
-        print(f"  tune failed: {tune.stderr.strip().splitlines()[-1] if tune.stderr.strip() else tune.returncode}")
+        print(
+            f"  tune failed: {tune.stderr.strip().splitlines()[-1] if tune.stderr.strip() else tune.returncode}"
+        )
     enabled = _enabled_model_rules(tuned) if tuned.exists() else []
     held = {}
     if enabled:
         tuned_report = backtest(b_events, b_outcomes, bundle, out / "backtest-B-tuned", log, tuned)
         for rule in enabled:
             stats = tuned_report["alerts"]["by_type"][rule.upper()]
-            held[rule] = {"precision_on_B": stats["precision"], "customers_alerted": stats["customers_alerted"]}
-    evaluation = json.loads(run([str(BIN / "churn-model"), "evaluate", "--bundle", str(bundle), "--events", str(b_events),
-                                 "--outcomes", str(b_outcomes), "--json", "--no-baselines"], log).stdout)  # fmt: skip
+            held[rule] = {
+                "precision_on_B": stats["precision"],
+                "customers_alerted": stats["customers_alerted"],
+            }
+    evaluation = json.loads(
+        run(
+            [
+                str(BIN / "churn-model"),
+                "evaluate",
+                "--bundle",
+                str(bundle),
+                "--events",
+                str(b_events),
+                "--outcomes",
+                str(b_outcomes),
+                "--json",
+                "--no-baselines",
+            ],
+            log,
+        ).stdout
+    )
     return {
-        "events": len(lines), "customers": customers_seen,
+        "events": len(lines),
+        "customers": customers_seen,
         "train_seconds": round(train_seconds),
-        "backtest_B": {"auc_14d": model["churn_14d"]["auc_roc"], "auc_30d": model["churn_30d"]["auc_roc"],
-                       "ece_30d": model["calibration_30d"]["ece"], "instants": model["scoring_instants"]},
-        "evaluate_B_every_instant": {"auc_14d": evaluation["churn_14d"]["auc_roc"], "auc_30d": evaluation["churn_30d"]["auc_roc"],
-                                     "ece_30d": evaluation["calibration_30d"]["ece"], "rows": evaluation["rows"]},
+        "backtest_B": {
+            "auc_14d": model["churn_14d"]["auc_roc"],
+            "auc_30d": model["churn_30d"]["auc_roc"],
+            "ece_30d": model["calibration_30d"]["ece"],
+            "instants": model["scoring_instants"],
+        },
+        "evaluate_B_every_instant": {
+            "auc_14d": evaluation["churn_14d"]["auc_roc"],
+            "auc_30d": evaluation["churn_30d"]["auc_roc"],
+            "ece_30d": evaluation["calibration_30d"]["ece"],
+            "rows": evaluation["rows"],
+        },
         "tuned_model_rules": held,
-        "bundle": str(bundle), "B": [str(b_events), str(b_outcomes)],
-    }  # fmt: skip
+        "bundle": str(bundle),
+        "B": [str(b_events), str(b_outcomes)],
+    }
 
 
 def _enabled_model_rules(config: Path) -> list[str]:
@@ -151,32 +231,61 @@ def main() -> int:
     log.write_text("")
     results: dict[str, Any] = {}
     for kind in ("sim", "alt") if args.only is None else (args.only,):
-        print(f"{kind}: generating {args.customers} customers x {args.days} days, training on the first half ...", flush=True)
+        print(
+            f"{kind}: generating {args.customers} customers x {args.days} days, training on the first half ...",
+            flush=True,
+        )
         results[kind] = one_generator(kind, args.customers, args.days, args.seed, args.out / kind, log)
         r = results[kind]
         b = r["backtest_B"]
         print(f"  {kind}: {r['events']:,} events; trained in {r['train_seconds']} s")
-        print(f"  backtest on later customers: AUC 14d {b['auc_14d']}  AUC 30d {b['auc_30d']}  ECE 30d {b['ece_30d']}"
-              f"  ({b['instants']:,} scoring instants)   targets: >= 0.80, >= 0.80, <= 0.03")  # fmt: skip
+        print(
+            f"  backtest on later customers: AUC 14d {b['auc_14d']}  AUC 30d {b['auc_30d']}  ECE 30d {b['ece_30d']}"
+            f"  ({b['instants']:,} scoring instants)   targets: >= 0.80, >= 0.80, <= 0.03"
+        )
         e = r["evaluate_B_every_instant"]
-        print(f"  evaluate (every active customer, daily): AUC 14d {e['auc_14d']}  AUC 30d {e['auc_30d']}  ECE 30d {e['ece_30d']}")
+        print(
+            f"  evaluate (every active customer, daily): AUC 14d {e['auc_14d']}  AUC 30d {e['auc_30d']}  ECE 30d {e['ece_30d']}"
+        )
         held = r["tuned_model_rules"]
         if held:
             for rule, s in held.items():
-                print(f"  tune --target-precision 0.5 on A enabled {rule}: precision on B {s['precision_on_B']} "
-                      f"({s['customers_alerted']} customers)   target >= 0.4")  # fmt: skip
+                print(
+                    f"  tune --target-precision 0.5 on A enabled {rule}: precision on B {s['precision_on_B']} "
+                    f"({s['customers_alerted']} customers)   target >= 0.4"
+                )
         else:
             print("  tune --target-precision 0.5 on A enabled no model rule")
     if len(results) == 2:
         for trained, other in (("sim", "alt"), ("alt", "sim")):
             events, outcomes = results[other]["B"]
-            report = json.loads(run([str(BIN / "churn-model"), "evaluate", "--bundle", results[trained]["bundle"],
-                                     "--events", events, "--outcomes", outcomes, "--json", "--no-baselines"], log).stdout)  # fmt: skip
-            results[f"{trained}_on_{other}"] = {"auc_14d": report["churn_14d"]["auc_roc"], "auc_30d": report["churn_30d"]["auc_roc"],
-                                                "ece_30d": report["calibration_30d"]["ece"]}  # fmt: skip
+            report = json.loads(
+                run(
+                    [
+                        str(BIN / "churn-model"),
+                        "evaluate",
+                        "--bundle",
+                        results[trained]["bundle"],
+                        "--events",
+                        events,
+                        "--outcomes",
+                        outcomes,
+                        "--json",
+                        "--no-baselines",
+                    ],
+                    log,
+                ).stdout
+            )
+            results[f"{trained}_on_{other}"] = {
+                "auc_14d": report["churn_14d"]["auc_roc"],
+                "auc_30d": report["churn_30d"]["auc_roc"],
+                "ece_30d": report["calibration_30d"]["ece"],
+            }
             r = results[f"{trained}_on_{other}"]
-            print(f"trained on {trained}, evaluated on {other}'s later customers: AUC 14d {r['auc_14d']}  "
-                  f"AUC 30d {r['auc_30d']}  ECE 30d {r['ece_30d']}")  # fmt: skip
+            print(
+                f"trained on {trained}, evaluated on {other}'s later customers: AUC 14d {r['auc_14d']}  "
+                f"AUC 30d {r['auc_30d']}  ECE 30d {r['ece_30d']}"
+            )
     (args.out / "transfer.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out / 'transfer.json'}; commands and their output in {log}")
     return 0

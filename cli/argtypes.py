@@ -59,7 +59,9 @@ def iso_instant(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant: {text!r} (e.g. 2026-11-27T12:00:00Z)") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 instant: {text!r} (e.g. 2026-11-27T12:00:00Z)"
+        ) from None
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset or Z, e.g. 2026-11-27T12:00:00Z")
     return moment.astimezone(UTC)

@@ -28,9 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
     )
     bundle_opt = argparse.ArgumentParser(add_help=False)
-    bundle_opt.add_argument("--bundle", type=Path, metavar="DIR",
-                            help="model bundle directory (default: the cached default bundle, trained on first use; "
-                            "its cache is $CHURN_MODEL_CACHE or ~/.cache/churn-alerts)")  # fmt: skip
+    bundle_opt.add_argument(
+        "--bundle",
+        type=Path,
+        metavar="DIR",
+        help="model bundle directory (default: the cached default bundle, trained on first use; "
+        "its cache is $CHURN_MODEL_CACHE or ~/.cache/churn-alerts)",
+    )
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -58,36 +62,43 @@ def build_parser() -> argparse.ArgumentParser:
     register_retrain(sub, common)
 
     package = sub.add_parser(
-        "package", parents=[common, bundle_opt], help="build model.tar.gz for SageMaker TensorFlow Serving",
+        "package",
+        parents=[common, bundle_opt],
+        help="build model.tar.gz for SageMaker TensorFlow Serving",
         description="Write model.tar.gz: 1/saved_model.pb, 1/variables/, code/inference.py (input_handler, "
         "output_handler), code/requirements.txt, code/feature_spec.json.",
-    )  # fmt: skip
+    )
     package.add_argument(
         "--out", type=Path, metavar="FILE", help="output file (default: BUNDLE/model.tar.gz)"
     )
     package.add_argument("--json", action="store_true", help="print the path and listing as JSON")
 
     serve = sub.add_parser(
-        "serve", parents=[common, bundle_opt], help="run the local SageMaker-compatible endpoint",
+        "serve",
+        parents=[common, bundle_opt],
+        help="run the local SageMaker-compatible endpoint",
         description="Serve GET /ping, POST /invocations and POST /endpoints/NAME/invocations with the "
         "packaged handlers around the bundle's SavedModel, so boto3's sagemaker-runtime client works with "
         "endpoint_url=http://HOST:PORT. Prints 'listening on URL' when ready; stops on SIGTERM or Ctrl-C.",
-    )  # fmt: skip
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=port, default=8080, help="port (default 8080; 0 = any free port)")
 
     deploy = sub.add_parser(
-        "deploy", parents=[common, bundle_opt], help="upload and deploy to a SageMaker endpoint (blue/green)",
+        "deploy",
+        parents=[common, bundle_opt],
+        help="upload and deploy to a SageMaker endpoint (blue/green)",
         description="Upload model.tar.gz to S3, create a SageMaker model and endpoint config for this model "
         "version, then create the endpoint or update it to the new config (SageMaker shifts traffic "
         "blue/green; the previous config remains for rollback). Uses the standard AWS credential chain; "
         "AWS_ENDPOINT_URL or --endpoint-url redirect it.",
-    )  # fmt: skip
+    )
     deploy.add_argument(
         "--package", type=Path, metavar="FILE", help="model.tar.gz to deploy (default: package the bundle)"
     )
     deploy.add_argument(
-        "--endpoint-name", default=DEFAULT_ENDPOINT_NAME,
+        "--endpoint-name",
+        default=DEFAULT_ENDPOINT_NAME,
         help="endpoint (default %(default)s, the worker's CHURN_ENDPOINT_NAME default)",
     )
     deploy.add_argument("--bucket", required=True, help="S3 bucket for the package (must exist)")
@@ -96,15 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
     deploy.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
     deploy.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
-    deploy.add_argument("--framework-version", default=DEFAULT_FRAMEWORK_VERSION,
-                        help="TensorFlow Serving container version (default %(default)s)")  # fmt: skip
+    deploy.add_argument(
+        "--framework-version",
+        default=DEFAULT_FRAMEWORK_VERSION,
+        help="TensorFlow Serving container version (default %(default)s)",
+    )
     deploy.add_argument(
         "--image-uri", help="container image (default: AWS's TF Serving image for the region)"
     )
     deploy.add_argument("--endpoint-url", help="AWS endpoint URL override (e.g. a moto server)")
     deploy.add_argument("--wait", action="store_true", help="wait until the endpoint is InService")
-    deploy.add_argument("--force", action="store_true",
-                        help="deploy even if the bundle failed the promotion gate (`churn-model compare`)")  # fmt: skip
+    deploy.add_argument(
+        "--force",
+        action="store_true",
+        help="deploy even if the bundle failed the promotion gate (`churn-model compare`)",
+    )
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -193,14 +210,24 @@ def _deploy(args: argparse.Namespace) -> int:
                 print(note, file=sys.stderr)
         if package is None:
             bundle = gated
-            package = build_package(bundle.saved_model_dir, {**bundle.spec, "model_version": bundle.model_version},
-                                    Path(tmp) / "model.tar.gz")  # fmt: skip
+            package = build_package(
+                bundle.saved_model_dir,
+                {**bundle.spec, "model_version": bundle.model_version},
+                Path(tmp) / "model.tar.gz",
+            )
         request = DeployRequest(
-            package=package, model_version=package_version(package), endpoint_name=args.endpoint_name,
-            bucket=args.bucket, role_arn=args.role_arn, prefix=args.prefix, instance_type=args.instance_type,
-            instance_count=args.instance_count, framework_version=args.framework_version, image=args.image_uri,
+            package=package,
+            model_version=package_version(package),
+            endpoint_name=args.endpoint_name,
+            bucket=args.bucket,
+            role_arn=args.role_arn,
+            prefix=args.prefix,
+            instance_type=args.instance_type,
+            instance_count=args.instance_count,
+            framework_version=args.framework_version,
+            image=args.image_uri,
             wait=args.wait,
-        )  # fmt: skip
+        )
         result = deploy(request, s3, sagemaker, region, lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(result.as_dict()))

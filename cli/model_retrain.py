@@ -12,15 +12,21 @@ from typing import Any
 
 from cli.argtypes import holdout_fraction, iso_day, positive_float, positive_int
 
-ENV = {"events": "CHURN_ARCHIVE_S3_URI", "endpoint": "CHURN_ENDPOINT_NAME", "bucket": "CHURN_MODEL_BUCKET",
-       "role_arn": "CHURN_SAGEMAKER_ROLE_ARN"}  # fmt: skip
+ENV = {
+    "events": "CHURN_ARCHIVE_S3_URI",
+    "endpoint": "CHURN_ENDPOINT_NAME",
+    "bucket": "CHURN_MODEL_BUCKET",
+    "role_arn": "CHURN_SAGEMAKER_ROLE_ARN",
+}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
 
     retrain = sub.add_parser(
-        "retrain", parents=[common], help="the improvement loop: outcomes, train, compare, deploy if not worse",
+        "retrain",
+        parents=[common],
+        help="the improvement loop: outcomes, train, compare, deploy if not worse",
         description="Retrain on the event archive and deploy only what the promotion gate passes: copy the event "
         "files of --events (default CHURN_ARCHIVE_S3_URI) from --since on, derive who churned (as `churn-worker "
         "outcomes`), train a candidate (as `churn-model train --events --outcomes`), compare it with the incumbent "
@@ -30,35 +36,71 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "as the first. The last line on stdout says what happened. Exit 0 when the candidate passed (deployed, or "
         "--no-deploy), 1 when it failed the gate and was not deployed, 2 on bad input. Runs as the monthly "
         "scheduled task of infra/service.yaml with no options.",
-    )  # fmt: skip
+    )
     env = os.environ
-    retrain.add_argument("--events", nargs="+", metavar="PATH", default=[env[ENV["events"]]] if env.get(ENV["events"]) else None,
-                         help="event files, directories, globs or s3:// prefixes (default: CHURN_ARCHIVE_S3_URI)")  # fmt: skip
-    retrain.add_argument("--since", type=iso_day, metavar="DAY",
-                         help="only the archive's date partitions from this UTC day on (default: all)")  # fmt: skip
-    retrain.add_argument("--incumbent", type=Path, metavar="DIR",
-                         help="the bundle to beat (default: the model deployed at --endpoint)")  # fmt: skip
-    retrain.add_argument("--endpoint", default=env.get(ENV["endpoint"]) or DEFAULT_ENDPOINT_NAME, metavar="NAME",
-                         help="SageMaker endpoint: where the incumbent is found and the candidate deployed "
-                         f"(default: CHURN_ENDPOINT_NAME, else {DEFAULT_ENDPOINT_NAME})")  # fmt: skip
-    retrain.add_argument("--out", type=Path, metavar="DIR",
-                         help="keep the candidate bundle here (default: a scratch directory; it is stored in --bucket)")  # fmt: skip
-    retrain.add_argument("--deploy", action=argparse.BooleanOptionalAction, default=True,
-                         help="deploy a candidate that passes the gate (default) or only train and compare")  # fmt: skip
+    retrain.add_argument(
+        "--events",
+        nargs="+",
+        metavar="PATH",
+        default=[env[ENV["events"]]] if env.get(ENV["events"]) else None,
+        help="event files, directories, globs or s3:// prefixes (default: CHURN_ARCHIVE_S3_URI)",
+    )
+    retrain.add_argument(
+        "--since",
+        type=iso_day,
+        metavar="DAY",
+        help="only the archive's date partitions from this UTC day on (default: all)",
+    )
+    retrain.add_argument(
+        "--incumbent",
+        type=Path,
+        metavar="DIR",
+        help="the bundle to beat (default: the model deployed at --endpoint)",
+    )
+    retrain.add_argument(
+        "--endpoint",
+        default=env.get(ENV["endpoint"]) or DEFAULT_ENDPOINT_NAME,
+        metavar="NAME",
+        help="SageMaker endpoint: where the incumbent is found and the candidate deployed "
+        f"(default: CHURN_ENDPOINT_NAME, else {DEFAULT_ENDPOINT_NAME})",
+    )
+    retrain.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="keep the candidate bundle here (default: a scratch directory; it is stored in --bucket)",
+    )
+    retrain.add_argument(
+        "--deploy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="deploy a candidate that passes the gate (default) or only train and compare",
+    )
     retrain.add_argument("--force", action="store_true", help="deploy even if the candidate fails the gate")
     retrain.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
 
-    aws = retrain.add_argument_group("deployment (as `churn-model deploy`; AWS_REGION and AWS_ENDPOINT_URL as usual)")
-    aws.add_argument("--bucket", default=env.get(ENV["bucket"]),
-                     help="S3 bucket for packages and bundles (default: CHURN_MODEL_BUCKET)")  # fmt: skip
+    aws = retrain.add_argument_group(
+        "deployment (as `churn-model deploy`; AWS_REGION and AWS_ENDPOINT_URL as usual)"
+    )
+    aws.add_argument(
+        "--bucket",
+        default=env.get(ENV["bucket"]),
+        help="S3 bucket for packages and bundles (default: CHURN_MODEL_BUCKET)",
+    )
     aws.add_argument("--prefix", default="churn-model", help="S3 key prefix (default %(default)s)")
-    aws.add_argument("--role-arn", default=env.get(ENV["role_arn"]),
-                     help="SageMaker execution role ARN (default: CHURN_SAGEMAKER_ROLE_ARN)")  # fmt: skip
+    aws.add_argument(
+        "--role-arn",
+        default=env.get(ENV["role_arn"]),
+        help="SageMaker execution role ARN (default: CHURN_SAGEMAKER_ROLE_ARN)",
+    )
     aws.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
     aws.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
     aws.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
-    aws.add_argument("--framework-version", default=DEFAULT_FRAMEWORK_VERSION,
-                     help="TensorFlow Serving container version (default %(default)s)")  # fmt: skip
+    aws.add_argument(
+        "--framework-version",
+        default=DEFAULT_FRAMEWORK_VERSION,
+        help="TensorFlow Serving container version (default %(default)s)",
+    )
     aws.add_argument("--image-uri", help="container image (default: AWS's TF Serving image for the region)")
     aws.add_argument("--wait", action="store_true", help="wait until the endpoint is InService")
 
@@ -66,24 +108,55 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
     train.add_argument("--epochs", type=positive_int, default=40, help="maximum epochs (default 40)")
     train.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    train.add_argument("--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)")
-    train.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs; 0 = off (default 5)")
-    train.add_argument("--max-train-rows", type=positive_int, default=240_000,
-                       help="training instants are sampled down to about this many (default 240000)")  # fmt: skip
-    train.add_argument("--validation-fraction", type=holdout_fraction, default=0.15, help="as for train (default 0.15)")
-    train.add_argument("--test-fraction", type=holdout_fraction, default=0.15, help="as for train (default 0.15)")
+    train.add_argument(
+        "--learning-rate", type=positive_float, default=1e-3, help="Adam learning rate (default 0.001)"
+    )
+    train.add_argument(
+        "--patience", type=int, default=5, help="early-stopping patience in epochs; 0 = off (default 5)"
+    )
+    train.add_argument(
+        "--max-train-rows",
+        type=positive_int,
+        default=240_000,
+        help="training instants are sampled down to about this many (default 240000)",
+    )
+    train.add_argument(
+        "--validation-fraction", type=holdout_fraction, default=0.15, help="as for train (default 0.15)"
+    )
+    train.add_argument(
+        "--test-fraction", type=holdout_fraction, default=0.15, help="as for train (default 0.15)"
+    )
     train.add_argument("--no-evaluate", action="store_true", help="skip the candidate's held-out evaluation")
-    train.add_argument("--no-baselines", action="store_true",
-                       help="skip the logistic and GBM baselines its model card compares with (faster)")  # fmt: skip
-    train.add_argument("--on-error", choices=["skip", "stop"], default="skip",
-                       help="bad event lines: skip them and report them (default), or stop at the first (exit 2)")  # fmt: skip
-    train.add_argument("--workers", type=positive_int, default=1, help="build examples on N local processes (default 1)")
+    train.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the logistic and GBM baselines its model card compares with (faster)",
+    )
+    train.add_argument(
+        "--on-error",
+        choices=["skip", "stop"],
+        default="skip",
+        help="bad event lines: skip them and report them (default), or stop at the first (exit 2)",
+    )
+    train.add_argument(
+        "--workers", type=positive_int, default=1, help="build examples on N local processes (default 1)"
+    )
     train.add_argument("--scheduler", metavar="ADDRESS", help="build examples on an existing Dask cluster")
-    train.add_argument("--config", type=Path, metavar="FILE", help="alert thresholds for the gate (the worker's config file)")
-    train.add_argument("--rounds", type=positive_int, default=200, help="the gate's bootstrap rounds (default 200)")
-    train.add_argument("--work-dir", type=Path, metavar="DIR",
-                       help="where the scratch directory goes (default: $TMPDIR, /tmp)")  # fmt: skip
-    train.add_argument("--keep-work", action="store_true", help="keep the scratch directory (copied events, outcomes)")
+    train.add_argument(
+        "--config", type=Path, metavar="FILE", help="alert thresholds for the gate (the worker's config file)"
+    )
+    train.add_argument(
+        "--rounds", type=positive_int, default=200, help="the gate's bootstrap rounds (default 200)"
+    )
+    train.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the scratch directory goes (default: $TMPDIR, /tmp)",
+    )
+    train.add_argument(
+        "--keep-work", action="store_true", help="keep the scratch directory (copied events, outcomes)"
+    )
     retrain.set_defaults(func=run)
 
 
@@ -97,20 +170,51 @@ def run(args: argparse.Namespace) -> int:
     if args.patience < 0:
         raise UsageError("--patience must be 0 (off) or more")
     target = DeployTarget(
-        bucket=args.bucket, role_arn=args.role_arn, endpoint=args.endpoint, prefix=args.prefix, region=args.region,
-        instance_type=args.instance_type, instance_count=args.instance_count,
-        framework_version=args.framework_version, image_uri=args.image_uri, wait=args.wait,
-    )  # fmt: skip
+        bucket=args.bucket,
+        role_arn=args.role_arn,
+        endpoint=args.endpoint,
+        prefix=args.prefix,
+        region=args.region,
+        instance_type=args.instance_type,
+        instance_count=args.instance_count,
+        framework_version=args.framework_version,
+        image_uri=args.image_uri,
+        wait=args.wait,
+    )
     request = RetrainRequest(
-        events=list(args.events or []), target=target, since=args.since.isoformat() if args.since else None, incumbent=args.incumbent, out=args.out,
-        deploy=args.deploy, force=args.force,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          patience=args.patience, seed=args.seed),
-        data={"validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction,
-              "max_train_rows": args.max_train_rows, "on_error": args.on_error, "workers": args.workers,
-              "scheduler": args.scheduler},
-        gate=GateOptions(on_error=args.on_error, workers=args.workers, scheduler=args.scheduler,
-                         alerts=_alerts(args.config), rounds=args.rounds),
-        evaluate=not args.no_evaluate, baselines=not args.no_baselines, work_dir=args.work_dir, keep_work=args.keep_work, as_json=args.json,
-    )  # fmt: skip
+        events=list(args.events or []),
+        target=target,
+        since=args.since.isoformat() if args.since else None,
+        incumbent=args.incumbent,
+        out=args.out,
+        deploy=args.deploy,
+        force=args.force,
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            patience=args.patience,
+            seed=args.seed,
+        ),
+        data={
+            "validation_fraction": args.validation_fraction,
+            "test_fraction": args.test_fraction,
+            "max_train_rows": args.max_train_rows,
+            "on_error": args.on_error,
+            "workers": args.workers,
+            "scheduler": args.scheduler,
+        },
+        gate=GateOptions(
+            on_error=args.on_error,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            alerts=_alerts(args.config),
+            rounds=args.rounds,
+        ),
+        evaluate=not args.no_evaluate,
+        baselines=not args.no_baselines,
+        work_dir=args.work_dir,
+        keep_work=args.keep_work,
+        as_json=args.json,
+    )
     return run_retrain(request)

@@ -24,9 +24,16 @@ PROG = "churn-worker"
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: the options work before or after the command without a subparser's default undoing them.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
-                        help="TOML or YAML settings file (or CHURN_CONFIG)")  # fmt: skip
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML or YAML settings file (or CHURN_CONFIG)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -38,73 +45,122 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     local = sub.add_parser(
-        "local", parents=[common], help="run the whole pipeline on an embedded local stack (make run)",
+        "local",
+        parents=[common],
+        help="run the whole pipeline on an embedded local stack (make run)",
         description="Start moto's server on 127.0.0.1 and the local model endpoint (training the default "
         "bundle on first use), bootstrap every resource, run the worker, load simulated customers' history "
         "into the feature store, send their last days through SQS as live traffic and print the alerts as "
         "retention teams receive them, then a summary. Ctrl-C stops everything cleanly.",
-    )  # fmt: skip
+    )
     local.add_argument("--customers", type=positive_int, default=60, help="simulated customers (default 60)")
     local.add_argument("--days", type=positive_int, default=30, help="days of simulated history (default 30)")
-    local.add_argument("--live-days", type=positive_int, default=2,
-                       help="the most recent days are sent through SQS; older ones preloaded (default 2)")  # fmt: skip
+    local.add_argument(
+        "--live-days",
+        type=positive_int,
+        default=2,
+        help="the most recent days are sent through SQS; older ones preloaded (default 2)",
+    )
     local.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     local.add_argument("--events", type=Path, help="an event file to use instead of the simulation")
-    local.add_argument("--rate", type=float, default=5.0,
-                       help="live events per second sent to SQS (default 5; 0 = as fast as possible)")  # fmt: skip
+    local.add_argument(
+        "--rate",
+        type=float,
+        default=5.0,
+        help="live events per second sent to SQS (default 5; 0 = as fast as possible)",
+    )
 
     run = sub.add_parser(
-        "run", parents=[common], help="run the worker (the ECS service's command)",
+        "run",
+        parents=[common],
+        help="run the worker (the ECS service's command)",
         description="Consume events from SQS or Kinesis (CHURN_SOURCE), keep features in DynamoDB, score with "
         "the SageMaker endpoint, publish alerts to SNS. Logs are JSON lines when stderr is not a terminal. "
         "Serves /healthz, /readyz and /metrics on CHURN_HEALTH_PORT. SIGTERM: stop polling, finish or release "
         "in-flight work within CHURN_SHUTDOWN_GRACE_SECONDS, exit 0.",
-    )  # fmt: skip
-    run.add_argument("--json-logs", action="store_true", default=None, help="force JSON logs on a terminal too")
+    )
+    run.add_argument(
+        "--json-logs", action="store_true", default=None, help="force JSON logs on a terminal too"
+    )
 
     features = sub.add_parser(
-        "features", parents=[common], help="compute features for every customer in an event file",
+        "features",
+        parents=[common],
+        help="compute features for every customer in an event file",
         description="Fold EVENTS_FILE (.jsonl, .jsonl.gz, .parquet) into a feature store and print each "
         "customer's features at --as-of. Events after --as-of or older than retention before it are left out "
         "and counted on stderr.",
-    )  # fmt: skip
+    )
     features.add_argument("events_file", type=Path, metavar="EVENTS_FILE")
-    features.add_argument("--as-of", type=iso_instant, required=True, metavar="ISO",
-                          help="the instant the windows end at, e.g. 2026-11-27T12:00:00Z")  # fmt: skip
-    features.add_argument("--store", choices=["memory", "dynamodb"], default="memory",
-                          help="memory (default) or the configured DynamoDB table (moto or AWS via AWS_ENDPOINT_URL)")  # fmt: skip
+    features.add_argument(
+        "--as-of",
+        type=iso_instant,
+        required=True,
+        metavar="ISO",
+        help="the instant the windows end at, e.g. 2026-11-27T12:00:00Z",
+    )
+    features.add_argument(
+        "--store",
+        choices=["memory", "dynamodb"],
+        default="memory",
+        help="memory (default) or the configured DynamoDB table (moto or AWS via AWS_ENDPOINT_URL)",
+    )
     features.add_argument("--json", action="store_true", help="one JSON line per customer with all features")
-    features.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                          help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    features.add_argument(
+        "--on-error",
+        choices=["stop", "skip"],
+        default="stop",
+        help="on a bad line: stop with exit code 2 (default) or report it and go on",
+    )
 
     bootstrap = sub.add_parser(
-        "bootstrap", parents=[common], help="create the DynamoDB table(s) and other resources, idempotently",
+        "bootstrap",
+        parents=[common],
+        help="create the DynamoDB table(s) and other resources, idempotently",
         description="Create every resource the worker needs from the settings, against whatever endpoint is "
         "configured. Existing resources are left alone. Prints the names.",
-    )  # fmt: skip
+    )
     bootstrap.add_argument("--json", action="store_true", help="one JSON line per resource")
 
     alerts = sub.add_parser("alerts", parents=[common], help="watch the alerts the worker publishes")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
     tail = alerts_sub.add_parser(
-        "tail", parents=[common], help="print alerts as they arrive",
+        "tail",
+        parents=[common],
+        help="print alerts as they arrive",
         description="Subscribe a temporary SQS queue to CHURN_ALERTS_TOPIC_ARN (with a filter policy for "
         "--type/--severity), print alerts as they arrive, and remove the subscription and queue on exit.",
-    )  # fmt: skip
-    tail.add_argument("--type", dest="alert_type", metavar="T",
-                      choices=["IB_CALL_SPIKE", "HIGH_CHURN_RISK", "HEALTH_SCORE_CRITICAL", "FIRST_SESSION_RISK",
-                               "SESSION_VELOCITY_DROP"], help="only this alert type")  # fmt: skip
-    tail.add_argument("--severity", metavar="S", choices=["CRITICAL", "HIGH", "MEDIUM"], help="only this severity")
+    )
+    tail.add_argument(
+        "--type",
+        dest="alert_type",
+        metavar="T",
+        choices=[
+            "IB_CALL_SPIKE",
+            "HIGH_CHURN_RISK",
+            "HEALTH_SCORE_CRITICAL",
+            "FIRST_SESSION_RISK",
+            "SESSION_VELOCITY_DROP",
+        ],
+        help="only this alert type",
+    )
+    tail.add_argument(
+        "--severity", metavar="S", choices=["CRITICAL", "HIGH", "MEDIUM"], help="only this severity"
+    )
     tail.add_argument("--json", action="store_true", help="print each alert's JSON body")
-    tail.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    tail.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+    )
     stats = alerts_sub.add_parser(
-        "stats", parents=[common], help="live outcomes per alert type: confirmed, expired, precision",
+        "stats",
+        parents=[common],
+        help="live outcomes per alert type: confirmed, expired, precision",
         description="Read the alert ledger's daily counters: per alert type, the alerts claimed (both experiment "
         "arms), confirmed (the customer churned within 30 days after), expired (30 days without churn), open, "
         "and precision (confirmed / resolved), for the alerts of --since .. --until (UTC days of their as_of); "
         "then the settled days only (every outcome known: the live precision), and per arm when an experiment "
         "holds alerts back. One DynamoDB Query per day, no Scan.",
-    )  # fmt: skip
+    )
     stats.add_argument("--since", type=iso_day, metavar="ISO", help="first alert day (default: 60 days ago)")
     stats.add_argument("--until", type=iso_day, metavar="ISO", help="last alert day (default: today)")
     stats.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -114,38 +170,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", parents=[common], help="show or validate settings")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_sub.add_parser("show", parents=[common], help="print the effective settings, secrets redacted")
+    show = config_sub.add_parser(
+        "show", parents=[common], help="print the effective settings, secrets redacted"
+    )
     show.add_argument("--json", action="store_true")
-    validate = config_sub.add_parser("validate", parents=[common], help="check a config file; exit 2 if invalid")
+    validate = config_sub.add_parser(
+        "validate", parents=[common], help="check a config file; exit 2 if invalid"
+    )
     validate.add_argument("file", type=Path, metavar="FILE")
     return parser
 
 
-def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                          common: argparse.ArgumentParser) -> None:  # fmt: skip
+def _add_history_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """`replay`, `backtest`, `tune`: history through the live system, or through its code in process."""
     replay = sub.add_parser(
-        "replay", parents=[common], help="publish a historical event file to the live queue or stream",
+        "replay",
+        parents=[common],
+        help="publish a historical event file to the live queue or stream",
         description="Stream EVENTS (.jsonl, .jsonl.gz, .parquet) to CHURN_SQS_QUEUE_URL (send_message_batch) or "
         "CHURN_KINESIS_STREAM (put_records, PartitionKey = customer_id). One customer's events go out in file "
         "order: the next is sent only once the previous was accepted. Throttling and partly failed batches are "
         "retried (only the failed entries) with jittered back-off: nothing is lost and nothing accepted is sent "
         "again (FIFO queues also get MessageDeduplicationId = event_id). A progress bar on a terminal, then a "
         "summary line: sent, skipped, retried, seconds.",
-    )  # fmt: skip
+    )
     replay.add_argument("events_file", type=Path, metavar="EVENTS")
-    replay.add_argument("--to", choices=["sqs", "kinesis"], required=True, help="the configured queue or stream")
-    replay.add_argument("--rate", type=positive_float, metavar="EVENTS_PER_S", help="at most this many events/s")
-    replay.add_argument("--speedup", type=positive_float, metavar="X",
-                        help="keep the events' spacing in time, divided by X (default: as fast as allowed)")  # fmt: skip
-    replay.add_argument("--start", type=iso_instant, metavar="ISO", help="only events at or after this instant")
+    replay.add_argument(
+        "--to", choices=["sqs", "kinesis"], required=True, help="the configured queue or stream"
+    )
+    replay.add_argument(
+        "--rate", type=positive_float, metavar="EVENTS_PER_S", help="at most this many events/s"
+    )
+    replay.add_argument(
+        "--speedup",
+        type=positive_float,
+        metavar="X",
+        help="keep the events' spacing in time, divided by X (default: as fast as allowed)",
+    )
+    replay.add_argument(
+        "--start", type=iso_instant, metavar="ISO", help="only events at or after this instant"
+    )
     replay.add_argument("--end", type=iso_instant, metavar="ISO", help="only events before this instant")
-    replay.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                        help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    replay.add_argument(
+        "--on-error",
+        choices=["stop", "skip"],
+        default="stop",
+        help="on a bad line: stop with exit code 2 (default) or report it and go on",
+    )
     replay.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     backtest = sub.add_parser(
-        "backtest", parents=[common], help="run the pipeline over history in process, on event time",
+        "backtest",
+        parents=[common],
+        help="run the pipeline over history in process, on event time",
         description="Replay EVENTS through the worker's pipeline in process: in-memory store, ledger and "
         "publisher, the model in process (default bundle, or --bundle) or --endpoint, and a clock that follows "
         "the events (batches of --batch-hours of event time, each processed at its window's end; at every UTC day's "
@@ -154,124 +233,224 @@ def _add_history_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "(the bodies production would publish), DIR/report.json and DIR/report.html. With --outcomes (CONTRACTS "
         "section 5, e.g. from `churn-model simulate`) the report gives precision, recall, false positive rate, "
         "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets.",
-    )  # fmt: skip
+    )
     backtest.add_argument("events_file", type=Path, metavar="EVENTS")
     backtest.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the outputs")
     backtest.add_argument("--outcomes", type=Path, metavar="FILE", help="who churned when (JSON Lines)")
-    backtest.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
-    backtest.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
-    backtest.add_argument("--batch-hours", type=positive_float, default=24.0, metavar="H",
-                          help="event time per pipeline batch, each processed at the end of its window (default 24: "
-                          "UTC days, every score at a day's end, the instants training uses; 1 is closer to live "
-                          "scoring and about twice as slow)")  # fmt: skip
-    backtest.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                          help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    backtest.add_argument(
+        "--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process"
+    )
+    backtest.add_argument(
+        "--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)"
+    )
+    backtest.add_argument(
+        "--batch-hours",
+        type=positive_float,
+        default=24.0,
+        metavar="H",
+        help="event time per pipeline batch, each processed at the end of its window (default 24: "
+        "UTC days, every score at a day's end, the instants training uses; 1 is closer to live "
+        "scoring and about twice as slow)",
+    )
+    backtest.add_argument(
+        "--on-error",
+        choices=["stop", "skip"],
+        default="stop",
+        help="on a bad line: stop with exit code 2 (default) or report it and go on",
+    )
     backtest.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")
     _add_engine_options(backtest)
 
     tune = sub.add_parser(
-        "tune", parents=[common], help="sweep alert thresholds against outcomes and write a config file",
+        "tune",
+        parents=[common],
+        help="sweep alert thresholds against outcomes and write a config file",
         description="Backtest EVENTS once, then sweep every rule's thresholds on the scoring instants it "
         "recorded (same cooldowns and churn handling as the ledger), print the precision/recall/volume trade-off, "
         "pick per rule the threshold with the best recall that meets --target-precision and --max-fpr (or "
         "disable the rule if none does) and write FILE: [alerts.<type>] tables that `run --config FILE`, "
         "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html).",
-    )  # fmt: skip
+    )
     tune.add_argument("events_file", type=Path, metavar="EVENTS")
-    tune.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    tune.add_argument(
+        "--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)"
+    )
     tune.add_argument("--out", type=Path, required=True, metavar="FILE", help="the TOML config file to write")
-    tune.add_argument("--target-precision", type=share, default=0.75, metavar="P",
-                      help="least precision a threshold must reach (default 0.75, the seed's IB spike target)")  # fmt: skip
-    tune.add_argument("--max-fpr", type=share, default=0.15, metavar="F",
-                      help="highest false positive rate allowed (default 0.15, the seed's critical-alert target)")  # fmt: skip
-    tune.add_argument("--min-alerted", type=positive_int, default=5, metavar="N",
-                      help="ignore thresholds that alert fewer customers than this (default 5)")  # fmt: skip
+    tune.add_argument(
+        "--target-precision",
+        type=share,
+        default=0.75,
+        metavar="P",
+        help="least precision a threshold must reach (default 0.75, the seed's IB spike target)",
+    )
+    tune.add_argument(
+        "--max-fpr",
+        type=share,
+        default=0.15,
+        metavar="F",
+        help="highest false positive rate allowed (default 0.15, the seed's critical-alert target)",
+    )
+    tune.add_argument(
+        "--min-alerted",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="ignore thresholds that alert fewer customers than this (default 5)",
+    )
     tune.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
     tune.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
-    tune.add_argument("--batch-hours", type=positive_float, default=24.0, metavar="H",
-                      help="event time per pipeline batch, as for backtest (default 24)")  # fmt: skip
+    tune.add_argument(
+        "--batch-hours",
+        type=positive_float,
+        default=24.0,
+        metavar="H",
+        help="event time per pipeline batch, as for backtest (default 24)",
+    )
     tune.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="as for backtest")
     tune.add_argument("--json", action="store_true", help="print the sweep and the choices as JSON")
     _add_engine_options(tune)
 
 
-def _add_loop_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                       common: argparse.ArgumentParser) -> None:  # fmt: skip
+def _add_loop_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     """`uplift`, `outcomes` and `shadow report`: what the alerts achieved, who churned, how a new model compares."""
     uplift = sub.add_parser(
-        "uplift", parents=[common], help="churn after alerts, treatment arm against control (the A/B holdout)",
+        "uplift",
+        parents=[common],
+        help="churn after alerts, treatment arm against control (the A/B holdout)",
         description="Compare churn within --horizon-days after the first alert of each (customer, alert type) pair, "
         "treatment arm (published to the retention team) against control (withheld), per alert type and over all: "
         "churn rate per arm, the difference with a 95% confidence interval and p-value, and how many pairs per arm "
         "an effect of 2, 5 or 10 points needs for 80% power. Pairs whose horizon runs past --end without a churn "
         "are left out (censored). Alerts come from --alerts (alert bodies: a backtest's alerts.jsonl, topic dumps) "
         "or --ledger (the alert ledger's records of both arms: a Scan of the table, billed by its size).",
-    )  # fmt: skip
-    uplift.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
+    )
+    uplift.add_argument(
+        "--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)"
+    )
     source = uplift.add_mutually_exclusive_group(required=True)
-    source.add_argument("--alerts", nargs="+", metavar="PATH",
-                        help="alert bodies: files (.jsonl, .jsonl.gz), directories, globs or s3:// prefixes")  # fmt: skip
-    source.add_argument("--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)")
-    uplift.add_argument("--since", type=iso_instant, metavar="ISO", help="the experiment's start: earlier alerts are left out")
-    uplift.add_argument("--end", type=iso_instant, metavar="ISO",
-                        help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
-    uplift.add_argument("--horizon-days", type=positive_int, default=30, metavar="N", help="churn within N days (default 30)")
+    source.add_argument(
+        "--alerts",
+        nargs="+",
+        metavar="PATH",
+        help="alert bodies: files (.jsonl, .jsonl.gz), directories, globs or s3:// prefixes",
+    )
+    source.add_argument(
+        "--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)"
+    )
+    uplift.add_argument(
+        "--since", type=iso_instant, metavar="ISO", help="the experiment's start: earlier alerts are left out"
+    )
+    uplift.add_argument(
+        "--end",
+        type=iso_instant,
+        metavar="ISO",
+        help="outcomes are known up to here (default: the latest alert or churn)",
+    )
+    uplift.add_argument(
+        "--horizon-days", type=positive_int, default=30, metavar="N", help="churn within N days (default 30)"
+    )
     uplift.add_argument("--json", action="store_true", help="print the report as JSON")
 
     outcomes = sub.add_parser(
-        "outcomes", parents=[common], help="derive the outcomes file (who churned when) from an event log or archive",
+        "outcomes",
+        parents=[common],
+        help="derive the outcomes file (who churned when) from an event log or archive",
         description="Read every event of --events (files .jsonl, .jsonl.gz, .parquet, directories, globs, or "
         "s3://bucket/prefix/ such as the worker's archive, CHURN_ARCHIVE_S3_URI) and write FILE: one JSON line per "
         'customer, {"customer_id": ..., "churned_at": ISO or null} (CONTRACTS.md section 5). churned_at is the '
         "customer's latest customer_churned if it is later than their latest customer_signed_up (a customer who "
         "signed up again is back: null), else null. Duplicates by event_id count once. The file is what "
         "`churn-model train/evaluate/compare --outcomes`, `backtest`, `tune`, `uplift` and `shadow report` read.",
-    )  # fmt: skip
-    outcomes.add_argument("--events", nargs="+", required=True, metavar="PATH",
-                          help="event files, directories, globs or s3:// prefixes")  # fmt: skip
-    outcomes.add_argument("--out", type=Path, required=True, metavar="FILE", help="the outcomes file to write")
-    outcomes.add_argument("--since", type=iso_day, metavar="DAY",
-                          help="leave out the archive's date=YYYY-MM-DD partitions before this UTC day (unread)")  # fmt: skip
-    outcomes.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                          help="on a bad line: stop with exit code 2 (default) or report it and go on")  # fmt: skip
+    )
+    outcomes.add_argument(
+        "--events",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="event files, directories, globs or s3:// prefixes",
+    )
+    outcomes.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the outcomes file to write"
+    )
+    outcomes.add_argument(
+        "--since",
+        type=iso_day,
+        metavar="DAY",
+        help="leave out the archive's date=YYYY-MM-DD partitions before this UTC day (unread)",
+    )
+    outcomes.add_argument(
+        "--on-error",
+        choices=["stop", "skip"],
+        default="stop",
+        help="on a bad line: stop with exit code 2 (default) or report it and go on",
+    )
     outcomes.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     shadow = sub.add_parser("shadow", parents=[common], help="the shadow model: compare it with the live one")
     shadow_sub = shadow.add_subparsers(dest="shadow_command", metavar="ACTION", required=True)
     report = shadow_sub.add_parser(
-        "report", parents=[common], help="live and shadow alerts against outcomes: precision, recall, agreement",
+        "report",
+        parents=[common],
+        help="live and shadow alerts against outcomes: precision, recall, agreement",
         description="Compare the live model's alerts with the shadow model's (CHURN_SHADOW_ENDPOINT_NAME) over the "
         "period both cover, against outcomes: per alert type, customers alerted, precision (alerted customers who "
         "churned within 30 days after an alert), recall (churners alerted in the 30 days before) and agreement "
         "(customers both alerted / either alerted). Shadow alerts: the shadow log (--shadow; default the archive "
         "bucket's shadow/ prefix). Live alerts: a log of alert bodies (--live) or the alert ledger (--ledger, a "
         "Scan). Interventions follow live alerts only: with an experiment on, --arm control compares fairly.",
-    )  # fmt: skip
-    report.add_argument("--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)")
-    report.add_argument("--shadow", nargs="+", metavar="PATH",
-                        help="shadow records: files, directories, globs or s3:// prefixes (default: "
-                        "s3://<archive bucket>/shadow/)")  # fmt: skip
+    )
+    report.add_argument(
+        "--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)"
+    )
+    report.add_argument(
+        "--shadow",
+        nargs="+",
+        metavar="PATH",
+        help="shadow records: files, directories, globs or s3:// prefixes (default: "
+        "s3://<archive bucket>/shadow/)",
+    )
     live = report.add_mutually_exclusive_group(required=True)
-    live.add_argument("--live", nargs="+", metavar="PATH", help="live alert bodies: files, directories, globs, s3://")
+    live.add_argument(
+        "--live", nargs="+", metavar="PATH", help="live alert bodies: files, directories, globs, s3://"
+    )
     live.add_argument("--ledger", action="store_true", help="the alert ledger's records (CHURN_TABLE_PREFIX)")
     report.add_argument("--arm", choices=["treatment", "control"], help="only this experiment arm's alerts")
-    report.add_argument("--end", type=iso_instant, metavar="ISO",
-                        help="outcomes are known up to here (default: the latest alert or churn)")  # fmt: skip
+    report.add_argument(
+        "--end",
+        type=iso_instant,
+        metavar="ISO",
+        help="outcomes are known up to here (default: the latest alert or churn)",
+    )
     report.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def _add_engine_options(command: argparse.ArgumentParser) -> None:
     """Where offline work runs: in process, local Dask workers, or an existing Dask cluster."""
-    group = command.add_argument_group("parallel work (customers are split into shards by a hash of their id)")
-    group.add_argument("--workers", type=positive_int, metavar="N",
-                       help="worker processes on this machine (default: one per core for inputs of 64 MB or "
-                       "more, else 1; 1 runs in this process without Dask). Results are identical for any N")  # fmt: skip
-    group.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run on this existing Dask cluster (e.g. tcp://10.0.0.5:8786; default "
-                       "CHURN_DASK_SCHEDULER); its workers need this package and read access to the events")  # fmt: skip
-    group.add_argument("--shards", type=positive_int, metavar="S",
-                       help="customer shards, a divisor of 64 (default: by input size, about 64 MB each: a shard is "
-                       "held in memory while it runs)")  # fmt: skip
+    group = command.add_argument_group(
+        "parallel work (customers are split into shards by a hash of their id)"
+    )
+    group.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="worker processes on this machine (default: one per core for inputs of 64 MB or "
+        "more, else 1; 1 runs in this process without Dask). Results are identical for any N",
+    )
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on this existing Dask cluster (e.g. tcp://10.0.0.5:8786; default "
+        "CHURN_DASK_SCHEDULER); its workers need this package and read access to the events",
+    )
+    group.add_argument(
+        "--shards",
+        type=positive_int,
+        metavar="S",
+        help="customer shards, a divisor of 64 (default: by input size, about 64 MB each: a shard is "
+        "held in memory while it runs)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -313,7 +492,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         configure_logging(args.debug, json_logs=False, level=None if args.debug else "WARNING")
         if args.events is not None and not args.events.is_file():
             raise UsageError(f"{args.events}: no such file")
-        return run_local(settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate)
+        return run_local(
+            settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate
+        )
     if args.command == "alerts" and args.alerts_command == "stats":
         from cli.commands.alerts_stats import run_alerts_stats
 
@@ -327,20 +508,45 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "uplift":
         from cli.commands.uplift import UpliftRequest, run_uplift
 
-        return asyncio.run(run_uplift(settings, UpliftRequest(
-            args.outcomes, alerts=args.alerts, ledger=args.ledger, since=args.since, end=args.end,
-            horizon_days=args.horizon_days, as_json=args.json)))  # fmt: skip
+        return asyncio.run(
+            run_uplift(
+                settings,
+                UpliftRequest(
+                    args.outcomes,
+                    alerts=args.alerts,
+                    ledger=args.ledger,
+                    since=args.since,
+                    end=args.end,
+                    horizon_days=args.horizon_days,
+                    as_json=args.json,
+                ),
+            )
+        )
     if args.command == "outcomes":
         from cli.commands.outcomes import OutcomesRequest, run_outcomes
 
-        return run_outcomes(OutcomesRequest(args.events, args.out, since=args.since, on_error=args.on_error,
-                                            as_json=args.json))  # fmt: skip
+        return run_outcomes(
+            OutcomesRequest(
+                args.events, args.out, since=args.since, on_error=args.on_error, as_json=args.json
+            )
+        )
     if args.command == "shadow":
         from cli.commands.shadow_report import ShadowReportRequest, run_shadow_report
 
-        return asyncio.run(run_shadow_report(settings, ShadowReportRequest(
-            args.outcomes, shadow=args.shadow, live=args.live, ledger=args.ledger, arm=args.arm, end=args.end,
-            as_json=args.json)))  # fmt: skip
+        return asyncio.run(
+            run_shadow_report(
+                settings,
+                ShadowReportRequest(
+                    args.outcomes,
+                    shadow=args.shadow,
+                    live=args.live,
+                    ledger=args.ledger,
+                    arm=args.arm,
+                    end=args.end,
+                    as_json=args.json,
+                ),
+            )
+        )
     if args.command == "run":
         from worker.logs import configure_logging
         from worker.runtime import check_runnable, run_worker
@@ -359,17 +565,36 @@ def _dispatch_history(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "replay":
         from jobs.replay import ReplayRequest, run_replay
 
-        return asyncio.run(run_replay(settings, ReplayRequest(
-            args.events_file, args.to, rate=args.rate, speedup=args.speedup, start=args.start, end=args.end,
-            on_error=args.on_error, as_json=args.json)))  # fmt: skip
+        return asyncio.run(
+            run_replay(
+                settings,
+                ReplayRequest(
+                    args.events_file,
+                    args.to,
+                    rate=args.rate,
+                    speedup=args.speedup,
+                    start=args.start,
+                    end=args.end,
+                    on_error=args.on_error,
+                    as_json=args.json,
+                ),
+            )
+        )
     from cli.commands.backtest import BacktestRequest
 
     request = BacktestRequest(
-        args.events_file, args.out if args.command == "backtest" else args.out.parent,
-        outcomes=args.outcomes, endpoint=args.endpoint, bundle=args.bundle, on_error=args.on_error,
-        batch_hours=args.batch_hours, as_json=args.json, workers=args.workers,
-        scheduler=args.scheduler or settings.dask_scheduler, shards=args.shards,
-    )  # fmt: skip
+        args.events_file,
+        args.out if args.command == "backtest" else args.out.parent,
+        outcomes=args.outcomes,
+        endpoint=args.endpoint,
+        bundle=args.bundle,
+        on_error=args.on_error,
+        batch_hours=args.batch_hours,
+        as_json=args.json,
+        workers=args.workers,
+        scheduler=args.scheduler or settings.dask_scheduler,
+        shards=args.shards,
+    )
     if args.command == "backtest":
         from cli.commands.backtest import run_backtest_command
 
@@ -378,6 +603,7 @@ def _dispatch_history(args: argparse.Namespace, settings: Settings) -> int:
 
     targets = TuneTargets(args.target_precision, args.max_fpr, args.min_alerted)
     return asyncio.run(run_tune(settings, request, args.out, targets, args.config))
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -62,12 +62,21 @@ class DerivedOutcomes:
         """The outcome lines, by customer id."""
         for cid in sorted(self.customers):
             churned = self.churned_at_us(cid)
-            yield {"customer_id": cid, "churned_at": None if churned is None else format_utc(from_us(churned))}
+            yield {
+                "customer_id": cid,
+                "churned_at": None if churned is None else format_utc(from_us(churned)),
+            }
 
     def summary(self) -> dict[str, int]:
-        return {"customers": len(self.customers), "churned": self.churned, "came_back": self.came_back,
-                "events": self.events, "duplicates": self.duplicates, "bad_lines": self.bad_lines,
-                "files": len(self.sources)}  # fmt: skip
+        return {
+            "customers": len(self.customers),
+            "churned": self.churned,
+            "came_back": self.came_back,
+            "events": self.events,
+            "duplicates": self.duplicates,
+            "bad_lines": self.bad_lines,
+            "files": len(self.sources),
+        }
 
 
 def derive_outcomes(

@@ -119,7 +119,9 @@ def _health_truth(path: Path) -> HealthTruth | None:
             ids = [str(cid) for cid in z["customer_ids"]]
             health = np.asarray(z["health"], dtype=np.float64)
     except (OSError, KeyError, ValueError) as exc:
-        raise OutcomesError(f"health truth {truth}: unreadable ({exc}); remove it or write it again") from None
+        raise OutcomesError(
+            f"health truth {truth}: unreadable ({exc}); remove it or write it again"
+        ) from None
     return HealthTruth(to_us(start) // DAY_US, {cid: i for i, cid in enumerate(ids)}, health)
 
 
@@ -133,9 +135,10 @@ def check_against_events(
     log (always), and customers the log never mentions (unless `allow_unknown`: an outcomes
     export covering more customers than the events). Returns warnings for what was allowed."""
     early = sorted(
-        cid for cid, moment in outcomes.churned_at_us.items()
+        cid
+        for cid, moment in outcomes.churned_at_us.items()
         if cid in first_sign_up_us and moment < first_sign_up_us[cid]
-    )  # fmt: skip
+    )
     if early:
         raise OutcomesError(
             f"{outcomes.path}: {len(early)} customers churned before they signed up "
@@ -161,7 +164,11 @@ class ChurnTimes:
     log's `customer_churned` events (sorted, each instant once per customer)."""
 
     def __init__(self, by_customer: Mapping[str, Sequence[int]]) -> None:
-        self._times = {cid: np.unique(np.asarray(times, dtype=np.int64)) for cid, times in by_customer.items() if len(times)}
+        self._times = {
+            cid: np.unique(np.asarray(times, dtype=np.int64))
+            for cid, times in by_customer.items()
+            if len(times)
+        }
 
     @classmethod
     def join(cls, outcomes: Outcomes | None, events: Mapping[str, Sequence[int]] | None = None) -> ChurnTimes:

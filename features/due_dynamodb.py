@@ -57,8 +57,10 @@ class DynamoDBDueIndex:
         self.requests["Query"] += 1
         arguments: QueryInputTypeDef = {"TableName": self._table, "IndexName": DUE_INDEX, **kwargs}  # type: ignore[typeddict-item]
         try:
-            return await with_retries(lambda: self._client.query(**arguments),
-                                      resource=f"feature table {self._table} (index {DUE_INDEX})")  # fmt: skip
+            return await with_retries(
+                lambda: self._client.query(**arguments),
+                resource=f"feature table {self._table} (index {DUE_INDEX})",
+            )
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             raise FeatureStoreError(f"querying the due index of {self._table}: {error_text(exc)}") from exc
 
@@ -73,9 +75,13 @@ class DynamoDBDueIndex:
         except ClientError as exc:
             if classify(exc) is Failure.CONDITION_FAILED:
                 return False
-            raise FeatureStoreError(f"updating the due time of {customer_id} in {self._table}: {error_text(exc)}") from exc
+            raise FeatureStoreError(
+                f"updating the due time of {customer_id} in {self._table}: {error_text(exc)}"
+            ) from exc
         except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise FeatureStoreError(f"updating the due time of {customer_id} in {self._table}: {error_text(exc)}") from exc
+            raise FeatureStoreError(
+                f"updating the due time of {customer_id} in {self._table}: {error_text(exc)}"
+            ) from exc
         return True
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> tuple[list[DueClaim], bool]:
@@ -98,9 +104,12 @@ class DynamoDBDueIndex:
             seen += [(item["customer_id"]["S"], int(item[DUE_AT]["N"])) for item in response.get("Items", [])]
             more = more or "LastEvaluatedKey" in response
         token = uuid.uuid4().hex
-        won = await gather_limited([self._claim(cid, due, lease_until, token) for cid, due in seen],
-                                   MAX_CONCURRENT_UPDATES)  # fmt: skip
-        claims = [DueClaim(cid, due, lease_until, token) for (cid, due), ok in zip(seen, won, strict=True) if ok]
+        won = await gather_limited(
+            [self._claim(cid, due, lease_until, token) for cid, due in seen], MAX_CONCURRENT_UPDATES
+        )
+        claims = [
+            DueClaim(cid, due, lease_until, token) for (cid, due), ok in zip(seen, won, strict=True) if ok
+        ]
         return claims, more
 
     async def _claim(self, customer_id: str, seen_due: int, lease_until: int, token: str) -> bool:
@@ -109,8 +118,11 @@ class DynamoDBDueIndex:
             UpdateExpression="SET #due = :lease_until, #owner = :token",
             ConditionExpression=STILL_DUE_AS_SEEN,
             ExpressionAttributeNames={"#due": DUE_AT, "#owner": DUE_OWNER},
-            ExpressionAttributeValues={":seen_due": {"N": str(seen_due)}, ":lease_until": {"N": str(lease_until)},
-                                       ":token": {"S": token}},
+            ExpressionAttributeValues={
+                ":seen_due": {"N": str(seen_due)},
+                ":lease_until": {"N": str(lease_until)},
+                ":token": {"S": token},
+            },
         )
 
     async def complete(self, claim: DueClaim, next_due_us: int | None) -> bool:
@@ -123,8 +135,11 @@ class DynamoDBDueIndex:
             UpdateExpression=update,
             ConditionExpression=STILL_OURS,
             ExpressionAttributeNames={"#due": DUE_AT, "#owner": DUE_OWNER},
-            ExpressionAttributeValues={**values, ":lease_until": {"N": str(claim.lease_until_us)},
-                                       ":token": {"S": claim.token}},
+            ExpressionAttributeValues={
+                **values,
+                ":lease_until": {"N": str(claim.lease_until_us)},
+                ":token": {"S": claim.token},
+            },
         )
 
     async def release(self, claim: DueClaim) -> None:
@@ -155,8 +170,12 @@ class DynamoDBDueIndex:
         for shard in shard_names(DUE_SHARDS):
             values = {**now_values, ":shard": {"S": shard}}
             condition = "#shard = :shard AND #due <= :now"
-            first = await self._query(KeyConditionExpression=condition, ExpressionAttributeNames=names,
-                                      ExpressionAttributeValues=values, Limit=1)  # fmt: skip
+            first = await self._query(
+                KeyConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                Limit=1,
+            )
             if not first.get("Items"):
                 continue
             shard_oldest = int(first["Items"][0][DUE_AT]["N"])
@@ -164,8 +183,13 @@ class DynamoDBDueIndex:
             start: dict[str, Any] | None = None
             while True:
                 kwargs: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
-                page = await self._query(KeyConditionExpression=condition, ExpressionAttributeNames=names,
-                                         ExpressionAttributeValues=values, Select="COUNT", **kwargs)  # fmt: skip
+                page = await self._query(
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    Select="COUNT",
+                    **kwargs,
+                )
                 due += int(page.get("Count", 0))
                 start = page.get("LastEvaluatedKey")
                 if not start:

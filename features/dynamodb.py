@@ -84,9 +84,14 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.type_defs import QueryInputTypeDef
 
 __all__ = [
-    "PROFILE_BUCKET", "TTL_ATTRIBUTE", "DynamoDBFeatureStore", "create_feature_table", "ensure_table",
-    "state_from_items", "table_name",
-]  # fmt: skip
+    "PROFILE_BUCKET",
+    "TTL_ATTRIBUTE",
+    "DynamoDBFeatureStore",
+    "create_feature_table",
+    "ensure_table",
+    "state_from_items",
+    "table_name",
+]
 
 MAX_ATTEMPTS = 8  # per customer: reads and writes that did not go through
 MAX_KEYS_PER_READ = 100  # BatchGetItem's limit
@@ -276,15 +281,20 @@ class DynamoDBFeatureStore:
                     delay = max(delay, backoff_delay(attempts[cid] - 1, 0.1, 5.0))
                 if attempts[cid] >= MAX_ATTEMPTS:
                     if lost_races[cid] * 2 >= MAX_ATTEMPTS:
-                        raise StoreConflictError(f"customer {cid}: {lost_races[cid]} conflicting writes on "
-                                                 f"{self._table}; will retry later")  # fmt: skip
-                    raise FeatureStoreError(f"customer {cid}: no write after {MAX_ATTEMPTS} attempts on {self._table}")
+                        raise StoreConflictError(
+                            f"customer {cid}: {lost_races[cid]} conflicting writes on "
+                            f"{self._table}; will retry later"
+                        )
+                    raise FeatureStoreError(
+                        f"customer {cid}: no write after {MAX_ATTEMPTS} attempts on {self._table}"
+                    )
             if delay:
                 await asyncio.sleep(delay)
         return total
 
-    def _fold(self, customer_id: str, read: tuple[Stored, _Read], events: list[Event], oldest_day: int,
-              now_us: int) -> tuple[ApplyResult, Write | None, list[Event]]:  # fmt: skip
+    def _fold(
+        self, customer_id: str, read: tuple[Stored, _Read], events: list[Event], oldest_day: int, now_us: int
+    ) -> tuple[ApplyResult, Write | None, list[Event]]:
         """Fold `events` and plan their write; when that write would be too big, fold only the
         first half of them (again from what was read), and so on. Returns what was folded, the
         write (None: all duplicates) and the events left for the next round."""
@@ -342,11 +352,20 @@ class DynamoDBFeatureStore:
                     self.segments.put(item)
                 segments.update(fetched)
             with_legacy = [cid for cid, st in stored.items() if st.needs_legacy_read(oldest_day)]
-            legacy = dict(zip(with_legacy, await gather_limited([self._query_legacy(cid) for cid in with_legacy],
-                                                                MAX_CONCURRENT_QUERIES), strict=True))  # fmt: skip
+            legacy = dict(
+                zip(
+                    with_legacy,
+                    await gather_limited(
+                        [self._query_legacy(cid) for cid in with_legacy], MAX_CONCURRENT_QUERIES
+                    ),
+                    strict=True,
+                )
+            )
             torn = []
             for cid, st in stored.items():
-                mine = {s.bucket: segments[(cid, s.bucket)] for s in to_read[cid] if (cid, s.bucket) in segments}
+                mine = {
+                    s.bucket: segments[(cid, s.bucket)] for s in to_read[cid] if (cid, s.bucket) in segments
+                }
                 whole = all(self._attach(st, mine.get(s.bucket), s) for s in to_read[cid])
                 if whole and cid in legacy:
                     whole = attach_legacy(st, legacy[cid])
@@ -358,7 +377,9 @@ class DynamoDBFeatureStore:
                 return found
             todo = torn  # another writer committed between our reads: read those customers again
             await backoff(attempt, 0.01, 0.5)
-        raise FeatureStoreError(f"customers {', '.join(todo[:5])}: changing under every read of {self._table}")
+        raise FeatureStoreError(
+            f"customers {', '.join(todo[:5])}: changing under every read of {self._table}"
+        )
 
     def _attach(self, stored: Stored, item: dict[str, Any] | None, segment: Segment) -> bool:
         """`attach_segment`, except that a missing segment past its expiry is no torn read: TTL
@@ -373,7 +394,9 @@ class DynamoDBFeatureStore:
     async def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         chunks = [keys[i : i + MAX_KEYS_PER_READ] for i in range(0, len(keys), MAX_KEYS_PER_READ)]
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for items in await gather_limited([self._batch_get_chunk(chunk) for chunk in chunks], MAX_CONCURRENT_REQUESTS):
+        for items in await gather_limited(
+            [self._batch_get_chunk(chunk) for chunk in chunks], MAX_CONCURRENT_REQUESTS
+        ):
             for item in items:
                 found[(item["customer_id"]["S"], item["bucket"]["S"])] = item
         return found
@@ -382,16 +405,20 @@ class DynamoDBFeatureStore:
         items: list[dict[str, Any]] = []
         for attempt in range(MAX_ATTEMPTS):
             response = await self._call(
-                "reading", lambda keys=keys: self._client.batch_get_item(
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}),
+                "reading",
+                lambda keys=keys: self._client.batch_get_item(
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+                ),
                 "BatchGetItem",
-            )  # fmt: skip
+            )
             items += response.get("Responses", {}).get(self._table, [])
             keys = list(response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", []))
             if not keys:
                 return items
             await backoff(attempt, 0.1, 5.0)  # unprocessed keys: the table is throttling us
-        raise FeatureStoreError(f"reading table {self._table}: {len(keys)} keys still unprocessed (throttled)")
+        raise FeatureStoreError(
+            f"reading table {self._table}: {len(keys)} keys still unprocessed (throttled)"
+        )
 
     async def _query_legacy(self, customer_id: str) -> list[dict[str, Any]]:
         kwargs: QueryInputTypeDef = {
@@ -417,8 +444,9 @@ class DynamoDBFeatureStore:
             return call()
 
         try:
-            return await with_retries(counted, resource=f"feature table {self._table}", attempts=MAX_ATTEMPTS,
-                                      base=0.05, cap=2.0)  # fmt: skip
+            return await with_retries(
+                counted, resource=f"feature table {self._table}", attempts=MAX_ATTEMPTS, base=0.05, cap=2.0
+            )
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             raise FeatureStoreError(f"{doing} table {self._table}: {error_text(exc)}") from exc
 
@@ -433,7 +461,10 @@ class DynamoDBFeatureStore:
             if write.customer_id in alone:
                 groups.append([write])
                 continue
-            if current and (items + len(write.actions) > MAX_TRANSACTION_ITEMS or size + write.bytes > MAX_TRANSACTION_BYTES):
+            if current and (
+                items + len(write.actions) > MAX_TRANSACTION_ITEMS
+                or size + write.bytes > MAX_TRANSACTION_BYTES
+            ):
                 groups.append(current)
                 current, items, size = [], 0, 0
             current.append(write)
@@ -441,7 +472,9 @@ class DynamoDBFeatureStore:
         if current:
             groups.append(current)
         outcomes: dict[str, Outcome] = {}
-        for result in await gather_limited([self._transact(group) for group in groups], MAX_CONCURRENT_REQUESTS):
+        for result in await gather_limited(
+            [self._transact(group) for group in groups], MAX_CONCURRENT_REQUESTS
+        ):
             outcomes.update(result)
         return [outcomes[write.customer_id] for write in writes]
 
@@ -465,11 +498,14 @@ class DynamoDBFeatureStore:
             elif kind is Failure.INVALID:
                 outcomes = {write.customer_id: Outcome.INVALID for write in group}
             else:
-                outcomes = {write.customer_id: Outcome.THROTTLED if kind is Failure.THROTTLED else Outcome.UNKNOWN
-                            for write in group}  # fmt: skip
+                outcomes = {
+                    write.customer_id: Outcome.THROTTLED if kind is Failure.THROTTLED else Outcome.UNKNOWN
+                    for write in group
+                }
             if len(group) == 1 and outcomes[group[0].customer_id] is Outcome.INVALID:
-                raise FeatureStoreError(f"writing customer {group[0].customer_id} to {self._table}: "
-                                        f"{error_text(exc)}") from exc  # fmt: skip
+                raise FeatureStoreError(
+                    f"writing customer {group[0].customer_id} to {self._table}: {error_text(exc)}"
+                ) from exc
             return outcomes
         except (BotoCoreError, OSError, TimeoutError):
             return {write.customer_id: Outcome.UNKNOWN for write in group}

@@ -86,7 +86,11 @@ def _s3_objects(uri: str, since: str | None = None) -> list[Any]:
     try:
         _, prefix = split_uri(uri)
         # An archive at the bucket's root has the shadow log (worker/shadow_log.py) under it: alerts, not events.
-        objects = [o for o in list_event_objects(uri, since) if not o.key[len(prefix) :].startswith(SHADOW_LOG_PREFIX)]
+        objects = [
+            o
+            for o in list_event_objects(uri, since)
+            if not o.key[len(prefix) :].startswith(SHADOW_LOG_PREFIX)
+        ]
     except ValueError as exc:
         raise EventPathError(str(exc)) from None
     except Exception as exc:  # botocore's errors: no credentials, no bucket, no access
@@ -162,7 +166,9 @@ def _expand_local(spec: str) -> list[LocalEventFile]:
     if not path.exists():
         raise EventPathError(f"{path}: no such file or directory")
     if not is_event_file(path.name):
-        raise EventPathError(f"{path}: expected .jsonl, .jsonl.gz or .parquet (or a directory or glob of them)")
+        raise EventPathError(
+            f"{path}: expected .jsonl, .jsonl.gz or .parquet (or a directory or glob of them)"
+        )
     return [LocalEventFile(path)]
 
 

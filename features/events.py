@@ -37,10 +37,27 @@ LATEST_EVENT = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_JSON_DEPTH_ERROR = "nested too deeply"
 
 SUBJECTS: tuple[str, ...] = (
-    "algebra", "geometry", "calculus", "statistics", "physics", "chemistry", "biology", "english",
-    "writing", "reading", "spanish", "french", "history", "computer_science", "economics",
-    "psychology", "sat_prep", "act_prep", "music", "coding",
-)  # fmt: skip
+    "algebra",
+    "geometry",
+    "calculus",
+    "statistics",
+    "physics",
+    "chemistry",
+    "biology",
+    "english",
+    "writing",
+    "reading",
+    "spanish",
+    "french",
+    "history",
+    "computer_science",
+    "economics",
+    "psychology",
+    "sat_prep",
+    "act_prep",
+    "music",
+    "coding",
+)
 TIERS: tuple[str, ...] = ("budget", "standard", "premium")  # index = the model's subscription_tier
 
 _ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
@@ -63,7 +80,9 @@ def _parse_utc(value: Any) -> datetime:
     except (OverflowError, ValueError):
         moment = None
     if moment is None or not EARLIEST_EVENT <= moment < LATEST_EVENT:
-        raise ValueError(f"must lie between {EARLIEST_EVENT.year} and {LATEST_EVENT.year}, got {value[:40]!r}")
+        raise ValueError(
+            f"must lie between {EARLIEST_EVENT.year} and {LATEST_EVENT.year}, got {value[:40]!r}"
+        )
     return moment
 
 
@@ -75,10 +94,27 @@ TutorId = Annotated[str, Field(min_length=1, max_length=64, pattern=_ID_PATTERN,
 # JSON parsers read as infinity)
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Subject = Literal[
-    "algebra", "geometry", "calculus", "statistics", "physics", "chemistry", "biology", "english",
-    "writing", "reading", "spanish", "french", "history", "computer_science", "economics",
-    "psychology", "sat_prep", "act_prep", "music", "coding",
-]  # fmt: skip
+    "algebra",
+    "geometry",
+    "calculus",
+    "statistics",
+    "physics",
+    "chemistry",
+    "biology",
+    "english",
+    "writing",
+    "reading",
+    "spanish",
+    "french",
+    "history",
+    "computer_science",
+    "economics",
+    "psychology",
+    "sat_prep",
+    "act_prep",
+    "music",
+    "coding",
+]
 Tier = Literal["budget", "standard", "premium"]
 
 
@@ -155,15 +191,34 @@ class CustomerChurned(_Event):
 
 
 Event: TypeAlias = Annotated[
-    CustomerSignedUp | SubscriptionChanged | SessionBooked | SessionCompleted | SessionCancelled
-    | SessionRated | IbCall | Login | MessageSent | PaymentSucceeded | PaymentFailed | CustomerChurned,
+    CustomerSignedUp
+    | SubscriptionChanged
+    | SessionBooked
+    | SessionCompleted
+    | SessionCancelled
+    | SessionRated
+    | IbCall
+    | Login
+    | MessageSent
+    | PaymentSucceeded
+    | PaymentFailed
+    | CustomerChurned,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (
-    "customer_signed_up", "subscription_changed", "session_booked", "session_completed",
-    "session_cancelled", "session_rated", "ib_call", "login", "message_sent", "payment_succeeded",
-    "payment_failed", "customer_churned",
-)  # fmt: skip
+    "customer_signed_up",
+    "subscription_changed",
+    "session_booked",
+    "session_completed",
+    "session_cancelled",
+    "session_rated",
+    "ib_call",
+    "login",
+    "message_sent",
+    "payment_succeeded",
+    "payment_failed",
+    "customer_churned",
+)
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -240,13 +295,16 @@ def _describe(exc: ValidationError, obj: dict[str, Any]) -> EventParseError:
         return EventParseError("missing_field", "field 'type' is required", "type")
     if kind == "union_tag_invalid":
         return EventParseError(
-            "unknown_type", f"unknown event type {str(obj.get('type'))[:40]!r}; expected one of {', '.join(EVENT_TYPES)}",
+            "unknown_type",
+            f"unknown event type {str(obj.get('type'))[:40]!r}; expected one of {', '.join(EVENT_TYPES)}",
             "type",
         )
     # loc is (event type, field, ...): the field is what a producer needs to fix
     field = loc[1] if len(loc) > 1 else ".".join(loc)
     if kind == "missing":
-        return EventParseError("missing_field", f"field '{field}' is required for type {obj.get('type')!r}", field)
+        return EventParseError(
+            "missing_field", f"field '{field}' is required for type {obj.get('type')!r}", field
+        )
     return EventParseError("invalid_field", f"field '{field}': {error['msg']}", field)
 
 
@@ -254,7 +312,8 @@ def check_event_time(event: Event, now: datetime, retention: timedelta) -> Event
     """Events too far in the future or older than retention cannot be placed in a window."""
     if event.occurred_at > now + MAX_FUTURE_SKEW:
         return EventParseError(
-            "in_future", f"occurred_at {event.occurred_at.isoformat()} is more than 5 minutes after {now.isoformat()}"
+            "in_future",
+            f"occurred_at {event.occurred_at.isoformat()} is more than 5 minutes after {now.isoformat()}",
         )
     if event.occurred_at < now - retention:
         return EventParseError(

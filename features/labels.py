@@ -52,7 +52,9 @@ VELOCITY_DAYS = 14
 FIRST_SESSION_HORIZON_DAYS = 30
 FOLLOW_UP_DAYS = 14  # a first session without `success`: another session this soon counts as success
 HEALTH_DAYS = 30
-ENGAGEMENT_TYPES = frozenset({"session_booked", "session_completed", "session_rated", "login", "message_sent"})
+ENGAGEMENT_TYPES = frozenset(
+    {"session_booked", "session_completed", "session_rated", "login", "message_sent"}
+)
 SUPPLY_AHEAD_DAYS = 7
 SUPPLY_BEHIND_DAYS = 28
 SUPPLY_MIN_BOOKINGS = 10
@@ -68,12 +70,16 @@ class CustomerFacts:
     sign_ups: list[int] = field(default_factory=list)
     churns: list[int] = field(default_factory=list)  # customer_churned events
     completed: list[int] = field(default_factory=list)
-    flagged_first: tuple[int, str, int] | None = None  # (t, event_id, success 1/0/-1) of the flagged first session
+    flagged_first: tuple[int, str, int] | None = (
+        None  # (t, event_id, success 1/0/-1) of the flagged first session
+    )
     first_completed: tuple[int, str, int] | None = None  # the same for the earliest completion of any kind
     engaged_days: set[int] = field(default_factory=set)
     seen: set[str] = field(default_factory=set, repr=False)
 
-    def add(self, event_id: str, kind: str, t_us: int, first_session: bool = False, success: bool | None = None) -> bool:
+    def add(
+        self, event_id: str, kind: str, t_us: int, first_session: bool = False, success: bool | None = None
+    ) -> bool:
         """Count one event; False (nothing counted) for a duplicate of a completed session. Only
         completed sessions are counted (velocity); every other fact is a set of instants or days,
         which a second copy leaves unchanged, so only their ids are remembered."""
@@ -139,7 +145,9 @@ def customer_labels(
 
     completed = np.sort(np.asarray(facts.completed, dtype=np.int64))
     horizon = t_us + VELOCITY_DAYS * DAY_US
-    sessions = np.searchsorted(completed, horizon, side="right") - np.searchsorted(completed, t_us, side="right")
+    sessions = np.searchsorted(completed, horizon, side="right") - np.searchsorted(
+        completed, t_us, side="right"
+    )
     velocity_known = (horizon <= end) | (churn_known & (next_churn <= horizon))
     out["session_velocity"] = np.where(velocity_known, sessions / (VELOCITY_DAYS / 7), np.nan)
 
@@ -147,13 +155,19 @@ def customer_labels(
 
     engaged_days = np.asarray(sorted(facts.engaged_days), dtype=np.int64)
     today = t_us // DAY_US
-    engaged = np.searchsorted(engaged_days, today + HEALTH_DAYS, side="right") - np.searchsorted(engaged_days, today, side="right")
+    engaged = np.searchsorted(engaged_days, today + HEALTH_DAYS, side="right") - np.searchsorted(
+        engaged_days, today, side="right"
+    )
     out["engaged_days_30d"] = np.where(np.isnan(out["churn_risk_30d"]), np.nan, engaged.astype(np.float64))
     return out
 
 
 def _first_session_labels(
-    facts: CustomerFacts, completed: np.ndarray, churn_times: np.ndarray, t_us: np.ndarray, context: LabelContext
+    facts: CustomerFacts,
+    completed: np.ndarray,
+    churn_times: np.ndarray,
+    t_us: np.ndarray,
+    context: LabelContext,
 ) -> np.ndarray:
     out = np.full(len(t_us), np.nan)
     first = facts.first_session(context.log_uses_flag)
@@ -175,7 +189,9 @@ def _first_session_labels(
     return out
 
 
-def health_scores(churn_30d: np.ndarray, engaged_days: np.ndarray, reference: EngagementReference) -> np.ndarray:
+def health_scores(
+    churn_30d: np.ndarray, engaged_days: np.ndarray, reference: EngagementReference
+) -> np.ndarray:
     """0-100 health (module docstring) from `customer_labels`' churn_risk_30d and engaged_days_30d
     and the instant's reference distribution; NaN where censored."""
     percentile = reference.percentile(engaged_days)
@@ -260,10 +276,14 @@ class MarketActivity:
                 behind = ratios.mean(axis=0)
                 change = (b_ahead / t_ahead) / behind - 1.0
             ok &= np.isfinite(change)
-            out[row] = np.where(ok, np.clip(SUPPLY_SCALE * np.nan_to_num(change), -SUPPLY_CLIP, SUPPLY_CLIP), np.nan)
+            out[row] = np.where(
+                ok, np.clip(SUPPLY_SCALE * np.nan_to_num(change), -SUPPLY_CLIP, SUPPLY_CLIP), np.nan
+            )
         return out
 
-    def _week(self, first: int, cache: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    def _week(
+        self, first: int, cache: dict[int, tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Bookings and distinct active tutors per subject over the 7 days from `first`."""
         if first not in cache:
             bookings = np.zeros(len(SUBJECTS), dtype=np.float64)
@@ -292,7 +312,9 @@ class LabelScan:
         return {cid: fact.churns for cid, fact in self.facts.items() if fact.churns}
 
     def context(self) -> LabelContext:
-        return LabelContext(end_us=self.end_us if self.end_us is not None else 0, log_uses_flag=self.log_uses_flag)
+        return LabelContext(
+            end_us=self.end_us if self.end_us is not None else 0, log_uses_flag=self.log_uses_flag
+        )
 
 
 def scan_label_facts(paths: str | Sequence[str]) -> LabelScan:
@@ -306,8 +328,15 @@ def scan_label_facts(paths: str | Sequence[str]) -> LabelScan:
             for _, item in read_source(source):
                 if not isinstance(item, Exception):
                     fields = item.__dict__
-                    _scan_one(scan, item.customer_id, item.event_id, item.type, to_us(item.occurred_at),
-                              fields.get("first_session", False), fields.get("success"))  # fmt: skip
+                    _scan_one(
+                        scan,
+                        item.customer_id,
+                        item.event_id,
+                        item.type,
+                        to_us(item.occurred_at),
+                        fields.get("first_session", False),
+                        fields.get("success"),
+                    )
             continue
         with open_text(source) as handle:
             for line in handle:
@@ -324,14 +353,29 @@ def _scan_line(scan: LabelScan, line: str) -> None:
         moment = datetime.fromisoformat(when)
     except (ValueError, KeyError, TypeError, AttributeError):
         return
-    if moment.tzinfo is None or not isinstance(cid, str) or not isinstance(eid, str) or not isinstance(kind, str):
+    if (
+        moment.tzinfo is None
+        or not isinstance(cid, str)
+        or not isinstance(eid, str)
+        or not isinstance(kind, str)
+    ):
         return
     first = obj.get("first_session", False) if kind == "session_completed" else False
     success = obj.get("success") if kind == "session_completed" else None
-    _scan_one(scan, cid, eid, kind, to_us(moment.astimezone(UTC)), first is True, success if isinstance(success, bool) else None)
+    _scan_one(
+        scan,
+        cid,
+        eid,
+        kind,
+        to_us(moment.astimezone(UTC)),
+        first is True,
+        success if isinstance(success, bool) else None,
+    )
 
 
-def _scan_one(scan: LabelScan, cid: str, eid: str, kind: str, t_us: int, first: bool, success: bool | None) -> None:
+def _scan_one(
+    scan: LabelScan, cid: str, eid: str, kind: str, t_us: int, first: bool, success: bool | None
+) -> None:
     fact = scan.facts.get(cid)
     if fact is None:
         fact = scan.facts[cid] = CustomerFacts()

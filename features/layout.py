@@ -143,7 +143,9 @@ def _page_row(page: DayPage) -> list[Any]:
 
 def _pages_document(pages: Sequence[DayPage]) -> tuple[list[list[Any]], bytes]:
     """The pages' rows (aggregates) and their digests, page after page, each page's sorted."""
-    return [_page_row(page) for page in pages], b"".join(b"".join(sorted(page.event_digests)) for page in pages)
+    return [_page_row(page) for page in pages], b"".join(
+        b"".join(sorted(page.event_digests)) for page in pages
+    )
 
 
 def _pages_from(rows: list[list[Any]], digests: bytes) -> list[DayPage]:
@@ -151,7 +153,9 @@ def _pages_from(rows: list[list[Any]], digests: bytes) -> list[DayPage]:
     for day, number, count, counts, last_us, tutors in rows:
         end = at + count * DIGEST_BYTES
         ids = {digests[i : i + DIGEST_BYTES] for i in range(at, end, DIGEST_BYTES)}
-        pages.append(DayPage(day=day, page=number, event_digests=ids, counts=counts, last_us=last_us, tutors=tutors))
+        pages.append(
+            DayPage(day=day, page=number, event_digests=ids, counts=counts, last_us=last_us, tutors=tutors)
+        )
         at = end
     if at != len(digests):
         raise ValueError(f"{len(digests) - at} digest bytes beyond the pages' counts")
@@ -235,13 +239,18 @@ def read_profile(customer_id: str, item: dict[str, Any] | None) -> Stored:
     document = _read_document(item[BLOB]["B"])
     version = int(item[STATE_VERSION]["N"])
     state.profile = Profile(
-        first_seen_us=document.get("fs"), signed_up_us=document.get("su"),
+        first_seen_us=document.get("fs"),
+        signed_up_us=document.get("su"),
         tier=tuple(document["t"]) if "t" in document else None,
         first_session=tuple(document["f"]) if "f" in document else None,
-        last_us=document.get("l", {}), lifetime=document.get("lt", {}), version=version,
+        last_us=document.get("l", {}),
+        lifetime=document.get("lt", {}),
+        version=version,
         due_us=int(item[DUE_AT]["N"]) if DUE_AT in item else None,
-    )  # fmt: skip
-    stored = Stored(customer_id, 2, version, state, next_segment=document.get("ns", 1), legacy_until=document.get("lg"))
+    )
+    stored = Stored(
+        customer_id, 2, version, state, next_segment=document.get("ns", 1), legacy_until=document.get("lg")
+    )
     for page in _pages_from(document.get("p", []), item[DIGESTS]["B"]):
         state.pages[(page.day, page.page)] = page
         stored.hot.add((page.day, page.page))
@@ -328,40 +337,53 @@ def _legacy_profile(item: dict[str, Any]) -> Profile:
     return Profile(
         first_seen_us=int(item["fs"]["N"]) if "fs" in item else None,
         signed_up_us=int(item["su"]["N"]) if "su" in item else None,
-        tier=_read_triple(item.get("tier")), first_session=_read_triple(item.get("first")),
-        last_us=_read_num_map(item.get("l")), lifetime=_read_num_map(item.get("lt")),
-        version=int(item[LEGACY_VERSION]["N"]), due_us=int(item[DUE_AT]["N"]) if DUE_AT in item else None,
-    )  # fmt: skip
+        tier=_read_triple(item.get("tier")),
+        first_session=_read_triple(item.get("first")),
+        last_us=_read_num_map(item.get("l")),
+        lifetime=_read_num_map(item.get("lt")),
+        version=int(item[LEGACY_VERSION]["N"]),
+        due_us=int(item[DUE_AT]["N"]) if DUE_AT in item else None,
+    )
 
 
 def _legacy_page(item: dict[str, Any]) -> DayPage:
     _, label, page_no = item["bucket"]["S"].split("#")
     blob: bytes = item[DIGESTS]["B"]
     return DayPage(
-        day=_day_from_label(label), page=int(page_no),
+        day=_day_from_label(label),
+        page=int(page_no),
         event_digests={blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)},
-        counts=_read_num_map(item.get("c")), last_us=_read_num_map(item.get("l")),
+        counts=_read_num_map(item.get("c")),
+        last_us=_read_num_map(item.get("l")),
         tutors={tid: [int(n["N"]) for n in agg["L"]] for tid, agg in item.get("t", {}).get("M", {}).items()},
         version=int(item[LEGACY_PAGE_VERSION]["N"]) if LEGACY_PAGE_VERSION in item else 0,
-    )  # fmt: skip
+    )
 
 
-def legacy_page_item(customer_id: str, page: DayPage, retention: timedelta, version: int = 1) -> dict[str, Any]:
+def legacy_page_item(
+    customer_id: str, page: DayPage, retention: timedelta, version: int = 1
+) -> dict[str, Any]:
     """A format-1 day page item (tests build old tables with it)."""
     return {
-        "customer_id": {"S": customer_id}, "bucket": {"S": f"{LEGACY_PREFIX}{_day_label(page.day)}#{page.page:04d}"},
-        DIGESTS: {"B": b"".join(sorted(page.event_digests))}, "c": _num_map(page.counts), "l": _num_map(page.last_us),
+        "customer_id": {"S": customer_id},
+        "bucket": {"S": f"{LEGACY_PREFIX}{_day_label(page.day)}#{page.page:04d}"},
+        DIGESTS: {"B": b"".join(sorted(page.event_digests))},
+        "c": _num_map(page.counts),
+        "l": _num_map(page.last_us),
         "t": {"M": {tid: {"L": [{"N": str(n)} for n in agg]} for tid, agg in page.tutors.items()}},
-        LEGACY_PAGE_VERSION: {"N": str(version)}, TTL_ATTRIBUTE: {"N": str(page_expiry(page.day, retention))},
-    }  # fmt: skip
+        LEGACY_PAGE_VERSION: {"N": str(version)},
+        TTL_ATTRIBUTE: {"N": str(page_expiry(page.day, retention))},
+    }
 
 
 def legacy_profile_item(customer_id: str, profile: Profile, version: int) -> dict[str, Any]:
     """A format-1 profile item (tests build old tables with it)."""
     item: dict[str, Any] = {
-        **profile_key(customer_id), LEGACY_VERSION: {"N": str(version)},
-        "l": _num_map(profile.last_us), "lt": _num_map(profile.lifetime),
-    }  # fmt: skip
+        **profile_key(customer_id),
+        LEGACY_VERSION: {"N": str(version)},
+        "l": _num_map(profile.last_us),
+        "lt": _num_map(profile.lifetime),
+    }
     for name, value in (("fs", profile.first_seen_us), ("su", profile.signed_up_us)):
         if value is not None:
             item[name] = {"N": str(value)}
@@ -390,8 +412,14 @@ SEGMENT_OVERHEAD = 200  # a segment item's keys, version, TTL and deflate's own 
 SEGMENT_SPLIT_AT = 2 * SEGMENT_TARGET  # a segment whose pages grew past this is split when rewritten
 
 
-def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention: timedelta, oldest_day: int,
-               due_us: int | None) -> Write | None:  # fmt: skip
+def plan_write(
+    stored: Stored,
+    touched: Iterable[PageKey],
+    table: str,
+    retention: timedelta,
+    oldest_day: int,
+    due_us: int | None,
+) -> Write | None:
     """The items one write puts after events were folded into `stored.state`, `touched` being the
     pages that gained events. None when they would pass MAX_ITEMS_PER_WRITE or
     MAX_BYTES_PER_WRITE: the caller folds fewer events.
@@ -403,8 +431,11 @@ def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention
     (SEGMENT_TARGET), else to a new one; a rewritten segment that grew past SEGMENT_SPLIT_AT is
     split the same way."""
     pages = stored.state.pages
-    segments = {n: Segment(s.number, s.version, [k for k in s.pages if k[0] >= oldest_day], s.newest_day)
-                for n, s in stored.segments.items() if s.newest_day >= oldest_day}  # fmt: skip
+    segments = {
+        n: Segment(s.number, s.version, [k for k in s.pages if k[0] >= oldest_day], s.newest_day)
+        for n, s in stored.segments.items()
+        if s.newest_day >= oldest_day
+    }
     where = {key: number for number, segment in segments.items() for key in segment.pages}
     dirty: set[int] = set()
     hot = {key for key in stored.hot if key[0] >= oldest_day}
@@ -458,8 +489,15 @@ def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention
         if segment.version == 0:
             actions.append(_put(table, item, SEGMENT_NOT_YET_WRITTEN))
         else:
-            actions.append(_put(table, item, SEGMENT_UNCHANGED_SINCE_READ, {"#v": SEGMENT_VERSION},
-                                {":read": {"N": str(segment.version)}}))  # fmt: skip
+            actions.append(
+                _put(
+                    table,
+                    item,
+                    SEGMENT_UNCHANGED_SINCE_READ,
+                    {"#v": SEGMENT_VERSION},
+                    {":read": {"N": str(segment.version)}},
+                )
+            )
     size = item_bytes(profile) + sum(item_bytes(item) for _, item in items)
     if len(actions) > MAX_ITEMS_PER_WRITE or size > MAX_BYTES_PER_WRITE:
         return None
@@ -469,7 +507,9 @@ def plan_write(stored: Stored, touched: Iterable[PageKey], table: str, retention
 class _Packer:
     """Puts pages into segments of about SEGMENT_TARGET bytes, numbering new ones."""
 
-    def __init__(self, segments: dict[int, Segment], next_segment: int, pages: dict[PageKey, DayPage]) -> None:
+    def __init__(
+        self, segments: dict[int, Segment], next_segment: int, pages: dict[PageKey, DayPage]
+    ) -> None:
         self.segments = segments
         self.next_segment = next_segment
         self._pages = pages
@@ -511,8 +551,13 @@ def _profile_condition(stored: Stored) -> tuple[str, dict[str, str] | None, dict
     return UNCHANGED_SINCE_READ, {"#sv": STATE_VERSION}, read
 
 
-def _put(table: str, item: dict[str, Any], condition: str, names: dict[str, str] | None = None,
-         values: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def _put(
+    table: str,
+    item: dict[str, Any],
+    condition: str,
+    names: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     put: dict[str, Any] = {"TableName": table, "Item": item, "ConditionExpression": condition}
     if names:
         put["ExpressionAttributeNames"] = names
@@ -521,20 +566,34 @@ def _put(table: str, item: dict[str, Any], condition: str, names: dict[str, str]
     return {"Put": put}
 
 
-def _profile_item(stored: Stored, hot: set[PageKey], segments: dict[int, Segment], written: set[int],
-                  next_segment: int, legacy_until: int | None, due_us: int | None) -> dict[str, Any]:  # fmt: skip
+def _profile_item(
+    stored: Stored,
+    hot: set[PageKey],
+    segments: dict[int, Segment],
+    written: set[int],
+    next_segment: int,
+    legacy_until: int | None,
+    due_us: int | None,
+) -> dict[str, Any]:
     profile = stored.state.profile
     rows, digests = _pages_document([stored.state.pages[key] for key in sorted(hot)])
     document: dict[str, Any] = {"l": profile.last_us, "lt": profile.lifetime}
-    for name, value in (("fs", profile.first_seen_us), ("su", profile.signed_up_us), ("t", profile.tier),
-                        ("f", profile.first_session), ("lg", legacy_until)):  # fmt: skip
+    for name, value in (
+        ("fs", profile.first_seen_us),
+        ("su", profile.signed_up_us),
+        ("t", profile.tier),
+        ("f", profile.first_session),
+        ("lg", legacy_until),
+    ):
         if value is not None:
             document[name] = value
     if rows:
         document["p"] = rows
     if segments:  # each with the version it has once this write is done
-        document["g"] = [[s.number, s.version + 1 if s.number in written else s.version, s.newest_day]
-                         for s in sorted(segments.values(), key=lambda s: s.number)]  # fmt: skip
+        document["g"] = [
+            [s.number, s.version + 1 if s.number in written else s.version, s.newest_day]
+            for s in sorted(segments.values(), key=lambda s: s.number)
+        ]
     if next_segment > 1:
         document["ns"] = next_segment
     item: dict[str, Any] = {
@@ -549,8 +608,9 @@ def _profile_item(stored: Stored, hot: set[PageKey], segments: dict[int, Segment
     return item
 
 
-def _segment_item(customer_id: str, segment: Segment, pages: dict[PageKey, DayPage],
-                  retention: timedelta) -> dict[str, Any]:  # fmt: skip
+def _segment_item(
+    customer_id: str, segment: Segment, pages: dict[PageKey, DayPage], retention: timedelta
+) -> dict[str, Any]:
     rows, digests = _pages_document([pages[key] for key in sorted(segment.pages)])
     return {
         **segment_key(customer_id, segment.number),

@@ -75,7 +75,11 @@ def list_event_objects(uri: str, since: str | None = None, client: Any = None) -
             key = item["Key"]
             if not key.lower().endswith(EVENT_SUFFIXES) or key.lower().endswith(".outcomes.jsonl"):
                 continue
-            if since is not None and (match := _DATE_PARTITION.search(key[len(prefix) :])) and match[1] < since:
+            if (
+                since is not None
+                and (match := _DATE_PARTITION.search(key[len(prefix) :]))
+                and match[1] < since
+            ):
                 continue
             found.append(S3EventObject(bucket, key, client))
     return sorted(found, key=lambda o: o.key)

@@ -188,7 +188,9 @@ def _lines(piece: Piece, result: PieceResult) -> Iterator[tuple[int, Any]]:
             if source.name.lower().endswith(".gz"):
                 stream = stack.enter_context(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
             try:
-                for number, text in enumerate(io.TextIOWrapper(stream, encoding="utf-8", newline="\n"), start=1):
+                for number, text in enumerate(
+                    io.TextIOWrapper(stream, encoding="utf-8", newline="\n"), start=1
+                ):
                     result.lines = number
                     if text.strip():
                         yield number, text
@@ -227,7 +229,9 @@ def _parquet_rows(piece: Piece, result: PieceResult) -> Iterator[tuple[int, dict
                 yield number, _drop_nulls(row)
 
 
-def read_shard(workdir: Path, shard: int, pieces: Sequence[PieceResult], sources: Sequence[str]) -> Iterator[tuple[str, int, int, str]]:
+def read_shard(
+    workdir: Path, shard: int, pieces: Sequence[PieceResult], sources: Sequence[str]
+) -> Iterator[tuple[str, int, int, str]]:
     """(source name, line number in the source, occurred_us, text) of a shard's lines, in source
     order. Line numbers become the source's: the lines of the pieces before add up."""
     offsets: dict[int, int] = {}
@@ -253,8 +257,10 @@ def global_bad_lines(pieces: Sequence[PieceResult]) -> tuple[int, list[BadLine]]
     for piece in sorted(pieces, key=lambda p: p.index):
         offsets[piece.index] = before.get(piece.source_index, 0)
         before[piece.source_index] = offsets[piece.index] + piece.lines
-        examples += [BadLine(b.source, b.line + offsets[piece.index], b.error_code, b.error_detail)
-                     for b in piece.bad_examples]  # fmt: skip
+        examples += [
+            BadLine(b.source, b.line + offsets[piece.index], b.error_code, b.error_detail)
+            for b in piece.bad_examples
+        ]
     return sum(p.bad_lines for p in pieces), examples[:KEPT_BAD_LINES]
 
 

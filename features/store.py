@@ -52,7 +52,9 @@ def group_by_customer(events: Iterable[Event]) -> dict[str, list[Event]]:
     return grouped
 
 
-def apply_to_state(state: CustomerState, events: Iterable[Event], result: ApplyResult) -> set[tuple[int, int]]:
+def apply_to_state(
+    state: CustomerState, events: Iterable[Event], result: ApplyResult
+) -> set[tuple[int, int]]:
     """Apply events to `state` in place; returns the keys of pages that changed."""
     touched: set[tuple[int, int]] = set()
     for event in events:
@@ -101,7 +103,9 @@ class MemoryFeatureStore:
                 if self._due is not None:
                     entry = self._due.entries.get(customer_id)
                     state.profile.due_us = entry[0] if entry else None
-                    state.profile.due_us = next_due_us(state, to_us(now), self._rescore_interval, self._retention)
+                    state.profile.due_us = next_due_us(
+                        state, to_us(now), self._rescore_interval, self._retention
+                    )
                     self._due.put(customer_id, state.profile.due_us)
             # Pruning looks at every page: only needed when the retention horizon moved since this
             # customer's last prune, or this batch added a page beyond it.

@@ -28,11 +28,18 @@ from features.state import DAY_US, CustomerState, DayPage, to_us
 # Every counter a page can hold (features.state._fold_into_page), in a fixed order.
 COUNTER_KEYS: tuple[str, ...] = (
     *(f"n.{kind}" for kind in EVENT_TYPES),
-    "n.ib_call.negative", "n.ib_call.neutral", "n.ib_call.positive",
-    "n.session_cancelled.customer", "n.session_cancelled.tutor",
-    "seconds.session", "rating.centi", "rating.low", "cents.payment_succeeded", "cents.payment_failed",
+    "n.ib_call.negative",
+    "n.ib_call.neutral",
+    "n.ib_call.positive",
+    "n.session_cancelled.customer",
+    "n.session_cancelled.tutor",
+    "seconds.session",
+    "rating.centi",
+    "rating.low",
+    "cents.payment_succeeded",
+    "cents.payment_failed",
     *(f"subject.{subject}" for subject in SUBJECTS),
-)  # fmt: skip
+)
 COUNTER_INDEX = {key: i for i, key in enumerate(COUNTER_KEYS)}
 EVENT_COUNTERS = [COUNTER_INDEX[f"n.{kind}"] for kind in EVENT_TYPES]
 _SESSION, _LOGIN = COUNTER_INDEX["n.session_completed"], COUNTER_INDEX["n.login"]
@@ -87,7 +94,9 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
             a, b, c, d = [bisect_right(flagged, bound) for bound in bounds]
             day_counts += (a - b, b - c, c - d)
         tutors: dict[str, list[int]] = {}
-        for position in range(bisect_right(sums.tutor_days, bounds[3]), bisect_right(sums.tutor_days, as_of_day)):
+        for position in range(
+            bisect_right(sums.tutor_days, bounds[3]), bisect_right(sums.tutor_days, as_of_day)
+        ):
             for tutor_id, agg in sums.tutors[position].items():
                 total = tutors.setdefault(tutor_id, [0, 0, 0])
                 total[0] += agg[0]
@@ -114,7 +123,9 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     width = len(COUNTER_KEYS)
     at_bounds = np.asarray(cumulative, dtype=np.int64).reshape(n, 4, width)
     groups = (at_bounds[:, :3] - at_bounds[:, 1:]).transpose(1, 0, 2).astype(np.float64)
-    days = np.asarray(day_counts, dtype=np.float64).reshape(n, 3, 3).transpose(1, 2, 0)  # [flag, group, customer]
+    days = (
+        np.asarray(day_counts, dtype=np.float64).reshape(n, 3, 3).transpose(1, 2, 0)
+    )  # [flag, group, customer]
     latest = np.asarray(latest_times, dtype=np.float64).reshape(n, len(EVENT_TYPES))
     start, tier, first_success, has_first = np.asarray(profile_values, dtype=np.float64).reshape(n, 4).T
     tutor_columns = np.asarray(tutor_values, dtype=np.float64).reshape(n, 4)
@@ -129,7 +140,10 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
         login_days=_day_windows(days[2]),
         last_us={kind: latest[:, i] for i, kind in enumerate(EVENT_TYPES)},
         start_us=start,
-        lifetime={key: np.asarray([lifetime.get(key, 0) for lifetime in lifetimes], dtype=np.float64) for key in keys},
+        lifetime={
+            key: np.asarray([lifetime.get(key, 0) for lifetime in lifetimes], dtype=np.float64)
+            for key in keys
+        },
         tier=tier,
         first_session_success=first_success,
         has_first_session=has_first,
@@ -297,4 +311,9 @@ def _flag(days: list[int], day: int, on: bool) -> None:
 
 
 def _day_windows(by_group: np.ndarray) -> dict[str, np.ndarray]:
-    return {"7d": by_group[0], "prev7d": by_group[1], "14d": by_group[0] + by_group[1], "30d": by_group.sum(axis=0)}
+    return {
+        "7d": by_group[0],
+        "prev7d": by_group[1],
+        "14d": by_group[0] + by_group[1],
+        "30d": by_group.sum(axis=0),
+    }

@@ -26,8 +26,10 @@ def checkov(path: Path, label: str) -> bool:
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     result = subprocess.run(
         ["checkov", "--quiet", "--compact", "--skip-download", "--framework", framework, "-f", str(path)],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     summary = re.search(r"Passed checks: \d+, Failed checks: \d+, Skipped checks: \d+", result.stdout)
     print(f"checkov {label}: {summary.group(0) if summary else 'no checks apply to these resource types'}")
     if result.returncode != 0:

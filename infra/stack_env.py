@@ -38,7 +38,8 @@ def settings_env(outputs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="stack_env.py", description="Print the data-plane stack's outputs as CHURN_* settings (KEY=value lines)."
+        prog="stack_env.py",
+        description="Print the data-plane stack's outputs as CHURN_* settings (KEY=value lines).",
     )
     parser.add_argument("stack", help="the data-plane stack's name")
     parser.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")

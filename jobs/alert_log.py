@@ -96,4 +96,6 @@ def alert_row(body: dict[str, Any], where: str) -> AlertRow:
             raise ValueError(f"arm {arm!r}")
         return AlertRow(str(body["customer_id"]), str(body["type"]), to_us(str(body["as_of"])), arm)
     except (KeyError, ValueError, TypeError) as exc:
-        raise UsageError(f"{where}: not an alert body ({exc}); expected customer_id, type, as_of and arm") from None
+        raise UsageError(
+            f"{where}: not an alert body ({exc}); expected customer_id, type, as_of and arm"
+        ) from None

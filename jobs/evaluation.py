@@ -46,7 +46,9 @@ from model.metrics import (
 from worker.alerts.config import AlertsConfig
 
 
-def rule_columns(x: np.ndarray, customer: np.ndarray, t_us: np.ndarray, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def rule_columns(
+    x: np.ndarray, customer: np.ndarray, t_us: np.ndarray, pred: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The backtest's scoring-log columns (jobs/backtest/recording.py) for these rows."""
 
     columns: dict[str, np.ndarray] = {"customer": customer.astype(np.int64), "t_us": t_us.astype(np.int64)}
@@ -64,14 +66,22 @@ def rule_stats(columns: dict[str, np.ndarray], population: Any, alerts: Any) -> 
     out: dict[str, Any] = {}
     for rule in TRIGGERS:
         settings = alerts.rule(rule).model_dump()
-        params = {k: float(v) for k, v in settings.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        params = {
+            k: float(v) for k, v in settings.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         stats = evaluate_candidate(columns, population, alerts, Candidate(rule, params, rule))
         out[rule.upper()] = {**stats, "enabled": bool(settings.get("enabled", True))}
     return out
 
 
-def population_of(customers: np.ndarray, t_us: np.ndarray, churn: ChurnTimes, churned_at: dict[str, int],
-                  start_us: int, end_us: int) -> tuple[Any, np.ndarray]:  # fmt: skip
+def population_of(
+    customers: np.ndarray,
+    t_us: np.ndarray,
+    churn: ChurnTimes,
+    churned_at: dict[str, int],
+    start_us: int,
+    end_us: int,
+) -> tuple[Any, np.ndarray]:
     """The backtest's `Population` for the customers of these rows, and each row's customer index."""
 
     names, index = np.unique(customers.astype(str), return_inverse=True)
@@ -83,7 +93,9 @@ def population_of(customers: np.ndarray, t_us: np.ndarray, churn: ChurnTimes, ch
     return Population(ids, churn_us, start_us, end_us, weeks, churn), index.astype(np.int64)
 
 
-def _baseline_report(baselines: Baselines | None, x: np.ndarray, y: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+def _baseline_report(
+    baselines: Baselines | None, x: np.ndarray, y: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     if baselines is None:
         return {}, {}
     probs = baselines.predict(x)
@@ -96,7 +108,11 @@ def _baseline_report(baselines: Baselines | None, x: np.ndarray, y: dict[str, np
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     calibration = metrics.get("calibration") or {}
-    return {"auc_roc": metrics.get("auc_roc"), "brier": calibration.get("brier"), "ece": calibration.get("ece")}
+    return {
+        "auc_roc": metrics.get("auc_roc"),
+        "brier": calibration.get("brier"),
+        "ece": calibration.get("ece"),
+    }
 
 
 def evaluate_examples(
@@ -127,29 +143,44 @@ def evaluate_examples(
     model = model_stats(columns, population, None, np.asarray(y["health_score"], dtype=np.float64))
     for days in (14, 30):
         if model[f"churn_{days}d"]["auc_roc"] is None:
-            raise DataError(f"the {days}-day churn labels of these customers hold one class only: "
-                            "evaluate on a longer log or more customers")  # fmt: skip
+            raise DataError(
+                f"the {days}-day churn labels of these customers hold one class only: "
+                "evaluate on a longer log or more customers"
+            )
     by_type = rule_stats(columns, population, alerts or AlertsConfig())
     report: dict[str, Any] = {
-        "rows": len(x), "customers": len(population.customers), "churned_customers": population.churners,
-        "heads": heads, "churn_14d": _strip_roc(model["churn_14d"]), "churn_30d": _strip_roc(model["churn_30d"]),
-        "calibration_14d": model["calibration_14d"], "calibration_30d": model["calibration_30d"],
-        "health_mae": model["health_mae"], "alerts": by_type,
-    }  # fmt: skip
+        "rows": len(x),
+        "customers": len(population.customers),
+        "churned_customers": population.churners,
+        "heads": heads,
+        "churn_14d": _strip_roc(model["churn_14d"]),
+        "churn_30d": _strip_roc(model["churn_30d"]),
+        "calibration_14d": model["calibration_14d"],
+        "calibration_30d": model["calibration_30d"],
+        "health_mae": model["health_mae"],
+        "alerts": by_type,
+    }
     targets = seed_targets(by_type, model)
     if latency:
         measured = latency_ms(serving_fn, x)
         report["latency_ms_single_instance"] = {k: round(v, 3) for k, v in measured.items()}
-        targets.insert(len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3)))
+        targets.insert(
+            len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3))
+        )
     report["targets"] = targets
     baseline_report, baseline_probs = _baseline_report(baselines, x, y)
     if baseline_report:
         report["baselines"] = baseline_report
         labels = np.asarray(y["churn_risk_30d"], dtype=np.float64)
-        best = max(baseline_probs["churn_risk_30d"], key=lambda n: baseline_report["churn_risk_30d"][n]["auc_roc"] or 0)
+        best = max(
+            baseline_probs["churn_risk_30d"],
+            key=lambda n: baseline_report["churn_risk_30d"][n]["auc_roc"] or 0,
+        )
         report["model_vs_best_baseline_30d"] = {
             "baseline": best,
-            **paired_bootstrap(labels, pred["churn_risk_30d"], baseline_probs["churn_risk_30d"][best], index, seed),
+            **paired_bootstrap(
+                labels, pred["churn_risk_30d"], baseline_probs["churn_risk_30d"][best], index, seed
+            ),
         }
     return report
 
@@ -175,18 +206,25 @@ def evaluate_rows(
     recall = round_metric(hit.sum() / churners.sum()) if churners.any() else None
     fpr = round_metric((alerted & stayers).sum() / stayers.sum()) if stayers.any() else None
     false_share = round_metric(1 - hit.sum() / (alerted & known).sum()) if (alerted & known).any() else None
-    auc14 = auc_roc(np.nan_to_num(np.asarray(y["churn_risk_14d"], np.float64)).astype(bool), pred["churn_risk_14d"])
+    auc14 = auc_roc(
+        np.nan_to_num(np.asarray(y["churn_risk_14d"], np.float64)).astype(bool), pred["churn_risk_14d"]
+    )
     targets = [
-        target("ib_call_spike_precision", "> 0.75", precision), target("ib_call_spike_recall", "> 0.75", recall),
-        target("critical_alert_false_positive_rate", "< 0.15", fpr), target("critical_alert_false_share", "< 0.15", false_share),
-        target("churn_auc_roc_14d", "> 0.80", auc14), target("churn_auc_roc_30d", "> 0.80", heads["churn_risk_30d"].get("auc_roc")),
+        target("ib_call_spike_precision", "> 0.75", precision),
+        target("ib_call_spike_recall", "> 0.75", recall),
+        target("critical_alert_false_positive_rate", "< 0.15", fpr),
+        target("critical_alert_false_share", "< 0.15", false_share),
+        target("churn_auc_roc_14d", "> 0.80", auc14),
+        target("churn_auc_roc_30d", "> 0.80", heads["churn_risk_30d"].get("auc_roc")),
         target("health_score_mae", "< 10", heads["health_score"].get("mae")),
-    ]  # fmt: skip
+    ]
     report: dict[str, Any] = {"rows": len(x), "heads": heads, "targets": targets}
     if latency:
         measured = latency_ms(serving_fn, x)
         report["latency_ms_single_instance"] = {k: round(v, 3) for k, v in measured.items()}
-        targets.insert(len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3)))
+        targets.insert(
+            len(targets) - 2, target("inference_latency_p95_ms", "< 200", round(measured["p95"], 3))
+        )
     return report
 
 
@@ -201,7 +239,11 @@ def format_report(report: dict[str, Any]) -> str:
 def _sections(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if "targets" in report:
         return [("evaluation", report)]
-    return [(name.replace("_", " "), part) for name, part in report.items() if isinstance(part, dict) and "targets" in part]
+    return [
+        (name.replace("_", " "), part)
+        for name, part in report.items()
+        if isinstance(part, dict) and "targets" in part
+    ]
 
 
 def _format_one(report: dict[str, Any]) -> list[str]:
@@ -212,8 +254,10 @@ def _format_one(report: dict[str, Any]) -> list[str]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[row["pass"]]
         lines.append(f"{row['metric']:<38} {row['target']:>7} {shown:>9}  {verdict}")
     if "customers" in report:
-        lines.append(f"rows {report['rows']:,} (scoring instants), customers {report['customers']:,}, "
-                     f"churned {report['churned_customers']:,}")  # fmt: skip
+        lines.append(
+            f"rows {report['rows']:,} (scoring instants), customers {report['customers']:,}, "
+            f"churned {report['churned_customers']:,}"
+        )
     lines.append("")
     heads = report["heads"]
     for head in CLASSIFIER_HEADS:
@@ -223,38 +267,53 @@ def _format_one(report: dict[str, Any]) -> list[str]:
             continue
         cal = h.get("calibration") or {}
         auc = "n/a" if h.get("auc_roc") is None else f"{h['auc_roc']:.4f}"
-        lines.append(f"{head:<24} labelled {h['labelled']:>8,}  rate {h['rate']:.3f}  AUC {auc}  "
-                     f"Brier {cal.get('brier', 0):.4f}  ECE {cal.get('ece', 0):.4f}")  # fmt: skip
+        lines.append(
+            f"{head:<24} labelled {h['labelled']:>8,}  rate {h['rate']:.3f}  AUC {auc}  "
+            f"Brier {cal.get('brier', 0):.4f}  ECE {cal.get('ece', 0):.4f}"
+        )
     for head in ("session_velocity", "health_score", "supply_demand"):
         h = heads[head]
         if not h.get("labelled"):
             lines.append(f"{head:<24} labelled        0")
             continue
         corr = "n/a" if h.get("correlation") is None else f"{h['correlation']:.3f}"
-        lines.append(f"{head:<24} labelled {h['labelled']:>8,}  MAE {h['mae']:.3f}  RMSE {h['rmse']:.3f}  corr {corr}")
+        lines.append(
+            f"{head:<24} labelled {h['labelled']:>8,}  MAE {h['mae']:.3f}  RMSE {h['rmse']:.3f}  corr {corr}"
+        )
     for name, by in (report.get("baselines") or {}).items():
         parts = ", ".join(f"{n} AUC {s['auc_roc']} ECE {s['ece']}" for n, s in by.items())
         lines.append(f"baselines {name:<14} {parts}")
     versus = report.get("model_vs_best_baseline_30d")
     if versus and versus.get("difference") is not None:
         low, high = versus["ci95"]
-        lines.append(f"model - {versus['baseline']} (30d AUC) {versus['difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]")
+        lines.append(
+            f"model - {versus['baseline']} (30d AUC) {versus['difference']:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]"
+        )
     bins = (report.get("calibration_30d") or {}).get("bins") or []
     if bins:
-        lines.append("reliability 30d (bin: predicted / observed, rows): " + "; ".join(
-            f"{b['bin'][0]:.1f}-{b['bin'][1]:.1f}: {b['predicted']:.3f}/{b['observed']:.3f} ({b['count']})" for b in bins))
+        lines.append(
+            "reliability 30d (bin: predicted / observed, rows): "
+            + "; ".join(
+                f"{b['bin'][0]:.1f}-{b['bin'][1]:.1f}: {b['predicted']:.3f}/{b['observed']:.3f} ({b['count']})"
+                for b in bins
+            )
+        )
     alerts = report.get("alerts")
     if alerts:
-        lines += ["", f"{'alert rule (configured thresholds)':<36} {'alerts':>7} {'custs':>6} {'prec':>6} {'recall':>6} {'FPR':>6} {'false':>6}"]
+        lines += [
+            "",
+            f"{'alert rule (configured thresholds)':<36} {'alerts':>7} {'custs':>6} {'prec':>6} {'recall':>6} {'FPR':>6} {'false':>6}",
+        ]
         for name, s in alerts.items():
-            lines.append(f"{name:<36} {s['alerts']:>7} {s['customers_alerted']:>6} {_pct(s.get('precision')):>6} "
-                         f"{_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} {_pct(s.get('false_alert_share')):>6}")  # fmt: skip
+            lines.append(
+                f"{name:<36} {s['alerts']:>7} {s['customers_alerted']:>6} {_pct(s.get('precision')):>6} "
+                f"{_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} {_pct(s.get('false_alert_share')):>6}"
+            )
     return lines
 
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
-
 
 
 def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str, Any]:
@@ -268,20 +327,31 @@ def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str,
     baselines = load_baselines(bundle.path)
     out: dict[str, Any] = {}
     test = loaded.examples.where("test")
-    readings = (("out_of_time_and_customer", test.where(after_cut=True)), ("out_of_customer", test),
-                ("validation_period", loaded.examples.where("validation")))  # fmt: skip
+    readings = (
+        ("out_of_time_and_customer", test.where(after_cut=True)),
+        ("out_of_customer", test),
+        ("validation_period", loaded.examples.where("validation")),
+    )
     for name, part in readings:
         if not len(part):
             out[name] = {"note": "no rows (test fraction 0?)"}
             continue
         try:
             out[name] = evaluate_examples(
-                bundle.serving_fn(), part.x, part.y, part.customer, part.t_us, churn=build.churn,
-                churned_at=build.outcomes.churned_at_us, start_us=build.start_us, end_us=build.end_us,
-                baselines=baselines, seed=seed, latency=name == "out_of_time_and_customer",
-            )  # fmt: skip
+                bundle.serving_fn(),
+                part.x,
+                part.y,
+                part.customer,
+                part.t_us,
+                churn=build.churn,
+                churned_at=build.outcomes.churned_at_us,
+                start_us=build.start_us,
+                end_us=build.end_us,
+                baselines=baselines,
+                seed=seed,
+                latency=name == "out_of_time_and_customer",
+            )
         except DataError as exc:
             out[name] = {"note": str(exc)}
     out["validation_period"]["note"] = "the rows calibration was fitted on: its ECE is optimistic"
     return out
-

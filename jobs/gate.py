@@ -55,9 +55,16 @@ class MetricDiff:
         return "worse" if worse > self.margin or significantly else "ok"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.name, "candidate": self.candidate, "incumbent": self.incumbent,
-                "difference": self.difference, "ci95": [self.low, self.high],
-                "higher_is_better": self.higher_is_better, "margin": self.margin, "verdict": self.verdict}  # fmt: skip
+        return {
+            "metric": self.name,
+            "candidate": self.candidate,
+            "incumbent": self.incumbent,
+            "difference": self.difference,
+            "ci95": [self.low, self.high],
+            "higher_is_better": self.higher_is_better,
+            "margin": self.margin,
+            "verdict": self.verdict,
+        }
 
 
 def _r(value: float | None) -> float | None:
@@ -80,8 +87,16 @@ def _bootstrap(stat: Any, groups: list[np.ndarray] | int, rounds: int, seed: int
     return differences
 
 
-def _diff(name: str, stat_a: Any, stat_b: Any, groups: list[np.ndarray] | int, rounds: int, seed: int,
-          higher_is_better: bool, margin: float) -> MetricDiff:  # fmt: skip
+def _diff(
+    name: str,
+    stat_a: Any,
+    stat_b: Any,
+    groups: list[np.ndarray] | int,
+    rounds: int,
+    seed: int,
+    higher_is_better: bool,
+    margin: float,
+) -> MetricDiff:
     every = np.arange(groups) if isinstance(groups, int) else np.concatenate(groups)
     a, b = stat_a(every), stat_b(every)
 
@@ -91,7 +106,7 @@ def _diff(name: str, stat_a: Any, stat_b: Any, groups: list[np.ndarray] | int, r
 
     samples = _bootstrap(both, groups, rounds, seed)
     point = None if a is None or b is None else a - b  # both(every), without scoring every row twice more
-    low, high = (np.percentile(samples, [2.5, 97.5]) if samples else (None, None))
+    low, high = np.percentile(samples, [2.5, 97.5]) if samples else (None, None)
     return MetricDiff(name, _r(a), _r(b), _r(point), _r(low), _r(high), higher_is_better, margin)
 
 
@@ -120,8 +135,18 @@ def compare_predictions(
             return auc_roc(labels[known].astype(bool), p[known]) if len(known) else None
 
         a, b = candidate["pred"][head], incumbent["pred"][head]
-        diffs.append(_diff(f"{head}.auc_roc", lambda r, a=a, auc=auc: auc(r, a), lambda r, b=b, auc=auc: auc(r, b),
-                           groups, rounds, seed, True, margins["auc_roc"]))  # fmt: skip
+        diffs.append(
+            _diff(
+                f"{head}.auc_roc",
+                lambda r, a=a, auc=auc: auc(r, a),
+                lambda r, b=b, auc=auc: auc(r, b),
+                groups,
+                rounds,
+                seed,
+                True,
+                margins["auc_roc"],
+            )
+        )
     labels30 = np.asarray(y["churn_risk_30d"], dtype=np.float64)
 
     def ece(rows: np.ndarray, p: np.ndarray) -> float | None:
@@ -129,8 +154,18 @@ def compare_predictions(
         return calibration(labels30[known], p[known])["ece"] if len(known) else None
 
     a30, b30 = candidate["pred"]["churn_risk_30d"], incumbent["pred"]["churn_risk_30d"]
-    diffs.append(_diff("churn_risk_30d.ece", lambda r: ece(r, a30), lambda r: ece(r, b30), groups, rounds, seed,
-                       False, margins["ece"]))  # fmt: skip
+    diffs.append(
+        _diff(
+            "churn_risk_30d.ece",
+            lambda r: ece(r, a30),
+            lambda r: ece(r, b30),
+            groups,
+            rounds,
+            seed,
+            False,
+            margins["ece"],
+        )
+    )
     customers = len(groups)
     for rule, (alerted_a, confirmed_a) in candidate["rules"].items():
         alerted_b, confirmed_b = incumbent["rules"][rule]
@@ -141,17 +176,32 @@ def compare_predictions(
             n = alerted[rows].sum()
             return float(confirmed[rows].sum() / n) if n else None
 
-        diffs.append(_diff(
-            f"{rule}.precision", lambda r, x=alerted_a, c=confirmed_a: precision(r, x, c),
-            lambda r, x=alerted_b, c=confirmed_b: precision(r, x, c), customers, rounds, seed, True,
-            margins["precision"],
-        ))  # fmt: skip
+        diffs.append(
+            _diff(
+                f"{rule}.precision",
+                lambda r, x=alerted_a, c=confirmed_a: precision(r, x, c),
+                lambda r, x=alerted_b, c=confirmed_b: precision(r, x, c),
+                customers,
+                rounds,
+                seed,
+                True,
+                margins["precision"],
+            )
+        )
     failed = [d.name for d in diffs if d.verdict == "worse"]
-    return {"passed": not failed, "failed": failed, "metrics": [d.as_dict() for d in diffs],
-            "rows": len(customer), "customers": customers, "bootstrap_rounds": rounds}  # fmt: skip
+    return {
+        "passed": not failed,
+        "failed": failed,
+        "metrics": [d.as_dict() for d in diffs],
+        "rows": len(customer),
+        "customers": customers,
+        "bootstrap_rounds": rounds,
+    }
 
 
-def rule_flags(columns: dict[str, np.ndarray], population: Any, alerts: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def rule_flags(
+    columns: dict[str, np.ndarray], population: Any, alerts: Any
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per enabled rule at the configured thresholds: which customers were alerted, and which had a
     confirmed alert (churned within 30 days of one), as the backtest decides them."""
     from features.churn_outcomes import NEVER
@@ -165,7 +215,11 @@ def rule_flags(columns: dict[str, np.ndarray], population: Any, alerts: Any) -> 
         settings = alerts.rule(rule)
         if not settings.enabled:
             continue
-        params = {k: float(v) for k, v in settings.model_dump().items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        params = {
+            k: float(v)
+            for k, v in settings.model_dump().items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         mask = trigger(columns, params, alerts)
         cooldown = int(settings.cooldown.total_seconds() * 1_000_000)
         customer, t = apply_cooldown(columns["customer"][mask], columns["t_us"][mask], cooldown)
@@ -183,9 +237,16 @@ def write_gate(candidate_dir: Path, result: dict[str, Any]) -> None:
     (candidate_dir / GATE_FILE).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
-def gate_record(result: dict[str, Any], candidate_version: str, incumbent_version: str, events: list[str]) -> dict[str, Any]:
-    return {**result, "candidate_version": candidate_version, "incumbent_version": incumbent_version, "events": events,
-            "compared_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+def gate_record(
+    result: dict[str, Any], candidate_version: str, incumbent_version: str, events: list[str]
+) -> dict[str, Any]:
+    return {
+        **result,
+        "candidate_version": candidate_version,
+        "incumbent_version": incumbent_version,
+        "events": events,
+        "compared_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def check_gate(bundle_dir: Path, model_version: str, force: bool) -> str | None:
@@ -193,14 +254,18 @@ def check_gate(bundle_dir: Path, model_version: str, force: bool) -> str | None:
     for the user (no gate on record, or forced), or None."""
     file = bundle_dir / GATE_FILE
     if not file.exists():
-        return (f"note: model {model_version} was never compared with the incumbent "
-                "(`churn-model compare --candidate ... --incumbent ...`)")  # fmt: skip
+        return (
+            f"note: model {model_version} was never compared with the incumbent "
+            "(`churn-model compare --candidate ... --incumbent ...`)"
+        )
     try:
         gate = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{file}: unreadable gate record ({exc}); run `churn-model compare` again") from None
     if gate.get("candidate_version") != model_version:
-        return f"note: {file} is about model {gate.get('candidate_version')}, not {model_version}: not applied"
+        return (
+            f"note: {file} is about model {gate.get('candidate_version')}, not {model_version}: not applied"
+        )
     if gate.get("passed"):
         return None
     if force:
@@ -223,8 +288,9 @@ class GateOptions:
     seed: int = 0
 
 
-def gate_bundles(candidate: Any, incumbent: Any, events: Any, outcomes: Path, options: GateOptions,
-                 progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def gate_bundles(
+    candidate: Any, incumbent: Any, events: Any, outcomes: Path, options: GateOptions, progress: bool = False
+) -> dict[str, Any]:
     """The promotion gate of two loaded bundles on one log; records gate.json in
     the candidate and returns the record (`passed`, `failed`, the metrics)."""
     from jobs.evaluation import population_of, rule_columns
@@ -232,19 +298,37 @@ def gate_bundles(candidate: Any, incumbent: Any, events: Any, outcomes: Path, op
     from model.evaluation import predict
     from model.owndata import BuildOptions, build_examples
 
-    excluded = frozenset() if options.include_training_customers else training_customers(candidate) | training_customers(incumbent)
-    build_options = BuildOptions(mode="evaluation", excluded=excluded, on_error=options.on_error, workers=options.workers,
-                                 scheduler=options.scheduler, allow_unknown_outcomes=options.allow_unknown_outcomes)  # fmt: skip
+    excluded = (
+        frozenset()
+        if options.include_training_customers
+        else training_customers(candidate) | training_customers(incumbent)
+    )
+    build_options = BuildOptions(
+        mode="evaluation",
+        excluded=excluded,
+        on_error=options.on_error,
+        workers=options.workers,
+        scheduler=options.scheduler,
+        allow_unknown_outcomes=options.allow_unknown_outcomes,
+    )
     examples, build = build_examples(events, outcomes, build_options, progress=progress)
     alerts = options.alerts if options.alerts is not None else AlertsConfig()
-    population, index = population_of(examples.customer, examples.t_us, build.churn, build.outcomes.churned_at_us,
-                                      build.start_us, build.end_us)  # fmt: skip
+    population, index = population_of(
+        examples.customer,
+        examples.t_us,
+        build.churn,
+        build.outcomes.churned_at_us,
+        build.start_us,
+        build.end_us,
+    )
     sides = {}
     for name, bundle in (("candidate", candidate), ("incumbent", incumbent)):
         pred = predict(bundle.serving_fn(), examples.x)
         columns = rule_columns(examples.x, index, examples.t_us, pred)
         sides[name] = {"pred": pred, "rules": rule_flags(columns, population, alerts)}
-    result = compare_predictions(examples.y, index, sides["candidate"], sides["incumbent"], options.rounds, options.seed)
+    result = compare_predictions(
+        examples.y, index, sides["candidate"], sides["incumbent"], options.rounds, options.seed
+    )
     events_list = [str(e) for e in events] if isinstance(events, list | tuple) else [str(events)]
     record = gate_record(result, candidate.model_version, incumbent.model_version, events_list)
     write_gate(candidate.path, record)
@@ -252,17 +336,26 @@ def gate_bundles(candidate: Any, incumbent: Any, events: Any, outcomes: Path, op
 
 
 def format_gate(record: dict[str, Any]) -> str:
-    lines = [f"candidate {record['candidate_version']} vs incumbent {record['incumbent_version']}: "
-             f"{record['rows']:,} instants of {record['customers']:,} customers, {record['bootstrap_rounds']} bootstrap rounds",
-             "", f"{'metric':<36} {'candidate':>9} {'incumbent':>9} {'diff':>8} {'95% CI':>20}  verdict"]  # fmt: skip
+    lines = [
+        f"candidate {record['candidate_version']} vs incumbent {record['incumbent_version']}: "
+        f"{record['rows']:,} instants of {record['customers']:,} customers, {record['bootstrap_rounds']} bootstrap rounds",
+        "",
+        f"{'metric':<36} {'candidate':>9} {'incumbent':>9} {'diff':>8} {'95% CI':>20}  verdict",
+    ]
     for m in record["metrics"]:
+
         def show(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.4f}"
 
         ci = f"[{show(m['ci95'][0])}, {show(m['ci95'][1])}]"
-        lines.append(f"{m['metric']:<36} {show(m['candidate']):>9} {show(m['incumbent']):>9} {show(m['difference']):>8} "
-                     f"{ci:>20}  {m['verdict']}")  # fmt: skip
-    verdict = "PASS: the candidate is not worse" if record["passed"] else f"FAIL: worse on {', '.join(record['failed'])}"
+        lines.append(
+            f"{m['metric']:<36} {show(m['candidate']):>9} {show(m['incumbent']):>9} {show(m['difference']):>8} "
+            f"{ci:>20}  {m['verdict']}"
+        )
+    verdict = (
+        "PASS: the candidate is not worse"
+        if record["passed"]
+        else f"FAIL: worse on {', '.join(record['failed'])}"
+    )
     lines += ["", verdict]
     return "\n".join(lines)
-

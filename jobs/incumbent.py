@@ -64,8 +64,10 @@ def find_deployed(sagemaker: Any, endpoint: str) -> Deployed | None:
         raise DeployError(f"cannot find the model behind endpoint {endpoint}: {exc}") from exc
     url = (model.get("PrimaryContainer") or {}).get("ModelDataUrl") or ""
     if not url.startswith("s3://"):
-        raise DeployError(f"the model {model_name} behind endpoint {endpoint} has no S3 model data ({url!r}): "
-                          "pass the incumbent bundle with --incumbent DIR")  # fmt: skip
+        raise DeployError(
+            f"the model {model_name} behind endpoint {endpoint} has no S3 model data ({url!r}): "
+            "pass the incumbent bundle with --incumbent DIR"
+        )
     return Deployed(endpoint, model_name, url)
 
 
@@ -94,7 +96,9 @@ def _extract(archive: Path, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def fetch_incumbent(s3: Any, deployed: Deployed, workdir: Path, say: Callable[[str], None]) -> tuple[Bundle, bool]:
+def fetch_incumbent(
+    s3: Any, deployed: Deployed, workdir: Path, say: Callable[[str], None]
+) -> tuple[Bundle, bool]:
     """(the deployed bundle, whether it is the whole bundle) in `workdir`: its bundle.tar.gz if
     retraining stored one, else a bundle made of its package (scores the same, knows no training customers)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -105,10 +109,14 @@ def fetch_incumbent(s3: Any, deployed: Deployed, workdir: Path, say: Callable[[s
         return load_bundle(workdir / "incumbent"), True
     package = workdir / PACKAGE
     if not _download(s3, deployed.model_data_url, package):
-        raise DeployError(f"the model behind endpoint {deployed.endpoint} points at {deployed.model_data_url}, "
-                          "which is not there: pass the incumbent bundle with --incumbent DIR")  # fmt: skip
-    say(f"incumbent: {deployed.model_data_url} (no {BUNDLE_ARCHIVE} beside it: compared from its package; the "
-        "customers it trained on cannot be left out)")  # fmt: skip
+        raise DeployError(
+            f"the model behind endpoint {deployed.endpoint} points at {deployed.model_data_url}, "
+            "which is not there: pass the incumbent bundle with --incumbent DIR"
+        )
+    say(
+        f"incumbent: {deployed.model_data_url} (no {BUNDLE_ARCHIVE} beside it: compared from its package; the "
+        "customers it trained on cannot be left out)"
+    )
     return bundle_from_package(package, workdir / "incumbent"), False
 
 

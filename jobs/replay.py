@@ -60,11 +60,22 @@ MAX_PENDING = 10_000  # events read ahead of what was accepted
 MAX_ATTEMPTS = 10
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 5.0
-RETRYABLE_CODES = frozenset({
-    "ThrottlingException", "Throttling", "RequestThrottled", "ProvisionedThroughputExceededException",
-    "KMSThrottlingException", "InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout",
-    "LimitExceededException", "SlowDown", "AWS.SimpleQueueService.RequestThrottled",
-})  # fmt: skip
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestThrottled",
+        "ProvisionedThroughputExceededException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "LimitExceededException",
+        "SlowDown",
+        "AWS.SimpleQueueService.RequestThrottled",
+    }
+)
 
 
 class ReplayError(WorkerError):
@@ -107,7 +118,9 @@ def _call_failed(batch: list[Pending], exc: Exception) -> list[Failure]:
         code = _code(exc)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code not in RETRYABLE_CODES and status < 500:
-            raise ReplayError(f"the target refused the batch: {code}: {exc.response.get('Error', {}).get('Message', '')}")
+            raise ReplayError(
+                f"the target refused the batch: {code}: {exc.response.get('Error', {}).get('Message', '')}"
+            )
         return [Failure(p, code or f"HTTP {status}", True) for p in batch]
     return [Failure(p, f"{type(exc).__name__}: {exc}", True) for p in batch]
 
@@ -139,7 +152,11 @@ class SqsSink:
             reason = f"{item.get('Code', 'Error')}: {item.get('Message', '')}"
             failures.append(Failure(p, reason, not item.get("SenderFault", False)))
             accepted.add(item["Id"])
-        return failures + [Failure(p, "no answer for this entry", True) for i, p in enumerate(batch) if str(i) not in accepted]
+        return failures + [
+            Failure(p, "no answer for this entry", True)
+            for i, p in enumerate(batch)
+            if str(i) not in accepted
+        ]
 
 
 class KinesisSink:
@@ -228,7 +245,9 @@ class OrderedSender:
         while True:
             async with self._changed:
                 await self._changed.wait_for(
-                    lambda: bool(self._ready) or (self._closed and not self._pending) or self._error is not None
+                    lambda: (
+                        bool(self._ready) or (self._closed and not self._pending) or self._error is not None
+                    )
                 )
                 if self._error is not None or not self._ready:
                     return
@@ -279,8 +298,10 @@ class OrderedSender:
             attempt += 1
             if attempt >= MAX_ATTEMPTS:
                 lines = ", ".join(str(f.entry.line) for f in retry[:10])
-                raise ReplayError(f"{self.sink.target}: events of lines {lines} still failing after {attempt} "
-                                  f"attempts ({retry[0].reason}); replay them again with --start")  # fmt: skip
+                raise ReplayError(
+                    f"{self.sink.target}: events of lines {lines} still failing after {attempt} "
+                    f"attempts ({retry[0].reason}); replay them again with --start"
+                )
             self.counts.retried += len(retry)
             await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, self.backoff_base * 2**attempt)))
             todo = [f.entry for f in retry]
@@ -302,7 +323,9 @@ def _target(settings: Settings, to: str) -> str:
     value = settings.sqs_queue_url if to == "sqs" else settings.kinesis_stream
     if not value:
         name = "CHURN_SQS_QUEUE_URL" if to == "sqs" else "CHURN_KINESIS_STREAM"
-        raise ConfigError(f"--to {to} needs {name} (or run `churn-worker bootstrap` and use the name it prints)")
+        raise ConfigError(
+            f"--to {to} needs {name} (or run `churn-worker bootstrap` and use the name it prints)"
+        )
     return value
 
 
@@ -320,14 +343,23 @@ async def run_replay(
         client = wrap_client(aws[service])
         sink: Sink = SqsSink(client, target) if service == "sqs" else KinesisSink(client, target)
         counts, stopped, seconds = await replay(request, sink)
-    summary = {"to": request.to, "target": target, "sent": counts.sent, "skipped": counts.skipped,
-               "retried": counts.retried, "out_of_range": counts.out_of_range, "seconds": round(seconds, 2)}  # fmt: skip
+    summary = {
+        "to": request.to,
+        "target": target,
+        "sent": counts.sent,
+        "skipped": counts.skipped,
+        "retried": counts.retried,
+        "out_of_range": counts.out_of_range,
+        "seconds": round(seconds, 2),
+    }
     if request.as_json:
         print(json.dumps(summary))
     else:
         rate = counts.sent / seconds if seconds > 0 else 0.0
-        print(f"replayed {request.events} to {request.to} {target}: sent {counts.sent}, skipped {counts.skipped}, "
-              f"retried {counts.retried}, out of range {counts.out_of_range}, {seconds:.1f} s ({rate:,.0f} events/s)")  # fmt: skip
+        print(
+            f"replayed {request.events} to {request.to} {target}: sent {counts.sent}, skipped {counts.skipped}, "
+            f"retried {counts.retried}, out of range {counts.out_of_range}, {seconds:.1f} s ({rate:,.0f} events/s)"
+        )
     if stopped:
         raise UsageError(f"{stopped} (use --on-error skip to skip bad lines); the events before it were sent")
     return 0
@@ -360,8 +392,9 @@ async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None
     return sender.counts, bad_line or sender.stop_reason, time.monotonic() - started
 
 
-async def _read(request: ReplayRequest, sender: OrderedSender, started: float,
-                say: Callable[..., None]) -> str | None:  # fmt: skip
+async def _read(
+    request: ReplayRequest, sender: OrderedSender, started: float, say: Callable[..., None]
+) -> str | None:
     first_event: datetime | None = None
     admitted = 0
     for number, item in read_event_file(request.events):
@@ -374,7 +407,9 @@ async def _read(request: ReplayRequest, sender: OrderedSender, started: float,
             sender.counts.skipped += 1
             say(f"{text}: skipped", file=sys.stderr)
             continue
-        if (request.start and item.occurred_at < request.start) or (request.end and item.occurred_at >= request.end):
+        if (request.start and item.occurred_at < request.start) or (
+            request.end and item.occurred_at >= request.end
+        ):
             sender.counts.out_of_range += 1
             continue
         first_event = first_event or item.occurred_at

@@ -74,12 +74,18 @@ def _say(text: str) -> None:
 def check_request(request: RetrainRequest) -> None:
     """Refuse before hours of work what would fail at the end."""
     if not request.events:
-        raise UsageError("no events: pass --events s3://bucket/prefix/ (or set CHURN_ARCHIVE_S3_URI, the worker's archive)")
+        raise UsageError(
+            "no events: pass --events s3://bucket/prefix/ (or set CHURN_ARCHIVE_S3_URI, the worker's archive)"
+        )
     if request.deploy and not (request.target.bucket and request.target.role_arn):
-        raise UsageError("deploying needs --bucket and --role-arn (or CHURN_MODEL_BUCKET and CHURN_SAGEMAKER_ROLE_ARN); "
-                         "pass --no-deploy to only train and compare")  # fmt: skip
+        raise UsageError(
+            "deploying needs --bucket and --role-arn (or CHURN_MODEL_BUCKET and CHURN_SAGEMAKER_ROLE_ARN); "
+            "pass --no-deploy to only train and compare"
+        )
     if request.target.role_arn and not request.target.role_arn.startswith("arn:"):
-        raise UsageError(f"--role-arn {request.target.role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        raise UsageError(
+            f"--role-arn {request.target.role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        )
     if request.incumbent is None and not request.target.endpoint:
         raise UsageError("no incumbent: pass --incumbent DIR or --endpoint NAME (or set CHURN_ENDPOINT_NAME)")
 
@@ -110,12 +116,18 @@ def _run(request: RetrainRequest, work: Path) -> int:
     sources = event_sources(events)
     _say(f"deriving outcomes from {len(sources):,} event files ...")
     with tqdm(total=len(sources), desc="outcomes", unit="file", file=sys.stderr, disable=None) as bar:
-        derived = derive_outcomes(sources, request.data.get("on_error", "skip"), say=_first_few(_say),
-                                  on_source=lambda _: bar.update())  # fmt: skip
+        derived = derive_outcomes(
+            sources,
+            request.data.get("on_error", "skip"),
+            say=_first_few(_say),
+            on_source=lambda _: bar.update(),
+        )
     outcomes = write_outcomes(derived, work / "outcomes.jsonl")
     summary = derived.summary()
-    _say(f"outcomes: {summary['customers']:,} customers, {summary['churned']:,} churned, {summary['events']:,} events "
-         f"in {summary['files']:,} files")  # fmt: skip
+    _say(
+        f"outcomes: {summary['customers']:,} customers, {summary['churned']:,} churned, {summary['events']:,} events "
+        f"in {summary['files']:,} files"
+    )
 
     candidate = load_bundle(_train(request, events, outcomes, summary, work))
     record: dict[str, Any] | None = None
@@ -123,23 +135,38 @@ def _run(request: RetrainRequest, work: Path) -> int:
         from jobs.gate import format_gate, gate_bundles
 
         _say(f"comparing candidate {candidate.model_version} with incumbent {incumbent.model_version} ...")
-        record = gate_bundles(candidate, incumbent, events, outcomes, request.gate, progress=sys.stderr.isatty())
+        record = gate_bundles(
+            candidate, incumbent, events, outcomes, request.gate, progress=sys.stderr.isatty()
+        )
         from jobs.gate import write_gate
 
         record["events"] = list(request.events)  # not the scratch copies, gone after this run
         write_gate(candidate.path, record)
         print(format_gate(record), file=sys.stderr, flush=True)
     passed = record is None or bool(record["passed"])
-    result = {"model_version": candidate.model_version, "bundle": str(candidate.path), "deployed": False,
-              "incumbent_version": None if incumbent is None else incumbent.model_version,
-              "gate": None if record is None else {"passed": record["passed"], "failed": record["failed"]},
-              "endpoint": request.target.endpoint, "note": note, "stored": None, "deploy": None}  # fmt: skip
+    result = {
+        "model_version": candidate.model_version,
+        "bundle": str(candidate.path),
+        "deployed": False,
+        "incumbent_version": None if incumbent is None else incumbent.model_version,
+        "gate": None if record is None else {"passed": record["passed"], "failed": record["failed"]},
+        "endpoint": request.target.endpoint,
+        "note": note,
+        "stored": None,
+        "deploy": None,
+    }
     clients = _clients(request.target) if request.target.bucket else None
     if clients is not None:
         from jobs.incumbent import store_bundle
 
-        result["stored"] = store_bundle(clients[0], candidate.path, request.target.bucket or "", request.target.prefix,
-                                        candidate.model_version, work)  # fmt: skip
+        result["stored"] = store_bundle(
+            clients[0],
+            candidate.path,
+            request.target.bucket or "",
+            request.target.prefix,
+            candidate.model_version,
+            work,
+        )
         _say(f"bundle stored at {result['stored']}")
     if request.deploy and (passed or request.force):
         assert clients is not None  # check_request: deploying needs the bucket
@@ -176,7 +203,9 @@ def local_events(paths: list[str], since: str | None, into: Path) -> list[str]:
         return local
     _say(f"copying {len(remote):,} event files from S3 ...")
     copied = 0
-    with tqdm(total=len(remote), desc="copying event files", unit="file", file=sys.stderr, disable=None) as bar:
+    with tqdm(
+        total=len(remote), desc="copying event files", unit="file", file=sys.stderr, disable=None
+    ) as bar:
         for source in remote:
             target = into / source.name[len("s3://") :]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -188,21 +217,27 @@ def local_events(paths: list[str], since: str | None, into: Path) -> list[str]:
     return [*local, str(into)]
 
 
-def _train(request: RetrainRequest, events: list[str], outcomes: Path, outcome_summary: dict[str, int],
-           work: Path) -> Path:  # fmt: skip
+def _train(
+    request: RetrainRequest, events: list[str], outcomes: Path, outcome_summary: dict[str, int], work: Path
+) -> Path:
     from jobs.training import train
     from model.bundle import METADATA_FILE
     from model.datasources import DataParams
 
     out = request.out if request.out is not None else work / "candidate"
-    data = DataParams(source="events", events=tuple(events), outcomes=str(outcomes), seed=request.train.seed,
-                      **request.data)  # fmt: skip
+    data = DataParams(
+        source="events", events=tuple(events), outcomes=str(outcomes), seed=request.train.seed, **request.data
+    )
     _say(f"training a candidate on {len(events)} event paths ...")
     train(out, request.train, data, progress=True, evaluate=request.evaluate, baselines=request.baselines)
     # The scratch copies are gone after this run: the metadata says where the events came from.
     file = out / METADATA_FILE
     metadata = json.loads(file.read_text())
-    metadata["retrain"] = {"events": list(request.events), "since": request.since, "outcomes": outcome_summary}
+    metadata["retrain"] = {
+        "events": list(request.events),
+        "since": request.since,
+        "outcomes": outcome_summary,
+    }
     file.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -228,17 +263,26 @@ def _incumbent(request: RetrainRequest, work: Path) -> tuple[Any, str | None]:
             _say(note)
             return None, note
         bundle, whole = fetch_incumbent(s3, deployed, work, _say)
-        return bundle, None if whole else "incumbent compared from its package: its training customers were not left out"
+        return (
+            bundle,
+            None
+            if whole
+            else "incumbent compared from its package: its training customers were not left out",
+        )
     except BundleMismatchError as exc:
         if not request.force:
-            raise UsageError(f"the incumbent cannot be scored with this code's features ({exc}); the gate cannot run: "
-                             "pass --force to deploy without it") from None  # fmt: skip
+            raise UsageError(
+                f"the incumbent cannot be scored with this code's features ({exc}); the gate cannot run: "
+                "pass --force to deploy without it"
+            ) from None
         note = "the incumbent uses another feature registry: deployed without the gate (--force)"
         _say(note)
         return None, note
 
 
-def _deploy(request: RetrainRequest, candidate: Any, clients: tuple[Any, Any, str], work: Path) -> dict[str, Any]:
+def _deploy(
+    request: RetrainRequest, candidate: Any, clients: tuple[Any, Any, str], work: Path
+) -> dict[str, Any]:
     from jobs.gate import check_gate
     from model.deploy import DEFAULT_FRAMEWORK_VERSION, DeployRequest, deploy
     from model.export import build_package
@@ -247,15 +291,25 @@ def _deploy(request: RetrainRequest, candidate: Any, clients: tuple[Any, Any, st
     if note:
         _say(note)
     target = request.target
-    package = build_package(candidate.saved_model_dir, {**candidate.spec, "model_version": candidate.model_version},
-                            work / "model.tar.gz", int(candidate.metadata.get("serving_version", 1)))  # fmt: skip
+    package = build_package(
+        candidate.saved_model_dir,
+        {**candidate.spec, "model_version": candidate.model_version},
+        work / "model.tar.gz",
+        int(candidate.metadata.get("serving_version", 1)),
+    )
     deploy_request = DeployRequest(
-        package=package, model_version=candidate.model_version, endpoint_name=target.endpoint,
-        bucket=target.bucket or "", role_arn=target.role_arn or "", prefix=target.prefix,
-        instance_type=target.instance_type, instance_count=target.instance_count,
-        framework_version=target.framework_version or DEFAULT_FRAMEWORK_VERSION, image=target.image_uri,
+        package=package,
+        model_version=candidate.model_version,
+        endpoint_name=target.endpoint,
+        bucket=target.bucket or "",
+        role_arn=target.role_arn or "",
+        prefix=target.prefix,
+        instance_type=target.instance_type,
+        instance_count=target.instance_count,
+        framework_version=target.framework_version or DEFAULT_FRAMEWORK_VERSION,
+        image=target.image_uri,
         wait=target.wait,
-    )  # fmt: skip
+    )
     s3, sagemaker, region = clients
     return deploy(deploy_request, s3, sagemaker, region, _say).as_dict()
 
@@ -274,9 +328,13 @@ def _summarise(request: RetrainRequest, result: dict[str, Any], out: Callable[[s
         verdict = f"FAILED the promotion gate against {incumbent} ({', '.join(gate['failed'])} worse)"
     if result["deployed"]:
         forced = " but --force" if gate is not None and not gate["passed"] else ""
-        out(f"retrain: DEPLOYED model {version} to endpoint {request.target.endpoint}: {verdict}{forced}; bundle {where}")
+        out(
+            f"retrain: DEPLOYED model {version} to endpoint {request.target.endpoint}: {verdict}{forced}; bundle {where}"
+        )
     elif gate is not None and not gate["passed"]:
-        out(f"retrain: NOT DEPLOYED: model {version} {verdict.replace('FAILED', 'failed')}; see gate.json in {where}; "
-            f"endpoint {request.target.endpoint} unchanged")  # fmt: skip
+        out(
+            f"retrain: NOT DEPLOYED: model {version} {verdict.replace('FAILED', 'failed')}; see gate.json in {where}; "
+            f"endpoint {request.target.endpoint} unchanged"
+        )
     else:
         out(f"retrain: not deployed (--no-deploy): model {version}: {verdict}; bundle {where}")

@@ -27,7 +27,9 @@ from typing import Any
 from jobs.uplift import DAY_US, AlertRow
 
 
-def _side(rows: list[AlertRow], churned_at_us: Mapping[str, int], end_us: int, horizon_us: int) -> dict[str, Any]:
+def _side(
+    rows: list[AlertRow], churned_at_us: Mapping[str, int], end_us: int, horizon_us: int
+) -> dict[str, Any]:
     alerted: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         alerted[row.customer_id].append(row.as_of_us)
@@ -42,8 +44,15 @@ def _side(rows: list[AlertRow], churned_at_us: Mapping[str, int], end_us: int, h
     return {"customers": set(alerted), "confirmed": confirmed, "known": known}
 
 
-def compare(live: Iterable[AlertRow], shadow: Iterable[AlertRow], churned_at_us: Mapping[str, int], end_us: int,
-            *, horizon_days: int = 30, arm: str | None = None) -> dict[str, Any]:  # fmt: skip
+def compare(
+    live: Iterable[AlertRow],
+    shadow: Iterable[AlertRow],
+    churned_at_us: Mapping[str, int],
+    end_us: int,
+    *,
+    horizon_days: int = 30,
+    arm: str | None = None,
+) -> dict[str, Any]:
     horizon_us = horizon_days * DAY_US
     shadow_rows = [r for r in shadow if arm is None or r.arm == arm]
     if not shadow_rows:
@@ -52,20 +61,30 @@ def compare(live: Iterable[AlertRow], shadow: Iterable[AlertRow], churned_at_us:
     stop = max(r.as_of_us for r in shadow_rows)
     live_rows = [r for r in live if start <= r.as_of_us <= stop and (arm is None or r.arm == arm)]
     churners = {c for c, t in churned_at_us.items() if start < t <= end_us}
-    report: dict[str, Any] = {"start": start, "stop": stop, "end": end_us, "arm": arm, "horizon_days": horizon_days,
-                              "churners": len(churners), "by_type": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "start": start,
+        "stop": stop,
+        "end": end_us,
+        "arm": arm,
+        "horizon_days": horizon_days,
+        "churners": len(churners),
+        "by_type": {},
+    }
     types = sorted({r.alert_type for r in live_rows} | {r.alert_type for r in shadow_rows})
     for alert_type in [*types, "ALL"]:
         sides: dict[str, dict[str, Any]] = {}
         alerted: dict[str, set[str]] = {}
         for name, rows in (("live", live_rows), ("shadow", shadow_rows)):
-            side = _side([r for r in rows if alert_type in ("ALL", r.alert_type)], churned_at_us, end_us, horizon_us)
+            side = _side(
+                [r for r in rows if alert_type in ("ALL", r.alert_type)], churned_at_us, end_us, horizon_us
+            )
             alerted[name] = side["customers"]
             sides[name] = {
-                "customers_alerted": len(side["customers"]), "customers_confirmed": len(side["confirmed"]),
+                "customers_alerted": len(side["customers"]),
+                "customers_confirmed": len(side["confirmed"]),
                 "precision": _ratio(len(side["confirmed"]), side["known"]),
                 "recall": _ratio(len(side["confirmed"] & churners), len(churners)),
-            }  # fmt: skip
+            }
         both, either = alerted["live"] & alerted["shadow"], alerted["live"] | alerted["shadow"]
         report["by_type"][alert_type] = {**sides, "agreement": _ratio(len(both), len(either))}
     return report
@@ -79,19 +98,27 @@ def format_comparison(report: dict[str, Any], versions: Mapping[str, list[str]])
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1%}"
 
-    head = (f"{'alert type':<22} {'live: alerted':>13} {'precision':>9} {'recall':>7}  "
-            f"{'shadow: alerted':>15} {'precision':>9} {'recall':>7}  {'agreement':>9}")  # fmt: skip
+    head = (
+        f"{'alert type':<22} {'live: alerted':>13} {'precision':>9} {'recall':>7}  "
+        f"{'shadow: alerted':>15} {'precision':>9} {'recall':>7}  {'agreement':>9}"
+    )
     lines = [head, "-" * len(head)]
     for name, row in report["by_type"].items():
         live, shadow = row["live"], row["shadow"]
-        lines.append(f"{name:<22} {live['customers_alerted']:>13} {pct(live['precision']):>9} {pct(live['recall']):>7}  "
-                     f"{shadow['customers_alerted']:>15} {pct(shadow['precision']):>9} {pct(shadow['recall']):>7}  "
-                     f"{pct(row['agreement']):>9}")  # fmt: skip
+        lines.append(
+            f"{name:<22} {live['customers_alerted']:>13} {pct(live['precision']):>9} {pct(live['recall']):>7}  "
+            f"{shadow['customers_alerted']:>15} {pct(shadow['precision']):>9} {pct(shadow['recall']):>7}  "
+            f"{pct(row['agreement']):>9}"
+        )
     lines.append("")
-    lines.append(f"live model: {', '.join(versions.get('live') or ['?'])}; shadow model: "
-                 f"{', '.join(versions.get('shadow') or ['?'])}; {report['churners']} customers churned in the period"
-                 + (f"; {report['arm']} arm only" if report["arm"] else ""))  # fmt: skip
-    lines.append(f"customers alerted once or more; precision: churned within {report['horizon_days']} days after an "
-                 "alert (outcome unknown left out); recall: churners alerted in the 30 days before; agreement: both / "
-                 "either. Live alerts got interventions: with an experiment, --arm control compares fairly.")  # fmt: skip
+    lines.append(
+        f"live model: {', '.join(versions.get('live') or ['?'])}; shadow model: "
+        f"{', '.join(versions.get('shadow') or ['?'])}; {report['churners']} customers churned in the period"
+        + (f"; {report['arm']} arm only" if report["arm"] else "")
+    )
+    lines.append(
+        f"customers alerted once or more; precision: churned within {report['horizon_days']} days after an "
+        "alert (outcome unknown left out); recall: churners alerted in the 30 days before; agreement: both / "
+        "either. Live alerts got interventions: with an experiment, --arm control compares fairly."
+    )
     return "\n".join(lines)

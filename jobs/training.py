@@ -38,7 +38,12 @@ def train(
     """`model.training.train_bundle`, then the held-out report (targets, heads, baselines, alert
     rules) in metrics.json and the model card, unless `evaluate` is False."""
     return train_bundle(
-        out_dir, config, data, progress=progress, evaluate=evaluate_held_out if evaluate else None, baselines=baselines
+        out_dir,
+        config,
+        data,
+        progress=progress,
+        evaluate=evaluate_held_out if evaluate else None,
+        baselines=baselines,
     )
 
 
@@ -82,4 +87,3 @@ def ensure_default_bundle(progress: bool = True) -> Path:
             print(f"{reason}: training one in {out_dir} (a few minutes, once)", file=sys.stderr)
         config, data = default_training()
         return train(out_dir, config, data, progress=progress)
-

@@ -46,8 +46,13 @@ class TuneTargets:
 
     def met(self, stats: dict[str, Any]) -> bool:
         precision, fpr = stats.get("precision"), stats.get("false_positive_rate")
-        return (precision is not None and fpr is not None and stats["customers_alerted"] >= self.min_alerted
-                and precision >= self.precision and fpr <= self.max_fpr)  # fmt: skip
+        return (
+            precision is not None
+            and fpr is not None
+            and stats["customers_alerted"] >= self.min_alerted
+            and precision >= self.precision
+            and fpr <= self.max_fpr
+        )
 
 
 @dataclass
@@ -69,18 +74,31 @@ def _grid(start: float, stop: float, step: float) -> list[float]:
 def candidates() -> dict[str, list[Candidate]]:
     """The sweep per rule, each threshold within what AlertsConfig accepts."""
     velocity = [
-        Candidate("session_velocity_drop", {"max_predicted_velocity": v, "min_session_frequency_30d": f},
-                  f"velocity < {v:g} and freq30 > {f:g}")
-        for f in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0) for v in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0) if v < f
+        Candidate(
+            "session_velocity_drop",
+            {"max_predicted_velocity": v, "min_session_frequency_30d": f},
+            f"velocity < {v:g} and freq30 > {f:g}",
+        )
+        for f in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+        for v in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+        if v < f
     ]
     return {
-        "ib_call_spike": [Candidate("ib_call_spike", {"min_calls_14d": n}, f"calls14 >= {n}") for n in range(1, 9)],
-        "high_churn_risk": [Candidate("high_churn_risk", {"min_churn_risk_30d": v}, f"churn30 > {v:g}")
-                            for v in _grid(0.1, 0.95, 0.05)],
-        "health_score_critical": [Candidate("health_score_critical", {"max_health_score": v}, f"health < {v:g}")
-                                  for v in _grid(10, 90, 5)],
-        "first_session_risk": [Candidate("first_session_risk", {"max_first_session_success_prob": v},
-                                         f"first-session p < {v:g}") for v in _grid(0.1, 0.95, 0.05)],
+        "ib_call_spike": [
+            Candidate("ib_call_spike", {"min_calls_14d": n}, f"calls14 >= {n}") for n in range(1, 9)
+        ],
+        "high_churn_risk": [
+            Candidate("high_churn_risk", {"min_churn_risk_30d": v}, f"churn30 > {v:g}")
+            for v in _grid(0.1, 0.95, 0.05)
+        ],
+        "health_score_critical": [
+            Candidate("health_score_critical", {"max_health_score": v}, f"health < {v:g}")
+            for v in _grid(10, 90, 5)
+        ],
+        "first_session_risk": [
+            Candidate("first_session_risk", {"max_first_session_success_prob": v}, f"first-session p < {v:g}")
+            for v in _grid(0.1, 0.95, 0.05)
+        ],
         "session_velocity_drop": velocity,
     }
 
@@ -92,10 +110,14 @@ TRIGGERS: dict[str, Trigger] = {
     "ib_call_spike": lambda c, p, _: c["ib_call_count_14d"] >= p["min_calls_14d"],
     "high_churn_risk": lambda c, p, _: c["churn_risk_30d"] > p["min_churn_risk_30d"],
     "health_score_critical": lambda c, p, _: c["customer_health_score"] < p["max_health_score"],
-    "first_session_risk": lambda c, p, base: (c["first_session_success_prob"] < p["max_first_session_success_prob"])
-    & ~(base.first_session_risk.only_before_first_session & (c["has_first_session"] > 0)),
-    "session_velocity_drop": lambda c, p, _: (c["predicted_session_velocity"] < p["max_predicted_velocity"])
-    & (c["session_frequency_30d"] > p["min_session_frequency_30d"]),
+    "first_session_risk": lambda c, p, base: (
+        (c["first_session_success_prob"] < p["max_first_session_success_prob"])
+        & ~(base.first_session_risk.only_before_first_session & (c["has_first_session"] > 0))
+    ),
+    "session_velocity_drop": lambda c, p, _: (
+        (c["predicted_session_velocity"] < p["max_predicted_velocity"])
+        & (c["session_frequency_30d"] > p["min_session_frequency_30d"])
+    ),
 }
 
 
@@ -143,11 +165,14 @@ def evaluate(
     return alert_stats(customer, t, population)
 
 
-def sweep(columns: dict[str, np.ndarray], population: Population, base: AlertsConfig,
-          targets: TuneTargets) -> list[RuleResult]:  # fmt: skip
+def sweep(
+    columns: dict[str, np.ndarray], population: Population, base: AlertsConfig, targets: TuneTargets
+) -> list[RuleResult]:
     results = []
     for rule, options in candidates().items():
-        result = RuleResult(rule, [(candidate, evaluate(columns, population, base, candidate)) for candidate in options])
+        result = RuleResult(
+            rule, [(candidate, evaluate(columns, population, base, candidate)) for candidate in options]
+        )
         qualified = [(c, s) for c, s in result.rows if targets.met(s)]
         if qualified:
             result.chosen = min(qualified, key=lambda cs: (-cs[1]["recall"], cs[1]["alerts"]))[0]
@@ -168,8 +193,10 @@ def format_table(results: list[RuleResult], targets: TuneTargets) -> str:
                 f"{s['alerts_per_1000_customers_per_week']:>7.2f}  {mark}"
             )
         if result.chosen is None:
-            lines.append(f"  no threshold reaches precision >= {targets.precision:.0%} with FPR <= {targets.max_fpr:.0%} "
-                         f"on >= {targets.min_alerted} customers: rule disabled")  # fmt: skip
+            lines.append(
+                f"  no threshold reaches precision >= {targets.precision:.0%} with FPR <= {targets.max_fpr:.0%} "
+                f"on >= {targets.min_alerted} customers: rule disabled"
+            )
     return "\n".join(lines[1:])
 
 
@@ -189,7 +216,9 @@ def _toml_value(value: Any) -> str | None:
     return None
 
 
-def config_text(results: list[RuleResult], base: AlertsConfig, other: dict[str, Any], header: list[str]) -> str:
+def config_text(
+    results: list[RuleResult], base: AlertsConfig, other: dict[str, Any], header: list[str]
+) -> str:
     """The TOML file: `other` top-level settings carried over, then one `[alerts.<rule>]` table per
     rule with every key of the rule (cooldowns and switches kept from `base`)."""
     lines = [f"# {text}" for text in header] + [""]
@@ -205,9 +234,17 @@ def config_text(results: list[RuleResult], base: AlertsConfig, other: dict[str, 
                 settings["min_calls_14d"] = int(settings["min_calls_14d"])
         settings["enabled"] = result.enabled
         lines += ["", f"[alerts.{result.rule}]"]
-        note = f"# chosen: {result.chosen.label}" if result.chosen else "# disabled: no threshold met the targets"
+        note = (
+            f"# chosen: {result.chosen.label}"
+            if result.chosen
+            else "# disabled: no threshold met the targets"
+        )
         lines.append(note)
-        lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items() if _toml_value(value) is not None]
+        lines += [
+            f"{key} = {_toml_value(value)}"
+            for key, value in settings.items()
+            if _toml_value(value) is not None
+        ]
     return "\n".join(lines) + "\n"
 
 

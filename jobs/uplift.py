@@ -84,7 +84,9 @@ def difference(treatment: ArmStats, control: ArmStats) -> dict[str, float | None
     return {"difference": diff, "ci_low": diff - z * se, "ci_high": diff + z * se, "p_value": p_value}
 
 
-def pairs_for_power(control_rate: float, effect: float, power: float = POWER, alpha: float = ALPHA) -> int | None:
+def pairs_for_power(
+    control_rate: float, effect: float, power: float = POWER, alpha: float = ALPHA
+) -> int | None:
     """Pairs per arm to detect an absolute churn reduction of `effect` from `control_rate` (two-sided
     test of two proportions). None when the effect cannot exist at this rate."""
     p1, p2 = control_rate, control_rate - effect
@@ -92,7 +94,9 @@ def pairs_for_power(control_rate: float, effect: float, power: float = POWER, al
         return None
     z_a, z_b = _Z.inv_cdf(1 - alpha / 2), _Z.inv_cdf(power)
     p_bar = (p1 + p2) / 2
-    n = (z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / effect**2
+    n = (
+        z_a * math.sqrt(2 * p_bar * (1 - p_bar)) + z_b * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    ) ** 2 / effect**2
     return math.ceil(n)
 
 
@@ -121,13 +125,18 @@ def uplift(
         treatment, control = arms.get(TREATMENT, ArmStats(0, 0)), arms.get(CONTROL, ArmStats(0, 0))
         base = control.rate
         report["by_type"][group] = {
-            "treatment": {"pairs": treatment.pairs, "churned": treatment.churned, "churn_rate": treatment.rate},
+            "treatment": {
+                "pairs": treatment.pairs,
+                "churned": treatment.churned,
+                "churn_rate": treatment.rate,
+            },
             "control": {"pairs": control.pairs, "churned": control.churned, "churn_rate": control.rate},
             **difference(treatment, control),
             "censored": censored.get(group, 0),
             "small_sample": min(treatment.pairs, control.pairs) < MIN_PAIRS_PER_ARM,
             "pairs_per_arm_for_80pct_power": {
-                f"{effect:g}": (pairs_for_power(base, effect) if base is not None else None) for effect in effects
+                f"{effect:g}": (pairs_for_power(base, effect) if base is not None else None)
+                for effect in effects
             },
         }
     return report
@@ -139,8 +148,10 @@ def format_uplift(report: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:+.1%}" if value < 0 else f"{value:.1%}"
 
-    head = (f"{'alert type':<22} {'treated':>8} {'churn':>7} {'control':>8} {'churn':>7} "
-            f"{'difference (95% CI)':>28} {'p':>6}")  # fmt: skip
+    head = (
+        f"{'alert type':<22} {'treated':>8} {'churn':>7} {'control':>8} {'churn':>7} "
+        f"{'difference (95% CI)':>28} {'p':>6}"
+    )
     lines = [head, "-" * len(head)]
     for name, s in report["by_type"].items():
         t, c = s["treatment"], s["control"]
@@ -150,13 +161,22 @@ def format_uplift(report: dict[str, Any]) -> str:
             diff = f"{s['difference'] * 100:+.1f} pts [{s['ci_low'] * 100:+.1f}, {s['ci_high'] * 100:+.1f}]"
         p = "n/a" if s["p_value"] is None else f"{s['p_value']:.3f}"
         flag = "  (few pairs)" if s["small_sample"] else ""
-        lines.append(f"{name:<22} {t['pairs']:>8} {pct(t['churn_rate']):>7} {c['pairs']:>8} {pct(c['churn_rate']):>7} "
-                     f"{diff:>28} {p:>6}{flag}")  # fmt: skip
-    lines += ["", f"pairs per arm for {POWER:.0%} power (two-sided, {ALPHA:.0%} level), by absolute churn reduction:"]
+        lines.append(
+            f"{name:<22} {t['pairs']:>8} {pct(t['churn_rate']):>7} {c['pairs']:>8} {pct(c['churn_rate']):>7} "
+            f"{diff:>28} {p:>6}{flag}"
+        )
+    lines += [
+        "",
+        f"pairs per arm for {POWER:.0%} power (two-sided, {ALPHA:.0%} level), by absolute churn reduction:",
+    ]
     for name, s in report["by_type"].items():
-        needs = ", ".join(f"-{float(e) * 100:g} pts: {n if n is not None else 'n/a'}"
-                          for e, n in s["pairs_per_arm_for_80pct_power"].items())  # fmt: skip
+        needs = ", ".join(
+            f"-{float(e) * 100:g} pts: {n if n is not None else 'n/a'}"
+            for e, n in s["pairs_per_arm_for_80pct_power"].items()
+        )
         lines.append(f"  {name:<22} {needs}")
-    lines.append(f"\na (customer, alert type) pair counts from its first alert; {report['horizon_days']}-day "
-                 "outcomes; pairs whose horizon passes the end of the data are left out (censored).")  # fmt: skip
+    lines.append(
+        f"\na (customer, alert type) pair counts from its first alert; {report['horizon_days']}-day "
+        "outcomes; pairs whose horizon passes the end of the data are left out (censored)."
+    )
     return "\n".join(lines)

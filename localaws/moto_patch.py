@@ -68,8 +68,11 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
                     condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
                 )
                 if not check.expr(current):
-                    old = current.to_json()["Attributes"] if current and op.get(
-                        "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else None  # fmt: skip
+                    old = (
+                        current.to_json()["Attributes"]
+                        if current and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+                        else None
+                    )
                     error = ("ConditionalCheckFailed", "The conditional request failed", old)
             errors.append(error)
             planned.append((op_type, op, table_name, key, copy.deepcopy(current)))
@@ -82,13 +85,22 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
                 applied.append((table_name, key, before))
                 names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
                 if op_type == "Put":
-                    self.put_item(table_name, op["Item"], expression_attribute_names=names,
-                                  expression_attribute_values=values)  # fmt: skip
+                    self.put_item(
+                        table_name,
+                        op["Item"],
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
                 elif op_type == "Delete":
                     self.delete_item(table_name, key)
                 elif op_type == "Update":
-                    self.update_item(table_name, key, update_expression=op["UpdateExpression"],
-                                     expression_attribute_names=names, expression_attribute_values=values)  # fmt: skip
+                    self.update_item(
+                        table_name,
+                        key,
+                        update_expression=op["UpdateExpression"],
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
         except Exception as exc:
             for table_name, key, before in reversed(applied):  # roll back what was written
                 if before is None:

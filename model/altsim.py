@@ -76,8 +76,13 @@ class _Emitter:
 
     def emit(self, customer: str, t_us: int, kind: str, **fields: Any) -> None:
         self.counter += 1
-        event = {"event_id": f"ev{self.counter:09d}", "customer_id": customer, "type": kind,
-                 "occurred_at": _iso(t_us), **fields}  # fmt: skip
+        event = {
+            "event_id": f"ev{self.counter:09d}",
+            "customer_id": customer,
+            "type": kind,
+            "occurred_at": _iso(t_us),
+            **fields,
+        }
         self.rows.append((t_us, customer, event))
 
 
@@ -99,8 +104,12 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
     tutor = subject * 1000 + rng.integers(0, tutors_per_subject, n)
     tutor_gone_until = np.full(n, -1)  # day a new tutor is matched after the old one left
     engagement = np.clip(rng.beta(4, 2, n), 0.05, 1.0)
-    newcomer_doubt = rng.random(n) < 0.3  # a disappointing start: high hazard in the first weeks, and it shows
-    engagement[newcomer_doubt & ~existing] = np.clip(rng.beta(2, 5, (newcomer_doubt & ~existing).sum()), 0.05, 1.0)
+    newcomer_doubt = (
+        rng.random(n) < 0.3
+    )  # a disappointing start: high hazard in the first weeks, and it shows
+    engagement[newcomer_doubt & ~existing] = np.clip(
+        rng.beta(2, 5, (newcomer_doubt & ~existing).sum()), 0.05, 1.0
+    )
     drifter = rng.random(n) < 0.35  # a third lose interest over weeks; the rest stay engaged
     fatigue = np.where(drifter, rng.gamma(3.0, 0.008, n), rng.gamma(1.0, 0.0008, n))  # daily engagement decay
     chatty = rng.gamma(2.0, 1.5, n)  # messages per day when engaged
@@ -121,14 +130,18 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
         season = WEEKDAY_FACTOR[weekday] * (0.35 if d in holiday else 1.0)
         joining = np.flatnonzero((join_day == d) & ~active)
         for i in joining:
-            at = day_us + int(rng.integers(8 * 3600, 12 * 3600)) * 1_000_000  # mornings: before any churn that day
+            at = (
+                day_us + int(rng.integers(8 * 3600, 12 * 3600)) * 1_000_000
+            )  # mornings: before any churn that day
             out.emit(ids[i], at, "customer_signed_up", tier=TIERS[tier[i]])
             active[i] = True
             last_session_day[i] = d
         alive = np.flatnonzero(active)
         tenure = d - join_day[alive]
         # Engagement: fatigue, a small daily recovery for happy matches, noise.
-        engagement[alive] = np.clip(engagement[alive] * (1 - fatigue[alive]) + rng.normal(0, 0.01, len(alive)), 0.02, 1.0)
+        engagement[alive] = np.clip(
+            engagement[alive] * (1 - fatigue[alive]) + rng.normal(0, 0.01, len(alive)), 0.02, 1.0
+        )
         # Tutor attrition: a tutor leaves; until rematched (3-20 days) sessions are cancelled by the tutor.
         leaves = alive[rng.random(len(alive)) < 0.0025]
         tutor_gone_until[leaves] = d + rng.integers(3, 21, len(leaves))
@@ -136,14 +149,35 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
         rematched = alive[tutor_gone_until[alive] == d]
         tutor[rematched] = subject[rematched] * 1000 + rng.integers(0, tutors_per_subject, len(rematched))
         for i in alive:
-            _customer_day(out, rng, i, ids[i], d, day_us, weekday, season, slots[i], tier, subject, tutor,
-                          tutor_gone_until, engagement, chatty, card_risk, fails_in_row, last_session_day, join_day,
-                          exam_day)  # fmt: skip
+            _customer_day(
+                out,
+                rng,
+                i,
+                ids[i],
+                d,
+                day_us,
+                weekday,
+                season,
+                slots[i],
+                tier,
+                subject,
+                tutor,
+                tutor_gone_until,
+                engagement,
+                chatty,
+                card_risk,
+                fails_in_row,
+                last_session_day,
+                join_day,
+                exam_day,
+            )
         # Hazard: early tenure + exam done + involuntary + fatigue (days since last session) + tier.
         since = d - last_session_day[alive]
         hazard = (
             0.0002
-            + np.where(newcomer_doubt[alive] & (tenure >= 0), 0.03 * np.exp(-np.maximum(tenure, 0) / 10.0), 0.0)
+            + np.where(
+                newcomer_doubt[alive] & (tenure >= 0), 0.03 * np.exp(-np.maximum(tenure, 0) / 10.0), 0.0
+            )
             + np.where(d > exam_day[alive] + 3, 0.08, 0.0)
             + np.where(fails_in_row[alive] >= 2, 0.3, 0.0)
             + 0.0015 * np.clip(np.maximum(since, 0) / 7.0, 0, 6) ** 2
@@ -182,10 +216,28 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
     return AltLog(events, outcomes, start, days, hazards, ids)
 
 
-def _customer_day(out: _Emitter, rng: np.random.Generator, i: int, cid: str, d: int, day_us: int, weekday: int,
-                  season: float, slots: np.ndarray, tier: np.ndarray, subject: np.ndarray, tutor: np.ndarray, gone_until: np.ndarray,
-                  engagement: np.ndarray, chatty: np.ndarray, card_risk: np.ndarray, fails: np.ndarray,
-                  last_session: np.ndarray, join_day: np.ndarray, exam_day: np.ndarray) -> None:  # fmt: skip
+def _customer_day(
+    out: _Emitter,
+    rng: np.random.Generator,
+    i: int,
+    cid: str,
+    d: int,
+    day_us: int,
+    weekday: int,
+    season: float,
+    slots: np.ndarray,
+    tier: np.ndarray,
+    subject: np.ndarray,
+    tutor: np.ndarray,
+    gone_until: np.ndarray,
+    engagement: np.ndarray,
+    chatty: np.ndarray,
+    card_risk: np.ndarray,
+    fails: np.ndarray,
+    last_session: np.ndarray,
+    join_day: np.ndarray,
+    exam_day: np.ndarray,
+) -> None:
     e = float(engagement[i])
 
     def at(lo: int = 7, hi: int = 23) -> int:
@@ -210,24 +262,49 @@ def _customer_day(out: _Emitter, rng: np.random.Generator, i: int, cid: str, d: 
             else:
                 minutes = float(np.clip(rng.normal([45, 60, 75][tier[i]] * (0.7 + 0.3 * e), 8), 15, 150))
                 done = begin + int(minutes * 60_000_000)
-                out.emit(cid, done, "session_completed", subject=subj, tutor_id=tid, duration_minutes=round(minutes, 1))
+                out.emit(
+                    cid,
+                    done,
+                    "session_completed",
+                    subject=subj,
+                    tutor_id=tid,
+                    duration_minutes=round(minutes, 1),
+                )
                 last_session[i] = d
                 engagement[i] = min(1.0, e + 0.01)
                 if rng.random() < 0.2:
                     stars = float(np.clip(np.round(2.5 + 2.5 * e + rng.normal(0, 0.7)), 1, 5))
-                    out.emit(cid, done + int(rng.integers(5, 600)) * 60_000_000, "session_rated", rating=stars, tutor_id=tid)
-    if (d - join_day[i]) % 30 == 0 or (fails[i] and rng.random() < 0.35):  # charges, and retries after a failure
+                    out.emit(
+                        cid,
+                        done + int(rng.integers(5, 600)) * 60_000_000,
+                        "session_rated",
+                        rating=stars,
+                        tutor_id=tid,
+                    )
+    if (d - join_day[i]) % 30 == 0 or (
+        fails[i] and rng.random() < 0.35
+    ):  # charges, and retries after a failure
         amount = float(PRICE[tier[i]])
         if rng.random() < card_risk[i] * (3 if fails[i] else 1):
             out.emit(cid, at(1, 6), "payment_failed", amount=amount)
             fails[i] += 1
             if rng.random() < 0.5:
-                out.emit(cid, at(9, 17), "ib_call", sentiment=str(rng.choice(["neutral", "negative"], p=[0.6, 0.4])))
+                out.emit(
+                    cid,
+                    at(9, 17),
+                    "ib_call",
+                    sentiment=str(rng.choice(["neutral", "negative"], p=[0.6, 0.4])),
+                )
         else:
             out.emit(cid, at(1, 6), "payment_succeeded", amount=amount)
             fails[i] = 0
     if rng.random() < 0.004:
-        out.emit(cid, at(9, 17), "ib_call", sentiment=str(rng.choice(["neutral", "positive", "negative"], p=[0.6, 0.25, 0.15])))
+        out.emit(
+            cid,
+            at(9, 17),
+            "ib_call",
+            sentiment=str(rng.choice(["neutral", "positive", "negative"], p=[0.6, 0.25, 0.15])),
+        )
     change = rng.random()
     if change < 0.002 * (1.3 - e) and tier[i] > 0:
         tier[i] -= 1
@@ -262,7 +339,9 @@ def write_log(log: AltLog, directory: Path, files: int = 4) -> dict[str, Path]:
     events_dir.mkdir(parents=True, exist_ok=True)
     per_file = -(-len(log.events) // files)
     for k in range(files):
-        with gzip.open(events_dir / f"part-{k:02d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=3) as handle:
+        with gzip.open(
+            events_dir / f"part-{k:02d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=3
+        ) as handle:
             for event in log.events[k * per_file : (k + 1) * per_file]:
                 handle.write(json.dumps(event, separators=(",", ":")) + "\n")
     outcomes = directory / "outcomes.jsonl"

@@ -75,7 +75,9 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Platt:
         q = _sigmoid(a * z + b)
         w = q * (1 - q) + 1e-12
         gradient = np.array([np.sum((q - y) * z), np.sum(q - y)])
-        hessian = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
+        hessian = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(
+            2
+        )
         step = np.linalg.solve(hessian, gradient)
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-9:

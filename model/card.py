@@ -30,15 +30,20 @@ def _heads(report: dict[str, Any]) -> list[str]:
     rows = ["| head | labelled rows | AUC | ECE | MAE |", "|---|---|---|---|---|"]
     for head, h in (report.get("heads") or {}).items():
         cal = h.get("calibration") or {}
-        rows.append(f"| {head} | {h.get('labelled', 0):,} | {_value(h.get('auc_roc'))} | {_value(cal.get('ece'))} | "
-                    f"{_value(h.get('mae'))} |")  # fmt: skip
+        rows.append(
+            f"| {head} | {h.get('labelled', 0):,} | {_value(h.get('auc_roc'))} | {_value(cal.get('ece'))} | "
+            f"{_value(h.get('mae'))} |"
+        )
     return rows
 
 
 def _calibration(metadata: dict[str, Any]) -> str:
     fitted = (metadata.get("calibration") or {}).items()
-    parts = [f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p.get('source', 'validation')}, {p['rows']:,} rows)"
-             for head, p in fitted if p]  # fmt: skip
+    parts = [
+        f"{head} a={p['a']:.3f} b={p['b']:.3f} ({p.get('source', 'validation')}, {p['rows']:,} rows)"
+        for head, p in fitted
+        if p
+    ]
     return ", ".join(parts) or "none"
 
 
@@ -65,9 +70,19 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         part = card.get(name) or {}
         if part:
             churn = part.get("churn_risk_30d") or {}
-            lines.append(f"- {name}: {part.get('rows', 0):,} rows, {_value(part.get('customers'))} customers, "
-                         f"30-day churn rate {_value(churn.get('rate'))} over {churn.get('labelled', 0):,} labelled rows")  # fmt: skip
-    lines += ["", "## Labels", "", "```", card.get("labels") or "(simulated rows: the generator's own labels)", "```", ""]
+            lines.append(
+                f"- {name}: {part.get('rows', 0):,} rows, {_value(part.get('customers'))} customers, "
+                f"30-day churn rate {_value(churn.get('rate'))} over {churn.get('labelled', 0):,} labelled rows"
+            )
+    lines += [
+        "",
+        "## Labels",
+        "",
+        "```",
+        card.get("labels") or "(simulated rows: the generator's own labels)",
+        "```",
+        "",
+    ]
     lines += [
         "## Training",
         "",
@@ -76,14 +91,17 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"seed {training.get('seed')}.",
         "",
         *_members(training),
-        "Calibration (Platt scaling on the validation period, inside the exported model): " + _calibration(metadata),
+        "Calibration (Platt scaling on the validation period, inside the exported model): "
+        + _calibration(metadata),
         "",
         "## Metrics",
         "",
     ]
     evaluation = metrics.get("evaluation") or {}
     if not evaluation:
-        lines.append("Not evaluated at training time: run `churn-model evaluate --bundle DIR --events PATH --outcomes FILE`.")
+        lines.append(
+            "Not evaluated at training time: run `churn-model evaluate --bundle DIR --events PATH --outcomes FILE`."
+        )
     for name, report in evaluation.items():
         if not isinstance(report, dict):
             continue
@@ -95,8 +113,10 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
             lines += [report.get("note", "n/a"), ""]
             continue
         if "customers" in report:
-            lines.append(f"{report['rows']:,} scoring instants of {report['customers']:,} customers "
-                         f"({report['churned_customers']:,} churned).")  # fmt: skip
+            lines.append(
+                f"{report['rows']:,} scoring instants of {report['customers']:,} customers "
+                f"({report['churned_customers']:,} churned)."
+            )
             lines.append("")
         lines += [*_targets(report), "", *_heads(report), ""]
         if report.get("note"):
@@ -117,10 +137,14 @@ def _members(training: dict[str, Any]) -> list[str]:
     members = training.get("members") or {}
     if not members:
         return []
-    parts = [f"`{name}` ({m.get('fit_rows', 0):,} rows, {m.get('epochs_run')} epochs, best {m.get('best_epoch')})"
-             for name, m in members.items()]  # fmt: skip
+    parts = [
+        f"`{name}` ({m.get('fit_rows', 0):,} rows, {m.get('epochs_run')} epochs, best {m.get('best_epoch')})"
+        for name, m in members.items()
+    ]
     return [
-        "Two members of the network, averaged head by head: " + " and ".join(parts) + ". The first learns from the "
+        "Two members of the network, averaged head by head: "
+        + " and ".join(parts)
+        + ". The first learns from the "
         "training customers' instants before the time cut (strictly out of time), the second from all of them (it has "
         "seen the whole calendar and the newest behaviour); both stop early on, and the average is calibrated on, "
         "the validation customers.",
@@ -129,11 +153,20 @@ def _members(training: dict[str, Any]) -> list[str]:
 
 
 def _member_readings(report: dict[str, Any]) -> list[str]:
-    lines = ["| member | AUC 14d after the cut | AUC 30d after the cut | AUC 14d whole log | AUC 30d whole log |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| member | AUC 14d after the cut | AUC 30d after the cut | AUC 14d whole log | AUC 30d whole log |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in report.items():
-        cells = [r.get(f"{reading}_auc_{h}") for reading in ("out_of_time_and_customer", "out_of_customer") for h in ("14d", "30d")]
+        cells = [
+            r.get(f"{reading}_auc_{h}")
+            for reading in ("out_of_time_and_customer", "out_of_customer")
+            for h in ("14d", "30d")
+        ]
         lines.append(f"| {name} | " + " | ".join(_value(c) for c in cells) + " |")
-    lines += ["", "Test customers, uncalibrated members (AUC does not depend on calibration); the earlier-instants "
-              "member's reading after the cut is the strictly out-of-time one."]  # fmt: skip
+    lines += [
+        "",
+        "Test customers, uncalibrated members (AUC does not depend on calibration); the earlier-instants "
+        "member's reading after the cut is the strictly out-of-time one.",
+    ]
     return lines

@@ -55,8 +55,11 @@ class Arrays:
     groups: np.ndarray | None = None  # customer per row, when known
 
     def take(self, rows: np.ndarray) -> Arrays:
-        return Arrays(self.x[rows], {k: np.asarray(v)[rows] for k, v in self.y.items()},
-                      None if self.groups is None else self.groups[rows])  # fmt: skip
+        return Arrays(
+            self.x[rows],
+            {k: np.asarray(v)[rows] for k, v in self.y.items()},
+            None if self.groups is None else self.groups[rows],
+        )
 
 
 @dataclass
@@ -76,7 +79,9 @@ def split_rows(data: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays
     rng = np.random.default_rng(seed)
     if data.groups is not None:
         customers = np.unique(data.groups)
-        held = set(rng.choice(customers, size=max(1, round(len(customers) * fraction)), replace=False).tolist())
+        held = set(
+            rng.choice(customers, size=max(1, round(len(customers) * fraction)), replace=False).tolist()
+        )
         mask = np.fromiter((g in held for g in data.groups), dtype=bool, count=len(data.groups))
     else:
         mask = np.zeros(len(data.x), dtype=bool)
@@ -136,8 +141,11 @@ def arrays_of(examples: Any) -> Arrays:
     return Arrays(x=examples.x.astype(np.float32), y=dict(examples.y), groups=examples.customer.astype(str))
 
 
-def load_training_data(params: DataParams, progress: bool = False,
-                       say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainingData:  # fmt: skip
+def load_training_data(
+    params: DataParams,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+) -> TrainingData:
     if params.source == "synthetic":
         data = synthetic_arrays(params.customers or 300, params.seed)
         train, test = split_rows(data, params.test_fraction, params.seed)
@@ -152,26 +160,35 @@ def load_training_data(params: DataParams, progress: bool = False,
         train, test = split_rows(data, params.test_fraction, params.seed)
         return TrainingData(train, None, summary={"test": test})
     if params.source == "simulated":
-        events, outcomes = simulated_log(params.customers or DEFAULT_CUSTOMERS, params.days or DEFAULT_DAYS,
-                                         params.seed, progress)  # fmt: skip
+        events, outcomes = simulated_log(
+            params.customers or DEFAULT_CUSTOMERS, params.days or DEFAULT_DAYS, params.seed, progress
+        )
         return _from_events(params, (str(events),), str(outcomes), progress, say)
     if params.source == "events":
         if not params.events or not params.outcomes:
             raise UsageError("training on events needs both --events PATH and --outcomes FILE")
         return _from_events(params, params.events, params.outcomes, progress, say)
-    raise UsageError(f"unknown data source {params.source!r}: use simulated, seed, or --events with --outcomes")
+    raise UsageError(
+        f"unknown data source {params.source!r}: use simulated, seed, or --events with --outcomes"
+    )
 
 
-def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, progress: bool,
-                 say: Callable[[str], None]) -> TrainingData:  # fmt: skip
+def _from_events(
+    params: DataParams, events: tuple[str, ...], outcomes: str, progress: bool, say: Callable[[str], None]
+) -> TrainingData:
     from model.owndata import BuildOptions, build_examples
 
     options = BuildOptions(
-        validation_fraction=params.validation_fraction, test_fraction=params.test_fraction,
-        cut_fraction=params.cut_fraction, holdout=params.holdout, max_train_rows=params.max_train_rows,
+        validation_fraction=params.validation_fraction,
+        test_fraction=params.test_fraction,
+        cut_fraction=params.cut_fraction,
+        holdout=params.holdout,
+        max_train_rows=params.max_train_rows,
         on_error=params.on_error,
-        allow_unknown_outcomes=params.allow_unknown_outcomes, workers=params.workers, scheduler=params.scheduler,
-    )  # fmt: skip
+        allow_unknown_outcomes=params.allow_unknown_outcomes,
+        workers=params.workers,
+        scheduler=params.scheduler,
+    )
     examples, build = build_examples(list(events), Path(outcomes), options, progress, say)
     train, validation = examples.where("train", after_cut=False), examples.where("validation")
     for name, part in (("training", train), ("validation", validation)):
@@ -183,5 +200,13 @@ def _from_events(params: DataParams, events: tuple[str, ...], outcomes: str, pro
                 "30-day outcome: the log needs more customers, more churn, or more days"
             )
     every_instant = examples.where("train")
-    return TrainingData(arrays_of(train), arrays_of(validation), examples, build, events, outcomes, examples.summary,
-                        arrays_of(every_instant) if len(every_instant) > len(train) else None)  # fmt: skip
+    return TrainingData(
+        arrays_of(train),
+        arrays_of(validation),
+        examples,
+        build,
+        events,
+        outcomes,
+        examples.summary,
+        arrays_of(every_instant) if len(every_instant) > len(train) else None,
+    )

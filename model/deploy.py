@@ -42,11 +42,27 @@ VARIANT = "AllTraffic"
 # The deep learning containers' registry account per region (AWS's published list; most regions use
 # 763104351884). Regions not listed need --image-uri.
 DLC_ACCOUNTS: dict[str, str] = {
-    **{region: "763104351884" for region in (
-        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
-        "eu-central-1", "eu-north-1", "eu-west-1", "eu-west-2", "eu-west-3",
-        "ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
-    )},
+    **{
+        region: "763104351884"
+        for region in (
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
+            "ca-central-1",
+            "sa-east-1",
+            "eu-central-1",
+            "eu-north-1",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-west-3",
+            "ap-northeast-1",
+            "ap-northeast-2",
+            "ap-south-1",
+            "ap-southeast-1",
+            "ap-southeast-2",
+        )
+    },
     "af-south-1": "626614931356",
     "ap-east-1": "871362719292",
     "ap-northeast-3": "364406365360",
@@ -64,7 +80,7 @@ DLC_ACCOUNTS: dict[str, str] = {
     "us-gov-west-1": "442386744353",
     "cn-north-1": "727897471807",
     "cn-northwest-1": "727897471807",
-}  # fmt: skip
+}
 # From 2.20 on the images are published only with the Python version in the tag (2.20.0-cpu-py312);
 # 2.19 and earlier have the bare form (2.16-cpu).
 PYTHON_TAG = {"2.20": "py312", "2.20.0": "py312"}
@@ -192,11 +208,16 @@ def deploy(
         f"create_endpoint_config {config_name}",
         sagemaker.create_endpoint_config,
         EndpointConfigName=config_name,
-        ProductionVariants=[{
-            "VariantName": VARIANT, "ModelName": model_name, "InitialInstanceCount": request.instance_count,
-            "InstanceType": request.instance_type, "InitialVariantWeight": 1.0,
-        }],
-    )  # fmt: skip
+        ProductionVariants=[
+            {
+                "VariantName": VARIANT,
+                "ModelName": model_name,
+                "InitialInstanceCount": request.instance_count,
+                "InstanceType": request.instance_type,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    )
     previous = _current_config(sagemaker, request.endpoint_name)
     if previous is None:
         say(f"creating endpoint {request.endpoint_name}")

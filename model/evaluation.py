@@ -14,9 +14,12 @@ from model.exceptions import DataError
 LATENCY_CALLS = 200
 # Serving outputs -> the names the alert rules and the scoring log use.
 PREDICTION_NAMES = {
-    "churn_risk_14d": "churn_risk_14d", "churn_risk_30d": "churn_risk_30d", "health_score": "customer_health_score",
-    "first_session_success": "first_session_success_prob", "session_velocity": "predicted_session_velocity",
-}  # fmt: skip
+    "churn_risk_14d": "churn_risk_14d",
+    "churn_risk_30d": "churn_risk_30d",
+    "health_score": "customer_health_score",
+    "first_session_success": "first_session_success_prob",
+    "session_velocity": "predicted_session_velocity",
+}
 
 
 def predict(serving_fn: Any, x: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
@@ -43,7 +46,8 @@ def latency_ms(serving_fn: Any, x: np.ndarray, calls: int = LATENCY_CALLS) -> di
         start = time.perf_counter()
         serving_fn(features=row)
         times.append((time.perf_counter() - start) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95)),
-            "p99": float(np.percentile(times, 99))}  # fmt: skip
-
-
+    return {
+        "p50": float(np.percentile(times, 50)),
+        "p95": float(np.percentile(times, 95)),
+        "p99": float(np.percentile(times, 99)),
+    }

@@ -57,8 +57,15 @@ from model.logsplit import LogSummary, ShardRef
 from model.splits import SplitPlan
 
 LABELS: tuple[str, ...] = (
-    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",
-)  # fmt: skip
+    "first_session_success",
+    "session_velocity",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "supply_demand",
+    "health_score",
+)
+
+
 @dataclass(frozen=True)
 class SamplePlan:
     """Keep every `every[role]`-th daily instant of a customer (0: none of that role)."""
@@ -100,13 +107,27 @@ class FoldTask:
     retention: timedelta = DEFAULT_RETENTION
 
     @classmethod
-    def of(cls, ref: ShardRef, summary: LogSummary, churned_at: dict[str, int], plan: SamplePlan,
-           retention: timedelta = DEFAULT_RETENTION) -> FoldTask:  # fmt: skip
+    def of(
+        cls,
+        ref: ShardRef,
+        summary: LogSummary,
+        churned_at: dict[str, int],
+        plan: SamplePlan,
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> FoldTask:
         """The task of `ref`; `churned_at`: the outcomes of (at least) the shard's customers."""
         assert summary.last_us is not None
-        return cls(ref, summary.first_day, summary.last_day, summary.last_us, summary.log_uses_flag, churned_at,
-                   {c: t for c, t in summary.churn_events.items() if shard_of(c, ref.shards) == ref.shard},
-                   plan, retention)  # fmt: skip
+        return cls(
+            ref,
+            summary.first_day,
+            summary.last_day,
+            summary.last_us,
+            summary.log_uses_flag,
+            churned_at,
+            {c: t for c, t in summary.churn_events.items() if shard_of(c, ref.shards) == ref.shard},
+            plan,
+            retention,
+        )
 
 
 def fold_shard(task: FoldTask) -> ShardExamples:
@@ -162,7 +183,9 @@ def fold_shard(task: FoldTask) -> ShardExamples:
             rows_customer.append(cid)
             rows_day.append(day)
         if batch:
-            blocks.append(compute_features_batch([states[cid] for cid in batch], from_us(at)).astype(np.float32))
+            blocks.append(
+                compute_features_batch([states[cid] for cid in batch], from_us(at)).astype(np.float32)
+            )
     del states, store
 
     churns = {cid: list(times) for cid, times in task.churn_events.items()}
@@ -174,34 +197,58 @@ def fold_shard(task: FoldTask) -> ShardExamples:
     rows = np.asarray(sampled, dtype=np.int64)
     x = np.concatenate(blocks) if blocks else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     return ShardExamples(
-        x=x, customer=[rows_customer[i] for i in rows.tolist()],
+        x=x,
+        customer=[rows_customer[i] for i in rows.tolist()],
         t_us=(np.asarray(rows_day, np.int64)[rows] + 1) * DAY_US - 1,
-        labels={k: v[rows] for k, v in labels.items()}, references=references, market=market,
-        duplicates=duplicates, active_instants=len(rows_customer),
-    )  # fmt: skip
+        labels={k: v[rows] for k, v in labels.items()},
+        references=references,
+        market=market,
+        duplicates=duplicates,
+        active_instants=len(rows_customer),
+    )
 
 
 def thin(part: ShardExamples, plan: SamplePlan) -> ShardExamples:
     """Keep the rows `plan` would have kept (its rule depends only on the customer and the day, so
     thinning a fully kept shard gives what folding it with `plan` would have given)."""
     split = plan.split
-    keep = np.asarray([plan.keep(c, int(t // DAY_US), split.role(c), t // DAY_US >= split.cut_day)
-                       for c, t in zip(part.customer, part.t_us.tolist(), strict=True)], dtype=bool)  # fmt: skip
+    keep = np.asarray(
+        [
+            plan.keep(c, int(t // DAY_US), split.role(c), t // DAY_US >= split.cut_day)
+            for c, t in zip(part.customer, part.t_us.tolist(), strict=True)
+        ],
+        dtype=bool,
+    )
     rows = np.flatnonzero(keep)
     return ShardExamples(
-        x=part.x[rows], customer=[part.customer[i] for i in rows.tolist()], t_us=part.t_us[rows],
-        labels={k: v[rows] for k, v in part.labels.items()}, references=part.references, market=part.market,
-        duplicates=part.duplicates, active_instants=part.active_instants,
-    )  # fmt: skip
+        x=part.x[rows],
+        customer=[part.customer[i] for i in rows.tolist()],
+        t_us=part.t_us[rows],
+        labels={k: v[rows] for k, v in part.labels.items()},
+        references=part.references,
+        market=part.market,
+        duplicates=part.duplicates,
+        active_instants=part.active_instants,
+    )
 
 
 def _shard_labels(
-    customers: list[str], days: np.ndarray, facts: dict[str, CustomerFacts], churn: ChurnTimes, context: LabelContext
+    customers: list[str],
+    days: np.ndarray,
+    facts: dict[str, CustomerFacts],
+    churn: ChurnTimes,
+    context: LabelContext,
 ) -> tuple[dict[str, np.ndarray], dict[int, EngagementReference]]:
     """Labels of every active instant (rows in `customers`/`days` order); instants at which the
     outcomes say the customer had already churned (with no sign-up since) are marked `gone`."""
     n = len(customers)
-    names = ("churn_risk_14d", "churn_risk_30d", "session_velocity", "first_session_success", "engaged_days_30d")
+    names = (
+        "churn_risk_14d",
+        "churn_risk_30d",
+        "session_velocity",
+        "first_session_success",
+        "engaged_days_30d",
+    )
     out = {name: np.full(n, np.nan) for name in names}
     gone = np.zeros(n, dtype=bool)
     t_us = (days + 1) * DAY_US - 1
@@ -217,7 +264,9 @@ def _shard_labels(
             out[name][rows] = labels[name]
         if len(times):  # churned per the outcomes before t, and not signed up again since
             last_churn = _latest_at_or_before(times, t_us[rows])
-            last_sign_up = _latest_at_or_before(np.sort(np.asarray(fact.sign_ups, dtype=np.int64)), t_us[rows])
+            last_sign_up = _latest_at_or_before(
+                np.sort(np.asarray(fact.sign_ups, dtype=np.int64)), t_us[rows]
+            )
             gone[rows] = (last_churn >= 0) & (last_churn > last_sign_up)
     out["gone"] = gone
     references: dict[int, EngagementReference] = {}
@@ -252,8 +301,15 @@ class Examples:
         return len(self.x)
 
     def take(self, rows: np.ndarray) -> Examples:
-        return Examples(self.x[rows], {k: v[rows] for k, v in self.y.items()}, self.customer[rows], self.t_us[rows],
-                        self.role[rows], self.after_cut[rows], self.summary)  # fmt: skip
+        return Examples(
+            self.x[rows],
+            {k: v[rows] for k, v in self.y.items()},
+            self.customer[rows],
+            self.t_us[rows],
+            self.role[rows],
+            self.after_cut[rows],
+            self.summary,
+        )
 
     def where(self, role: str | None = None, after_cut: bool | None = None) -> Examples:
         mask = np.ones(len(self), dtype=bool)
@@ -273,31 +329,59 @@ def merge_shards(parts: Sequence[ShardExamples], summary: LogSummary, split: Spl
         for day, reference in part.references.items():
             references.setdefault(day, EngagementReference()).merge(reference)
     keep = [~part.labels["gone"] for part in parts]
-    x = np.concatenate([p.x[k] for p, k in zip(parts, keep, strict=True)] + [np.zeros((0, len(FEATURE_NAMES)), np.float32)])
-    customer = np.asarray([c for p, k in zip(parts, keep, strict=True) for c, kept in zip(p.customer, k, strict=True) if kept],
-                          dtype=object)  # fmt: skip
+    x = np.concatenate(
+        [p.x[k] for p, k in zip(parts, keep, strict=True)] + [np.zeros((0, len(FEATURE_NAMES)), np.float32)]
+    )
+    customer = np.asarray(
+        [c for p, k in zip(parts, keep, strict=True) for c, kept in zip(p.customer, k, strict=True) if kept],
+        dtype=object,
+    )
     t_us = np.concatenate([p.t_us[k] for p, k in zip(parts, keep, strict=True)] + [np.zeros(0, np.int64)])
-    labels = {name: np.concatenate([p.labels[name][k] for p, k in zip(parts, keep, strict=True)] + [np.zeros(0)])
-              for name in ("churn_risk_14d", "churn_risk_30d", "session_velocity", "first_session_success", "engaged_days_30d")}  # fmt: skip
+    labels = {
+        name: np.concatenate([p.labels[name][k] for p, k in zip(parts, keep, strict=True)] + [np.zeros(0)])
+        for name in (
+            "churn_risk_14d",
+            "churn_risk_30d",
+            "session_velocity",
+            "first_session_success",
+            "engaged_days_30d",
+        )
+    }
     days = t_us // DAY_US
     health = np.full(len(t_us), np.nan)
     for day in np.unique(days).tolist():
         rows = days == day
-        health[rows] = health_scores(labels["churn_risk_30d"][rows], labels["engaged_days_30d"][rows], references[day])
+        health[rows] = health_scores(
+            labels["churn_risk_30d"][rows], labels["engaged_days_30d"][rows], references[day]
+        )
     unique_days, inverse = np.unique(days, return_inverse=True)
-    supply = market.supply_demand(unique_days.tolist(), summary.first_day, summary.last_day)[inverse] if len(days) else np.zeros((0, 20))
+    supply = (
+        market.supply_demand(unique_days.tolist(), summary.first_day, summary.last_day)[inverse]
+        if len(days)
+        else np.zeros((0, 20))
+    )
     y = {
-        "first_session_success": labels["first_session_success"], "session_velocity": labels["session_velocity"],
-        "churn_risk_14d": labels["churn_risk_14d"], "churn_risk_30d": labels["churn_risk_30d"],
-        "supply_demand": supply.reshape(len(t_us), 20), "health_score": health,
-    }  # fmt: skip
+        "first_session_success": labels["first_session_success"],
+        "session_velocity": labels["session_velocity"],
+        "churn_risk_14d": labels["churn_risk_14d"],
+        "churn_risk_30d": labels["churn_risk_30d"],
+        "supply_demand": supply.reshape(len(t_us), 20),
+        "health_score": health,
+    }
     role = np.asarray([split.role(c) for c in customer.tolist()], dtype=object)
     return Examples(
-        x=x.astype(np.float32), y={k: np.asarray(v, dtype=np.float32) for k, v in y.items()}, customer=customer,
-        t_us=t_us.astype(np.int64), role=role, after_cut=(t_us // DAY_US) >= split.cut_day,
-        summary={**summary.describe(), "duplicates_dropped": sum(p.duplicates for p in parts),
-                 "active_instants": sum(p.active_instants for p in parts)},
-    )  # fmt: skip
+        x=x.astype(np.float32),
+        y={k: np.asarray(v, dtype=np.float32) for k, v in y.items()},
+        customer=customer,
+        t_us=t_us.astype(np.int64),
+        role=role,
+        after_cut=(t_us // DAY_US) >= split.cut_day,
+        summary={
+            **summary.describe(),
+            "duplicates_dropped": sum(p.duplicates for p in parts),
+            "active_instants": sum(p.active_instants for p in parts),
+        },
+    )
 
 
 @contextmanager

@@ -6,8 +6,13 @@ from __future__ import annotations
 from plumbing.exceptions import ChurnAlertsError, UsageError
 
 __all__ = [
-    "BundleMismatchError", "BundleNotFoundError", "DataError", "DeployError", "ModelPackageError", "UsageError",
-]  # fmt: skip
+    "BundleMismatchError",
+    "BundleNotFoundError",
+    "DataError",
+    "DeployError",
+    "ModelPackageError",
+    "UsageError",
+]
 
 
 class ModelPackageError(ChurnAlertsError):

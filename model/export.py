@@ -41,9 +41,15 @@ TOP_K = 10
 SIGNATURE = "serving_default"
 # Output keys of the serving signature, in the order the output handler reads them.
 SERVING_OUTPUTS: tuple[str, ...] = (
-    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand",
-    "health_score", "top_feature_indices", "top_feature_importance",
-)  # fmt: skip
+    "first_session_success",
+    "session_velocity",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "supply_demand",
+    "health_score",
+    "top_feature_indices",
+    "top_feature_importance",
+)
 
 _INFERENCE_SOURCE = Path(__file__).with_name("inference.py")
 _REQUIREMENTS = (
@@ -63,7 +69,11 @@ def _calibrated(p: tf.Tensor, params: dict[str, float] | None) -> tf.Tensor:
 
 def _first_session_gate(p: tf.Tensor, features: tf.Tensor, names: tuple[str, ...] | None) -> tf.Tensor:
     """The head's probability only before any completed session (see the module docstring)."""
-    if names is None or not {"has_first_session", "first_session_was_success", "lifetime_session_count"} <= set(names):
+    if names is None or not {
+        "has_first_session",
+        "first_session_was_success",
+        "lifetime_session_count",
+    } <= set(names):
         return p
     had_first = features[:, names.index("has_first_session")] > 0
     first_success = tf.cast(features[:, names.index("first_session_was_success")] > 0, p.dtype)
@@ -93,11 +103,15 @@ def make_serving_fn(
         gradient = tape.gradient(churn, features)
         attribution = tf.abs(gradient * (features - baseline))
         top = tf.math.top_k(attribution, k=k)
-        first = tf.squeeze(_calibrated(out["first_session_success"], calibration.get("first_session_success")), axis=-1)
+        first = tf.squeeze(
+            _calibrated(out["first_session_success"], calibration.get("first_session_success")), axis=-1
+        )
         return {
             "first_session_success": _first_session_gate(first, features, feature_names),
             "session_velocity": tf.squeeze(out["session_velocity"], axis=-1),
-            "churn_risk_14d": tf.squeeze(_calibrated(out["churn_risk_14d"], calibration.get("churn_risk_14d")), axis=-1),
+            "churn_risk_14d": tf.squeeze(
+                _calibrated(out["churn_risk_14d"], calibration.get("churn_risk_14d")), axis=-1
+            ),
             "churn_risk_30d": tf.squeeze(churn, axis=-1),
             "supply_demand": out["supply_demand"],
             "health_score": tf.squeeze(out["health_score"], axis=-1),

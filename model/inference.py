@@ -121,9 +121,10 @@ class Handlers:
             raise RequestError(400, f"{where} must be a list of {len(self.names)} numbers or an object")
         if len(values) != len(self.names):
             raise RequestError(
-                400, f"{where} has {len(values)} values; this model takes {len(self.names)} "
+                400,
+                f"{where} has {len(values)} values; this model takes {len(self.names)} "
                 f"(feature hash {self.feature_hash})",
-            )  # fmt: skip
+            )
         if set(map(type, values)) <= _NUMBER_TYPES:  # the common case, checked at C speed
             row = [float(value) for value in values]
             if all(map(math.isfinite, row)):

@@ -60,7 +60,9 @@ class LogSummary:
     first_us: int | None = None
     last_us: int | None = None
     log_uses_flag: bool = False
-    customers: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # id -> (first, last) event
+    customers: dict[str, tuple[int, int]] = field(
+        default_factory=dict, repr=False
+    )  # id -> (first, last) event
     first_sign_up: dict[str, int] = field(default_factory=dict, repr=False)
     churn_events: dict[str, list[int]] = field(default_factory=dict, repr=False)  # customer_churned instants
     day_events: dict[int, int] = field(default_factory=dict, repr=False)  # events per UTC day
@@ -90,12 +92,14 @@ class LogSummary:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "sources": self.sources, "events": self.events, "bad_lines_skipped": self.bad_lines,
+            "sources": self.sources,
+            "events": self.events,
+            "bad_lines_skipped": self.bad_lines,
             "customers": len(self.customers),
             "start": None if self.first_us is None else _iso(self.first_us),
             "end": None if self.last_us is None else _iso(self.last_us),
             "first_session_flag_used": self.log_uses_flag,
-        }  # fmt: skip
+        }
 
 
 def _iso(us: int) -> str:
@@ -150,17 +154,22 @@ def split_log(
     shards = shards or shard_count_for(total_bytes(sources), max(engine.workers, 1))
     check_shard_count(shards)
     pieces = plan_pieces(sources)
-    split = map_shards(split_task, [(piece, shards, workdir) for piece in pieces], engine, desc="reading", progress=progress)
+    split = map_shards(
+        split_task, [(piece, shards, workdir) for piece in pieces], engine, desc="reading", progress=progress
+    )
     count, bad = global_bad_lines(split)
     if count and on_error == "stop":
         raise DataError(f"{bad[0].describe()} (pass --on-error skip to skip bad lines)")
     names = tuple(source.name for source in sources)
-    refs = [ShardRef(s, shards, workdir, tuple(p for p in split if s in p.shards), names) for s in range(shards)]
+    refs = [
+        ShardRef(s, shards, workdir, tuple(p for p in split if s in p.shards), names) for s in range(shards)
+    ]
     refs = [ref for ref in refs if ref.pieces]
-    summary = LogSummary(list(names), bad_lines=count, bad_line_examples=[b.describe() for b in bad[:KEPT_BAD_LINES]])
+    summary = LogSummary(
+        list(names), bad_lines=count, bad_line_examples=[b.describe() for b in bad[:KEPT_BAD_LINES]]
+    )
     for facts in map_shards(shard_facts, refs, engine, desc="scanning", progress=progress):
         summary.add(facts)
     if count:
         say(f"skipped {count} bad lines, e.g. {summary.bad_line_examples[0]}")
     return summary, refs
-

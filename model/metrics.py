@@ -63,8 +63,14 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS) -> d
         if mask.any():
             predicted, observed = float(p[mask].mean()), float(y[mask].mean())
             ece += float(mask.mean()) * abs(predicted - observed)
-            table.append({"bin": [round(edges[b], 2), round(edges[b + 1], 2)], "count": int(mask.sum()),
-                          "predicted": round(predicted, 4), "observed": round(observed, 4)})  # fmt: skip
+            table.append(
+                {
+                    "bin": [round(edges[b], 2), round(edges[b + 1], 2)],
+                    "count": int(mask.sum()),
+                    "predicted": round(predicted, 4),
+                    "observed": round(observed, 4),
+                }
+            )
     return {"brier": round(float(np.mean((p - y) ** 2)), 4), "ece": round(ece, 4), "bins": table}
 
 
@@ -88,16 +94,23 @@ def classifier_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """AUC, Brier, ECE with its reliability bins, log loss, on the labelled rows (NaN = censored)."""
     known = ~np.isnan(y)
     labels, probs = y[known].astype(np.float64), p[known].astype(np.float64)
-    out: dict[str, Any] = {"labelled": int(known.sum()), "rate": round_metric(float(labels.mean())) if len(labels) else None}
+    out: dict[str, Any] = {
+        "labelled": int(known.sum()),
+        "rate": round_metric(float(labels.mean())) if len(labels) else None,
+    }
     if not len(labels):
         return out
     clipped = np.clip(probs, 1e-7, 1 - 1e-7)
-    out.update({
-        "auc_roc": auc_roc(labels.astype(bool), probs),
-        "mean_predicted": round_metric(float(probs.mean())),
-        "log_loss": round_metric(float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))),
-        "calibration": calibration(labels, probs),
-    })  # fmt: skip
+    out.update(
+        {
+            "auc_roc": auc_roc(labels.astype(bool), probs),
+            "mean_predicted": round_metric(float(probs.mean())),
+            "log_loss": round_metric(
+                float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+            ),
+            "calibration": calibration(labels, probs),
+        }
+    )
     return out
 
 
@@ -107,28 +120,42 @@ def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     if not len(labels):
         return {"labelled": 0}
     error = values - labels
-    return {"labelled": int(known.sum()), "mean_label": round_metric(float(labels.mean())),
-            "mae": round_metric(float(np.abs(error).mean())), "rmse": round_metric(float(np.sqrt(np.mean(error**2)))),
-            "correlation": _correlation(labels, values)}  # fmt: skip
+    return {
+        "labelled": int(known.sum()),
+        "mean_label": round_metric(float(labels.mean())),
+        "mae": round_metric(float(np.abs(error).mean())),
+        "rmse": round_metric(float(np.sqrt(np.mean(error**2)))),
+        "correlation": _correlation(labels, values),
+    }
 
 
 def head_metrics(pred: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> dict[str, Any]:
     """Every one of the six heads against its label (masked where unknown)."""
     out: dict[str, Any] = {}
     for head in CLASSIFIER_HEADS:
-        out[head] = classifier_metrics(np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel())
+        out[head] = classifier_metrics(
+            np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel()
+        )
     for head in ("session_velocity", "health_score"):
-        out[head] = regression_metrics(np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel())
-    out["supply_demand"] = regression_metrics(np.asarray(y["supply_demand"], dtype=np.float64).ravel(),
-                                              np.asarray(pred["supply_demand"]).ravel())  # fmt: skip
+        out[head] = regression_metrics(
+            np.asarray(y[head], dtype=np.float64).ravel(), np.asarray(pred[head]).ravel()
+        )
+    out["supply_demand"] = regression_metrics(
+        np.asarray(y["supply_demand"], dtype=np.float64).ravel(), np.asarray(pred["supply_demand"]).ravel()
+    )
     out["supply_demand"]["note"] = "cells: rows x subjects with data"
     return out
 
 
 def paired_bootstrap(
-    y: np.ndarray, a: np.ndarray, b: np.ndarray, groups: np.ndarray, seed: int, rounds: int = BOOTSTRAP_ROUNDS,
+    y: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    rounds: int = BOOTSTRAP_ROUNDS,
     statistic: str = "auc",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """statistic(a) - statistic(b) and its 95% interval, resampling whole customers (rows of one
     customer are correlated). statistic: auc, or ece (lower is better)."""
     known = ~np.isnan(y)
@@ -153,7 +180,12 @@ def paired_bootstrap(
         first, second = stat(y[rows], a[rows]), stat(y[rows], b[rows])
         if first is not None and second is not None:
             differences.append(first - second)
-    low, high = np.percentile(differences, [2.5, 97.5]) if differences else (point_a - point_b, point_a - point_b)
-    return {"a": point_a, "b": point_b, "difference": round_metric(point_a - point_b),
-            "ci95": [round_metric(float(low)), round_metric(float(high))]}  # fmt: skip
-
+    low, high = (
+        np.percentile(differences, [2.5, 97.5]) if differences else (point_a - point_b, point_a - point_b)
+    )
+    return {
+        "a": point_a,
+        "b": point_b,
+        "difference": round_metric(point_a - point_b),
+        "ci95": [round_metric(float(low)), round_metric(float(high))],
+    }

@@ -35,8 +35,13 @@ CLASSIFIERS: tuple[str, ...] = ("first_session_success", "churn_risk_14d", "chur
 REGRESSORS: tuple[str, ...] = ("session_velocity", "supply_demand", "health_score")
 # Output order of the model (the seed's dict order).
 TASKS: tuple[str, ...] = (
-    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",
-)  # fmt: skip
+    "first_session_success",
+    "session_velocity",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "supply_demand",
+    "health_score",
+)
 TASK_WEIGHTS: dict[str, float] = {
     "first_session_success": 1.0,
     "session_velocity": 0.5,
@@ -143,7 +148,9 @@ def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_model(
-    n_features: int, mean: np.ndarray | None = None, variance: np.ndarray | None = None,
+    n_features: int,
+    mean: np.ndarray | None = None,
+    variance: np.ndarray | None = None,
     name: str = "marketplace_health",
 ) -> keras.Model:
     """The seed's network. `mean`/`variance` (from `normalization_stats` on training rows) fix the

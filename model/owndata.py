@@ -93,12 +93,16 @@ def build_examples(
         if summary.events == 0 or summary.last_us is None:
             raise DataError(f"no events in {', '.join(summary.sources)}: the log is empty")
         try:
-            warnings = check_against_events(loaded, summary.first_sign_up, summary.customers, options.allow_unknown_outcomes)
+            warnings = check_against_events(
+                loaded, summary.first_sign_up, summary.customers, options.allow_unknown_outcomes
+            )
         except OutcomesError as exc:
             raise DataError(str(exc)) from None
         for warning in warnings:
             say(f"warning: {warning}")
-        labelled_days = (summary.last_us - summary.first_us) // DAY_US - 30 if summary.first_us is not None else 0
+        labelled_days = (
+            (summary.last_us - summary.first_us) // DAY_US - 30 if summary.first_us is not None else 0
+        )
         if labelled_days < MIN_LABELLED_DAYS:
             raise DataError(
                 f"the log spans {(summary.last_us - (summary.first_us or 0)) / DAY_US:.0f} days; 30-day churn is known "
@@ -113,8 +117,13 @@ def build_examples(
 
         def task(ref: ShardRef) -> FoldTask:
             mine = shard_customers.get(ref.shard, set())
-            return FoldTask.of(ref, summary, {c: t for c, t in loaded.churned_at_us.items() if c in mine},
-                               SamplePlan(every, split), options.retention)  # fmt: skip
+            return FoldTask.of(
+                ref,
+                summary,
+                {c: t for c, t in loaded.churned_at_us.items() if c in mine},
+                SamplePlan(every, split),
+                options.retention,
+            )
 
         first = fold_shard(task(refs[0]))
         if options.mode == "training":
@@ -122,14 +131,27 @@ def build_examples(
             # times the number of shards, sets the sampling; its own rows are thinned to it.
             every = _sampling(first, len(refs), split, options)
             first = thin(first, SamplePlan(every, split))
-        parts = [first, *map_shards(fold_shard, [task(ref) for ref in refs[1:]], engine, desc="examples", progress=progress)]
+        parts = [
+            first,
+            *map_shards(
+                fold_shard, [task(ref) for ref in refs[1:]], engine, desc="examples", progress=progress
+            ),
+        ]
         examples = merge_shards(parts, summary, split)
-    examples.summary.update({"outcomes": str(outcomes), "sampling_every_days": every, "split": split.describe(),
-                             "excluded_customers": sum(1 for cid in summary.customers if cid in options.excluded)})  # fmt: skip
+    examples.summary.update(
+        {
+            "outcomes": str(outcomes),
+            "sampling_every_days": every,
+            "split": split.describe(),
+            "excluded_customers": sum(1 for cid in summary.customers if cid in options.excluded),
+        }
+    )
     if len(examples) == 0:
         raise DataError("no active customer at any scoring instant of the log: nothing to learn or measure")
     assert summary.first_us is not None
-    return examples, BuildReport(examples.summary, split, every, warnings, loaded, churn, summary.first_us, summary.last_us)
+    return examples, BuildReport(
+        examples.summary, split, every, warnings, loaded, churn, summary.first_us, summary.last_us
+    )
 
 
 def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
@@ -142,18 +164,28 @@ def _split(summary: LogSummary, options: BuildOptions) -> SplitPlan:
     cut = choose_cut_day(summary.day_events, summary.last_us, options.cut_fraction)
     held_out = None
     if options.holdout == "latest":
-        held_out = latest_customers({cid: span[0] for cid, span in summary.customers.items()}, test + validation)
+        held_out = latest_customers(
+            {cid: span[0] for cid, span in summary.customers.items()}, test + validation
+        )
     elif options.holdout != "random":
         raise DataError(f"holdout {options.holdout!r}: use latest or random")
-    return SplitPlan(cut_day=cut, validation_fraction=validation, test_fraction=test, excluded=options.excluded,
-                     held_out=held_out)  # fmt: skip
+    return SplitPlan(
+        cut_day=cut,
+        validation_fraction=validation,
+        test_fraction=test,
+        excluded=options.excluded,
+        held_out=held_out,
+    )
 
 
 def _sampling(part: ShardExamples, shards: int, split: SplitPlan, options: BuildOptions) -> dict[str, int]:
     """Every how many days each role keeps an instant, from the first shard's instants (all kept)."""
     counts = Counter(split.role(c) for c in part.customer)
     every = {}
-    for role, cap in (("train", options.max_train_rows), ("validation", options.max_holdout_rows),
-                      ("test", options.max_holdout_rows)):  # fmt: skip
+    for role, cap in (
+        ("train", options.max_train_rows),
+        ("validation", options.max_holdout_rows),
+        ("test", options.max_holdout_rows),
+    ):
         every[role] = max(1, math.ceil(counts.get(role, 0) * shards / cap))
     return every

@@ -32,8 +32,13 @@ from features.registry import SEED_FEATURE_NAMES
 SEGMENTS: tuple[str, ...] = ("thriving", "healthy", "at_risk", "churned")
 SEGMENT_P: tuple[float, ...] = (0.3, 0.4, 0.2, 0.1)
 LABELS: tuple[str, ...] = (
-    "first_session_success", "session_velocity", "churn_risk_14d", "churn_risk_30d", "supply_demand", "health_score",
-)  # fmt: skip
+    "first_session_success",
+    "session_velocity",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "supply_demand",
+    "health_score",
+)
 SUPPLY_DEMAND_COLUMNS: tuple[str, ...] = tuple(f"supply_demand_{s}" for s in SUBJECTS)
 
 # Per segment, as in the seed: (mean, sd) of normals, [low, high) of uniforms and integers, Poisson rates.
@@ -131,8 +136,9 @@ def generate_training_data(
     return frame
 
 
-def seed_arrays(n_samples: int = 10_000, seed: int = 42,
-                nested_churn_labels: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+def seed_arrays(
+    n_samples: int = 10_000, seed: int = 42, nested_churn_labels: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(X float32 [n, 26] in the seed's column order, y with the six model outputs as float32)."""
     frame = generate_training_data(n_samples, seed, nested_churn_labels)
     X = frame[list(SEED_FEATURE_NAMES)].to_numpy(dtype=np.float32)

@@ -218,15 +218,35 @@ class Simulation:
 
 # Fields each event type carries beyond the common four (CONTRACTS.md section 1).
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "customer_signed_up": ("tier",), "subscription_changed": ("tier",),
+    "customer_signed_up": ("tier",),
+    "subscription_changed": ("tier",),
     "session_booked": ("subject", "tutor_id"),
     "session_completed": ("subject", "tutor_id", "duration_minutes", "first_session", "success"),
-    "session_cancelled": ("subject", "cancelled_by"), "session_rated": ("rating", "tutor_id"),
-    "ib_call": ("sentiment",), "login": (), "message_sent": (), "payment_succeeded": ("amount",),
-    "payment_failed": ("amount",), "customer_churned": (),
-}  # fmt: skip
-COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "tier", "subject", "tutor_id", "duration_minutes",
-           "first_session", "success", "cancelled_by", "rating", "sentiment", "amount")  # fmt: skip
+    "session_cancelled": ("subject", "cancelled_by"),
+    "session_rated": ("rating", "tutor_id"),
+    "ib_call": ("sentiment",),
+    "login": (),
+    "message_sent": (),
+    "payment_succeeded": ("amount",),
+    "payment_failed": ("amount",),
+    "customer_churned": (),
+}
+COLUMNS = (
+    "event_id",
+    "customer_id",
+    "type",
+    "occurred_at",
+    "tier",
+    "subject",
+    "tutor_id",
+    "duration_minutes",
+    "first_session",
+    "success",
+    "cancelled_by",
+    "rating",
+    "sentiment",
+    "amount",
+)
 
 
 def event_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -262,13 +282,32 @@ class _Buffer:
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.NAMES}
 
-    def add(self, cust: np.ndarray, t: np.ndarray, kind: str, subj: Any = -1, tutor: Any = -1,
-            value: Any = np.nan, flag: Any = -1, success: Any = -1, post: bool = False) -> None:  # fmt: skip
+    def add(
+        self,
+        cust: np.ndarray,
+        t: np.ndarray,
+        kind: str,
+        subj: Any = -1,
+        tutor: Any = -1,
+        value: Any = np.nan,
+        flag: Any = -1,
+        success: Any = -1,
+        post: bool = False,
+    ) -> None:
         n = len(cust)
         if not n:
             return
-        given = {"cust": cust, "t": t, "kind": _KIND[kind], "subj": subj, "tutor": tutor, "value": value,
-                 "flag": flag, "success": success, "post": post}  # fmt: skip
+        given = {
+            "cust": cust,
+            "t": t,
+            "kind": _KIND[kind],
+            "subj": subj,
+            "tutor": tutor,
+            "value": value,
+            "flag": flag,
+            "success": success,
+            "post": post,
+        }
         for name, v in given.items():
             self.parts[name].append(np.broadcast_to(np.asarray(v), (n,)))
 
@@ -369,8 +408,9 @@ class _Supply:
         return np.clip(10.0 * (demand - capacity) / np.maximum(capacity, 1e-3), -5, 5)
 
 
-def simulate(customers: int, days: int, seed: int, start: datetime | None = None,
-             progress: bool | None = None) -> Simulation:  # fmt: skip
+def simulate(
+    customers: int, days: int, seed: int, start: datetime | None = None, progress: bool | None = None
+) -> Simulation:
     """Simulate `customers` over `days` whole UTC days from the day of `start` (default 2026-01-01).
 
     progress: a tqdm bar on stderr; None shows it only on a terminal and for long runs."""
@@ -463,9 +503,19 @@ def _history(rng: np.random.Generator, m: _Market, buf: _Buffer, idx: np.ndarray
     )
 
 
-def _book(rng: np.random.Generator, m: _Market, buf: _Buffer, d: int, day_us: int, today: np.ndarray,
-          times: Any, rate: np.ndarray, first_done: np.ndarray, pending: dict[int, list[tuple[np.ndarray, ...]]],
-          end_us: int) -> None:  # fmt: skip
+def _book(
+    rng: np.random.Generator,
+    m: _Market,
+    buf: _Buffer,
+    d: int,
+    day_us: int,
+    today: np.ndarray,
+    times: Any,
+    rate: np.ndarray,
+    first_done: np.ndarray,
+    pending: dict[int, list[tuple[np.ndarray, ...]]],
+    end_us: int,
+) -> None:
     """Bookings today for sessions 1-4 days ahead; new customers book their first eagerly."""
     want = np.where(first_done[today], rate[today], np.maximum(rate[today], 0.4))
     who = np.repeat(today, rng.poisson(want))
@@ -481,8 +531,16 @@ def _book(rng: np.random.Generator, m: _Market, buf: _Buffer, d: int, day_us: in
             pending.setdefault(d + ahead, []).append((who[pick], subj[pick], tutor[pick], begins[pick]))
 
 
-def _sessions(rng: np.random.Generator, m: _Market, buf: _Buffer, due: list[tuple[np.ndarray, ...]],
-              h: np.ndarray, active: np.ndarray, first_done: np.ndarray, scores: np.ndarray) -> None:  # fmt: skip
+def _sessions(
+    rng: np.random.Generator,
+    m: _Market,
+    buf: _Buffer,
+    due: list[tuple[np.ndarray, ...]],
+    h: np.ndarray,
+    active: np.ndarray,
+    first_done: np.ndarray,
+    scores: np.ndarray,
+) -> None:
     """Sessions due today: cancelled by the tutor (more in a shortage), by the customer, or held."""
     if not due:
         return
@@ -522,8 +580,18 @@ def _length(rng: np.random.Generator, minutes: np.ndarray, h: np.ndarray) -> np.
     return np.clip(np.rint(minutes * (0.75 + 0.25 * h / 100.0) + rng.normal(0, 5, len(h))), 10, 180)
 
 
-def _complete(rng: np.random.Generator, m: _Market, buf: _Buffer, who: np.ndarray, subj: np.ndarray,
-              tutor: np.ndarray, done: np.ndarray, length: np.ndarray, h: np.ndarray, first: bool) -> None:  # fmt: skip
+def _complete(
+    rng: np.random.Generator,
+    m: _Market,
+    buf: _Buffer,
+    who: np.ndarray,
+    subj: np.ndarray,
+    tutor: np.ndarray,
+    done: np.ndarray,
+    length: np.ndarray,
+    h: np.ndarray,
+    first: bool,
+) -> None:
     """A held session: completed, then (often) rated; ratings follow health and tutor quality."""
     success = m.first_success[who].astype(int) if first else -1
     buf.add(
@@ -538,8 +606,17 @@ def _complete(rng: np.random.Generator, m: _Market, buf: _Buffer, who: np.ndarra
     buf.add(who[rated], later, "session_rated", tutor=tutor[rated], value=stars[rated])
 
 
-def _payments(rng: np.random.Generator, m: _Market, buf: _Buffer, d: int, today: np.ndarray, times: Any,
-              h: np.ndarray, tier: np.ndarray, retries: dict[int, list[np.ndarray]]) -> None:  # fmt: skip
+def _payments(
+    rng: np.random.Generator,
+    m: _Market,
+    buf: _Buffer,
+    d: int,
+    today: np.ndarray,
+    times: Any,
+    h: np.ndarray,
+    tier: np.ndarray,
+    retries: dict[int, list[np.ndarray]],
+) -> None:
     """Monthly charges from the sign-up day; a failed charge is retried once, three days later."""
     due = today[(d - m.signup_day[today]) % 30 == 0]
     again = np.concatenate(retries.pop(d, [np.zeros(0, np.int64)]))
@@ -556,8 +633,9 @@ def _payments(rng: np.random.Generator, m: _Market, buf: _Buffer, d: int, today:
     retries.setdefault(d + 3, []).append(who[first_try])
 
 
-def _tier_changes(rng: np.random.Generator, buf: _Buffer, today: np.ndarray, times: Any, h: np.ndarray,
-                  tier: np.ndarray) -> None:  # fmt: skip
+def _tier_changes(
+    rng: np.random.Generator, buf: _Buffer, today: np.ndarray, times: Any, h: np.ndarray, tier: np.ndarray
+) -> None:
     down = (tier[today] > 0) & (rng.random(len(today)) < 0.006 * expit((50.0 - h[today]) / 6.0))
     up = (tier[today] < 2) & (rng.random(len(today)) < 0.002 * expit((h[today] - 80.0) / 4.0))
     who = today[down | up]
@@ -565,8 +643,15 @@ def _tier_changes(rng: np.random.Generator, buf: _Buffer, today: np.ndarray, tim
     buf.add(who, times(who), "subscription_changed", flag=tier[who])
 
 
-def _shocks(rng: np.random.Generator, m: _Market, buf: _Buffer, day_us: int, who: np.ndarray, times: Any,
-            tier: np.ndarray) -> None:  # fmt: skip
+def _shocks(
+    rng: np.random.Generator,
+    m: _Market,
+    buf: _Buffer,
+    day_us: int,
+    who: np.ndarray,
+    times: Any,
+    tier: np.ndarray,
+) -> None:
     """What a health shock looks like from outside: a bad session, a tutor cancelling, a failed charge,
     or nothing at all. Some shocked customers call about it."""
     kind = rng.choice(4, len(who), p=[0.45, 0.25, 0.1, 0.2])
@@ -580,11 +665,23 @@ def _shocks(rng: np.random.Generator, m: _Market, buf: _Buffer, day_us: int, who
     s = kind <= 1  # a bad session or a tutor cancellation: both were booked a day or two before
     buf.add(who[s], booked[s], "session_booked", subj=subj[s], tutor=tutor[s])
     bad = kind == 0
-    buf.add(who[bad], at[bad], "session_completed", subj=subj[bad], tutor=tutor[bad],
-            value=rng.integers(15, 40, bad.sum()).astype(float), flag=0)  # fmt: skip
+    buf.add(
+        who[bad],
+        at[bad],
+        "session_completed",
+        subj=subj[bad],
+        tutor=tutor[bad],
+        value=rng.integers(15, 40, bad.sum()).astype(float),
+        flag=0,
+    )
     rated = bad & (rng.random(len(who)) < 0.85)
-    buf.add(who[rated], at[rated] + 10 * _MINUTE_US, "session_rated", tutor=tutor[rated],
-            value=rng.choice([1.0, 2.0], rated.sum()))  # fmt: skip
+    buf.add(
+        who[rated],
+        at[rated] + 10 * _MINUTE_US,
+        "session_rated",
+        tutor=tutor[rated],
+        value=rng.choice([1.0, 2.0], rated.sum()),
+    )
     c = kind == 1
     buf.add(who[c], at[c], "session_cancelled", subj=subj[c], flag=1)
     p = kind == 2
@@ -623,29 +720,45 @@ def _frame(cols: dict[str, np.ndarray], churn_us: np.ndarray, end_us: int, custo
     completed = kind == _KIND["session_completed"]
     has_tutor = np.isin(kind, [_KIND[k] for k in ("session_booked", "session_completed", "session_rated")])
     value = cols["value"]
-    frame = pd.DataFrame({
-        "event_id": np.char.add(np.char.add(ids, "-"), (seq + 1).astype(str)),
-        "customer_id": ids,
-        "type": types,
-        "occurred_at": np.char.add(np.datetime_as_string(cols["t"].astype("datetime64[us]"), unit="ms"), "Z"),
-        "tier": named(TIERS, ("customer_signed_up", "subscription_changed")),
-        "subject": pick(subj >= 0, np.array(SUBJECTS, dtype=object)[np.maximum(subj, 0)]),
-        "tutor_id": pick(has_tutor, np.array([f"t-{i:04d}" for i in range(cols["tutor"].max(initial=0) + 1)],
-                                             dtype=object)[np.maximum(cols["tutor"], 0)]),
-        "duration_minutes": np.where(completed, value, np.nan),
-        "first_session": pick(completed, flags(flag == 1)),
-        "success": pick(completed & (cols["success"] >= 0), flags(cols["success"] == 1)),
-        "cancelled_by": named(_CANCELLED_BY, ("session_cancelled",)),
-        "rating": np.where(kind == _KIND["session_rated"], value, np.nan),
-        "sentiment": named(_SENTIMENTS, ("ib_call",)),
-        "amount": np.where(np.isin(kind, [_KIND["payment_succeeded"], _KIND["payment_failed"]]), value, np.nan),
-        "occurred_us": cols["t"],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "event_id": np.char.add(np.char.add(ids, "-"), (seq + 1).astype(str)),
+            "customer_id": ids,
+            "type": types,
+            "occurred_at": np.char.add(
+                np.datetime_as_string(cols["t"].astype("datetime64[us]"), unit="ms"), "Z"
+            ),
+            "tier": named(TIERS, ("customer_signed_up", "subscription_changed")),
+            "subject": pick(subj >= 0, np.array(SUBJECTS, dtype=object)[np.maximum(subj, 0)]),
+            "tutor_id": pick(
+                has_tutor,
+                np.array([f"t-{i:04d}" for i in range(cols["tutor"].max(initial=0) + 1)], dtype=object)[
+                    np.maximum(cols["tutor"], 0)
+                ],
+            ),
+            "duration_minutes": np.where(completed, value, np.nan),
+            "first_session": pick(completed, flags(flag == 1)),
+            "success": pick(completed & (cols["success"] >= 0), flags(cols["success"] == 1)),
+            "cancelled_by": named(_CANCELLED_BY, ("session_cancelled",)),
+            "rating": np.where(kind == _KIND["session_rated"], value, np.nan),
+            "sentiment": named(_SENTIMENTS, ("ib_call",)),
+            "amount": np.where(
+                np.isin(kind, [_KIND["payment_succeeded"], _KIND["payment_failed"]]), value, np.nan
+            ),
+            "occurred_us": cols["t"],
+        }
+    )
     return frame
 
 
-def _truth(start: datetime, ids: np.ndarray, health: np.ndarray, churn_us: np.ndarray, m: _Market,
-           supply_demand: np.ndarray) -> Truth:  # fmt: skip
+def _truth(
+    start: datetime,
+    ids: np.ndarray,
+    health: np.ndarray,
+    churn_us: np.ndarray,
+    m: _Market,
+    supply_demand: np.ndarray,
+) -> Truth:
     days = health.shape[1]
     end_of_day = to_us(start) + (np.arange(days) + 1) * DAY_US  # the first instant after each day
     churned = churn_us[:, None] < end_of_day[None, :]
@@ -673,11 +786,17 @@ def _outcomes(frame: pd.DataFrame, ids: np.ndarray, m: _Market, churn_us: np.nda
         return str(np.datetime_as_string(np.datetime64(int(us), "us"), unit="ms")) + "Z"
 
     return [
-        {"customer_id": cid, "churned_at": None if churn_us[i] == never else iso(churn_us[i]),
-         "signed_up_at": iso(m.signup_us[i]), "tier": TIERS[m.tier[i]], "primary_subject": SUBJECTS[m.subjects[i, 0]],
-         "first_session_success": first.get(cid), "baseline_health": int(m.mu[i])}
+        {
+            "customer_id": cid,
+            "churned_at": None if churn_us[i] == never else iso(churn_us[i]),
+            "signed_up_at": iso(m.signup_us[i]),
+            "tier": TIERS[m.tier[i]],
+            "primary_subject": SUBJECTS[m.subjects[i, 0]],
+            "first_session_success": first.get(cid),
+            "baseline_health": int(m.mu[i]),
+        }
         for i, cid in enumerate(ids.tolist())
-    ]  # fmt: skip
+    ]
 
 
 def _paths(out_path: Path) -> dict[str, Path]:
@@ -685,8 +804,11 @@ def _paths(out_path: Path) -> dict[str, Path]:
     for suffix in (".jsonl.gz", ".jsonl", ".parquet"):
         if name.lower().endswith(suffix):
             stem = name[: -len(suffix)]
-            return {"events": out_path, "outcomes": out_path.with_name(stem + ".outcomes.jsonl"),
-                    "truth": out_path.with_name(stem + ".truth.npz")}  # fmt: skip
+            return {
+                "events": out_path,
+                "outcomes": out_path.with_name(stem + ".outcomes.jsonl"),
+                "truth": out_path.with_name(stem + ".truth.npz"),
+            }
     raise ValueError(f"{out_path}: the events file must end in .jsonl, .jsonl.gz or .parquet")
 
 
@@ -704,10 +826,18 @@ def write_simulation(sim: Simulation, out_path: str | Path) -> dict[str, Path]:
     with paths["outcomes"].open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(outcome, separators=(",", ":")) + "\n" for outcome in sim.outcomes)
     t = sim.truth
-    np.savez_compressed(paths["truth"], start=np.array(t.start.isoformat()), days=np.array(sim.days),
-                        seed=np.array(-1 if sim.seed is None else sim.seed), customer_ids=t.customer_ids.astype(str),
-                        health=t.health, churn_prob_14d=t.churn_prob_14d, churn_prob_30d=t.churn_prob_30d,
-                        segment=t.segment, supply_demand=t.supply_demand)  # fmt: skip
+    np.savez_compressed(
+        paths["truth"],
+        start=np.array(t.start.isoformat()),
+        days=np.array(sim.days),
+        seed=np.array(-1 if sim.seed is None else sim.seed),
+        customer_ids=t.customer_ids.astype(str),
+        health=t.health,
+        churn_prob_14d=t.churn_prob_14d,
+        churn_prob_30d=t.churn_prob_30d,
+        segment=t.segment,
+        supply_demand=t.supply_demand,
+    )
     return paths
 
 
@@ -733,7 +863,14 @@ def load_simulation(events_path: str | Path) -> Simulation:
         outcomes = [json.loads(line) for line in handle if line.strip()]
     with np.load(paths["truth"], allow_pickle=False) as z:
         start = datetime.fromisoformat(str(z["start"]))
-        truth = Truth(start, z["customer_ids"], z["health"], z["churn_prob_14d"], z["churn_prob_30d"], z["segment"],
-                      z["supply_demand"])  # fmt: skip
+        truth = Truth(
+            start,
+            z["customer_ids"],
+            z["health"],
+            z["churn_prob_14d"],
+            z["churn_prob_30d"],
+            z["segment"],
+            z["supply_demand"],
+        )
         days, seed = int(z["days"]), int(z["seed"])
     return Simulation(start, days, frame, outcomes, truth, None if seed < 0 else seed)

@@ -78,9 +78,13 @@ class SplitPlan:
         return int(unit_hash(customer_id, self.salt + "|phase") * every) if every > 1 else 0
 
     def describe(self) -> dict[str, object]:
-        return {"cut": _iso_day(self.cut_day), "validation_fraction": self.validation_fraction,
-                "test_fraction": self.test_fraction, "salt": self.salt,
-                "held_out": "random" if self.held_out is None else "latest customers"}  # fmt: skip
+        return {
+            "cut": _iso_day(self.cut_day),
+            "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction,
+            "salt": self.salt,
+            "held_out": "random" if self.held_out is None else "latest customers",
+        }
 
 
 def latest_customers(first_seen: dict[str, int], fraction: float) -> frozenset[str]:

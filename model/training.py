@@ -128,7 +128,9 @@ def _progress_callback(epochs: int) -> Any:
 CHURN_HEADS = ("churn_risk_14d", "churn_risk_30d")
 
 
-def churn_aucs(predictions: dict[str, Any], labels: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float | None]:
+def churn_aucs(
+    predictions: dict[str, Any], labels: dict[str, np.ndarray], rows: np.ndarray | None = None
+) -> dict[str, float | None]:
     """AUC of each churn head's `predictions` over the `rows` (all by default) whose label is known
     (not censored); None where one class only."""
     out: dict[str, float | None] = {}
@@ -168,7 +170,10 @@ def ValidationAuc(validation: Arrays) -> Any:
 
 
 def fit_model(
-    train: Arrays, config: TrainConfig, progress: bool = False, validation: Arrays | None = None,
+    train: Arrays,
+    config: TrainConfig,
+    progress: bool = False,
+    validation: Arrays | None = None,
     name: str = "marketplace_health",
 ) -> tuple[Any, np.ndarray, dict[str, Any]]:
     """(Keras model, the raw input means (the attribution baseline), training summary),
@@ -212,23 +217,38 @@ def fit_model(
     callbacks: list[Any] = []
     if val_part is not None and config.patience > 0:
         callbacks.append(ValidationAuc(val_part))
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_churn_auc", mode="max", patience=config.patience, restore_best_weights=True,
-        ))  # fmt: skip
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_churn_auc",
+                mode="max",
+                patience=config.patience,
+                restore_best_weights=True,
+            )
+        )
     if progress:
         callbacks.append(_progress_callback(config.epochs))
     history = model.fit(
-        fit_part.x.astype(np.float32), targets_for_fit(fit_part.y),
-        validation_data=None if val_part is None else (val_part.x.astype(np.float32), targets_for_fit(val_part.y)),
-        epochs=config.epochs, batch_size=config.batch_size, shuffle=True, callbacks=callbacks, verbose=0,
-    )  # fmt: skip
+        fit_part.x.astype(np.float32),
+        targets_for_fit(fit_part.y),
+        validation_data=None
+        if val_part is None
+        else (val_part.x.astype(np.float32), targets_for_fit(val_part.y)),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
     logs = {k: [round(float(v), 6) for v in values] for k, values in history.history.items()}
     monitored = logs.get("val_churn_auc")
     best_epoch = int(np.argmax(monitored)) + 1 if monitored else len(logs["loss"])
     summary = {
-        "epochs_run": len(logs["loss"]), "best_epoch": best_epoch, "fit_rows": len(fit_part.x),
-        "validation_rows": 0 if val_part is None else len(val_part.x), "history": logs,
-    }  # fmt: skip
+        "epochs_run": len(logs["loss"]),
+        "best_epoch": best_epoch,
+        "fit_rows": len(fit_part.x),
+        "validation_rows": 0 if val_part is None else len(val_part.x),
+        "history": logs,
+    }
     baseline = fit_part.x.astype(np.float64).mean(axis=0).astype(np.float32)
     return model, baseline, summary
 
@@ -237,7 +257,10 @@ MEMBERS = ("earlier_instants", "every_instant")
 
 
 def fit_ensemble(
-    loaded: TrainingData, config: TrainConfig, progress: bool = False, say: Callable[[str], None] = lambda m: None
+    loaded: TrainingData,
+    config: TrainConfig,
+    progress: bool = False,
+    say: Callable[[str], None] = lambda m: None,
 ) -> tuple[Any, np.ndarray, dict[str, Any], dict[str, Any]]:
     """(model, attribution baseline, training summary, members by name). On an event log, two
     members of the same network averaged (`model.network.average_members`):
@@ -257,24 +280,34 @@ def fit_ensemble(
     every = loaded.train_every_instant
     if not config.every_instant_member or every is None or loaded.validation is None:
         return early, baseline, summary, {MEMBERS[0]: early}
-    say(f"earlier-instants member: {summary['epochs_run']} epochs, best {summary['best_epoch']}; "
-        f"every-instant member on {len(every.x):,} rows ...")  # fmt: skip
+    say(
+        f"earlier-instants member: {summary['epochs_run']} epochs, best {summary['best_epoch']}; "
+        f"every-instant member on {len(every.x):,} rows ..."
+    )
     full, baseline, full_summary = fit_model(every, config, progress, loaded.validation, name=MEMBERS[1])
     from model.network import average_members
 
     model = average_members([early, full])
-    members = {name: {k: v for k, v in part.items() if k != "history"}
-               for name, part in zip(MEMBERS, (summary, full_summary), strict=True)}  # fmt: skip
+    members = {
+        name: {k: v for k, v in part.items() if k != "history"}
+        for name, part in zip(MEMBERS, (summary, full_summary), strict=True)
+    }
     combined = {
         "epochs_run": summary["epochs_run"] + full_summary["epochs_run"],
         "best_epoch": f"{summary['best_epoch']} / {full_summary['best_epoch']}",
-        "fit_rows": full_summary["fit_rows"], "validation_rows": summary["validation_rows"], "members": members,
-        "history": {name: part["history"] for name, part in zip(MEMBERS, (summary, full_summary), strict=True)},
-    }  # fmt: skip
+        "fit_rows": full_summary["fit_rows"],
+        "validation_rows": summary["validation_rows"],
+        "members": members,
+        "history": {
+            name: part["history"] for name, part in zip(MEMBERS, (summary, full_summary), strict=True)
+        },
+    }
     return model, baseline, combined, {MEMBERS[0]: early, MEMBERS[1]: full}
 
 
-def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None = None) -> dict[str, dict[str, Any] | None]:
+def fit_calibration(
+    model: Any, validation: Arrays | None, train: Arrays | None = None
+) -> dict[str, dict[str, Any] | None]:
     """Platt scaling of each probability head on the validation rows (model/calibration.py). The
     first-session head, when the validation rows hold too few of its labels to fit one (no new
     customer among those held out), has shown no skill on customers it did not train on, so it is not
@@ -301,7 +334,10 @@ def fit_calibration(model: Any, validation: Arrays | None, train: Arrays | None 
             out[head] = None
             continue
         base = Platt(0.0, float(logit(np.array([known.mean()]))[0]), 0)
-        out[head] = {**base.as_dict(), "source": f"base rate {known.mean():.3f}: too few validation labels to trust the head"}
+        out[head] = {
+            **base.as_dict(),
+            "source": f"base rate {known.mean():.3f}: too few validation labels to trust the head",
+        }
     return out
 
 
@@ -318,8 +354,13 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -347,8 +388,10 @@ def train_bundle(
     say(f"loading {data.source} data ...")
     loaded = load_training_data(data, progress, say)
     validation = loaded.validation
-    say(f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
-        f"({clock.lap('examples')})")  # fmt: skip
+    say(
+        f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
+        f"({clock.lap('examples')})"
+    )
     model, baseline, summary, members = fit_ensemble(loaded, config, progress, say)
     calibration = fit_calibration(model, validation, loaded.train) if loaded.examples is not None else {}
     say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
@@ -398,7 +441,8 @@ def train_bundle(
             if "targets" in reading:
                 reading["note"] = (
                     "out of customer; the every-instant member trained on other customers' instants of this period, "
-                    "so members.earlier_instants is the strictly out-of-time reading")  # fmt: skip
+                    "so members.earlier_instants is the strictly out-of-time reading"
+                )
         say(f"evaluated ({clock.lap('evaluation')})")
     metrics["seconds"] = clock.laps
     update_metrics(bundle, metrics)
@@ -417,7 +461,9 @@ def member_readings(members: dict[str, Any], loaded: TrainingData) -> dict[str, 
     if not len(test):
         return {name: {} for name in members}
     for name, member in members.items():
-        raw = member.predict(test.x.astype(np.float32), batch_size=8192, verbose=0)  # once; each reading is a subset
+        raw = member.predict(
+            test.x.astype(np.float32), batch_size=8192, verbose=0
+        )  # once; each reading is a subset
         readings: dict[str, Any] = {}
         for reading, rows in (("out_of_time_and_customer", test.after_cut), ("out_of_customer", None)):
             if rows is not None and not rows.any():
@@ -438,8 +484,10 @@ def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]
         out: dict[str, Any] = {"rows": len(part.x)}
         for head in ("churn_risk_14d", "churn_risk_30d", "first_session_success"):
             known = ~np.isnan(np.asarray(part.y[head], dtype=np.float64))
-            out[head] = {"labelled": int(known.sum()),
-                         "rate": round(float(np.asarray(part.y[head])[known].mean()), 4) if known.any() else None}  # fmt: skip
+            out[head] = {
+                "labelled": int(known.sum()),
+                "rate": round(float(np.asarray(part.y[head])[known].mean()), 4) if known.any() else None,
+            }
         if part.groups is not None:
             out["customers"] = len(np.unique(part.groups))
         return out
@@ -447,15 +495,19 @@ def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]
     log = loaded.summary if loaded.examples is not None else {}
     return {
         "data_source": metadata["data"]["source"],
-        "events": list(loaded.events), "outcomes": loaded.outcomes,
+        "events": list(loaded.events),
+        "outcomes": loaded.outcomes,
         "period": {"start": log.get("start"), "end": log.get("end")},
-        "customers": log.get("customers"), "events_read": log.get("events"),
-        "split": log.get("split"), "sampling_every_days": log.get("sampling_every_days"),
-        "train": rates(loaded.train), "train_every_instant": rates(loaded.train_every_instant),
+        "customers": log.get("customers"),
+        "events_read": log.get("events"),
+        "split": log.get("split"),
+        "sampling_every_days": log.get("sampling_every_days"),
+        "train": rates(loaded.train),
+        "train_every_instant": rates(loaded.train_every_instant),
         "validation": rates(loaded.validation),
         "labels": (labels.__doc__ or "").strip(),
         "feature_hash": FEATURE_HASH,
-    }  # fmt: skip
+    }
 
 
 def write_card(bundle: Any, metrics: dict[str, Any]) -> None:

@@ -32,12 +32,19 @@ CLIENT_CONFIG = AioConfig(
 SHADOW_RUNTIME = "sagemaker-runtime-shadow"  # the shadow endpoint's own SageMaker runtime client
 # The scoring client retries itself (with a circuit breaker), so botocore must not retry under it.
 SERVICE_CONFIGS = {
-    "sagemaker-runtime": AioConfig(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3,
-                                   read_timeout=10, max_pool_connections=16),
+    "sagemaker-runtime": AioConfig(
+        retries={"mode": "standard", "max_attempts": 1},
+        connect_timeout=3,
+        read_timeout=10,
+        max_pool_connections=16,
+    ),
     # The shadow model's client: a pool of its own, so a slow shadow endpoint holding connections
     # never makes a live call wait for one (worker/shadow.py bounds each call's time itself).
     SHADOW_RUNTIME: AioConfig(
-        retries={"mode": "standard", "max_attempts": 1}, connect_timeout=3, read_timeout=30, max_pool_connections=8
+        retries={"mode": "standard", "max_attempts": 1},
+        connect_timeout=3,
+        read_timeout=30,
+        max_pool_connections=8,
     ),
 }
 # Clients opened under a name of their own: the name -> the AWS service.
@@ -64,7 +71,8 @@ class AwsClients:
         for service in self._services:
             client = await self._stack.enter_async_context(
                 session.create_client(  # type: ignore[call-overload]  # service names are checked by botocore
-                    SERVICE_OF.get(service, service), region_name=self._region,
+                    SERVICE_OF.get(service, service),
+                    region_name=self._region,
                     config=SERVICE_CONFIGS.get(service, CLIENT_CONFIG),
                 )
             )

@@ -167,15 +167,18 @@ def _client(engine: Engine) -> Iterator[Any]:
         finally:
             client.close()
         return
-    with _quiet_dask_logs(), LocalCluster(
-        n_workers=engine.workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        memory_limit=0,  # no spilling or pausing: a shard's memory is bounded by its size, not by Dask
-        env=WORKER_ENV,
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    with (
+        _quiet_dask_logs(),
+        LocalCluster(
+            n_workers=engine.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,  # no spilling or pausing: a shard's memory is bounded by its size, not by Dask
+            env=WORKER_ENV,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+    ):
         client = Client(cluster)
         try:
             yield client
@@ -187,8 +190,16 @@ def _client(engine: Engine) -> Iterator[Any]:
 def _quiet_dask_logs() -> Iterator[None]:
     """Dask logs every worker start and stop at INFO and warns when a worker is restarted; the
     progress bar says what matters, and a killed worker's task is retried without our help."""
-    loggers = [logging.getLogger(name) for name in ("distributed", "distributed.nanny", "distributed.scheduler",
-                                                     "distributed.worker", "distributed.core")]  # fmt: skip
+    loggers = [
+        logging.getLogger(name)
+        for name in (
+            "distributed",
+            "distributed.nanny",
+            "distributed.scheduler",
+            "distributed.worker",
+            "distributed.core",
+        )
+    ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)

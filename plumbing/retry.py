@@ -55,31 +55,75 @@ class Failure(StrEnum):
     INVALID = "invalid"
 
 
-THROTTLING_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "ThrottledException",
-    "RequestThrottled", "RequestThrottledException", "RequestLimitExceeded", "TooManyRequestsException",
-    "LimitExceededException", "SlowDown", "KMSThrottlingException", "AWS.SimpleQueueService.RequestThrottled", "TransactionInProgressException",
-    # CancellationReasons codes of a cancelled transaction
-    "ThrottlingError", "ProvisionedThroughputExceeded",
-})  # fmt: skip
-TRANSIENT_CODES = frozenset({
-    "InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable",
-    "ServiceUnavailableException", "InternalDependencyException", "ModelNotReadyException",
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "ExpiredToken",
-    "ExpiredTokenException", "RequestExpired", "KMSInternalException", "EC2ThrottledException",
-})  # fmt: skip
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "SlowDown",
+        "KMSThrottlingException",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "TransactionInProgressException",
+        # CancellationReasons codes of a cancelled transaction
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalServerError",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalDependencyException",
+        "ModelNotReadyException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "KMSInternalException",
+        "EC2ThrottledException",
+    }
+)
 CONFLICT_CODES = frozenset({"TransactionConflictException", "TransactionConflict"})
 CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "ConditionalCheckFailed"})
-FATAL_CODES = frozenset({
-    # access
-    "AccessDenied", "AccessDeniedException", "AuthorizationError", "AuthFailure", "UnrecognizedClientException",
-    "InvalidClientTokenId", "InvalidSignatureException", "SignatureDoesNotMatch", "MissingAuthenticationToken",
-    "KMSAccessDeniedException", "KMS.AccessDeniedException", "KMSDisabledException", "KMSNotFoundException",
-    "KMSInvalidStateException", "OptInRequired",
-    # the resource is not there
-    "ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound",
-    "NotFoundException", "TopicNotFound", "NoSuchBucket",
-})  # fmt: skip
+FATAL_CODES = frozenset(
+    {
+        # access
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "AuthFailure",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "MissingAuthenticationToken",
+        "KMSAccessDeniedException",
+        "KMS.AccessDeniedException",
+        "KMSDisabledException",
+        "KMSNotFoundException",
+        "KMSInvalidStateException",
+        "OptInRequired",
+        # the resource is not there
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NotFound",
+        "NotFoundException",
+        "TopicNotFound",
+        "NoSuchBucket",
+    }
+)
 # Reasons DynamoDB gives per item of a cancelled transaction ("None" = this item was fine).
 NO_REASON = "None"
 
@@ -90,7 +134,9 @@ def error_code(exc: ClientError) -> str:
 
 def http_status(exc: ClientError) -> int:
     response: Any = exc.response
-    status = response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    status = response.get("OriginalStatusCode") or response.get("ResponseMetadata", {}).get(
+        "HTTPStatusCode", 0
+    )
     try:
         return int(status)
     except (TypeError, ValueError):
@@ -114,7 +160,9 @@ def cancellation_reasons(exc: ClientError, items: int | None = None) -> list[str
     if not reasons:
         message = str(exc.response.get("Error", {}).get("Message", ""))
         if "[" in message:
-            reasons = [code.strip() for code in message.rsplit("[", 1)[-1].rstrip("]").split(",") if code.strip()]
+            reasons = [
+                code.strip() for code in message.rsplit("[", 1)[-1].rstrip("]").split(",") if code.strip()
+            ]
     if items is not None:
         reasons = (reasons + ["Unknown"] * items)[:items] if len(reasons) != items else reasons
     return reasons

@@ -66,19 +66,26 @@ async def ensure_table(
     try:
         if indexes:
             await client.create_table(
-                TableName=table, AttributeDefinitions=attribute_definitions, KeySchema=key_schema,
-                GlobalSecondaryIndexes=[_index(index) for index in indexes], BillingMode="PAY_PER_REQUEST",
-            )  # fmt: skip
+                TableName=table,
+                AttributeDefinitions=attribute_definitions,
+                KeySchema=key_schema,
+                GlobalSecondaryIndexes=[_index(index) for index in indexes],
+                BillingMode="PAY_PER_REQUEST",
+            )
         else:
             await client.create_table(
-                TableName=table, AttributeDefinitions=attribute_definitions, KeySchema=key_schema,
+                TableName=table,
+                AttributeDefinitions=attribute_definitions,
+                KeySchema=key_schema,
                 BillingMode="PAY_PER_REQUEST",
-            )  # fmt: skip
+            )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
             raise
         created = False
-    await client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    await client.get_waiter("table_exists").wait(
+        TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
     if not created and indexes:
         await _add_missing_indexes(client, table, indexes, attribute_definitions)
     if ttl_attribute is not None:
@@ -101,8 +108,12 @@ def _index(index: IndexSpec) -> GlobalSecondaryIndexTypeDef:
     }
 
 
-async def _add_missing_indexes(client: DynamoDBClient, table: str, indexes: Sequence[IndexSpec],
-                               definitions: list[AttributeDefinitionTypeDef]) -> None:  # fmt: skip
+async def _add_missing_indexes(
+    client: DynamoDBClient,
+    table: str,
+    indexes: Sequence[IndexSpec],
+    definitions: list[AttributeDefinitionTypeDef],
+) -> None:
     """A table made before an index existed gets it (one index per UpdateTable, as DynamoDB wants)."""
     described = (await client.describe_table(TableName=table))["Table"]
     present = {index["IndexName"] for index in described.get("GlobalSecondaryIndexes", [])}
@@ -114,6 +125,6 @@ async def _add_missing_indexes(client: DynamoDBClient, table: str, indexes: Sequ
             AttributeDefinitions=definitions,
             GlobalSecondaryIndexUpdates=[{"Create": _index(index)}],
         )
-        await client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-
-
+        await client.get_waiter("table_exists").wait(
+            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )

@@ -26,13 +26,19 @@ class FeatureScorer:
             return features[:, FEATURE_INDEX[name]]
 
         risk = np.clip(0.05 + 0.2 * col("ib_call_count_14d") + 0.02 * col("days_since_last_session"), 0, 1)
-        return [{
-            "first_session_success_prob": float(np.clip(0.3 + 0.1 * col("login_count_7d")[i], 0, 1)),
-            "predicted_session_velocity": float(col("session_frequency_7d")[i]),
-            "churn_risk_14d": float(risk[i] * 0.8), "churn_risk_30d": float(risk[i]),
-            "supply_demand_scores": [0.0] * 20, "customer_health_score": float(100 * (1 - risk[i])),
-            "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.5}], "model_version": "fake-1",
-        } for i in range(len(features))]  # fmt: skip
+        return [
+            {
+                "first_session_success_prob": float(np.clip(0.3 + 0.1 * col("login_count_7d")[i], 0, 1)),
+                "predicted_session_velocity": float(col("session_frequency_7d")[i]),
+                "churn_risk_14d": float(risk[i] * 0.8),
+                "churn_risk_30d": float(risk[i]),
+                "supply_demand_scores": [0.0] * 20,
+                "customer_health_score": float(100 * (1 - risk[i])),
+                "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.5}],
+                "model_version": "fake-1",
+            }
+            for i in range(len(features))
+        ]
 
 
 class FakeScorer:
@@ -47,12 +53,19 @@ class FakeScorer:
         self.calls += 1
         if self.down:
             raise ScoringUnavailableError("endpoint test: 503 after 4 attempts")
-        return [{
-            "first_session_success_prob": 0.9, "predicted_session_velocity": 2.0, "churn_risk_14d": 0.1,
-            "churn_risk_30d": self.churn_30d, "supply_demand_scores": [0.0] * 20, "customer_health_score": 80.0,
-            "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.5}],
-            "model_version": "test-model",
-        } for _ in features]  # fmt: skip
+        return [
+            {
+                "first_session_success_prob": 0.9,
+                "predicted_session_velocity": 2.0,
+                "churn_risk_14d": 0.1,
+                "churn_risk_30d": self.churn_30d,
+                "supply_demand_scores": [0.0] * 20,
+                "customer_health_score": 80.0,
+                "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.5}],
+                "model_version": "test-model",
+            }
+            for _ in features
+        ]
 
 
 class ListDlq:
@@ -73,4 +86,6 @@ def record(data: dict[str, Any] | str, n: int = 0) -> Record:
 
 def event(cid: str, kind: str, days_ago: float, n: int, **fields: Any) -> Record:
     when = (NOW - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return record({"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind, "occurred_at": when, **fields}, n)
+    return record(
+        {"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind, "occurred_at": when, **fields}, n
+    )

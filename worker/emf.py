@@ -46,8 +46,14 @@ COUNTERS: dict[str, tuple[str, str]] = {
 class EmfReporter:
     """`WorkerReady` (1 while /readyz is green, else 0) and the numbers above, one line per interval."""
 
-    def __init__(self, metrics: Metrics, is_ready: Callable[[], bool], table_prefix: str,
-                 out: TextIO | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        metrics: Metrics,
+        is_ready: Callable[[], bool],
+        table_prefix: str,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._metrics = metrics
         self._is_ready = is_ready
         self._dimension = table_prefix
@@ -69,15 +75,17 @@ class EmfReporter:
         return {
             "_aws": {
                 "Timestamp": int(self._clock() * 1000),
-                "CloudWatchMetrics": [{
-                    "Namespace": NAMESPACE,
-                    "Dimensions": [[DIMENSION]],
-                    "Metrics": [{"Name": name, "Unit": units[name]} for name in values],
-                }],
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": NAMESPACE,
+                        "Dimensions": [[DIMENSION]],
+                        "Metrics": [{"Name": name, "Unit": units[name]} for name in values],
+                    }
+                ],
             },
             DIMENSION: self._dimension,
             **values,
-        }  # fmt: skip
+        }
 
     def emit(self) -> None:
         out = self._out or sys.stdout

@@ -5,8 +5,13 @@ from __future__ import annotations
 from plumbing.exceptions import ChurnAlertsError, FatalAwsError, UsageError
 
 __all__ = [
-    "ConfigError", "FatalAwsError", "ScoringRejectedError", "ScoringUnavailableError", "UsageError", "WorkerError",
-]  # fmt: skip
+    "ConfigError",
+    "FatalAwsError",
+    "ScoringRejectedError",
+    "ScoringUnavailableError",
+    "UsageError",
+    "WorkerError",
+]
 
 
 class WorkerError(ChurnAlertsError):

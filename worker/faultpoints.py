@@ -62,5 +62,7 @@ def kill_point(name: str) -> None:
         return
     _passes += 1
     if _passes >= _at_pass:
-        print(f"churn-worker: killed at fault point {name} (CHURN_FAULT_KILL_AT)", file=sys.stderr, flush=True)
+        print(
+            f"churn-worker: killed at fault point {name} (CHURN_FAULT_KILL_AT)", file=sys.stderr, flush=True
+        )
         os._exit(KILLED_EXIT_CODE)

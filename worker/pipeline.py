@@ -129,7 +129,9 @@ class Pipeline:
         self._clock = clock
         self._archive = archive
         self._experiment = experiment or ExperimentConfig()
-        self._control_publisher = control_publisher  # control-arm alerts, for audit (never the retention topic)
+        self._control_publisher = (
+            control_publisher  # control-arm alerts, for audit (never the retention topic)
+        )
         self.shadow = shadow  # the shadow model, best effort in the background (worker.shadow)
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
 
@@ -149,7 +151,9 @@ class Pipeline:
                 continue
             except Exception as exc:  # a bug in reading one record must cost that record only
                 log.error("event could not be read", error=type(exc).__name__, source_id=record.source_id)
-                await self._quarantine(record, "invalid_field", f"could not be read ({type(exc).__name__})", settlement)
+                await self._quarantine(
+                    record, "invalid_field", f"could not be read ({type(exc).__name__})", settlement
+                )
                 continue
             good.append((record, event))
         if not good:
@@ -160,7 +164,9 @@ class Pipeline:
         except FatalAwsError:
             raise
         except (FeaturesError, OSError) as exc:
-            log.warning("feature store unavailable; batch left for redelivery", error=str(exc), events=len(good))
+            log.warning(
+                "feature store unavailable; batch left for redelivery", error=str(exc), events=len(good)
+            )
             self.metrics.inc("batches_failed", reason="store")
             settlement.failed += [record for record, _ in good]
             return settlement
@@ -193,14 +199,22 @@ class Pipeline:
         except FatalAwsError:
             raise
         except Exception as exc:
-            log.warning("event archive unavailable; the batch's records come back", error=str(exc), events=len(events))
+            log.warning(
+                "event archive unavailable; the batch's records come back", error=str(exc), events=len(events)
+            )
             self.metrics.inc("archive_failures")
             return False
         self.metrics.inc("events_archived", len(events))
         return True
 
-    async def _quarantine(self, record: Record, error_code: str, error_detail: str, settlement: Settlement,
-                          field: str | None = None) -> None:  # fmt: skip
+    async def _quarantine(
+        self,
+        record: Record,
+        error_code: str,
+        error_detail: str,
+        settlement: Settlement,
+        field: str | None = None,
+    ) -> None:
         try:
             await self._dlq.quarantine(record, error_code, error_detail)
         except FatalAwsError:
@@ -227,8 +241,11 @@ class Pipeline:
         except FatalAwsError:
             raise
         except Exception as exc:
-            log.warning("could not mark customers due; their records come back", error=str(exc),
-                        customers=len(customers))  # fmt: skip
+            log.warning(
+                "could not mark customers due; their records come back",
+                error=str(exc),
+                customers=len(customers),
+            )
             return customers
         self.metrics.inc("customers_marked_due", len(customers))
         if self.on_marked_due is not None:
@@ -261,12 +278,16 @@ class Pipeline:
                 self.metrics.observe("scoring_latency_ms", (time.perf_counter() - started) * 1000)
                 predictions = [self._prediction(row, customers[i]) for i, row in enumerate(raw)]
             except ScoringUnavailableError as exc:
-                log.warning("endpoint unavailable; rule-only alerts", error=str(exc), customers=len(customers))
+                log.warning(
+                    "endpoint unavailable; rule-only alerts", error=str(exc), customers=len(customers)
+                )
                 self.metrics.inc("scoring_failures", reason="unavailable")
                 scored = False
             except ScoringRejectedError as exc:
                 # Retrying cannot fix a refused input: alert on rules only and move on, loudly.
-                log.error("endpoint refused the batch; rule-only alerts", error=str(exc), customers=len(customers))
+                log.error(
+                    "endpoint refused the batch; rule-only alerts", error=str(exc), customers=len(customers)
+                )
                 self.metrics.inc("scoring_failures", reason="rejected")
 
         alerts: list[Alert] = []
@@ -282,32 +303,57 @@ class Pipeline:
             tier = TIERS[state.profile.tier[2]] if state.profile.tier else None
             prediction = predictions[row]
             routed = route_alerts(
-                cid, FeatureRow(matrix[row]), prediction, self._alerts, as_of, tier,
-                prediction.model_version if prediction else None, trigger=trigger, feature_hash=FEATURE_HASH,
-            )  # fmt: skip
-            if routed and "customer_churned" in last:  # churned once, signed up again since (or at that instant)
-                await self._ledger.record_return(cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"]))
+                cid,
+                FeatureRow(matrix[row]),
+                prediction,
+                self._alerts,
+                as_of,
+                tier,
+                prediction.model_version if prediction else None,
+                trigger=trigger,
+                feature_hash=FEATURE_HASH,
+            )
+            if (
+                routed and "customer_churned" in last
+            ):  # churned once, signed up again since (or at that instant)
+                await self._ledger.record_return(
+                    cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"])
+                )
             alerts += self._with_arms(routed)
             if prediction is not None:
                 compared[row] = (tier, {alert.alert_type.value for alert in routed})
         self._submit_to_shadow(matrix, customers, compared, predictions, as_of, trigger)
-        outcome.alerts_published, outcome.alerts_withheld = await self._claim_and_publish(alerts, enqueued or {})
+        outcome.alerts_published, outcome.alerts_withheld = await self._claim_and_publish(
+            alerts, enqueued or {}
+        )
         return outcome
 
-    def _submit_to_shadow(self, matrix: np.ndarray, customers: list[str],
-                          compared: Mapping[int, tuple[str | None, set[str]]],
-                          predictions: Sequence[Prediction | None], as_of: datetime, trigger: Trigger) -> None:  # fmt: skip
+    def _submit_to_shadow(
+        self,
+        matrix: np.ndarray,
+        customers: list[str],
+        compared: Mapping[int, tuple[str | None, set[str]]],
+        predictions: Sequence[Prediction | None],
+        as_of: datetime,
+        trigger: Trigger,
+    ) -> None:
         """Hand the customers the live model scored to the shadow model (`worker.shadow`): it scores
         them in the background and returns at once; nothing it does reaches the live path."""
         if self.shadow is None or not compared or not self.shadow.accepting():
             return
         rows = sorted(compared)
         live = predictions[rows[0]]
-        self.shadow.submit(ShadowBatch(
-            features=matrix[rows], customers=[customers[r] for r in rows], tiers=[compared[r][0] for r in rows],
-            as_of=as_of, trigger=trigger, live_types=[compared[r][1] for r in rows],
-            live_model_version=live.model_version if live is not None else None,
-        ))  # fmt: skip
+        self.shadow.submit(
+            ShadowBatch(
+                features=matrix[rows],
+                customers=[customers[r] for r in rows],
+                tiers=[compared[r][0] for r in rows],
+                as_of=as_of,
+                trigger=trigger,
+                live_types=[compared[r][1] for r in rows],
+                live_model_version=live.model_version if live is not None else None,
+            )
+        )
 
     async def _record_churn(self, customer_id: str, churned_at: datetime) -> None:
         """No more alerts for the customer, and their alerts of the 30 days before the churn are
@@ -342,20 +388,28 @@ class Pipeline:
         the customer and the type, so every worker, redelivery and backtest agrees on it."""
         if not self._experiment.active:
             return alerts  # every alert is treatment
-        return [alert.model_copy(update={"arm": assign_arm(alert.customer_id, alert.alert_type.value, self._experiment)})
-                for alert in alerts]  # fmt: skip
+        return [
+            alert.model_copy(
+                update={"arm": assign_arm(alert.customer_id, alert.alert_type.value, self._experiment)}
+            )
+            for alert in alerts
+        ]
 
     def _prediction(self, row: object, customer_id: str) -> Prediction | None:
         try:
             return Prediction.from_endpoint(row)
         except InvalidPredictionError as exc:
-            log.error("endpoint answer outside the contract; rule-only alerts for this customer",
-                      error=str(exc), customer_id=customer_id)  # fmt: skip
+            log.error(
+                "endpoint answer outside the contract; rule-only alerts for this customer",
+                error=str(exc),
+                customer_id=customer_id,
+            )
             self.metrics.inc("scoring_failures", reason="invalid_prediction")
             return None
 
-    async def _claim_and_publish(self, alerts: list[Alert],
-                                 enqueued: Mapping[str, float]) -> tuple[list[Alert], list[Alert]]:  # fmt: skip
+    async def _claim_and_publish(
+        self, alerts: list[Alert], enqueued: Mapping[str, float]
+    ) -> tuple[list[Alert], list[Alert]]:
         if not alerts:
             return [], []
         # The claim's own time, not the batch's: after long retries a lease from the batch's start
@@ -364,7 +418,9 @@ class Pipeline:
         kill_point("after_alert_claim")
         for claim in claims:
             if not claim.should_publish:
-                self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason=claim.status.value)
+                self.metrics.inc(
+                    "alerts_not_sent", type=claim.alert.alert_type.value, reason=claim.status.value
+                )
         return await self._publish(await self._still_ours(claims), enqueued)
 
     async def _still_ours(self, claims: Sequence[Claim]) -> list[Alert]:
@@ -387,7 +443,9 @@ class Pipeline:
             self.metrics.inc("alerts_republished", len(published) + len(withheld))
         return len(published) + len(withheld)
 
-    async def _publish(self, to_send: list[Alert], enqueued: Mapping[str, float]) -> tuple[list[Alert], list[Alert]]:
+    async def _publish(
+        self, to_send: list[Alert], enqueued: Mapping[str, float]
+    ) -> tuple[list[Alert], list[Alert]]:
         """Treatment alerts to the retention topic, control alerts withheld from it: (published,
         withheld). Both arms were claimed alike; both end marked sent in the ledger."""
         treatment = [alert for alert in to_send if alert.arm != CONTROL]
@@ -407,12 +465,22 @@ class Pipeline:
         await self._ledger.mark_all_sent(stamped)
         for alert in stamped:
             self.metrics.inc("alerts_withheld", type=alert.alert_type.value, trigger=alert.trigger)
-            log.info("alert withheld (control arm)", alert_id=alert.alert_id, type=alert.alert_type.value,
-                     customer_id=alert.customer_id, trigger=alert.trigger)  # fmt: skip
+            log.info(
+                "alert withheld (control arm)",
+                alert_id=alert.alert_id,
+                type=alert.alert_type.value,
+                customer_id=alert.customer_id,
+                trigger=alert.trigger,
+            )
         return stamped
 
-    async def _send(self, publisher: AlertPublisher, to_send: list[Alert], enqueued: Mapping[str, float],
-                    withheld: bool = False) -> list[Alert]:  # fmt: skip
+    async def _send(
+        self,
+        publisher: AlertPublisher,
+        to_send: list[Alert],
+        enqueued: Mapping[str, float],
+        withheld: bool = False,
+    ) -> list[Alert]:
         """Publish, then mark sent what went out. What did not is released (its lease ends now), so
         the next sweep re-publishes it with the same alert_id."""
         fatal: FatalAwsError | None = None
@@ -422,7 +490,9 @@ class Pipeline:
         except AlertPublishError as exc:
             published, failed = exc.published, exc.failed
             fatal = exc.__cause__ if isinstance(exc.__cause__, FatalAwsError) else None
-            log.warning("publishing alerts failed; they are re-sent by the sweep", error=str(exc), failed=len(failed))
+            log.warning(
+                "publishing alerts failed; they are re-sent by the sweep", error=str(exc), failed=len(failed)
+            )
         if published:
             kill_point("after_publish")
             await self._ledger.mark_all_sent(published)
@@ -440,12 +510,25 @@ class Pipeline:
         for alert in published:
             if withheld:
                 self.metrics.inc("alerts_withheld", type=alert.alert_type.value, trigger=alert.trigger)
-                log.info("alert withheld (control arm), sent to the control topic", alert_id=alert.alert_id,
-                         type=alert.alert_type.value, customer_id=alert.customer_id, trigger=alert.trigger)  # fmt: skip
+                log.info(
+                    "alert withheld (control arm), sent to the control topic",
+                    alert_id=alert.alert_id,
+                    type=alert.alert_type.value,
+                    customer_id=alert.customer_id,
+                    trigger=alert.trigger,
+                )
                 continue
             self.metrics.inc("alerts_published", type=alert.alert_type.value, trigger=alert.trigger)
             if alert.customer_id in enqueued:
-                self.metrics.observe("event_to_alert_latency_ms", (sent_at - enqueued[alert.customer_id]) * 1000)
-            log.info("alert published", alert_id=alert.alert_id, type=alert.alert_type.value,
-                     customer_id=alert.customer_id, scoring=alert.scoring, trigger=alert.trigger)  # fmt: skip
+                self.metrics.observe(
+                    "event_to_alert_latency_ms", (sent_at - enqueued[alert.customer_id]) * 1000
+                )
+            log.info(
+                "alert published",
+                alert_id=alert.alert_id,
+                type=alert.alert_type.value,
+                customer_id=alert.customer_id,
+                scoring=alert.scoring,
+                trigger=alert.trigger,
+            )
         return published

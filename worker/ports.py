@@ -40,9 +40,19 @@ if TYPE_CHECKING:
     from worker.alerts.rules import Alert
 
 __all__ = [
-    "AlertLedger", "AlertPublisher", "DeadLetterQueue", "Delivery", "DueIndex", "EventArchive", "EventSource",
-    "FeatureStore", "Record", "Scorer", "Settlement", "ShadowLog",
-]  # fmt: skip
+    "AlertLedger",
+    "AlertPublisher",
+    "DeadLetterQueue",
+    "Delivery",
+    "DueIndex",
+    "EventArchive",
+    "EventSource",
+    "FeatureStore",
+    "Record",
+    "Scorer",
+    "Settlement",
+    "ShadowLog",
+]
 
 
 @dataclass

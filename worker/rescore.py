@@ -101,8 +101,11 @@ class Rescorer:
         return self.lag <= 2 * self._interval.total_seconds()
 
     async def run(self, stop: asyncio.Event) -> None:
-        log.info("re-scoring sweeper started", interval_hours=self._interval.total_seconds() / 3600,
-                 batch_size=self._batch_size)  # fmt: skip
+        log.info(
+            "re-scoring sweeper started",
+            interval_hours=self._interval.total_seconds() / 3600,
+            batch_size=self._batch_size,
+        )
         idle = self._tick
         while not stop.is_set():
             try:
@@ -163,8 +166,14 @@ class Rescorer:
                 rescored += 1
         if rescored:
             self.metrics.inc("customers_rescored", rescored)
-        log.info("customers re-scored", rescored=rescored, claimed=len(claims), not_active=len(claims) - len(active),
-                 unscored=len(outcome.unscored), alerts=len(outcome.alerts_published))  # fmt: skip
+        log.info(
+            "customers re-scored",
+            rescored=rescored,
+            claimed=len(claims),
+            not_active=len(claims) - len(active),
+            unscored=len(outcome.unscored),
+            alerts=len(outcome.alerts_published),
+        )
         return more
 
     async def _outcome_upkeep(self, now: datetime) -> None:

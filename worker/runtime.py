@@ -52,7 +52,9 @@ from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
 
 log = structlog.get_logger(__name__)
 
-SHADOW_CLOSE_SECONDS = 3.0  # on shutdown, after the live work: shadow scorings still running, and the log's flush
+SHADOW_CLOSE_SECONDS = (
+    3.0  # on shutdown, after the live work: shadow scorings still running, and the log's flush
+)
 
 
 def check_runnable(settings: Settings) -> None:
@@ -62,8 +64,10 @@ def check_runnable(settings: Settings) -> None:
         missing.append("CHURN_SQS_QUEUE_URL")
     if settings.source == "kinesis" and not settings.kinesis_stream:
         missing.append("CHURN_KINESIS_STREAM")
-    if settings.source == "kinesis" and settings.kinesis_start_position == "AT_TIMESTAMP" and not (
-        settings.kinesis_start_timestamp
+    if (
+        settings.source == "kinesis"
+        and settings.kinesis_start_position == "AT_TIMESTAMP"
+        and not (settings.kinesis_start_timestamp)
     ):
         missing.append("CHURN_KINESIS_START_TIMESTAMP")
     if not settings.dlq_url:
@@ -75,14 +79,22 @@ def check_runnable(settings: Settings) -> None:
             f"set {', '.join(missing)} (or run `churn-worker bootstrap` and use the names it prints)"
         )
     if settings.shadow_endpoint_name and not (settings.shadow_topic_arn or settings.archive_s3_uri):
-        raise ConfigError("CHURN_SHADOW_ENDPOINT_NAME needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or "
-                          "CHURN_ARCHIVE_S3_URI (shadow alerts then go to its bucket under shadow/)")  # fmt: skip
+        raise ConfigError(
+            "CHURN_SHADOW_ENDPOINT_NAME needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or "
+            "CHURN_ARCHIVE_S3_URI (shadow alerts then go to its bucket under shadow/)"
+        )
     if settings.shadow_endpoint_name and settings.shadow_endpoint_name == settings.endpoint_name:
-        raise ConfigError("CHURN_SHADOW_ENDPOINT_NAME is the live endpoint (CHURN_ENDPOINT_NAME): name the candidate")
-    for name, topic in (("CHURN_CONTROL_TOPIC_ARN", settings.control_topic_arn),
-                        ("CHURN_SHADOW_TOPIC_ARN", settings.shadow_topic_arn)):  # fmt: skip
+        raise ConfigError(
+            "CHURN_SHADOW_ENDPOINT_NAME is the live endpoint (CHURN_ENDPOINT_NAME): name the candidate"
+        )
+    for name, topic in (
+        ("CHURN_CONTROL_TOPIC_ARN", settings.control_topic_arn),
+        ("CHURN_SHADOW_TOPIC_ARN", settings.shadow_topic_arn),
+    ):
         if topic and topic == settings.alerts_topic_arn:
-            raise ConfigError(f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own")
+            raise ConfigError(
+                f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own"
+            )
 
 
 def worker_id(settings: Settings) -> str:
@@ -147,12 +159,16 @@ async def run_worker(
     metrics = metrics or Metrics()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: the caller owns `stop`
+        with contextlib.suppress(
+            NotImplementedError, RuntimeError
+        ):  # not the main thread: the caller owns `stop`
             loop.add_signal_handler(signum, stop.set)
 
     faultpoints.arm(settings.fault_kill_at)
     if settings.fault_kill_at:
-        log.warning("fault injection armed: this worker exits 137 at a kill point", kill_at=settings.fault_kill_at)
+        log.warning(
+            "fault injection armed: this worker exits 137 at a kill point", kill_at=settings.fault_kill_at
+        )
     fatal: list[BaseException] = []
 
     def stop_for(error: BaseException) -> None:
@@ -163,53 +179,88 @@ async def run_worker(
 
     async with AwsClients(settings.aws_region, *_services(settings), on_request=metrics.count_request) as aws:
         features = table_name(settings.table_prefix)
-        store = DynamoDBFeatureStore(aws.dynamodb, features, settings.retention,
-                                     rescore_interval=settings.rescore_interval)  # fmt: skip
+        store = DynamoDBFeatureStore(
+            aws.dynamodb, features, settings.retention, rescore_interval=settings.rescore_interval
+        )
         due = DynamoDBDueIndex(aws.dynamodb, features)
-        scorer = SageMakerScorer(aws.sagemaker_runtime, settings.endpoint_name, max_attempts=settings.scoring_max_attempts,
-                                 breaker=CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds))  # fmt: skip
+        scorer = SageMakerScorer(
+            aws.sagemaker_runtime,
+            settings.endpoint_name,
+            max_attempts=settings.scoring_max_attempts,
+            breaker=CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds),
+        )
         pipeline = Pipeline(
             store=store,
             scorer=scorer,
-            ledger=DynamoDBAlertLedger(aws.dynamodb, alert_table_name(settings.table_prefix),
-                                       lease=timedelta(seconds=settings.alert_claim_lease_seconds)),
+            ledger=DynamoDBAlertLedger(
+                aws.dynamodb,
+                alert_table_name(settings.table_prefix),
+                lease=timedelta(seconds=settings.alert_claim_lease_seconds),
+            ),
             publisher=SnsAlertPublisher(aws.sns, settings.alerts_topic_arn or ""),
             dlq=SqsDeadLetterQueue(aws.sqs, settings.dlq_url or ""),
             alerts=settings.alerts,
             retention=settings.retention,
             due=due,
             metrics=metrics,
-            archive=S3EventArchive(aws.s3, settings.archive_s3_uri, worker_id(settings)) if settings.archive_s3_uri else None,
+            archive=S3EventArchive(aws.s3, settings.archive_s3_uri, worker_id(settings))
+            if settings.archive_s3_uri
+            else None,
             experiment=settings.experiment,
-            control_publisher=SnsAlertPublisher(aws.sns, settings.control_topic_arn) if settings.control_topic_arn else None,
+            control_publisher=SnsAlertPublisher(aws.sns, settings.control_topic_arn)
+            if settings.control_topic_arn
+            else None,
             shadow=_shadow(settings, aws, metrics),
-        )  # fmt: skip
+        )
         rescorer = Rescorer(
-            due=due, store=store, pipeline=pipeline, interval=settings.rescore_interval,
-            retention=settings.retention, lease=timedelta(seconds=settings.rescore_lease_seconds),
-            batch_size=settings.rescore_batch_size, tick=settings.rescore_tick_seconds, metrics=metrics,
+            due=due,
+            store=store,
+            pipeline=pipeline,
+            interval=settings.rescore_interval,
+            retention=settings.retention,
+            lease=timedelta(seconds=settings.rescore_lease_seconds),
+            batch_size=settings.rescore_batch_size,
+            tick=settings.rescore_tick_seconds,
+            metrics=metrics,
             endpoint_available=lambda: not scorer.breaker.is_open,
-        )  # fmt: skip
+        )
         pipeline.on_marked_due = rescorer.wake
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
 
-        def is_ready() -> bool:  # /readyz and the EMF WorkerReady metric: consuming, and re-scoring not lagging
+        def is_ready() -> (
+            bool
+        ):  # /readyz and the EMF WorkerReady metric: consuming, and re-scoring not lagging
             return consuming.is_set() and not stop.is_set() and rescorer.healthy()
 
         health = HealthServer(metrics, settings.health_host, settings.health_port, is_ready)
         await health.start()
         emf = (  # CloudWatch metrics for infra/alarms.yaml, through the log driver (worker/emf.py)
-            asyncio.create_task(EmfReporter(metrics, is_ready, settings.table_prefix).run(settings.emf_interval_seconds, stop))
-            if settings.emf_interval_seconds > 0 else None
-        )  # fmt: skip
-        log.info("worker started", source=settings.source, worker_id=worker_id(settings), health_port=health.port)
+            asyncio.create_task(
+                EmfReporter(metrics, is_ready, settings.table_prefix).run(settings.emf_interval_seconds, stop)
+            )
+            if settings.emf_interval_seconds > 0
+            else None
+        )
+        log.info(
+            "worker started", source=settings.source, worker_id=worker_id(settings), health_port=health.port
+        )
         inflight: set[asyncio.Task[None]] = set()
         # Kinesis hands out one delivery per shard at a time: allow one in flight per shard it may hold.
         concurrency = settings.sqs_pollers if settings.source == "sqs" else max(settings.kinesis_shards, 4)
-        consumer = asyncio.create_task(_consume(source, pipeline, inflight, concurrency, consuming, metrics,
-                                                settings.batch_max_records, settings.batch_linger_ms / 1000,
-                                                stop_for))  # fmt: skip
+        consumer = asyncio.create_task(
+            _consume(
+                source,
+                pipeline,
+                inflight,
+                concurrency,
+                consuming,
+                metrics,
+                settings.batch_max_records,
+                settings.batch_linger_ms / 1000,
+                stop_for,
+            )
+        )
         sweeper = asyncio.create_task(rescorer.run(stop))
         if on_ready is not None:
             result = on_ready(health.port)
@@ -236,7 +287,11 @@ async def run_worker(
             for task in pending:  # unsettled: the source redelivers them; claimed due customers' leases end
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            log.info("in-flight work finished", settled=len(done - {sweeper}), left_for_redelivery=len(pending - {sweeper}))
+            log.info(
+                "in-flight work finished",
+                settled=len(done - {sweeper}),
+                left_for_redelivery=len(pending - {sweeper}),
+            )
         if sweeper.done() and not sweeper.cancelled() and sweeper.exception() is not None:
             stop_for(sweeper.exception())  # type: ignore[arg-type]  # checked just above
         stopper.cancel()
@@ -281,10 +336,20 @@ def _shadow(settings: Settings, aws: AwsClients, metrics: Metrics) -> ShadowScor
     # breaker (ShadowScoring's) counts timeouts as well as errors.
     scorer = SageMakerScorer(aws.sagemaker_runtime_shadow, settings.shadow_endpoint_name, max_attempts=1)
     breaker = CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds)
-    log.info("shadow model on", endpoint=settings.shadow_endpoint_name,
-             log=settings.shadow_topic_arn or shadow_uri(settings.archive_s3_uri or ""))  # fmt: skip
-    return ShadowScoring(scorer, shadow_log, settings.alerts, settings.experiment,
-                         timeout=settings.shadow_timeout_seconds, metrics=metrics, breaker=breaker)  # fmt: skip
+    log.info(
+        "shadow model on",
+        endpoint=settings.shadow_endpoint_name,
+        log=settings.shadow_topic_arn or shadow_uri(settings.archive_s3_uri or ""),
+    )
+    return ShadowScoring(
+        scorer,
+        shadow_log,
+        settings.alerts,
+        settings.experiment,
+        timeout=settings.shadow_timeout_seconds,
+        metrics=metrics,
+        breaker=breaker,
+    )
 
 
 def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSource:
@@ -293,17 +358,28 @@ def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSourc
         from worker.sources.leases import lease_table_name
 
         return KinesisSource(
-            aws.kinesis, aws.dynamodb, settings.kinesis_stream or "", lease_table_name(settings.table_prefix),
-            worker_id(settings), start_position=settings.kinesis_start_position,
-            at_timestamp=settings.kinesis_start_timestamp, stop_grace=settings.shutdown_grace_seconds,
-            lease_duration=settings.kinesis_lease_seconds, poll_interval=settings.kinesis_poll_seconds,
-            metrics=metrics, dead_letters=SqsDeadLetterQueue(aws.sqs, settings.dlq_url or ""),
-        )  # fmt: skip
+            aws.kinesis,
+            aws.dynamodb,
+            settings.kinesis_stream or "",
+            lease_table_name(settings.table_prefix),
+            worker_id(settings),
+            start_position=settings.kinesis_start_position,
+            at_timestamp=settings.kinesis_start_timestamp,
+            stop_grace=settings.shutdown_grace_seconds,
+            lease_duration=settings.kinesis_lease_seconds,
+            poll_interval=settings.kinesis_poll_seconds,
+            metrics=metrics,
+            dead_letters=SqsDeadLetterQueue(aws.sqs, settings.dlq_url or ""),
+        )
     assert settings.sqs_queue_url is not None
     return SqsSource(
-        aws.sqs, settings.sqs_queue_url, pollers=settings.sqs_pollers, wait_seconds=settings.sqs_wait_seconds,
-        visibility_timeout=settings.sqs_visibility_timeout, max_records=settings.batch_max_records,
-    )  # fmt: skip
+        aws.sqs,
+        settings.sqs_queue_url,
+        pollers=settings.sqs_pollers,
+        wait_seconds=settings.sqs_wait_seconds,
+        visibility_timeout=settings.sqs_visibility_timeout,
+        max_records=settings.batch_max_records,
+    )
 
 
 async def _consume(
@@ -364,8 +440,12 @@ async def _consume(
         raise pumping.exception()  # type: ignore[misc]  # the source failed for good: stop the worker
 
 
-async def _handle(group: list[Delivery], pipeline: Pipeline, metrics: Metrics,
-                  on_fatal: Callable[[BaseException], None] | None = None) -> None:  # fmt: skip
+async def _handle(
+    group: list[Delivery],
+    pipeline: Pipeline,
+    metrics: Metrics,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> None:
     records = [record for delivery in group for record in delivery.records]
     try:
         settlement = await pipeline.process(records)

@@ -100,14 +100,19 @@ class SageMakerScorer:
             try:
                 self.invocations += 1
                 response = await self._client.invoke_endpoint(
-                    EndpointName=self._endpoint, ContentType="application/json", Accept="application/json", Body=body
+                    EndpointName=self._endpoint,
+                    ContentType="application/json",
+                    Accept="application/json",
+                    Body=body,
                 )
                 payload = json.loads(await response["Body"].read())
             except ClientError as exc:
                 message = exc.response.get("Error", {}).get("Message", "")
                 code, status = error_code(exc), http_status(exc)
                 if code == "ModelError" and 400 <= status < 500:
-                    raise ScoringRejectedError(f"endpoint {self._endpoint} refused the input: {message}") from exc
+                    raise ScoringRejectedError(
+                        f"endpoint {self._endpoint} refused the input: {message}"
+                    ) from exc
                 if classify(exc) not in RETRYABLE:
                     self.breaker.record_failure()
                     raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {message}") from exc
@@ -121,8 +126,12 @@ class SageMakerScorer:
             if attempt + 1 < self._max_attempts:
                 await backoff(attempt, self._base_delay)
         self.breaker.record_failure()
-        log.warning("endpoint unavailable", endpoint=self._endpoint, error=last_error, attempts=self._max_attempts)
-        raise ScoringUnavailableError(f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts")
+        log.warning(
+            "endpoint unavailable", endpoint=self._endpoint, error=last_error, attempts=self._max_attempts
+        )
+        raise ScoringUnavailableError(
+            f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts"
+        )
 
 
 def _chunks(features: np.ndarray) -> list[np.ndarray]:

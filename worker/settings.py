@@ -42,65 +42,97 @@ class Settings(BaseSettings):
     # Runtime knobs (defaults suit ECS; the local stack and tests shorten the waits).
     sqs_pollers: int = Field(4, ge=1, le=64, description="concurrent long-polling receivers")
     sqs_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long-poll wait")
-    sqs_visibility_timeout: int = Field(60, ge=5, le=43200, description="seconds a received batch stays hidden")
+    sqs_visibility_timeout: int = Field(
+        60, ge=5, le=43200, description="seconds a received batch stays hidden"
+    )
     sqs_max_receive_count: int = Field(50, ge=5, description="redrive to the DLQ after this many deliveries")
     kinesis_start_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
     kinesis_start_timestamp: str | None = None
     kinesis_shards: int = Field(4, ge=1, description="shard count when bootstrap creates the stream")
-    kinesis_lease_seconds: float = Field(10.0, gt=0, description="a shard lease not renewed for this long may be taken")
+    kinesis_lease_seconds: float = Field(
+        10.0, gt=0, description="a shard lease not renewed for this long may be taken"
+    )
     kinesis_poll_seconds: float = Field(1.0, gt=0, description="wait between empty GetRecords on a shard")
     worker_id: str | None = Field(None, description="lease owner name (default: host name + process id)")
-    health_host: str = Field("127.0.0.1", description="0.0.0.0 to let Prometheus scrape from outside the task")
-    health_port: int = Field(8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port")
+    health_host: str = Field(
+        "127.0.0.1", description="0.0.0.0 to let Prometheus scrape from outside the task"
+    )
+    health_port: int = Field(
+        8081, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics; 0 = any free port"
+    )
     emf_interval_seconds: float = Field(
         0, ge=0, description="seconds between CloudWatch EMF metric lines on stdout (worker/emf.py); 0 = off"
     )
     shutdown_grace_seconds: float = Field(25.0, gt=0, le=120, description="finish in-flight work within this")
     scoring_max_attempts: int = Field(4, ge=1, le=10)
     scoring_circuit_open_seconds: float = Field(
-        30, gt=0, le=600, description="after repeated endpoint failures, calls fail fast this long before one probe"
+        30,
+        gt=0,
+        le=600,
+        description="after repeated endpoint failures, calls fail fast this long before one probe",
     )
-    batch_max_records: int = Field(100, ge=1, le=10000, description="records gathered into one pipeline batch")
-    batch_linger_ms: float = Field(50, ge=0, le=5000, description="how long a batch waits for more deliveries")
+    batch_max_records: int = Field(
+        100, ge=1, le=10000, description="records gathered into one pipeline batch"
+    )
+    batch_linger_ms: float = Field(
+        50, ge=0, le=5000, description="how long a batch waits for more deliveries"
+    )
     dask_scheduler: str | None = Field(
         None, description="Dask scheduler address for backtest / tune (--scheduler overrides it)"
     )
     alert_claim_lease_seconds: float = Field(
-        120, gt=0, description="how long a claimed, unsent alert is reserved for its worker before another may send it"
+        120,
+        gt=0,
+        description="how long a claimed, unsent alert is reserved for its worker before another may send it",
     )
     sqs_retention_seconds: int = Field(
-        345_600, ge=3_600, le=1_209_600, description="how long the input queue keeps a message (bootstrap sets it)"
+        345_600,
+        ge=3_600,
+        le=1_209_600,
+        description="how long the input queue keeps a message (bootstrap sets it)",
     )
 
     # Re-scoring without events (issue 11) and scoring decoupled from acknowledgement.
     rescore_interval_hours: float = Field(
         24, gt=0, le=24 * 30, description="every active customer is scored at least this often, events or not"
     )
-    rescore_batch_size: int = Field(100, ge=1, le=1000, description="due customers claimed and scored per sweep step")
-    rescore_tick_seconds: float = Field(5, gt=0, le=600, description="pause between sweeps when nobody is due")
+    rescore_batch_size: int = Field(
+        100, ge=1, le=1000, description="due customers claimed and scored per sweep step"
+    )
+    rescore_tick_seconds: float = Field(
+        5, gt=0, le=600, description="pause between sweeps when nobody is due"
+    )
     rescore_lease_seconds: float = Field(
         120, gt=0, le=3600, description="a claimed due customer is due again after this if its worker died"
     )
     # Closing the loop (issue 12): the event archive, the shadow model, the A/B holdout.
     archive_s3_uri: str | None = Field(
-        None, description="s3://bucket/prefix/: every accepted event archived there (gzip JSON Lines by event date)"
+        None,
+        description="s3://bucket/prefix/: every accepted event archived there (gzip JSON Lines by event date)",
     )
     shadow_endpoint_name: str | None = Field(
-        None, description="a second SageMaker endpoint scoring every batch in the background; its alerts go to the shadow log"
+        None,
+        description="a second SageMaker endpoint scoring every batch in the background; its alerts go to the shadow log",
     )
     shadow_topic_arn: str | None = Field(
-        None, description="SNS topic for shadow alerts (else s3://<archive bucket>/shadow/); never the retention topic"
+        None,
+        description="SNS topic for shadow alerts (else s3://<archive bucket>/shadow/); never the retention topic",
     )
     shadow_timeout_seconds: float = Field(
-        5, gt=0, le=60, description="a shadow scoring taking longer is abandoned (the live path never waits for it)"
+        5,
+        gt=0,
+        le=60,
+        description="a shadow scoring taking longer is abandoned (the live path never waits for it)",
     )
     control_topic_arn: str | None = Field(
-        None, description="SNS topic for control-arm alerts (audit); unset: they are only recorded in the ledger"
+        None,
+        description="SNS topic for control-arm alerts (audit); unset: they are only recorded in the ledger",
     )
     experiment: ExperimentConfig = ExperimentConfig()  # [experiment]: control_fraction, salt
 
     fault_kill_at: str | None = Field(
-        None, description="fault injection only: exit 137 at this kill point (worker/faultpoints.py), e.g. after_publish@2"
+        None,
+        description="fault injection only: exit 137 at this kill point (worker/faultpoints.py), e.g. after_publish@2",
     )
 
     @field_validator("fault_kill_at")
@@ -158,7 +190,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from None
+        raise ConfigError(
+            f"config file {path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {exc}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -56,7 +56,12 @@ MAX_IN_FLIGHT = 4  # shadow scorings at once; more batches than this are dropped
 MAX_COOLDOWNS = 200_000  # (customer, type) cooldown entries kept before expired ones are pruned
 TYPES = [alert_type.value for alert_type in AlertType]
 # (live routed the type, shadow routed it) -> the agreement label of churn_shadow_decisions_total
-AGREEMENT = {(True, True): "both", (True, False): "live_only", (False, True): "shadow_only", (False, False): "neither"}
+AGREEMENT = {
+    (True, True): "both",
+    (True, False): "live_only",
+    (False, True): "shadow_only",
+    (False, False): "neither",
+}
 
 
 @dataclass(frozen=True)
@@ -166,9 +171,16 @@ class ShadowScoring:
                 self.metrics.inc("shadow_invalid_predictions")
                 continue
             routed = route_alerts(
-                cid, FeatureRow(batch.features[i]), prediction, self.alerts, batch.as_of, batch.tiers[i],
-                prediction.model_version, trigger=batch.trigger, feature_hash=FEATURE_HASH,
-            )  # fmt: skip
+                cid,
+                FeatureRow(batch.features[i]),
+                prediction,
+                self.alerts,
+                batch.as_of,
+                batch.tiers[i],
+                prediction.model_version,
+                trigger=batch.trigger,
+                feature_hash=FEATURE_HASH,
+            )
             shadow_types = {alert.alert_type.value for alert in routed}
             live_types = batch.live_types[i]
             for alert_type in TYPES:
@@ -178,8 +190,14 @@ class ShadowScoring:
                     continue
                 arm = assign_arm(cid, alert.alert_type.value, self.experiment)
                 body = alert.model_copy(update={"arm": arm}).published_at(now).body()
-                records.append({**body, "shadow": True, "live_alerted": alert.alert_type.value in live_types,
-                                "live_model_version": batch.live_model_version})  # fmt: skip
+                records.append(
+                    {
+                        **body,
+                        "shadow": True,
+                        "live_alerted": alert.alert_type.value in live_types,
+                        "live_model_version": batch.live_model_version,
+                    }
+                )
         for (alert_type, agreement), count in decisions.items():
             self.metrics.inc("shadow_decisions", count, type=alert_type, agreement=agreement)
         return records
@@ -214,4 +232,3 @@ class ShadowScoring:
             await self.log.flush()
         except Exception as exc:
             log.warning("shadow log could not be flushed on shutdown", error=str(exc))
-

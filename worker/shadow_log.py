@@ -51,8 +51,12 @@ class SnsShadowLog:
         self._fifo = is_fifo(topic_arn)
 
     def _entry(self, entry_id: str, record: dict[str, Any]) -> PublishBatchRequestEntryTypeDef:
-        attributes = {"alert_type": record["type"], "severity": record["severity"], "arm": record["arm"],
-                      "shadow": "true"}  # fmt: skip
+        attributes = {
+            "alert_type": record["type"],
+            "severity": record["severity"],
+            "arm": record["arm"],
+            "shadow": "true",
+        }
         entry: PublishBatchRequestEntryTypeDef = {
             "Id": entry_id,
             "Message": json.dumps(record),
@@ -75,18 +79,30 @@ class SnsShadowLog:
             except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
                 failed += [f"{r['alert_id']} ({error_text(exc)})" for r in chunk]
                 continue
-            failed += [f"{chunk[int(f['Id'])]['alert_id']} ({f.get('Code', 'Error')})" for f in response.get("Failed", [])]
+            failed += [
+                f"{chunk[int(f['Id'])]['alert_id']} ({f.get('Code', 'Error')})"
+                for f in response.get("Failed", [])
+            ]
         if failed:
-            raise AlertPublishError(f"{len(failed)} shadow alerts not published to {self._topic_arn}: "
-                                    + ", ".join(failed[:5]), published=[], failed=[])  # fmt: skip
+            raise AlertPublishError(
+                f"{len(failed)} shadow alerts not published to {self._topic_arn}: " + ", ".join(failed[:5]),
+                published=[],
+                failed=[],
+            )
 
     async def flush(self) -> None:
         return None
 
 
 class S3ShadowLog:
-    def __init__(self, client: S3Client, uri: str, writer: str, flush_seconds: float = FLUSH_SECONDS,
-                 flush_records: int = FLUSH_RECORDS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: S3Client,
+        uri: str,
+        writer: str,
+        flush_seconds: float = FLUSH_SECONDS,
+        flush_records: int = FLUSH_RECORDS,
+    ) -> None:
         self._client = client
         self._bucket, self._prefix = parse_s3_uri(uri)
         self._writer = "".join(c if c.isalnum() or c in "-_." else "-" for c in writer) or "worker"
@@ -100,8 +116,10 @@ class S3ShadowLog:
         if records and self._first_at is None:
             self._first_at = time.monotonic()
         self._buffer += records
-        if self._first_at is not None and (len(self._buffer) >= self._flush_records
-                                           or time.monotonic() - self._first_at >= self._flush_seconds):  # fmt: skip
+        if self._first_at is not None and (
+            len(self._buffer) >= self._flush_records
+            or time.monotonic() - self._first_at >= self._flush_seconds
+        ):
             await self.flush()
 
     async def flush(self) -> None:
@@ -111,9 +129,16 @@ class S3ShadowLog:
             by_day[str(record["as_of"])[:10]].append(record)
         for day, group in sorted(by_day.items()):
             first = min(str(r["as_of"]) for r in group).replace(":", "")
-            body = gzip.compress("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in group).encode(), mtime=0)
-            await self._client.put_object(Bucket=self._bucket, Key=partition_key(self._prefix, day, self._writer, first),
-                                          Body=body, ContentType="application/x-ndjson", ContentEncoding="gzip")  # fmt: skip
+            body = gzip.compress(
+                "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in group).encode(), mtime=0
+            )
+            await self._client.put_object(
+                Bucket=self._bucket,
+                Key=partition_key(self._prefix, day, self._writer, first),
+                Body=body,
+                ContentType="application/x-ndjson",
+                ContentEncoding="gzip",
+            )
             self.objects_written += 1
 
 

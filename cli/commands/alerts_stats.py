@@ -21,15 +21,18 @@ from worker.settings import Settings
 DEFAULT_DAYS = 60  # thirty settled days and the thirty still open
 
 
-async def run_alerts_stats(settings: Settings, since: date | None, until: date | None, as_json: bool,
-                           today: date | None = None) -> int:  # fmt: skip
+async def run_alerts_stats(
+    settings: Settings, since: date | None, until: date | None, as_json: bool, today: date | None = None
+) -> int:
     today = today or datetime.now(UTC).date()
     until = until or today
     since = since or until - timedelta(days=DEFAULT_DAYS - 1)
     if since > until:
         raise UsageError(f"--since {since} is after --until {until}")
     if (until - since).days >= STATS_KEEP_DAYS:
-        raise UsageError(f"--since {since}: the ledger keeps {STATS_KEEP_DAYS} days of counters; ask for fewer")
+        raise UsageError(
+            f"--since {since}: the ledger keeps {STATS_KEEP_DAYS} days of counters; ask for fewer"
+        )
     async with AwsClients(settings.aws_region, "dynamodb") as aws:
         ledger = DynamoDBAlertLedger(aws.dynamodb, alert_table_name(settings.table_prefix))
         stats = await ledger.outcome_stats(since, until)

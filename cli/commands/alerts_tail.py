@@ -116,9 +116,12 @@ async def run_alerts_tail(
                 sub_attributes["FilterPolicy"] = json.dumps(policy)
             try:
                 subscription = await sns.subscribe(
-                    TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=sub_attributes,
+                    TopicArn=topic_arn,
+                    Protocol="sqs",
+                    Endpoint=queue_arn,
+                    Attributes=sub_attributes,
                     ReturnSubscriptionArn=True,
-                )  # fmt: skip
+                )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "NotFound":
                     raise
@@ -194,7 +197,9 @@ async def _subscription_of(sns: SNSClient, topic_arn: str, queue_arn: str) -> st
     return None
 
 
-async def _clean_up(sns: SNSClient, sqs: SQSClient, subscription_arn: str | None, queue_url: str | None) -> None:
+async def _clean_up(
+    sns: SNSClient, sqs: SQSClient, subscription_arn: str | None, queue_url: str | None
+) -> None:
     """Unsubscribe, then delete the queue; say what is left behind if either fails."""
     problems: list[str] = []
     if subscription_arn:

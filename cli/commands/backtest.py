@@ -51,7 +51,9 @@ def check_request(request: BacktestRequest) -> None:
     if request.outcomes is not None and not request.outcomes.is_file():
         raise UsageError(f"{request.outcomes}: no such file")
     if request.endpoint and request.bundle:
-        raise UsageError("--endpoint and --bundle are alternatives: score with a deployed endpoint or a local bundle")
+        raise UsageError(
+            "--endpoint and --bundle are alternatives: score with a deployed endpoint or a local bundle"
+        )
     if not 0 < request.batch_hours <= 24 * 7:
         raise UsageError(f"--batch-hours {request.batch_hours}: must be above 0 and at most 168")
     if request.out_dir.exists() and not request.out_dir.is_dir():
@@ -72,12 +74,19 @@ async def backtest_once(
 ) -> tuple[BacktestResult, str, str | None]:
     """Run the loop with the scorer the request names: (result, scoring label, model version)."""
     options = BacktestOptions(
-        alerts=settings.alerts, retention=settings.retention, on_error=request.on_error,
-        window_us=round(request.batch_hours * HOUR_US), workers=engine_workers(request),
-        scheduler=request.scheduler, shards=request.shards, experiment=settings.experiment,
-    )  # fmt: skip
+        alerts=settings.alerts,
+        retention=settings.retention,
+        on_error=request.on_error,
+        window_us=round(request.batch_hours * HOUR_US),
+        workers=engine_workers(request),
+        scheduler=request.scheduler,
+        shards=request.shards,
+        experiment=settings.experiment,
+    )
     if request.endpoint:
-        result = await run_backtest(request.events, EndpointScorer(settings, request.endpoint), alerts_out, options)
+        result = await run_backtest(
+            request.events, EndpointScorer(settings, request.endpoint), alerts_out, options
+        )
         return result, f"endpoint {request.endpoint}", result.log.model_version
     bundle = bundle_dir_or_default(request.bundle)
     result = await run_backtest(request.events, BundleScorer(str(bundle)), alerts_out, options)
@@ -92,21 +101,35 @@ async def run_backtest_command(settings: Settings, request: BacktestRequest) -> 
     result, scoring, model_version = await backtest_once(settings, request, request.out_dir / "alerts.jsonl")
     seconds = time.perf_counter() - started
     report = build_report(
-        result, outcomes, settings.alerts, events=str(request.events), scoring=scoring,
-        model_version=model_version, batch_hours=request.batch_hours,
-    )  # fmt: skip
+        result,
+        outcomes,
+        settings.alerts,
+        events=str(request.events),
+        scoring=scoring,
+        model_version=model_version,
+        batch_hours=request.batch_hours,
+    )
     write_report(report, request.out_dir / "report.json")
     (request.out_dir / "report.html").write_text(backtest_page(report), encoding="utf-8")
     rate = result.events_read / seconds if seconds > 0 else 0.0
     if request.as_json:
-        print(json.dumps({
-            "out": str(request.out_dir), "events": result.events_read, "alerts": len(result.alerts.types),
-            "seconds": round(seconds, 2), "targets": report.get("targets"),
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "out": str(request.out_dir),
+                    "events": result.events_read,
+                    "alerts": len(result.alerts.types),
+                    "seconds": round(seconds, 2),
+                    "targets": report.get("targets"),
+                }
+            )
+        )
     else:
         print(format_summary(report))
-        print(f"\n{result.events_read:,} events, {len(result.alerts.types):,} alerts in {seconds:.1f} s "
-              f"({rate:,.0f} events/s); wrote {request.out_dir}/alerts.jsonl, report.json, report.html")  # fmt: skip
+        print(
+            f"\n{result.events_read:,} events, {len(result.alerts.types):,} alerts in {seconds:.1f} s "
+            f"({rate:,.0f} events/s); wrote {request.out_dir}/alerts.jsonl, report.json, report.html"
+        )
     if result.bad_lines:
         print(f"skipped {result.bad_lines} bad lines", file=sys.stderr)
     return 0

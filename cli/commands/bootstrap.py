@@ -63,8 +63,13 @@ async def bootstrap(settings: Settings) -> list[Resource]:
     services += ["s3"] if settings.archive_s3_uri else []
     async with AwsClients(settings.aws_region, *services) as aws:
         ddb = aws.dynamodb
-        for name, create in ((table_name(prefix), create_feature_table), (alert_table_name(prefix), create_alert_table)):
-            rows.append(Resource("dynamodb_table", name, await create(ddb, name), "CHURN_TABLE_PREFIX", prefix))
+        for name, create in (
+            (table_name(prefix), create_feature_table),
+            (alert_table_name(prefix), create_alert_table),
+        ):
+            rows.append(
+                Resource("dynamodb_table", name, await create(ddb, name), "CHURN_TABLE_PREFIX", prefix)
+            )
         if settings.source == "kinesis":
             from worker.sources.kinesis import ensure_stream
             from worker.sources.leases import create_lease_table, lease_table_name
@@ -76,20 +81,29 @@ async def bootstrap(settings: Settings) -> list[Resource]:
             rows.append(Resource("kinesis_stream", stream, bool(created), "CHURN_KINESIS_STREAM", stream))
 
         dlq_name = _name_from(settings.dlq_url, f"{prefix}events-dlq")
-        dlq_url, dlq_created = await _ensure_queue(aws.sqs, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
+        dlq_url, dlq_created = await _ensure_queue(
+            aws.sqs, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+        )
         rows.append(Resource("sqs_queue", dlq_name, dlq_created, "CHURN_DLQ_URL", dlq_url))
         if settings.source == "sqs":
             dlq_arn = (await aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
-                "Attributes"]["QueueArn"]  # fmt: skip
+                "Attributes"
+            ]["QueueArn"]
             # The redrive policy is a safety net for poison messages that crash the worker; bad
             # events are quarantined by the worker itself, at once, with their error attributes.
-            redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.sqs_max_receive_count})
+            redrive = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.sqs_max_receive_count}
+            )
             queue_name = _name_from(settings.sqs_queue_url, f"{prefix}events")
             queue_url, created = await _ensure_queue(
-                aws.sqs, queue_name,
-                {"RedrivePolicy": redrive, "VisibilityTimeout": str(settings.sqs_visibility_timeout),
-                 "MessageRetentionPeriod": str(settings.sqs_retention_seconds)},
-            )  # fmt: skip
+                aws.sqs,
+                queue_name,
+                {
+                    "RedrivePolicy": redrive,
+                    "VisibilityTimeout": str(settings.sqs_visibility_timeout),
+                    "MessageRetentionPeriod": str(settings.sqs_retention_seconds),
+                },
+            )
             rows.append(Resource("sqs_queue", queue_name, created, "CHURN_SQS_QUEUE_URL", queue_url))
         topic_name = _name_from(settings.alerts_topic_arn, f"{prefix}alerts")
         topic_arn = await create_alert_topic(aws.sns, topic_name)
@@ -97,7 +111,9 @@ async def bootstrap(settings: Settings) -> list[Resource]:
         if settings.archive_s3_uri:  # only when asked for: the data-plane stack makes the production one
             bucket, _ = parse_s3_uri(settings.archive_s3_uri)
             created = await ensure_bucket(aws.s3, settings.archive_s3_uri, settings.aws_region)
-            rows.append(Resource("s3_bucket", bucket, created, "CHURN_ARCHIVE_S3_URI", settings.archive_s3_uri))
+            rows.append(
+                Resource("s3_bucket", bucket, created, "CHURN_ARCHIVE_S3_URI", settings.archive_s3_uri)
+            )
     return rows
 
 
@@ -119,7 +135,11 @@ async def run_bootstrap(settings: Settings, as_json: bool) -> int:
         if as_json:
             print(json.dumps(asdict(row)))
         else:
-            hint = f"   {row.setting}={row.value}" if row.setting and row.value and row.setting != "CHURN_TABLE_PREFIX" else ""
+            hint = (
+                f"   {row.setting}={row.value}"
+                if row.setting and row.value and row.setting != "CHURN_TABLE_PREFIX"
+                else ""
+            )
             state = {True: "created", False: "exists ", None: "ready  "}[row.created]
             print(f"{row.kind:<15} {row.name:<32} {state}{hint}")
     return 0

@@ -33,7 +33,9 @@ def admitted_events(
     for number, item in read_event_file(path):
         if isinstance(item, EventParseError):
             if on_error == "stop":
-                raise UsageError(f"{path}:{number}: {item.error_code}: {item.error_detail} (use --on-error skip to skip)")
+                raise UsageError(
+                    f"{path}:{number}: {item.error_code}: {item.error_detail} (use --on-error skip to skip)"
+                )
             print(f"{path}:{number}: skipped: {item.error_code}: {item.error_detail}", file=sys.stderr)
             skipped["bad"] = skipped.get("bad", 0) + 1
             continue
@@ -49,11 +51,17 @@ async def run_features(
 ) -> int:
     skipped: dict[str, int] = {}
     if store_kind == "memory":
-        rows = await _fold_and_compute(MemoryFeatureStore(settings.retention), path, as_of, settings, on_error, skipped)
+        rows = await _fold_and_compute(
+            MemoryFeatureStore(settings.retention), path, as_of, settings, on_error, skipped
+        )
     else:
         async with AwsClients(settings.aws_region, "dynamodb") as aws:
-            store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention,
-                                         rescore_interval=settings.rescore_interval)  # as the worker writes them
+            store = DynamoDBFeatureStore(
+                aws.dynamodb,
+                table_name(settings.table_prefix),
+                settings.retention,
+                rescore_interval=settings.rescore_interval,
+            )  # as the worker writes them
             rows = await _fold_and_compute(store, path, as_of, settings, on_error, skipped)
     for row in rows:
         print(json.dumps(row) if as_json else _human(row))
@@ -64,7 +72,12 @@ async def run_features(
 
 
 async def _fold_and_compute(
-    store: FeatureStore, path: Path, as_of: datetime, settings: Settings, on_error: str, skipped: dict[str, int]
+    store: FeatureStore,
+    path: Path,
+    as_of: datetime,
+    settings: Settings,
+    on_error: str,
+    skipped: dict[str, int],
 ) -> list[dict[str, Any]]:
     customers: set[str] = set()
     batch: list[Event] = []

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 
-
 def use_local_aws(endpoint: str) -> None:
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
@@ -57,14 +56,17 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_local(settings: Settings, customers: int, days: int, live_days: int, seed: int, events: Path | None,
-              rate: float) -> int:  # fmt: skip
+def run_local(
+    settings: Settings, customers: int, days: int, live_days: int, seed: int, events: Path | None, rate: float
+) -> int:
     """moto and the model endpoint each get a process of their own, as AWS and SageMaker would be:
     the worker in this process then competes with neither for the interpreter."""
     try:
         from jobs.training import ensure_default_bundle
     except ImportError as exc:
-        raise UsageError(f"the local endpoint needs the model extra ({exc.name} missing): pip install -e '.[model,local]'") from None
+        raise UsageError(
+            f"the local endpoint needs the model extra ({exc.name} missing): pip install -e '.[model,local]'"
+        ) from None
     bundle_dir = ensure_default_bundle(progress=True)
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C: no orphaned servers
     moto = ChildServer([sys.executable, "-m", "localaws", "--port", "0"], "moto")
@@ -72,7 +74,9 @@ def run_local(settings: Settings, customers: int, days: int, live_days: int, see
         use_local_aws(moto.url)
         say(f"local AWS (moto) at {moto.url}")
         churn_model = str(Path(sys.executable).with_name("churn-model"))
-        endpoint = ChildServer([churn_model, "serve", "--bundle", str(bundle_dir), "--port", "0"], "model endpoint")
+        endpoint = ChildServer(
+            [churn_model, "serve", "--bundle", str(bundle_dir), "--port", "0"], "model endpoint"
+        )
         try:
             os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint.url
             say(f"local model endpoint at {endpoint.url} (bundle {bundle_dir})")
@@ -91,26 +95,39 @@ class DriveResult:
     seconds: float
 
 
-async def _run(settings: Settings, customers: int, days: int, live_days: int, seed: int, events_file: Path | None,
-               rate: float) -> int:  # fmt: skip
+async def _run(
+    settings: Settings,
+    customers: int,
+    days: int,
+    live_days: int,
+    seed: int,
+    events_file: Path | None,
+    rate: float,
+) -> int:
     history, live = split_events(load_events(customers, days, seed, events_file), live_days)
-    say(f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS at "
-        f"{f'{rate:g}/s' if rate else 'full speed'}")  # fmt: skip
+    say(
+        f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS at "
+        f"{f'{rate:g}/s' if rate else 'full speed'}"
+    )
     result = await drive(settings, history, live, rate, show_alerts=True)
     _summary(result)
     return 0
 
 
-async def drive(settings: Settings, history: list[Event], live: list[Event], rate: float,
-                show_alerts: bool) -> DriveResult:  # fmt: skip
+async def drive(
+    settings: Settings, history: list[Event], live: list[Event], rate: float, show_alerts: bool
+) -> DriveResult:
     """Bootstrap, preload `history`, run the worker, send `live` through SQS at `rate`, wait until
     it is all processed, stop the worker. Needs AWS_ENDPOINT_URL[_SAGEMAKER_RUNTIME] set."""
     settings = settings.model_copy(update={"sqs_wait_seconds": 1, "health_port": 0, "sqs_pollers": 4})
     resources = {r.setting: r.value for r in await bootstrap(settings) if r.setting}
-    settings = settings.model_copy(update={
-        "sqs_queue_url": resources["CHURN_SQS_QUEUE_URL"], "dlq_url": resources["CHURN_DLQ_URL"],
-        "alerts_topic_arn": resources["CHURN_ALERTS_TOPIC_ARN"],
-    })  # fmt: skip
+    settings = settings.model_copy(
+        update={
+            "sqs_queue_url": resources["CHURN_SQS_QUEUE_URL"],
+            "dlq_url": resources["CHURN_DLQ_URL"],
+            "alerts_topic_arn": resources["CHURN_ALERTS_TOPIC_ARN"],
+        }
+    )
     now = datetime.now(UTC)
     metrics = Metrics()
     stop = asyncio.Event()
@@ -160,8 +177,12 @@ def split_events(events: list[Event], live_days: int) -> tuple[list[Event], list
 
 
 async def _preload(aws: AwsClients, settings: Settings, history: list[Event], now: datetime) -> None:
-    store = DynamoDBFeatureStore(aws.dynamodb, table_name(settings.table_prefix), settings.retention,
-                                 rescore_interval=settings.rescore_interval)  # re-scored without events too
+    store = DynamoDBFeatureStore(
+        aws.dynamodb,
+        table_name(settings.table_prefix),
+        settings.retention,
+        rescore_interval=settings.rescore_interval,
+    )  # re-scored without events too
     recent = [e for e in history if e.occurred_at >= now - settings.retention + timedelta(hours=1)]
     for start in range(0, len(recent), 1000):
         await store.apply(recent[start : start + 1000], now=now)
@@ -182,9 +203,15 @@ async def _send(sqs: SQSClient, queue_url: str, events: list[Event], rate: float
 async def _subscribe_printer(aws: AwsClients, settings: Settings) -> str:
     sqs, sns = aws.sqs, aws.sns
     url = (await sqs.create_queue(QueueName=f"local-alerts-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
-    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
-    await sns.subscribe(TopicArn=settings.alerts_topic_arn or "", Protocol="sqs", Endpoint=arn,
-                        Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+        "QueueArn"
+    ]
+    await sns.subscribe(
+        TopicArn=settings.alerts_topic_arn or "",
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
     return str(url)
 
 
@@ -199,16 +226,25 @@ async def _print_alerts(sqs: SQSClient, url: str, received: Counter[str], show: 
                 continue
             risk = alert.get("churn_probability") or alert.get("churn_risk")
             risk_text = f" (30-day churn risk {risk:.0%})" if isinstance(risk, int | float) else ""
-            print(f"[{alert['severity']:<8}] {alert['type']:<22} {alert['customer_id']}: {alert.get('message') or ''}"
-                  f"{risk_text} -> {alert.get('recommendation')}", flush=True)  # fmt: skip
+            print(
+                f"[{alert['severity']:<8}] {alert['type']:<22} {alert['customer_id']}: {alert.get('message') or ''}"
+                f"{risk_text} -> {alert.get('recommendation')}",
+                flush=True,
+            )
 
 
 async def _wait_until_drained(sqs: SQSClient, url: str, metrics: Metrics, sent: int) -> None:
     last_report = 0.0
     while True:
-        attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]))["Attributes"]  # fmt: skip
-        waiting = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        attrs = (
+            await sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+        )["Attributes"]
+        waiting = int(attrs["ApproximateNumberOfMessages"]) + int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
         if time.monotonic() - last_report > 5:
             say(f"  processed {int(metrics.total('events_in')):,}/{sent:,} events, {waiting:,} in the queue")
             last_report = time.monotonic()
@@ -221,9 +257,11 @@ def _summary(result: DriveResult) -> None:
     metrics, received, sent, seconds = result.metrics, result.received, result.sent, result.seconds
     latency = metrics.quantiles("event_to_alert_latency_ms")
     say("")
-    say(f"summary: {sent:,} live events in {seconds:.1f} s ({sent / max(seconds, 1e-9):,.0f}/s); "
+    say(
+        f"summary: {sent:,} live events in {seconds:.1f} s ({sent / max(seconds, 1e-9):,.0f}/s); "
         f"{int(metrics.total('events_quarantined'))} quarantined; "
-        f"{int(metrics.total('events_duplicate'))} duplicates")  # fmt: skip
+        f"{int(metrics.total('events_duplicate'))} duplicates"
+    )
     by_type = ", ".join(f"{kind} {count}" for kind, count in sorted(received.items())) or "none"
     say(f"alerts received: {sum(received.values())} ({by_type})")
     if latency:

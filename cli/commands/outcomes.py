@@ -37,8 +37,12 @@ def run_outcomes(request: OutcomesRequest) -> int:
     sources = event_sources(request.events, request.since.isoformat() if request.since else None)
     bar = tqdm(total=len(sources), desc="reading event files", unit="file", file=sys.stderr, disable=None)
     try:
-        derived = derive_outcomes(sources, request.on_error, say=lambda text: bar.write(text, file=sys.stderr),
-                                  on_source=lambda _: bar.update())  # fmt: skip
+        derived = derive_outcomes(
+            sources,
+            request.on_error,
+            say=lambda text: bar.write(text, file=sys.stderr),
+            on_source=lambda _: bar.update(),
+        )
     finally:
         bar.close()
     if not derived.events:
@@ -48,8 +52,10 @@ def run_outcomes(request: OutcomesRequest) -> int:
     if request.as_json:
         print(json.dumps(summary))
     else:
-        print(f"{request.out}: {summary['customers']:,} customers, {summary['churned']:,} churned "
-              f"({summary['came_back']:,} came back after a churn), from {summary['events']:,} events in "
-              f"{len(sources):,} files ({summary['duplicates']:,} duplicate sign-ups or churns counted once, "
-              f"{summary['bad_lines']:,} bad lines skipped)")  # fmt: skip
+        print(
+            f"{request.out}: {summary['customers']:,} customers, {summary['churned']:,} churned "
+            f"({summary['came_back']:,} came back after a churn), from {summary['events']:,} events in "
+            f"{len(sources):,} files ({summary['duplicates']:,} duplicate sign-ups or churns counted once, "
+            f"{summary['bad_lines']:,} bad lines skipped)"
+        )
     return 0

@@ -62,19 +62,28 @@ async def _ledger_rows(settings: Settings, versions: set[str]) -> list[AlertRow]
 
 async def run_shadow_report(settings: Settings, request: ShadowReportRequest) -> int:
     if bool(request.live) == request.ledger:
-        raise UsageError("give the live alerts: --live PATH (a log of alert bodies) or --ledger (the alert ledger)")
+        raise UsageError(
+            "give the live alerts: --live PATH (a log of alert bodies) or --ledger (the alert ledger)"
+        )
     if not request.outcomes.is_file():
         raise UsageError(f"{request.outcomes}: no such file")
-    shadow_paths = request.shadow or ([shadow_uri(settings.archive_s3_uri)] if settings.archive_s3_uri else None)
+    shadow_paths = request.shadow or (
+        [shadow_uri(settings.archive_s3_uri)] if settings.archive_s3_uri else None
+    )
     if not shadow_paths:
-        raise UsageError("give the shadow log: --shadow PATH (or set CHURN_ARCHIVE_S3_URI: its bucket's shadow/ prefix)")
+        raise UsageError(
+            "give the shadow log: --shadow PATH (or set CHURN_ARCHIVE_S3_URI: its bucket's shadow/ prefix)"
+        )
     outcomes = load_outcomes(request.outcomes)
     versions: dict[str, set[str]] = {"live": set(), "shadow": set()}
     shadow = _rows(shadow_paths, True, versions["shadow"])
     if not shadow:
-        raise UsageError(f"no shadow alerts in {', '.join(shadow_paths)} (records with \"shadow\": true)")
-    live = await _ledger_rows(settings, versions["live"]) if request.ledger else _rows(request.live or [], False,
-                                                                                       versions["live"])  # fmt: skip
+        raise UsageError(f'no shadow alerts in {", ".join(shadow_paths)} (records with "shadow": true)')
+    live = (
+        await _ledger_rows(settings, versions["live"])
+        if request.ledger
+        else _rows(request.live or [], False, versions["live"])
+    )
     latest = max([r.as_of_us for r in shadow + live] + list(outcomes.churned_at_us.values()))
     end_us = to_us(request.end.isoformat()) if request.end else latest
     report: dict[str, Any] = compare(live, shadow, outcomes.churned_at_us, end_us, arm=request.arm)
@@ -87,6 +96,8 @@ async def run_shadow_report(settings: Settings, request: ShadowReportRequest) ->
     else:
         if not report["by_type"]:
             raise UsageError(f"no shadow alerts of the {request.arm} arm")
-        print(f"live and shadow alerts of {report['start']} .. {report['stop']}, outcomes up to {report['end']}\n")
+        print(
+            f"live and shadow alerts of {report['start']} .. {report['stop']}, outcomes up to {report['end']}\n"
+        )
         print(format_comparison(report, report["model_versions"]))
     return 0

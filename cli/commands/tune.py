@@ -35,7 +35,9 @@ async def run_tune(
         raise UsageError("tune needs --outcomes FILE: thresholds are chosen against who churned")
     outcomes = load_outcomes(request.outcomes)
     with tempfile.TemporaryDirectory(prefix="churn-tune-") as scratch:
-        result, scoring, model_version = await backtest_once(settings, request, Path(scratch) / "alerts.jsonl")
+        result, scoring, model_version = await backtest_once(
+            settings, request, Path(scratch) / "alerts.jsonl"
+        )
     pop = population(result, outcomes)
     results = sweep(result.log.columns(), pop, settings.alerts, targets)
     header = [
@@ -60,10 +62,17 @@ async def run_tune(
 
 def _as_json(results: list[RuleResult], out: Path, plot: Path) -> dict[str, Any]:
     return {
-        "config": str(out), "plot": str(plot),
-        "rules": {r.rule: {"enabled": r.enabled, "chosen": r.chosen.params if r.chosen else None,
-                           "sweep": [{"params": c.params, **s} for c, s in r.rows]} for r in results},
-    }  # fmt: skip
+        "config": str(out),
+        "plot": str(plot),
+        "rules": {
+            r.rule: {
+                "enabled": r.enabled,
+                "chosen": r.chosen.params if r.chosen else None,
+                "sweep": [{"params": c.params, **s} for c, s in r.rows],
+            }
+            for r in results
+        },
+    }
 
 
 def _page(results: list[RuleResult], targets: TuneTargets, header: list[str]) -> str:
@@ -74,17 +83,55 @@ def _page(results: list[RuleResult], targets: TuneTargets, header: list[str]) ->
             (name,) = rows[0][0].params
             series = {
                 metric: [(c.params[name], float(s[key])) for c, s in rows if s[key] is not None]
-                for metric, key in (("precision", "precision"), ("recall", "recall"), ("false positive rate", "false_positive_rate"))
-            }  # fmt: skip
+                for metric, key in (
+                    ("precision", "precision"),
+                    ("recall", "recall"),
+                    ("false positive rate", "false_positive_rate"),
+                )
+            }
             chart = line_chart(series, name, "share", y_range=(0, 1), markers=True)
         else:  # two thresholds: the trade-off itself, one point per pair
-            points = [(float(s["recall"]), float(s["precision"])) for _, s in rows
-                      if s["recall"] is not None and s["precision"] is not None]  # fmt: skip
-            chart = line_chart({"candidates": sorted(points)}, "recall", "precision", (0, 1), (0, 1), markers=True)
-        volume = [[c.label, s["alerts"], s["customers_alerted"], s["precision"], s["recall"], s["false_positive_rate"],
-                   s["alerts_per_1000_customers_per_week"], "chosen" if c is result.chosen else
-                   ("meets targets" if targets.met(s) else "")] for c, s in rows]  # fmt: skip
-        verdict = f"chosen: {result.chosen.label}" if result.chosen else "disabled: no threshold met the targets"
-        sections.append((f"[alerts.{result.rule}] - {verdict}", chart + table(
-            ["threshold", "alerts", "customers", "precision", "recall", "FPR", "alerts / 1k / week", ""], volume)))
+            points = [
+                (float(s["recall"]), float(s["precision"]))
+                for _, s in rows
+                if s["recall"] is not None and s["precision"] is not None
+            ]
+            chart = line_chart(
+                {"candidates": sorted(points)}, "recall", "precision", (0, 1), (0, 1), markers=True
+            )
+        volume = [
+            [
+                c.label,
+                s["alerts"],
+                s["customers_alerted"],
+                s["precision"],
+                s["recall"],
+                s["false_positive_rate"],
+                s["alerts_per_1000_customers_per_week"],
+                "chosen" if c is result.chosen else ("meets targets" if targets.met(s) else ""),
+            ]
+            for c, s in rows
+        ]
+        verdict = (
+            f"chosen: {result.chosen.label}" if result.chosen else "disabled: no threshold met the targets"
+        )
+        sections.append(
+            (
+                f"[alerts.{result.rule}] - {verdict}",
+                chart
+                + table(
+                    [
+                        "threshold",
+                        "alerts",
+                        "customers",
+                        "precision",
+                        "recall",
+                        "FPR",
+                        "alerts / 1k / week",
+                        "",
+                    ],
+                    volume,
+                ),
+            )
+        )
     return page("Alert threshold sweep", sections)

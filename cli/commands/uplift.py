@@ -41,13 +41,17 @@ class UpliftRequest:
 async def _ledger_rows(settings: Settings, since_us: int) -> list[AlertRow]:
     async with AwsClients(settings.aws_region, "dynamodb") as aws:
         ledger = DynamoDBAlertLedger(aws.dynamodb, alert_table_name(settings.table_prefix))
-        return [alert_row(record, f"ledger record {record['alert_id']}")
-                async for record in ledger.outcomes.scan_records(since_us, FAR_FUTURE_US)]  # fmt: skip
+        return [
+            alert_row(record, f"ledger record {record['alert_id']}")
+            async for record in ledger.outcomes.scan_records(since_us, FAR_FUTURE_US)
+        ]
 
 
 async def run_uplift(settings: Settings, request: UpliftRequest) -> int:
     if bool(request.alerts) == request.ledger:
-        raise UsageError("give the alerts: --alerts FILE (a log of alert bodies) or --ledger (the alert ledger)")
+        raise UsageError(
+            "give the alerts: --alerts FILE (a log of alert bodies) or --ledger (the alert ledger)"
+        )
     if not request.outcomes.is_file():
         raise UsageError(f"{request.outcomes}: no such file")
     outcomes = load_outcomes(request.outcomes)
@@ -60,12 +64,15 @@ async def run_uplift(settings: Settings, request: UpliftRequest) -> int:
         rows = [row for row in alert_rows(request.alerts) if row.as_of_us >= since_us]
         source = ", ".join(request.alerts)
     if not rows:
-        raise UsageError(f"no alerts in {source}" + (f" since {request.since.isoformat()}" if request.since else ""))
+        raise UsageError(
+            f"no alerts in {source}" + (f" since {request.since.isoformat()}" if request.since else "")
+        )
     latest = max([row.as_of_us for row in rows] + list(outcomes.churned_at_us.values()))
     end_us = to_us(request.end.isoformat()) if request.end else latest
     report = uplift(rows, outcomes.churned_at_us, end_us, horizon_days=request.horizon_days)
-    report.update({"alerts": len(rows), "source": source,
-                   "end": iso(datetime.fromtimestamp(end_us / 1e6, UTC))})  # fmt: skip
+    report.update(
+        {"alerts": len(rows), "source": source, "end": iso(datetime.fromtimestamp(end_us / 1e6, UTC))}
+    )
     if request.as_json:
         print(json.dumps(report))
     else:

@@ -85,7 +85,9 @@ class ShardResult:
     windows: set[int] = field(default_factory=set)  # window ends processed
     active_customer_days: int = 0
     scored_customer_days: int = 0
-    alerts: list[tuple[int, str, str, str]] = field(default_factory=list)  # (as_of µs, customer, type, body JSON)
+    alerts: list[tuple[int, str, str, str]] = field(
+        default_factory=list
+    )  # (as_of µs, customer, type, body JSON)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
     model_version: str | None = None
     peak_rss_bytes: int = 0  # the folding process's peak memory when the shard ended
@@ -134,8 +136,9 @@ def _sorted_lines(task: ShardTask) -> tuple[list[tuple[str, int]], list[Line]]:
     return origins, lines
 
 
-async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line]], scorer: Scorer,
-                     task: ShardTask) -> ShardResult:  # fmt: skip
+async def fold_lines(
+    shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line]], scorer: Scorer, task: ShardTask
+) -> ShardResult:
     origins, lines = shard_lines
     options = task.options
     result = ShardResult(task.shard)
@@ -145,10 +148,17 @@ async def fold_lines(shard_lines: tuple[Sequence[tuple[str, int]], Sequence[Line
     publisher = MemoryAlertPublisher(clock=clock)
     dlq = MemoryDeadLetterQueue()
     pipeline = Pipeline(
-        store=store, scorer=RecordingScorer(scorer, log, clock), ledger=MemoryAlertLedger(), publisher=publisher,
-        dlq=dlq, alerts=options.alerts, retention=options.retention, clock=clock,
-        experiment=options.experiment, control_publisher=publisher,  # both arms in alerts.jsonl, by `arm`
-    )  # fmt: skip
+        store=store,
+        scorer=RecordingScorer(scorer, log, clock),
+        ledger=MemoryAlertLedger(),
+        publisher=publisher,
+        dlq=dlq,
+        alerts=options.alerts,
+        retention=options.retention,
+        clock=clock,
+        experiment=options.experiment,
+        control_publisher=publisher,  # both arms in alerts.jsonl, by `arm`
+    )
 
     async def known_states() -> dict[str, CustomerState]:
         return store.states
@@ -207,4 +217,3 @@ def days_of(min_us: int, max_us: int, window_us: int) -> tuple[int, int]:
     """The first and last UTC day a job's batches run on (the last window may end a day later)."""
     last_window_end = (max_us // window_us + 1) * window_us - 1
     return min_us // DAY_US, last_window_end // DAY_US
-

@@ -96,7 +96,9 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
-def alert_stats(customer: np.ndarray, t_us: np.ndarray, population: Population, with_outcomes: bool = True) -> dict[str, Any]:
+def alert_stats(
+    customer: np.ndarray, t_us: np.ndarray, population: Population, with_outcomes: bool = True
+) -> dict[str, Any]:
     """Metrics of one alert type from its alerts' customer indices and `as_of` times."""
     customer = np.asarray(customer, dtype=np.int64)
     t_us = np.asarray(t_us, dtype=np.int64)
@@ -121,19 +123,25 @@ def alert_stats(customer: np.ndarray, t_us: np.ndarray, population: Population, 
         first_t = t_us[confirmed][order][first]
         lead = round(float(np.median((churn[confirmed][order][first] - first_t) / DAY_US)), 2)
     false_alarms = int(population.never_churned(alerted).sum())
-    stats.update({
-        "customers_confirmed": len(hit),
-        "precision": _ratio(len(hit), len(alerted)),
-        "recall": _ratio(len(hit), population.churners),
-        "false_positive_rate": _ratio(false_alarms, population.non_churners),
-        "false_alert_share": _ratio(float(len(t_us) - int(confirmed.sum())), float(len(t_us))),
-        "median_lead_time_days": lead,
-    })  # fmt: skip
+    stats.update(
+        {
+            "customers_confirmed": len(hit),
+            "precision": _ratio(len(hit), len(alerted)),
+            "recall": _ratio(len(hit), population.churners),
+            "false_positive_rate": _ratio(false_alarms, population.non_churners),
+            "false_alert_share": _ratio(float(len(t_us) - int(confirmed.sum())), float(len(t_us))),
+            "median_lead_time_days": lead,
+        }
+    )
     return stats
 
 
 def churn_labels(
-    population: Population, customer: np.ndarray, t_us: np.ndarray, days: int, following: np.ndarray | None = None
+    population: Population,
+    customer: np.ndarray,
+    t_us: np.ndarray,
+    days: int,
+    following: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(churned within `days` after each instant, label known) per row: `features.labels`'
     definition. Rows after the outcomes' churn are not known (the customer was gone).
@@ -167,9 +175,11 @@ def model_stats(
         p = columns[f"churn_risk_{days}d"][known]
         labels = y[known]
         out[f"churn_{days}d"] = {
-            "examples": int(known.sum()), "churn_rate": _ratio(float(labels.sum()), float(len(labels))),
-            "auc_roc": auc_roc(labels, p), "roc": roc_points(labels, p),
-        }  # fmt: skip
+            "examples": int(known.sum()),
+            "churn_rate": _ratio(float(labels.sum()), float(len(labels))),
+            "auc_roc": auc_roc(labels, p),
+            "roc": roc_points(labels, p),
+        }
         out[f"calibration_{days}d"] = calibration(labels, p)
     out["health_mae"] = None
     if health_labels is not None:
@@ -177,7 +187,9 @@ def model_stats(
         error = np.abs(columns["customer_health_score"][ok] - health_labels[ok])
         out["health_mae"] = round(float(error.mean()), 3) if len(error) else None
         out["health_mae_examples"] = int(ok.sum())
-        out["health_mae_label"] = "observable health (features/labels.py): 50 x stayed 30 days + 50 x engagement percentile"
+        out["health_mae_label"] = (
+            "observable health (features/labels.py): 50 x stayed 30 days + 50 x engagement percentile"
+        )
     if health is not None:
         truth = health.at(population.customers, customer, t)
         ok = alive & np.isfinite(truth)
@@ -218,7 +230,9 @@ def seed_targets(by_type: dict[str, dict[str, Any]], model: dict[str, Any]) -> l
     ]
 
 
-def weekly_counts(types: Sequence[str], t_us: Sequence[int], start_us: int, names: Sequence[str]) -> dict[str, list[int]]:
+def weekly_counts(
+    types: Sequence[str], t_us: Sequence[int], start_us: int, names: Sequence[str]
+) -> dict[str, list[int]]:
     """Alerts per type per week of event time (week 0 starts at `start_us`), for the report's plot."""
     t = np.asarray(t_us, dtype=np.int64)
     kinds = np.asarray(types, dtype=object)

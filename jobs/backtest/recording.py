@@ -34,9 +34,12 @@ from worker.scoring import Scorer
 RULE_FEATURES = ("ib_call_count_14d", "has_first_session", "session_frequency_30d")
 # Prediction fields kept per scoring instant (the rules' inputs and the report's model metrics).
 PREDICTION_FIELDS = (
-    "churn_risk_14d", "churn_risk_30d", "customer_health_score", "first_session_success_prob",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "customer_health_score",
+    "first_session_success_prob",
     "predicted_session_velocity",
-)  # fmt: skip
+)
 
 
 SCORING_GROUPS = 64  # customer groups scored in calls of their own; shard counts must divide this

@@ -56,7 +56,9 @@ DEFINITIONS = {
 }
 
 
-def population(result: BacktestResult, outcomes: Outcomes | None, scan: LabelScan | None = None) -> Population:
+def population(
+    result: BacktestResult, outcomes: Outcomes | None, scan: LabelScan | None = None
+) -> Population:
     """The backtest's customers with their churn times. With `scan` (the log's label facts), every
     churn instant counts (outcomes and `customer_churned` events) and the data ends at the latest
     event, as `churn-model evaluate` has it."""
@@ -101,8 +103,11 @@ def health_labels(columns: dict[str, np.ndarray], pop: Population, scan: LabelSc
 def alert_arrays(result: BacktestResult, alert_type: str) -> tuple[np.ndarray, np.ndarray]:
     """(customer index, as_of µs) of the published alerts of one type."""
     index = result.log.index
-    pairs = [(index[c], t) for k, c, t in zip(result.alerts.types, result.alerts.customers, result.alerts.as_of_us,
-                                              strict=True) if k == alert_type]  # fmt: skip
+    pairs = [
+        (index[c], t)
+        for k, c, t in zip(result.alerts.types, result.alerts.customers, result.alerts.as_of_us, strict=True)
+        if k == alert_type
+    ]
     if not pairs:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     customers, times = zip(*pairs, strict=True)
@@ -122,7 +127,8 @@ def build_report(
     scan = _scan(events) if outcomes is not None else None
     pop = population(result, outcomes, scan)
     by_type = {
-        name: alert_stats(*alert_arrays(result, name), pop, with_outcomes=outcomes is not None) for name in ALERT_TYPES
+        name: alert_stats(*alert_arrays(result, name), pop, with_outcomes=outcomes is not None)
+        for name in ALERT_TYPES
     }
     report: dict[str, Any] = {
         "events_file": events,
@@ -130,20 +136,33 @@ def build_report(
         "scoring": scoring,
         "model_version": model_version,
         "batch_window_hours": batch_hours,
-        "period": {"start": iso(from_us(pop.start_us)) if result.first_us else None,
-                   "end": iso(from_us(pop.end_us)) if result.last_us else None,
-                   "weeks": round(pop.weeks, 3), "customer_weeks": round(pop.exposure_weeks, 1)},
-        "events": {"read": result.events_read, "applied": result.applied, "duplicates": result.duplicates,
-                   "bad_lines_skipped": result.bad_lines, "bad_line_examples": result.bad_line_examples,
-                   "left_out": dict(sorted(result.left_out.items())), "batches": result.batches},
+        "period": {
+            "start": iso(from_us(pop.start_us)) if result.first_us else None,
+            "end": iso(from_us(pop.end_us)) if result.last_us else None,
+            "weeks": round(pop.weeks, 3),
+            "customer_weeks": round(pop.exposure_weeks, 1),
+        },
+        "events": {
+            "read": result.events_read,
+            "applied": result.applied,
+            "duplicates": result.duplicates,
+            "bad_lines_skipped": result.bad_lines,
+            "bad_line_examples": result.bad_line_examples,
+            "left_out": dict(sorted(result.left_out.items())),
+            "batches": result.batches,
+        },
         "customers": len(pop.customers),
         "scoring_coverage": coverage(result),
         "alerts": {"total": len(result.alerts.types), "by_type": by_type},
-        "weekly_alerts": weekly_counts(result.alerts.types, result.alerts.as_of_us, pop.start_us, ALERT_TYPES),
+        "weekly_alerts": weekly_counts(
+            result.alerts.types, result.alerts.as_of_us, pop.start_us, ALERT_TYPES
+        ),
         "config": alerts.model_dump(mode="json"),
     }
     if outcomes is None:
-        report["outcomes"] = "n/a: run with --outcomes FILE for precision, recall, lead times and model metrics"
+        report["outcomes"] = (
+            "n/a: run with --outcomes FILE for precision, recall, lead times and model metrics"
+        )
         return report
     columns = result.log.columns()
     labels = health_labels(columns, pop, scan) if scan is not None else None
@@ -168,9 +187,12 @@ def coverage(result: BacktestResult) -> dict[str, Any]:
     """How many active customer-days were scored (by an event or by day-end re-scoring)."""
     triggers = result.log.columns()["trigger"]
     active, scored = result.active_customer_days, result.scored_customer_days
-    return {"active_customer_days": active, "scored_customer_days": scored,
-            "share": round(scored / active, 4) if active else None,
-            "scores_by_trigger": {name: int((triggers == i).sum()) for i, name in enumerate(TRIGGERS)}}  # fmt: skip
+    return {
+        "active_customer_days": active,
+        "scored_customer_days": scored,
+        "share": round(scored / active, 4) if active else None,
+        "scores_by_trigger": {name: int((triggers == i).sum()) for i, name in enumerate(TRIGGERS)},
+    }
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
@@ -190,16 +212,21 @@ def format_summary(report: dict[str, Any]) -> str:
     lines = []
     cover = report.get("scoring_coverage") or {}
     if cover.get("share") is not None:
-        lines += [f"scored {cover['scored_customer_days']:,} of {cover['active_customer_days']:,} active customer-days "
-                  f"({cover['share']:.1%}); re-scoring of quiet customers made {cover['scores_by_trigger']['rescore']:,} "
-                  "of the scores", ""]  # fmt: skip
+        lines += [
+            f"scored {cover['scored_customer_days']:,} of {cover['active_customer_days']:,} active customer-days "
+            f"({cover['share']:.1%}); re-scoring of quiet customers made {cover['scores_by_trigger']['rescore']:,} "
+            "of the scores",
+            "",
+        ]
     lines += [head, "-" * len(head)]
     for name, s in report["alerts"]["by_type"].items():
         line = f"{name:<22} {s['alerts']:>7} {s['customers_alerted']:>9} {s['alerts_per_1000_customers_per_week']:>9.2f}"
         if with_outcomes:
             lead = "n/a" if s["median_lead_time_days"] is None else f"{s['median_lead_time_days']:.1f}"
-            line += (f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7}"
-                     f" {_pct(s.get('false_alert_share')):>7} {lead:>7}")  # fmt: skip
+            line += (
+                f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7}"
+                f" {_pct(s.get('false_alert_share')):>7} {lead:>7}"
+            )
         lines.append(line)
     if with_outcomes:
         lines += ["", f"{'target':<38} {'goal':>7} {'measured':>9}  result"]

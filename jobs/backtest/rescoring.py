@@ -26,8 +26,14 @@ class DayEndRescoring:
     """`states` lists every customer the job knows (to find who is active); `store` is the pipeline's
     feature store, read for the quiet ones as the live sweeper reads it."""
 
-    def __init__(self, pipeline: Pipeline, store: FeatureStore, clock: SimulatedClock, retention: timedelta,
-                 states: StatesSource) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: FeatureStore,
+        clock: SimulatedClock,
+        retention: timedelta,
+        states: StatesSource,
+    ) -> None:
         self._pipeline = pipeline
         self._store = store
         self._clock = clock
@@ -62,10 +68,14 @@ class DayEndRescoring:
             if not quiet:
                 continue
             self._clock.advance_to_us(as_of_us)
-            outcome = await self._pipeline.score_customers(await self._store.get(quiet), self._clock(), "rescore")
+            outcome = await self._pipeline.score_customers(
+                await self._store.get(quiet), self._clock(), "rescore"
+            )
             if outcome.unscored:
-                raise WorkerError(f"{len(quiet)} customers could not be scored at {self._clock().isoformat()} "
-                                  "(endpoint unavailable?): the backtest would differ from the live worker; try again")  # fmt: skip
+                raise WorkerError(
+                    f"{len(quiet)} customers could not be scored at {self._clock().isoformat()} "
+                    "(endpoint unavailable?): the backtest would differ from the live worker; try again"
+                )
             self.scored_customer_days += len(quiet)
             for cid in quiet:
                 self._scored_day[cid] = day

@@ -79,7 +79,9 @@ class BacktestResult:
     active_customer_days: int = 0  # (customer, day) pairs active at the day's end
     scored_customer_days: int = 0  # of those, the ones scored that day (by an event or re-scoring)
     peak_rss_by_process: dict[int, int] = field(default_factory=dict)  # pid -> peak bytes (for `make bench`)
-    cpu_by_process: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds folding (for `make bench`)
+    cpu_by_process: dict[int, float] = field(
+        default_factory=dict
+    )  # pid -> CPU seconds folding (for `make bench`)
     alerts: AlertLog = field(default_factory=AlertLog, repr=False)
     log: ScoringLog = field(default_factory=ScoringLog, repr=False)
 
@@ -146,8 +148,19 @@ async def run_backtest(
             last_us = max(p.max_us for p in timed if p.max_us is not None)
             first_day, last_day = days_of(first_us, last_us, options.window_us)
             names = [source.name for source in sources]
-            tasks = [ShardTask(shard, workdir, [p for p in split if shard in p.shards], names, factory, options,
-                               first_day, last_day) for shard in range(shards)]  # fmt: skip
+            tasks = [
+                ShardTask(
+                    shard,
+                    workdir,
+                    [p for p in split if shard in p.shards],
+                    names,
+                    factory,
+                    options,
+                    first_day,
+                    last_day,
+                )
+                for shard in range(shards)
+            ]
             folded = await _fold(tasks, engine, show)
     finally:
         await asyncio.to_thread(cluster.close)
@@ -162,8 +175,9 @@ def _write_alerts(path: Path, folded: list[ShardResult]) -> None:
             out.write(body + "\n")
 
 
-async def _split(pieces: list[Piece], shards: int, workdir: Path, engine: Engine,
-                 progress: bool | None) -> list[PieceResult]:  # fmt: skip
+async def _split(
+    pieces: list[Piece], shards: int, workdir: Path, engine: Engine, progress: bool | None
+) -> list[PieceResult]:
     items = [(piece, shards, workdir) for piece in pieces]
     if engine.in_process:
         return [split_task(item) for item in items]
@@ -173,13 +187,21 @@ async def _split(pieces: list[Piece], shards: int, workdir: Path, engine: Engine
 async def _fold(tasks: list[ShardTask], engine: Engine, progress: bool | None) -> list[ShardResult]:
     """Fold every shard: here, in this event loop, or on Dask from a thread (the loop stays free)."""
     if not engine.in_process:
-        return await asyncio.to_thread(map_shards, fold_shard, tasks, engine, desc="backtest", progress=progress)
+        return await asyncio.to_thread(
+            map_shards, fold_shard, tasks, engine, desc="backtest", progress=progress
+        )
     show = sys.stderr.isatty() if progress is None else progress
-    return [await fold_shard_async(task) for task in tqdm(tasks, desc="backtest", unit="shard", file=sys.stderr,
-                                                          disable=not show or len(tasks) < 2)]  # fmt: skip
+    return [
+        await fold_shard_async(task)
+        for task in tqdm(
+            tasks, desc="backtest", unit="shard", file=sys.stderr, disable=not show or len(tasks) < 2
+        )
+    ]
 
 
-def _report_bad_lines(split: list[PieceResult], options: BacktestOptions, say: Callable[[str], None]) -> BacktestResult:
+def _report_bad_lines(
+    split: list[PieceResult], options: BacktestOptions, say: Callable[[str], None]
+) -> BacktestResult:
     result = BacktestResult()
     count, examples = global_bad_lines(split)
     if count and options.on_error == "stop":
@@ -189,14 +211,18 @@ def _report_bad_lines(split: list[PieceResult], options: BacktestOptions, say: C
     if count > len(examples):
         say(f"... and {count - len(examples)} more bad lines skipped")
     result.bad_lines = count
-    result.bad_line_examples = [f"{bad.source}:{bad.line}: {bad.error_code}: {bad.error_detail}" for bad in examples]
+    result.bad_line_examples = [
+        f"{bad.source}:{bad.line}: {bad.error_code}: {bad.error_detail}" for bad in examples
+    ]
     return result
 
 
 def _ordered_alerts(folded: list[ShardResult]) -> list[tuple[int, str, int, str, str]]:
     """Every shard's alerts by (as_of, customer), each customer's in the order its shard sent them."""
-    keyed = [[(as_of, customer, i, kind, body) for i, (as_of, customer, kind, body) in enumerate(shard.alerts)]
-             for shard in folded]  # fmt: skip
+    keyed = [
+        [(as_of, customer, i, kind, body) for i, (as_of, customer, kind, body) in enumerate(shard.alerts)]
+        for shard in folded
+    ]
     return list(heapq.merge(*(sorted(rows) for rows in keyed)))
 
 
@@ -210,12 +236,18 @@ def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end
     result.scored_customer_days = sum(shard.scored_customer_days for shard in folded)
     for shard in folded:
         result.left_out.update(shard.left_out)
-        result.peak_rss_by_process[shard.pid] = max(result.peak_rss_by_process.get(shard.pid, 0), shard.peak_rss_bytes)
+        result.peak_rss_by_process[shard.pid] = max(
+            result.peak_rss_by_process.get(shard.pid, 0), shard.peak_rss_bytes
+        )
         result.cpu_by_process[shard.pid] = result.cpu_by_process.get(shard.pid, 0.0) + shard.cpu_seconds
     unexpected = sorted(u for shard in folded for u in shard.unexpected)
     result.bad_lines += len(unexpected)
-    result.bad_line_examples += [f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]]
-    for as_of, customer, _, kind, _ in _ordered_alerts(folded):  # the type carried: parsing 100 k bodies took 4 s
+    result.bad_line_examples += [
+        f"{s}:{n}: {code}: {detail}" for s, n, code, detail in unexpected[:KEPT_BAD_LINES]
+    ]
+    for as_of, customer, _, kind, _ in _ordered_alerts(
+        folded
+    ):  # the type carried: parsing 100 k bodies took 4 s
         result.alerts.types.append(kind)
         result.alerts.customers.append(customer)
         result.alerts.as_of_us.append(as_of)

@@ -148,5 +148,6 @@ class EndpointScorer:
         from worker.scoring import SageMakerScorer
 
         async with AwsClients(self.settings.aws_region, "sagemaker-runtime") as aws:
-            yield SageMakerScorer(aws["sagemaker-runtime"], self.endpoint,
-                                  max_attempts=self.settings.scoring_max_attempts)  # fmt: skip
+            yield SageMakerScorer(
+                aws["sagemaker-runtime"], self.endpoint, max_attempts=self.settings.scoring_max_attempts
+            )

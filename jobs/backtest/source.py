@@ -59,7 +59,9 @@ class Batch:
     records: list[Record] = field(default_factory=list)
     latest_us: int | None = None  # the latest event time in the batch
     earliest_us: int | None = None
-    window_end_us: int | None = None  # the last microsecond of its (latest) window: the clock to process it at
+    window_end_us: int | None = (
+        None  # the last microsecond of its (latest) window: the clock to process it at
+    )
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -143,8 +145,12 @@ def time_batches(
         if item_key is not None:
             key = item_key if key is None else key
             assert item.occurred_us is not None
-            batch.latest_us = item.occurred_us if batch.latest_us is None else max(batch.latest_us, item.occurred_us)
-            batch.earliest_us = item.occurred_us if batch.earliest_us is None else min(batch.earliest_us, item.occurred_us)
+            batch.latest_us = (
+                item.occurred_us if batch.latest_us is None else max(batch.latest_us, item.occurred_us)
+            )
+            batch.earliest_us = (
+                item.occurred_us if batch.earliest_us is None else min(batch.earliest_us, item.occurred_us)
+            )
         batch.records.append(Record(body=item.body, handle=item.number, source_id=f"line {item.number}"))
     if batch.records:
         yield _closed(batch, key, window_us)

@@ -41,7 +41,9 @@ class Process:
     def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
         self.name = name
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -62,7 +64,9 @@ class Process:
             if self.proc.poll() is not None and seen == len(self.lines):
                 break
             time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no line matching {pattern!r}; output:\n" + "\n".join(self.lines[-40:]))
+        raise AssertionError(
+            f"{self.name}: no line matching {pattern!r}; output:\n" + "\n".join(self.lines[-40:])
+        )
 
     def signal(self, signum: int) -> None:
         if self.proc.poll() is None:
@@ -79,8 +83,13 @@ class Process:
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CHURN_"))}
-    env.update(AWS_ACCESS_KEY_ID="e2e", AWS_SECRET_ACCESS_KEY="e2e", AWS_REGION="us-east-1",
-               AWS_DEFAULT_REGION="us-east-1", PYTHONUNBUFFERED="1")  # fmt: skip
+    env.update(
+        AWS_ACCESS_KEY_ID="e2e",
+        AWS_SECRET_ACCESS_KEY="e2e",
+        AWS_REGION="us-east-1",
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -110,16 +119,24 @@ class Stack:
     workers: list[Process] = field(default_factory=list)
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                            aws_access_key_id="e2e", aws_secret_access_key="e2e")  # fmt: skip
+        return boto3.client(
+            service,
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="e2e",
+            aws_secret_access_key="e2e",
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "churn-worker"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "churn-worker"), *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
 
     def start_worker(self, name: str = "worker", **extra_env: str) -> Process:
         env = dict(self.env, **extra_env)
-        process = Process([str(BIN / "churn-worker"), "--config", str(self.config), "run", "--json-logs"], env, name)
+        process = Process(
+            [str(BIN / "churn-worker"), "--config", str(self.config), "run", "--json-logs"], env, name
+        )
         process.wait_for(r'"event": "worker started"', timeout=60)
         self.workers.append(process)
         return process
@@ -128,16 +145,21 @@ class Stack:
         sqs, sns = self.client("sqs"), self.client("sns")
         url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=self.env["CHURN_ALERTS_TOPIC_ARN"], Protocol="sqs", Endpoint=arn,
-                      Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+        sns.subscribe(
+            TopicArn=self.env["CHURN_ALERTS_TOPIC_ARN"],
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
         return str(url)
 
     def drain(self, queue_url: str, attributes: bool = False) -> list[dict[str, Any]]:
         sqs = self.client("sqs")
         out = []
         while True:
-            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                      MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+            got = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+            ).get("Messages", [])
             if not got:
                 return out
             for message in got:
@@ -145,8 +167,10 @@ class Stack:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def queue_depth(self, queue_url: str) -> int:
-        attrs = self.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]  # fmt: skip
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     def wait_until(self, condition: Any, timeout: float = 90, what: str = "condition") -> None:
@@ -165,10 +189,14 @@ def stack(moto_process: str, model_process: str, tmp_path: Path) -> Iterator[Sta
     config.write_text(E2E_CONFIG)
     env = base_env()
     env.update(
-        AWS_ENDPOINT_URL=moto_process, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=model_process,
-        CHURN_TABLE_PREFIX=f"e2e{uuid.uuid4().hex[:8]}-", CHURN_SQS_WAIT_SECONDS="1",
-        CHURN_SQS_VISIBILITY_TIMEOUT="6", CHURN_HEALTH_PORT="0", CHURN_SQS_POLLERS="2",
-    )  # fmt: skip
+        AWS_ENDPOINT_URL=moto_process,
+        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=model_process,
+        CHURN_TABLE_PREFIX=f"e2e{uuid.uuid4().hex[:8]}-",
+        CHURN_SQS_WAIT_SECONDS="1",
+        CHURN_SQS_VISIBILITY_TIMEOUT="6",
+        CHURN_HEALTH_PORT="0",
+        CHURN_SQS_POLLERS="2",
+    )
     stack = Stack(env=env, config=config)
     yield stack
     for worker in stack.workers:

@@ -18,8 +18,12 @@ from tests.e2e.test_sqs_worker import MALFORMED, customer_events
 
 pytestmark = pytest.mark.slow
 
-KINESIS_ENV = {"CHURN_SOURCE": "kinesis", "CHURN_KINESIS_SHARDS": "4", "CHURN_KINESIS_LEASE_SECONDS": "3",
-               "CHURN_KINESIS_POLL_SECONDS": "0.2"}  # fmt: skip
+KINESIS_ENV = {
+    "CHURN_SOURCE": "kinesis",
+    "CHURN_KINESIS_SHARDS": "4",
+    "CHURN_KINESIS_LEASE_SECONDS": "3",
+    "CHURN_KINESIS_POLL_SECONDS": "0.2",
+}
 
 
 def bootstrap(stack: Stack) -> str:
@@ -36,15 +40,19 @@ def put(stack: Stack, stream: str, bodies: list[tuple[str, str]]) -> None:
     kinesis = stack.client("kinesis")
     for start in range(0, len(bodies), 100):
         chunk = bodies[start : start + 100]
-        response = kinesis.put_records(StreamName=stream, Records=[
-            {"Data": body.encode(), "PartitionKey": key} for key, body in chunk])  # fmt: skip
+        response = kinesis.put_records(
+            StreamName=stream, Records=[{"Data": body.encode(), "PartitionKey": key} for key, body in chunk]
+        )
         assert response["FailedRecordCount"] == 0
 
 
 def stored_counts(stack: Stack, customer: str) -> Counter[str]:
     items = stack.client("dynamodb").query(
-        TableName=table_name(stack.env["CHURN_TABLE_PREFIX"]), KeyConditionExpression="customer_id = :c",
-        ExpressionAttributeValues={":c": {"S": customer}}, ConsistentRead=True)["Items"]  # fmt: skip
+        TableName=table_name(stack.env["CHURN_TABLE_PREFIX"]),
+        KeyConditionExpression="customer_id = :c",
+        ExpressionAttributeValues={":c": {"S": customer}},
+        ConsistentRead=True,
+    )["Items"]
     state = state_from_items(customer, items)
     total: Counter[str] = Counter()
     for page in state.pages.values():
@@ -66,8 +74,12 @@ def test_one_ib_call_spike_on_kinesis_despite_duplicates_and_a_sigkill(stack: St
     stack.start_worker("worker-2")
 
     expected = Counter(f"n.{e['type']}" for e in events if e["customer_id"] == "c-healthy")
-    stack.wait_until(lambda: stored_counts(stack, "c-healthy") == expected, what="every event of c-healthy stored")
-    stack.wait_until(lambda: stack.queue_depth(stack.env["CHURN_DLQ_URL"]) >= 3, what="bad records in the DLQ")
+    stack.wait_until(
+        lambda: stored_counts(stack, "c-healthy") == expected, what="every event of c-healthy stored"
+    )
+    stack.wait_until(
+        lambda: stack.queue_depth(stack.env["CHURN_DLQ_URL"]) >= 3, what="bad records in the DLQ"
+    )
     alerts = stack.drain(alerts_queue)
     spikes = [a for a in alerts if a["type"] == "IB_CALL_SPIKE"]
     assert [a["customer_id"] for a in spikes] == ["c-spike"], alerts
@@ -86,8 +98,12 @@ def test_two_workers_split_four_shards_and_lose_or_double_nothing(stack: Stack) 
         sent[cid] = Counter()
         for n in range(6):
             kind = rnd.choice(["login", "message_sent"])
-            event: dict[str, Any] = {"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind,
-                                     "occurred_at": (now - timedelta(hours=rnd.uniform(1, 200))).isoformat()}  # fmt: skip
+            event: dict[str, Any] = {
+                "event_id": f"{cid}-{n}",
+                "customer_id": cid,
+                "type": kind,
+                "occurred_at": (now - timedelta(hours=rnd.uniform(1, 200))).isoformat(),
+            }
             sent[cid][f"n.{kind}"] += 1
             records.append((cid, json.dumps(event)))
     first = stack.start_worker("worker-a")
@@ -99,9 +115,14 @@ def test_two_workers_split_four_shards_and_lose_or_double_nothing(stack: Stack) 
 
     def owners() -> Counter[str]:
         items = leases.scan(TableName=lease_table, ConsistentRead=True)["Items"]
-        return Counter(i["owner"]["S"] for i in items if "owner" in i and not i["shard_id"]["S"].startswith("worker#"))
+        return Counter(
+            i["owner"]["S"] for i in items if "owner" in i and not i["shard_id"]["S"].startswith("worker#")
+        )
 
     stack.wait_until(lambda: sorted(owners().values()) == [2, 2], what="the shards split 2/2")
-    stack.wait_until(lambda: all(stored_counts(stack, cid) == counts for cid, counts in sent.items()),
-                     timeout=120, what="every event stored exactly once")  # fmt: skip
+    stack.wait_until(
+        lambda: all(stored_counts(stack, cid) == counts for cid, counts in sent.items()),
+        timeout=120,
+        what="every event stored exactly once",
+    )
     assert first.proc.poll() is None and second.proc.poll() is None

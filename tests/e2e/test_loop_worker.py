@@ -34,11 +34,22 @@ def spiking_customers(now: datetime, count: int, tag: str) -> list[dict[str, Any
     events = []
     for i in range(count):
         cid = f"c-{tag}-{i:03d}"
-        for n, (kind, days, extra) in enumerate((("customer_signed_up", 20, {"tier": "standard"}),
-                                                 ("ib_call", 3, {"sentiment": "negative"}),
-                                                 ("ib_call", 1, {"sentiment": "neutral"}))):  # fmt: skip
-            events.append({"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind,
-                           "occurred_at": iso(now - timedelta(days=days)), **extra})  # fmt: skip
+        for n, (kind, days, extra) in enumerate(
+            (
+                ("customer_signed_up", 20, {"tier": "standard"}),
+                ("ib_call", 3, {"sentiment": "negative"}),
+                ("ib_call", 1, {"sentiment": "neutral"}),
+            )
+        ):
+            events.append(
+                {
+                    "event_id": f"{cid}-{n}",
+                    "customer_id": cid,
+                    "type": kind,
+                    "occurred_at": iso(now - timedelta(days=days)),
+                    **extra,
+                }
+            )
     return events
 
 
@@ -53,8 +64,12 @@ def subscribe(stack: Stack, topic_arn: str) -> str:
 def test_archive_and_a_half_held_out_experiment(stack: Stack) -> None:
     prefix = stack.env["CHURN_TABLE_PREFIX"]
     stack.env["CHURN_ARCHIVE_S3_URI"] = f"s3://{prefix}archive/events/"
-    stack.env["CHURN_CONTROL_TOPIC_ARN"] = stack.client("sns").create_topic(Name=f"{prefix}control")["TopicArn"]
-    stack.config.write_text(E2E_CONFIG + f'[experiment]\ncontrol_fraction = 0.5\nsalt = "{EXPERIMENT.salt}"\n')
+    stack.env["CHURN_CONTROL_TOPIC_ARN"] = stack.client("sns").create_topic(Name=f"{prefix}control")[
+        "TopicArn"
+    ]
+    stack.config.write_text(
+        E2E_CONFIG + f'[experiment]\ncontrol_fraction = 0.5\nsalt = "{EXPERIMENT.salt}"\n'
+    )
     bootstrap(stack)  # creates the archive bucket too
     retention, control = stack.subscribe_alerts(), subscribe(stack, stack.env["CHURN_CONTROL_TOPIC_ARN"])
     events = spiking_customers(datetime.now(UTC), 40, "ab")
@@ -85,8 +100,11 @@ def test_archive_and_a_half_held_out_experiment(stack: Stack) -> None:
 
     ddb = stack.client("dynamodb")
     for cid in customers:  # every alert in the ledger, with its arm, sent, and its outcome record
-        items = ddb.query(TableName=f"{prefix}alerts", KeyConditionExpression="customer_id = :c",
-                          ExpressionAttributeValues={":c": {"S": cid}})["Items"]  # fmt: skip
+        items = ddb.query(
+            TableName=f"{prefix}alerts",
+            KeyConditionExpression="customer_id = :c",
+            ExpressionAttributeValues={":c": {"S": cid}},
+        )["Items"]
         by_key = {item["alert_type"]["S"]: item for item in items}
         claim = by_key["IB_CALL_SPIKE"]
         assert claim["arm"]["S"] == arm[cid] and claim["status"]["S"] == "sent"
@@ -94,11 +112,16 @@ def test_archive_and_a_half_held_out_experiment(stack: Stack) -> None:
         assert record.endswith(f"#IB_CALL_SPIKE#{arm[cid]}") and by_key[record]["model_version"]["S"]
 
     s3 = stack.client("s3")
-    archived = [json.loads(line) for obj in list_event_objects(stack.env["CHURN_ARCHIVE_S3_URI"], client=s3)
-                for line in gzip.decompress(obj.open_binary().read()).splitlines()]  # fmt: skip
+    archived = [
+        json.loads(line)
+        for obj in list_event_objects(stack.env["CHURN_ARCHIVE_S3_URI"], client=s3)
+        for line in gzip.decompress(obj.open_binary().read()).splitlines()
+    ]
     assert {e["event_id"] for e in archived} == {e["event_id"] for e in events}  # every accepted event
-    assert all(obj.key.split("/")[1].startswith("date=")
-               for obj in list_event_objects(stack.env["CHURN_ARCHIVE_S3_URI"], client=s3))  # fmt: skip
+    assert all(
+        obj.key.split("/")[1].startswith("date=")
+        for obj in list_event_objects(stack.env["CHURN_ARCHIVE_S3_URI"], client=s3)
+    )
 
 
 class ShadowProxy:
@@ -123,8 +146,12 @@ class ShadowProxy:
                     proxy.up.wait()
                     with proxy._lock:
                         proxy.hanging -= 1
-                request = urllib.request.Request(proxy.model_url + self.path, data=body, method="POST",
-                                                 headers={"Content-Type": "application/json"})  # fmt: skip
+                request = urllib.request.Request(
+                    proxy.model_url + self.path,
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         status, answer = response.status, response.read()
@@ -164,10 +191,16 @@ def counter(worker: Process, name: str, **labels: str) -> float:
     return float(metrics(worker)["counters"].get(key, 0))
 
 
-def test_a_hanging_shadow_endpoint_costs_the_live_path_nothing(stack: Stack, shadow_proxy: ShadowProxy) -> None:
+def test_a_hanging_shadow_endpoint_costs_the_live_path_nothing(
+    stack: Stack, shadow_proxy: ShadowProxy
+) -> None:
     prefix = stack.env["CHURN_TABLE_PREFIX"]
-    stack.env.update(CHURN_ARCHIVE_S3_URI=f"s3://{prefix}archive/events/", CHURN_SHADOW_ENDPOINT_NAME=SHADOW,
-                     CHURN_SHADOW_TIMEOUT_SECONDS="60", AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=shadow_proxy.url)  # fmt: skip
+    stack.env.update(
+        CHURN_ARCHIVE_S3_URI=f"s3://{prefix}archive/events/",
+        CHURN_SHADOW_ENDPOINT_NAME=SHADOW,
+        CHURN_SHADOW_TIMEOUT_SECONDS="60",
+        AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=shadow_proxy.url,
+    )
     bootstrap(stack)
     retention = stack.subscribe_alerts()
     first = spiking_customers(datetime.now(UTC), 20, "down")
@@ -182,7 +215,9 @@ def test_a_hanging_shadow_endpoint_costs_the_live_path_nothing(stack: Stack, sha
     stack.wait_until(live_alerts_in, what="every live alert while the shadow hangs")
     # Every live alert is out and the records acknowledged while shadow calls still wait for an answer.
     assert shadow_proxy.hanging >= 1 and not shadow_proxy.up.is_set()
-    stack.wait_until(lambda: stack.queue_depth(stack.env["CHURN_SQS_QUEUE_URL"]) == 0, what="acknowledgements")
+    stack.wait_until(
+        lambda: stack.queue_depth(stack.env["CHURN_SQS_QUEUE_URL"]) == 0, what="acknowledgements"
+    )
     assert sorted(a["customer_id"] for a in alerts) == sorted({e["customer_id"] for e in first})
     assert counter(worker, "shadow_batches", result="scored") == 0
 
@@ -190,12 +225,17 @@ def test_a_hanging_shadow_endpoint_costs_the_live_path_nothing(stack: Stack, sha
     second = spiking_customers(datetime.now(UTC), 5, "up")
     send(stack, second)
     stack.wait_until(lambda: counter(worker, "shadow_batches", result="scored") >= 1, what="a shadow scoring")
-    stack.wait_until(lambda: stack.queue_depth(stack.env["CHURN_SQS_QUEUE_URL"]) == 0, what="the second batch")
+    stack.wait_until(
+        lambda: stack.queue_depth(stack.env["CHURN_SQS_QUEUE_URL"]) == 0, what="the second batch"
+    )
     assert counter(worker, "shadow_decisions", agreement="both", type="IB_CALL_SPIKE") >= 1
     assert worker.stop() == 0  # SIGTERM: the shadow log is flushed on the way out
     shadow_uri = f"s3://{prefix}archive/shadow/"
-    records = [json.loads(line) for obj in list_event_objects(shadow_uri, client=stack.client("s3"))
-               for line in gzip.decompress(obj.open_binary().read()).splitlines()]  # fmt: skip
+    records = [
+        json.loads(line)
+        for obj in list_event_objects(shadow_uri, client=stack.client("s3"))
+        for line in gzip.decompress(obj.open_binary().read()).splitlines()
+    ]
     assert records and all(r["shadow"] is True and r["type"] == "IB_CALL_SPIKE" for r in records)
     assert {r["customer_id"] for r in records} <= {e["customer_id"] for e in first + second}
     assert all(r["model_version"] and r["feature_hash"] and r["live_alerted"] for r in records)

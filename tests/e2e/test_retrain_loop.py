@@ -36,7 +36,9 @@ TRAINING = ["--epochs", "4", "--max-train-rows", "6000", "--no-evaluate", "--no-
 
 def run(command: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(BIN / command), *args], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode in (0, 1), f"{command} {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    assert done.returncode in (0, 1), (
+        f"{command} {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    )
     return done
 
 
@@ -47,8 +49,13 @@ def last_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 async def archive(events: list[dict[str, Any]], uri: str, endpoint: str) -> int:
     valid = [validate_event(body) for body in events]
     session = get_session()
-    async with session.create_client("s3", region_name="us-east-1", endpoint_url=endpoint,
-                                     aws_access_key_id="e2e", aws_secret_access_key="e2e") as client:  # fmt: skip
+    async with session.create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="e2e",
+        aws_secret_access_key="e2e",
+    ) as client:
         writer = S3EventArchive(client, uri, writer="worker-1")
         batches = [valid[i : i + BATCH] for i in range(0, len(valid), BATCH)]
         for batch in batches:
@@ -57,13 +64,25 @@ async def archive(events: list[dict[str, Any]], uri: str, endpoint: str) -> int:
     return len(valid)
 
 
-def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(moto_process: str, tmp_path: Path) -> None:
+def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(
+    moto_process: str, tmp_path: Path
+) -> None:
     env = {**base_env(), "AWS_ENDPOINT_URL": moto_process}
     name = f"e2e{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_process, region_name="us-east-1", aws_access_key_id="e2e",
-                      aws_secret_access_key="e2e")  # fmt: skip
-    sagemaker = boto3.client("sagemaker", endpoint_url=moto_process, region_name="us-east-1",
-                             aws_access_key_id="e2e", aws_secret_access_key="e2e")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_process,
+        region_name="us-east-1",
+        aws_access_key_id="e2e",
+        aws_secret_access_key="e2e",
+    )
+    sagemaker = boto3.client(
+        "sagemaker",
+        endpoint_url=moto_process,
+        region_name="us-east-1",
+        aws_access_key_id="e2e",
+        aws_secret_access_key="e2e",
+    )
     for bucket in (f"{name}-archive", f"{name}-models"):
         s3.create_bucket(Bucket=bucket)
     archive_uri, endpoint, models = f"s3://{name}-archive/events/", f"{name}-churn", f"{name}-models"
@@ -73,28 +92,62 @@ def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(moto_proces
 
     # 1. Who churned, from the archive alone: the generator's own outcomes, duplicates counted once.
     outcomes = tmp_path / "outcomes.jsonl"
-    summary = last_json(run("churn-worker", "outcomes", "--events", archive_uri, "--out", str(outcomes), "--json",
-                            env=env))  # fmt: skip
+    summary = last_json(
+        run("churn-worker", "outcomes", "--events", archive_uri, "--out", str(outcomes), "--json", env=env)
+    )
     assert summary["events"] == archived + BATCH and summary["customers"] == 300
     derived, expected = load_outcomes(outcomes), load_outcomes(truth)
     assert derived.churned_at_us == expected.churned_at_us and summary["churned"] > 0
 
     # 2. The incumbent: trained on the archive with those outcomes.
     incumbent = tmp_path / "incumbent"
-    trained = last_json(run("churn-model", "train", "--events", archive_uri, "--outcomes", str(outcomes),
-                            "--out", str(incumbent), *TRAINING, "--quiet", "--json", env=env))  # fmt: skip
+    trained = last_json(
+        run(
+            "churn-model",
+            "train",
+            "--events",
+            archive_uri,
+            "--outcomes",
+            str(outcomes),
+            "--out",
+            str(incumbent),
+            *TRAINING,
+            "--quiet",
+            "--json",
+            env=env,
+        )
+    )
     version = trained["model_version"]
 
     # 3. Retrain against it: the same model, so not worse; no endpoint yet, so it is created.
-    passed = run("churn-model", "retrain", "--events", archive_uri, "--incumbent", str(incumbent), "--endpoint", endpoint,
-                 "--bucket", models, "--role-arn", ROLE, *TRAINING, "--rounds", "50", "--json", env=env)  # fmt: skip
+    passed = run(
+        "churn-model",
+        "retrain",
+        "--events",
+        archive_uri,
+        "--incumbent",
+        str(incumbent),
+        "--endpoint",
+        endpoint,
+        "--bucket",
+        models,
+        "--role-arn",
+        ROLE,
+        *TRAINING,
+        "--rounds",
+        "50",
+        "--json",
+        env=env,
+    )
     result = last_json(passed)
     assert passed.returncode == 0, passed.stderr[-3000:]
     assert result["deployed"] is True and result["gate"] == {"passed": True, "failed": []}
     assert result["model_version"] == result["incumbent_version"] == version
     assert "PASS: the candidate is not worse" in passed.stderr
     deployed_config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
-    model_name = sagemaker.describe_endpoint_config(EndpointConfigName=deployed_config)["ProductionVariants"][0]["ModelName"]
+    model_name = sagemaker.describe_endpoint_config(EndpointConfigName=deployed_config)["ProductionVariants"][
+        0
+    ]["ModelName"]
     model_data = sagemaker.describe_model(ModelName=model_name)["PrimaryContainer"]["ModelDataUrl"]
     assert model_data == f"s3://{models}/churn-model/{version}/model.tar.gz"
     stored = tmp_path / "stored.tar.gz"
@@ -106,10 +159,28 @@ def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(moto_proces
 
     # 4. The scheduled task: no options, only its environment. A barely trained candidate is worse
     # than the model it finds behind the endpoint: stored with its failed gate, not deployed.
-    task_env = {**env, "CHURN_ARCHIVE_S3_URI": archive_uri, "CHURN_ENDPOINT_NAME": endpoint,
-                "CHURN_MODEL_BUCKET": models, "CHURN_SAGEMAKER_ROLE_ARN": ROLE}  # fmt: skip
-    refused = run("churn-model", "retrain", "--epochs", "1", "--learning-rate", "1e-7", "--max-train-rows", "6000",
-                  "--no-evaluate", "--no-baselines", "--rounds", "50", env=task_env)  # fmt: skip
+    task_env = {
+        **env,
+        "CHURN_ARCHIVE_S3_URI": archive_uri,
+        "CHURN_ENDPOINT_NAME": endpoint,
+        "CHURN_MODEL_BUCKET": models,
+        "CHURN_SAGEMAKER_ROLE_ARN": ROLE,
+    }
+    refused = run(
+        "churn-model",
+        "retrain",
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-7",
+        "--max-train-rows",
+        "6000",
+        "--no-evaluate",
+        "--no-baselines",
+        "--rounds",
+        "50",
+        env=task_env,
+    )
     assert refused.returncode == 1, refused.stderr[-3000:]
     summary_line = refused.stdout.strip().splitlines()[-1]
     assert summary_line.startswith("retrain: NOT DEPLOYED: model ") and f"against {version}" in summary_line
@@ -118,5 +189,8 @@ def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(moto_proces
     assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"] == deployed_config
     worse = summary_line.split("model ", 1)[1].split(" ", 1)[0]
     assert worse != version
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=models, Prefix=f"churn-model/{worse}/").get("Contents", [])}
+    keys = {
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=models, Prefix=f"churn-model/{worse}/").get("Contents", [])
+    }
     assert keys == {f"churn-model/{worse}/bundle.tar.gz"}  # kept for a look, never packaged for the endpoint

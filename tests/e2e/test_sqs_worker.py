@@ -25,8 +25,15 @@ def customer_events(now: datetime) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
 
     def add(cid: str, kind: str, days_ago: float, **fields: Any) -> None:
-        events.append({"event_id": f"{cid}-{len(events)}", "customer_id": cid, "type": kind,
-                       "occurred_at": iso(now - timedelta(days=days_ago)), **fields})  # fmt: skip
+        events.append(
+            {
+                "event_id": f"{cid}-{len(events)}",
+                "customer_id": cid,
+                "type": kind,
+                "occurred_at": iso(now - timedelta(days=days_ago)),
+                **fields,
+            }
+        )
 
     add("c-spike", "customer_signed_up", 10, tier="standard")
     add("c-spike", "login", 2)
@@ -43,19 +50,43 @@ def customer_events(now: datetime) -> list[dict[str, Any]]:
 
 MALFORMED = [
     "this is not json",
-    json.dumps({"event_id": "bad-1", "customer_id": "c-x", "type": "teleport", "occurred_at": "2026-11-27T00:00:00Z"}),
-    json.dumps({"event_id": "bad-2", "customer_id": "c-x", "type": "session_rated", "rating": 9, "tutor_id": "t",
-                "occurred_at": "2026-11-27T00:00:00Z"}),
+    json.dumps(
+        {"event_id": "bad-1", "customer_id": "c-x", "type": "teleport", "occurred_at": "2026-11-27T00:00:00Z"}
+    ),
+    json.dumps(
+        {
+            "event_id": "bad-2",
+            "customer_id": "c-x",
+            "type": "session_rated",
+            "rating": 9,
+            "tutor_id": "t",
+            "occurred_at": "2026-11-27T00:00:00Z",
+        }
+    ),
     # Poison that used to escape as RecursionError / ValueError / OverflowError / infinity and fail
     # the whole batch, or break the customer later: each costs its own record now.
     '{"event_id": "bad-3", "x": ' + "[" * 20_000 + "]" * 20_000 + "}",
     '{"event_id": "bad-4", "customer_id": "c-x", "type": "payment_succeeded", "occurred_at": "2026-11-27T00:00:00Z", '
     '"amount": ' + "9" * 5000 + "}",
-    json.dumps({"event_id": "bad-5", "customer_id": "c-x", "type": "login", "occurred_at": "9999-12-31T23:59:59-01:00"}),
+    json.dumps(
+        {
+            "event_id": "bad-5",
+            "customer_id": "c-x",
+            "type": "login",
+            "occurred_at": "9999-12-31T23:59:59-01:00",
+        }
+    ),
     '{"event_id": "bad-6", "customer_id": "c-x", "type": "payment_failed", "occurred_at": "2026-11-27T00:00:00Z", '
     '"amount": 1e400}',
-    json.dumps({"event_id": "bad-7", "customer_id": "c-spike", "type": "payment_succeeded", "amount": 1e17,
-                "occurred_at": "2026-11-27T00:00:00Z"}),
+    json.dumps(
+        {
+            "event_id": "bad-7",
+            "customer_id": "c-spike",
+            "type": "payment_succeeded",
+            "amount": 1e17,
+            "occurred_at": "2026-11-27T00:00:00Z",
+        }
+    ),
 ]
 
 
@@ -67,7 +98,9 @@ def bootstrap(stack: Stack) -> None:
             stack.env[row["setting"]] = row["value"]
 
 
-def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_and_poison(stack: Stack) -> None:
+def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_and_poison(
+    stack: Stack,
+) -> None:
     """Every message twice, poison in the same batches, and the first worker killed at the one step
     that can duplicate an alert: after publishing it, before marking it sent. The second worker
     re-publishes that alert with the same alert_id (consumers and FIFO topics dedupe by it), sends
@@ -80,10 +113,16 @@ def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_an
     sqs = stack.client("sqs")
     queue = stack.env["CHURN_SQS_QUEUE_URL"]
     for start in range(0, len(bodies), 10):
-        sqs.send_message_batch(QueueUrl=queue, Entries=[
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])])  # fmt: skip
+        sqs.send_message_batch(
+            QueueUrl=queue,
+            Entries=[
+                {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
+            ],
+        )
 
-    first = stack.start_worker("worker-1", CHURN_FAULT_KILL_AT="after_publish", CHURN_ALERT_CLAIM_LEASE_SECONDS="5")
+    first = stack.start_worker(
+        "worker-1", CHURN_FAULT_KILL_AT="after_publish", CHURN_ALERT_CLAIM_LEASE_SECONDS="5"
+    )
     assert first.proc.wait(timeout=120) == 137  # killed right after publishing, before mark-sent
     first.wait_for(r"killed at fault point after_publish", timeout=5)
 
@@ -95,7 +134,6 @@ def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_an
     def republished() -> bool:
         seen.extend(stack.drain(alerts_queue))
         return len(seen) >= 2
-
 
     stack.wait_until(republished, timeout=60, what="the re-published alert")
     time.sleep(6)  # past another claim lease: nothing more comes
@@ -109,8 +147,12 @@ def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_an
     dead = stack.drain(stack.env["CHURN_DLQ_URL"], attributes=True)
     codes = Counter(m["MessageAttributes"]["error_code"]["StringValue"] for m in dead)
     assert set(codes) == {"not_json", "unknown_type", "invalid_field"}
-    bad_ids = {json.loads(m["Body"]).get("event_id") if m["Body"].startswith("{") and len(m["Body"]) < 2000
-               else m["Body"][:20] for m in dead}  # fmt: skip
+    bad_ids = {
+        json.loads(m["Body"]).get("event_id")
+        if m["Body"].startswith("{") and len(m["Body"]) < 2000
+        else m["Body"][:20]
+        for m in dead
+    }
     assert {"bad-1", "bad-2", "bad-5", "bad-6", "bad-7"} <= bad_ids
     # Exactly the bad records, each sent twice: 16 source messages. A batch the kill interrupted had
     # quarantined some already without acknowledging them: those are quarantined again on
@@ -125,8 +167,13 @@ def test_one_alert_id_despite_duplicates_a_kill_between_publish_and_mark_sent_an
 def test_a_missing_queue_stops_the_worker_with_exit_1_and_one_line(stack: Stack) -> None:
     bootstrap(stack)
     env = dict(stack.env, CHURN_SQS_QUEUE_URL=stack.env["CHURN_SQS_QUEUE_URL"] + "-gone")
-    result = subprocess.run([str(BIN / "churn-worker"), "--config", str(stack.config), "run"], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [str(BIN / "churn-worker"), "--config", str(stack.config), "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("churn-worker: error: queue ") and "NonExistentQueue" in last

@@ -19,15 +19,23 @@ def error_response(operation: str, kind: str, status: int, request: bytes = b"")
     request_id = str(uuid.uuid4())
     if kind == "txn_throttle":  # one reason per item, as DynamoDB does: the first item throttled
         items = len(json.loads(request or b"{}").get("TransactItems", [])) or 1
-        reasons = [{"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity of your table "
-                    "or index."}] + [{"Code": "None"}] * (items - 1)  # fmt: skip
+        reasons = [
+            {
+                "Code": "ThrottlingError",
+                "Message": "Throughput exceeds the current capacity of your table or index.",
+            }
+        ] + [{"Code": "None"}] * (items - 1)
         listed = ", ".join(reason["Code"] for reason in reasons)
-        body = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-                "message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{listed}]",
-                "CancellationReasons": reasons}  # fmt: skip
-        return 400, [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", request_id)], json.dumps(
-            body
-        ).encode()
+        body = {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{listed}]",
+            "CancellationReasons": reasons,
+        }
+        return (
+            400,
+            [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", request_id)],
+            json.dumps(body).encode(),
+        )
     throttled = kind == "throttle"
     if service in ("dynamodb", "kinesis"):
         if throttled:
@@ -38,24 +46,51 @@ def error_response(operation: str, kind: str, status: int, request: bytes = b"")
         namespace = "com.amazonaws.dynamodb.v20120810#" if service == "dynamodb" else ""
         version = "1.0" if service == "dynamodb" else "1.1"
         body = json.dumps({"__type": namespace + code, "message": f"injected {kind}"}).encode()
-        return status, [("Content-Type", f"application/x-amz-json-{version}"), ("x-amzn-RequestId", request_id)], body
+        return (
+            status,
+            [("Content-Type", f"application/x-amz-json-{version}"), ("x-amzn-RequestId", request_id)],
+            body,
+        )
     if service == "sqs":  # JSON protocol, query-compatible: the legacy code travels in a header
-        code, status = ("Throttling", 400) if throttled else ("InternalError" if status != 503 else "ServiceUnavailable", status)
+        code, status = (
+            ("Throttling", 400)
+            if throttled
+            else ("InternalError" if status != 503 else "ServiceUnavailable", status)
+        )
         body = json.dumps({"__type": f"com.amazonaws.sqs#{code}", "message": f"injected {kind}"}).encode()
-        headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-RequestId", request_id),
-                   ("x-amzn-query-error", f"{code};{'Sender' if throttled else 'Receiver'}")]  # fmt: skip
+        headers = [
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("x-amzn-RequestId", request_id),
+            ("x-amzn-query-error", f"{code};{'Sender' if throttled else 'Receiver'}"),
+        ]
         return status, headers, body
     if service == "sagemaker":  # rest-json: the code is in x-amzn-ErrorType
-        code, status = ("ThrottlingException", 429) if throttled else (
-            "ServiceUnavailable" if status == 503 else "InternalFailure", status)  # fmt: skip
+        code, status = (
+            ("ThrottlingException", 429)
+            if throttled
+            else ("ServiceUnavailable" if status == 503 else "InternalFailure", status)
+        )
         body = json.dumps({"message": f"injected {kind}"}).encode()
-        return status, [("Content-Type", "application/json"), ("x-amzn-ErrorType", code),
-                        ("x-amzn-RequestId", request_id)], body  # fmt: skip
+        return (
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("x-amzn-ErrorType", code),
+                ("x-amzn-RequestId", request_id),
+            ],
+            body,
+        )
     # query protocol (SNS)
-    code, status = ("Throttling", 400) if throttled else ("InternalError" if status != 503 else "ServiceUnavailable", status)
+    code, status = (
+        ("Throttling", 400)
+        if throttled
+        else ("InternalError" if status != 503 else "ServiceUnavailable", status)
+    )
     fault_type = "Sender" if throttled else "Receiver"
-    body = (f"<ErrorResponse><Error><Type>{fault_type}</Type><Code>{code}</Code><Message>injected {kind}"
-            f"</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>").encode()  # fmt: skip
+    body = (
+        f"<ErrorResponse><Error><Type>{fault_type}</Type><Code>{code}</Code><Message>injected {kind}"
+        f"</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    ).encode()
     return status, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
 
 
@@ -94,8 +129,10 @@ def dynamodb_refusal(operation: str, body: bytes) -> Response | None:
         return None
     if not any(_too_precise(n) for n in _numbers(request)):
         return None
-    error = {"__type": "com.amazon.coral.validate#ValidationException",
-             "message": "Attempting to store more than 38 significant digits in a Number"}  # fmt: skip
+    error = {
+        "__type": "com.amazon.coral.validate#ValidationException",
+        "message": "Attempting to store more than 38 significant digits in a Number",
+    }
     return 400, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(error).encode()
 
 
@@ -122,8 +159,10 @@ class TransactionTokens:
         headers = [("Content-Type", "application/x-amz-json-1.0")]
         if same:
             return 200, headers, b"{}"
-        error = {"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
-                 "message": "The request uses the same client token as a previous, but non-identical request."}  # fmt: skip
+        error = {
+            "__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+            "message": "The request uses the same client token as a previous, but non-identical request.",
+        }
         return 400, headers, json.dumps(error).encode()
 
     def applied(self, operation: str, body: bytes) -> None:

@@ -61,12 +61,18 @@ def patch_moto_kinesis() -> None:
         new_start = int(new_starting_hash_key)
         shard = self.shards[shard_to_split]
         if not shard.starting_hash < new_start < shard.ending_hash:
-            raise InvalidArgumentError(message=f"NewStartingHashKey {new_start} is outside shard {shard_to_split}")
+            raise InvalidArgumentError(
+                message=f"NewStartingHashKey {new_start} is outside shard {shard_to_split}"
+            )
         if not shard.is_open:
             raise InvalidArgumentError(message=f"Shard {shard.shard_id} has already been merged or split")
         last_id = sorted(self.shards.values(), key=attrgetter("_shard_id"))[-1]._shard_id
-        for index, (start, end) in enumerate(((shard.starting_hash, new_start - 1), (new_start, shard.ending_hash))):
-            child = models.Shard(last_id + 1 + index, starting_hash=start, ending_hash=end, parent=shard.shard_id)
+        for index, (start, end) in enumerate(
+            ((shard.starting_hash, new_start - 1), (new_start, shard.ending_hash))
+        ):
+            child = models.Shard(
+                last_id + 1 + index, starting_hash=start, ending_hash=end, parent=shard.shard_id
+            )
             self.shards[child.shard_id] = child
         shard.is_open = False  # keeps its records, as on AWS
 

@@ -25,8 +25,12 @@ from typing import Any
 from features.dynamodb import state_from_items
 
 # profile counter -> (event type, what one event adds); "negative_calls" and "spend_cents" need the body
-_LIFETIME = {"sessions": "session_completed", "ib_calls": "ib_call", "payment_failures": "payment_failed",
-             "tier_changes": "subscription_changed"}  # fmt: skip
+_LIFETIME = {
+    "sessions": "session_completed",
+    "ib_calls": "ib_call",
+    "payment_failures": "payment_failed",
+    "tier_changes": "subscription_changed",
+}
 
 
 @dataclass
@@ -39,8 +43,13 @@ class Expected:
     events: int = 0
 
 
-def fold(events: Iterable[dict[str, Any]], now: datetime, model_alerts: bool, ib_window_days: int = 14,
-         min_calls: int = 2) -> Expected:  # fmt: skip
+def fold(
+    events: Iterable[dict[str, Any]],
+    now: datetime,
+    model_alerts: bool,
+    ib_window_days: int = 14,
+    min_calls: int = 2,
+) -> Expected:
     """Count each distinct event_id once. `model_alerts`: every customer must get the alert that only
     a model answer can produce (HEALTH_SCORE_CRITICAL, with the suite's threshold of 100)."""
     expected = Expected()
@@ -86,8 +95,12 @@ class Stored:
 def read_customer(dynamodb: Any, table: str, customer_id: str) -> Stored:
     """One customer as the product's reader sees the feature table."""
     items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": "customer_id = :c",
-                              "ExpressionAttributeValues": {":c": {"S": customer_id}}, "ConsistentRead": True}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "customer_id = :c",
+        "ExpressionAttributeValues": {":c": {"S": customer_id}},
+        "ConsistentRead": True,
+    }
     while True:
         response = dynamodb.query(**kwargs)
         items += response["Items"]
@@ -116,7 +129,9 @@ class Figures:
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.double or self.duplicate_alerts or self.missing_alerts or self.dlq_wrong)
+        return not (
+            self.lost or self.double or self.duplicate_alerts or self.missing_alerts or self.dlq_wrong
+        )
 
 
 def compare_store(expected: Expected, stored: dict[str, Stored], figures: Figures) -> None:
@@ -140,7 +155,9 @@ def compare_store(expected: Expected, stored: dict[str, Stored], figures: Figure
             figures.double += max(0, diff)
 
 
-def compare_alerts(expected: Expected, alerts: list[dict[str, Any]], figures: Figures, exact: bool = True) -> None:
+def compare_alerts(
+    expected: Expected, alerts: list[dict[str, Any]], figures: Figures, exact: bool = True
+) -> None:
     """`exact`: no alert beyond the expected ones (a scenario with rules whose outcome is not known
     in advance passes False and only checks duplicates and missing ones)."""
     ids = Counter(alert["alert_id"] for alert in alerts)

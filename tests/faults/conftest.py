@@ -40,7 +40,10 @@ def below_full_health(operation: str, body: bytes) -> bytes:
 
 @pytest.fixture(scope="session")
 def fault_servers(awsemu_process: str, model_process: str) -> Iterator[Servers]:  # noqa: F811
-    aws, model = FaultProxy(awsemu_process).start(), FaultProxy(model_process, rewrite=below_full_health).start()
+    aws, model = (
+        FaultProxy(awsemu_process).start(),
+        FaultProxy(model_process, rewrite=below_full_health).start(),
+    )
     yield Servers(awsemu_process, ProxyPair(aws, model))
     aws.stop()
     model.stop()

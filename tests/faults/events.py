@@ -20,22 +20,40 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def good_events(now: datetime, customers: int, per_customer: int = 8, seed: int = 1, prefix: str = "c") -> list[dict[str, Any]]:
+def good_events(
+    now: datetime, customers: int, per_customer: int = 8, seed: int = 1, prefix: str = "c"
+) -> list[dict[str, Any]]:
     """Sign-up 25 days ago, then a random mix of every event type over the last 24 days. Every
     `SPIKE_EVERY`-th customer has exactly two inbound calls in the last 10 days, the others none in
     the last 14 (so who gets an IB_CALL_SPIKE is known in advance)."""
     rnd = random.Random(seed)
     events: list[dict[str, Any]] = []
-    kinds = ["login", "message_sent", "session_booked", "session_completed", "session_rated", "session_cancelled",
-             "payment_succeeded", "payment_failed", "subscription_changed"]  # fmt: skip
+    kinds = [
+        "login",
+        "message_sent",
+        "session_booked",
+        "session_completed",
+        "session_rated",
+        "session_cancelled",
+        "payment_succeeded",
+        "payment_failed",
+        "subscription_changed",
+    ]
     for c in range(customers):
         cid = f"{prefix}-{c:04d}"
         made = 0
 
         def add(kind: str, days_ago: float, cid: str = cid, **fields: Any) -> None:
             nonlocal made
-            events.append({"event_id": f"{cid}-e{made}", "customer_id": cid, "type": kind,
-                           "occurred_at": iso(now - timedelta(days=days_ago)), **fields})  # fmt: skip
+            events.append(
+                {
+                    "event_id": f"{cid}-e{made}",
+                    "customer_id": cid,
+                    "type": kind,
+                    "occurred_at": iso(now - timedelta(days=days_ago)),
+                    **fields,
+                }
+            )
             made += 1
 
         add("customer_signed_up", 25, tier=rnd.choice(["budget", "standard", "premium"]))
@@ -80,13 +98,19 @@ def poison_records(now: datetime, tag: str = "p") -> list[Bad]:
     when = iso(now - timedelta(days=1))
 
     def event(**fields: Any) -> bytes:
-        base = {"event_id": f"{tag}-{fields.pop('n')}", "customer_id": f"{tag}-victim", "type": "login",
-                "occurred_at": when}  # fmt: skip
+        base = {
+            "event_id": f"{tag}-{fields.pop('n')}",
+            "customer_id": f"{tag}-victim",
+            "type": "login",
+            "occurred_at": when,
+        }
         return json.dumps(base | fields).encode()
 
     def raw(n: str, kind: str, amount: str) -> bytes:  # JSON text json.dumps cannot write
-        return (f'{{"event_id": "{tag}-{n}", "customer_id": "{tag}-victim", "type": "{kind}", '
-                f'"occurred_at": "{when}", "amount": {amount}}}').encode()  # fmt: skip
+        return (
+            f'{{"event_id": "{tag}-{n}", "customer_id": "{tag}-victim", "type": "{kind}", '
+            f'"occurred_at": "{when}", "amount": {amount}}}'
+        ).encode()
 
     huge_int = raw("bigint", "payment_succeeded", "9" * 5000)
     overflow_inf = raw("inf", "payment_failed", "1e400")

@@ -58,10 +58,15 @@ enabled = false
 
 # Shorter waits than production so a scenario takes seconds; the logic is the same.
 WORKER_ENV = {
-    "CHURN_SQS_WAIT_SECONDS": "1", "CHURN_SQS_VISIBILITY_TIMEOUT": "6", "CHURN_SQS_POLLERS": "2",
-    "CHURN_HEALTH_PORT": "0", "CHURN_KINESIS_LEASE_SECONDS": "3", "CHURN_KINESIS_POLL_SECONDS": "0.2",
-    "CHURN_ALERT_CLAIM_LEASE_SECONDS": "30", "CHURN_SHUTDOWN_GRACE_SECONDS": "5",
-}  # fmt: skip
+    "CHURN_SQS_WAIT_SECONDS": "1",
+    "CHURN_SQS_VISIBILITY_TIMEOUT": "6",
+    "CHURN_SQS_POLLERS": "2",
+    "CHURN_HEALTH_PORT": "0",
+    "CHURN_KINESIS_LEASE_SECONDS": "3",
+    "CHURN_KINESIS_POLL_SECONDS": "0.2",
+    "CHURN_ALERT_CLAIM_LEASE_SECONDS": "30",
+    "CHURN_SHUTDOWN_GRACE_SECONDS": "5",
+}
 
 
 @dataclass
@@ -88,13 +93,17 @@ FIFO_DEDUPLICATION_SECONDS = 300
 
 
 def table(rows: Iterable[Row]) -> str:
-    header = ("| scenario | source | events | delivered | bad | faults | lost | double | dup alerts | missing alerts "
-              "| DLQ (got/bad) | s | notes |")  # fmt: skip
+    header = (
+        "| scenario | source | events | delivered | bad | faults | lost | double | dup alerts | missing alerts "
+        "| DLQ (got/bad) | s | notes |"
+    )
     lines = [header, "|" + "---|" * 13]
     for r in rows:
         mark = "" if r.passed else f" (known: {r.known_issue})" if r.known_issue else " **FAIL**"
-        lines.append(f"| {r.scenario}{mark} | {r.source} | {r.events} | {r.deliveries} | {r.bad} | {r.faults} | "
-                     f"{r.lost} | {r.double} | {r.duplicate_alerts} | {r.missing_alerts} | {r.dlq} | {r.seconds:.0f} | {r.note} |")  # fmt: skip
+        lines.append(
+            f"| {r.scenario}{mark} | {r.source} | {r.events} | {r.deliveries} | {r.bad} | {r.faults} | "
+            f"{r.lost} | {r.double} | {r.duplicate_alerts} | {r.missing_alerts} | {r.dlq} | {r.seconds:.0f} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -130,10 +139,22 @@ class Scenario:
 
     def client(self, service: str, via_proxy: bool = False) -> Any:
         url = self.servers.proxies.aws.url if via_proxy else self.servers.moto
-        return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="faults",
-                            aws_secret_access_key="faults")  # fmt: skip
+        return boto3.client(
+            service,
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="faults",
+            aws_secret_access_key="faults",
+        )
 
-    def bootstrap(self, *, shards: int = 1, fifo_queue: bool = False, fifo_topic: bool = False, config: str = FAULTS_CONFIG) -> None:
+    def bootstrap(
+        self,
+        *,
+        shards: int = 1,
+        fifo_queue: bool = False,
+        fifo_topic: bool = False,
+        config: str = FAULTS_CONFIG,
+    ) -> None:
         """The product's `bootstrap` against moto itself, then the subscriber queue on the topic."""
         from cli.commands.bootstrap import bootstrap
         from worker.settings import Settings
@@ -149,28 +170,44 @@ class Scenario:
             else:
                 os.environ["AWS_ENDPOINT_URL"] = previous
         (self.tmp / "faults.toml").write_text(config)
-        self.env = base_env() | WORKER_ENV | {
-            "AWS_ENDPOINT_URL": self.servers.proxies.aws.url,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.servers.proxies.model.url,
-            "CHURN_SOURCE": self.source, "CHURN_TABLE_PREFIX": self.prefix, "CHURN_KINESIS_SHARDS": str(shards),
-        }  # fmt: skip
+        self.env = (
+            base_env()
+            | WORKER_ENV
+            | {
+                "AWS_ENDPOINT_URL": self.servers.proxies.aws.url,
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.servers.proxies.model.url,
+                "CHURN_SOURCE": self.source,
+                "CHURN_TABLE_PREFIX": self.prefix,
+                "CHURN_KINESIS_SHARDS": str(shards),
+            }
+        )
         for row in rows:
             if row.setting and row.setting != "CHURN_TABLE_PREFIX" and row.value:
                 self.env[row.setting] = row.value
         sqs = self.client("sqs")
         if fifo_queue:
-            url = sqs.create_queue(QueueName=f"{self.prefix}events.fifo", Attributes={
-                "FifoQueue": "true", "VisibilityTimeout": "6"})["QueueUrl"]  # fmt: skip
+            url = sqs.create_queue(
+                QueueName=f"{self.prefix}events.fifo",
+                Attributes={"FifoQueue": "true", "VisibilityTimeout": "6"},
+            )["QueueUrl"]
             self.env["CHURN_SQS_QUEUE_URL"] = url
         if fifo_topic:
             self.env["CHURN_ALERTS_TOPIC_ARN"] = self.client("sns").create_topic(
-                Name=f"{self.prefix}alerts.fifo", Attributes={"FifoTopic": "true"})["TopicArn"]  # fmt: skip
+                Name=f"{self.prefix}alerts.fifo", Attributes={"FifoTopic": "true"}
+            )["TopicArn"]
         attributes = {"FifoQueue": "true"} if fifo_topic else {}
-        self.alerts_queue = sqs.create_queue(QueueName=f"{self.prefix}subscriber" + (".fifo" if fifo_topic else ""),
-                                             Attributes=attributes)["QueueUrl"]  # fmt: skip
-        arn = sqs.get_queue_attributes(QueueUrl=self.alerts_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.client("sns").subscribe(TopicArn=self.env["CHURN_ALERTS_TOPIC_ARN"], Protocol="sqs", Endpoint=arn,
-                                     Attributes={"RawMessageDelivery": "true"})  # fmt: skip
+        self.alerts_queue = sqs.create_queue(
+            QueueName=f"{self.prefix}subscriber" + (".fifo" if fifo_topic else ""), Attributes=attributes
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=self.alerts_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.client("sns").subscribe(
+            TopicArn=self.env["CHURN_ALERTS_TOPIC_ARN"],
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
 
     # --- workers ---------------------------------------------------------------------------------
 
@@ -205,7 +242,10 @@ class Scenario:
         for start in range(0, len(bodies), 10):
             entries = []
             for i, body in enumerate(bodies[start : start + 10]):
-                entry: dict[str, Any] = {"Id": str(i), "MessageBody": body.decode() if isinstance(body, bytes) else body}
+                entry: dict[str, Any] = {
+                    "Id": str(i),
+                    "MessageBody": body.decode() if isinstance(body, bytes) else body,
+                }
                 if group_of is not None:
                     entry["MessageGroupId"] = group_of(start + i)
                     entry["MessageDeduplicationId"] = uuid.uuid4().hex
@@ -217,16 +257,22 @@ class Scenario:
         kinesis, stream = self.client("kinesis"), self.env["CHURN_KINESIS_STREAM"]
         for start in range(0, len(records), 100):
             chunk = records[start : start + 100]
-            response = kinesis.put_records(StreamName=stream, Records=[{"Data": data, "PartitionKey": key}
-                                                                       for key, data in chunk])  # fmt: skip
+            response = kinesis.put_records(
+                StreamName=stream, Records=[{"Data": data, "PartitionKey": key} for key, data in chunk]
+            )
             assert response["FailedRecordCount"] == 0
             for result in response["Records"]:
                 shard, sequence = result["ShardId"], result["SequenceNumber"]
                 if shard not in self.puts or int(sequence) > int(self.puts[shard]):
                     self.puts[shard] = sequence
 
-    def feed(self, good: list[dict[str, Any]], bad: list[Bad] = (), shuffle_seed: int | None = 3,  # type: ignore[assignment]
-             copies: int = 1) -> None:  # fmt: skip
+    def feed(
+        self,
+        good: list[dict[str, Any]],
+        bad: list[Bad] = (),
+        shuffle_seed: int | None = 3,  # type: ignore[assignment]
+        copies: int = 1,
+    ) -> None:
         """Good events (each `copies` times) and bad records, mixed, on the scenario's source."""
         import random
 
@@ -244,23 +290,32 @@ class Scenario:
     # --- observing -------------------------------------------------------------------------------
 
     def queue_depth(self, url: str) -> int:
-        attrs = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]  # fmt: skip
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
     def drain(self, url: str, into: list[dict[str, Any]], raw: bool = False) -> None:
         sqs = self.client("sqs")
         while True:
-            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"],
-                                      MessageAttributeNames=["All"]).get("Messages", [])  # fmt: skip
+            got = sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
             if not got:
                 return
             for message in got:
                 if self._fifo_duplicate(message):
                     continue
                 into.append(message if raw else json.loads(message["Body"]))
-            sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])  # fmt: skip
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+            )
 
     def _fifo_duplicate(self, message: dict[str, Any]) -> bool:
         """A FIFO queue accepts a MessageDeduplicationId once per 5 minutes, whether or not the
@@ -338,26 +393,53 @@ class Scenario:
             try:
                 extra(figures)
             except AssertionError as exc:  # a scenario's own check: failed like the figures, recorded
-                figures.failed_checks.append(str(exc).splitlines()[0] if str(exc) else "a scenario check failed")
+                figures.failed_checks.append(
+                    str(exc).splitlines()[0] if str(exc) else "a scenario check failed"
+                )
         if workers_alive:
             for worker in self.workers[-1:]:
                 if worker.proc.poll() is not None:
                     figures.details.append(f"{worker.name} exited with {worker.proc.returncode}")
-        injected = self.servers.proxies.aws.injected_total() + self.servers.proxies.model.injected_total() + self.kills
-        passed = figures.clean and not figures.failed_checks and not any("exited" in d for d in figures.details)
-        RESULTS.append(Row(
-            self.name, self.source, expected.events, len(self.good), len(self.bad), injected, figures.lost,
-            figures.double, figures.duplicate_alerts, figures.missing_alerts, f"{figures.dlq}/{figures.dlq_expected}" + (f" (+{figures.dlq_copies} copy)" if figures.dlq_copies else ""),
-            time.monotonic() - self.started, passed, "; ".join([self.note, *figures.failed_checks]).strip("; "),
-            self.known_issue))  # fmt: skip
+        injected = (
+            self.servers.proxies.aws.injected_total()
+            + self.servers.proxies.model.injected_total()
+            + self.kills
+        )
+        passed = (
+            figures.clean and not figures.failed_checks and not any("exited" in d for d in figures.details)
+        )
+        RESULTS.append(
+            Row(
+                self.name,
+                self.source,
+                expected.events,
+                len(self.good),
+                len(self.bad),
+                injected,
+                figures.lost,
+                figures.double,
+                figures.duplicate_alerts,
+                figures.missing_alerts,
+                f"{figures.dlq}/{figures.dlq_expected}"
+                + (f" (+{figures.dlq_copies} copy)" if figures.dlq_copies else ""),
+                time.monotonic() - self.started,
+                passed,
+                "; ".join([self.note, *figures.failed_checks]).strip("; "),
+                self.known_issue,
+            )
+        )
         for worker in self.workers:  # whole logs, for the post-mortem
             (self.tmp / f"{worker.name.rsplit('/', 1)[-1]}.log").write_text("\n".join(worker.lines) + "\n")
         if not passed:
-            logs = f"(whole logs in {self.tmp})\n" + "\n".join(line for w in self.workers for line in w.lines[-25:])
+            logs = f"(whole logs in {self.tmp})\n" + "\n".join(
+                line for w in self.workers for line in w.lines[-25:]
+            )
             problems = "\n".join(figures.failed_checks + figures.details[:40] + figures.dlq_wrong)
-            raise AssertionError(f"{self.name}: lost {figures.lost}, double {figures.double}, duplicate alerts "
-                                 f"{figures.duplicate_alerts}, missing alerts {figures.missing_alerts}, DLQ "
-                                 f"{figures.dlq}/{figures.dlq_expected}\n{problems}\nworker output:\n{logs}")  # fmt: skip
+            raise AssertionError(
+                f"{self.name}: lost {figures.lost}, double {figures.double}, duplicate alerts "
+                f"{figures.duplicate_alerts}, missing alerts {figures.missing_alerts}, DLQ "
+                f"{figures.dlq}/{figures.dlq_expected}\n{problems}\nworker output:\n{logs}"
+            )
         return figures
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:

@@ -64,7 +64,15 @@ from tests.faults.aws_shapes import TransactionTokens, dynamodb_refusal, error_r
 
 KINDS = ("throttle", "error", "latency", "reset", "drop", "txn_throttle", "respond", "corrupt")
 ADMIN_PATH = "/__faults__"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SAGEMAKER_PATH = re.compile(r"^/endpoints/[^/]+/invocations|^/invocations")
 
@@ -134,7 +142,9 @@ def operation_of(request: _Request) -> str:
 class FaultProxy:
     """`with FaultProxy("http://127.0.0.1:5000") as proxy: proxy.url ...`"""
 
-    def __init__(self, upstream: str, seed: int = 7, rewrite: Callable[[str, bytes], bytes] | None = None) -> None:
+    def __init__(
+        self, upstream: str, seed: int = 7, rewrite: Callable[[str, bytes], bytes] | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self._rewrite = rewrite  # applied to every successful upstream answer: (operation, body) -> body
         self.url = ""
@@ -235,8 +245,9 @@ class FaultProxy:
     async def _start(self) -> None:
         # Generous pool, no timeout of our own: `latency` faults decide how slow the upstream looks.
         connector = aiohttp.TCPConnector(limit=256, force_close=False)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                              timeout=aiohttp.ClientTimeout(total=None))  # fmt: skip
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
+        )
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=2**24)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}"
@@ -275,9 +286,11 @@ class FaultProxy:
                     return
                 if fault is not None and fault.kind == "respond":
                     _fire(fault, operation)
-                    status, headers, body = fault.status, [("Content-Type", "application/json")], json.dumps(
-                        fault.body
-                    ).encode()
+                    status, headers, body = (
+                        fault.status,
+                        [("Content-Type", "application/json")],
+                        json.dumps(fault.body).encode(),
+                    )
                     if fault.status >= 400 and operation.startswith("sagemaker:"):
                         headers.append(("x-amzn-ErrorType", "ModelError"))
                 elif fault is not None and fault.kind not in ("drop", "corrupt"):
@@ -314,12 +327,19 @@ class FaultProxy:
         assert self._session is not None
         headers = [(k, v) for k, v in request.headers if k.lower() not in _HOP_BY_HOP | {"content-length"}]
         async with self._session.request(
-            request.method, self.upstream + request.target, headers=headers, data=request.body,
+            request.method,
+            self.upstream + request.target,
+            headers=headers,
+            data=request.body,
             skip_auto_headers={"User-Agent", "Content-Type", "Accept", "Accept-Encoding"},
             allow_redirects=False,
-        ) as response:  # fmt: skip
+        ) as response:
             body = await response.read()
-            out = [(k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP | {"content-length"}]
+            out = [
+                (k, v)
+                for k, v in response.headers.items()
+                if k.lower() not in _HOP_BY_HOP | {"content-length"}
+            ]
             return response.status, out, body
 
     async def _admin(self, request: _Request, writer: asyncio.StreamWriter) -> None:
@@ -327,8 +347,13 @@ class FaultProxy:
             faults = [Fault.from_json(item) for item in json.loads(request.body or b"[]")]
             self.set_faults(*faults)
         with self._lock:
-            state = {"faults": [{"operation": f.operation, "kind": f.kind, "fired": f.fired} for f in self._faults],
-                     "requests": dict(self.requests), "injected": dict(self.injected)}  # fmt: skip
+            state = {
+                "faults": [
+                    {"operation": f.operation, "kind": f.kind, "fired": f.fired} for f in self._faults
+                ],
+                "requests": dict(self.requests),
+                "injected": dict(self.injected),
+            }
         await _write_response(writer, 200, [("Content-Type", "application/json")], json.dumps(state).encode())
 
 
@@ -360,10 +385,21 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
     return request
 
 
-async def _write_response(writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    reason = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
-              503: "Service Unavailable"}.get(status, "Status")  # fmt: skip
-    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers), f"Content-Length: {len(body)}"]
+async def _write_response(
+    writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]], body: bytes
+) -> None:
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Status")
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        *(f"{k}: {v}" for k, v in headers),
+        f"Content-Length: {len(body)}",
+    ]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     await writer.drain()
 

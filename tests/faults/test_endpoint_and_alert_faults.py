@@ -48,8 +48,11 @@ def run_outage(scenario: Scenario, shards: int | None) -> None:
 
     # While the endpoint is down: rule-only alerts go out, and every record is acknowledged (the
     # queue drains, the shard's checkpoint reaches its end): nothing waits for the endpoint.
-    scenario.wait_until(during_outage, timeout=max(1.0, outage_ends - time.monotonic() - 1),
-                        what="rule-only alerts and the source drained while the endpoint is down")  # fmt: skip
+    scenario.wait_until(
+        during_outage,
+        timeout=max(1.0, outage_ends - time.monotonic() - 1),
+        what="rule-only alerts and the source drained while the endpoint is down",
+    )
     assert model.injected_total("error") > 0
     assert not [a for a in scenario.alerts if a["type"] == "HEALTH_SCORE_CRITICAL"]  # no model, no such alert
     time.sleep(max(0.0, outage_ends - time.monotonic()))
@@ -82,11 +85,19 @@ def test_bad_model_input(scenario: Scenario) -> None:
     now = now_utc()
     scenario.bootstrap()
     scenario.servers.proxies.model.set_faults(
-        Fault("sagemaker:InvokeEndpoint", "respond", status=400, times=2,
-              body={"ErrorCode": "CLIENT_ERROR_FROM_MODEL", "Message": "Received client error (400) from "
-                    "primary: the input does not match the model's signature"}),
+        Fault(
+            "sagemaker:InvokeEndpoint",
+            "respond",
+            status=400,
+            times=2,
+            body={
+                "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+                "Message": "Received client error (400) from "
+                "primary: the input does not match the model's signature",
+            },
+        ),
         Fault("sagemaker:InvokeEndpoint", "corrupt", times=1, rewrite=_out_of_contract),
-    )  # fmt: skip
+    )
     scenario.feed(good_events(now, customers=16))
     worker = scenario.start_worker()
 
@@ -106,7 +117,9 @@ def test_crash_between_publish_and_mark_sent(scenario: Scenario) -> None:
     now = now_utc()
     scenario.bootstrap(fifo_topic=True)
     scenario.feed(good_events(now, customers=12))
-    first = scenario.start_worker("first", CHURN_FAULT_KILL_AT="after_publish", CHURN_ALERT_CLAIM_LEASE_SECONDS="4")
+    first = scenario.start_worker(
+        "first", CHURN_FAULT_KILL_AT="after_publish", CHURN_ALERT_CLAIM_LEASE_SECONDS="4"
+    )
     code = first.proc.wait(timeout=60)
     assert code == 137 and any("killed at fault point after_publish" in line for line in first.lines)
     scenario.kills += 1
@@ -114,7 +127,9 @@ def test_crash_between_publish_and_mark_sent(scenario: Scenario) -> None:
 
     def republished(figures: Figures) -> None:
         scenario.note = f"{scenario.fifo_dropped} re-published alert(s) dropped by the FIFO deduplication"
-        assert scenario.fifo_dropped >= 1, "no alert was published again: the crash did not happen where intended"
+        assert scenario.fifo_dropped >= 1, (
+            "no alert was published again: the crash did not happen where intended"
+        )
 
     scenario.finish(now, settle=6, extra=republished)  # past the lease: a second publish would have arrived
 
@@ -126,7 +141,13 @@ def edge_events(now: Any) -> tuple[list[dict[str, Any]], list[Bad]]:
     good: list[dict[str, Any]] = []
 
     def add(cid: str, kind: str, at: Any, **fields: Any) -> dict[str, Any]:
-        event = {"event_id": f"{cid}-{len(good)}", "customer_id": cid, "type": kind, "occurred_at": iso(at), **fields}
+        event = {
+            "event_id": f"{cid}-{len(good)}",
+            "customer_id": cid,
+            "type": kind,
+            "occurred_at": iso(at),
+            **fields,
+        }
         good.append(event)
         return event
 
@@ -135,10 +156,18 @@ def edge_events(now: Any) -> tuple[list[dict[str, Any]], list[Bad]]:
     for days in (7, 14, 30):
         for side in (-60, 60):  # a minute inside and a minute outside each window
             add("edge-1", "login", now - timedelta(days=days, seconds=side))
-    add("edge-1", "ib_call", now - timedelta(days=14, seconds=-60), sentiment="negative")  # one call: never a spike
+    add(
+        "edge-1", "ib_call", now - timedelta(days=14, seconds=-60), sentiment="negative"
+    )  # one call: never a spike
     add("edge-2", "customer_signed_up", midnight - timedelta(days=20), tier="budget")
-    add("edge-2", "session_completed", midnight - timedelta(microseconds=1), subject="algebra", tutor_id="t-1",
-        duration_minutes=60.0)  # fmt: skip
+    add(
+        "edge-2",
+        "session_completed",
+        midnight - timedelta(microseconds=1),
+        subject="algebra",
+        tutor_id="t-1",
+        duration_minutes=60.0,
+    )
     add("edge-2", "session_completed", midnight, subject="algebra", tutor_id="t-1", duration_minutes=60.0)
     add("edge-2", "payment_succeeded", now - timedelta(days=34, hours=23), amount=10.0)  # late and old
     add("edge-3", "customer_signed_up", now - timedelta(days=3), tier="premium")
@@ -150,8 +179,10 @@ def edge_events(now: Any) -> tuple[list[dict[str, Any]], list[Bad]]:
         body = {"event_id": f"late-{code}", "customer_id": "edge-9", "type": "login", "occurred_at": iso(at)}
         return Bad(name, json.dumps(body).encode(), code)
 
-    return good, [bad("older than retention", "too_old", now - timedelta(days=35, hours=2)),
-                  bad("6 minutes ahead", "in_future", now + timedelta(minutes=6))]  # fmt: skip
+    return good, [
+        bad("older than retention", "too_old", now - timedelta(days=35, hours=2)),
+        bad("6 minutes ahead", "in_future", now + timedelta(minutes=6)),
+    ]
 
 
 def test_window_edge_and_late_events(scenario: Scenario) -> None:
@@ -174,9 +205,20 @@ def test_claim_lease_outlived_by_a_slow_sibling_claim(scenario: Scenario) -> Non
     now = now_utc()
     scenario.bootstrap()
     scenario.feed(good_events(now, customers=6))
-    scenario.servers.proxies.aws.set_faults(Fault("dynamodb:TransactWriteItems", "latency", delay=10, times=1,
-                                                  body_contains=b'"c-0005"}, "alert_type"'))  # fmt: skip
+    scenario.servers.proxies.aws.set_faults(
+        Fault(
+            "dynamodb:TransactWriteItems",
+            "latency",
+            delay=10,
+            times=1,
+            body_contains=b'"c-0005"}, "alert_type"',
+        )
+    )
     # A short re-scoring interval keeps the sweeper's pause under 2 s (it is a tenth of the interval).
-    scenario.start_worker(CHURN_ALERT_CLAIM_LEASE_SECONDS="4", CHURN_RESCORE_TICK_SECONDS="1",
-                          CHURN_RESCORE_INTERVAL_HOURS="0.005", CHURN_SQS_POLLERS="1")  # fmt: skip
+    scenario.start_worker(
+        CHURN_ALERT_CLAIM_LEASE_SECONDS="4",
+        CHURN_RESCORE_TICK_SECONDS="1",
+        CHURN_RESCORE_INTERVAL_HOURS="0.005",
+        CHURN_SQS_POLLERS="1",
+    )
     scenario.finish(now, settle=4)

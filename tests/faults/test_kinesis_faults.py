@@ -29,8 +29,16 @@ def test_kinesis_checkpoint_replay(scenario: Scenario) -> None:
     scenario.bootstrap(shards=2)
     scenario.feed(good_events(now, customers=16))
     first = scenario.start_worker("first", wait=False)
-    scenario.servers.proxies.aws.set_faults(Fault("dynamodb:UpdateItem", "reset", skip=1, times=1,
-                                                  body_contains=CHECKPOINT_WRITE, on_hit=scenario.killer(first)))  # fmt: skip
+    scenario.servers.proxies.aws.set_faults(
+        Fault(
+            "dynamodb:UpdateItem",
+            "reset",
+            skip=1,
+            times=1,
+            body_contains=CHECKPOINT_WRITE,
+            on_hit=scenario.killer(first),
+        )
+    )
     first.proc.wait(timeout=60)
     scenario.servers.proxies.aws.clear()
     scenario.start_worker("second")
@@ -48,8 +56,10 @@ def test_lease_steal(scenario: Scenario) -> None:
     scenario.feed(good_events(now, customers=20))
     first.wait_for(r'"event": "alert published"', timeout=60)
     scenario.start_worker("second")
-    scenario.wait_until(lambda: len({i.get("owner", {}).get("S") for i in scenario.leases().values()}) == 2,
-                        what="the leases shared by both workers")  # fmt: skip
+    scenario.wait_until(
+        lambda: len({i.get("owner", {}).get("S") for i in scenario.leases().values()}) == 2,
+        what="the leases shared by both workers",
+    )
     scenario.feed(good_events(now, customers=20, seed=9, prefix="late"))
     scenario.finish(now, timeout=90)
 
@@ -136,7 +146,9 @@ def test_kinesis_shutdown_within_the_ecs_stop_timeout(scenario: Scenario) -> Non
     scenario.feed(good_events(now, customers=8))
     scenario.servers.proxies.model.set_faults(Fault("sagemaker:InvokeEndpoint", "latency", delay=30, times=1))
     first = scenario.start_worker("first")
-    scenario.wait_until(lambda: scenario.servers.proxies.model.injected_total("latency") == 1, what="a slow batch")
+    scenario.wait_until(
+        lambda: scenario.servers.proxies.model.injected_total("latency") == 1, what="a slow batch"
+    )
     first.signal(signal.SIGTERM)
     grace = float(scenario.env["CHURN_SHUTDOWN_GRACE_SECONDS"])
     try:
@@ -162,10 +174,15 @@ def test_fatal_source_error_stops_the_worker(scenario: Scenario) -> None:
     scenario.source = "kinesis"
     scenario.bootstrap(shards=1)
     stream = scenario.env["CHURN_KINESIS_STREAM"]
-    denied = {"__type": "AccessDeniedException", "message": "User: arn:aws:sts::123456789012:assumed-role/churn "
-              "is not authorized to perform: kinesis:ListShards"}  # fmt: skip
-    cases = [("no-such-stream", f"{scenario.prefix}no-such-stream", None),
-             ("AccessDeniedException", stream, Fault("kinesis:*", "respond", status=400, body=denied))]  # fmt: skip
+    denied = {
+        "__type": "AccessDeniedException",
+        "message": "User: arn:aws:sts::123456789012:assumed-role/churn "
+        "is not authorized to perform: kinesis:ListShards",
+    }
+    cases = [
+        ("no-such-stream", f"{scenario.prefix}no-such-stream", None),
+        ("AccessDeniedException", stream, Fault("kinesis:*", "respond", status=400, body=denied)),
+    ]
     notes = []
     for expected, name, fault in cases:
         scenario.servers.proxies.aws.set_faults(*([fault] if fault else []))

@@ -22,7 +22,8 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     scenario.feed(good_events(now, customers=16), poison_records(now)[-2:])
     first = scenario.start_worker("first", wait=False)
     scenario.servers.proxies.aws.set_faults(
-        Fault("dynamodb:TransactWriteItems", "drop", skip=5, times=1, on_hit=scenario.killer(first)))
+        Fault("dynamodb:TransactWriteItems", "drop", skip=5, times=1, on_hit=scenario.killer(first))
+    )
     first.proc.wait(timeout=60)
     scenario.servers.proxies.aws.clear()
     scenario.start_worker("second")
@@ -53,8 +54,11 @@ def test_sqs_redelivery(scenario: Scenario) -> None:
     scenario.servers.proxies.aws.set_faults(Fault("sqs:DeleteMessageBatch", "reset", times=15))
     scenario.feed(good_events(now, customers=12))
     scenario.start_worker()
-    scenario.wait_until(lambda: scenario.servers.proxies.aws.injected_total("reset") >= 15, timeout=60,
-                        what="15 failed deletes")  # fmt: skip
+    scenario.wait_until(
+        lambda: scenario.servers.proxies.aws.injected_total("reset") >= 15,
+        timeout=60,
+        what="15 failed deletes",
+    )
     scenario.finish(now, timeout=90)
 
 

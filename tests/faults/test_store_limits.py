@@ -23,16 +23,26 @@ async def dynamodb(aws_endpoint: str) -> AsyncIterator[Any]:
         yield client
 
 
-async def test_one_customers_year_of_events_in_one_batch_is_written(dynamodb: Any, unique_prefix: str) -> None:
+async def test_one_customers_year_of_events_in_one_batch_is_written(
+    dynamodb: Any, unique_prefix: str
+) -> None:
     """A backfill on SQS: 200 events of one customer, one a day, retention 365 days (allowed):
     200 day pages, more than one transaction's 100 items."""
     table = table_name(unique_prefix)
     await create_feature_table(dynamodb, table)
     store = DynamoDBFeatureStore(dynamodb, table, retention=timedelta(days=365))
     now = datetime.now(UTC)
-    events = [validate_event({"event_id": f"e-{day}", "customer_id": "c-backfill", "type": "login",
-                              "occurred_at": (now - timedelta(days=day, hours=1)).isoformat()})
-              for day in range(200)]  # fmt: skip
+    events = [
+        validate_event(
+            {
+                "event_id": f"e-{day}",
+                "customer_id": "c-backfill",
+                "type": "login",
+                "occurred_at": (now - timedelta(days=day, hours=1)).isoformat(),
+            }
+        )
+        for day in range(200)
+    ]
     result = await store.apply(events, now)
     assert len(result.applied) == 200
     state = (await store.get(["c-backfill"]))["c-backfill"]

@@ -11,11 +11,15 @@ from features.layout import legacy_page_item, legacy_profile_item
 from features.store import MemoryFeatureStore
 
 
-async def write_format_1(client: Any, table: str, events: list[Event], now: datetime, version: int = 1) -> None:
+async def write_format_1(
+    client: Any, table: str, events: list[Event], now: datetime, version: int = 1
+) -> None:
     memory = MemoryFeatureStore()
     await memory.apply(events, now)
     for cid in memory.customers():
         state = (await memory.get([cid]))[cid]
         for page in state.pages.values():
-            await client.put_item(TableName=table, Item=legacy_page_item(cid, page, timedelta(days=35), version))
+            await client.put_item(
+                TableName=table, Item=legacy_page_item(cid, page, timedelta(days=35), version)
+            )
         await client.put_item(TableName=table, Item=legacy_profile_item(cid, state.profile, version))

@@ -119,7 +119,9 @@ async def test_a_churned_customer_gets_no_more_alerts(ledger: AlertLedger) -> No
     assert (await ledger.claim(spike("c-2"), T0, WEEK)).status is ClaimStatus.NEW
 
 
-async def test_a_customer_who_signs_up_again_is_alerted_again_until_the_next_churn(ledger: AlertLedger) -> None:
+async def test_a_customer_who_signs_up_again_is_alerted_again_until_the_next_churn(
+    ledger: AlertLedger,
+) -> None:
     day = timedelta(days=1)
     await ledger.record_churn("c-1", T0)
     await ledger.record_return("c-1", T0, T0 + day)
@@ -138,7 +140,9 @@ async def test_a_return_written_before_the_churn_it_follows_still_counts(ledger:
     state, records the churn afterwards. The customer is back, whatever the order."""
     await ledger.record_return("c-1", T0, T0 + timedelta(days=1))
     await ledger.record_churn("c-1", T0)
-    assert (await ledger.claim(spike(at=T0 + timedelta(days=2)), T0 + timedelta(days=2), WEEK)).status is ClaimStatus.NEW
+    assert (
+        await ledger.claim(spike(at=T0 + timedelta(days=2)), T0 + timedelta(days=2), WEEK)
+    ).status is ClaimStatus.NEW
 
 
 async def test_churn_stops_even_a_pending_claim(ledger: AlertLedger) -> None:
@@ -197,7 +201,9 @@ async def test_a_window_known_sent_suppresses_claims_without_a_request(table: st
         assert requests == []
         # Another worker learns it from DynamoDB's answer, once.
         for _ in range(3):
-            assert (await second.claim(spike(), T0 + timedelta(hours=2), WEEK)).status is ClaimStatus.SUPPRESSED
+            assert (
+                await second.claim(spike(), T0 + timedelta(hours=2), WEEK)
+            ).status is ClaimStatus.SUPPRESSED
         assert requests == ["TransactWriteItems"]
         # The window ends: a new claim goes to DynamoDB and wins.
         assert (await first.claim(spike(at=T0 + WEEK), T0 + WEEK, WEEK)).status is ClaimStatus.NEW
@@ -254,10 +260,14 @@ async def test_a_released_claim_is_swept_at_once_and_a_churned_ones_never(ledger
 async def test_churn_and_sign_up_at_the_same_instant_is_a_return(ledger: AlertLedger) -> None:
     await ledger.record_churn("c-1", T0)
     await ledger.record_return("c-1", T0, T0)  # the same instant: no error, and the customer is back
-    assert (await ledger.claim(spike(at=T0 + timedelta(days=1)), T0 + timedelta(days=1), WEEK)).status is ClaimStatus.NEW
+    assert (
+        await ledger.claim(spike(at=T0 + timedelta(days=1)), T0 + timedelta(days=1), WEEK)
+    ).status is ClaimStatus.NEW
 
 
-async def test_a_claim_nearing_the_end_of_its_lease_is_renewed_before_it_is_published(ledger: AlertLedger) -> None:
+async def test_a_claim_nearing_the_end_of_its_lease_is_renewed_before_it_is_published(
+    ledger: AlertLedger,
+) -> None:
     claim = await ledger.claim(spike(), T0, WEEK)
     assert claim.status is ClaimStatus.NEW
     assert await ledger.keep_live([claim], T0 + LEASE / 4) == [claim]  # plenty of lease left: no request
@@ -266,7 +276,9 @@ async def test_a_claim_nearing_the_end_of_its_lease_is_renewed_before_it_is_publ
     assert await ledger.abandoned(T0 + LEASE * 3 / 2, 10) == []  # the renewed lease still holds it
 
 
-async def test_a_claim_the_sweep_took_over_is_never_published_by_its_slow_first_holder(ledger: AlertLedger) -> None:
+async def test_a_claim_the_sweep_took_over_is_never_published_by_its_slow_first_holder(
+    ledger: AlertLedger,
+) -> None:
     """FINDINGS.md #3: a batch slowed past its claims' lease must not publish what the sweep took."""
     claim = await ledger.claim(spike(), T0, WEEK)
     (taken,) = await ledger.abandoned(T0 + LEASE * 2, 10)  # the sweep: the lease ran out

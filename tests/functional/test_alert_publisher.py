@@ -27,12 +27,16 @@ def alerts(n: int, scored: bool = True) -> list[Alert]:
     """n customers, each with an IB_CALL_SPIKE (and, scored, a HIGH_CHURN_RISK): windows stamped."""
     prediction = Prediction.from_json(
         {
-            "first_session_success_prob": 0.9, "predicted_session_velocity": 2.0, "churn_risk_14d": 0.68,
-            "churn_risk_30d": 0.82, "supply_demand_scores": [0.0] * 20, "customer_health_score": 70,
+            "first_session_success_prob": 0.9,
+            "predicted_session_velocity": 2.0,
+            "churn_risk_14d": 0.68,
+            "churn_risk_30d": 0.82,
+            "supply_demand_scores": [0.0] * 20,
+            "customer_health_score": 70,
             "feature_importance": [{"feature": "ib_call_count_14d", "importance": 0.45}],
             "model_version": "m-1",
         }
-    )  # fmt: skip
+    )
     features = {"ib_call_count_14d": 2.0, "session_frequency_30d": 1.0, "has_first_session": 1.0}
     out: list[Alert] = []
     for i in range(n):
@@ -60,9 +64,12 @@ async def drain(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for _ in range(20):
         response = await sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"],
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
             MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
-        )  # fmt: skip
+        )
         batch = response.get("Messages", [])
         messages += batch
         if batch:
@@ -147,8 +154,14 @@ class ScriptedSns:
         for entry in PublishBatchRequestEntries:
             position = self.ids.get(entry["Id"], -1)
             if position in failing:
-                failed.append({"Id": entry["Id"], "Code": "InternalError", "Message": "try again",
-                               "SenderFault": failing[position]})  # fmt: skip
+                failed.append(
+                    {
+                        "Id": entry["Id"],
+                        "Code": "InternalError",
+                        "Message": "try again",
+                        "SenderFault": failing[position],
+                    }
+                )
             else:
                 ok.append({"Id": entry["Id"], "MessageId": f"m-{entry['Id']}"})
         return {"Successful": ok, "Failed": failed}
@@ -242,7 +255,9 @@ async def test_a_publish_with_no_answer_is_retried_and_otherwise_reports_exactly
     batch = alerts(15)  # 30 alerts, 3 chunks
     flaky = SnsAlertPublisher(DropsConnections(sns, {1}, times=1), topic, clock=clock, backoff_base=0.001)  # type: ignore[arg-type]
     assert len(await flaky.publish(batch)) == 30  # one dropped connection: sent again, all out
-    down = SnsAlertPublisher(DropsConnections(sns, {2}, times=MAX_ATTEMPTS), topic, clock=clock, backoff_base=0.001)  # type: ignore[arg-type]
+    down = SnsAlertPublisher(
+        DropsConnections(sns, {2}, times=MAX_ATTEMPTS), topic, clock=clock, backoff_base=0.001
+    )  # type: ignore[arg-type]
     with pytest.raises(AlertPublishError) as caught:
         await down.publish(batch)
     assert len(caught.value.published) == 20 and len(caught.value.failed) == 10

@@ -24,18 +24,26 @@ def two_alerts(customer: str) -> list[Alert]:
     """An IB_CALL_SPIKE (CRITICAL) and a HIGH_CHURN_RISK (HIGH) for one customer."""
     prediction = Prediction.from_json(
         {
-            "first_session_success_prob": 0.9, "predicted_session_velocity": 2.0, "churn_risk_14d": 0.68,
-            "churn_risk_30d": 0.82, "supply_demand_scores": [0.0] * 20, "customer_health_score": 70,
+            "first_session_success_prob": 0.9,
+            "predicted_session_velocity": 2.0,
+            "churn_risk_14d": 0.68,
+            "churn_risk_30d": 0.82,
+            "supply_demand_scores": [0.0] * 20,
+            "customer_health_score": 70,
         }
-    )  # fmt: skip
+    )
     features = {"ib_call_count_14d": 2.0, "session_frequency_30d": 1.0, "has_first_session": 1.0}
     return route_alerts(customer, features, prediction, AlertsConfig(), T0, "premium")
 
 
 async def tail_while_publishing(
-    sns: Any, topic: str, alerts: list[Alert], alert_type: str | None = None, severity: str | None = None,
+    sns: Any,
+    topic: str,
+    alerts: list[Alert],
+    alert_type: str | None = None,
+    severity: str | None = None,
     as_json: bool = False,
-) -> int:  # fmt: skip
+) -> int:
     task = asyncio.create_task(
         run_alerts_tail(Settings(alerts_topic_arn=topic), alert_type, severity, as_json, 4)
     )

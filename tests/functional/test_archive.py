@@ -28,11 +28,19 @@ from worker.pipeline import Pipeline
 
 
 def _event(i: int, when: datetime) -> object:
-    return validate_event({"event_id": f"e-{i}", "customer_id": f"c-{i % 3}", "type": "login",
-                           "occurred_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
+    return validate_event(
+        {
+            "event_id": f"e-{i}",
+            "customer_id": f"c-{i % 3}",
+            "type": "login",
+            "occurred_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
 
 
-async def test_batches_land_by_event_date_and_read_back_in_key_order(aws_endpoint: str, unique_prefix: str) -> None:
+async def test_batches_land_by_event_date_and_read_back_in_key_order(
+    aws_endpoint: str, unique_prefix: str
+) -> None:
     bucket = f"{unique_prefix}archive"
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
@@ -44,10 +52,14 @@ async def test_batches_land_by_event_date_and_read_back_in_key_order(aws_endpoin
         await archive.write(first[:1])  # type: ignore[arg-type]  # a redelivered batch: written again
     objects = list_event_objects(f"s3://{bucket}/events/", client=s3)
     assert [o.key.split("/")[1] for o in objects] == ["date=2026-11-26", "date=2026-11-26", "date=2026-11-27"]
-    lines = [json.loads(line) for o in objects for line in gzip.decompress(o.open_binary().read()).splitlines()]
+    lines = [
+        json.loads(line) for o in objects for line in gzip.decompress(o.open_binary().read()).splitlines()
+    ]
     assert sorted(line["event_id"] for line in lines) == ["e-0", "e-0", "e-1", "e-2", "e-3"]
-    assert [o.key.split("/")[1] for o in list_event_objects(f"s3://{bucket}/events/", since="2026-11-27",
-                                                            client=s3)] == ["date=2026-11-27"]  # fmt: skip
+    assert [
+        o.key.split("/")[1]
+        for o in list_event_objects(f"s3://{bucket}/events/", since="2026-11-27", client=s3)
+    ] == ["date=2026-11-27"]
 
 
 @pytest.mark.parametrize("uri", ["s3://", "bucket/prefix", "s3:///prefix"])
@@ -68,14 +80,25 @@ class FlakyArchive(MemoryEventArchive):
 
 
 def _archived_ids(archive: MemoryEventArchive) -> list[str]:
-    return sorted(json.loads(line)["event_id"] for body in archive.objects.values()
-                  for line in gzip.decompress(body).splitlines())  # fmt: skip
+    return sorted(
+        json.loads(line)["event_id"]
+        for body in archive.objects.values()
+        for line in gzip.decompress(body).splitlines()
+    )
 
 
 def _pipeline(archive: MemoryEventArchive) -> Pipeline:
-    return Pipeline(store=MemoryFeatureStore(), scorer=FakeScorer(), ledger=MemoryAlertLedger(),
-                    publisher=MemoryAlertPublisher(), dlq=ListDlq(), alerts=AlertsConfig(),
-                    retention=timedelta(days=35), clock=lambda: NOW, archive=archive)  # fmt: skip
+    return Pipeline(
+        store=MemoryFeatureStore(),
+        scorer=FakeScorer(),
+        ledger=MemoryAlertLedger(),
+        publisher=MemoryAlertPublisher(),
+        dlq=ListDlq(),
+        alerts=AlertsConfig(),
+        retention=timedelta(days=35),
+        clock=lambda: NOW,
+        archive=archive,
+    )
 
 
 async def test_the_pipeline_archives_accepted_events_before_acknowledging_them() -> None:

@@ -50,10 +50,25 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cut = (sim.end - timedelta(days=8)).strftime("%Y-%m-%dT%H:%M:%S")
     events = [e for e in sim.events if e["occurred_at"] >= cut]
     base = sim.end - timedelta(days=5)
-    extra = [{"event_id": "spike-0", "customer_id": "c-spike", "type": "customer_signed_up", "tier": "premium",
-              "occurred_at": (base - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")}]  # fmt: skip
-    extra += [{"event_id": f"spike-{i}", "customer_id": "c-spike", "type": "ib_call", "sentiment": "negative",
-               "occurred_at": (base + timedelta(hours=20 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")} for i in (1, 2, 3)]  # fmt: skip
+    extra = [
+        {
+            "event_id": "spike-0",
+            "customer_id": "c-spike",
+            "type": "customer_signed_up",
+            "tier": "premium",
+            "occurred_at": (base - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    ]
+    extra += [
+        {
+            "event_id": f"spike-{i}",
+            "customer_id": "c-spike",
+            "type": "ib_call",
+            "sentiment": "negative",
+            "occurred_at": (base + timedelta(hours=20 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for i in (1, 2, 3)
+    ]
     events = sorted(events + extra, key=lambda e: e["occurred_at"])
     path = tmp_path_factory.mktemp("log") / "small.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
@@ -79,8 +94,10 @@ async def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
         empty = 0 if messages else empty + 1
         bodies += [json.loads(m["Body"]) for m in messages]
         if messages:
-            await sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])  # fmt: skip
+            await sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
     return bodies
 
 
@@ -91,14 +108,20 @@ async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[s
         session.create_client("dynamodb", region_name="us-east-1") as ddb,
         session.create_client("sns", region_name="us-east-1") as sns,
         session.create_client("sqs", region_name="us-east-1") as sqs,
-        session.create_client("sagemaker-runtime", region_name="us-east-1", endpoint_url=endpoint_url) as runtime,
+        session.create_client(
+            "sagemaker-runtime", region_name="us-east-1", endpoint_url=endpoint_url
+        ) as runtime,
     ):
         await create_feature_table(ddb, table_name(prefix))
         await create_alert_table(ddb, alert_table_name(prefix))
         topic = await create_alert_topic(sns, f"{prefix}alerts")
         url = (await sqs.create_queue(QueueName=f"{prefix}tail"))["QueueUrl"]
-        arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"]["QueueArn"]
-        await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+            "QueueArn"
+        ]
+        await sns.subscribe(
+            TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+        )
         clock = SimulatedClock()
         store = DynamoDBFeatureStore(ddb, table_name(prefix), RETENTION)
         known: set[str] = set()
@@ -111,8 +134,11 @@ async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[s
             scorer=SageMakerScorer(runtime, "churn-health"),
             ledger=DynamoDBAlertLedger(ddb, alert_table_name(prefix)),
             publisher=SnsAlertPublisher(sns, topic),  # created_at from the wall clock, as in production
-            dlq=MemoryDeadLetterQueue(), alerts=AlertsConfig(), retention=RETENTION, clock=clock,
-        )  # fmt: skip
+            dlq=MemoryDeadLetterQueue(),
+            alerts=AlertsConfig(),
+            retention=RETENTION,
+            clock=clock,
+        )
         rescoring = DayEndRescoring(pipeline, store, clock, RETENTION, states)
         for batch in batches(path):
             assert batch.window_end_us is not None
@@ -143,11 +169,17 @@ def close(a: Any, b: Any) -> bool:
 
 
 def without_created_at(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(({k: v for k, v in b.items() if k != "created_at"} for b in bodies), key=lambda b: b["alert_id"])
+    return sorted(
+        ({k: v for k, v in b.items() if k != "created_at"} for b in bodies), key=lambda b: b["alert_id"]
+    )
 
 
 async def test_backtest_publishes_what_the_live_worker_publishes(
-    small_log: Path, tiny_bundle: Path, endpoint: LocalEndpoint, aws_endpoint: str, unique_prefix: str,
+    small_log: Path,
+    tiny_bundle: Path,
+    endpoint: LocalEndpoint,
+    aws_endpoint: str,
+    unique_prefix: str,
     tmp_path: Path,
 ) -> None:
     scorer = InProcessScorer(LocalPredictor(load_bundle(tiny_bundle)))
@@ -159,7 +191,9 @@ async def test_backtest_publishes_what_the_live_worker_publishes(
     assert result.batches == len(batches(small_log))
     assert "IB_CALL_SPIKE" in {b["type"] for b in backtest}
     assert result.scored_customer_days == result.active_customer_days > 0  # quiet customers too
-    assert 0 < (result.log.columns()["trigger"] == TRIGGERS.index("rescore")).sum() < result.scored_customer_days
+    assert (
+        0 < (result.log.columns()["trigger"] == TRIGGERS.index("rescore")).sum() < result.scored_customer_days
+    )
     assert len(backtest) == len(live) == len(result.alerts.types)
     assert close(without_created_at(backtest), without_created_at(live))
     # the backtest's clock is event time: created_at is the batch's time, which is also as_of
@@ -176,8 +210,20 @@ def test_same_events_and_config_give_identical_outputs(
     events = write_simulation(simulate(customers=30, days=20, seed=8), tmp_path / "sim.jsonl")
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        assert run_cli(events["events"], "--outcomes", events["outcomes"], "--bundle", tiny_bundle, "--out", out,
-                       "--batch-hours", "24") == 0  # fmt: skip
+        assert (
+            run_cli(
+                events["events"],
+                "--outcomes",
+                events["outcomes"],
+                "--bundle",
+                tiny_bundle,
+                "--out",
+                out,
+                "--batch-hours",
+                "24",
+            )
+            == 0
+        )
     printed = capsys.readouterr().out
     assert "ib_call_spike_precision" in printed and "events/s" in printed
     for name in ("alerts.jsonl", "report.json", "report.html"):
@@ -185,12 +231,24 @@ def test_same_events_and_config_give_identical_outputs(
     report = json.loads((outs[0] / "report.json").read_text())
     assert report["alerts"]["total"] == len((outs[0] / "alerts.jsonl").read_text().splitlines())
     spike = report["alerts"]["by_type"]["IB_CALL_SPIKE"]
-    assert {"precision", "recall", "false_positive_rate", "median_lead_time_days",
-            "alerts_per_1000_customers_per_week", "customers_alerted"} <= set(spike)  # fmt: skip
+    assert {
+        "precision",
+        "recall",
+        "false_positive_rate",
+        "median_lead_time_days",
+        "alerts_per_1000_customers_per_week",
+        "customers_alerted",
+    } <= set(spike)
     assert report["model"]["health_mae"] is not None  # the simulator's truth file sits beside the outcomes
     assert [t["metric"] for t in report["targets"]] == [
-        "ib_call_spike_precision", "ib_call_spike_recall", "critical_alert_false_positive_rate",
-        "critical_alert_false_share", "churn_auc_roc_14d", "churn_auc_roc_30d", "health_score_mae"]  # fmt: skip
+        "ib_call_spike_precision",
+        "ib_call_spike_recall",
+        "critical_alert_false_positive_rate",
+        "critical_alert_false_share",
+        "churn_auc_roc_14d",
+        "churn_auc_roc_30d",
+        "health_score_mae",
+    ]
     html = (outs[0] / "report.html").read_text()
     assert html.count("<svg") >= 4 and "http" not in html.replace("http://www.w3.org/2000/svg", "")
 
@@ -200,8 +258,17 @@ def test_a_bad_line_stops_with_its_number_or_is_skipped(
 ) -> None:
     lines = small_log.read_text().splitlines()
     lines.insert(4, "{not json")
-    lines.insert(9, json.dumps({"event_id": "x-1", "customer_id": "c-1", "type": "teleported",
-                                "occurred_at": "2026-01-05T00:00:00Z"}))  # fmt: skip
+    lines.insert(
+        9,
+        json.dumps(
+            {
+                "event_id": "x-1",
+                "customer_id": "c-1",
+                "type": "teleported",
+                "occurred_at": "2026-01-05T00:00:00Z",
+            }
+        ),
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     assert run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "stop") == 2
@@ -216,13 +283,23 @@ def test_a_bad_line_stops_with_its_number_or_is_skipped(
 
 
 def test_endpoint_scoring_gives_the_same_file_as_the_model_in_process(
-    small_log: Path, tiny_bundle: Path, endpoint: LocalEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small_log: Path,
+    tiny_bundle: Path,
+    endpoint: LocalEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`--endpoint NAME` goes through the worker's SageMaker client (here to the local endpoint)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
     assert run_cli(small_log, "--bundle", tiny_bundle, "--out", tmp_path / "local", "--batch-hours", "6") == 0
-    assert run_cli(small_log, "--endpoint", "churn-health", "--out", tmp_path / "remote", "--batch-hours", "6") == 0
-    local, remote = (tmp_path / "local" / "alerts.jsonl").read_bytes(), (tmp_path / "remote" / "alerts.jsonl").read_bytes()
+    assert (
+        run_cli(small_log, "--endpoint", "churn-health", "--out", tmp_path / "remote", "--batch-hours", "6")
+        == 0
+    )
+    local, remote = (
+        (tmp_path / "local" / "alerts.jsonl").read_bytes(),
+        (tmp_path / "remote" / "alerts.jsonl").read_bytes(),
+    )
     assert local and local == remote
     report = json.loads((tmp_path / "remote" / "report.json").read_text())
     assert report["scoring"] == "endpoint churn-health"
@@ -235,28 +312,45 @@ async def test_a_customer_who_goes_quiet_is_alerted_by_day_end_rescoring_alone(t
     day0 = datetime(2026, 3, 1, 9, tzinfo=UTC)
 
     def event(n: int, cid: str, kind: str, at: datetime, **extra: Any) -> dict[str, Any]:
-        return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind,
-                "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}  # fmt: skip
+        return {
+            "event_id": f"{cid}-{n}",
+            "customer_id": cid,
+            "type": kind,
+            "occurred_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **extra,
+        }
 
-    events = [event(0, "c-quiet", "customer_signed_up", day0, tier="standard"),
-              event(1, "c-quiet", "session_completed", day0 + timedelta(days=1), subject="algebra", tutor_id="t-1",
-                    duration_minutes=60.0),
-              event(0, "c-gone", "customer_signed_up", day0, tier="standard"),
-              event(1, "c-gone", "customer_churned", day0 + timedelta(days=1)),
-              event(0, "c-busy", "customer_signed_up", day0, tier="standard")]  # fmt: skip
+    events = [
+        event(0, "c-quiet", "customer_signed_up", day0, tier="standard"),
+        event(
+            1,
+            "c-quiet",
+            "session_completed",
+            day0 + timedelta(days=1),
+            subject="algebra",
+            tutor_id="t-1",
+            duration_minutes=60.0,
+        ),
+        event(0, "c-gone", "customer_signed_up", day0, tier="standard"),
+        event(1, "c-gone", "customer_churned", day0 + timedelta(days=1)),
+        event(0, "c-busy", "customer_signed_up", day0, tier="standard"),
+    ]
     events += [event(i, "c-busy", "login", day0 + timedelta(days=i)) for i in range(1, 40)]
     path = tmp_path / "quiet.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     alerts = AlertsConfig.model_validate({"high_churn_risk": {"min_churn_risk_30d": 0.5}})
-    result = await run_backtest(path, FeatureScorer(), tmp_path / "alerts.jsonl",
-                                BacktestOptions(alerts=alerts, progress=False))  # fmt: skip
+    result = await run_backtest(
+        path, FeatureScorer(), tmp_path / "alerts.jsonl", BacktestOptions(alerts=alerts, progress=False)
+    )
 
     bodies = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     quiet = [b for b in bodies if b["customer_id"] == "c-quiet" and b["type"] == "HIGH_CHURN_RISK"]
     assert quiet, "the quiet customer was never alerted"
     assert datetime.fromisoformat(quiet[0]["as_of"]) >= day0 + timedelta(days=20)  # risk grew while silent
     gone_alerts = [b for b in bodies if b["customer_id"] == "c-gone"]
-    assert all(datetime.fromisoformat(b["as_of"]) < day0 + timedelta(days=1) for b in gone_alerts)  # none after churn
+    assert all(
+        datetime.fromisoformat(b["as_of"]) < day0 + timedelta(days=1) for b in gone_alerts
+    )  # none after churn
     columns = result.log.columns()
     gone = result.log.index["c-gone"]
     assert (columns["customer"] == gone).sum() <= 2  # its event days only, never re-scored after the churn

@@ -34,13 +34,29 @@ def run_cli(*args: object) -> int:
 def test_one_two_workers_and_any_shard_count_give_the_same_bytes(
     sim_log: dict[str, Path], tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    runs = {"w1-s1": ("--workers", 1, "--shards", 1), "w1-s8": ("--workers", 1, "--shards", 8),
-            "w2-s4": ("--workers", 2, "--shards", 4)}  # fmt: skip
+    runs = {
+        "w1-s1": ("--workers", 1, "--shards", 1),
+        "w1-s8": ("--workers", 1, "--shards", 8),
+        "w2-s4": ("--workers", 2, "--shards", 4),
+    }
     config = tmp_path / "experiment.toml"  # the A/B holdout's arms must not depend on the split either
     config.write_text("[experiment]\ncontrol_fraction = 0.5\n")
     for name, extra in runs.items():
-        assert run_cli(sim_log["events"], "--outcomes", sim_log["outcomes"], "--bundle", tiny_bundle,
-                       "--out", tmp_path / name, "--config", config, *extra) == 0  # fmt: skip
+        assert (
+            run_cli(
+                sim_log["events"],
+                "--outcomes",
+                sim_log["outcomes"],
+                "--bundle",
+                tiny_bundle,
+                "--out",
+                tmp_path / name,
+                "--config",
+                config,
+                *extra,
+            )
+            == 0
+        )
     first = tmp_path / "w1-s1"
     assert (first / "alerts.jsonl").read_text().strip()  # something to compare
     arms = {json.loads(line)["arm"] for line in (first / "alerts.jsonl").read_text().splitlines()}
@@ -85,14 +101,39 @@ def test_bad_lines_are_named_by_file_and_line_whatever_shard_read_them(
 ) -> None:
     lines = sim_log["events"].read_text().splitlines()
     lines.insert(99, "{not json")
-    lines.insert(999, json.dumps({"event_id": "x", "customer_id": "c-9", "type": "teleported",
-                                   "occurred_at": "2026-01-05T00:00:00Z"}))  # fmt: skip
+    lines.insert(
+        999,
+        json.dumps(
+            {
+                "event_id": "x",
+                "customer_id": "c-9",
+                "type": "teleported",
+                "occurred_at": "2026-01-05T00:00:00Z",
+            }
+        ),
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n")
-    assert run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "stop", "--workers", 1, "--shards", 4) == 2
+    assert (
+        run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "stop", "--workers", 1, "--shards", 4) == 2
+    )
     assert "bad.jsonl:100: not_json" in capsys.readouterr().err
-    assert run_cli(bad, "--bundle", tiny_bundle, "--out", tmp_path / "skip", "--workers", 1, "--shards", 4,
-                   "--on-error", "skip") == 0  # fmt: skip
+    assert (
+        run_cli(
+            bad,
+            "--bundle",
+            tiny_bundle,
+            "--out",
+            tmp_path / "skip",
+            "--workers",
+            1,
+            "--shards",
+            4,
+            "--on-error",
+            "skip",
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "bad.jsonl:100: skipped: not_json" in err and "bad.jsonl:1000: skipped: unknown_type" in err
     report = json.loads((tmp_path / "skip" / "report.json").read_text())

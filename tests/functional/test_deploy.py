@@ -42,8 +42,24 @@ def test_deploy_creates_model_config_and_endpoint(
     package: Path, tiny_bundle: Path, bucket: str, unique_prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     endpoint = f"{unique_prefix}endpoint"
-    code = main(["deploy", "--package", str(package), "--bucket", bucket, "--role-arn", ROLE,
-                 "--endpoint-name", endpoint, "--instance-type", "ml.c5.large", "--instance-count", "2", "--json"])  # fmt: skip
+    code = main(
+        [
+            "deploy",
+            "--package",
+            str(package),
+            "--bucket",
+            bucket,
+            "--role-arn",
+            ROLE,
+            "--endpoint-name",
+            endpoint,
+            "--instance-type",
+            "ml.c5.large",
+            "--instance-count",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     version = load_bundle(tiny_bundle).model_version
@@ -66,8 +82,10 @@ def test_deploy_creates_model_config_and_endpoint(
     config = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
     [variant] = config["ProductionVariants"]
     assert (variant["ModelName"], variant["InstanceType"], variant["InitialInstanceCount"]) == (
-        result["model_name"], "ml.c5.large", 2,
-    )  # fmt: skip
+        result["model_name"],
+        "ml.c5.large",
+        2,
+    )
     described = sagemaker.describe_endpoint(EndpointName=endpoint)
     assert described["EndpointConfigName"] == result["endpoint_config_name"]
 
@@ -78,8 +96,13 @@ def test_redeploy_is_a_blue_green_update_to_a_new_config(
     endpoint = f"{unique_prefix}endpoint"
     s3 = boto3.client("s3", region_name="us-east-1")
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
-    request = DeployRequest(package=package, model_version="2026-11-27-aaaaaa", endpoint_name=endpoint,
-                            bucket=bucket, role_arn=ROLE)  # fmt: skip
+    request = DeployRequest(
+        package=package,
+        model_version="2026-11-27-aaaaaa",
+        endpoint_name=endpoint,
+        bucket=bucket,
+        role_arn=ROLE,
+    )
     first = deploy(request, s3, sagemaker, "us-east-1", lambda _: None)
 
     updates: list[dict[str, Any]] = []
@@ -92,9 +115,12 @@ def test_redeploy_is_a_blue_green_update_to_a_new_config(
 
     sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", answer_update_endpoint)
     second = deploy(
-        DeployRequest(**{**request.__dict__, "model_version": "2026-11-28-bbbbbb"}), s3, sagemaker, "us-east-1",
+        DeployRequest(**{**request.__dict__, "model_version": "2026-11-28-bbbbbb"}),
+        s3,
+        sagemaker,
+        "us-east-1",
         lambda _: None,
-    )  # fmt: skip
+    )
 
     assert first.action == "created"
     assert second.action == "updated"

@@ -41,7 +41,9 @@ def sample_events() -> list[Event]:
 
 
 def login(i: int, customer: str = "c-busy", when: str = "2026-11-26T10:00:00Z") -> Event:
-    return validate_event({"event_id": f"e-{i}", "customer_id": customer, "type": "login", "occurred_at": when})
+    return validate_event(
+        {"event_id": f"e-{i}", "customer_id": customer, "type": "login", "occurred_at": when}
+    )
 
 
 async def test_same_events_through_both_stores_give_identical_features(dynamodb: Any, table: str) -> None:
@@ -58,7 +60,9 @@ async def test_same_events_through_both_stores_give_identical_features(dynamodb:
     from_dynamo = await dynamo.get(customers)
     for cid in customers:
         for as_of in (AS_OF, AS_OF + timedelta(days=20)):
-            assert np.array_equal(compute_features(from_dynamo[cid], as_of), compute_features(from_memory[cid], as_of))
+            assert np.array_equal(
+                compute_features(from_dynamo[cid], as_of), compute_features(from_memory[cid], as_of)
+            )
 
 
 async def test_redelivery_is_counted_once_and_costs_no_write(dynamodb: Any, table: str) -> None:
@@ -74,7 +78,9 @@ async def test_redelivery_is_counted_once_and_costs_no_write(dynamodb: Any, tabl
     assert sum(p.counts["n.login"] for p in state.pages.values()) == 5
 
 
-async def test_a_batch_of_many_customers_costs_one_read_and_one_write_request(dynamodb: Any, table: str) -> None:
+async def test_a_batch_of_many_customers_costs_one_read_and_one_write_request(
+    dynamodb: Any, table: str
+) -> None:
     store = DynamoDBFeatureStore(dynamodb, table)
     events = [login(i, customer=f"c-{i % 7}", when=f"2026-11-2{i % 3}T10:00:00Z") for i in range(70)]
     await store.apply(events, now=AS_OF)
@@ -105,34 +111,52 @@ async def partition(dynamodb: Any, table: str, customer: str) -> list[dict[str, 
     items: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {}
     while True:
-        response = await dynamodb.query(TableName=table, KeyConditionExpression="customer_id = :c",
-                                        ExpressionAttributeValues={":c": {"S": customer}}, **kwargs)  # fmt: skip
+        response = await dynamodb.query(
+            TableName=table,
+            KeyConditionExpression="customer_id = :c",
+            ExpressionAttributeValues={":c": {"S": customer}},
+            **kwargs,
+        )
         items += response["Items"]
         if "LastEvaluatedKey" not in response:
             return items
         kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-async def test_a_customer_with_ten_thousand_events_in_a_day_stays_under_the_item_limit(dynamodb: Any, table: str) -> None:
+async def test_a_customer_with_ten_thousand_events_in_a_day_stays_under_the_item_limit(
+    dynamodb: Any, table: str
+) -> None:
     store = DynamoDBFeatureStore(dynamodb, table)
     events = [
-        validate_event({"event_id": f"r-{i}", "customer_id": "c-huge", "type": "session_rated",
-                        "occurred_at": "2026-11-26T10:00:00Z", "rating": 5, "tutor_id": f"tutor-{i:058d}"})
+        validate_event(
+            {
+                "event_id": f"r-{i}",
+                "customer_id": "c-huge",
+                "type": "session_rated",
+                "occurred_at": "2026-11-26T10:00:00Z",
+                "rating": 5,
+                "tutor_id": f"tutor-{i:058d}",
+            }
+        )
         for i in range(10_000)
-    ]  # fmt: skip
+    ]
     for i in range(0, len(events), 2_500):
         await store.apply(events[i : i + 2_500], now=AS_OF)
     items = await partition(dynamodb, table, "c-huge")
     assert max(item_bytes(item) for item in items) < ITEM_LIMIT_BYTES / 4
     segments = [item for item in items if item["bucket"]["S"].startswith("s#")]
-    assert segments and all(int(item["expires_at"]["N"]) > AS_OF.timestamp() + 35 * 86_400 for item in segments)
+    assert segments and all(
+        int(item["expires_at"]["N"]) > AS_OF.timestamp() + 35 * 86_400 for item in segments
+    )
     state = (await store.get(["c-huge"]))["c-huge"]
     assert len(state.pages) == 10_000 // PAGE_CAPACITY
     assert sum(p.counts["n.session_rated"] for p in state.pages.values()) == 10_000
     assert state_from_items("c-huge", items) == state
 
 
-async def test_any_batch_of_one_customer_stays_inside_the_transaction_limits(dynamodb: Any, table: str) -> None:
+async def test_any_batch_of_one_customer_stays_inside_the_transaction_limits(
+    dynamodb: Any, table: str
+) -> None:
     """40,000 events of one customer in one batch, over every day of retention and 72 pages of one
     busy day: each transaction stays under TransactWriteItems' 100 items (moto refuses more) and
     4 MB, the batch is written in parts, each its own read and transaction."""
@@ -143,12 +167,20 @@ async def test_any_batch_of_one_customer_stays_inside_the_transaction_limits(dyn
             return getattr(dynamodb, name)
 
         async def transact_write_items(self, **kwargs: Any) -> Any:
-            sizes.append((len(kwargs["TransactItems"]), sum(item_bytes(a["Put"]["Item"]) for a in kwargs["TransactItems"])))
+            sizes.append(
+                (
+                    len(kwargs["TransactItems"]),
+                    sum(item_bytes(a["Put"]["Item"]) for a in kwargs["TransactItems"]),
+                )
+            )
             return await dynamodb.transact_write_items(**kwargs)
 
     store = DynamoDBFeatureStore(Counting(), table)  # type: ignore[arg-type]
     busy = [login(i, "c-flood", "2026-11-26T10:00:00Z") for i in range(36_000)]
-    spread = [login(100_000 + i, "c-flood", (AS_OF - timedelta(days=i % 34, hours=1)).isoformat()) for i in range(4_000)]
+    spread = [
+        login(100_000 + i, "c-flood", (AS_OF - timedelta(days=i % 34, hours=1)).isoformat())
+        for i in range(4_000)
+    ]
     result = await store.apply(spread + busy, now=AS_OF)
     assert len(result.applied) == 40_000
     assert len(sizes) > 1 and max(n for n, _ in sizes) <= MAX_ITEMS_PER_WRITE
@@ -166,10 +198,22 @@ async def test_a_customer_with_a_long_history_keeps_a_small_profile(dynamodb: An
     memory = MemoryFeatureStore()
     for day in range(35):
         when = AS_OF - timedelta(days=34 - day)
-        batch = [validate_event({"event_id": f"d{day}-{n}", "customer_id": "c-long", "type": "session_completed",
-                                 "occurred_at": (when - timedelta(hours=n)).isoformat(), "tutor_id": f"t-{n % 3}",
-                                 "subject": "algebra", "duration_minutes": 45, "first_session": day == 0,
-                                 "success": True}) for n in range(5)]  # fmt: skip
+        batch = [
+            validate_event(
+                {
+                    "event_id": f"d{day}-{n}",
+                    "customer_id": "c-long",
+                    "type": "session_completed",
+                    "occurred_at": (when - timedelta(hours=n)).isoformat(),
+                    "tutor_id": f"t-{n % 3}",
+                    "subject": "algebra",
+                    "duration_minutes": 45,
+                    "first_session": day == 0,
+                    "success": True,
+                }
+            )
+            for n in range(5)
+        ]
         await store.apply(batch, now=when)
         await memory.apply(batch, now=when)
     items = await partition(dynamodb, table, "c-long")
@@ -186,33 +230,47 @@ async def test_a_customer_with_a_long_history_keeps_a_small_profile(dynamodb: An
 async def test_segments_this_worker_read_or_wrote_are_not_read_again_until_another_writer_changes_them(
     dynamodb: Any, table: str
 ) -> None:
-    history = [login(i, customer="c-seg", when=(AS_OF - timedelta(days=i % 30, hours=1)).isoformat()) for i in range(120)]
+    history = [
+        login(i, customer="c-seg", when=(AS_OF - timedelta(days=i % 30, hours=1)).isoformat())
+        for i in range(120)
+    ]
     writer = DynamoDBFeatureStore(dynamodb, table)
     await writer.apply(history, now=AS_OF)
     assert writer.requests["BatchGetItem"] == 1  # a new customer: its profile only
     await writer.apply([login(500, customer="c-seg", when="2026-11-27T10:00:00Z")], now=AS_OF)
     assert writer.requests["BatchGetItem"] == 2  # the profile; its segments are the ones it wrote
     other = DynamoDBFeatureStore(dynamodb, table)
-    await other.apply([login(501, customer="c-seg", when=(AS_OF - timedelta(days=25)).isoformat())], now=AS_OF)
+    await other.apply(
+        [login(501, customer="c-seg", when=(AS_OF - timedelta(days=25)).isoformat())], now=AS_OF
+    )
     assert other.requests["BatchGetItem"] == 2  # the profile, then its segments
     state = (await writer.get(["c-seg"]))["c-seg"]  # one segment changed: read again, the others cached
     assert writer.requests["BatchGetItem"] == 4 and writer.segments.hits > 0
     assert sum(page.counts["n.login"] for page in state.pages.values()) == 122
 
 
-async def test_a_quiet_customer_whose_old_segments_ttl_deleted_is_still_read(dynamodb: Any, table: str) -> None:
+async def test_a_quiet_customer_whose_old_segments_ttl_deleted_is_still_read(
+    dynamodb: Any, table: str
+) -> None:
     """The profile of a customer quiet for weeks still lists segments that TTL may have deleted
     (their pages past retention): `get` (the re-scoring sweeper's read) reads the customer, it
     does not take the missing segment for a torn read."""
     then = datetime.now(UTC) - timedelta(days=45)
-    history = [login(i, customer="c-quiet", when=(then - timedelta(days=i % 20, hours=1)).isoformat()) for i in range(80)]
+    history = [
+        login(i, customer="c-quiet", when=(then - timedelta(days=i % 20, hours=1)).isoformat())
+        for i in range(80)
+    ]
     store = DynamoDBFeatureStore(dynamodb, table)
     await store.apply(history, now=then)
-    segments = [item for item in await partition(dynamodb, table, "c-quiet") if item["bucket"]["S"].startswith("s#")]
+    segments = [
+        item for item in await partition(dynamodb, table, "c-quiet") if item["bucket"]["S"].startswith("s#")
+    ]
     assert segments
     for item in segments:  # what DynamoDB's TTL does, some time after `expires_at`
         assert int(item["expires_at"]["N"]) < datetime.now(UTC).timestamp()
-        await dynamodb.delete_item(TableName=table, Key={"customer_id": item["customer_id"], "bucket": item["bucket"]})
+        await dynamodb.delete_item(
+            TableName=table, Key={"customer_id": item["customer_id"], "bucket": item["bucket"]}
+        )
     fresh = DynamoDBFeatureStore(dynamodb, table)
     state = (await fresh.get(["c-quiet"]))["c-quiet"]
     assert state.profile.lifetime == (await store.get(["c-quiet"]))["c-quiet"].profile.lifetime

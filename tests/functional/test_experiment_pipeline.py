@@ -22,19 +22,33 @@ CUSTOMERS = [f"c-{i}" for i in range(40)]
 
 
 def spikes() -> list[Any]:
-    return [event(c, "ib_call", days, 10 * i + n, sentiment="negative")
-            for i, c in enumerate(CUSTOMERS) for n, days in enumerate((3, 1))]  # fmt: skip
+    return [
+        event(c, "ib_call", days, 10 * i + n, sentiment="negative")
+        for i, c in enumerate(CUSTOMERS)
+        for n, days in enumerate((3, 1))
+    ]
 
 
 def flow(parts: dict[str, Any], **extra: Any) -> Pipeline:
-    return Pipeline(**parts, alerts=AlertsConfig(), retention=timedelta(days=35), clock=lambda: NOW,
-                    experiment=EXPERIMENT, **extra)  # fmt: skip
+    return Pipeline(
+        **parts,
+        alerts=AlertsConfig(),
+        retention=timedelta(days=35),
+        clock=lambda: NOW,
+        experiment=EXPERIMENT,
+        **extra,
+    )
 
 
 @pytest.fixture
 def parts() -> dict[str, Any]:
-    return {"store": MemoryFeatureStore(), "scorer": FakeScorer(), "ledger": MemoryAlertLedger(),
-            "publisher": MemoryAlertPublisher(), "dlq": ListDlq()}  # fmt: skip
+    return {
+        "store": MemoryFeatureStore(),
+        "scorer": FakeScorer(),
+        "ledger": MemoryAlertLedger(),
+        "publisher": MemoryAlertPublisher(),
+        "dlq": ListDlq(),
+    }
 
 
 @pytest.mark.parametrize("with_control_topic", [False, True])
@@ -83,7 +97,9 @@ class DownPublisher(MemoryAlertPublisher):
         return await super().publish(alerts)
 
 
-async def test_a_control_alert_the_control_topic_refused_is_sent_there_by_the_sweep(parts: dict[str, Any]) -> None:
+async def test_a_control_alert_the_control_topic_refused_is_sent_there_by_the_sweep(
+    parts: dict[str, Any],
+) -> None:
     control_topic = DownPublisher()
     pipeline = flow(parts, control_publisher=control_topic)
     await pipeline.process(spikes())

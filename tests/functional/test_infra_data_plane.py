@@ -52,13 +52,21 @@ def iso(moment: datetime) -> str:
 
 def spike_events(customer: str, now: datetime) -> list[dict[str, Any]]:
     """Two inbound calls within 14 days: IB_CALL_SPIKE, which needs no model score."""
-    rows = [("customer_signed_up", 9, {"tier": "standard"}), ("ib_call", 3, {"sentiment": "negative"}),
-            ("ib_call", 1, {"sentiment": "neutral"})]  # fmt: skip
+    rows = [
+        ("customer_signed_up", 9, {"tier": "standard"}),
+        ("ib_call", 3, {"sentiment": "negative"}),
+        ("ib_call", 1, {"sentiment": "neutral"}),
+    ]
     return [
-        {"event_id": f"{customer}-{i}", "customer_id": customer, "type": kind,
-         "occurred_at": iso(now - timedelta(days=days_ago)), **extra}
+        {
+            "event_id": f"{customer}-{i}",
+            "customer_id": customer,
+            "type": kind,
+            "occurred_at": iso(now - timedelta(days=days_ago)),
+            **extra,
+        }
         for i, (kind, days_ago, extra) in enumerate(rows)
-    ]  # fmt: skip
+    ]
 
 
 def subscribe(topic_arn: str) -> str:
@@ -74,8 +82,13 @@ async def receive(queue_url: str, want: int, within: float = 60) -> list[dict[st
     got: list[dict[str, Any]] = []
     deadline = asyncio.get_running_loop().time() + within
     while len(got) < want and asyncio.get_running_loop().time() < deadline:
-        response = await asyncio.to_thread(sqs.receive_message, QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=1, MessageAttributeNames=["All"])  # fmt: skip
+        response = await asyncio.to_thread(
+            sqs.receive_message,
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageAttributeNames=["All"],
+        )
         for message in response.get("Messages", []):
             got.append(message)
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
@@ -87,14 +100,21 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, outputs: dict[str, str], endpoin
     the resources are."""
     for name, value in settings_env({"OutputKey": k, "OutputValue": v} for k, v in outputs.items()).items():
         monkeypatch.setenv(name, value)
-    for name, value in {"CHURN_HEALTH_PORT": "0", "CHURN_SQS_WAIT_SECONDS": "1", "CHURN_SQS_POLLERS": "1",
-                        "CHURN_KINESIS_POLL_SECONDS": "0.2", "CHURN_KINESIS_SHARDS": "1"}.items():  # fmt: skip
+    for name, value in {
+        "CHURN_HEALTH_PORT": "0",
+        "CHURN_SQS_WAIT_SECONDS": "1",
+        "CHURN_SQS_POLLERS": "1",
+        "CHURN_KINESIS_POLL_SECONDS": "0.2",
+        "CHURN_KINESIS_SHARDS": "1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
     return Settings()
 
 
-async def run_until_alerted(settings: Settings, send: Any, topic_arn: str, want_dlq: str) -> tuple[list[Any], list[Any]]:
+async def run_until_alerted(
+    settings: Settings, send: Any, topic_arn: str, want_dlq: str
+) -> tuple[list[Any], list[Any]]:
     alerts_queue = subscribe(topic_arn)
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(settings, stop=stop))
@@ -110,7 +130,10 @@ async def run_until_alerted(settings: Settings, send: Any, topic_arn: str, want_
 
 
 async def test_sqs_stack_outputs_alone_run_the_worker(
-    aws_endpoint: str, unique_prefix: str, endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch,
+    aws_endpoint: str,
+    unique_prefix: str,
+    endpoint: LocalEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     outputs = deploy(unique_prefix)
@@ -121,16 +144,23 @@ async def test_sqs_stack_outputs_alone_run_the_worker(
     assert settings.source == "sqs" and settings.table_prefix == unique_prefix
 
     sqs = boto3.client("sqs", region_name="us-east-1")
-    redrive = json.loads(sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["RedrivePolicy"])[
-        "Attributes"]["RedrivePolicy"])  # fmt: skip
+    redrive = json.loads(
+        sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["RedrivePolicy"])[
+            "Attributes"
+        ]["RedrivePolicy"]
+    )
     assert redrive["deadLetterTargetArn"].endswith(f":{unique_prefix}events-dlq")
 
     def send() -> None:
         bodies = [json.dumps(e) for e in spike_events("c-spike", datetime.now(UTC))] + ["not json at all"]
-        sqs.send_message_batch(QueueUrl=outputs["QueueUrl"],
-                               Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)])  # fmt: skip
+        sqs.send_message_batch(
+            QueueUrl=outputs["QueueUrl"],
+            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)],
+        )
 
-    alerts, dead = await run_until_alerted(settings, send, outputs["AlertsTopicArn"], outputs["DeadLetterQueueUrl"])
+    alerts, dead = await run_until_alerted(
+        settings, send, outputs["AlertsTopicArn"], outputs["DeadLetterQueueUrl"]
+    )
     spikes = [json.loads(m["Body"]) for m in alerts if json.loads(m["Body"])["type"] == "IB_CALL_SPIKE"]
     assert [a["customer_id"] for a in spikes] == ["c-spike"]
     assert [m["MessageAttributes"]["error_code"]["StringValue"] for m in dead] == ["not_json"]
@@ -157,11 +187,15 @@ async def test_kinesis_stack_outputs_alone_run_the_worker(
         records.append({"Data": b"\xff not json", "PartitionKey": "c-bad"})
         kinesis.put_records(StreamName=outputs["StreamName"], Records=records)
 
-    alerts, dead = await run_until_alerted(settings, send, outputs["AlertsTopicArn"], outputs["DeadLetterQueueUrl"])
+    alerts, dead = await run_until_alerted(
+        settings, send, outputs["AlertsTopicArn"], outputs["DeadLetterQueueUrl"]
+    )
     spikes = [json.loads(m["Body"]) for m in alerts if json.loads(m["Body"])["type"] == "IB_CALL_SPIKE"]
     assert [a["customer_id"] for a in spikes] == ["c-stream"]
     assert [m["MessageAttributes"]["error_code"]["StringValue"] for m in dead] == ["not_json"]
-    leases = boto3.client("dynamodb", region_name="us-east-1").scan(TableName=f"{unique_prefix}leases")["Items"]
+    leases = boto3.client("dynamodb", region_name="us-east-1").scan(TableName=f"{unique_prefix}leases")[
+        "Items"
+    ]
     assert leases, "the worker checkpoints into the template's lease table"
 
 
@@ -169,5 +203,6 @@ def test_fifo_topic_variant(aws_endpoint: str, unique_prefix: str) -> None:
     outputs = deploy(unique_prefix, TopicType="fifo")
     assert outputs["AlertsTopicArn"].endswith(f":{unique_prefix}alerts.fifo")
     attributes = boto3.client("sns", region_name="us-east-1").get_topic_attributes(
-        TopicArn=outputs["AlertsTopicArn"])["Attributes"]  # fmt: skip
+        TopicArn=outputs["AlertsTopicArn"]
+    )["Attributes"]
     assert attributes.get("FifoTopic") == "true"

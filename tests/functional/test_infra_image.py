@@ -34,7 +34,9 @@ class Stage:
 
 def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
     """(global ARGs, stages) of a Dockerfile: continuation lines joined, comments dropped."""
-    lines = re.sub(r"\\\n\s*", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
+    lines = re.sub(
+        r"\\\n\s*", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    )
     args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in filter(None, (ln.strip() for ln in lines.splitlines())):
@@ -61,7 +63,9 @@ def test_default_target_is_the_worker_run_as_non_root() -> None:
     assert stage.name == "worker"
     [user] = stage.all("USER")
     uid = user.split(":")[0]
-    assert uid not in ("0", "root") and uid.isdigit(), "a numeric non-root USER (ECS checks runAsNonRoot by uid)"
+    assert uid not in ("0", "root") and uid.isdigit(), (
+        "a numeric non-root USER (ECS checks runAsNonRoot by uid)"
+    )
     assert json.loads(stage.all("CMD")[-1])[:2] == ["churn-worker", "run"]
     [health] = stage.all("HEALTHCHECK")
     assert "/healthz" in health and "CMD" in health
@@ -73,7 +77,9 @@ def test_default_target_is_the_worker_run_as_non_root() -> None:
 def test_every_base_is_a_slim_python_pinned_by_version() -> None:
     _, stages = parse(DOCKERFILE.read_text())
     for stage in stages:
-        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", stage.base), stage.base
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", stage.base), (
+            stage.base
+        )
 
 
 def worker_install_command() -> list[str]:
@@ -98,12 +104,30 @@ def test_what_the_image_installs_has_no_tensorflow(tmp_path: Path) -> None:
     """pip's own resolution of the Dockerfile's install, without installing anything."""
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
-         str(report), "."],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            ".",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    names = {item["metadata"]["name"].lower().replace("_", "-") for item in json.loads(report.read_text())["install"]}
+    names = {
+        item["metadata"]["name"].lower().replace("_", "-")
+        for item in json.loads(report.read_text())["install"]
+    }
     assert {"churn-alerts", "aiobotocore", "pydantic-settings", "structlog"} <= names
-    heavy = {n for n in names if n.startswith(("tensorflow", "keras", "tf-", "moto", "pytest", "scikit-learn"))}
+    heavy = {
+        n for n in names if n.startswith(("tensorflow", "keras", "tf-", "moto", "pytest", "scikit-learn"))
+    }
     assert not heavy, f"the worker image would install {sorted(heavy)}"

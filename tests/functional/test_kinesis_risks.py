@@ -49,8 +49,9 @@ async def proxied_dynamodb(proxy: FaultProxy) -> AsyncIterator[Any]:
     from aiobotocore.config import AioConfig
 
     config = AioConfig(retries={"mode": "standard", "max_attempts": 1})
-    async with get_session().create_client("dynamodb", region_name="us-east-1", endpoint_url=proxy.url,
-                                           config=config) as client:  # fmt: skip
+    async with get_session().create_client(
+        "dynamodb", region_name="us-east-1", endpoint_url=proxy.url, config=config
+    ) as client:
         yield client
 
 
@@ -68,7 +69,9 @@ async def test_a_live_lease_is_not_taken_when_its_owners_clock_is_an_hour_behind
     """Expiry is judged by the counter standing still on the observer's monotonic clock, not by
     comparing the owner's `expires_at` (written on its clock) with the observer's wall clock."""
     stream = await stream_of(kinesis, unique_prefix, 1)
-    behind = KinesisSource(kinesis, dynamodb, stream, leases, "w-behind", clock=lambda: time.time() - 3600, **FAST)
+    behind = KinesisSource(
+        kinesis, dynamodb, stream, leases, "w-behind", clock=lambda: time.time() - 3600, **FAST
+    )
     a = Consumer(behind)
     await until(lambda: behind.held_shards != [])
     item = next(iter((await lease_items(dynamodb, leases)).values()))
@@ -86,9 +89,17 @@ async def test_a_dead_workers_lease_is_taken_once_its_counter_stood_still_whatev
     stream = await stream_of(kinesis, unique_prefix, 1)
     shard_id = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
     ahead = time.time() + 3600  # its clock was an hour ahead: by wall clocks, an hour to wait
-    await dynamodb.put_item(TableName=leases, Item={
-        "shard_id": {"S": shard_id}, "owner": {"S": "w-crashed"}, "lease_counter": {"N": "7"},
-        "expires_at": {"N": str(int(ahead * 1000))}, "parents": {"L": []}, "start": {"S": "TRIM_HORIZON"}})  # fmt: skip
+    await dynamodb.put_item(
+        TableName=leases,
+        Item={
+            "shard_id": {"S": shard_id},
+            "owner": {"S": "w-crashed"},
+            "lease_counter": {"N": "7"},
+            "expires_at": {"N": str(int(ahead * 1000))},
+            "parents": {"L": []},
+            "start": {"S": "TRIM_HORIZON"},
+        },
+    )
     await kinesis.put_record(StreamName=stream, Data=event("c-1", 0), PartitionKey="c-1")
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-live", **FAST))
     await until(lambda: len(consumer.records) == 1, within=5 * FAST["lease_duration"])
@@ -123,9 +134,12 @@ async def test_a_throttled_checkpoint_is_retried_in_place_not_read_as_a_lost_lea
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 1)
     proxy.set_faults(Fault("dynamodb:UpdateItem", "throttle", times=3, body_contains=b"#checkpoint"))
-    await kinesis.put_records(StreamName=stream, Records=[
-        {"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(5)])  # fmt: skip
-    consumer = Consumer(KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", throttle_backoff=0.05, **FAST))
+    await kinesis.put_records(
+        StreamName=stream, Records=[{"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(5)]
+    )
+    consumer = Consumer(
+        KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", throttle_backoff=0.05, **FAST)
+    )
     await until(lambda: consumer.source.metrics.checkpoints >= 1)
     await asyncio.sleep(0.5)
     assert proxy.injected_total("throttle") == 3
@@ -133,7 +147,9 @@ async def test_a_throttled_checkpoint_is_retried_in_place_not_read_as_a_lost_lea
     assert consumer.source.metrics.checkpoints_retried >= 1  # (botocore may retry one itself)
     assert consumer.source.metrics.leases_lost == 0 and consumer.source.metrics.checkpoints_refused == 0
     items = await lease_items(dynamodb, leases)
-    assert [i["checkpoint"]["S"] for i in items.values() if "checkpoint" in i] == [consumer.records[-1].handle]
+    assert [i["checkpoint"]["S"] for i in items.values() if "checkpoint" in i] == [
+        consumer.records[-1].handle
+    ]
     await consumer.stop()
 
 
@@ -144,7 +160,9 @@ async def test_throttled_renewals_keep_the_lease_until_it_could_have_expired(
     consumer = Consumer(KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", **FAST))
     await until(lambda: len(consumer.source.held_shards) == 2)
     # One renewal round in two throttled: less than a lease duration without a renewal.
-    proxy.set_faults(Fault("dynamodb:UpdateItem", "throttle", times=2, body_contains=b"expires_at = :expires, #owner"))
+    proxy.set_faults(
+        Fault("dynamodb:UpdateItem", "throttle", times=2, body_contains=b"expires_at = :expires, #owner")
+    )
     await until(lambda: proxy.injected_total("throttle") == 2)
     await asyncio.sleep(FAST["lease_duration"])
     assert consumer.source.metrics.leases_lost == 0 and len(consumer.source.held_shards) == 2
@@ -161,7 +179,9 @@ async def test_a_throttled_heartbeat_does_not_hold_up_the_renewals(
     await until(lambda: proxy.injected_total("throttle") >= 2)
     before = int(next(iter((await lease_items(dynamodb, leases)).values()))["lease_counter"]["N"])
     await asyncio.sleep(FAST["lease_duration"] * 1.5)
-    after = next(i for sid, i in (await lease_items(dynamodb, leases)).items() if not sid.startswith("worker#"))
+    after = next(
+        i for sid, i in (await lease_items(dynamodb, leases)).items() if not sid.startswith("worker#")
+    )
     assert int(after["lease_counter"]["N"]) > before  # renewed all along: others see it alive
     assert consumer.source.held_shards != [] and consumer.source.metrics.leases_lost == 0
     proxy.clear()
@@ -174,12 +194,16 @@ async def test_one_customers_backlog_comes_in_deliveries_its_transaction_can_hol
     """TransactWriteItems takes 100 items and 4 MB: a customer's events in one delivery must fit one
     (64 events touch at most 64 day pages plus the profile), whatever GetRecords returns."""
     stream = await stream_of(kinesis, unique_prefix, 1)
-    records = [("hot", event("hot", n)) for n in range(150)] + [(f"c-{n}", event(f"c-{n}", n)) for n in range(20)]
+    records = [("hot", event("hot", n)) for n in range(150)] + [
+        (f"c-{n}", event(f"c-{n}", n)) for n in range(20)
+    ]
     await kinesis.put_records(StreamName=stream, Records=[{"Data": d, "PartitionKey": k} for k, d in records])
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST))
     await until(lambda: len(consumer.records) == 170)
-    per_delivery = [Counter(r.body.split(b'"customer_id": "')[1].split(b'"')[0] for r in d.records)
-                    for d in consumer.deliveries]  # fmt: skip
+    per_delivery = [
+        Counter(r.body.split(b'"customer_id": "')[1].split(b'"')[0] for r in d.records)
+        for d in consumer.deliveries
+    ]
     assert max(counts[b"hot"] for counts in per_delivery) == 64
     assert [e for e in consumer.event_ids() if e.startswith("hot-")] == [f"hot-{n}" for n in range(150)]
     await until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries))
@@ -190,16 +214,26 @@ async def test_a_record_that_keeps_failing_is_read_alone_then_parked_and_the_sha
     kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 1)
-    await kinesis.put_records(StreamName=stream, Records=[
-        {"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(6)])  # fmt: skip
+    await kinesis.put_records(
+        StreamName=stream, Records=[{"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(6)]
+    )
     dead = MemoryDeadLetters()
 
     async def poison_at_3(delivery: Delivery) -> Settlement:
         bad = [r for r in delivery.records if b'"c-1-3"' in r.body]
         return Settlement(done=[r for r in delivery.records if r not in bad], failed=bad)
 
-    source = KinesisSource(kinesis, dynamodb, stream, leases, "w1", dead_letters=dead, poison_attempts=4,
-                           poison_after=0.0, **FAST)  # fmt: skip
+    source = KinesisSource(
+        kinesis,
+        dynamodb,
+        stream,
+        leases,
+        "w1",
+        dead_letters=dead,
+        poison_attempts=4,
+        poison_after=0.0,
+        **FAST,
+    )
     consumer = Consumer(source, poison_at_3)
     await until(lambda: source.metrics.records_parked == 1 and len(consumer.records) >= 10)
     await until(lambda: source.metrics.checkpoints >= 3)
@@ -208,11 +242,13 @@ async def test_a_record_that_keeps_failing_is_read_alone_then_parked_and_the_sha
     assert ids.count("c-1-0") == ids.count("c-1-1") == ids.count("c-1-2") == 1  # before it: checkpointed
     assert [d.records[0].body for d in consumer.deliveries[1:4]] == [event("c-1", 3)] * 3
     assert [len(d.records) for d in consumer.deliveries[2:4]] == [1, 1]  # read alone
-    (record, code, _), = dead.parked
+    ((record, code, _),) = dead.parked
     assert b'"c-1-3"' in record.body and code == "retries_exhausted"
     assert ids[-2:] == ["c-1-4", "c-1-5"]
     items = await lease_items(dynamodb, leases)
-    assert [i["checkpoint"]["S"] for i in items.values() if "checkpoint" in i] == [consumer.records[-1].handle]
+    assert [i["checkpoint"]["S"] for i in items.values() if "checkpoint" in i] == [
+        consumer.records[-1].handle
+    ]
     await consumer.stop()
 
 
@@ -230,8 +266,12 @@ async def test_stop_ends_within_its_grace_even_when_a_delivery_never_settles(
         raise AssertionError("unreachable")
 
     grace = 2.0
-    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **{**FAST, "stop_grace": grace,
-                                                                              "lease_duration": 10.0}), never)  # fmt: skip
+    consumer = Consumer(
+        KinesisSource(
+            kinesis, dynamodb, stream, leases, "w1", **{**FAST, "stop_grace": grace, "lease_duration": 10.0}
+        ),
+        never,
+    )
     await asyncio.wait_for(stuck.wait(), 10)
     await until(lambda: len(consumer.source.held_shards) == 2)
     await asyncio.wait_for(consumer.source.stop(), timeout=grace)  # what ECS allows, scaled down
@@ -244,9 +284,17 @@ async def test_access_denied_on_the_lease_table_ends_deliveries_with_a_fatal_err
     kinesis: Any, proxied_dynamodb: Any, proxy: FaultProxy, leases: str, unique_prefix: str
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 1)
-    proxy.set_faults(Fault("dynamodb:*", "respond", status=400, body={
-        "__type": "com.amazon.coral.service#AccessDeniedException",
-        "message": "User is not authorized to perform: dynamodb:Scan"}))  # fmt: skip
+    proxy.set_faults(
+        Fault(
+            "dynamodb:*",
+            "respond",
+            status=400,
+            body={
+                "__type": "com.amazon.coral.service#AccessDeniedException",
+                "message": "User is not authorized to perform: dynamodb:Scan",
+            },
+        )
+    )
     source = KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", **FAST)
     with pytest.raises(FatalAwsError, match=r"lease table .*AccessDeniedException.*task role"):
         async for _ in source.deliveries():

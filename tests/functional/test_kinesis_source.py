@@ -39,8 +39,14 @@ async def leases(dynamodb: Any, unique_prefix: str) -> str:
 
 
 def event(customer: str, n: int) -> bytes:
-    return json.dumps({"event_id": f"{customer}-{n}", "customer_id": customer, "type": "login",
-                       "occurred_at": "2026-11-27T12:00:00Z"}).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "event_id": f"{customer}-{n}",
+            "customer_id": customer,
+            "type": "login",
+            "occurred_at": "2026-11-27T12:00:00Z",
+        }
+    ).encode()
 
 
 async def put_events(kinesis: Any, stream: str, count: int, customers: int = 6, first: int = 0) -> list[str]:
@@ -276,12 +282,16 @@ async def test_consumer_that_lost_its_lease_cannot_checkpoint(
     # Another worker takes the lease (as after a long GC pause past the expiry).
     item = (await lease_items(dynamodb, leases))[shard_id]
     await dynamodb.update_item(
-        TableName=leases, Key={"shard_id": {"S": shard_id}},
+        TableName=leases,
+        Key={"shard_id": {"S": shard_id}},
         UpdateExpression="SET #o = :o, lease_counter = :c, expires_at = :e",
         ExpressionAttributeNames={"#o": "owner"},
-        ExpressionAttributeValues={":o": {"S": "w-new"}, ":c": {"N": str(int(item["lease_counter"]["N"]) + 1)},
-                                   ":e": {"N": str(int((time.time() + 60) * 1000))}},
-    )  # fmt: skip
+        ExpressionAttributeValues={
+            ":o": {"S": "w-new"},
+            ":c": {"N": str(int(item["lease_counter"]["N"]) + 1)},
+            ":e": {"N": str(int((time.time() + 60) * 1000))},
+        },
+    )
     release.set()
     await until(lambda: consumer.source.metrics.checkpoints_refused == 1)
     item = (await lease_items(dynamodb, leases))[shard_id]
@@ -299,9 +309,17 @@ async def test_expired_lease_of_a_crashed_worker_is_taken_over(
     sent = await put_events(kinesis, stream, 3)
     shard_id = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
     expires = time.time() + 2.0  # a worker that stopped renewing
-    await dynamodb.put_item(TableName=leases, Item={
-        "shard_id": {"S": shard_id}, "owner": {"S": "w-crashed"}, "lease_counter": {"N": "7"},
-        "expires_at": {"N": str(int(expires * 1000))}, "parents": {"L": []}, "start": {"S": "TRIM_HORIZON"}})  # fmt: skip
+    await dynamodb.put_item(
+        TableName=leases,
+        Item={
+            "shard_id": {"S": shard_id},
+            "owner": {"S": "w-crashed"},
+            "lease_counter": {"N": "7"},
+            "expires_at": {"N": str(int(expires * 1000))},
+            "parents": {"L": []},
+            "start": {"S": "TRIM_HORIZON"},
+        },
+    )
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-live", **FAST))
     await asyncio.sleep(1.0)
     assert consumer.records == [] and consumer.source.held_shards == []
@@ -356,8 +374,16 @@ async def test_at_timestamp_starts_at_the_first_record_after_it(
     await asyncio.sleep(1.1)
     since = time.time()
     later = await put_events(kinesis, stream, 2, first=3)
-    source = KinesisSource(kinesis, dynamodb, stream, leases, "w1", start_position="AT_TIMESTAMP",
-                           at_timestamp=datetime.fromtimestamp(since, UTC).isoformat(), **FAST)  # fmt: skip
+    source = KinesisSource(
+        kinesis,
+        dynamodb,
+        stream,
+        leases,
+        "w1",
+        start_position="AT_TIMESTAMP",
+        at_timestamp=datetime.fromtimestamp(since, UTC).isoformat(),
+        **FAST,
+    )
     consumer = Consumer(source)
     await until(lambda: len(consumer.records) >= 2)
     await asyncio.sleep(0.3)
@@ -388,8 +414,14 @@ class FakeKinesis:
     def put(self, shard_id: str, customer: str, n: int) -> str:
         self._next_seq += 1000
         sequence = str(self._next_seq)
-        self.shards[shard_id]["records"].append({"SequenceNumber": sequence, "Data": event(customer, n),
-                                                  "PartitionKey": customer, "ApproximateArrivalTimestamp": time.time()})  # fmt: skip
+        self.shards[shard_id]["records"].append(
+            {
+                "SequenceNumber": sequence,
+                "Data": event(customer, n),
+                "PartitionKey": customer,
+                "ApproximateArrivalTimestamp": time.time(),
+            }
+        )
         return sequence
 
     def _fault(self, operation: str) -> None:
@@ -411,10 +443,24 @@ class FakeKinesis:
             shards.append(entry)
         return {"Shards": shards}
 
-    async def get_shard_iterator(self, StreamName: str, ShardId: str, ShardIteratorType: str,
-                                 StartingSequenceNumber: str | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
-        self.calls.append(("get_shard_iterator", {"ShardId": ShardId, "ShardIteratorType": ShardIteratorType,
-                                                  "StartingSequenceNumber": StartingSequenceNumber}))  # fmt: skip
+    async def get_shard_iterator(
+        self,
+        StreamName: str,
+        ShardId: str,
+        ShardIteratorType: str,
+        StartingSequenceNumber: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        self.calls.append(
+            (
+                "get_shard_iterator",
+                {
+                    "ShardId": ShardId,
+                    "ShardIteratorType": ShardIteratorType,
+                    "StartingSequenceNumber": StartingSequenceNumber,
+                },
+            )
+        )
         self._fault("GetShardIterator")
         sequences = [int(r["SequenceNumber"]) for r in self.shards[ShardId]["records"]]
         if ShardIteratorType == "TRIM_HORIZON":
@@ -547,8 +593,11 @@ async def test_expired_iterator_is_renewed_after_the_last_processed_record(
     assert consumer.event_ids() == [f"c-1-{n}" for n in range(5)]
     assert consumer.source.metrics.iterators_renewed == 1
     renewals = [args for name, args in fake.calls if name == "get_shard_iterator"]
-    assert renewals[-1] == {"ShardId": "shardId-0", "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
-                            "StartingSequenceNumber": sequences[-1]}  # fmt: skip
+    assert renewals[-1] == {
+        "ShardId": "shardId-0",
+        "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+        "StartingSequenceNumber": sequences[-1],
+    }
     await consumer.stop()
 
 

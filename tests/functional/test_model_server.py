@@ -33,9 +33,11 @@ def endpoint(tiny_bundle: Path) -> Iterator[LocalEndpoint]:
 @pytest.fixture
 def runtime(endpoint: LocalEndpoint) -> object:
     return boto3.client(
-        "sagemaker-runtime", endpoint_url=endpoint.url, region_name="us-east-1",
+        "sagemaker-runtime",
+        endpoint_url=endpoint.url,
+        region_name="us-east-1",
         config=Config(retries={"max_attempts": 1}),
-    )  # fmt: skip
+    )
 
 
 def invoke(runtime: object, body: bytes | str, content_type: str = "application/json") -> dict:
@@ -113,9 +115,10 @@ def test_plain_http_routes(endpoint: LocalEndpoint) -> None:
         assert response.status == 200
         assert json.loads(response.read())["status"] == "ok"
     request = urllib.request.Request(
-        f"{endpoint.url}/invocations", data=json.dumps({"features": ROW}).encode(),
+        f"{endpoint.url}/invocations",
+        data=json.dumps({"features": ROW}).encode(),
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(request) as response:
         check_prediction(json.loads(response.read()))
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -128,8 +131,12 @@ def test_serve_command_prints_ready_line_and_stops_on_sigterm(tiny_bundle: Path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "cli.model", "serve", "--bundle", str(tiny_bundle), "--port", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]
         assert "listening on http://127.0.0.1:" in line, process.stderr.read()  # type: ignore[union-attr]

@@ -35,8 +35,13 @@ def package(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_layout_is_what_the_tf_serving_container_expects(package: Path, tiny_bundle: Path) -> None:
     with tarfile.open(package) as tar:
         names = set(tar.getnames())
-        assert {"1/saved_model.pb", "1/variables/variables.index", "code/inference.py",
-                "code/requirements.txt", "code/feature_spec.json"} <= names  # fmt: skip
+        assert {
+            "1/saved_model.pb",
+            "1/variables/variables.index",
+            "code/inference.py",
+            "code/requirements.txt",
+            "code/feature_spec.json",
+        } <= names
         assert any(n.startswith("1/variables/variables.data-") for n in names)
         assert not any(n.startswith(("/", "..")) or "/../" in n for n in names)
         assert tar.extractfile("code/inference.py").read() == INFERENCE_SOURCE.read_bytes()  # type: ignore[union-attr]
@@ -166,7 +171,9 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert "error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["simulate", "train", "evaluate", "compare", "package", "serve", "deploy"])
+@pytest.mark.parametrize(
+    "command", ["simulate", "train", "evaluate", "compare", "package", "serve", "deploy"]
+)
 def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([command, "--help"])

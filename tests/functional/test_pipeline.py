@@ -27,24 +27,35 @@ def spike_batch() -> list[Record]:
 
 @pytest.fixture
 def parts() -> dict[str, Any]:
-    return {"store": MemoryFeatureStore(), "scorer": FakeScorer(), "ledger": MemoryAlertLedger(),
-            "publisher": MemoryAlertPublisher(), "dlq": ListDlq()}  # fmt: skip
+    return {
+        "store": MemoryFeatureStore(),
+        "scorer": FakeScorer(),
+        "ledger": MemoryAlertLedger(),
+        "publisher": MemoryAlertPublisher(),
+        "dlq": ListDlq(),
+    }
 
 
 def pipeline(parts: dict[str, Any], config: AlertsConfig | None = None) -> Pipeline:
     return Pipeline(**parts, alerts=config or AlertsConfig(), retention=timedelta(days=35), clock=lambda: NOW)
 
 
-async def test_two_calls_in_14_days_give_one_alert_however_often_the_batch_comes(parts: dict[str, Any]) -> None:
+async def test_two_calls_in_14_days_give_one_alert_however_often_the_batch_comes(
+    parts: dict[str, Any],
+) -> None:
     flow = pipeline(parts)
     for _ in range(3):
         settlement = await flow.process(spike_batch())
         assert len(settlement.done) == 3 and not settlement.failed
     bodies = parts["publisher"].bodies
-    assert [(b["type"], b["customer_id"], b["severity"]) for b in bodies] == [("IB_CALL_SPIKE", "c-1", "CRITICAL")]
+    assert [(b["type"], b["customer_id"], b["severity"]) for b in bodies] == [
+        ("IB_CALL_SPIKE", "c-1", "CRITICAL")
+    ]
     assert bodies[0]["message"] == "Customer has made 2 calls in 14 days"
     assert flow.metrics.total("events_duplicate") == 6
-    assert parts["scorer"].calls == 3  # redeliveries are still scored: a crash after the store write loses nothing
+    assert (
+        parts["scorer"].calls == 3
+    )  # redeliveries are still scored: a crash after the store write loses nothing
 
 
 async def test_endpoint_down_sends_rule_only_alerts_and_acknowledges_nothing(parts: dict[str, Any]) -> None:
@@ -70,11 +81,21 @@ async def test_model_alerts_use_the_endpoint_scores(parts: dict[str, Any]) -> No
 
 
 async def test_bad_events_are_quarantined_and_the_rest_goes_on(parts: dict[str, Any]) -> None:
-    batch = [record("not json", 0), record({"event_id": "x", "type": "login"}, 1), event("c-3", "login", 1, 2),
-             event("c-3", "login", 40, 3), event("c-3", "login", -1, 4)]  # fmt: skip
+    batch = [
+        record("not json", 0),
+        record({"event_id": "x", "type": "login"}, 1),
+        event("c-3", "login", 1, 2),
+        event("c-3", "login", 40, 3),
+        event("c-3", "login", -1, 4),
+    ]
     settlement = await pipeline(parts).process(batch)
     assert [r.handle for r in settlement.done] == ["h2"]
-    assert sorted(code for _, code in parts["dlq"].items) == ["in_future", "missing_field", "not_json", "too_old"]
+    assert sorted(code for _, code in parts["dlq"].items) == [
+        "in_future",
+        "missing_field",
+        "not_json",
+        "too_old",
+    ]
     assert len(settlement.quarantined) == 4
 
 
@@ -93,8 +114,13 @@ async def test_a_churned_customer_gets_no_more_alerts(parts: dict[str, Any]) -> 
 
 async def test_a_customer_who_signs_up_again_after_churning_is_alerted_again(parts: dict[str, Any]) -> None:
     flow = pipeline(parts)
-    await flow.process([event("c-1", "customer_signed_up", 30, 0, tier="budget"),
-                        event("c-1", "customer_churned", 20, 1), event("c-1", "ib_call", 19, 2, sentiment="neutral")])  # fmt: skip
+    await flow.process(
+        [
+            event("c-1", "customer_signed_up", 30, 0, tier="budget"),
+            event("c-1", "customer_churned", 20, 1),
+            event("c-1", "ib_call", 19, 2, sentiment="neutral"),
+        ]
+    )
     assert parts["publisher"].bodies == []
     await flow.process([event("c-1", "customer_signed_up", 5, 3, tier="premium"), *spike_batch()[1:]])
     assert [b["type"] for b in parts["publisher"].bodies] == ["IB_CALL_SPIKE"]

@@ -52,9 +52,12 @@ def build(clock: Clock | None = None, **parts: Any) -> tuple[Pipeline, dict[str,
     clock = clock or Clock()
     due = parts.pop("due", MemoryDueIndex())
     defaults: dict[str, Any] = {
-        "store": MemoryFeatureStore(RETENTION, due=due), "scorer": FakeScorer(), "ledger": MemoryAlertLedger(),
-        "publisher": MemoryAlertPublisher(clock=clock), "dlq": ListDlq(),
-    }  # fmt: skip
+        "store": MemoryFeatureStore(RETENTION, due=due),
+        "scorer": FakeScorer(),
+        "ledger": MemoryAlertLedger(),
+        "publisher": MemoryAlertPublisher(clock=clock),
+        "dlq": ListDlq(),
+    }
     defaults.update(parts)
     pipeline = Pipeline(**defaults, alerts=AlertsConfig(), retention=RETENTION, due=due, clock=clock)
     return pipeline, {**defaults, "due": due, "clock": clock}
@@ -62,21 +65,61 @@ def build(clock: Clock | None = None, **parts: Any) -> tuple[Pipeline, dict[str,
 
 POISON = {
     "deep_nesting": ('{"event_id": "p1", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "not_json"),
-    "huge_integer": ('{"event_id": "p2", "customer_id": "c-1", "type": "payment_succeeded", '
-                     '"occurred_at": "2026-11-27T00:00:00Z", "amount": ' + "9" * 5000 + "}", "not_json"),
-    "year_9999_overflows": (json.dumps({"event_id": "p3", "customer_id": "c-1", "type": "login",
-                                        "occurred_at": "9999-12-31T23:59:59-01:00"}), "invalid_field"),
-    "year_1_overflows": (json.dumps({"event_id": "p4", "customer_id": "c-1", "type": "login",
-                                     "occurred_at": "0001-01-01T00:00:00+01:00"}), "invalid_field"),
-    "infinity": ('{"event_id": "p5", "customer_id": "c-1", "type": "payment_failed", '
-                 '"occurred_at": "2026-11-27T00:00:00Z", "amount": 1e400}', "invalid_field"),
-    "amount_beyond_business": (json.dumps({"event_id": "p6", "customer_id": "c-1", "type": "payment_succeeded",
-                                           "occurred_at": "2026-11-27T00:00:00Z", "amount": 1e17}), "invalid_field"),
-    "nan_rating": ('{"event_id": "p7", "customer_id": "c-1", "type": "session_rated", "tutor_id": "t", '
-                   '"occurred_at": "2026-11-27T00:00:00Z", "rating": NaN}', "invalid_field"),
-    "sns_envelope_deep": (json.dumps({"Type": "Notification", "Message": "[" * 50_000 + "]" * 50_000}), "not_json"),
+    "huge_integer": (
+        '{"event_id": "p2", "customer_id": "c-1", "type": "payment_succeeded", '
+        '"occurred_at": "2026-11-27T00:00:00Z", "amount": ' + "9" * 5000 + "}",
+        "not_json",
+    ),
+    "year_9999_overflows": (
+        json.dumps(
+            {
+                "event_id": "p3",
+                "customer_id": "c-1",
+                "type": "login",
+                "occurred_at": "9999-12-31T23:59:59-01:00",
+            }
+        ),
+        "invalid_field",
+    ),
+    "year_1_overflows": (
+        json.dumps(
+            {
+                "event_id": "p4",
+                "customer_id": "c-1",
+                "type": "login",
+                "occurred_at": "0001-01-01T00:00:00+01:00",
+            }
+        ),
+        "invalid_field",
+    ),
+    "infinity": (
+        '{"event_id": "p5", "customer_id": "c-1", "type": "payment_failed", '
+        '"occurred_at": "2026-11-27T00:00:00Z", "amount": 1e400}',
+        "invalid_field",
+    ),
+    "amount_beyond_business": (
+        json.dumps(
+            {
+                "event_id": "p6",
+                "customer_id": "c-1",
+                "type": "payment_succeeded",
+                "occurred_at": "2026-11-27T00:00:00Z",
+                "amount": 1e17,
+            }
+        ),
+        "invalid_field",
+    ),
+    "nan_rating": (
+        '{"event_id": "p7", "customer_id": "c-1", "type": "session_rated", "tutor_id": "t", '
+        '"occurred_at": "2026-11-27T00:00:00Z", "rating": NaN}',
+        "invalid_field",
+    ),
+    "sns_envelope_deep": (
+        json.dumps({"Type": "Notification", "Message": "[" * 50_000 + "]" * 50_000}),
+        "not_json",
+    ),
     "invalid_utf8": ("\udcff", "not_json"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(POISON))
@@ -99,10 +142,11 @@ async def test_values_that_pass_validation_never_break_their_customer_later() ->
     for n in range(1, 1500):
         kind = ("payment_succeeded", "payment_failed", "session_completed", "session_rated")[n % 4]
         fields: dict[str, Any] = {
-            "payment_succeeded": {"amount": 100_000.0}, "payment_failed": {"amount": 100_000.0},
+            "payment_succeeded": {"amount": 100_000.0},
+            "payment_failed": {"amount": 100_000.0},
             "session_completed": {"subject": "algebra", "tutor_id": "t-1", "duration_minutes": 600},
             "session_rated": {"rating": 5, "tutor_id": "t-1"},
-        }[kind]  # fmt: skip
+        }[kind]
         batch.append(event("c-big", kind, 1 + n % 3, n, **fields))
     settlement = await pipeline.process(batch)
     assert len(settlement.done) == len(batch)
@@ -116,12 +160,19 @@ async def test_values_that_pass_validation_never_break_their_customer_later() ->
 async def test_churn_and_sign_up_at_the_same_instant_do_not_wedge_the_customer() -> None:
     pipeline, parts = build()
     churned_at = 5
-    await pipeline.process([event("c-1", "customer_signed_up", 20, 0, tier="budget"),
-                            event("c-1", "customer_churned", churned_at, 1)])  # fmt: skip
+    await pipeline.process(
+        [
+            event("c-1", "customer_signed_up", 20, 0, tier="budget"),
+            event("c-1", "customer_churned", churned_at, 1),
+        ]
+    )
     assert parts["ledger"].churned["c-1"][1] is None  # recorded as churned
     # The sign-up at the churn's very instant arrives later: the customer is back (ties go to the sign-up).
-    again = [event("c-1", "customer_signed_up", churned_at, 2, tier="premium"),
-             event("c-1", "ib_call", 3, 3, sentiment="negative"), event("c-1", "ib_call", 1, 4, sentiment="neutral")]  # fmt: skip
+    again = [
+        event("c-1", "customer_signed_up", churned_at, 2, tier="premium"),
+        event("c-1", "ib_call", 3, 3, sentiment="negative"),
+        event("c-1", "ib_call", 1, 4, sentiment="neutral"),
+    ]
     for _ in range(2):  # and a redelivery does not raise either
         settlement = await pipeline.process(again)
         assert len(settlement.done) == 3 and not settlement.failed
@@ -132,8 +183,19 @@ async def test_events_minutes_ahead_across_utc_midnight_count_in_the_windows() -
     clock = Clock(datetime(2026, 11, 27, 23, 58, tzinfo=UTC))
     pipeline, parts = build(clock)
     ahead = "2026-11-28T00:02:00Z"  # 4 minutes ahead: accepted, and on tomorrow's page
-    batch = [record({"event_id": f"f{n}", "customer_id": "c-1", "type": "ib_call", "sentiment": "neutral",
-                     "occurred_at": ahead}, n) for n in range(2)]  # fmt: skip
+    batch = [
+        record(
+            {
+                "event_id": f"f{n}",
+                "customer_id": "c-1",
+                "type": "ib_call",
+                "sentiment": "neutral",
+                "occurred_at": ahead,
+            },
+            n,
+        )
+        for n in range(2)
+    ]
     settlement = await pipeline.process(batch)
     assert len(settlement.done) == 2
     [body] = parts["publisher"].bodies
@@ -150,14 +212,25 @@ async def test_a_long_endpoint_outage_acknowledges_stored_events_and_scores_them
     [rule_only] = parts["publisher"].bodies  # the rule that needs no model still alerts
     assert (rule_only["type"], rule_only["scoring"]) == ("IB_CALL_SPIKE", "rules_only")
     assert parts["due"].entries["c-1"][0] == to_us(clock.now)  # due now
-    rescorer = Rescorer(due=parts["due"], store=parts["store"], pipeline=pipeline, interval=timedelta(hours=24),
-                        retention=RETENTION, clock=clock, endpoint_available=lambda: not scorer.down)  # fmt: skip
+    rescorer = Rescorer(
+        due=parts["due"],
+        store=parts["store"],
+        pipeline=pipeline,
+        interval=timedelta(hours=24),
+        retention=RETENTION,
+        clock=clock,
+        endpoint_available=lambda: not scorer.down,
+    )
     clock.now += timedelta(minutes=30)
-    assert await rescorer.step() is False and len(parts["publisher"].bodies) == 1  # still down: nobody claimed
+    assert (
+        await rescorer.step() is False and len(parts["publisher"].bodies) == 1
+    )  # still down: nobody claimed
     scorer.down = False
     await rescorer.step()
     bodies = parts["publisher"].bodies
-    assert [(b["type"], b["trigger"], b["scoring"]) for b in bodies[1:]] == [("HIGH_CHURN_RISK", "rescore", "model")]
+    assert [(b["type"], b["trigger"], b["scoring"]) for b in bodies[1:]] == [
+        ("HIGH_CHURN_RISK", "rescore", "model")
+    ]
     assert parts["due"].entries["c-1"][0] == to_us(clock.now + timedelta(hours=24))  # next one in an interval
 
 
@@ -173,8 +246,11 @@ async def test_an_endpoint_answer_outside_the_contract_costs_that_customer_only(
     settlement = await pipeline.process([*spike("c-1"), *spike("c-2", 10)])
     assert len(settlement.done) == 6 and not settlement.failed
     types = sorted((b["customer_id"], b["type"], b["scoring"]) for b in parts["publisher"].bodies)
-    assert types == [("c-1", "HIGH_CHURN_RISK", "model"), ("c-1", "IB_CALL_SPIKE", "model"),
-                     ("c-2", "IB_CALL_SPIKE", "rules_only")]  # fmt: skip
+    assert types == [
+        ("c-1", "HIGH_CHURN_RISK", "model"),
+        ("c-1", "IB_CALL_SPIKE", "model"),
+        ("c-2", "IB_CALL_SPIKE", "rules_only"),
+    ]
     assert pipeline.metrics.total("scoring_failures") == 1
 
 
@@ -277,12 +353,23 @@ async def test_no_raw_event_body_reaches_the_logs_at_any_level(capsys: pytest.Ca
     try:
         pipeline, _ = build(ledger=BrokenLedger())
         spiking = [json.loads(r.body) for r in spike()]
-        bodies = [*(json.dumps({**e, "note": marker}) for e in spiking),
+        bodies = [
+            *(json.dumps({**e, "note": marker}) for e in spiking),
             f"not json {marker}",
-            json.dumps({"event_id": "x", "customer_id": "c-1", "type": marker, "occurred_at": "2026-11-27T00:00:00Z"}),
+            json.dumps(
+                {"event_id": "x", "customer_id": "c-1", "type": marker, "occurred_at": "2026-11-27T00:00:00Z"}
+            ),
             json.dumps({"event_id": "y", "customer_id": "c-1", "type": "login", "occurred_at": f"{marker}Z"}),
-            json.dumps({"event_id": "z", "customer_id": "c-1", "type": "ib_call", "sentiment": "neutral",
-                        "occurred_at": "2026-11-27T00:00:00Z", "note": marker}),
+            json.dumps(
+                {
+                    "event_id": "z",
+                    "customer_id": "c-1",
+                    "type": "ib_call",
+                    "sentiment": "neutral",
+                    "occurred_at": "2026-11-27T00:00:00Z",
+                    "note": marker,
+                }
+            ),
         ]
         records = [Record(body=b.encode(), handle=f"h{i}", source_id=f"m{i}") for i, b in enumerate(bodies)]
         await _handle([_Delivery(records)], pipeline, pipeline.metrics)  # logs a traceback: the ledger fails

@@ -19,9 +19,13 @@ from worker.settings import Settings
 
 
 def throttled(operation: str) -> ClientError:
-    code = "ThrottlingException" if operation == "SendMessageBatch" else "ProvisionedThroughputExceededException"
-    return ClientError({"Error": {"Code": code, "Message": "Rate exceeded"},
-                        "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)  # fmt: skip
+    code = (
+        "ThrottlingException" if operation == "SendMessageBatch" else "ProvisionedThroughputExceededException"
+    )
+    return ClientError(
+        {"Error": {"Code": code, "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+        operation,
+    )
 
 
 class Faulty:
@@ -49,10 +53,14 @@ class Faulty:
         passing, failing = self._split(Entries)
         response: dict[str, Any] = {"Successful": [], "Failed": []}
         if passing:
-            response = await self._client.send_message_batch(QueueUrl=QueueUrl, Entries=[Entries[i] for i in passing])
+            response = await self._client.send_message_batch(
+                QueueUrl=QueueUrl, Entries=[Entries[i] for i in passing]
+            )
         response.setdefault("Failed", [])
-        response["Failed"] += [{"Id": Entries[i]["Id"], "SenderFault": False, "Code": "InternalError",
-                                "Message": "injected"} for i in failing]  # fmt: skip
+        response["Failed"] += [
+            {"Id": Entries[i]["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            for i in failing
+        ]
         return response
 
     async def put_records(self, Records: list[dict[str, Any]], **stream: str) -> dict[str, Any]:
@@ -86,8 +94,17 @@ def write_events(path: Path, customers: int = 6, per_customer: int = 25, bad_lin
         next_n[c] += 1
         if next_n[c] == per_customer:
             del next_n[c]
-    lines = [json.dumps({"event_id": f"c{c}-{n}", "customer_id": f"c{c}", "type": "login",
-                         "occurred_at": f"2026-03-01T{n // 60:02d}:{n % 60:02d}:00Z"}) for c, n in order]  # fmt: skip
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"c{c}-{n}",
+                "customer_id": f"c{c}",
+                "type": "login",
+                "occurred_at": f"2026-03-01T{n // 60:02d}:{n % 60:02d}:00Z",
+            }
+        )
+        for c, n in order
+    ]
     if bad_line is not None:
         lines.insert(bad_line - 1, '{"event_id": "broken", "customer_id": "c0", "type": "login"}')
     path.write_text("\n".join(lines) + "\n")
@@ -112,18 +129,23 @@ async def test_sqs_keeps_each_customers_order_and_loses_nothing_under_throttling
             return faulty[-1]
 
         events = write_events(tmp_path / "e.jsonl")
-        assert await run_replay(Settings(sqs_queue_url=url), ReplayRequest(events, "sqs"), wrap_client=wrap) == 0
+        assert (
+            await run_replay(Settings(sqs_queue_url=url), ReplayRequest(events, "sqs"), wrap_client=wrap) == 0
+        )
         received: dict[str, list[str]] = defaultdict(list)
         while True:
-            messages = (await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)).get(
-                "Messages", [])  # fmt: skip
+            messages = (
+                await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            ).get("Messages", [])
             if not messages:
                 break
             for m in messages:
                 body = json.loads(m["Body"])
                 received[body["customer_id"]].append(body["event_id"])
-            await sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])  # fmt: skip
+            await sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
     assert faulty[0].failed_entries > 0
     check_order_and_counts(received, 6, 25)
 
@@ -143,8 +165,11 @@ async def test_kinesis_keeps_each_customers_order_and_loses_nothing_under_thrott
 
         received: dict[str, list[str]] = defaultdict(list)
         for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
-            iterator = (await kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                                         ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]  # fmt: skip
+            iterator = (
+                await kinesis.get_shard_iterator(
+                    StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
             while iterator:
                 page = await kinesis.get_records(ShardIterator=iterator, Limit=1000)
                 for record in page["Records"]:
@@ -156,9 +181,12 @@ async def test_kinesis_keeps_each_customers_order_and_loses_nothing_under_thrott
 
 
 def test_a_bad_line_stops_the_replay_with_its_number(
-    aws_endpoint: str, unique_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    aws_endpoint: str,
+    unique_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     import asyncio
 
     async def make_queue() -> str:
@@ -179,8 +207,13 @@ def test_a_bad_line_stops_the_replay_with_its_number(
     assert (summary["sent"], summary["skipped"]) == (10, 1)
 
 
-def test_rate_and_window_options(aws_endpoint: str, unique_prefix: str, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_rate_and_window_options(
+    aws_endpoint: str,
+    unique_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import asyncio
 
     async def make_queue() -> str:
@@ -190,8 +223,24 @@ def test_rate_and_window_options(aws_endpoint: str, unique_prefix: str, tmp_path
 
     monkeypatch.setenv("CHURN_SQS_QUEUE_URL", asyncio.run(make_queue()))
     events = write_events(tmp_path / "e.jsonl", customers=2, per_customer=5)
-    assert main(["replay", str(events), "--to", "sqs", "--rate", "20", "--start", "2026-03-01T00:01:00Z",
-                 "--end", "2026-03-01T00:04:00Z", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "replay",
+                str(events),
+                "--to",
+                "sqs",
+                "--rate",
+                "20",
+                "--start",
+                "2026-03-01T00:01:00Z",
+                "--end",
+                "2026-03-01T00:04:00Z",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert (summary["sent"], summary["out_of_range"]) == (6, 4)
     assert summary["seconds"] >= 5 / 20  # six events at 20/s: the last one 0.25 s after the first

@@ -76,16 +76,35 @@ async def make_worker(tables: tuple[str, str]) -> AsyncIterator[Any]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(clock: Clock, interval: timedelta = DAY, batch_size: int = 100) -> Worker:
-            client = await stack.enter_async_context(get_session().create_client("dynamodb", region_name="us-east-1"))
+            client = await stack.enter_async_context(
+                get_session().create_client("dynamodb", region_name="us-east-1")
+            )
             store = CountingStore(client, tables[0], RETENTION, rescore_interval=interval)
             store.read = Counter()
             due = DynamoDBDueIndex(client, tables[0])
             publisher = MemoryAlertPublisher(clock=clock)
-            pipeline = Pipeline(store=store, scorer=FeatureScorer(), ledger=DynamoDBAlertLedger(client, tables[1]),
-                                publisher=publisher, dlq=ListDlq(), alerts=AlertsConfig(), retention=RETENTION,
-                                due=due, metrics=Metrics(), clock=clock)  # fmt: skip
-            rescorer = Rescorer(due=due, store=store, pipeline=pipeline, interval=interval, retention=RETENTION,
-                                batch_size=batch_size, clock=clock, tick=0.01)  # fmt: skip
+            pipeline = Pipeline(
+                store=store,
+                scorer=FeatureScorer(),
+                ledger=DynamoDBAlertLedger(client, tables[1]),
+                publisher=publisher,
+                dlq=ListDlq(),
+                alerts=AlertsConfig(),
+                retention=RETENTION,
+                due=due,
+                metrics=Metrics(),
+                clock=clock,
+            )
+            rescorer = Rescorer(
+                due=due,
+                store=store,
+                pipeline=pipeline,
+                interval=interval,
+                retention=RETENTION,
+                batch_size=batch_size,
+                clock=clock,
+                tick=0.01,
+            )
             return Worker(pipeline, rescorer, store, due, publisher, clock)
 
         yield make
@@ -95,8 +114,17 @@ def history(cid: str, n: int = 0) -> list[Any]:
     """Signed up 20 days ago, a session and a login yesterday: active, and healthy today."""
     return [
         event(cid, "customer_signed_up", 20, n, tier="standard"),
-        event(cid, "session_completed", 1, n + 1, subject="algebra", tutor_id="t-1", duration_minutes=60,
-              first_session=True, success=True),
+        event(
+            cid,
+            "session_completed",
+            1,
+            n + 1,
+            subject="algebra",
+            tutor_id="t-1",
+            duration_minutes=60,
+            first_session=True,
+            success=True,
+        ),
         event(cid, "login", 1, n + 2),
     ]
 
@@ -157,7 +185,9 @@ async def test_two_workers_rescore_each_due_customer_once(make_worker: Any) -> N
     reads = a.store.read + b.store.read
     assert reads == Counter({cid: 1 for cid in customers})
     assert a.store.read and b.store.read  # both took a share
-    assert a.pipeline.metrics.total("customers_rescored") + b.pipeline.metrics.total("customers_rescored") == 40
+    assert (
+        a.pipeline.metrics.total("customers_rescored") + b.pipeline.metrics.total("customers_rescored") == 40
+    )
     assert (await a.due.stats(clock.now)).due == 0  # everyone due again in an interval
 
 
@@ -184,7 +214,10 @@ async def test_an_event_moves_the_due_time_without_an_extra_write(make_worker: A
     updates = worker.due.requests["UpdateItem"]
     clock.now = NOW + timedelta(hours=20)
     await worker.pipeline.process([event("c-busy", "login", 0, 50)])  # scored by its event today
-    assert worker.store.requests["TransactWriteItems"] == writes + 1 and worker.due.requests["UpdateItem"] == updates
+    assert (
+        worker.store.requests["TransactWriteItems"] == writes + 1
+        and worker.due.requests["UpdateItem"] == updates
+    )
     clock.now = NOW + DAY + timedelta(minutes=1)  # the first due time has passed ...
     await sweep(worker)
     assert worker.store.read["c-busy"] == 0  # ... but the event pushed it on: no re-score yet
@@ -216,7 +249,9 @@ async def test_metrics_and_readiness_follow_the_oldest_due_customer(make_worker:
     assert "churn_customers_rescored_total{} 3" in metrics.prometheus()
 
 
-async def test_bootstrap_adds_the_due_index_to_a_table_made_before_it(aws_endpoint: str, unique_prefix: str) -> None:
+async def test_bootstrap_adds_the_due_index_to_a_table_made_before_it(
+    aws_endpoint: str, unique_prefix: str
+) -> None:
     table = table_name(unique_prefix)
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
         await ensure_table(client, table, "customer_id", "bucket", "expires_at")  # the old layout

@@ -33,12 +33,30 @@ def _scores(bundle: object, rows: np.ndarray) -> np.ndarray:
     return np.asarray(bundle.serving_fn()(features=rows)["churn_risk_30d"])  # type: ignore[attr-defined]
 
 
-def test_the_deployed_models_package_scores_as_its_bundle(tiny_bundle: Path, models: str, unique_prefix: str,
-                                                          tmp_path: Path) -> None:  # fmt: skip
+def test_the_deployed_models_package_scores_as_its_bundle(
+    tiny_bundle: Path, models: str, unique_prefix: str, tmp_path: Path
+) -> None:
     endpoint = f"{unique_prefix}churn"
-    assert main(["deploy", "--bundle", str(tiny_bundle), "--bucket", models, "--role-arn", ROLE,
-                 "--endpoint-name", endpoint]) == 0  # fmt: skip
-    s3, sagemaker = boto3.client("s3", region_name="us-east-1"), boto3.client("sagemaker", region_name="us-east-1")
+    assert (
+        main(
+            [
+                "deploy",
+                "--bundle",
+                str(tiny_bundle),
+                "--bucket",
+                models,
+                "--role-arn",
+                ROLE,
+                "--endpoint-name",
+                endpoint,
+            ]
+        )
+        == 0
+    )
+    s3, sagemaker = (
+        boto3.client("s3", region_name="us-east-1"),
+        boto3.client("sagemaker", region_name="us-east-1"),
+    )
     deployed = find_deployed(sagemaker, endpoint)
     assert deployed is not None
     original = load_bundle(tiny_bundle)
@@ -64,18 +82,29 @@ def test_no_endpoint_no_incumbent(aws_endpoint: str, unique_prefix: str) -> None
 
 def test_a_package_of_another_feature_registry_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
     bundle = load_bundle(tiny_bundle)
-    package = build_package(bundle.saved_model_dir, {**bundle.spec, "model_version": bundle.model_version,
-                                                     "feature_hash": "0000dead"}, tmp_path / "model.tar.gz")  # fmt: skip
+    package = build_package(
+        bundle.saved_model_dir,
+        {**bundle.spec, "model_version": bundle.model_version, "feature_hash": "0000dead"},
+        tmp_path / "model.tar.gz",
+    )
     with pytest.raises(BundleMismatchError, match="0000dead"):
         bundle_from_package(package, tmp_path / "incumbent")
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--no-deploy"], "no events: pass --events"),
-    (["--events", "s3://archive/events/"], "deploying needs --bucket and --role-arn"),
-    (["--events", "s3://archive/events/", "--bucket", "b", "--role-arn", "SageMakerRole"], "not an IAM role ARN"),
-])  # fmt: skip
-def test_bad_usage_is_refused_before_any_work(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--no-deploy"], "no events: pass --events"),
+        (["--events", "s3://archive/events/"], "deploying needs --bucket and --role-arn"),
+        (
+            ["--events", "s3://archive/events/", "--bucket", "b", "--role-arn", "SageMakerRole"],
+            "not an IAM role ARN",
+        ),
+    ],
+)
+def test_bad_usage_is_refused_before_any_work(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["retrain", *args]) == 2
     [error] = capsys.readouterr().err.strip().splitlines()
     assert error.startswith("churn-model: error: ") and says in error
@@ -88,11 +117,17 @@ def test_the_scheduled_tasks_environment_is_enough(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CHURN_SAGEMAKER_ROLE_ARN", ROLE)
     args = build_parser().parse_args(["retrain"])
     assert (args.events, args.endpoint, args.bucket, args.role_arn, args.deploy) == (
-        ["s3://archive/events/"], "churn-live", "models", ROLE, True)  # fmt: skip
+        ["s3://archive/events/"],
+        "churn-live",
+        "models",
+        ROLE,
+        True,
+    )
 
 
-def test_an_incumbent_of_another_registry_stops_the_job_before_it_trains(tiny_bundle: Path, tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_an_incumbent_of_another_registry_stops_the_job_before_it_trains(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
     import shutil
 
@@ -101,20 +136,40 @@ def test_an_incumbent_of_another_registry_stops_the_job_before_it_trains(tiny_bu
     spec = json.loads((other / "feature_spec.json").read_text())
     (other / "feature_spec.json").write_text(json.dumps({**spec, "feature_hash": "0000dead"}))
     # The events do not exist: the incumbent is refused before anything reads them.
-    assert main(["retrain", "--events", str(tmp_path / "absent"), "--incumbent", str(other), "--no-deploy"]) == 2
+    assert (
+        main(["retrain", "--events", str(tmp_path / "absent"), "--incumbent", str(other), "--no-deploy"]) == 2
+    )
     [error] = capsys.readouterr().err.strip().splitlines()
     assert "the incumbent cannot be scored with this code's features" in error and "--force" in error
 
 
 @pytest.mark.slow  # trains a one-epoch model on a small log
-def test_no_model_at_the_endpoint_deploys_the_first(models: str, unique_prefix: str, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_no_model_at_the_endpoint_deploys_the_first(
+    models: str, unique_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from model.altsim import generate, write_log
 
     log = write_log(generate(300, 70, seed=3), tmp_path / "log")
     endpoint = f"{unique_prefix}first"
-    code = main(["retrain", "--events", str(log["events"]), "--endpoint", endpoint, "--bucket", models,
-                 "--role-arn", ROLE, "--epochs", "1", "--max-train-rows", "4000", "--no-evaluate", "--no-baselines"])  # fmt: skip
+    code = main(
+        [
+            "retrain",
+            "--events",
+            str(log["events"]),
+            "--endpoint",
+            endpoint,
+            "--bucket",
+            models,
+            "--role-arn",
+            ROLE,
+            "--epochs",
+            "1",
+            "--max-train-rows",
+            "4000",
+            "--no-evaluate",
+            "--no-baselines",
+        ]
+    )
     assert code == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("retrain: DEPLOYED model ") and "nothing to compare with" in line

@@ -19,7 +19,9 @@ async def queue(sqs: Any, unique_prefix: str) -> str:
 
 async def send(sqs: Any, queue: str, count: int) -> None:
     for start in range(0, count, 10):
-        entries = [{"Id": str(i), "MessageBody": f'{{"n": {start + i}}}'} for i in range(min(10, count - start))]
+        entries = [
+            {"Id": str(i), "MessageBody": f'{{"n": {start + i}}}'} for i in range(min(10, count - start))
+        ]
         await sqs.send_message_batch(QueueUrl=queue, Entries=entries)
 
 
@@ -35,14 +37,18 @@ async def take(source: SqsSource, records: int, within: float = 10) -> list[Any]
 
 
 async def visible(sqs: Any, queue: str) -> int:
-    attrs = await sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages",
-                                                                           "ApproximateNumberOfMessagesNotVisible"])  # fmt: skip
+    attrs = await sqs.get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"]) + int(
         attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"]
     )
 
 
-async def test_a_backlog_is_received_in_bigger_deliveries_and_a_short_receive_ends_one(sqs: Any, queue: str) -> None:
+async def test_a_backlog_is_received_in_bigger_deliveries_and_a_short_receive_ends_one(
+    sqs: Any, queue: str
+) -> None:
     """A full receive means more are waiting: the poller receives again at once, up to half the
     pipeline batch (`max_records`), so a backlog makes bigger batches; each message once."""
     await send(sqs, queue, 75)
@@ -68,8 +74,12 @@ async def test_settled_records_are_deleted_and_failed_ones_come_back(sqs: Any, q
     failing = next(r for d in deliveries for r in d.records if bodies.count(r.body) == 1)
     failed_body = failing.body
     for delivery in deliveries:
-        await delivery.settle(Settlement(done=[r for r in delivery.records if r is not failing],
-                                         failed=[r for r in delivery.records if r is failing]))  # fmt: skip
+        await delivery.settle(
+            Settlement(
+                done=[r for r in delivery.records if r is not failing],
+                failed=[r for r in delivery.records if r is failing],
+            )
+        )
     again = SqsSource(sqs, queue, pollers=1, wait_seconds=1, visibility_timeout=30)
     redelivered = await take(again, 1)
     await again.stop()
@@ -102,9 +112,13 @@ async def test_stop_ends_polling_promptly_even_during_a_long_poll(sqs: Any, queu
 
 async def test_quarantine_keeps_the_body_and_says_why(sqs: Any, unique_prefix: str) -> None:
     dlq = (await sqs.create_queue(QueueName=f"{unique_prefix}dlq"))["QueueUrl"]
-    await SqsDeadLetterQueue(sqs, dlq).quarantine(Record(b"not json", "h", "m-1"), "not_json", "body is not JSON")
+    await SqsDeadLetterQueue(sqs, dlq).quarantine(
+        Record(b"not json", "h", "m-1"), "not_json", "body is not JSON"
+    )
     await SqsDeadLetterQueue(sqs, dlq).quarantine(Record(b"\x00\xff", "h", "m-2"), "not_json", "binary")
-    got = (await sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]))["Messages"]
+    got = (await sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]))[
+        "Messages"
+    ]
     by_source = {m["MessageAttributes"]["source_id"]["StringValue"]: m for m in got}
     first = by_source["m-1"]
     assert first["Body"] == "not json"

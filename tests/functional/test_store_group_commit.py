@@ -25,8 +25,15 @@ NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
 def event(n: int, customer: str, days_ago: float = 0.5) -> Event:
     when = (NOW - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return validate_event({"event_id": f"e-{n}", "customer_id": customer, "type": "ib_call", "sentiment": "negative",
-                           "occurred_at": when})  # fmt: skip
+    return validate_event(
+        {
+            "event_id": f"e-{n}",
+            "customer_id": customer,
+            "type": "ib_call",
+            "sentiment": "negative",
+            "occurred_at": when,
+        }
+    )
 
 
 @pytest.fixture
@@ -72,7 +79,9 @@ async def test_two_workers_racing_on_the_same_customers_count_every_event_once(t
         await asyncio.gather(worker(first, events, 100), worker(second, shuffled, 70))
         await check_counted_once(first, events)
         # Far fewer transactions than customer-batches: they were written together.
-        customer_batches = sum(len({e.customer_id for e in events[i : i + 100]}) for i in range(0, 1_500, 100))
+        customer_batches = sum(
+            len({e.customer_id for e in events[i : i + 100]}) for i in range(0, 1_500, 100)
+        )
         # How many races are lost depends on the interleaving (each loser retries alone): 120-200 seen.
         assert first.requests["TransactWriteItems"] < customer_batches / 2
 
@@ -104,7 +113,9 @@ class Interfering:
         return getattr(self._client, name)
 
     async def transact_write_items(self, **kwargs: Any) -> Any:
-        self.transactions.append(sorted({a["Put"]["Item"]["customer_id"]["S"] for a in kwargs["TransactItems"]}))
+        self.transactions.append(
+            sorted({a["Put"]["Item"]["customer_id"]["S"] for a in kwargs["TransactItems"]})
+        )
         if self._before is not None:
             before, self._before = self._before, None
             await before()
@@ -137,13 +148,22 @@ async def test_a_lost_race_cancels_the_transaction_and_only_the_loser_retries_al
 
 def cancelled(reasons: list[str]) -> ClientError:
     message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(reasons)}]"
-    return ClientError({"Error": {"Code": "TransactionCanceledException", "Message": message},
-                        "CancellationReasons": [{"Code": r} for r in reasons],
-                        "ResponseMetadata": {"HTTPStatusCode": 400}}, "TransactWriteItems")  # fmt: skip
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": message},
+            "CancellationReasons": [{"Code": r} for r in reasons],
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "TransactWriteItems",
+    )
 
 
-@pytest.mark.parametrize("reason", ["TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"])
-async def test_conflicts_and_throttling_on_one_item_are_retried_until_written(table: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    "reason", ["TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"]
+)
+async def test_conflicts_and_throttling_on_one_item_are_retried_until_written(
+    table: str, reason: str
+) -> None:
     """What moto never answers: DynamoDB cancels a transaction for a conflict with another
     transaction, or for throttling, on one customer's item."""
     batch = [event(n, f"c-{n}") for n in range(5)]
@@ -174,7 +194,9 @@ async def test_an_answer_lost_after_the_commit_is_read_back_not_written_twice(ta
         store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert len(interfering.transactions) == 1  # nothing left to write after the re-read
-        assert sorted(result.duplicates) == sorted(e.event_id for e in batch)  # counted by the lost answer's commit
+        assert sorted(result.duplicates) == sorted(
+            e.event_id for e in batch
+        )  # counted by the lost answer's commit
         await check_counted_once(store, batch)
 
 
@@ -187,9 +209,13 @@ async def test_a_malformed_customer_write_fails_the_batch_with_its_name(table: s
         class Refusing(Interfering):
             async def transact_write_items(self, **kwargs: Any) -> Any:
                 if any(a["Put"]["Item"]["customer_id"]["S"] == "c-1" for a in kwargs["TransactItems"]):
-                    raise ClientError({"Error": {"Code": "ValidationException", "Message": "Item size too large"},
-                                       "ResponseMetadata": {"HTTPStatusCode": 400}},
-                                      "TransactWriteItems")  # fmt: skip
+                    raise ClientError(
+                        {
+                            "Error": {"Code": "ValidationException", "Message": "Item size too large"},
+                            "ResponseMetadata": {"HTTPStatusCode": 400},
+                        },
+                        "TransactWriteItems",
+                    )
                 return await super().transact_write_items(**kwargs)
 
         store = DynamoDBFeatureStore(Refusing(client), table)  # type: ignore[arg-type]

@@ -22,8 +22,15 @@ NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
 def call(n: str, days_ago: float, customer: str = "c-1") -> Event:
     when = (NOW - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return validate_event({"event_id": n, "customer_id": customer, "type": "ib_call", "sentiment": "neutral",
-                           "occurred_at": when})  # fmt: skip
+    return validate_event(
+        {
+            "event_id": n,
+            "customer_id": customer,
+            "type": "ib_call",
+            "sentiment": "neutral",
+            "occurred_at": when,
+        }
+    )
 
 
 class CommitBetweenReads:
@@ -89,7 +96,9 @@ async def test_a_commit_between_reading_a_profile_and_its_segments_loses_and_dou
         assert a.requests["BatchGetItem"] == (3 if segment_cache_items else 4)
 
         state = (await b.get(["c-1"]))["c-1"]
-        expected = {event_digest(e.event_id) for e in history} | {event_digest(n) for n in ("a-1", "a-2", "b-1")}
+        expected = {event_digest(e.event_id) for e in history} | {
+            event_digest(n) for n in ("a-1", "a-2", "b-1")
+        }
         assert digests(state) == expected  # nothing lost, nothing twice
         assert state.profile.lifetime["ib_calls"] == 93
         again = await b.apply([call("b-1", 29), call("a-1", 29)], NOW)
@@ -120,7 +129,9 @@ async def test_a_format_1_writer_committing_between_our_reads_loses_and_doubles_
         assert state.profile.lifetime["ib_calls"] == 4
 
 
-async def test_many_writers_on_one_customer_count_every_event_once(aws_endpoint: str, unique_prefix: str) -> None:
+async def test_many_writers_on_one_customer_count_every_event_once(
+    aws_endpoint: str, unique_prefix: str
+) -> None:
     table = table_name(unique_prefix)
     session = get_session()
     async with session.create_client("dynamodb", region_name="us-east-1") as client:

@@ -28,7 +28,9 @@ def fake_model(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return write_simulation(simulate(customers=120, days=45, seed=12), tmp_path_factory.mktemp("sim") / "sim.jsonl")
+    return write_simulation(
+        simulate(customers=120, days=45, seed=12), tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    )
 
 
 def test_tune_writes_a_config_the_worker_accepts_as_it_is(
@@ -37,8 +39,22 @@ def test_tune_writes_a_config_the_worker_accepts_as_it_is(
     base = tmp_path / "base.toml"
     base.write_text('table_prefix = "prod-"\n\n[alerts.high_churn_risk]\ncooldown_hours = 24\n')
     out = tmp_path / "tuned" / "alerts.toml"
-    code = main(["tune", str(sim["events"]), "--outcomes", str(sim["outcomes"]), "--out", str(out),
-                 "--config", str(base), "--target-precision", "0.3", "--max-fpr", "0.3"])  # fmt: skip
+    code = main(
+        [
+            "tune",
+            str(sim["events"]),
+            "--outcomes",
+            str(sim["outcomes"]),
+            "--out",
+            str(out),
+            "--config",
+            str(base),
+            "--target-precision",
+            "0.3",
+            "--max-fpr",
+            "0.3",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "[alerts.ib_call_spike]" in printed and "calls14 >= 2" in printed and "<- chosen" in printed
@@ -50,15 +66,34 @@ def test_tune_writes_a_config_the_worker_accepts_as_it_is(
     assert settings.table_prefix == "prod-"  # the base file's other settings are carried over
     assert settings.alerts.high_churn_risk.cooldown_hours == 24  # ... and its cooldowns
     text = out.read_text()
-    for rule in ("ib_call_spike", "high_churn_risk", "health_score_critical", "first_session_risk",
-                 "session_velocity_drop"):  # fmt: skip
+    for rule in (
+        "ib_call_spike",
+        "high_churn_risk",
+        "health_score_critical",
+        "first_session_risk",
+        "session_velocity_drop",
+    ):
         assert f"[alerts.{rule}]" in text
     plot = out.with_suffix(".html").read_text()
     assert plot.count("<svg") == 5 and "alerts / 1k / week" in plot
 
     report_dir = tmp_path / "report"
-    assert main(["backtest", str(sim["events"]), "--outcomes", str(sim["outcomes"]), "--config", str(out),
-                 "--out", str(report_dir), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "backtest",
+                str(sim["events"]),
+                "--outcomes",
+                str(sim["outcomes"]),
+                "--config",
+                str(out),
+                "--out",
+                str(report_dir),
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["alerts"] >= 0
     report = json.loads((report_dir / "report.json").read_text())
@@ -69,18 +104,49 @@ def test_tune_disables_a_rule_no_threshold_can_satisfy(
     sim: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "strict.toml"
-    assert main(["tune", str(sim["events"]), "--outcomes", str(sim["outcomes"]), "--out", str(out),
-                 "--target-precision", "1", "--max-fpr", "0.0001", "--min-alerted", "1000", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tune",
+                str(sim["events"]),
+                "--outcomes",
+                str(sim["outcomes"]),
+                "--out",
+                str(out),
+                "--target-precision",
+                "1",
+                "--max-fpr",
+                "0.0001",
+                "--min-alerted",
+                "1000",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert not any(rule["enabled"] for rule in result["rules"].values())
     alerts = load_settings(out).alerts
     assert not any(alerts.rule(name).enabled for name in result["rules"])
 
 
-def test_tune_needs_outcomes_and_a_toml_name(sim: dict[str, Path], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_tune_needs_outcomes_and_a_toml_name(
+    sim: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as refused:  # argparse: --outcomes is required
         main(["tune", str(sim["events"]), "--out", str(tmp_path / "x.toml")])
     assert refused.value.code == 2
-    assert main(["tune", str(sim["events"]), "--outcomes", str(sim["outcomes"]), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert (
+        main(
+            [
+                "tune",
+                str(sim["events"]),
+                "--outcomes",
+                str(sim["outcomes"]),
+                "--out",
+                str(tmp_path / "x.yaml"),
+            ]
+        )
+        == 2
+    )
     assert "name it *.toml" in capsys.readouterr().err

@@ -42,9 +42,25 @@ def bodies(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def uplift_report(history: dict[str, Path], outcomes: Path, end: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+def uplift_report(
+    history: dict[str, Path], outcomes: Path, end: str, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
     capsys.readouterr()
-    assert main(["uplift", "--outcomes", str(outcomes), "--alerts", str(history["alerts"]), "--end", end, "--json"]) == 0
+    assert (
+        main(
+            [
+                "uplift",
+                "--outcomes",
+                str(outcomes),
+                "--alerts",
+                str(history["alerts"]),
+                "--end",
+                end,
+                "--json",
+            ]
+        )
+        == 0
+    )
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
     return report
 
@@ -57,8 +73,9 @@ def test_the_backtest_gives_every_alert_the_arm_the_live_worker_would(history: d
     assert 0.4 < arms["control"] / len(pairs) < 0.6  # about half the (customer, type) pairs held out
 
 
-def test_uplift_finds_no_effect_then_recovers_an_injected_one(history: dict[str, Path], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_uplift_finds_no_effect_then_recovers_an_injected_one(
+    history: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     outcomes = [json.loads(line) for line in history["outcomes"].read_text().splitlines()]
     churned_us = {o["customer_id"]: _us(o["churned_at"]) for o in outcomes if o["churned_at"]}
     end = max(b["as_of"] for b in bodies(history["alerts"]))
@@ -70,16 +87,25 @@ def test_uplift_finds_no_effect_then_recovers_an_injected_one(history: dict[str,
     for body in bodies(history["alerts"]):
         if body["type"] == TYPE and body["customer_id"] not in first:
             first[body["customer_id"]] = body
-    results = {c: outcome(AlertRow(c, TYPE, _us(b["as_of"]), b["arm"]), churned_us.get(c), _us(end), 30)
-               for c, b in first.items() if b["arm"] == "treatment"}  # fmt: skip
+    results = {
+        c: outcome(AlertRow(c, TYPE, _us(b["as_of"]), b["arm"]), churned_us.get(c), _us(end), 30)
+        for c, b in first.items()
+        if b["arm"] == "treatment"
+    }
     treated = [c for c, result in results.items() if result is not None]  # not censored
     # (only churners whose 30 days end inside the data: saved, they count as stayed, not as censored)
-    churners = sorted(c for c, result in results.items() if result and _us(first[c]["as_of"]) + 30 * DAY_US <= _us(end))
+    churners = sorted(
+        c for c, result in results.items() if result and _us(first[c]["as_of"]) + 30 * DAY_US <= _us(end)
+    )
     saved = set(churners[:: int(1 / SHARE_SAVED)])
     injected = -len(saved) / len(treated)  # the true effect on the treatment arm's churn rate
     changed = tmp_path / "treated.outcomes.jsonl"
-    changed.write_text("".join(json.dumps({**o, "churned_at": None if o["customer_id"] in saved else o["churned_at"]})
-                               + "\n" for o in outcomes))  # fmt: skip
+    changed.write_text(
+        "".join(
+            json.dumps({**o, "churned_at": None if o["customer_id"] in saved else o["churned_at"]}) + "\n"
+            for o in outcomes
+        )
+    )
 
     after = uplift_report(history, changed, end, capsys)["by_type"][TYPE]
     assert after["treatment"]["pairs"] == len(treated) and after["control"] == before["control"]

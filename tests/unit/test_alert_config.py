@@ -31,9 +31,12 @@ def test_defaults_are_the_seed_thresholds() -> None:
     assert config.session_velocity_drop.min_session_frequency_30d == 2.0
     hours = {name: getattr(config, name).cooldown_hours for name in type(config).model_fields}
     assert hours == {
-        "ib_call_spike": 168, "high_churn_risk": 72, "health_score_critical": 72,
-        "first_session_risk": 168, "session_velocity_drop": 168,
-    }  # fmt: skip
+        "ib_call_spike": 168,
+        "high_churn_risk": 72,
+        "health_score_critical": 72,
+        "first_session_risk": 168,
+        "session_velocity_drop": 168,
+    }
     assert all(getattr(config, name).enabled for name in hours)
 
 

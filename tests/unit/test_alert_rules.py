@@ -16,14 +16,35 @@ AS_OF = datetime(2026, 11, 27, 11, 59, 58, tzinfo=UTC)
 DEFAULTS = AlertsConfig()
 
 BODY_KEYS = [
-    "alert_id", "type", "severity", "customer_id", "created_at", "as_of", "model_version", "message",
-    "recommendation", "expected_impact", "churn_risk", "churn_probability", "score", "top_risk_factors",
-    "predictions", "scoring", "trigger", "arm", "feature_hash",
-]  # fmt: skip
+    "alert_id",
+    "type",
+    "severity",
+    "customer_id",
+    "created_at",
+    "as_of",
+    "model_version",
+    "message",
+    "recommendation",
+    "expected_impact",
+    "churn_risk",
+    "churn_probability",
+    "score",
+    "top_risk_factors",
+    "predictions",
+    "scoring",
+    "trigger",
+    "arm",
+    "feature_hash",
+]
 PREDICTION_KEYS = {
-    "first_session_success_prob", "predicted_session_velocity", "churn_risk_14d", "churn_risk_30d",
-    "customer_health_score", "supply_demand_scores", "feature_importance",
-}  # fmt: skip
+    "first_session_success_prob",
+    "predicted_session_velocity",
+    "churn_risk_14d",
+    "churn_risk_30d",
+    "customer_health_score",
+    "supply_demand_scores",
+    "feature_importance",
+}
 
 
 def features(**overrides: float) -> dict[str, float]:
@@ -147,10 +168,12 @@ def everything() -> tuple[dict[str, float], Prediction]:
     return (
         features(ib_call_count_14d=2, session_frequency_30d=3.0, has_first_session=0),
         prediction(
-            churn_risk_30d=0.82, customer_health_score=12.0, first_session_success_prob=0.3,
+            churn_risk_30d=0.82,
+            customer_health_score=12.0,
+            first_session_success_prob=0.3,
             predicted_session_velocity=0.4,
         ),
-    )  # fmt: skip
+    )
 
 
 def test_all_five_in_the_seed_order_with_its_recommendations() -> None:
@@ -319,16 +342,23 @@ def test_alerts_say_what_triggered_them_their_arm_and_feature_hash() -> None:
 
 @pytest.mark.parametrize(
     ("field", "sent", "kept"),
-    [("churn_risk_30d", 1.0000001, 1.0), ("churn_risk_14d", -1e-7, 0.0), ("customer_health_score", 100.05, 100.0),
-     ("first_session_success_prob", 0.5, 0.5)],
-)  # fmt: skip
-def test_an_endpoint_answer_a_rounding_error_outside_its_range_is_clipped(field: str, sent: float, kept: float) -> None:
+    [
+        ("churn_risk_30d", 1.0000001, 1.0),
+        ("churn_risk_14d", -1e-7, 0.0),
+        ("customer_health_score", 100.05, 100.0),
+        ("first_session_success_prob", 0.5, 0.5),
+    ],
+)
+def test_an_endpoint_answer_a_rounding_error_outside_its_range_is_clipped(
+    field: str, sent: float, kept: float
+) -> None:
     answer = {**prediction().model_dump(), field: sent}
     assert getattr(Prediction.from_endpoint(answer), field) == kept
 
 
 @pytest.mark.parametrize(
-    ("field", "sent"), [("churn_risk_30d", 1.5), ("customer_health_score", 140.0), ("churn_risk_14d", float("nan"))]
+    ("field", "sent"),
+    [("churn_risk_30d", 1.5), ("customer_health_score", 140.0), ("churn_risk_14d", float("nan"))],
 )
 def test_an_endpoint_answer_outside_the_contract_is_refused(field: str, sent: float) -> None:
     with pytest.raises(InvalidPredictionError, match=field):

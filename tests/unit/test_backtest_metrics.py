@@ -31,7 +31,9 @@ def test_alert_stats_by_hand() -> None:
     assert stats["recall"] == 0.5  # c0 of the two churners
     assert stats["false_positive_rate"] == 0.5  # c2 of c2, c3
     assert stats["median_lead_time_days"] == 18.0  # first confirmed alert day 2, churn day 20
-    assert stats["false_alert_share"] == 0.5  # c1's (60 days early) and c2's alerts were not followed by churn
+    assert (
+        stats["false_alert_share"] == 0.5
+    )  # c1's (60 days early) and c2's alerts were not followed by churn
     assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / 4 * 1000 / 4, rel=1e-3)
 
 
@@ -62,20 +64,38 @@ def test_calibration_of_a_perfect_and_a_wrong_forecast() -> None:
 def test_model_labels_leave_out_unknown_futures() -> None:
     # c0 scored on day 1 (churns within 30 days: positive), c2 on day 1 (horizon ends day 31,
     # after the events end on day 28, and no churn: unknown, left out) and day -5 (negative)
-    columns = {"customer": np.array([0, 2, 2]), "t_us": np.array([day(1), day(1), day(-5)]),
-               "churn_risk_14d": np.array([0.9, 0.2, 0.1]), "churn_risk_30d": np.array([0.9, 0.2, 0.1]),
-               "customer_health_score": np.array([10.0, 80.0, 90.0])}  # fmt: skip
+    columns = {
+        "customer": np.array([0, 2, 2]),
+        "t_us": np.array([day(1), day(1), day(-5)]),
+        "churn_risk_14d": np.array([0.9, 0.2, 0.1]),
+        "churn_risk_30d": np.array([0.9, 0.2, 0.1]),
+        "customer_health_score": np.array([10.0, 80.0, 90.0]),
+    }
     stats = model_stats(columns, POP, None)
     assert stats["churn_30d"]["examples"] == 2 and stats["churn_30d"]["auc_roc"] == 1.0
     # at 14 days all three are known and negative (c0 churns 19 days after day 1): no AUC
     assert stats["churn_14d"]["examples"] == 3 and stats["churn_14d"]["auc_roc"] is None
     assert stats["health_mae"] is None and "n/a" in stats["health_mae_note"]
-    targets = seed_targets({"IB_CALL_SPIKE": {"precision": 0.8, "recall": 0.5, "false_positive_rate": 0.2,
-                                              "false_alert_share": 0.1}}, stats)  # fmt: skip
+    targets = seed_targets(
+        {
+            "IB_CALL_SPIKE": {
+                "precision": 0.8,
+                "recall": 0.5,
+                "false_positive_rate": 0.2,
+                "false_alert_share": 0.1,
+            }
+        },
+        stats,
+    )
     assert [(t["metric"], t["pass"]) for t in targets] == [
-        ("ib_call_spike_precision", True), ("ib_call_spike_recall", False),
-        ("critical_alert_false_positive_rate", False), ("critical_alert_false_share", True),
-        ("churn_auc_roc_14d", None), ("churn_auc_roc_30d", True), ("health_score_mae", None)]  # fmt: skip
+        ("ib_call_spike_precision", True),
+        ("ib_call_spike_recall", False),
+        ("critical_alert_false_positive_rate", False),
+        ("critical_alert_false_share", True),
+        ("churn_auc_roc_14d", None),
+        ("churn_auc_roc_30d", True),
+        ("health_score_mae", None),
+    ]
 
 
 def test_volume_counts_each_customer_only_while_they_are_there() -> None:
@@ -95,7 +115,9 @@ def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> Non
     # c3 churned on day 12 and signed up again: the outcomes file says null, the log has the event
     times = ChurnTimes({"c0": [day(20)], "c1": [day(70)], "c3": [day(12)]})
     pop = Population(POP.customers, POP.churn_us, START, day(28), churn_times=times)
-    assert pop.churners == 3 and pop.non_churners == 1  # c0, c1 (after the data) and c3 churned; only c2 never did
+    assert (
+        pop.churners == 3 and pop.non_churners == 1
+    )  # c0, c1 (after the data) and c3 churned; only c2 never did
     stats = alert_stats(np.array([3, 3]), np.array([day(2), day(15)]), pop)
     assert stats["customers_confirmed"] == 1 and stats["precision"] == 1.0
     assert stats["false_alert_share"] == 0.5  # the day-15 alert came after the churn, before nothing

@@ -21,7 +21,9 @@ class FlakySink:
     target = "scripted"
     max_bytes = 1 << 20
 
-    def __init__(self, seed: int, max_entries: int = 10, concurrency: int = 3, refuse: set[str] | None = None) -> None:
+    def __init__(
+        self, seed: int, max_entries: int = 10, concurrency: int = 3, refuse: set[str] | None = None
+    ) -> None:
         self.rng = random.Random(seed)
         self.max_entries, self.concurrency = max_entries, concurrency
         self.accepted: list[Pending] = []
@@ -70,11 +72,15 @@ async def send_all(sender: OrderedSender, entries: list[Pending]) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_every_event_is_accepted_once_and_in_customer_order(seed: int) -> None:
     sink = FlakySink(seed)
-    sender = OrderedSender(sink, on_rejected=lambda f: pytest.fail(f"unexpected refusal {f}"), backoff_base=0.0)
+    sender = OrderedSender(
+        sink, on_rejected=lambda f: pytest.fail(f"unexpected refusal {f}"), backoff_base=0.0
+    )
     entries = events(customers=7, per_customer=40, seed=seed)
     await send_all(sender, entries)
 
-    assert sorted(p.event_id for p in sink.accepted) == sorted(p.event_id for p in entries)  # none lost, none twice
+    assert sorted(p.event_id for p in sink.accepted) == sorted(
+        p.event_id for p in entries
+    )  # none lost, none twice
     order: dict[str, list[str]] = defaultdict(list)
     for p in sink.accepted:
         order[p.customer_id].append(p.event_id)
@@ -91,7 +97,9 @@ async def test_refused_entries_are_reported_and_the_customer_goes_on() -> None:
     entries = events(customers=3, per_customer=10, seed=5)
     await send_all(sender, entries)
     assert [(f.entry.event_id, f.retryable) for f in refused] == [("c1-3", False)]
-    assert [p.event_id for p in sink.accepted if p.customer_id == "c1"] == [f"c1-{n}" for n in range(10) if n != 3]
+    assert [p.event_id for p in sink.accepted if p.customer_id == "c1"] == [
+        f"c1-{n}" for n in range(10) if n != 3
+    ]
     assert sender.counts.sent == len(entries) - 1
 
 
@@ -107,8 +115,20 @@ async def test_a_target_that_never_recovers_stops_the_run() -> None:
 
 async def test_speedup_keeps_the_spacing_of_event_time_divided(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps({"event_id": f"e-{i}", "customer_id": f"c{i}", "type": "login",
-                                        "occurred_at": f"2026-03-01T00:00:{10 * i:02d}Z"}) + "\n" for i in range(3)))  # fmt: skip
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"e-{i}",
+                    "customer_id": f"c{i}",
+                    "type": "login",
+                    "occurred_at": f"2026-03-01T00:00:{10 * i:02d}Z",
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
     sink = FlakySink(seed=0)
     sink.rng = random.Random(99)  # this seed neither throttles nor fails the first calls
     stamps: list[float] = []

@@ -28,15 +28,24 @@ def us(text: str) -> int:
 
 
 def test_batches_follow_utc_aligned_windows_and_run_at_their_latest_event(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.jsonl", [
-        event(1, "2026-03-01T10:05:00Z"), event(2, "2026-03-01T10:59:59+00:00"), "",
-        event(3, "2026-03-01T11:00:00Z"), event(4, "2026-03-01T10:30:00Z"),  # late: joins the batch it arrives in
-        event(5, "2026-03-01T14:00:00+02:00"),  # 12:00 UTC
-    ])  # fmt: skip
+    path = write(
+        tmp_path / "e.jsonl",
+        [
+            event(1, "2026-03-01T10:05:00Z"),
+            event(2, "2026-03-01T10:59:59+00:00"),
+            "",
+            event(3, "2026-03-01T11:00:00Z"),
+            event(4, "2026-03-01T10:30:00Z"),  # late: joins the batch it arrives in
+            event(5, "2026-03-01T14:00:00+02:00"),  # 12:00 UTC
+        ],
+    )
     out = list(time_batches(read_lines(path), HOUR_US))
     assert [[r.handle for r in b.records] for b in out if isinstance(b, Batch)] == [[1, 2], [4, 5], [6]]
     assert [b.latest_us for b in out if isinstance(b, Batch)] == [
-        us("2026-03-01T10:59:59+00:00"), us("2026-03-01T11:00:00+00:00"), us("2026-03-01T12:00:00+00:00")]  # fmt: skip
+        us("2026-03-01T10:59:59+00:00"),
+        us("2026-03-01T11:00:00+00:00"),
+        us("2026-03-01T12:00:00+00:00"),
+    ]
 
 
 def test_gzip_lines_keep_their_numbers_and_bodies(tmp_path: Path) -> None:
@@ -49,16 +58,23 @@ def test_gzip_lines_keep_their_numbers_and_bodies(tmp_path: Path) -> None:
 
 
 def test_a_line_without_a_usable_time_rides_along_for_the_pipeline_to_reject(tmp_path: Path) -> None:
-    path = write(tmp_path / "e.jsonl", [event(1, "2026-03-01T10:05:00Z"),
-                                        json.dumps({"event_id": "x", "occurred_at": "yesterday"}),
-                                        event(3, "2026-03-01T10:07:00Z")])  # fmt: skip
+    path = write(
+        tmp_path / "e.jsonl",
+        [
+            event(1, "2026-03-01T10:05:00Z"),
+            json.dumps({"event_id": "x", "occurred_at": "yesterday"}),
+            event(3, "2026-03-01T10:07:00Z"),
+        ],
+    )
     [batch] = list(time_batches(read_lines(path), HOUR_US))
     assert isinstance(batch, Batch) and [r.handle for r in batch.records] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_not_json_is_a_bad_line_and_flushing_decides_the_batches(tmp_path: Path, flush: bool) -> None:
-    path = write(tmp_path / "e.jsonl", [event(1, "2026-03-01T10:05:00Z"), "{oops", event(3, "2026-03-01T10:06:00Z")])
+    path = write(
+        tmp_path / "e.jsonl", [event(1, "2026-03-01T10:05:00Z"), "{oops", event(3, "2026-03-01T10:06:00Z")]
+    )
     out = list(time_batches(read_lines(path), HOUR_US, flush_on_bad=flush))
     kinds = [type(item).__name__ for item in out]
     assert kinds == (["Batch", "BadLine", "Batch"] if flush else ["BadLine", "Batch"])
@@ -68,7 +84,9 @@ def test_not_json_is_a_bad_line_and_flushing_decides_the_batches(tmp_path: Path,
 
 def test_max_events_splits_a_busy_window(tmp_path: Path) -> None:
     path = write(tmp_path / "e.jsonl", [event(i, f"2026-03-01T10:{i:02d}:00Z") for i in range(5)])
-    sizes = [len(b.records) for b in time_batches(read_lines(path), HOUR_US, max_events=2) if isinstance(b, Batch)]
+    sizes = [
+        len(b.records) for b in time_batches(read_lines(path), HOUR_US, max_events=2) if isinstance(b, Batch)
+    ]
     assert sizes == [2, 2, 1]
 
 

@@ -40,7 +40,10 @@ T0 = 1_800_000_000_000_000
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40 * 24)), max_size=60), st.sampled_from([24, 72, 168]))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40 * 24)), max_size=60),
+    st.sampled_from([24, 72, 168]),
+)
 def test_cooldown_picks_what_the_ledger_lets_through(rows: list[tuple[int, int]], hours: int) -> None:
     """Any triggering instants, in any order: the same alerts as MemoryAlertLedger's claims."""
     customer = np.array([c for c, _ in rows], dtype=np.int64)
@@ -64,27 +67,35 @@ def test_cooldown_picks_what_the_ledger_lets_through(rows: list[tuple[int, int]]
 
 @pytest.fixture(scope="module")
 def backtested(tmp_path_factory: pytest.TempPathFactory) -> tuple[BacktestResult, Any]:
-    paths = write_simulation(simulate(customers=60, days=30, seed=4), tmp_path_factory.mktemp("sim") / "sim.jsonl")
+    paths = write_simulation(
+        simulate(customers=60, days=30, seed=4), tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    )
     out = tmp_path_factory.mktemp("out") / "alerts.jsonl"
     options = BacktestOptions(window_us=6 * HOUR_US, progress=False)
     result = asyncio.run(run_backtest(paths["events"], FeatureScorer(), out, options))
     return result, load_outcomes(paths["outcomes"])
 
 
-def test_the_sweep_at_the_backtested_thresholds_reproduces_the_backtest(backtested: tuple[BacktestResult, Any]) -> None:
+def test_the_sweep_at_the_backtested_thresholds_reproduces_the_backtest(
+    backtested: tuple[BacktestResult, Any],
+) -> None:
     result, outcomes = backtested
     base = AlertsConfig()
     columns, pop = result.log.columns(), population(result, outcomes)
     seen = 0
     for rule in candidates():
-        params = {name: float(value) for name, value in base.rule(rule).model_dump().items()
-                  if name in candidates()[rule][0].params}  # fmt: skip
+        params = {
+            name: float(value)
+            for name, value in base.rule(rule).model_dump().items()
+            if name in candidates()[rule][0].params
+        }
         mask = TRIGGERS[rule](columns, params, base)
         cooldown = int(base.rule(rule).cooldown.total_seconds() * 1e6)
         customer, t = apply_cooldown(columns["customer"][mask], columns["t_us"][mask], cooldown)
         expected_customer, expected_t = alert_arrays(result, rule.upper())
         assert sorted(zip(customer.tolist(), t.tolist(), strict=True)) == sorted(
-            zip(expected_customer.tolist(), expected_t.tolist(), strict=True)), rule  # fmt: skip
+            zip(expected_customer.tolist(), expected_t.tolist(), strict=True)
+        ), rule
         assert evaluate(columns, pop, base, Candidate(rule, params, "base"))["alerts"] == len(expected_t)
         seen += len(expected_t)
     assert seen == len(result.alerts.types) > 0
@@ -102,18 +113,30 @@ def test_sweep_chooses_the_best_recall_that_meets_the_targets(backtested: tuple[
         else:
             chosen = next(s for c, s in r.rows if c is r.chosen)
             assert chosen["recall"] == max(s["recall"] for s in qualified)
-    impossible = sweep(result.log.columns(), population(result, outcomes), AlertsConfig(), TuneTargets(1.0, 0.0, 10**6))
+    impossible = sweep(
+        result.log.columns(), population(result, outcomes), AlertsConfig(), TuneTargets(1.0, 0.0, 10**6)
+    )
     assert not any(r.enabled for r in impossible)
 
 
 def test_the_written_config_loads_as_written(tmp_path: Path) -> None:
     base = AlertsConfig.model_validate({"ib_call_spike": {"cooldown_hours": 24}})
-    chosen = RuleResult("ib_call_spike", chosen=Candidate("ib_call_spike", {"min_calls_14d": 3.0}, "calls >= 3"))
-    velocity = RuleResult("session_velocity_drop", chosen=Candidate(
-        "session_velocity_drop", {"max_predicted_velocity": 0.5, "min_session_frequency_30d": 1.5}, "v"))  # fmt: skip
+    chosen = RuleResult(
+        "ib_call_spike", chosen=Candidate("ib_call_spike", {"min_calls_14d": 3.0}, "calls >= 3")
+    )
+    velocity = RuleResult(
+        "session_velocity_drop",
+        chosen=Candidate(
+            "session_velocity_drop", {"max_predicted_velocity": 0.5, "min_session_frequency_30d": 1.5}, "v"
+        ),
+    )
     disabled = RuleResult("health_score_critical")
-    text = config_text([chosen, velocity, disabled], base, {"table_prefix": "prod-", "retention_days": 40},
-                       ["a header", 'with "quotes"'])  # fmt: skip
+    text = config_text(
+        [chosen, velocity, disabled],
+        base,
+        {"table_prefix": "prod-", "retention_days": 40},
+        ["a header", 'with "quotes"'],
+    )
     path = tmp_path / "tuned.toml"
     path.write_text(text)
     loaded = load_settings(path)
@@ -121,7 +144,9 @@ def test_the_written_config_loads_as_written(tmp_path: Path) -> None:
     assert loaded.alerts.ib_call_spike.min_calls_14d == 3 and loaded.alerts.ib_call_spike.cooldown_hours == 24
     assert loaded.alerts.session_velocity_drop.max_predicted_velocity == 0.5
     assert loaded.alerts.health_score_critical.enabled is False
-    assert loaded.alerts.high_churn_risk == AlertsConfig().high_churn_risk  # rules not in the sweep: as they were
+    assert (
+        loaded.alerts.high_churn_risk == AlertsConfig().high_churn_risk
+    )  # rules not in the sweep: as they were
 
 
 def test_candidates_are_all_valid_configs() -> None:

@@ -52,7 +52,9 @@ def test_calibration_is_inside_the_exported_signature(tmp_path: Path) -> None:
     keras.utils.set_random_seed(1)
     model = build_model(len(FEATURE_NAMES))
     params = {"churn_risk_30d": {"a": 1.7, "b": -0.4}, "first_session_success": {"a": 0.5, "b": 0.3}}
-    export_saved_model(model, np.zeros(len(FEATURE_NAMES), np.float32), tmp_path / "sm", params, FEATURE_NAMES)
+    export_saved_model(
+        model, np.zeros(len(FEATURE_NAMES), np.float32), tmp_path / "sm", params, FEATURE_NAMES
+    )
     serve = load_serving_fn(tmp_path / "sm")
     x = np.abs(np.random.default_rng(2).normal(size=(6, len(FEATURE_NAMES)))).astype(np.float32)
     x[:, [FEATURE_INDEX["has_first_session"], FEATURE_INDEX["lifetime_session_count"]]] = 0
@@ -60,15 +62,21 @@ def test_calibration_is_inside_the_exported_signature(tmp_path: Path) -> None:
     x[2, FEATURE_INDEX["lifetime_session_count"]] = 4  # sessions, but no flagged first one
     raw = model(x, training=False)
     out = {k: v.numpy() for k, v in serve(features=x).items()}
-    np.testing.assert_allclose(out["churn_risk_30d"], Platt(1.7, -0.4).apply(np.asarray(raw["churn_risk_30d"]).ravel()), atol=1e-5)
-    np.testing.assert_allclose(out["churn_risk_14d"], np.asarray(raw["churn_risk_14d"]).ravel(), atol=1e-6)  # no params: identity
+    np.testing.assert_allclose(
+        out["churn_risk_30d"], Platt(1.7, -0.4).apply(np.asarray(raw["churn_risk_30d"]).ravel()), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        out["churn_risk_14d"], np.asarray(raw["churn_risk_14d"]).ravel(), atol=1e-6
+    )  # no params: identity
     first = Platt(0.5, 0.3).apply(np.asarray(raw["first_session_success"]).ravel())
     assert out["first_session_success"][1] == 0.0  # after a failed first session: its outcome
     assert out["first_session_success"][2] == 1.0  # past the first session, outcome unknown: no risk left
     np.testing.assert_allclose(out["first_session_success"][[0, 3, 4, 5]], first[[0, 3, 4, 5]], atol=1e-5)
 
 
-def _sides(rng: np.random.Generator, customers: int = 400, per: int = 20, noise: float = 0.0) -> tuple[dict, np.ndarray, dict, dict]:
+def _sides(
+    rng: np.random.Generator, customers: int = 400, per: int = 20, noise: float = 0.0
+) -> tuple[dict, np.ndarray, dict, dict]:
     customer = np.repeat(np.arange(customers), per)
     risk = rng.beta(1, 8, customers)[customer]
     y = {h: (rng.random(len(customer)) < risk).astype(float) for h in ("churn_risk_14d", "churn_risk_30d")}
@@ -103,9 +111,19 @@ def test_the_gate_compares_rule_precision_per_customer() -> None:
 
 def test_deploy_refuses_a_candidate_that_failed_unless_forced(tmp_path: Path) -> None:
     assert "never compared" in (check_gate(tmp_path, "v2", force=False) or "")
-    (tmp_path / GATE_FILE).write_text(json.dumps({"candidate_version": "v2", "incumbent_version": "v1", "passed": False,
-                                                  "failed": ["churn_risk_30d.auc_roc"]}))  # fmt: skip
-    with pytest.raises(UsageError, match=r"failed the promotion gate against v1 \(churn_risk_30d.auc_roc worse"):
+    (tmp_path / GATE_FILE).write_text(
+        json.dumps(
+            {
+                "candidate_version": "v2",
+                "incumbent_version": "v1",
+                "passed": False,
+                "failed": ["churn_risk_30d.auc_roc"],
+            }
+        )
+    )
+    with pytest.raises(
+        UsageError, match=r"failed the promotion gate against v1 \(churn_risk_30d.auc_roc worse"
+    ):
         check_gate(tmp_path, "v2", force=False)
     assert "--force" in (check_gate(tmp_path, "v2", force=True) or "")
     assert "not v3" in (check_gate(tmp_path, "v3", force=False) or "")  # a record about another model
@@ -128,10 +146,16 @@ def test_a_head_without_validation_labels_says_its_training_base_rate() -> None:
     n = 600
     x = rng.gamma(2.0, 1.0, (n, len(FEATURE_NAMES))).astype(np.float32)
     churn = (rng.random(n) < 0.2).astype(np.float32)
-    y = {"churn_risk_14d": churn, "churn_risk_30d": churn, "first_session_success": np.full(n, np.nan, np.float32)}
+    y = {
+        "churn_risk_14d": churn,
+        "churn_risk_30d": churn,
+        "first_session_success": np.full(n, np.nan, np.float32),
+    }
     train_first = np.where(rng.random(n) < 0.1, (rng.random(n) < 0.7).astype(np.float32), np.nan)
     fitted = fit_calibration(model, Arrays(x, y), Arrays(x, {**y, "first_session_success": train_first}))
-    assert fitted["churn_risk_30d"] is None or fitted["churn_risk_30d"]["a"] > 0  # churn heads are never flattened
+    assert (
+        fitted["churn_risk_30d"] is None or fitted["churn_risk_30d"]["a"] > 0
+    )  # churn heads are never flattened
     first = fitted["first_session_success"]
     assert first is not None and first["a"] == 0.0 and "base rate" in first["source"]
     rate = float(np.nanmean(train_first))

@@ -19,15 +19,27 @@ def state(*kinds: str, due_us: int | None = None) -> CustomerState:
     customer = CustomerState("c-1")
     for n, kind in enumerate(kinds):
         fields = {"tier": "budget"} if kind == "customer_signed_up" else {}
-        apply_event(customer, validate_event({"event_id": f"e{n}", "customer_id": "c-1", "type": kind,
-                                              "occurred_at": (NOW - timedelta(hours=10 - n)).isoformat(), **fields}))  # fmt: skip
+        apply_event(
+            customer,
+            validate_event(
+                {
+                    "event_id": f"e{n}",
+                    "customer_id": "c-1",
+                    "type": kind,
+                    "occurred_at": (NOW - timedelta(hours=10 - n)).isoformat(),
+                    **fields,
+                }
+            ),
+        )
     customer.profile.due_us = due_us
     return customer
 
 
 def test_the_event_path_keeps_a_due_time_half_an_interval_to_an_interval_away() -> None:
     now = to_us(NOW)
-    assert next_due_us(state("customer_signed_up", "login"), now, DAY, RETENTION) == now + to_us(NOW + DAY) - now
+    assert (
+        next_due_us(state("customer_signed_up", "login"), now, DAY, RETENTION) == now + to_us(NOW + DAY) - now
+    )
     kept = now + to_us(NOW + timedelta(hours=13)) - now
     assert next_due_us(state("login", due_us=kept), now, DAY, RETENTION) == kept  # no index write
     soon = now + 3_600_000_000
@@ -40,8 +52,18 @@ def test_churned_customers_leave_the_index_and_a_same_instant_sign_up_brings_the
     both = CustomerState("c-1")
     for n, kind in enumerate(("customer_churned", "customer_signed_up")):
         fields = {"tier": "budget"} if kind == "customer_signed_up" else {}
-        apply_event(both, validate_event({"event_id": f"x{n}", "customer_id": "c-1", "type": kind,
-                                          "occurred_at": "2026-11-27T10:00:00Z", **fields}))  # fmt: skip
+        apply_event(
+            both,
+            validate_event(
+                {
+                    "event_id": f"x{n}",
+                    "customer_id": "c-1",
+                    "type": kind,
+                    "occurred_at": "2026-11-27T10:00:00Z",
+                    **fields,
+                }
+            ),
+        )
     assert next_due_us(both, to_us(NOW), DAY, RETENTION) is not None
 
 
@@ -69,7 +91,11 @@ async def test_claims_complete_release_and_mark_like_the_dynamodb_index() -> Non
 
 def test_shards_are_stable_and_spread() -> None:
     # A customer's shard is part of the stored index: the function must never change.
-    assert (shard_of("c-123", DUE_SHARDS), shard_of("customer-42", DUE_SHARDS), shard_of("c-123", 4)) == ("02", "03", "02")
+    assert (shard_of("c-123", DUE_SHARDS), shard_of("customer-42", DUE_SHARDS), shard_of("c-123", 4)) == (
+        "02",
+        "03",
+        "02",
+    )
     spread = {shard_of(f"c-{n}", DUE_SHARDS) for n in range(1000)}
     assert spread == {f"{n:02d}" for n in range(DUE_SHARDS)}
     assert lag_seconds(DueStats(1, to_us(NOW)), NOW + timedelta(seconds=90)) == 90

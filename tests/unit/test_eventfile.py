@@ -46,9 +46,13 @@ def test_globs_and_several_paths_each_file_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("missing.jsonl", "no such file or directory"), ("empty_dir", "holds no .jsonl"), ("*.nothing", "matches no"),
-     ("notes.txt", "expected .jsonl")],
-)  # fmt: skip
+    [
+        ("missing.jsonl", "no such file or directory"),
+        ("empty_dir", "holds no .jsonl"),
+        ("*.nothing", "matches no"),
+        ("notes.txt", "expected .jsonl"),
+    ],
+)
 def test_paths_that_name_no_events_are_one_line_errors(tmp_path: Path, spec: str, message: str) -> None:
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "notes.txt").write_text("x")

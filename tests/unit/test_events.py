@@ -71,7 +71,11 @@ def test_session_completed_defaults_first_session_to_false() -> None:
         ("[1, 2]", "not_an_object", "object"),
         (json.dumps({**BASE, "type": "teleport"}), "unknown_type", "teleport"),
         (json.dumps({k: v for k, v in event("login").items() if k != "type"}), "missing_field", "type"),
-        (json.dumps({k: v for k, v in event("session_rated").items() if k != "rating"}), "missing_field", "rating"),
+        (
+            json.dumps({k: v for k, v in event("session_rated").items() if k != "rating"}),
+            "missing_field",
+            "rating",
+        ),
         (json.dumps(event("session_rated", rating=6)), "invalid_field", "rating"),
         (json.dumps(event("session_rated", rating="4")), "invalid_field", "rating"),
         (json.dumps(event("session_completed", first_session="true")), "invalid_field", "first_session"),
@@ -107,10 +111,23 @@ def test_event_time_checks_reject_the_future_and_the_expired() -> None:
 
 @pytest.mark.parametrize(
     "document",
-    [b'{"a":1,"a":2}', b'{"a":NaN}', b'{"a":1e400}', b'{"a":123456789012345678901234567890}', b"[1,2]",
-     b'\xef\xbb\xbf{"a":1}', b'{"a":"\\ud800"}', '{"a":"\u00e9"}'.encode(), b'{"a":"x\x01y"}', b'{"a":1,}',
-     b'{"a":1} x', b'{"a":"\xff"}', b"", "{\"a\": 1}"],
-)  # fmt: skip
+    [
+        b'{"a":1,"a":2}',
+        b'{"a":NaN}',
+        b'{"a":1e400}',
+        b'{"a":123456789012345678901234567890}',
+        b"[1,2]",
+        b'\xef\xbb\xbf{"a":1}',
+        b'{"a":"\\ud800"}',
+        '{"a":"\u00e9"}'.encode(),
+        b'{"a":"x\x01y"}',
+        b'{"a":1,}',
+        b'{"a":1} x',
+        b'{"a":"\xff"}',
+        b"",
+        '{"a": 1}',
+    ],
+)
 def test_loads_json_answers_exactly_as_json_loads(document: bytes | str) -> None:
     """The fast parser is an optimisation only: same values, same errors and messages."""
     try:

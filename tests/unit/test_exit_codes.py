@@ -15,7 +15,9 @@ from worker.sources.sqs import redrive_after_seconds
 SAMPLE = Path(__file__).resolve().parents[2] / "features" / "data" / "sample_events.jsonl"
 
 
-def test_a_missing_model_bundle_is_bad_usage_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_model_bundle_is_bad_usage_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["backtest", str(SAMPLE), "--out", str(tmp_path / "out"), "--bundle", str(tmp_path / "none")])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -38,4 +40,3 @@ def test_the_redrive_count_is_bounded_by_the_queue_retention() -> None:
     with pytest.raises(ConfigError, match="CHURN_SQS_MAX_RECEIVE_COUNT=500"):
         check_redrive(Settings(sqs_max_receive_count=500))  # about 5 days of retries: messages would expire
     check_redrive(Settings(sqs_max_receive_count=500, sqs_retention_seconds=1_209_600))
-

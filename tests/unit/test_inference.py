@@ -35,11 +35,15 @@ class FakeTfsResponse:
 
 def tfs_prediction(churn: float) -> dict[str, Any]:
     return {
-        "first_session_success": 0.7, "session_velocity": 1.8, "churn_risk_14d": 0.6, "churn_risk_30d": churn,
-        "supply_demand": [0.1 * i for i in range(20)], "health_score": 42.5,
+        "first_session_success": 0.7,
+        "session_velocity": 1.8,
+        "churn_risk_14d": 0.6,
+        "churn_risk_30d": churn,
+        "supply_demand": [0.1 * i for i in range(20)],
+        "health_score": 42.5,
         "top_feature_indices": [8, 14, 1, 0, 2, 3, 4, 5, 6, 7],
         "top_feature_importance": [0.45, 0.38, 0.32, 0.1, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04],
-    }  # fmt: skip
+    }
 
 
 def test_features_list_becomes_one_tfs_instance(handlers: Handlers) -> None:

@@ -59,30 +59,41 @@ def resources(name: str, kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_one_endpoint_name_everywhere() -> None:
-    deploy_default = build_parser().parse_args(["deploy", "--bucket", "b", "--role-arn", "arn:x"]).endpoint_name
+    deploy_default = (
+        build_parser().parse_args(["deploy", "--bucket", "b", "--role-arn", "arn:x"]).endpoint_name
+    )
     defaults = {
         "churn-model deploy": deploy_default,
         "model/deploy.py": DEFAULT_ENDPOINT_NAME,
         "worker settings": Settings().endpoint_name,
-        **{name: template(name)["Parameters"]["EndpointName"]["Default"]
-           for name in ("service.yaml", "model-endpoint.yaml", "model-scaling.yaml", "alarms.yaml")},
-    }  # fmt: skip
+        **{
+            name: template(name)["Parameters"]["EndpointName"]["Default"]
+            for name in ("service.yaml", "model-endpoint.yaml", "model-scaling.yaml", "alarms.yaml")
+        },
+    }
     assert set(defaults.values()) == {"churn-health"}, defaults
     scaling = resources("model-scaling.yaml", "AWS::ApplicationAutoScaling::ScalableTarget")["ScalableTarget"]
     assert scaling["Properties"]["ResourceId"] == {"Fn::Sub": f"endpoint/${{EndpointName}}/variant/{VARIANT}"}
-    [variant] = resources("model-endpoint.yaml", "AWS::SageMaker::EndpointConfig")["EndpointConfig"]["Properties"][
-        "ProductionVariants"]  # fmt: skip
+    [variant] = resources("model-endpoint.yaml", "AWS::SageMaker::EndpointConfig")["EndpointConfig"][
+        "Properties"
+    ]["ProductionVariants"]
     assert variant["VariantName"] == VARIANT
 
 
 def test_make_serving_check_prepares_the_tensorflow_of_deploys_image() -> None:
     makefile = (INFRA.parent / "Makefile").read_text()
-    assert re.search(r"(?m)^SERVING_TF\s*:=\s*(\S+)", makefile).group(1) == SERVING_TENSORFLOW[  # type: ignore[union-attr]
-        DEFAULT_FRAMEWORK_VERSION]  # fmt: skip
+    assert (
+        re.search(r"(?m)^SERVING_TF\s*:=\s*(\S+)", makefile).group(1)
+        == SERVING_TENSORFLOW[  # type: ignore[union-attr]
+            DEFAULT_FRAMEWORK_VERSION
+        ]
+    )
 
 
 def test_the_endpoint_template_serves_with_deploys_default_image() -> None:
-    image = resources("model-endpoint.yaml", "AWS::SageMaker::Model")["Model"]["Properties"]["PrimaryContainer"]["Image"]
+    image = resources("model-endpoint.yaml", "AWS::SageMaker::Model")["Model"]["Properties"][
+        "PrimaryContainer"
+    ]["Image"]
     default = image["Fn::If"][1]["Fn::Sub"]
     assert default.split(":")[-1] == image_uri("us-east-1").split(":")[-1]
     assert default.startswith("763104351884.dkr.ecr.${AWS::Region}.") and "/tensorflow-inference:" in default
@@ -116,7 +127,9 @@ def _schema(properties: dict[str, Any]) -> dict[str, Any]:
     """The parts of a table that must match between the template and the worker's create call."""
     return {
         "keys": [(k["AttributeName"], k["KeyType"]) for k in properties["KeySchema"]],
-        "attributes": sorted((a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]),
+        "attributes": sorted(
+            (a["AttributeName"], a["AttributeType"]) for a in properties["AttributeDefinitions"]
+        ),
         "indexes": sorted(
             (i["IndexName"], tuple((k["AttributeName"], k["KeyType"]) for k in i["KeySchema"]))
             for i in properties.get("GlobalSecondaryIndexes", [])
@@ -126,9 +139,12 @@ def _schema(properties: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("logical_id", "create", "name"),
-    [("FeatureTable", create_feature_table, table_name), ("AlertTable", create_alert_table, alert_table_name),
-     ("LeaseTable", create_lease_table, lease_table_name)],
-)  # fmt: skip
+    [
+        ("FeatureTable", create_feature_table, table_name),
+        ("AlertTable", create_alert_table, alert_table_name),
+        ("LeaseTable", create_lease_table, lease_table_name),
+    ],
+)
 async def test_tables_match_the_workers_own_create_calls(logical_id: str, create: Any, name: Any) -> None:
     """A new key, index (the re-scoring GSI) or TTL in the worker's create call fails here until the
     data-plane template has it too."""
@@ -172,17 +188,28 @@ def test_task_role_is_least_privilege_per_source() -> None:
     statements = {s["Sid"]: s for s in _statements(template("service.yaml")["Resources"]["TaskRole"])}
     for sid in ("FeatureTable", "AlertTable"):
         actions = set(statements[sid]["Action"])
-        assert not actions & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem", "dynamodb:*"}, sid
+        assert not actions & {
+            "dynamodb:Scan",
+            "dynamodb:DeleteItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:*",
+        }, sid
     assert "features" in _text(statements["FeatureTable"]["Resource"])
     assert "alerts" in _text(statements["AlertTable"]["Resource"])
     assert statements["InputQueue"]["_if"] == "IsSqs"
-    assert "sqs:SendMessage" not in statements["InputQueue"]["Action"], "the worker never writes its input queue"
+    assert "sqs:SendMessage" not in statements["InputQueue"]["Action"], (
+        "the worker never writes its input queue"
+    )
     assert statements["DeadLetterQueue"]["Action"] == ["sqs:SendMessage"]
     assert statements["InputStream"]["_if"] == statements["LeaseTable"]["_if"] == "IsKinesis"
     assert "leases" in _text(statements["LeaseTable"]["Resource"])
     assert statements["AlertsTopic"]["Action"] == ["sns:Publish"]
     assert "ShadowTopicArn" in _text(statements["AlertsTopic"]["Resource"])
-    assert statements["EventArchive"] == {**statements["EventArchive"], "Action": ["s3:PutObject"], "_if": "HasArchive"}
+    assert statements["EventArchive"] == {
+        **statements["EventArchive"],
+        "Action": ["s3:PutObject"],
+        "_if": "HasArchive",
+    }
     endpoint = _text(statements["Endpoint"]["Resource"])
     assert statements["Endpoint"]["Action"] == ["sagemaker:InvokeEndpoint"]
     assert "endpoint/${EndpointName}" in endpoint and "endpoint/${ShadowEndpointName}" in endpoint
@@ -215,7 +242,9 @@ def test_task_definition_matches_the_image_and_the_settings() -> None:
 
 def test_alarms_read_the_metrics_the_worker_writes() -> None:
     alarms = resources("alarms.yaml", "AWS::CloudWatch::Alarm")
-    custom = {a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == NAMESPACE}
+    custom = {
+        a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == NAMESPACE
+    }
     assert custom == {"WorkerReady", "RescoreLagSeconds"}
     assert custom <= {"WorkerReady", *GAUGES, *COUNTERS}
     for alarm in alarms.values():
@@ -224,4 +253,6 @@ def test_alarms_read_the_metrics_the_worker_writes() -> None:
     assert GAUGES["RescoreLagSeconds"][0] == "rescore_lag_seconds"  # /metrics: churn_rescore_lag_seconds
     assert alarms["WorkerNotReady"]["Properties"]["TreatMissingData"] == "breaching"
     env = template("service.yaml")["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
-    assert {"Name": "CHURN_EMF_INTERVAL_SECONDS", "Value": {"Ref": "EmfIntervalSeconds"}} in env["Environment"]
+    assert {"Name": "CHURN_EMF_INTERVAL_SECONDS", "Value": {"Ref": "EmfIntervalSeconds"}} in env[
+        "Environment"
+    ]

@@ -14,7 +14,9 @@ from worker.sources.kpl import MAGIC, deaggregate
 def aggregate(payloads: list[bytes], hash_keys: bool = False) -> bytes:
     aggregator = RecordAggregator()
     for i, payload in enumerate(payloads):
-        aggregator.add_user_record(f"c-{i % 3}", payload, explicit_hash_key=str(10**30 + i) if hash_keys else None)
+        aggregator.add_user_record(
+            f"c-{i % 3}", payload, explicit_hash_key=str(10**30 + i) if hash_keys else None
+        )
     _, _, data = aggregator.clear_and_get().get_contents()
     assert isinstance(data, bytes) and data.startswith(MAGIC)
     return data

@@ -38,7 +38,9 @@ def facts(*events: tuple[str, float] | tuple[str, float, bool, bool | None], eid
     return out
 
 
-def labels(f: CustomerFacts, days: list[int], end_day: float, flag: bool = True, churns: list[float] = ()) -> dict[str, np.ndarray]:
+def labels(
+    f: CustomerFacts, days: list[int], end_day: float, flag: bool = True, churns: list[float] = ()
+) -> dict[str, np.ndarray]:
     times = np.asarray(sorted(at(d) for d in churns), dtype=np.int64)
     return customer_labels(f, times, np.array([end_of(d) for d in days]), LabelContext(at(end_day), flag))
 
@@ -71,7 +73,9 @@ def test_churn_times_join_outcomes_and_events() -> None:
     outcomes = Outcomes({"c1": at(30)}, None, Path("o.jsonl"), frozenset({"c1", "c2"}))
     churn = ChurnTimes.join(outcomes, {"c1": [at(30), at(5)], "c2": [at(7)]})
     assert churn.of("c1").tolist() == [at(5), at(30)]  # each instant once, sorted
-    nxt = churn.next_after(["c1", "c2", "c3"], np.array([0, 0, 1, 2]), np.array([at(6), at(31), at(1), at(1)]))
+    nxt = churn.next_after(
+        ["c1", "c2", "c3"], np.array([0, 0, 1, 2]), np.array([at(6), at(31), at(1), at(1)])
+    )
     assert nxt.tolist()[:3] == [at(30), np.iinfo(np.int64).max, at(7)]
 
 
@@ -95,15 +99,24 @@ def test_a_log_without_the_flag_takes_the_first_completion_and_infers_success_fr
     recent = facts(("customer_signed_up", 0), ("session_completed", 75))
     assert labels(followed, [1], end_day=80, flag=False)["first_session_success"][0] == 1.0
     assert labels(alone, [1], end_day=80, flag=False)["first_session_success"][0] == 0.0
-    assert np.isnan(labels(recent, [50], end_day=80, flag=False)["first_session_success"][0])  # follow-up not yet known
+    assert np.isnan(
+        labels(recent, [50], end_day=80, flag=False)["first_session_success"][0]
+    )  # follow-up not yet known
     # in a log that uses the flag, an unflagged completion is not a first session
     assert np.isnan(labels(alone, [1], end_day=80, flag=True)["first_session_success"][0])
 
 
 def test_velocity_counts_completed_sessions_after_the_instant_per_week() -> None:
-    f = facts(("session_completed", 3), ("session_completed", 5.5), ("session_completed", 9), ("session_completed", 30))
+    f = facts(
+        ("session_completed", 3),
+        ("session_completed", 5.5),
+        ("session_completed", 9),
+        ("session_completed", 30),
+    )
     out = labels(f, [3, 40, 50], end_day=60)
-    assert out["session_velocity"][0] == pytest.approx(2 / 2)  # day 5.5 and 9 (day 3's own session is not after)
+    assert out["session_velocity"][0] == pytest.approx(
+        2 / 2
+    )  # day 5.5 and 9 (day 3's own session is not after)
     assert out["session_velocity"][1] == 0.0
     assert np.isnan(out["session_velocity"][2])  # 50 + 14 > 60, no churn: unknown
 
@@ -125,9 +138,18 @@ def test_health_is_half_retention_half_engagement_percentile() -> None:
 
 
 def test_engaged_days_look_only_at_the_next_30_days() -> None:
-    f = facts(("login", 0.5), ("login", 1.2), ("message_sent", 1.9), ("ib_call", 2), ("login", 30.5), ("login", 31.5))
+    f = facts(
+        ("login", 0.5),
+        ("login", 1.2),
+        ("message_sent", 1.9),
+        ("ib_call", 2),
+        ("login", 30.5),
+        ("login", 31.5),
+    )
     out = labels(f, [0], end_day=60)
-    assert out["engaged_days_30d"][0] == 2.0  # days 1 and 30: a call is not engagement, day 0 is the instant's own, day 31 is past
+    assert (
+        out["engaged_days_30d"][0] == 2.0
+    )  # days 1 and 30: a call is not engagement, day 0 is the instant's own, day 31 is past
 
 
 def test_supply_demand_is_the_change_in_bookings_per_tutor_and_masked_without_data() -> None:
@@ -142,4 +164,6 @@ def test_supply_demand_is_the_change_in_bookings_per_tutor_and_masked_without_da
     out = market.supply_demand([DAY0 + 27], DAY0, DAY0 + 40)
     assert out[0, 0] == pytest.approx(5.0)  # +50% in steps of 10%, clipped at 5
     assert np.isnan(out[0, 18])  # music
-    assert np.isnan(market.supply_demand([DAY0 + 10], DAY0, DAY0 + 40)).all()  # four weeks back leave the data
+    assert np.isnan(
+        market.supply_demand([DAY0 + 10], DAY0, DAY0 + 40)
+    ).all()  # four weeks back leave the data

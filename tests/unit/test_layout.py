@@ -50,7 +50,9 @@ class Table:
         oldest = oldest_kept_day(now, retention)
         for customer in sorted({e.customer_id for e in batch}):
             stored = self.read(customer, oldest)
-            touched = apply_to_state(stored.state, [e for e in batch if e.customer_id == customer], ApplyResult())
+            touched = apply_to_state(
+                stored.state, [e for e in batch if e.customer_id == customer], ApplyResult()
+            )
             if not touched:
                 continue
             write = plan_write(stored, touched, "t", retention, oldest, to_us(now))
@@ -65,8 +67,12 @@ class Table:
 
 
 def same(a: CustomerState, b: CustomerState) -> bool:
-    return a.pages == b.pages and (a.profile.last_us, a.profile.lifetime, a.profile.tier, a.profile.first_session) == (
-        b.profile.last_us, b.profile.lifetime, b.profile.tier, b.profile.first_session)  # fmt: skip
+    return a.pages == b.pages and (
+        a.profile.last_us,
+        a.profile.lifetime,
+        a.profile.tier,
+        a.profile.first_session,
+    ) == (b.profile.last_us, b.profile.lifetime, b.profile.tier, b.profile.first_session)
 
 
 @settings(max_examples=40, deadline=None)
@@ -82,8 +88,12 @@ def test_what_a_write_puts_reads_back_as_the_memory_stores_state(history: list[E
 
 
 def login(n: int, days_ago: float, customer: str = "c-1", tutor: str | None = None) -> Event:
-    raw = {"event_id": f"e-{n}", "customer_id": customer, "type": "login",
-           "occurred_at": (NOW - timedelta(days=days_ago)).isoformat()}  # fmt: skip
+    raw = {
+        "event_id": f"e-{n}",
+        "customer_id": customer,
+        "type": "login",
+        "occurred_at": (NOW - timedelta(days=days_ago)).isoformat(),
+    }
     if tutor is not None:
         raw |= {"type": "session_rated", "rating": 4, "tutor_id": tutor}
     return validate_event(raw)
@@ -97,7 +107,9 @@ def test_the_profile_stays_near_one_write_unit_and_rolls_old_pages_into_segments
     assert item_bytes(profile) <= PROFILE_ROLL_AT + 100
     segments = [item for (_, bucket), item in table.items.items() if bucket.startswith("s#")]
     assert len(segments) >= 2
-    assert sum(len(w.actions) == 1 for w in table.writes) >= 0.6 * len(table.writes)  # mostly the profile alone
+    assert sum(len(w.actions) == 1 for w in table.writes) >= 0.6 * len(
+        table.writes
+    )  # mostly the profile alone
     state = table.state("c-1")
     assert len(state.pages) == 35 and sum(p.counts["n.login"] for p in state.pages.values()) == 280
 
@@ -106,8 +118,14 @@ def test_pages_past_retention_leave_the_items_written() -> None:
     table = Table()
     table.apply([login(n, 30 + n / 10) for n in range(40)], NOW)  # an old month, in segments
     later = NOW + timedelta(days=40)
-    table.apply([validate_event({"event_id": "new", "customer_id": "c-1", "type": "login",
-                                 "occurred_at": later.isoformat()})], later)  # fmt: skip
+    table.apply(
+        [
+            validate_event(
+                {"event_id": "new", "customer_id": "c-1", "type": "login", "occurred_at": later.isoformat()}
+            )
+        ],
+        later,
+    )
     stored = table.read("c-1", oldest_kept_day(later, RETENTION))
     assert not stored.segments  # forgotten: their TTL deletes them
     assert list(stored.state.pages) == [(to_us(later) // 86_400_000_000, 0)]
@@ -116,7 +134,9 @@ def test_pages_past_retention_leave_the_items_written() -> None:
 def test_a_segment_whose_pages_grew_is_split_when_rewritten() -> None:
     table = Table()
     table.apply([login(n, 20 + n % 10) for n in range(30)], NOW)  # ten small old pages in one segment
-    late = [login(1000 + n, 20 + n % 10, tutor=f"tutor-{n:058d}") for n in range(3000)]  # each page grows to ~40 KB
+    late = [
+        login(1000 + n, 20 + n % 10, tutor=f"tutor-{n:058d}") for n in range(3000)
+    ]  # each page grows to ~40 KB
     table.apply(late, NOW)
     segments = [item for (_, bucket), item in table.items.items() if bucket.startswith("s#")]
     assert len(segments) > 2 and all(item_bytes(s) < 2 * SEGMENT_SPLIT_AT + 60_000 for s in segments)

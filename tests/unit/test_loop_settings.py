@@ -11,8 +11,11 @@ from worker.exceptions import ConfigError
 from worker.runtime import _services, check_runnable
 from worker.settings import Settings, load_settings
 
-RUNNABLE = {"CHURN_SQS_QUEUE_URL": "http://q/queue", "CHURN_DLQ_URL": "http://q/dlq",
-            "CHURN_ALERTS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:alerts"}  # fmt: skip
+RUNNABLE = {
+    "CHURN_SQS_QUEUE_URL": "http://q/queue",
+    "CHURN_DLQ_URL": "http://q/dlq",
+    "CHURN_ALERTS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:alerts",
+}
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -22,12 +25,17 @@ def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
 
 
 def test_the_archive_uri_is_normalised_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert settings(monkeypatch, CHURN_ARCHIVE_S3_URI="s3://bucket/events").archive_s3_uri == "s3://bucket/events/"
+    assert (
+        settings(monkeypatch, CHURN_ARCHIVE_S3_URI="s3://bucket/events").archive_s3_uri
+        == "s3://bucket/events/"
+    )
     with pytest.raises(ConfigError, match=r"settings: archive_s3_uri: .*expected s3://bucket/prefix/"):
         settings(monkeypatch, CHURN_ARCHIVE_S3_URI="bucket/events")
 
 
-def test_the_experiment_comes_from_the_file_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_experiment_comes_from_the_file_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[experiment]\ncontrol_fraction = 0.25\nsalt = "q4"\n')
     loaded = load_settings(config)
@@ -46,15 +54,22 @@ def test_shadow_and_control_outputs_are_never_the_retention_topic(monkeypatch: p
         check_runnable(settings(monkeypatch, CHURN_CONTROL_TOPIC_ARN=alerts))
     monkeypatch.delenv("CHURN_CONTROL_TOPIC_ARN")
     with pytest.raises(ConfigError, match="CHURN_SHADOW_TOPIC_ARN is the retention topic"):
-        check_runnable(settings(monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="cand", CHURN_SHADOW_TOPIC_ARN=alerts))
+        check_runnable(
+            settings(monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="cand", CHURN_SHADOW_TOPIC_ARN=alerts)
+        )
 
 
 def test_a_shadow_endpoint_needs_a_log_and_a_name_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or CHURN_ARCHIVE_S3_URI"):
+    with pytest.raises(
+        ConfigError, match="needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or CHURN_ARCHIVE_S3_URI"
+    ):
         check_runnable(settings(monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="cand"))
     with pytest.raises(ConfigError, match="is the live endpoint"):
-        check_runnable(settings(monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="churn-health",
-                                CHURN_ARCHIVE_S3_URI="s3://b/events/"))  # fmt: skip
+        check_runnable(
+            settings(
+                monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="churn-health", CHURN_ARCHIVE_S3_URI="s3://b/events/"
+            )
+        )
     ok = settings(monkeypatch, CHURN_SHADOW_ENDPOINT_NAME="cand", CHURN_ARCHIVE_S3_URI="s3://b/events/")
     check_runnable(ok)
     assert {"s3", "sagemaker-runtime-shadow"} <= set(_services(ok))

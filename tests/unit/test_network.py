@@ -72,8 +72,14 @@ def test_outputs_are_named_and_shaped(model: keras.Model) -> None:
 
 
 def test_loss_weights_are_the_seeds_and_all_six_heads_count(model: keras.Model) -> None:
-    assert TASK_WEIGHTS == {"first_session_success": 1.0, "session_velocity": 0.5, "churn_risk_14d": 2.0,
-                            "churn_risk_30d": 2.0, "supply_demand": 1.0, "health_score": 1.5}  # fmt: skip
+    assert TASK_WEIGHTS == {
+        "first_session_success": 1.0,
+        "session_velocity": 0.5,
+        "churn_risk_14d": 2.0,
+        "churn_risk_30d": 2.0,
+        "supply_demand": 1.0,
+        "health_score": 1.5,
+    }
     data = synthetic_arrays(64, seed=1)
     result = model.evaluate(data.x, targets_for_fit(data.y), batch_size=64, verbose=0, return_dict=True)
     weighted = sum(TASK_WEIGHTS[t] * result[f"{t}_loss"] for t in TASKS)
@@ -157,9 +163,13 @@ def test_two_members_average_head_by_head_and_survive_save_and_export(tmp_path: 
         np.testing.assert_allclose(got[task], (parts[0][task] + parts[1][task]) / 2, rtol=1e-5, atol=1e-5)
     ensemble.save(tmp_path / "model.keras")
     again = keras.saving.load_model(tmp_path / "model.keras", compile=False)
-    np.testing.assert_allclose(again.predict(x, verbose=0)["churn_risk_30d"], got["churn_risk_30d"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        again.predict(x, verbose=0)["churn_risk_30d"], got["churn_risk_30d"], rtol=1e-5, atol=1e-6
+    )
     serve = load_serving_fn(export_saved_model(ensemble, x.mean(axis=0), tmp_path / "saved"))
     out = serve(features=x)
-    np.testing.assert_allclose(out["churn_risk_30d"].numpy(), got["churn_risk_30d"].ravel(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out["churn_risk_30d"].numpy(), got["churn_risk_30d"].ravel(), rtol=1e-5, atol=1e-6
+    )
     assert out["top_feature_importance"].numpy()[:, 0].min() > 0  # the attribution sees through both members
     assert average_members(members[:1]) is members[0]

@@ -26,8 +26,13 @@ DAY0 = to_us(START) // DAY_US
 
 def event(cid: str, kind: str, day: float, n: int, **fields: object) -> dict[str, object]:
     moment = START + timedelta(days=day)
-    return {"event_id": f"{cid}-{n}", "customer_id": cid, "type": kind,
-            "occurred_at": moment.isoformat().replace("+00:00", "Z"), **fields}  # fmt: skip
+    return {
+        "event_id": f"{cid}-{n}",
+        "customer_id": cid,
+        "type": kind,
+        "occurred_at": moment.isoformat().replace("+00:00", "Z"),
+        **fields,
+    }
 
 
 def hand_made_log() -> list[dict[str, object]]:
@@ -39,8 +44,12 @@ def hand_made_log() -> list[dict[str, object]]:
     events.append(event("c1", "customer_churned", 46.5, 99))
     events += [event("c2", "login", d + 0.3, d) for d in range(6)]
     events.append(event("c3", "customer_signed_up", 0.2, 0, tier="premium"))
-    events += [event("c3", "session_completed", d + 0.6, d + 1, subject="algebra", tutor_id="t1", duration_minutes=60.0)
-               for d in range(0, 91, 3)]  # fmt: skip
+    events += [
+        event(
+            "c3", "session_completed", d + 0.6, d + 1, subject="algebra", tutor_id="t1", duration_minutes=60.0
+        )
+        for d in range(0, 91, 3)
+    ]
     return events
 
 
@@ -56,8 +65,9 @@ def outcomes(path: Path, rows: dict[str, str | None]) -> Path:
 
 @pytest.fixture
 def log(tmp_path: Path) -> tuple[Path, Path]:
-    return write(tmp_path / "events.jsonl", hand_made_log()), outcomes(tmp_path / "outcomes.jsonl", {
-        "c1": "2026-02-16T12:00:00Z", "c2": None, "c3": None})  # fmt: skip
+    return write(tmp_path / "events.jsonl", hand_made_log()), outcomes(
+        tmp_path / "outcomes.jsonl", {"c1": "2026-02-16T12:00:00Z", "c2": None, "c3": None}
+    )
 
 
 def evaluation(events: Path | str, out: Path, **options: object) -> tuple[object, object]:
@@ -90,7 +100,9 @@ def test_features_see_exactly_the_events_up_to_their_instant(log: tuple[Path, Pa
             mine = np.flatnonzero((examples.customer == cid) & (examples.t_us == at))
             np.testing.assert_array_equal(examples.x[mine[0]], expected[row])
     # an event after an instant changes nothing at that instant
-    later = write(tmp_path / "later.jsonl", [*hand_made_log(), event("c3", "ib_call", 30.5, 500, sentiment="negative")])
+    later = write(
+        tmp_path / "later.jsonl", [*hand_made_log(), event("c3", "ib_call", 30.5, 500, sentiment="negative")]
+    )
     with_call, _ = evaluation(later, log[1])
     before = with_call.t_us < day_end_us(DAY0 + 30)
     np.testing.assert_array_equal(with_call.x[before], examples.x[examples.t_us < day_end_us(DAY0 + 30)])
@@ -123,8 +135,9 @@ def test_duplicates_and_file_order_do_not_change_the_examples(log: tuple[Path, P
 
 def test_an_outcomes_churn_without_an_event_ends_the_customers_instants(tmp_path: Path) -> None:
     events = [e for e in hand_made_log() if e["type"] != "customer_churned"]
-    examples, _ = evaluation(write(tmp_path / "e.jsonl", events),
-                             outcomes(tmp_path / "o.jsonl", {"c1": "2026-01-21T12:00:00Z"}))  # fmt: skip
+    examples, _ = evaluation(
+        write(tmp_path / "e.jsonl", events), outcomes(tmp_path / "o.jsonl", {"c1": "2026-01-21T12:00:00Z"})
+    )
     assert rows_of(examples, "c1") == list(range(20))  # gone from the end of day 20 on
 
 
@@ -132,16 +145,21 @@ def test_training_split_is_out_of_time_and_out_of_customer(tmp_path: Path) -> No
     from model.altsim import generate, write_log
 
     paths = write_log(generate(400, 75, 3), tmp_path / "alt")
-    examples, report = build_examples(str(paths["events"]), paths["outcomes"], BuildOptions(max_train_rows=3000),
-                                      say=lambda m: None)  # fmt: skip
+    examples, report = build_examples(
+        str(paths["events"]), paths["outcomes"], BuildOptions(max_train_rows=3000), say=lambda m: None
+    )
     roles = {role: set(examples.customer[examples.role == role]) for role in ("train", "validation", "test")}
     assert all(roles.values())
     assert not roles["train"] & roles["validation"] and not roles["train"] & roles["test"]
     # training customers at every instant, flagged: the earlier-instants member reads those before the cut
     assert examples.where("train").after_cut.any() and not examples.where("train").after_cut.all()
     assert examples.where("validation").after_cut.all()  # later instants of other customers
-    assert examples.where("test").after_cut.any() and not examples.where("test").after_cut.all()  # both readings
-    assert report.every["train"] >= 1 and report.summary["duplicates_dropped"] > 0  # altsim delivers some twice
+    assert (
+        examples.where("test").after_cut.any() and not examples.where("test").after_cut.all()
+    )  # both readings
+    assert (
+        report.every["train"] >= 1 and report.summary["duplicates_dropped"] > 0
+    )  # altsim delivers some twice
     # held out: the customers who appeared last (new customers are who the model meets next)
     from features.eventfile import event_sources, read_events
 
@@ -149,7 +167,9 @@ def test_training_split_is_out_of_time_and_out_of_customer(tmp_path: Path) -> No
     for record in read_events(event_sources(paths["events"])):
         t = to_us(record.item.occurred_at)  # type: ignore[union-attr]
         first_seen[record.item.customer_id] = min(t, first_seen.get(record.item.customer_id, t))  # type: ignore[union-attr]
-    assert max(first_seen[c] for c in roles["train"]) <= min(first_seen[c] for c in roles["validation"] | roles["test"])
+    assert max(first_seen[c] for c in roles["train"]) <= min(
+        first_seen[c] for c in roles["validation"] | roles["test"]
+    )
     assert len(examples.where("train")) <= 3000 * 1.5
 
 
@@ -169,13 +189,18 @@ def test_a_churn_before_sign_up_is_refused(log: tuple[Path, Path], tmp_path: Pat
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("", "the log is empty"), ("not json\n", "the log is empty"),
-     (json.dumps(event("c1", "login", 0, 1)) + "\n", "needs at least")],
-)  # fmt: skip
+    [
+        ("", "the log is empty"),
+        ("not json\n", "the log is empty"),
+        (json.dumps(event("c1", "login", 0, 1)) + "\n", "needs at least"),
+    ],
+)
 def test_empty_short_or_unreadable_logs_are_refused(tmp_path: Path, content: str, message: str) -> None:
     empty = outcomes(tmp_path / "o.jsonl", {})
     with pytest.raises(DataError, match=message):
-        evaluation(write(tmp_path / "e.jsonl", []) if not content else _text(tmp_path / "e.jsonl", content), empty)
+        evaluation(
+            write(tmp_path / "e.jsonl", []) if not content else _text(tmp_path / "e.jsonl", content), empty
+        )
 
 
 def test_a_torn_gzip_is_a_one_line_error(tmp_path: Path) -> None:

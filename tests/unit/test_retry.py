@@ -20,9 +20,13 @@ from plumbing.retry import (
 from worker.exceptions import FatalAwsError
 
 
-def client_error(code: str, status: int = 400, message: str = "", reasons: list[str] | None = None) -> ClientError:
-    response: dict[str, Any] = {"Error": {"Code": code, "Message": message},
-                                "ResponseMetadata": {"HTTPStatusCode": status}}  # fmt: skip
+def client_error(
+    code: str, status: int = 400, message: str = "", reasons: list[str] | None = None
+) -> ClientError:
+    response: dict[str, Any] = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
     if reasons is not None:
         response["CancellationReasons"] = [{"Code": reason} for reason in reasons]
     return ClientError(response, "TransactWriteItems")  # type: ignore[arg-type]
@@ -34,11 +38,21 @@ def client_error(code: str, status: int = 400, message: str = "", reasons: list[
         (client_error("ProvisionedThroughputExceededException"), Failure.THROTTLED),
         (client_error("ThrottlingException"), Failure.THROTTLED),
         (client_error("SomethingNew", 429), Failure.THROTTLED),
-        (client_error("TransactionCanceledException", reasons=["None", "ThrottlingError"]), Failure.THROTTLED),
-        (client_error("TransactionCanceledException", reasons=["TransactionConflict", "None"]), Failure.CONFLICT),
+        (
+            client_error("TransactionCanceledException", reasons=["None", "ThrottlingError"]),
+            Failure.THROTTLED,
+        ),
+        (
+            client_error("TransactionCanceledException", reasons=["TransactionConflict", "None"]),
+            Failure.CONFLICT,
+        ),
         (client_error("TransactionConflictException"), Failure.CONFLICT),
-        (client_error("TransactionCanceledException", reasons=["ConditionalCheckFailed", "ThrottlingError"]),
-         Failure.CONDITION_FAILED),
+        (
+            client_error(
+                "TransactionCanceledException", reasons=["ConditionalCheckFailed", "ThrottlingError"]
+            ),
+            Failure.CONDITION_FAILED,
+        ),
         (client_error("ConditionalCheckFailedException"), Failure.CONDITION_FAILED),
         (client_error("InternalServerError", 500), Failure.TRANSIENT),
         (client_error("Whatever", 503), Failure.TRANSIENT),
@@ -52,7 +66,7 @@ def client_error(code: str, status: int = 400, message: str = "", reasons: list[
         (ConnectionResetError(), Failure.TRANSIENT),
         (NoCredentialsError(), Failure.FATAL),
     ],
-)  # fmt: skip
+)
 def test_throttling_is_classified_apart_from_a_version_conflict(error: BaseException, kind: Failure) -> None:
     assert classify(error) is kind
 
@@ -63,7 +77,9 @@ def test_cancellation_reasons_read_from_the_message_when_the_response_has_no_lis
     assert cancellation_reasons(error) == ["None", "ConditionalCheckFailed"]
     assert classify(error) is Failure.CONDITION_FAILED
     assert cancellation_reasons(client_error("TransactionCanceledException", message="throttled"), 2) == [
-        "Unknown", "Unknown"]  # fmt: skip
+        "Unknown",
+        "Unknown",
+    ]
 
 
 def test_full_jitter_stays_between_zero_and_the_capped_exponential() -> None:
@@ -89,7 +105,11 @@ async def test_retries_stop_at_a_fatal_error_with_a_one_line_message() -> None:
 
 
 async def test_retries_go_on_while_throttled_and_give_up_on_an_invalid_request() -> None:
-    answers: list[BaseException | str] = [client_error("ThrottlingException"), client_error("Boom", 500), "ok"]
+    answers: list[BaseException | str] = [
+        client_error("ThrottlingException"),
+        client_error("Boom", 500),
+        "ok",
+    ]
 
     async def flaky() -> str:
         answer = answers.pop(0)

@@ -18,13 +18,33 @@ from model.seed_data import (
 
 # The seed's 26 feature names, in the seed's order (model-spec.md, `features = {...}`).
 SEED_COLUMNS = [
-    "session_count_7d", "session_frequency_7d", "avg_rating_7d", "cancellation_rate_7d", "ib_call_count_7d",
-    "session_count_14d", "session_frequency_14d", "avg_rating_14d", "ib_call_count_14d", "negative_calls_14d",
-    "session_count_30d", "session_frequency_30d", "avg_rating_30d", "ib_call_count_30d",
-    "days_since_last_session", "days_since_last_login", "days_since_last_payment", "customer_tenure_days",
-    "login_count_7d", "message_count_7d", "payment_success_rate_30d", "total_spend_lifetime",
-    "tutor_consistency", "primary_tutor_rating", "subscription_tier", "first_session_was_success",
-]  # fmt: skip
+    "session_count_7d",
+    "session_frequency_7d",
+    "avg_rating_7d",
+    "cancellation_rate_7d",
+    "ib_call_count_7d",
+    "session_count_14d",
+    "session_frequency_14d",
+    "avg_rating_14d",
+    "ib_call_count_14d",
+    "negative_calls_14d",
+    "session_count_30d",
+    "session_frequency_30d",
+    "avg_rating_30d",
+    "ib_call_count_30d",
+    "days_since_last_session",
+    "days_since_last_login",
+    "days_since_last_payment",
+    "customer_tenure_days",
+    "login_count_7d",
+    "message_count_7d",
+    "payment_success_rate_30d",
+    "total_spend_lifetime",
+    "tutor_consistency",
+    "primary_tutor_rating",
+    "subscription_tier",
+    "first_session_was_success",
+]
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,23 @@ def _write_log(path: Path) -> dict[int, dict[str, object]]:
         elif i % 41 == 7:
             lines.append("")
         elif i % 53 == 9:
-            lines.append(json.dumps({"event_id": f"x-{i}", "customer_id": "c-1", "type": "teleported",
-                                     "occurred_at": "2026-01-05T00:00:00Z"}))  # fmt: skip
+            lines.append(
+                json.dumps(
+                    {
+                        "event_id": f"x-{i}",
+                        "customer_id": "c-1",
+                        "type": "teleported",
+                        "occurred_at": "2026-01-05T00:00:00Z",
+                    }
+                )
+            )
         else:
-            event = {"event_id": f"e-{i}", "customer_id": f"c-{i % 30}", "type": "login",
-                     "occurred_at": f"2026-01-{1 + i % 28:02d}T10:00:00Z"}  # fmt: skip
+            event = {
+                "event_id": f"e-{i}",
+                "customer_id": f"c-{i % 30}",
+                "type": "login",
+                "occurred_at": f"2026-01-{1 + i % 28:02d}T10:00:00Z",
+            }
             good[number] = event
             lines.append(json.dumps(event))
     path.write_text("\n".join(lines) + "\n")

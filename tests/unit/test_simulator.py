@@ -61,9 +61,20 @@ def test_every_event_is_a_valid_contract_event_in_time_order(sim: Simulation) ->
     assert times == sorted(times)
     assert times[-1] < START + timedelta(days=60)
     kinds = Counter(e["type"] for e in events)
-    assert set(kinds) == {"customer_signed_up", "subscription_changed", "session_booked", "session_completed",
-                          "session_cancelled", "session_rated", "ib_call", "login", "message_sent",
-                          "payment_succeeded", "payment_failed", "customer_churned"}  # fmt: skip
+    assert set(kinds) == {
+        "customer_signed_up",
+        "subscription_changed",
+        "session_booked",
+        "session_completed",
+        "session_cancelled",
+        "session_rated",
+        "ib_call",
+        "login",
+        "message_sent",
+        "payment_succeeded",
+        "payment_failed",
+        "customer_churned",
+    }
     assert kinds["customer_signed_up"] == 200
     assert {e["customer_id"] for e in events} == {f"c-{i:06d}" for i in range(200)}
     assert all(e["tutor_id"].startswith("t-") for e in events if "tutor_id" in e)
@@ -212,8 +223,11 @@ def test_behaviour_follows_latent_health(sim: Simulation) -> None:
 @pytest.mark.parametrize("name", ["sim.jsonl", "sim.jsonl.gz", "sim.parquet"])
 def test_written_files_read_back_and_feed_the_worker(sim: Simulation, tmp_path: Path, name: str) -> None:
     paths = write_simulation(sim, tmp_path / name)
-    assert paths == {"events": tmp_path / name, "outcomes": tmp_path / "sim.outcomes.jsonl",
-                     "truth": tmp_path / "sim.truth.npz"}  # fmt: skip
+    assert paths == {
+        "events": tmp_path / name,
+        "outcomes": tmp_path / "sim.outcomes.jsonl",
+        "truth": tmp_path / "sim.truth.npz",
+    }
     parsed = list(read_event_file(paths["events"]))  # the worker's own reader
     assert not [e for _, e in parsed if isinstance(e, EventParseError)]
     assert len(parsed) == len(sim.events)
@@ -246,8 +260,23 @@ def test_simulate_command_writes_files_and_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run" / "events.jsonl.gz"
-    args = _parser().parse_args(["simulate", "--customers", "30", "--days", "20", "--seed", "3", "--out", str(out),
-                                 "--start", "2026-05-01", "--no-progress", "--json"])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "simulate",
+            "--customers",
+            "30",
+            "--days",
+            "20",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--start",
+            "2026-05-01",
+            "--no-progress",
+            "--json",
+        ]
+    )
     assert args.func is run_simulate
     assert run_simulate(args) == 0
     captured = capsys.readouterr()
@@ -263,13 +292,16 @@ def test_simulate_command_writes_files_and_a_summary(
     assert line.count("\n") == 1 and f"{summary['events']} events" in line and "30 customers" in line
 
 
-@pytest.mark.parametrize("argv", [
-    ["--customers", "0", "--days", "5", "--out", "x.jsonl"],
-    ["--customers", "ten", "--days", "5", "--out", "x.jsonl"],
-    ["--customers", "5", "--days", "5", "--out", "x.csv"],
-    ["--customers", "5", "--days", "5", "--out", "x.jsonl", "--start", "2026-03-01T10:00"],
-    ["--customers", "5", "--days", "5"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--customers", "0", "--days", "5", "--out", "x.jsonl"],
+        ["--customers", "ten", "--days", "5", "--out", "x.jsonl"],
+        ["--customers", "5", "--days", "5", "--out", "x.csv"],
+        ["--customers", "5", "--days", "5", "--out", "x.jsonl", "--start", "2026-03-01T10:00"],
+        ["--customers", "5", "--days", "5"],
+    ],
+)
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _parser().parse_args(["simulate", *argv])

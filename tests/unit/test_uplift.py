@@ -18,12 +18,17 @@ def test_assignment_is_stable_per_pair_near_the_fraction_and_new_with_a_new_salt
     arms = [assign_arm(f"c-{i}", "IB_CALL_SPIKE", half) for i in range(10_000)]
     assert arms == [assign_arm(f"c-{i}", "IB_CALL_SPIKE", half) for i in range(10_000)]
     assert 0.48 < arms.count(CONTROL) / len(arms) < 0.52
-    other = [assign_arm(f"c-{i}", "IB_CALL_SPIKE", ExperimentConfig(control_fraction=0.5, salt="b")) for i in range(10_000)]
+    other = [
+        assign_arm(f"c-{i}", "IB_CALL_SPIKE", ExperimentConfig(control_fraction=0.5, salt="b"))
+        for i in range(10_000)
+    ]
     agreement = np.mean([a == b for a, b in zip(arms, other, strict=True)])
     assert 0.45 < agreement < 0.55  # independent of the first split
 
 
-def _experiment(rng: np.random.Generator, n: int, control_rate: float, effect: float) -> tuple[list[AlertRow], dict[str, int]]:
+def _experiment(
+    rng: np.random.Generator, n: int, control_rate: float, effect: float
+) -> tuple[list[AlertRow], dict[str, int]]:
     """n alerted customers, half in control; churn within 30 days at control_rate, minus effect if treated."""
     rows, churned = [], {}
     for i in range(n):
@@ -56,11 +61,19 @@ def test_the_interval_covers_the_truth_about_95_times_in_100() -> None:
 
 
 def test_pairs_whose_horizon_passes_the_end_of_the_data_are_censored_not_stayed() -> None:
-    rows = [AlertRow("a", "IB_CALL_SPIKE", 10 * DAY_US, TREATMENT), AlertRow("b", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL),
-            AlertRow("c", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL), AlertRow("a", "IB_CALL_SPIKE", 50 * DAY_US, TREATMENT)]
+    rows = [
+        AlertRow("a", "IB_CALL_SPIKE", 10 * DAY_US, TREATMENT),
+        AlertRow("b", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL),
+        AlertRow("c", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL),
+        AlertRow("a", "IB_CALL_SPIKE", 50 * DAY_US, TREATMENT),
+    ]
     churned = {"c": 95 * DAY_US}  # churned before the end: known although the horizon is not over
     s = uplift(rows, churned, end_us=100 * DAY_US)["by_type"]["IB_CALL_SPIKE"]
-    assert s["treatment"] == {"pairs": 1, "churned": 0, "churn_rate": 0.0}  # "a" counts once, from its first alert
+    assert s["treatment"] == {
+        "pairs": 1,
+        "churned": 0,
+        "churn_rate": 0.0,
+    }  # "a" counts once, from its first alert
     assert s["control"] == {"pairs": 1, "churned": 1, "churn_rate": 1.0}
     assert s["censored"] == 1 and s["small_sample"]
 

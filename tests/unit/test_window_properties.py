@@ -24,8 +24,19 @@ from features.windows import WindowBatch, window_batch
 from tests.unit.windows_reference import reference_window_batch
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
-KINDS = ["session_completed", "session_rated", "session_cancelled", "ib_call", "login", "message_sent",
-         "payment_succeeded", "payment_failed", "subscription_changed", "customer_signed_up", "session_booked"]  # fmt: skip
+KINDS = [
+    "session_completed",
+    "session_rated",
+    "session_cancelled",
+    "ib_call",
+    "login",
+    "message_sent",
+    "payment_succeeded",
+    "payment_failed",
+    "subscription_changed",
+    "customer_signed_up",
+    "session_booked",
+]
 
 
 @st.composite
@@ -41,18 +52,25 @@ def events(draw: st.DrawFn, customers: tuple[str, ...] = ("c-1", "c-2")) -> Even
     tutor = f"t-{draw(st.integers(0, 3))}"
     subject = draw(st.sampled_from(SUBJECTS[:4]))
     extra: dict[str, dict[str, object]] = {
-        "session_completed": {"subject": subject, "tutor_id": tutor,
-                              "duration_minutes": draw(st.floats(0, 600, allow_nan=False)),
-                              "first_session": draw(st.booleans()), "success": draw(st.booleans())},
+        "session_completed": {
+            "subject": subject,
+            "tutor_id": tutor,
+            "duration_minutes": draw(st.floats(0, 600, allow_nan=False)),
+            "first_session": draw(st.booleans()),
+            "success": draw(st.booleans()),
+        },
         "session_rated": {"rating": draw(st.floats(1, 5, allow_nan=False)), "tutor_id": tutor},
-        "session_cancelled": {"subject": subject, "cancelled_by": draw(st.sampled_from(["customer", "tutor"]))},
+        "session_cancelled": {
+            "subject": subject,
+            "cancelled_by": draw(st.sampled_from(["customer", "tutor"])),
+        },
         "ib_call": {"sentiment": draw(st.sampled_from(["negative", "neutral", "positive"]))},
         "payment_succeeded": {"amount": draw(st.floats(0, 1000, allow_nan=False))},
         "payment_failed": {"amount": draw(st.floats(0, 1000, allow_nan=False))},
         "subscription_changed": {"tier": draw(st.sampled_from(["budget", "standard", "premium"]))},
         "customer_signed_up": {"tier": draw(st.sampled_from(["budget", "standard", "premium"]))},
         "session_booked": {"subject": subject, "tutor_id": tutor},
-    }  # fmt: skip
+    }
     return validate_event({**data, **extra.get(kind, {})})
 
 
@@ -93,14 +111,29 @@ def test_a_customer_who_goes_quiet_keeps_drifting_towards_churn() -> None:
     store = MemoryFeatureStore()
     store.apply_sync(
         [
-            validate_event({"event_id": "s", "customer_id": "c", "type": "customer_signed_up",
-                            "occurred_at": "2026-11-01T00:00:00Z", "tier": "standard"}),
-            validate_event({"event_id": "x", "customer_id": "c", "type": "session_completed",
-                            "occurred_at": "2026-11-22T10:00:00Z", "subject": "algebra", "tutor_id": "t",
-                            "duration_minutes": 60}),
+            validate_event(
+                {
+                    "event_id": "s",
+                    "customer_id": "c",
+                    "type": "customer_signed_up",
+                    "occurred_at": "2026-11-01T00:00:00Z",
+                    "tier": "standard",
+                }
+            ),
+            validate_event(
+                {
+                    "event_id": "x",
+                    "customer_id": "c",
+                    "type": "session_completed",
+                    "occurred_at": "2026-11-22T10:00:00Z",
+                    "subject": "algebra",
+                    "tutor_id": "t",
+                    "duration_minutes": 60,
+                }
+            ),
         ],
         now=NOW,
-    )  # fmt: skip
+    )
     state = store._states["c"]
     since = FEATURE_INDEX["days_since_last_session"]
     for days_later, count_7d, count_30d in [(0, 1, 1), (10, 0, 1), (40, 0, 0)]:
@@ -112,8 +145,12 @@ def test_a_customer_who_goes_quiet_keeps_drifting_towards_churn() -> None:
 
 
 def test_a_late_event_lands_in_the_window_of_its_event_time() -> None:
-    on_time = validate_event({"event_id": "a", "customer_id": "c", "type": "login", "occurred_at": "2026-11-26T10:00:00Z"})
-    late = validate_event({"event_id": "b", "customer_id": "c", "type": "login", "occurred_at": "2026-11-10T10:00:00Z"})
+    on_time = validate_event(
+        {"event_id": "a", "customer_id": "c", "type": "login", "occurred_at": "2026-11-26T10:00:00Z"}
+    )
+    late = validate_event(
+        {"event_id": "b", "customer_id": "c", "type": "login", "occurred_at": "2026-11-10T10:00:00Z"}
+    )
     vector = features_of([on_time, late])["c"]
     assert vector[FEATURE_INDEX["login_count_7d"]] == 1
     assert vector[FEATURE_INDEX["login_count_30d"]] == 2
@@ -123,20 +160,45 @@ def test_a_late_event_lands_in_the_window_of_its_event_time() -> None:
 def test_ten_thousand_events_in_one_day_spread_over_bounded_pages() -> None:
     state = CustomerState("c")
     for i in range(10_000):
-        apply_event(state, validate_event({"event_id": f"e{i}", "customer_id": "c", "type": "login",
-                                           "occurred_at": "2026-11-26T10:00:00Z"}))  # fmt: skip
+        apply_event(
+            state,
+            validate_event(
+                {
+                    "event_id": f"e{i}",
+                    "customer_id": "c",
+                    "type": "login",
+                    "occurred_at": "2026-11-26T10:00:00Z",
+                }
+            ),
+        )
     assert all(len(page.event_digests) <= PAGE_CAPACITY for page in state.pages.values())
     assert len(state.pages) == 10_000 // PAGE_CAPACITY
     assert compute_features(state, NOW)[FEATURE_INDEX["login_count_7d"]] == 10_000
     # a redelivery of an event kept on the first page is still recognised from the last page's day
-    assert apply_event(state, validate_event({"event_id": "e0", "customer_id": "c", "type": "login",
-                                              "occurred_at": "2026-11-26T10:00:00Z"})) is None  # fmt: skip
+    assert (
+        apply_event(
+            state,
+            validate_event(
+                {"event_id": "e0", "customer_id": "c", "type": "login", "occurred_at": "2026-11-26T10:00:00Z"}
+            ),
+        )
+        is None
+    )
 
 
 def test_registry_has_the_seed_names_first_and_about_150_features() -> None:
-    assert SEED_FEATURE_NAMES[:5] == ("session_count_7d", "session_frequency_7d", "avg_rating_7d",
-                                      "cancellation_rate_7d", "ib_call_count_7d")  # fmt: skip
-    assert SEED_FEATURE_NAMES[-3:] == ("primary_tutor_rating", "subscription_tier", "first_session_was_success")
+    assert SEED_FEATURE_NAMES[:5] == (
+        "session_count_7d",
+        "session_frequency_7d",
+        "avg_rating_7d",
+        "cancellation_rate_7d",
+        "ib_call_count_7d",
+    )
+    assert SEED_FEATURE_NAMES[-3:] == (
+        "primary_tutor_rating",
+        "subscription_tier",
+        "first_session_was_success",
+    )
     assert 140 <= len(FEATURE_NAMES) <= 160
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
     assert all(f"subject_sessions_30d_{s}" in FEATURE_INDEX for s in SUBJECTS)
@@ -154,8 +216,10 @@ def test_a_batch_of_customers_gets_the_same_vectors_as_one_at_a_time(base) -> No
 
 
 def test_a_view_of_the_past_ignores_later_events() -> None:
-    logins = [validate_event({"event_id": f"l{i}", "customer_id": "c", "type": "login", "occurred_at": when})
-              for i, when in enumerate(["2026-11-20T10:00:00Z", "2026-11-25T10:00:00Z"])]  # fmt: skip
+    logins = [
+        validate_event({"event_id": f"l{i}", "customer_id": "c", "type": "login", "occurred_at": when})
+        for i, when in enumerate(["2026-11-20T10:00:00Z", "2026-11-25T10:00:00Z"])
+    ]
     store = MemoryFeatureStore()
     store.apply_sync(logins, now=NOW)
     state = store._states["c"]
@@ -171,7 +235,14 @@ def _assert_same_windows(got: WindowBatch, expected: WindowBatch) -> None:
         assert mine.keys() == theirs.keys(), name
         for key in theirs:
             assert np.array_equal(mine[key], theirs[key], equal_nan=True), (name, key)
-    for name in ("start_us", "tier", "first_session_success", "has_first_session", "primary_tutor", "distinct_tutors"):
+    for name in (
+        "start_us",
+        "tier",
+        "first_session_success",
+        "has_first_session",
+        "primary_tutor",
+        "distinct_tutors",
+    ):
         assert np.array_equal(getattr(got, name), getattr(expected, name)), name
 
 

@@ -135,8 +135,13 @@ class Counts:
         self.open += other.open
 
     def as_json(self) -> dict[str, Any]:
-        return {"alerts": self.alerts, "confirmed": self.confirmed, "expired": self.expired, "open": self.open,
-                "precision": self.precision}  # fmt: skip
+        return {
+            "alerts": self.alerts,
+            "confirmed": self.confirmed,
+            "expired": self.expired,
+            "open": self.open,
+            "precision": self.precision,
+        }
 
 
 @dataclass
@@ -147,7 +152,9 @@ class OutcomeStats:
     until: date
     cells: dict[tuple[str, str, str], Counts] = field(default_factory=dict)
 
-    def add(self, day: str, alert_type: str, arm: str, *, confirmed: int = 0, expired: int = 0, open_: int = 0) -> None:
+    def add(
+        self, day: str, alert_type: str, arm: str, *, confirmed: int = 0, expired: int = 0, open_: int = 0
+    ) -> None:
         if not self.since.isoformat() <= day <= self.until.isoformat():
             return
         self.cells.setdefault((day, alert_type, arm), Counts()).add(Counts(confirmed, expired, open_))
@@ -156,7 +163,9 @@ class OutcomeStats:
         """Totals per type (all arms, or one), over every day or only days before `resolved_before`."""
         out: dict[str, Counts] = {}
         for (day, alert_type, cell_arm), counts in sorted(self.cells.items()):
-            if (arm is None or cell_arm == arm) and (resolved_before is None or day < resolved_before.isoformat()):
+            if (arm is None or cell_arm == arm) and (
+                resolved_before is None or day < resolved_before.isoformat()
+            ):
                 out.setdefault(alert_type, Counts()).add(counts)
         return out
 
@@ -167,13 +176,17 @@ class OutcomeStats:
     def as_json(self, today: date) -> dict[str, Any]:
         settled = settled_before(today)
         report: dict[str, Any] = {
-            "since": self.since.isoformat(), "until": self.until.isoformat(),
-            "settled_before": settled.isoformat(), "confirm_days": CONFIRM_DAYS,
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "settled_before": settled.isoformat(),
+            "confirm_days": CONFIRM_DAYS,
             "by_type": {t: c.as_json() for t, c in self.by_type().items()},
             "settled_by_type": {t: c.as_json() for t, c in self.by_type(resolved_before=settled).items()},
-        }  # fmt: skip
+        }
         if "control" in self.arms:
-            report["by_arm"] = {arm: {t: c.as_json() for t, c in self.by_type(arm, settled).items()} for arm in ARMS}
+            report["by_arm"] = {
+                arm: {t: c.as_json() for t, c in self.by_type(arm, settled).items()} for arm in ARMS
+            }
         return report
 
 
@@ -184,8 +197,11 @@ def settled_before(today: date) -> date:
 
 def live_precision(stats: OutcomeStats, today: date) -> dict[str, float]:
     """Per type, confirmed / resolved over the settled alert days of `stats` (the worker's gauge)."""
-    return {t: p for t, c in stats.by_type(resolved_before=settled_before(today)).items()
-            if (p := c.precision) is not None}  # fmt: skip
+    return {
+        t: p
+        for t, c in stats.by_type(resolved_before=settled_before(today)).items()
+        if (p := c.precision) is not None
+    }
 
 
 def precision_window(today: date, days: int = CONFIRM_DAYS) -> tuple[date, date]:
@@ -203,23 +219,47 @@ def format_stats(stats: OutcomeStats, today: date) -> str:
         total = Counts()
         for alert_type, c in by_type.items():
             total.add(c)
-            yield (f"{alert_type:<22} {c.alerts:>7} {c.confirmed:>9} {c.expired:>8} {c.open:>6} "
-                   f"{_pct(c.precision):>9}")  # fmt: skip
-        yield (f"{'ALL':<22} {total.alerts:>7} {total.confirmed:>9} {total.expired:>8} {total.open:>6} "
-               f"{_pct(total.precision):>9}")  # fmt: skip
+            yield (
+                f"{alert_type:<22} {c.alerts:>7} {c.confirmed:>9} {c.expired:>8} {c.open:>6} "
+                f"{_pct(c.precision):>9}"
+            )
+        yield (
+            f"{'ALL':<22} {total.alerts:>7} {total.confirmed:>9} {total.expired:>8} {total.open:>6} "
+            f"{_pct(total.precision):>9}"
+        )
 
-    lines = [f"alerts of {stats.since} .. {stats.until} (UTC days of their as_of), outcomes as of {today}", "",
-             head, "-" * len(head), *rows(stats.by_type())]  # fmt: skip
+    lines = [
+        f"alerts of {stats.since} .. {stats.until} (UTC days of their as_of), outcomes as of {today}",
+        "",
+        head,
+        "-" * len(head),
+        *rows(stats.by_type()),
+    ]
     if stats.since < settled:
-        lines += ["", f"settled: alerts before {settled}, every outcome known (live precision)", head, "-" * len(head),
-                  *rows(stats.by_type(resolved_before=settled))]  # fmt: skip
+        lines += [
+            "",
+            f"settled: alerts before {settled}, every outcome known (live precision)",
+            head,
+            "-" * len(head),
+            *rows(stats.by_type(resolved_before=settled)),
+        ]
     if "control" in stats.arms:
         for arm in ARMS:
-            lines += ["", f"{arm} arm, settled days", head, "-" * len(head), *rows(stats.by_type(arm, settled))]
-        lines.append("treatment alerts got interventions (some churn prevented): the control arm's precision is "
-                     "the model's own")  # fmt: skip
-    lines.append(f"\nconfirmed: churned within {CONFIRM_DAYS} days after the alert; expired: {CONFIRM_DAYS} days "
-                 "without churn; open: neither yet. Recent days' precision leans high (expiries come last).")  # fmt: skip
+            lines += [
+                "",
+                f"{arm} arm, settled days",
+                head,
+                "-" * len(head),
+                *rows(stats.by_type(arm, settled)),
+            ]
+        lines.append(
+            "treatment alerts got interventions (some churn prevented): the control arm's precision is "
+            "the model's own"
+        )
+    lines.append(
+        f"\nconfirmed: churned within {CONFIRM_DAYS} days after the alert; expired: {CONFIRM_DAYS} days "
+        "without churn; open: neither yet. Recent days' precision leans high (expiries come last)."
+    )
     return "\n".join(lines)
 
 

@@ -107,18 +107,33 @@ class DynamoDBOutcomes:
         high = record_sort_key_bound(churned_us + DAY_US)
         candidates: list[tuple[RecordKey, Resolution]] = []
         async for item in self._pages(
-            "reading the alert records of a churned customer", TableName=self._table, ConsistentRead=True,
+            "reading the alert records of a churned customer",
+            TableName=self._table,
+            ConsistentRead=True,
             KeyConditionExpression="customer_id = :c AND alert_type BETWEEN :low AND :high",
             ExpressionAttributeValues={":c": {"S": customer_id}, ":low": {"S": low}, ":high": {"S": high}},
-        ):  # fmt: skip
+        ):
             key = RecordKey.parse(item["alert_type"]["S"])
             as_of_us = int(item["as_of_us"]["N"])
             was = item.get("outcome", {}).get("S")
             if key is None or was == Outcome.CONFIRMED or not is_confirmed(as_of_us, churned_us):
                 continue
-            candidates.append((key, Resolution(customer_id, key.alert_type, key.arm, as_of_us, Outcome.CONFIRMED,
-                                               Outcome.EXPIRED if was == Outcome.EXPIRED else None)))  # fmt: skip
-        return [resolution for key, resolution in candidates if await self._resolve(resolution, key, churned_at)]
+            candidates.append(
+                (
+                    key,
+                    Resolution(
+                        customer_id,
+                        key.alert_type,
+                        key.arm,
+                        as_of_us,
+                        Outcome.CONFIRMED,
+                        Outcome.EXPIRED if was == Outcome.EXPIRED else None,
+                    ),
+                )
+            )
+        return [
+            resolution for key, resolution in candidates if await self._resolve(resolution, key, churned_at)
+        ]
 
     async def expire_due(self, now: datetime, limit: int) -> list[Resolution]:
         """Expire up to `limit` open records whose 30 days have passed without a churn."""
@@ -127,18 +142,27 @@ class DynamoDBOutcomes:
         for shard in shard_names(OUTCOME_SHARDS):
             if len(resolved) >= limit:
                 break
-            page = await self._call("finding expired alert records", lambda shard=shard: self._client.query(
-                TableName=self._table, IndexName=PENDING_INDEX,
-                KeyConditionExpression="pending_shard = :s AND lease_until_us <= :now",
-                ExpressionAttributeValues={":s": {"S": OUTCOME_SHARD_PREFIX + shard}, ":now": {"N": str(now_us)}},
-                Limit=limit - len(resolved),
-            ))  # fmt: skip
+            page = await self._call(
+                "finding expired alert records",
+                lambda shard=shard: self._client.query(
+                    TableName=self._table,
+                    IndexName=PENDING_INDEX,
+                    KeyConditionExpression="pending_shard = :s AND lease_until_us <= :now",
+                    ExpressionAttributeValues={
+                        ":s": {"S": OUTCOME_SHARD_PREFIX + shard},
+                        ":now": {"N": str(now_us)},
+                    },
+                    Limit=limit - len(resolved),
+                ),
+            )
             for item in page.get("Items", []):
                 key = RecordKey.parse(item["alert_type"]["S"])
                 if key is None:
                     continue
                 as_of_us = int(item["lease_until_us"]["N"]) - deadline_us(0)
-                resolution = Resolution(item["customer_id"]["S"], key.alert_type, key.arm, as_of_us, Outcome.EXPIRED)
+                resolution = Resolution(
+                    item["customer_id"]["S"], key.alert_type, key.arm, as_of_us, Outcome.EXPIRED
+                )
                 if await self._resolve(resolution, key, now):
                     resolved.append(resolution)
         return resolved
@@ -162,24 +186,38 @@ class DynamoDBOutcomes:
         day = day_of(resolution.as_of_us)
         expires = int(datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp()) + STATS_KEEP_DAYS * 86_400
         writes: list[TransactWriteItemTypeDef] = [
-            {"Update": {
-                "TableName": self._table,
-                "Key": {"customer_id": {"S": resolution.customer_id}, "alert_type": {"S": key.sort_key()}},
-                "UpdateExpression": f"{update} REMOVE pending_shard",  # out of the deadline index
-                "ConditionExpression": condition,
-                "ExpressionAttributeValues": values,
-            }},
-            {"Update": {
-                "TableName": self._table,
-                "Key": {"customer_id": {"S": STATS_PREFIX + day},
-                        "alert_type": {"S": f"{key.alert_type}#{key.arm}#{outcome_shard(resolution.customer_id)}"}},
-                "UpdateExpression": f"{counts} SET {TTL_ATTRIBUTE} = :ttl",
-                "ExpressionAttributeValues": {**counter_values, ":ttl": {"N": str(expires)}},
-            }},
-        ]  # fmt: skip
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {
+                        "customer_id": {"S": resolution.customer_id},
+                        "alert_type": {"S": key.sort_key()},
+                    },
+                    "UpdateExpression": f"{update} REMOVE pending_shard",  # out of the deadline index
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {
+                        "customer_id": {"S": STATS_PREFIX + day},
+                        "alert_type": {
+                            "S": f"{key.alert_type}#{key.arm}#{outcome_shard(resolution.customer_id)}"
+                        },
+                    },
+                    "UpdateExpression": f"{counts} SET {TTL_ATTRIBUTE} = :ttl",
+                    "ExpressionAttributeValues": {**counter_values, ":ttl": {"N": str(expires)}},
+                }
+            },
+        ]
         try:
-            await with_retries(lambda: self._client.transact_write_items(TransactItems=writes),
-                               resource=f"alert ledger table {self._table}", attempts=6)  # fmt: skip
+            await with_retries(
+                lambda: self._client.transact_write_items(TransactItems=writes),
+                resource=f"alert ledger table {self._table}",
+                attempts=6,
+            )
         except ClientError as exc:
             if classify(exc) is Failure.CONDITION_FAILED:
                 return False  # resolved meanwhile (by another worker, or the churn before the expiry)
@@ -192,23 +230,42 @@ class DynamoDBOutcomes:
         """Counters of the alert days `since` .. `until`, and the open records of those days."""
         stats = OutcomeStats(since, until)
         for day in days_between(since, until):
-            async for item in self._pages("reading alert counters", TableName=self._table,
-                                          KeyConditionExpression="customer_id = :day",
-                                          ExpressionAttributeValues={":day": {"S": STATS_PREFIX + day}}):  # fmt: skip
+            async for item in self._pages(
+                "reading alert counters",
+                TableName=self._table,
+                KeyConditionExpression="customer_id = :day",
+                ExpressionAttributeValues={":day": {"S": STATS_PREFIX + day}},
+            ):
                 alert_type, arm, _ = item["alert_type"]["S"].split("#")
-                stats.add(day, alert_type, arm, confirmed=int(item.get("confirmed", {}).get("N", 0)),
-                          expired=int(item.get("expired", {}).get("N", 0)))  # fmt: skip
+                stats.add(
+                    day,
+                    alert_type,
+                    arm,
+                    confirmed=int(item.get("confirmed", {}).get("N", 0)),
+                    expired=int(item.get("expired", {}).get("N", 0)),
+                )
         low = deadline_us(to_us(datetime.fromisoformat(since.isoformat() + "T00:00:00+00:00")))
         high = deadline_us(to_us(datetime.fromisoformat(until.isoformat() + "T00:00:00+00:00")) + DAY_US)
         for shard in shard_names(OUTCOME_SHARDS):
-            async for item in self._pages("counting open alert records", TableName=self._table, IndexName=PENDING_INDEX,
-                                          KeyConditionExpression="pending_shard = :s AND lease_until_us BETWEEN :low AND :high",
-                                          ExpressionAttributeValues={":s": {"S": OUTCOME_SHARD_PREFIX + shard},
-                                                                     ":low": {"N": str(low)},
-                                                                     ":high": {"N": str(high - 1)}}):  # fmt: skip
+            async for item in self._pages(
+                "counting open alert records",
+                TableName=self._table,
+                IndexName=PENDING_INDEX,
+                KeyConditionExpression="pending_shard = :s AND lease_until_us BETWEEN :low AND :high",
+                ExpressionAttributeValues={
+                    ":s": {"S": OUTCOME_SHARD_PREFIX + shard},
+                    ":low": {"N": str(low)},
+                    ":high": {"N": str(high - 1)},
+                },
+            ):
                 key = RecordKey.parse(item["alert_type"]["S"])
                 if key is not None:
-                    stats.add(day_of(int(item["lease_until_us"]["N"]) - deadline_us(0)), key.alert_type, key.arm, open_=1)
+                    stats.add(
+                        day_of(int(item["lease_until_us"]["N"]) - deadline_us(0)),
+                        key.alert_type,
+                        key.arm,
+                        open_=1,
+                    )
         return stats
 
     async def scan_records(self, since_us: int, until_us: int) -> AsyncIterator[dict[str, Any]]:
@@ -216,19 +273,29 @@ class DynamoDBOutcomes:
         whole table, for `churn-worker uplift --ledger` only (an offline read, billed by the table's
         size: use `--alerts FILE` for large tables)."""
         async for item in self._pages(
-            "reading alert records", scan=True, TableName=self._table,
+            "reading alert records",
+            scan=True,
+            TableName=self._table,
             FilterExpression="begins_with(alert_type, :prefix) AND as_of_us BETWEEN :since AND :until",
-            ExpressionAttributeValues={":prefix": {"S": "#alert#"}, ":since": {"N": str(since_us)},
-                                       ":until": {"N": str(until_us)}},
-        ):  # fmt: skip
+            ExpressionAttributeValues={
+                ":prefix": {"S": "#alert#"},
+                ":since": {"N": str(since_us)},
+                ":until": {"N": str(until_us)},
+            },
+        ):
             key = RecordKey.parse(item["alert_type"]["S"])
             if key is None:
                 continue
-            yield {"customer_id": item["customer_id"]["S"], "type": key.alert_type, "arm": key.arm,
-                   "as_of": item["as_of"]["S"], "alert_id": item["alert_id"]["S"],
-                   "model_version": item.get("model_version", {}).get("S"),
-                   "feature_hash": item.get("feature_hash", {}).get("S"),
-                   "outcome": item.get("outcome", {}).get("S")}  # fmt: skip
+            yield {
+                "customer_id": item["customer_id"]["S"],
+                "type": key.alert_type,
+                "arm": key.arm,
+                "as_of": item["as_of"]["S"],
+                "alert_id": item["alert_id"]["S"],
+                "model_version": item.get("model_version", {}).get("S"),
+                "feature_hash": item.get("feature_hash", {}).get("S"),
+                "outcome": item.get("outcome", {}).get("S"),
+            }
 
     async def _pages(self, what: str, scan: bool = False, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         call = self._client.scan if scan else self._client.query

@@ -105,8 +105,14 @@ def _provenance(alert: Alert) -> dict[str, Any]:
 class _Failed(Exception):
     """A claim transaction did not go through: why, and the alert record as it was (if known)."""
 
-    def __init__(self, kind: Failure, churned: bool = False, condition_failed: bool = False,
-                 item: dict[str, Any] | None = None, ambiguous: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kind: Failure,
+        churned: bool = False,
+        condition_failed: bool = False,
+        item: dict[str, Any] | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(kind.value)
         self.kind = kind
         self.churned = churned
@@ -197,8 +203,11 @@ class DynamoDBAlertLedger(Batching):
             fresh = alert.with_window(now)
             try:
                 # The claim and its alert record (worker/alerts/dynamodb_alert_outcomes.py) in one transaction.
-                await self._transact(alert.customer_id, self._claim_put(fresh, now, cooldown, token),
-                                     record_put(self._table, fresh, _provenance(fresh)))  # fmt: skip
+                await self._transact(
+                    alert.customer_id,
+                    self._claim_put(fresh, now, cooldown, token),
+                    record_put(self._table, fresh, _provenance(fresh)),
+                )
                 return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)
             except _Failed as failed:
                 if failed.churned:
@@ -226,7 +235,9 @@ class DynamoDBAlertLedger(Batching):
             f"on {self._table} (conflicts or throttling); will retry later"
         )
 
-    def _claim_put(self, alert: Alert, now: datetime, cooldown: timedelta, token: str) -> TransactWriteItemTypeDef:
+    def _claim_put(
+        self, alert: Alert, now: datetime, cooldown: timedelta, token: str
+    ) -> TransactWriteItemTypeDef:
         assert alert.window_start is not None
         expires = alert.window_start + cooldown + TTL_SLACK
         item: dict[str, Any] = {
@@ -298,16 +309,22 @@ class DynamoDBAlertLedger(Batching):
             UpdateExpression="SET lease_until_us = :lease_until_us",
             ConditionExpression=STILL_OUR_CLAIM,
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":token": {"S": claim.token}, ":pending": {"S": "pending"},
-                                       ":lease_until_us": {"N": str(to_us(now + self._lease))}},
-        )  # fmt: skip
+            ExpressionAttributeValues={
+                ":token": {"S": claim.token},
+                ":pending": {"S": "pending"},
+                ":lease_until_us": {"N": str(to_us(now + self._lease))},
+            },
+        )
         return Claim(claim.status, claim.alert, claim.token, now + self._lease) if renewed else None
 
-    async def _transact(self, customer_id: str, write: TransactWriteItemTypeDef,
-                        *more: TransactWriteItemTypeDef) -> None:  # fmt: skip
+    async def _transact(
+        self, customer_id: str, write: TransactWriteItemTypeDef, *more: TransactWriteItemTypeDef
+    ) -> None:
         """`write` (and `more`) conditional on the customer not having churned, in one transaction."""
         try:
-            await self._client.transact_write_items(TransactItems=[self._not_churned(customer_id), write, *more])
+            await self._client.transact_write_items(
+                TransactItems=[self._not_churned(customer_id), write, *more]
+            )
         except ClientError as exc:
             kind = classify(exc)
             if kind is Failure.FATAL:
@@ -320,8 +337,12 @@ class DynamoDBAlertLedger(Batching):
             response: Any = exc.response
             reasons = list(response.get("CancellationReasons") or [])
             item = reasons[1].get("Item") if len(reasons) == 2 + len(more) else None
-            raise _Failed(kind, churned=churn_reason in CONDITION_CODES,
-                          condition_failed=claim_reason in CONDITION_CODES, item=item) from None  # fmt: skip
+            raise _Failed(
+                kind,
+                churned=churn_reason in CONDITION_CODES,
+                condition_failed=claim_reason in CONDITION_CODES,
+                item=item,
+            ) from None
         except (BotoCoreError, OSError, TimeoutError):
             raise _Failed(Failure.TRANSIENT, ambiguous=True) from None
 
@@ -329,7 +350,9 @@ class DynamoDBAlertLedger(Batching):
         try:
             response = await with_retries(
                 lambda: self._client.get_item(
-                    TableName=self._table, Key=self._key(alert.customer_id, alert.alert_type.value), ConsistentRead=True
+                    TableName=self._table,
+                    Key=self._key(alert.customer_id, alert.alert_type.value),
+                    ConsistentRead=True,
                 ),
                 resource=f"alert ledger table {self._table}",
             )
@@ -353,8 +376,10 @@ class DynamoDBAlertLedger(Batching):
         """One conditional UpdateItem, retried when throttled or transient. False: the condition
         did not hold (when `condition_ok`, that is an answer, not an error)."""
         try:
-            await with_retries(lambda: self._client.update_item(TableName=self._table, **kwargs),
-                               resource=f"alert ledger table {self._table}")  # fmt: skip
+            await with_retries(
+                lambda: self._client.update_item(TableName=self._table, **kwargs),
+                resource=f"alert ledger table {self._table}",
+            )
         except ClientError as exc:
             if condition_ok and classify(exc) is Failure.CONDITION_FAILED:
                 return False
@@ -389,8 +414,11 @@ class DynamoDBAlertLedger(Batching):
                 UpdateExpression="SET lease_until_us = :now_us",
                 ConditionExpression=SAME_UNSENT_CLAIM,
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":alert_id": {"S": alert.alert_id}, ":pending": {"S": "pending"},
-                                           ":now_us": {"N": str(to_us(utc(now)))}},
+                ExpressionAttributeValues={
+                    ":alert_id": {"S": alert.alert_id},
+                    ":pending": {"S": "pending"},
+                    ":now_us": {"N": str(to_us(utc(now)))},
+                },
             )
 
     async def abandoned(self, now: datetime, limit: int) -> list[Claim]:
@@ -403,13 +431,14 @@ class DynamoDBAlertLedger(Batching):
                 break
             response = await with_retries(
                 lambda shard=shard: self._client.query(  # type: ignore[misc]
-                    TableName=self._table, IndexName=PENDING_INDEX,
+                    TableName=self._table,
+                    IndexName=PENDING_INDEX,
                     KeyConditionExpression=f"{PENDING_SHARD} = :shard AND lease_until_us <= :now_us",
                     ExpressionAttributeValues={":shard": {"S": shard}, ":now_us": {"N": str(to_us(now))}},
                     Limit=limit - len(claims),
                 ),
                 resource=f"alert ledger table {self._table} (index {PENDING_INDEX})",
-            )  # fmt: skip
+            )
             for key in response.get("Items", []):
                 alert_type = key["alert_type"]["S"]
                 item = await self._get_key(key["customer_id"]["S"], alert_type)
@@ -452,8 +481,11 @@ class DynamoDBAlertLedger(Batching):
             await with_retries(
                 lambda: self._client.put_item(
                     TableName=self._table,
-                    Item={**self._key(customer_id, CHURN_MARKER), "churned_at": {"S": iso(at)},
-                          "churned_at_us": {"N": str(to_us(at))}},
+                    Item={
+                        **self._key(customer_id, CHURN_MARKER),
+                        "churned_at": {"S": iso(at)},
+                        "churned_at_us": {"N": str(to_us(at))},
+                    },
                     ConditionExpression=NEWER_CHURN,
                     ExpressionAttributeValues={":churned_at_us": {"N": str(to_us(at))}},
                 ),
@@ -462,9 +494,13 @@ class DynamoDBAlertLedger(Batching):
         except ClientError as exc:
             if classify(exc) is Failure.CONDITION_FAILED:
                 return  # this churn, or a newer one, is recorded already
-            raise AlertLedgerError(f"recording churn of {customer_id} in {self._table}: {error_text(exc)}") from exc
+            raise AlertLedgerError(
+                f"recording churn of {customer_id} in {self._table}: {error_text(exc)}"
+            ) from exc
         except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise AlertLedgerError(f"recording churn of {customer_id} in {self._table}: {error_text(exc)}") from exc
+            raise AlertLedgerError(
+                f"recording churn of {customer_id} in {self._table}: {error_text(exc)}"
+            ) from exc
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         churned_us, returned_us = return_times(churned_at, signed_up_at)
@@ -486,4 +522,6 @@ class DynamoDBAlertLedger(Batching):
 async def create_alert_table(client: DynamoDBClient, table: str) -> bool:
     """Create the ledger table with TTL on `expires_at` and the `pending` index, if missing (an
     existing table gets the index). True when the table was created now."""
-    return await ensure_table(client, table, "customer_id", "alert_type", TTL_ATTRIBUTE, indexes=[PENDING_INDEX_SPEC])
+    return await ensure_table(
+        client, table, "customer_id", "alert_type", TTL_ATTRIBUTE, indexes=[PENDING_INDEX_SPEC]
+    )

@@ -31,10 +31,15 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    control_fraction: float = Field(default=0.0, ge=0.0, lt=1.0,
-                                    description="share of (customer, alert type) pairs held out as control")  # fmt: skip
-    salt: str = Field(default="churn-alerts", min_length=1, max_length=200,
-                      description="changing it starts a new, independent assignment")  # fmt: skip
+    control_fraction: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="share of (customer, alert type) pairs held out as control"
+    )
+    salt: str = Field(
+        default="churn-alerts",
+        min_length=1,
+        max_length=200,
+        description="changing it starts a new, independent assignment",
+    )
 
     @property
     def active(self) -> bool:

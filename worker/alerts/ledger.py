@@ -43,7 +43,9 @@ class _Record:
     sent: bool
     lease_until: datetime
     dropped: bool = False  # pending when its customer churned: never sent, out of the sweep
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)  # who holds the claim (new at each take-over)
+    token: str = field(
+        default_factory=lambda: uuid.uuid4().hex
+    )  # who holds the claim (new at each take-over)
 
     def held(self, status: ClaimStatus) -> Claim:
         return Claim(status, self.alert, self.token, self.lease_until)
@@ -81,8 +83,12 @@ class MemoryAlertLedger(Batching):
         key = (alert.customer_id, alert.alert_type.value)
         record = self.records.get(key)
         if record is None or record.alert.window_start is None or record.alert.window_start + cooldown <= now:
-            record = self.records[key] = _Record(alert.with_window(now), sent=False, lease_until=now + self.lease)
-            self.history.setdefault(alert.customer_id, []).append(_AlertRecord(record.alert, to_us(utc(alert.as_of))))
+            record = self.records[key] = _Record(
+                alert.with_window(now), sent=False, lease_until=now + self.lease
+            )
+            self.history.setdefault(alert.customer_id, []).append(
+                _AlertRecord(record.alert, to_us(utc(alert.as_of)))
+            )
             return record.held(ClaimStatus.NEW)
         if record.sent:
             return Claim(ClaimStatus.SUPPRESSED, record.alert)
@@ -144,7 +150,9 @@ class MemoryAlertLedger(Batching):
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         churned_us, returned_us = return_times(churned_at, signed_up_at)
         marker = self.churned.get(customer_id)
-        if marker is None or (marker[0] <= churned_us and (marker[1] is None or marker[1] < returned_us)):  # NEWER_RETURN
+        if marker is None or (
+            marker[0] <= churned_us and (marker[1] is None or marker[1] < returned_us)
+        ):  # NEWER_RETURN
             self.churned[customer_id] = (churned_us, returned_us)
 
     async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
@@ -157,14 +165,23 @@ class MemoryAlertLedger(Batching):
 
     async def expire_outcomes(self, now: datetime, limit: int) -> list[Resolution]:
         now_us = to_us(utc(now))
-        due = sorted((r for records in self.history.values() for r in records
-                      if r.outcome is None and deadline_us(r.as_of_us) <= now_us), key=lambda r: r.as_of_us)  # fmt: skip
+        due = sorted(
+            (
+                r
+                for records in self.history.values()
+                for r in records
+                if r.outcome is None and deadline_us(r.as_of_us) <= now_us
+            ),
+            key=lambda r: r.as_of_us,
+        )
         return [self._resolve(record, Outcome.EXPIRED) for record in due[:limit]]
 
     def _resolve(self, record: _AlertRecord, outcome: Outcome) -> Resolution:
         was, record.outcome = record.outcome, outcome
         alert = record.alert
-        counts = self.counters.setdefault((day_of(record.as_of_us), alert.alert_type.value, alert.arm), [0, 0])
+        counts = self.counters.setdefault(
+            (day_of(record.as_of_us), alert.alert_type.value, alert.arm), [0, 0]
+        )
         counts[0 if outcome is Outcome.CONFIRMED else 1] += 1
         if was is Outcome.EXPIRED:
             counts[1] -= 1
@@ -177,5 +194,7 @@ class MemoryAlertLedger(Batching):
         for records in self.history.values():
             for record in records:
                 if record.outcome is None:
-                    stats.add(day_of(record.as_of_us), record.alert.alert_type.value, record.alert.arm, open_=1)
+                    stats.add(
+                        day_of(record.as_of_us), record.alert.alert_type.value, record.alert.arm, open_=1
+                    )
         return stats

@@ -79,10 +79,14 @@ class SnsAlertPublisher:
     async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
         stamped = [alert.published_at(self._clock()) for alert in _unique(alerts)]
         chunks = [stamped[i : i + BATCH_SIZE] for i in range(0, len(stamped), BATCH_SIZE)]
-        outcomes = await asyncio.gather(*(self._publish_chunk(chunk) for chunk in chunks), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(self._publish_chunk(chunk) for chunk in chunks), return_exceptions=True
+        )
         results: list[tuple[list[Alert], list[tuple[Alert, str]]]] = []
         for chunk, outcome in zip(chunks, outcomes, strict=True):
-            if isinstance(outcome, BaseException):  # a bug or a fatal error in one chunk: the others' results stand
+            if isinstance(
+                outcome, BaseException
+            ):  # a bug or a fatal error in one chunk: the others' results stand
                 if isinstance(outcome, asyncio.CancelledError):
                     raise outcome
                 results.append(([], [(alert, error_text(outcome)) for alert in chunk]))

@@ -368,8 +368,16 @@ def route_alerts(
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
-    x = _Input(customer_id, features, predictions, as_of.astimezone(UTC), customer_tier, model_version,
-               trigger, feature_hash)  # fmt: skip
+    x = _Input(
+        customer_id,
+        features,
+        predictions,
+        as_of.astimezone(UTC),
+        customer_tier,
+        model_version,
+        trigger,
+        feature_hash,
+    )
     alerts: list[Alert | None] = [
         rule(x, config) for alert_type, rule in RULES_WITHOUT_MODEL if config.rule(alert_type).enabled
     ]

@@ -217,7 +217,9 @@ class KinesisSource:
 
     async def deliveries(self) -> AsyncIterator[Delivery]:
         if self._coordinator is not None or self._stopped:
-            raise RuntimeError("KinesisSource.deliveries() runs once per source; make a new source to restart")
+            raise RuntimeError(
+                "KinesisSource.deliveries() runs once per source; make a new source to restart"
+            )
         self._coordinator = asyncio.create_task(self._coordinate())
         try:
             while True:
@@ -267,7 +269,10 @@ class KinesisSource:
         try:
             await asyncio.wait_for(releases, timeout=max(0.1, deadline - self._monotonic()))
         except TimeoutError:  # the leases will expire instead: a slower takeover, nothing lost
-            log.warning("kinesis leases not released before the stop deadline", shards=[s.lease.shard_id for s in shards])
+            log.warning(
+                "kinesis leases not released before the stop deadline",
+                shards=[s.lease.shard_id for s in shards],
+            )
         self._gauge()
         self._queue.put_nowait(None)
         log.info("kinesis source stopped", worker_id=self.worker_id, stream=self._stream)
@@ -300,14 +305,20 @@ class KinesisSource:
 
     def _is_poison(self, shard: _Shard, records: Sequence[Record]) -> bool:
         alone = len({record.handle for record in records}) == 1
-        waited = shard.failing_since is not None and self._monotonic() - shard.failing_since >= self._poison_after
+        waited = (
+            shard.failing_since is not None and self._monotonic() - shard.failing_since >= self._poison_after
+        )
         return alone and shard.failures >= self._poison_attempts and waited
 
     async def _park(self, shard: _Shard, records: Sequence[Record]) -> str:
         """Dead-letter a record that failed `poison_attempts` times, alone, and move past it."""
         if self._dead_letters is None:
-            log.error("kinesis record keeps failing and no dead-letter queue is configured; retrying",
-                      shard=shard.lease.shard_id, source_id=records[0].source_id, failures=shard.failures)  # fmt: skip
+            log.error(
+                "kinesis record keeps failing and no dead-letter queue is configured; retrying",
+                shard=shard.lease.shard_id,
+                source_id=records[0].source_id,
+                failures=shard.failures,
+            )
             return RETRY
         detail = f"failed {shard.failures} deliveries in a row; parked so the shard moves on"
         try:
@@ -316,8 +327,12 @@ class KinesisSource:
         except Exception as exc:  # the DLQ is down too: keep the record, try again later
             log.warning("dead-letter queue unavailable; record kept", error=error_text(exc))
             return RETRY
-        log.error("kinesis record parked in the dead-letter queue", shard=shard.lease.shard_id,
-                  source_id=records[0].source_id, failures=shard.failures)  # fmt: skip
+        log.error(
+            "kinesis record parked in the dead-letter queue",
+            shard=shard.lease.shard_id,
+            source_id=records[0].source_id,
+            failures=shard.failures,
+        )
         self._count("records_parked", len(records))
         shard.failures, shard.failing_since = 0, None
         return await self._checkpoint_if_after(shard, str(records[-1].handle))
@@ -342,24 +357,38 @@ class KinesisSource:
                         self._fail(exc, f"lease table {self._leases.table}")
                         return RETRY
                     retry = kind in (Failure.THROTTLED, Failure.TRANSIENT, Failure.CONFLICT)
-                    if not retry or attempt + 1 == CHECKPOINT_ATTEMPTS or self._monotonic() >= shard.valid_until:
-                        log.warning("kinesis checkpoint failed; records read again",
-                                    shard=shard.lease.shard_id, error=error_text(exc))  # fmt: skip
+                    if (
+                        not retry
+                        or attempt + 1 == CHECKPOINT_ATTEMPTS
+                        or self._monotonic() >= shard.valid_until
+                    ):
+                        log.warning(
+                            "kinesis checkpoint failed; records read again",
+                            shard=shard.lease.shard_id,
+                            error=error_text(exc),
+                        )
                         return RETRY
                     written = None
                 if written is False:
                     self._count("checkpoints_refused")
-                    log.warning("kinesis checkpoint refused: lease lost; dropping shard", shard=shard.lease.shard_id)
+                    log.warning(
+                        "kinesis checkpoint refused: lease lost; dropping shard", shard=shard.lease.shard_id
+                    )
                     self._drop(shard, lost=True)
                     return LOST
                 if written:
                     shard.lease = replace(shard.lease, checkpoint=sequence)
-                    shard.attempts = {} if sequence == SHARD_END else {
-                        seq: n for seq, n in shard.attempts.items() if is_after(seq, sequence)}  # fmt: skip
+                    shard.attempts = (
+                        {}
+                        if sequence == SHARD_END
+                        else {seq: n for seq, n in shard.attempts.items() if is_after(seq, sequence)}
+                    )
                     self._count("checkpoints")
                     return DONE
             self._count("checkpoints_retried")  # throttled or no answer: the same write again, later
-            await asyncio.sleep(min(MAX_BACKOFF, self._throttle_backoff * 2**attempt) * random.uniform(0.5, 1))
+            await asyncio.sleep(
+                min(MAX_BACKOFF, self._throttle_backoff * 2**attempt) * random.uniform(0.5, 1)
+            )
         return RETRY
 
     # --- one shard ------------------------------------------------------------------------------
@@ -373,8 +402,11 @@ class KinesisSource:
             if is_fatal(exc):
                 self._fail(exc, f"Kinesis stream {self._stream}")
                 return
-            log.warning("kinesis shard reader failed; lease released", shard=shard.lease.shard_id,
-                        error=error_text(exc))  # fmt: skip
+            log.warning(
+                "kinesis shard reader failed; lease released",
+                shard=shard.lease.shard_id,
+                error=error_text(exc),
+            )
             await self._give_up(shard)
         except Exception:  # a bug or an outage: let this or another worker take it again
             log.exception("kinesis shard reader crashed; lease released", shard=shard.lease.shard_id)
@@ -416,7 +448,10 @@ class KinesisSource:
                 self._sink.set(
                     "kinesis_millis_behind_latest", max(self.metrics.millis_behind_latest.values())
                 )
-            units = [(str(raw.get("PartitionKey", "")), self._records(shard, raw)) for raw in response.get("Records", [])]
+            units = [
+                (str(raw.get("PartitionKey", "")), self._records(shard, raw))
+                for raw in response.get("Records", [])
+            ]
             next_iterator = response.get("NextShardIterator")
             retry_at: str | None = None
             for records in split_by_key(units, self._max_per_key):
@@ -428,11 +463,17 @@ class KinesisSource:
                 if outcome == RETRY:
                     retry_at = str(records[0].handle)
                     break
-                position = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": str(records[-1].handle)}
+                position = {
+                    "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                    "StartingSequenceNumber": str(records[-1].handle),
+                }
             if retry_at is not None:
                 await asyncio.sleep(self._retry_delay(shard))
-                position = iterator_arguments(shard.lease) if shard.lease.checkpoint else {
-                    "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": retry_at}  # fmt: skip
+                position = (
+                    iterator_arguments(shard.lease)
+                    if shard.lease.checkpoint
+                    else {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": retry_at}
+                )
                 iterator = None
                 continue
             if next_iterator is None:  # a closed shard, read to its end
@@ -555,7 +596,9 @@ class KinesisSource:
             if await self._take(lease) is not None:
                 self._count("leases_taken")
         if plan.steal is not None and (taken := await self._take(plan.steal)) is not None:
-            log.info("kinesis lease stolen", shard=taken.shard_id, from_worker=plan.steal.owner, target=plan.target)
+            log.info(
+                "kinesis lease stolen", shard=taken.shard_id, from_worker=plan.steal.owner, target=plan.target
+            )
             self._count("leases_stolen")
         self._gauge()
 
@@ -579,8 +622,11 @@ class KinesisSource:
                 # Throttled or no answer: not a lost lease. Keep reading until our own validity
                 # ends; past it, others may have taken it (they watched the counter stand still).
                 if self._monotonic() >= shard.valid_until:
-                    log.warning("kinesis lease not renewed in time; dropping", shard=shard.lease.shard_id,
-                                error=error_text(exc))  # fmt: skip
+                    log.warning(
+                        "kinesis lease not renewed in time; dropping",
+                        shard=shard.lease.shard_id,
+                        error=error_text(exc),
+                    )
                     self._drop(shard, lost=True)
                 return
             if renewed is None:
@@ -605,8 +651,12 @@ class KinesisSource:
                     p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p
                 )
                 closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
-                lease = Lease(shard["ShardId"], parents=parents, start=self._start if bootstrap else "TRIM_HORIZON",
-                              start_at=self._start_at if bootstrap else None)  # fmt: skip
+                lease = Lease(
+                    shard["ShardId"],
+                    parents=parents,
+                    start=self._start if bootstrap else "TRIM_HORIZON",
+                    start_at=self._start_at if bootstrap else None,
+                )
                 if bootstrap and closed and self._start == "LATEST":
                     lease = replace(lease, checkpoint=SHARD_END)  # nothing past its end will ever come
                 created = await self._leases.create(lease) or created

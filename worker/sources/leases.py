@@ -132,7 +132,9 @@ class Observations:
                 fresh[sid] = (lease.counter, now)  # moved, or new to us and owned: renewed as of now
         self._leases = fresh
         self._beats = {
-            worker: self._beats[worker] if worker in self._beats and self._beats[worker][0] == beat else (beat, now)
+            worker: self._beats[worker]
+            if worker in self._beats and self._beats[worker][0] == beat
+            else (beat, now)
             for worker, beat in heartbeats.items()
         }
 
@@ -155,7 +157,9 @@ class Observations:
 def live_workers(me: str, leases: Iterable[Lease], beating: Iterable[str], expired: set[str]) -> set[str]:
     """Workers holding an unexpired lease or beating a heartbeat, and always this one."""
     live = {me} | set(beating)
-    return live | {lease.owner for lease in leases if lease.owner is not None and lease.shard_id not in expired}
+    return live | {
+        lease.owner for lease in leases if lease.owner is not None and lease.shard_id not in expired
+    }
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,11 @@ class LeaseTable:
         """Take (or steal) `lease` as read in a scan. The lease as written, checkpoint included
         (the previous owner may have moved it since the scan), or None if someone was faster."""
         return await self._update(
-            lease, LEASE_UNCHANGED_SINCE_SCAN, {":seen": {"N": str(lease.counter)}}, now, owner=self.worker_id,
+            lease,
+            LEASE_UNCHANGED_SINCE_SCAN,
+            {":seen": {"N": str(lease.counter)}},
+            now,
+            owner=self.worker_id,
             read_back=True,
         )
 
@@ -333,7 +341,12 @@ class LeaseTable:
         return {":me": {"S": self.worker_id}, ":held": {"N": str(lease.counter)}}
 
     async def _update(
-        self, lease: Lease, condition: str, values: dict[str, Any], now: float, owner: str | None,
+        self,
+        lease: Lease,
+        condition: str,
+        values: dict[str, Any],
+        now: float,
+        owner: str | None,
         read_back: bool = False,
     ) -> Lease | None:
         counter = lease.counter + 1

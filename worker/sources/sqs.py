@@ -170,7 +170,9 @@ class SqsSource:
                     return
                 delay = backoff_delay(failures, 0.5, 30.0)
                 failures += 1
-                log.warning("sqs receive failed", poller=poller, error=error_text(exc), retry_in_s=round(delay, 1))
+                log.warning(
+                    "sqs receive failed", poller=poller, error=error_text(exc), retry_in_s=round(delay, 1)
+                )
                 await asyncio.sleep(delay)
                 continue
             messages = response.get("Messages", [])
@@ -205,14 +207,18 @@ class SqsSource:
                 try:
                     if operation == "delete_message_batch":
                         response: Any = await self._client.delete_message_batch(
-                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]  # built above
+                            QueueUrl=self._queue_url,
+                            Entries=chunk,  # type: ignore[arg-type]  # built above
                         )
                     else:
                         response = await self._client.change_message_visibility_batch(
-                            QueueUrl=self._queue_url, Entries=chunk  # type: ignore[arg-type]
+                            QueueUrl=self._queue_url,
+                            Entries=chunk,  # type: ignore[arg-type]
                         )
                 except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-                    log.warning("sqs batch call failed", operation=operation, error=error_text(exc), attempt=attempt)
+                    log.warning(
+                        "sqs batch call failed", operation=operation, error=error_text(exc), attempt=attempt
+                    )
                     await backoff(attempt, 0.2)
                     continue
                 failed = {f["Id"] for f in response.get("Failed", []) if not f.get("SenderFault")}
@@ -243,7 +249,9 @@ class SqsDeadLetterQueue:
             "body_encoding": {"DataType": "String", "StringValue": encoding},
         }
         try:
-            await self._client.send_message(QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes)
+            await self._client.send_message(
+                QueueUrl=self._queue_url, MessageBody=body, MessageAttributes=attributes
+            )
         except (ClientError, BotoCoreError) as exc:
             if is_fatal(exc):  # no such queue, access denied: every bad record would wait forever
                 raise fatal_error(exc, f"dead-letter queue {self._queue_url}") from exc
