@@ -38,7 +38,7 @@ lint: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/ruff format --check $(SOURCES)
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/mypy plumbing features worker
+	$(VENV)/bin/mypy plumbing features model worker jobs cli
 	$(TOOLS)/bin/cfn-lint infra/*.yaml
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(TOOLS)/bin/python infra/checkov_all.py infra/*.yaml Dockerfile
 	@if [ -x $(TOOLS)/bin/hadolint ]; then $(TOOLS)/bin/hadolint Dockerfile; \

@@ -1,7 +1,7 @@
 """Backtest figures: `churn-worker backtest`'s loop over the simulator's 10,000 customers x 90 days
-(1.29 M events; issue 5 asks for 1,000,000, so seconds per million are printed too), in process,
+(1.29 M events; the target is set for 1,000,000, so seconds per million are printed too), in process,
 with the default model bundle: events/s, seconds, batches, scored rows and peak memory
-(ru_maxrss). Target (issue 5): under 2 minutes and 2 GiB on this machine.
+(ru_maxrss). Target (docs/performance.md): under 2 minutes and 2 GiB on this machine.
 
 The simulated file is generated once and cached ($CHURN_BENCH_CACHE, else the system temp dir).
 Wall seconds on a machine shared with other work say little, so CPU seconds (user + system, this

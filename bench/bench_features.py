@@ -1,7 +1,7 @@
 """Feature-store figures: window updates and feature computation (memory store, one core), and
 DynamoDB requests per 1,000 events on a simulated workload against moto's server.
 
-Targets (issue 2): >= 20,000 events/s in memory; <= 1 write request per customer-day touched per batch.
+Targets (docs/performance.md): >= 20,000 events/s in memory; <= 1 write request per customer-day touched per batch.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.training import model_cache
 from model.bundle import default_bundle_dir, is_bundle, load_bundle
 from model.training import quiet_tensorflow, train_tiny_bundle
 
@@ -30,7 +31,7 @@ def feature_rows(customers: int, days: int, seed: int) -> np.ndarray:
     from model.datasources import simulated_log
     from model.owndata import BuildOptions, build_examples
 
-    events, outcomes = simulated_log(customers, days, seed)
+    events, outcomes = simulated_log(customers, days, seed, cache=model_cache())
     examples, _ = build_examples(str(events), outcomes, BuildOptions(mode="evaluation"), say=lambda m: None)
     return examples.x.astype(np.float64)
 
@@ -121,7 +122,8 @@ def main() -> int:
     # Real feature vectors: the simulator's customers through the feature code (cached after one run).
     rows = feature_rows(customers=400, days=90, seed=1)[:1000]
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = args.bundle or (default_bundle_dir() if is_bundle(default_bundle_dir()) else None)
+        default = default_bundle_dir(model_cache())
+        bundle_dir = args.bundle or (default if is_bundle(default) else None)
         if bundle_dir is None:
             print("no default bundle: timing a tiny one (same architecture)")
             bundle_dir = train_tiny_bundle(Path(tmp) / "bundle")

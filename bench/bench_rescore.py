@@ -1,4 +1,4 @@
-"""Re-scoring quiet customers (issue 11): what it costs, printed.
+"""Re-scoring quiet customers: what it costs, printed.
 
 1. Requests and CPU per re-scored customer, with the real adapters against moto (a process of its
    own): simulated customers' history in the feature table, the clock moved one interval on, and

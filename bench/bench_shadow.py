@@ -1,4 +1,4 @@
-"""The shadow model's cost to the live path (issue 12): pipeline batches through the real `Pipeline`
+"""The shadow model's cost to the live path: pipeline batches through the real `Pipeline`
 with in-memory twins and an endpoint stand-in answering in 15 ms, four batches in flight as the
 worker runs them, with no shadow, a shadow answering like the live model, a shadow that is down
 (fails at once), and one that hangs (never answers; 5 s timeout). Prints each batch's latency

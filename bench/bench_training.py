@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jobs.training import model_cache
 from model.datasources import DEFAULT_CUSTOMERS, DEFAULT_DAYS, simulated_log
 
 
@@ -43,7 +44,7 @@ def main() -> int:
 
         events, outcomes = cached_alt_events(args.customers, args.days)
     else:
-        events, outcomes = simulated_log(args.customers, args.days, seed=42)
+        events, outcomes = simulated_log(args.customers, args.days, seed=42, cache=model_cache())
     with __import__("gzip").open(events, "rt") if events.suffix == ".gz" else events.open() as handle:
         lines = sum(1 for _ in handle)
     print(f"log: {events} ({lines:,} lines, {args.customers:,} customers over {args.days} days)")

@@ -1,6 +1,6 @@
 """Does training on one set of customers transfer to others, and to another marketplace?
 
-The maintainers' check for issue 9, scripted, on both of our generators (the simulator and the
+The maintainers' transfer check, scripted, on both of our generators (the simulator and the
 structurally different `model/altsim.py`):
 
 1. Generate a log, split it by customer: the first half of the customers to appear (A) and the

@@ -7,7 +7,7 @@ process of its own, as `churn-worker local` runs them):
   SNS publish of the alert);
 - AWS requests per 1,000 events by service, and SageMaker invocations per event.
 
-Targets (issue 4): <= 0.05 SageMaker invocations per event on a batched workload; p95
+Targets (docs/performance.md): <= 0.05 SageMaker invocations per event on a batched workload; p95
 event-to-alert latency under 2 s locally. moto is far slower than AWS: throughput here is a floor.
 """
 

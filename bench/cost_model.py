@@ -2,7 +2,7 @@
 
 Nothing per event is a constant here: requests by operation, DynamoDB read/write units, SageMaker
 invocations, worker CPU and event bytes all come from a `Measured` that a run fills in, so when a
-later change cuts requests per event (issue 14) the bill printed by `make bench` follows. What is
+later change cuts requests per event (as the batched store did) the bill printed by `make bench` follows. What is
 fixed is the price list (us-east-1, on-demand, no free tier) and the few sizing rules below, each
 stated where it is used.
 """

@@ -8,9 +8,9 @@ from pathlib import Path
 
 # Scripts run more than once, with these arguments (default: once, without any).
 RUNS = {
-    # our simulator's 1.29 M events, then the second generator's ~1 M (issue 15's check: 1 vs 2 workers)
+    # our simulator's 1.29 M events, then the second generator's ~1 M (the scaling check: 1 vs 2 workers)
     "bench_backtest.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
-    # issue 9's training target on our simulator's ~1 M events, then on the second generator's
+    # the training target on our simulator's ~1 M events, then on the second generator's
     "bench_training.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
 }
 

@@ -11,13 +11,16 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cli.argtypes import port, positive_int
 from cli.errors import run_command
 from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
 from model.exceptions import UsageError
 from model.training import quiet_tensorflow
+
+if TYPE_CHECKING:
+    from model.bundle import Bundle
 
 PROG = "churn-model"
 
@@ -135,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(PROG, lambda: _dispatch(args), args.debug)
 
 
-def load_cli_bundle(args: argparse.Namespace) -> Any:
+def load_cli_bundle(args: argparse.Namespace) -> Bundle:
     from jobs.training import ensure_default_bundle
     from model.bundle import load_bundle
 

@@ -10,18 +10,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.argtypes import holdout_fraction, positive_float, positive_int
 from model.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from worker.alerts.config import AlertsConfig
 
 EVENTS_HELP = (
     "event log: a file (.jsonl, .jsonl.gz, .parquet), a directory or a glob of them, or several; "
     "duplicates by event_id count once"
 )
-OUTCOMES_HELP = (
-    'outcomes, JSON Lines: {"customer_id": ..., "churned_at": ISO or null} (CONTRACTS.md section 5)'
-)
+OUTCOMES_HELP = 'outcomes, JSON Lines: {"customer_id": ..., "churned_at": ISO or null} (docs/contracts.md, Outcomes files)'
 
 
 def _history_options(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -58,7 +59,7 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         help="train a model bundle on your event history (or simulated data)",
         description="With --events and --outcomes: build point-in-time examples from your own history with the "
         "worker's feature code, at the daily scoring instant of every active customer (the instants the backtest "
-        "and live re-scoring use), labels from events and outcomes only (README: 'Label definitions'). Split "
+        "and live re-scoring use), labels from events and outcomes only (docs/model.md, Label definitions). Split "
         "honestly: early-stop and calibrate on instants after a time cut of other customers, test on a third "
         "group of customers. The model is two networks averaged: one trained on the training customers' instants "
         "before the cut (the out-of-time reading), one on all their instants (the whole calendar). Writes a bundle: model.keras, saved_model/ (calibrated "
@@ -205,7 +206,7 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     compare.set_defaults(func=run_compare)
 
 
-def _alerts(config: Path | None) -> Any:
+def _alerts(config: Path | None) -> AlertsConfig:
     from worker.alerts.config import AlertsConfig
     from worker.exceptions import UsageError as WorkerUsageError
     from worker.settings import load_settings
@@ -224,7 +225,7 @@ def _check_history(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from jobs.training import train
+    from jobs.training import model_cache, train
     from model.bundle import default_bundle_dir, load_bundle
     from model.datasources import DataParams
     from model.training import TrainConfig
@@ -264,7 +265,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.data == "seed" and args.test_fraction == 0:
             raise UsageError("--data seed needs a --test-fraction above 0")
         data = DataParams(source=args.data, customers=args.customers, days=args.days, **common)
-    out = args.out if args.out is not None else default_bundle_dir()
+    out = args.out if args.out is not None else default_bundle_dir(model_cache())
     train(
         out,
         config,
@@ -339,6 +340,7 @@ def evaluate_on_log(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
 def evaluate_recorded(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The bundle's own held-out data, rebuilt from what its metadata records."""
     from jobs.evaluation import evaluate_held_out
+    from jobs.training import model_cache
     from model.datasources import DataParams, load_training_data
     from model.training import data_version
 
@@ -355,7 +357,7 @@ def evaluate_recorded(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
             "examples may differ",
             file=sys.stderr,
         )
-    loaded = load_training_data(params, progress=False, say=lambda m: None)
+    loaded = load_training_data(params, progress=False, say=lambda m: None, cache=model_cache())
     return evaluate_held_out(bundle, loaded, params.seed)
 
 

@@ -1,27 +1,20 @@
 """`churn-model retrain`'s options (jobs/retrain.py runs the job). Defaults come from the environment
 the scheduled task gets (infra/service.yaml's TrainerTaskDefinition): CHURN_ARCHIVE_S3_URI,
-CHURN_ENDPOINT_NAME, CHURN_MODEL_BUCKET, CHURN_SAGEMAKER_ROLE_ARN, so `churn-model retrain` alone runs
-the whole loop there."""
+CHURN_ENDPOINT_NAME, CHURN_MODEL_BUCKET, CHURN_SAGEMAKER_ROLE_ARN (`worker.settings.ModelSettings`
+reads them), so `churn-model retrain` alone runs the whole loop there."""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from cli.argtypes import holdout_fraction, iso_day, positive_float, positive_int
 
-ENV = {
-    "events": "CHURN_ARCHIVE_S3_URI",
-    "endpoint": "CHURN_ENDPOINT_NAME",
-    "bucket": "CHURN_MODEL_BUCKET",
-    "role_arn": "CHURN_SAGEMAKER_ROLE_ARN",
-}
-
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
+    from worker.settings import ModelSettings
 
     retrain = sub.add_parser(
         "retrain",
@@ -37,12 +30,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--no-deploy), 1 when it failed the gate and was not deployed, 2 on bad input. Runs as the monthly "
         "scheduled task of infra/service.yaml with no options.",
     )
-    env = os.environ
+    configured = ModelSettings()
     retrain.add_argument(
         "--events",
         nargs="+",
         metavar="PATH",
-        default=[env[ENV["events"]]] if env.get(ENV["events"]) else None,
+        default=[configured.archive_s3_uri] if configured.archive_s3_uri else None,
         help="event files, directories, globs or s3:// prefixes (default: CHURN_ARCHIVE_S3_URI)",
     )
     retrain.add_argument(
@@ -59,7 +52,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     retrain.add_argument(
         "--endpoint",
-        default=env.get(ENV["endpoint"]) or DEFAULT_ENDPOINT_NAME,
+        default=configured.endpoint_name or DEFAULT_ENDPOINT_NAME,
         metavar="NAME",
         help="SageMaker endpoint: where the incumbent is found and the candidate deployed "
         f"(default: CHURN_ENDPOINT_NAME, else {DEFAULT_ENDPOINT_NAME})",
@@ -84,13 +77,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     aws.add_argument(
         "--bucket",
-        default=env.get(ENV["bucket"]),
+        default=configured.model_bucket,
         help="S3 bucket for packages and bundles (default: CHURN_MODEL_BUCKET)",
     )
     aws.add_argument("--prefix", default="churn-model", help="S3 key prefix (default %(default)s)")
     aws.add_argument(
         "--role-arn",
-        default=env.get(ENV["role_arn"]),
+        default=configured.sagemaker_role_arn,
         help="SageMaker execution role ARN (default: CHURN_SAGEMAKER_ROLE_ARN)",
     )
     aws.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from cli.argtypes import day_start_or_instant, positive_int
-
-EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+from features.eventfile import EVENT_SUFFIXES, is_event_file
 
 
 def _out(text: str) -> Path:
-    if not text.lower().endswith(EVENT_SUFFIXES):
+    if not is_event_file(text):
         raise argparse.ArgumentTypeError(f"{text!r}: the events file must end in {', '.join(EVENT_SUFFIXES)}")
     return Path(text)
 
@@ -46,7 +45,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         type=_out,
         required=True,
         metavar="FILE",
-        help="events file: .jsonl, .jsonl.gz or .parquet; the other files go next to it",
+        help="events file: .jsonl, .jsonl.gz or .parquet (also .json, .ndjson, .ndjson.gz); the other files go "
+        "next to it",
     )
     parser.add_argument(
         "--start",

@@ -359,9 +359,9 @@ def _add_loop_commands(
         help="derive the outcomes file (who churned when) from an event log or archive",
         description="Read every event of --events (files .jsonl, .jsonl.gz, .parquet, directories, globs, or "
         "s3://bucket/prefix/ such as the worker's archive, CHURN_ARCHIVE_S3_URI) and write FILE: one JSON line per "
-        'customer, {"customer_id": ..., "churned_at": ISO or null} (CONTRACTS.md section 5). churned_at is the '
-        "customer's latest customer_churned if it is later than their latest customer_signed_up (a customer who "
-        "signed up again is back: null), else null. Duplicates by event_id count once. The file is what "
+        'customer, {"customer_id": ..., "churned_at": ISO or null} (docs/contracts.md, Outcomes files). '
+        "churned_at is the customer's latest customer_churned if it is later than their latest "
+        "customer_signed_up (a customer who signed up again is back: null), else null. Duplicates by event_id count once. The file is what "
         "`churn-model train/evaluate/compare --outcomes`, `backtest`, `tune`, `uplift` and `shadow report` read.",
     )
     outcomes.add_argument(

@@ -1,8 +1,8 @@
 """Outcomes derived from an event log or archive (`churn-worker outcomes`, `churn-model retrain`).
 
-CONTRACTS.md section 5: one line per customer the log mentions, `churned_at` = the customer's
-latest `customer_churned` if it is later than their latest `customer_signed_up`, else null (never
-churned, or came back). Ties go to the sign-up, as `features.activity.has_churned` decides who is
+The outcomes file of docs/contracts.md: one line per customer the log mentions, `churned_at` = the
+customer's latest `customer_churned` if it is later than their latest `customer_signed_up`, else
+null (never churned, or came back). Ties go to the sign-up, as `features.activity.has_churned` decides who is
 still active: the outcomes file and the live store never disagree about who left.
 
 Only the sign-up and churn events decide anything, and a latest time does not change when an event

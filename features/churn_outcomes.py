@@ -1,4 +1,5 @@
-"""Outcomes (CONTRACTS.md section 5): who churned when, for training, evaluation and backtests.
+"""Outcomes (docs/contracts.md, Outcomes files): who churned when, for training, evaluation and
+backtests.
 
 The file is JSON Lines, `{"customer_id": ..., "churned_at": ISO | null}` per line, extra fields
 ignored; a customer absent from it did not churn. One reader for everyone: `churn-model`

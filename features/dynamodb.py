@@ -34,11 +34,12 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -82,6 +83,8 @@ from plumbing.tables import ensure_table
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import QueryInputTypeDef
+
+T = TypeVar("T")
 
 __all__ = [
     "PROFILE_BUCKET",
@@ -406,13 +409,15 @@ class DynamoDBFeatureStore:
         for attempt in range(MAX_ATTEMPTS):
             response = await self._call(
                 "reading",
-                lambda keys=keys: self._client.batch_get_item(
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}}
+                partial(
+                    self._client.batch_get_item,
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
                 ),
                 "BatchGetItem",
             )
             items += response.get("Responses", {}).get(self._table, [])
-            keys = list(response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(self._table)
+            keys = list(unprocessed["Keys"]) if unprocessed else []
             if not keys:
                 return items
             await backoff(attempt, 0.1, 5.0)  # unprocessed keys: the table is throttling us
@@ -438,8 +443,8 @@ class DynamoDBFeatureStore:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    async def _call(self, doing: str, call: Any, operation: str) -> Any:
-        def counted() -> Any:
+    async def _call(self, doing: str, call: Callable[[], Awaitable[T]], operation: str) -> T:
+        def counted() -> Awaitable[T]:
             self.requests[operation] += 1
             return call()
 

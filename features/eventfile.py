@@ -1,8 +1,8 @@
 """Reading event files: JSON Lines (`.jsonl`, `.jsonl.gz`) and Parquet, streamed, never loaded whole.
 
-An *event path* (CONTRACTS.md section 5) is a file, a directory (every event file under it, in
-name order), a glob (`archive/2026-*/*.jsonl.gz`), an `s3://bucket/prefix/` (every event object
-under it, `features.s3events`), or several of those. `event_sources` turns one into a list of
+An *event path* (docs/contracts.md, Outcomes files) is a file, a directory (every event file under
+it, in name order), a glob (`archive/2026-*/*.jsonl.gz`), an `s3://bucket/prefix/` (every event
+object under it, `features.s3events`), or several of those. `event_sources` turns one into a list of
 `EventSource`s; everything downstream reads sources, never paths.
 
 `read_event_file` yields `(line_number, event_or_error)` for one local file; `read_events` does the
@@ -28,6 +28,8 @@ from features.events import Event, parse_event, validate_event
 from features.exceptions import EventParseError, FeaturesError
 
 PARQUET_BATCH_ROWS = 8192
+# The one list of event file names (and, for JSON Lines, of the logs the tools write and read back:
+# alert logs, the shadow log): every reader, lister and argument check uses these.
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")
 EVENT_SUFFIXES = (*JSONL_SUFFIXES, ".parquet")
 
@@ -216,11 +218,27 @@ def read_event_file(path: Path) -> Iterator[tuple[int, Event | EventParseError]]
     yield from read_source(LocalEventFile(path))
 
 
-def open_text(source: EventSource) -> IO[str]:
+class _GzipReader(gzip.GzipFile):
+    """A GzipFile that closes the stream it reads: `GzipFile(fileobj=...)` leaves it open."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def open_text(source: EventSource, newline: str | None = None) -> IO[str]:
+    """A JSON Lines source as UTF-8 text, gunzipped when its name ends in `.gz`; closing it closes
+    the source. `newline` as for `open` (None: universal newlines)."""
     raw = source.open_binary()
     if source.name.lower().endswith(".gz"):
-        return gzip.open(raw, "rt", encoding="utf-8")
-    return io.TextIOWrapper(raw, encoding="utf-8")
+        return io.TextIOWrapper(_GzipReader(raw), encoding="utf-8", newline=newline)
+    return io.TextIOWrapper(raw, encoding="utf-8", newline=newline)
 
 
 def _read_jsonl(source: EventSource) -> Iterator[tuple[int, Event | EventParseError, str]]:
@@ -276,12 +294,16 @@ def write_jsonl(path: Path, lines: list[str]) -> None:
 
 
 __all__ = [
+    "EVENT_SUFFIXES",
+    "JSONL_SUFFIXES",
     "EventPathError",
     "EventSource",
     "LocalEventFile",
     "SourcedEvent",
     "customer_shard",
     "event_sources",
+    "is_event_file",
+    "open_text",
     "read_event_file",
     "read_events",
     "read_source",

@@ -1,4 +1,4 @@
-"""Customer events: the input contract (CONTRACTS.md section 1).
+"""Customer events: the input contract (docs/contracts.md, Customer events).
 
 Every event type is a frozen pydantic model. Validation is strict on types (no "3" for 3, no "true"
 for true); unknown keys are ignored so producers can add fields without breaking the worker.

@@ -2,7 +2,7 @@
 store (`features/dynamodb.py`) does the requests; `features/STORE.md` explains the layout and its
 cost. Pure functions and data, no I/O, so every rule here is unit-tested without a server.
 
-Format 2 (issue 14): everything of a customer fits in a few small items read by key, so a batch's
+Format 2 (the batched store): everything of a customer fits in a few small items read by key, so a batch's
 customers are read together (BatchGetItem) and written together (one TransactWriteItems):
 
 - `profile`: `sv` (the state version, its optimistic-concurrency token), `p` (deflate of a JSON
@@ -14,7 +14,7 @@ customers are read together (BatchGetItem) and written together (one TransactWri
   The profile lists them with their versions, so a read can tell a torn view (a segment newer or
   older than the profile it read) and read again.
 
-Format 1 (before issue 14, still read): a `profile` with `version`, `fs`, `su`, `tier`, `first`, `l`,
+Format 1 (before the batched store, still read): a `profile` with `version`, `fs`, `su`, `tier`, `first`, `l`,
 `lt`, and one `d#YYYY-MM-DD#NNNN` item per day page with its own `pv`. A format-1 customer is
 converted by its next write: its pages are copied into format 2 (`copy_legacy`), or, when they are
 too many to copy in one transaction, kept read-only ("sealed": they still deduplicate their day but

@@ -1,11 +1,12 @@
 """Event files in S3: an `s3://bucket/prefix/` event path, one source per object.
 
-Every object under the prefix whose name is an event file (`.jsonl`, `.jsonl.gz`, `.parquet`) is
-a source, in key order (the archive's keys sort by event date, then by when they were written:
-`worker/archive.py`). `since` (a `YYYY-MM-DD` date) keeps the archive's date partitions from that
-day on, by key, without reading the older objects. Objects are streamed (Parquet, which needs to
-seek, is read whole). Credentials and endpoints come from boto3's standard chain
-(`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` point it at moto in the tests).
+Every object under the prefix whose name is an event file (`features.eventfile.is_event_file`:
+`.jsonl`, `.jsonl.gz`, `.parquet`, ...) is a source, in key order (the archive's keys sort by event
+date, then by when they were written: `worker/archive.py`). `since` (a `YYYY-MM-DD` date) keeps
+the archive's date partitions from that day on, by key, without reading the older objects.
+Objects are streamed (Parquet, which needs to seek, is read whole). Credentials and endpoints come
+from boto3's standard chain (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` point it at moto in the
+tests).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, cast
 
-EVENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz", ".parquet")
+from features.eventfile import is_event_file
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+
 _DATE_PARTITION = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})/")
 
 
@@ -28,7 +33,7 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def s3_client() -> Any:
+def s3_client() -> S3Client:
     import boto3  # the offline readers only; the worker writes with aiobotocore
 
     return boto3.client("s3")
@@ -40,7 +45,7 @@ class S3EventObject:
 
     bucket: str
     key: str
-    client: Any = None  # a boto3 S3 client; None: one from the standard chain when opened
+    client: S3Client | None = None  # a boto3 S3 client; None: one from the standard chain when opened
 
     @property
     def name(self) -> str:
@@ -55,7 +60,7 @@ class S3EventObject:
         body = client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
         if self.is_parquet:
             return io.BytesIO(body.read())  # Parquet's reader seeks
-        return body  # type: ignore[no-any-return]  # botocore's StreamingBody: read() streams
+        return cast("IO[bytes]", body)  # botocore's StreamingBody, a binary stream: read() streams
 
 
 def partition_date(key: str) -> str | None:
@@ -64,7 +69,9 @@ def partition_date(key: str) -> str | None:
     return str(found[-1]) if found else None
 
 
-def list_event_objects(uri: str, since: str | None = None, client: Any = None) -> list[S3EventObject]:
+def list_event_objects(
+    uri: str, since: str | None = None, client: S3Client | None = None
+) -> list[S3EventObject]:
     """Every event object under the prefix, in key order; with `since`, only date partitions on or
     after that day (objects outside any `date=` partition are always kept)."""
     bucket, prefix = split_uri(uri)
@@ -73,7 +80,7 @@ def list_event_objects(uri: str, since: str | None = None, client: Any = None) -
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
-            if not key.lower().endswith(EVENT_SUFFIXES) or key.lower().endswith(".outcomes.jsonl"):
+            if not is_event_file(key):
                 continue
             if (
                 since is not None

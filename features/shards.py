@@ -21,15 +21,14 @@ blank lines are skipped.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from features.eventfile import open_text
 from features.events import event_to_json, parse_event, validate_event
 from features.exceptions import EventParseError
 from features.state import to_us
@@ -183,14 +182,10 @@ def _lines(piece: Piece, result: PieceResult) -> Iterator[tuple[int, Any]]:
         yield from _parquet_rows(piece, result)
         return
     if piece.end is None:  # a whole source: maybe gzip, maybe in S3
-        with contextlib.ExitStack() as stack:
-            stream: IO[bytes] = stack.enter_context(source.open_binary())
-            if source.name.lower().endswith(".gz"):
-                stream = stack.enter_context(gzip.GzipFile(fileobj=stream))  # type: ignore[arg-type]
+        # Lines end at "\n" only, as the byte ranges of a local file do.
+        with open_text(source, newline="\n") as handle:
             try:
-                for number, text in enumerate(
-                    io.TextIOWrapper(stream, encoding="utf-8", newline="\n"), start=1
-                ):
+                for number, text in enumerate(handle, start=1):
                     result.lines = number
                     if text.strip():
                         yield number, text

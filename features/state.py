@@ -47,13 +47,22 @@ _LIFETIME_COUNTERS = {
 
 
 def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch, UTC: exact integer time for comparisons and storage."""
+    """Microseconds since the epoch, UTC: exact integer time for comparisons and storage. The
+    one conversion of the product; `moment` must be timezone-aware (a naive one raises TypeError)."""
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def parse_iso_us(text: str) -> int:
+    """An ISO-8601 instant with a UTC offset, in epoch microseconds; ValueError if it is not one."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return to_us(moment)
 
 
 def event_digest(event_id: str) -> bytes:

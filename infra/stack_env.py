@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# Output name of infra/data-plane.yaml -> the worker's setting (../shared/CONTRACTS.md section 4).
+# Output name of infra/data-plane.yaml -> the worker's setting (docs/contracts.md, Configuration).
 OUTPUT_SETTINGS: dict[str, str] = {
     "Source": "CHURN_SOURCE",
     "QueueUrl": "CHURN_SQS_QUEUE_URL",

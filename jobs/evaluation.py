@@ -11,7 +11,7 @@ customers who stayed, and the share of alerts that were false. Given the same lo
 config, `evaluate` and a backtest report the same numbers, up to the backtest's event-arrival order
 (a late event is applied when it arrives there, at its own time here).
 
-Targets (model-spec.md), each alert target in both readings its table allows:
+Targets (docs/model.md, The targets), each alert target in both readings its table allows:
     churn AUC-ROC, 14 and 30 days           > 0.80
     IB call spike precision                 > 0.75  and recall (its "true positive rate") > 0.75
     health score MAE                        < 10    against the observable health label
@@ -21,7 +21,7 @@ Targets (model-spec.md), each alert target in both readings its table allows:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,10 @@ from model.metrics import (
     round_metric,
 )
 from worker.alerts.config import AlertsConfig
+
+if TYPE_CHECKING:
+    from model.bundle import Bundle, ServingFn
+    from worker.alerts.config import AlertsConfig
 
 
 def rule_columns(
@@ -81,7 +85,7 @@ def population_of(
     churned_at: dict[str, int],
     start_us: int,
     end_us: int,
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Population, np.ndarray]:
     """The backtest's `Population` for the customers of these rows, and each row's customer index."""
 
     names, index = np.unique(customers.astype(str), return_inverse=True)
@@ -116,7 +120,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_examples(
-    serving_fn: Any,
+    serving_fn: ServingFn,
     x: np.ndarray,
     y: dict[str, np.ndarray],
     customers: np.ndarray,
@@ -126,7 +130,7 @@ def evaluate_examples(
     churned_at: dict[str, int],
     start_us: int,
     end_us: int,
-    alerts: Any = None,
+    alerts: AlertsConfig | None = None,
     baselines: Baselines | None = None,
     seed: int = 0,
     latency: bool = True,
@@ -190,7 +194,7 @@ def _strip_roc(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_rows(
-    serving_fn: Any, x: np.ndarray, y: dict[str, np.ndarray], seed: int = 0, latency: bool = True
+    serving_fn: ServingFn, x: np.ndarray, y: dict[str, np.ndarray], seed: int = 0, latency: bool = True
 ) -> dict[str, Any]:
     """Rows without customers or time (the seed's generator, synthetic tests): every head, and the
     targets read per row (each row its own customer, an IB alert = the rule holding on the row)."""
@@ -316,21 +320,21 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-def evaluate_held_out(bundle: Any, loaded: TrainingData, seed: int) -> dict[str, Any]:
+def evaluate_held_out(bundle: Bundle, loaded: TrainingData, seed: int) -> dict[str, Any]:
     """The test customers' evaluation: out of time and customer, and out of customer only; for
     rows without customers (seed, synthetic), the held-out rows."""
 
-    if loaded.examples is None:
+    examples, build = loaded.examples, loaded.build
+    if examples is None or build is None:  # rows without customers: the seed's, synthetic ones
         test = loaded.summary["test"]
         return {"held_out_rows": evaluate_rows(bundle.serving_fn(), test.x, test.y, seed)}
-    build = loaded.build
     baselines = load_baselines(bundle.path)
     out: dict[str, Any] = {}
-    test = loaded.examples.where("test")
+    test = examples.where("test")
     readings = (
         ("out_of_time_and_customer", test.where(after_cut=True)),
         ("out_of_customer", test),
-        ("validation_period", loaded.examples.where("validation")),
+        ("validation_period", examples.where("validation")),
     )
     for name, part in readings:
         if not len(part):

@@ -20,15 +20,20 @@ which `churn-model deploy` reads: a candidate whose gate failed is refused unles
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model.exceptions import UsageError
 from worker.alerts.config import AlertsConfig
+
+if TYPE_CHECKING:
+    from jobs.backtest.metrics import Population
+    from model.bundle import Bundle
 
 GATE_FILE = "gate.json"
 MIN_ALERTED = 10
@@ -200,7 +205,7 @@ def compare_predictions(
 
 
 def rule_flags(
-    columns: dict[str, np.ndarray], population: Any, alerts: Any
+    columns: dict[str, np.ndarray], population: Population, alerts: AlertsConfig
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per enabled rule at the configured thresholds: which customers were alerted, and which had a
     confirmed alert (churned within 30 days of one), as the backtest decides them."""
@@ -283,13 +288,18 @@ class GateOptions:
     scheduler: str | None = None
     allow_unknown_outcomes: bool = False
     include_training_customers: bool = False
-    alerts: Any = None  # worker.alerts.config.AlertsConfig; None: the defaults
+    alerts: AlertsConfig | None = None  # None: the defaults
     rounds: int = 200
     seed: int = 0
 
 
 def gate_bundles(
-    candidate: Any, incumbent: Any, events: Any, outcomes: Path, options: GateOptions, progress: bool = False
+    candidate: Bundle,
+    incumbent: Bundle,
+    events: str | Path | Sequence[str | Path],
+    outcomes: Path,
+    options: GateOptions,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The promotion gate of two loaded bundles on one log; records gate.json in
     the candidate and returns the record (`passed`, `failed`, the metrics)."""

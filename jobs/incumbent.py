@@ -18,11 +18,15 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES
 from model.bundle import SAVED_MODEL_DIR, Bundle, load_bundle
 from model.exceptions import BundleMismatchError, DeployError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sagemaker.client import SageMakerClient
 
 BUNDLE_ARCHIVE = "bundle.tar.gz"
 PACKAGE = "model.tar.gz"
@@ -47,7 +51,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def find_deployed(sagemaker: Any, endpoint: str) -> Deployed | None:
+def find_deployed(sagemaker: SageMakerClient, endpoint: str) -> Deployed | None:
     """The model behind `endpoint` (its first production variant), or None if there is no such endpoint."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -71,7 +75,7 @@ def find_deployed(sagemaker: Any, endpoint: str) -> Deployed | None:
     return Deployed(endpoint, model_name, url)
 
 
-def _download(s3: Any, url: str, dest: Path) -> bool:
+def _download(s3: S3Client, url: str, dest: Path) -> bool:
     """Fetch an object to `dest`; False if it is not there."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -97,7 +101,7 @@ def _extract(archive: Path, dest: Path) -> None:
 
 
 def fetch_incumbent(
-    s3: Any, deployed: Deployed, workdir: Path, say: Callable[[str], None]
+    s3: S3Client, deployed: Deployed, workdir: Path, say: Callable[[str], None]
 ) -> tuple[Bundle, bool]:
     """(the deployed bundle, whether it is the whole bundle) in `workdir`: its bundle.tar.gz if
     retraining stored one, else a bundle made of its package (scores the same, knows no training customers)."""
@@ -147,11 +151,16 @@ def archive_bundle(bundle_dir: Path, out: Path) -> Path:
     return out
 
 
-def store_bundle(s3: Any, bundle_dir: Path, bucket: str, prefix: str, version: str, workdir: Path) -> str:
+def store_bundle(
+    s3: S3Client, bundle_dir: Path, bucket: str, prefix: str, version: str, workdir: Path
+) -> str:
     """Upload the bundle beside where `churn-model deploy` puts its package; returns the URL."""
     from model.deploy import _call
 
     key = f"{prefix.strip('/')}/{version}/{BUNDLE_ARCHIVE}".lstrip("/")
     archive = archive_bundle(bundle_dir, workdir / f"{version}-{BUNDLE_ARCHIVE}")
-    _call(f"upload to s3://{bucket}/{key}", s3.upload_file, Filename=str(archive), Bucket=bucket, Key=key)
+    _call(
+        f"upload to s3://{bucket}/{key}",
+        lambda: s3.upload_file(Filename=str(archive), Bucket=bucket, Key=key),
+    )
     return f"s3://{bucket}/{key}"

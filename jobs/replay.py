@@ -12,14 +12,16 @@ record i of a customer failed while record j > i of the same customer in the sam
 j is already on the stream ahead of i, and no retry can fix that without writing j twice. With one
 record per customer per call, a failed record is simply sent again before anything after it.
 
-Retries. Entries a batch reports as failed with a retryable reason (throttling, internal errors)
-are sent again, alone, with full-jitter exponential back-off; accepted entries are never re-sent,
+Retries. What is retried is what the worker retries (`plumbing.retry.classify`): entries a batch
+reports as failed with a retryable reason (throttling, internal errors) are sent again, alone, with
+full-jitter exponential back-off (`plumbing.retry.backoff`); accepted entries are never re-sent,
 so nothing is duplicated by a partial failure. A throttled call (the client's own retries spent) is
 retried whole the same way. Entries refused for good (an SQS sender fault) are bad lines. A call
 whose outcome is unknown (a connection dropped after sending) is retried too: at least once, not
 exactly once, which the worker absorbs (it counts every event once by event_id). FIFO queues
 (`.fifo`) get MessageGroupId = customer_id and MessageDeduplicationId = event_id, so SQS drops even
-that duplicate.
+that duplicate. A fatal error (no credentials, access denied, no such queue or stream) stops the
+replay at once with one line naming the target (`FatalAwsError`, exit 1).
 
 Pacing. `--speedup X` sends each event at its offset in event time from the first one, divided by
 X; `--rate R` caps the events per second; both can be combined (the later of the two times wins).
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
 import time
 from collections import deque
@@ -46,6 +47,9 @@ from features.eventfile import read_event_file
 from features.events import event_to_json
 from features.exceptions import EventParseError
 from plumbing.clients import AwsClients
+from plumbing.exceptions import FatalAwsError
+from plumbing.retry import RETRYABLE, backoff, classify, classify_code, error_text, fatal_error
+from plumbing.retry import Failure as AwsFailure
 from worker.exceptions import ConfigError, UsageError, WorkerError
 from worker.settings import Settings
 
@@ -60,22 +64,6 @@ MAX_PENDING = 10_000  # events read ahead of what was accepted
 MAX_ATTEMPTS = 10
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 5.0
-RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "RequestThrottled",
-        "ProvisionedThroughputExceededException",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "LimitExceededException",
-        "SlowDown",
-        "AWS.SimpleQueueService.RequestThrottled",
-    }
-)
 
 
 class ReplayError(WorkerError):
@@ -108,21 +96,15 @@ class Sink(Protocol):
         ...
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _call_failed(batch: list[Pending], exc: Exception) -> list[Failure]:
-    """A whole call that failed: retryable when throttled, transient or of unknown outcome."""
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code not in RETRYABLE_CODES and status < 500:
-            raise ReplayError(
-                f"the target refused the batch: {code}: {exc.response.get('Error', {}).get('Message', '')}"
-            )
-        return [Failure(p, code or f"HTTP {status}", True) for p in batch]
-    return [Failure(p, f"{type(exc).__name__}: {exc}", True) for p in batch]
+def _call_failed(batch: list[Pending], exc: Exception, target: str) -> list[Failure]:
+    """A whole call that failed: every entry again when throttled, transient or of unknown outcome
+    (`plumbing.retry.classify`); a fatal error stops the replay at once, naming the target."""
+    kind = classify(exc)
+    if kind is AwsFailure.FATAL:
+        raise fatal_error(exc, target) from exc
+    if kind not in RETRYABLE:
+        raise ReplayError(f"the target refused the batch: {error_text(exc)}")
+    return [Failure(p, error_text(exc), True) for p in batch]
 
 
 class SqsSink:
@@ -144,7 +126,7 @@ class SqsSink:
         try:
             response = await self._client.send_message_batch(QueueUrl=self.target, Entries=entries)
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-            return _call_failed(batch, exc)
+            return _call_failed(batch, exc, f"SQS queue {self.target}")
         accepted = {item["Id"] for item in response.get("Successful", [])}
         failures = []
         for item in response.get("Failed", []):
@@ -177,14 +159,20 @@ class KinesisSink:
             else:
                 response = await self._client.put_records(Records=records, StreamName=self.target)
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
-            return _call_failed(batch, exc)
+            return _call_failed(batch, exc, f"Kinesis stream {self.target}")
         failures = []
         for p, result in zip(batch, response.get("Records", []), strict=True):  # same order as the request
             if result.get("ErrorCode"):
                 code = str(result["ErrorCode"])
+                reason = f"{code}: {result.get('ErrorMessage', '')}"
                 # throughput and internal failures pass; a KMS key that is disabled or denied does not
-                retryable = code in RETRYABLE_CODES or not code.startswith("KMS")
-                failures.append(Failure(p, f"{code}: {result.get('ErrorMessage', '')}", retryable))
+                kind = classify_code(code)
+                if kind is AwsFailure.FATAL:
+                    raise FatalAwsError(
+                        f"Kinesis stream {self.target}: {reason}; check the stream's KMS key and that "
+                        "the caller may use it"
+                    )
+                failures.append(Failure(p, reason, kind in RETRYABLE))
         return failures
 
 
@@ -303,7 +291,7 @@ class OrderedSender:
                     f"attempts ({retry[0].reason}); replay them again with --start"
                 )
             self.counts.retried += len(retry)
-            await asyncio.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, self.backoff_base * 2**attempt)))
+            await backoff(attempt, self.backoff_base, BACKOFF_CAP_SECONDS)
             todo = [f.entry for f in retry]
 
 
@@ -340,8 +328,11 @@ async def run_replay(
     target = _target(settings, request.to)
     service = "sqs" if request.to == "sqs" else "kinesis"
     async with AwsClients(settings.aws_region, service) as aws:
-        client = wrap_client(aws[service])
-        sink: Sink = SqsSink(client, target) if service == "sqs" else KinesisSink(client, target)
+        sink: Sink = (
+            SqsSink(wrap_client(aws.sqs), target)
+            if service == "sqs"
+            else KinesisSink(wrap_client(aws.kinesis), target)
+        )
         counts, stopped, seconds = await replay(request, sink)
     summary = {
         "to": request.to,

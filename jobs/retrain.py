@@ -27,9 +27,17 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.exceptions import BundleMismatchError, UsageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sagemaker.client import SageMakerClient
+
+    from jobs.gate import GateOptions
+    from model.bundle import Bundle
+    from model.training import TrainConfig
 
 PROG = "churn-model retrain"
 
@@ -57,9 +65,9 @@ class RetrainRequest:
     out: Path | None = None
     deploy: bool = True
     force: bool = False
-    train: Any = None  # model.training.TrainConfig
+    train: TrainConfig | None = None  # None: the defaults
     data: dict[str, Any] = field(default_factory=dict)  # DataParams fields: fractions, max rows, workers
-    gate: Any = None  # jobs.gate.GateOptions
+    gate: GateOptions | None = None  # None: the defaults
     evaluate: bool = True
     baselines: bool = True
     work_dir: Path | None = None
@@ -135,8 +143,15 @@ def _run(request: RetrainRequest, work: Path) -> int:
         from jobs.gate import format_gate, gate_bundles
 
         _say(f"comparing candidate {candidate.model_version} with incumbent {incumbent.model_version} ...")
+        from jobs.gate import GateOptions
+
         record = gate_bundles(
-            candidate, incumbent, events, outcomes, request.gate, progress=sys.stderr.isatty()
+            candidate,
+            incumbent,
+            events,
+            outcomes,
+            request.gate or GateOptions(),
+            progress=sys.stderr.isatty(),
         )
         from jobs.gate import write_gate
 
@@ -223,13 +238,15 @@ def _train(
     from jobs.training import train
     from model.bundle import METADATA_FILE
     from model.datasources import DataParams
+    from model.training import TrainConfig
 
     out = request.out if request.out is not None else work / "candidate"
+    config = request.train or TrainConfig()
     data = DataParams(
-        source="events", events=tuple(events), outcomes=str(outcomes), seed=request.train.seed, **request.data
+        source="events", events=tuple(events), outcomes=str(outcomes), seed=config.seed, **request.data
     )
     _say(f"training a candidate on {len(events)} event paths ...")
-    train(out, request.train, data, progress=True, evaluate=request.evaluate, baselines=request.baselines)
+    train(out, config, data, progress=True, evaluate=request.evaluate, baselines=request.baselines)
     # The scratch copies are gone after this run: the metadata says where the events came from.
     file = out / METADATA_FILE
     metadata = json.loads(file.read_text())
@@ -242,13 +259,13 @@ def _train(
     return out
 
 
-def _clients(target: DeployTarget) -> tuple[Any, Any, str]:
+def _clients(target: DeployTarget) -> tuple[S3Client, SageMakerClient, str]:
     from model.deploy import make_clients
 
-    return make_clients(target.region, None)  # type: ignore[no-any-return]
+    return make_clients(target.region, None)
 
 
-def _incumbent(request: RetrainRequest, work: Path) -> tuple[Any, str | None]:
+def _incumbent(request: RetrainRequest, work: Path) -> tuple[Bundle | None, str | None]:
     """(the incumbent bundle or None, a note for the summary)."""
     from jobs.incumbent import fetch_incumbent, find_deployed
     from model.bundle import load_bundle
@@ -281,7 +298,7 @@ def _incumbent(request: RetrainRequest, work: Path) -> tuple[Any, str | None]:
 
 
 def _deploy(
-    request: RetrainRequest, candidate: Any, clients: tuple[Any, Any, str], work: Path
+    request: RetrainRequest, candidate: Bundle, clients: tuple[S3Client, SageMakerClient, str], work: Path
 ) -> dict[str, Any]:
     from jobs.gate import check_gate
     from model.deploy import DEFAULT_FRAMEWORK_VERSION, DeployRequest, deploy

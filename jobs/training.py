@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from jobs.evaluation import evaluate_held_out
-from model.bundle import default_bundle_dir, is_bundle, load_bundle
+from model.bundle import cache_dir, default_bundle_dir, is_bundle, load_bundle
 from model.datasources import DataParams
 from model.exceptions import UsageError
 from model.training import (
@@ -25,6 +25,12 @@ from model.training import (
     quiet_tensorflow,
     train_bundle,
 )
+from worker.settings import ModelSettings
+
+
+def model_cache() -> Path:
+    """The model cache: `CHURN_MODEL_CACHE`, else ~/.cache/churn-alerts."""
+    return cache_dir(ModelSettings().model_cache)
 
 
 def train(
@@ -44,6 +50,7 @@ def train(
         progress=progress,
         evaluate=evaluate_held_out if evaluate else None,
         baselines=baselines,
+        cache=model_cache(),
     )
 
 
@@ -74,7 +81,7 @@ def ensure_default_bundle(progress: bool = True) -> Path:
     import fcntl
 
     quiet_tensorflow()
-    out_dir = default_bundle_dir()
+    out_dir = default_bundle_dir(model_cache())
     if _stale_reason(out_dir) is None:
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ What differs from the main simulator:
   `first_session`/`success` flags (a producer that never sets them); tier up- and downgrades; a
   few customers churn and sign up again; about 2% of events arrive late (out of time order, up to
   two days) and about 1% are delivered twice (same event_id).
-- Outcomes follow CONTRACTS.md section 5 (the latest churn after the latest sign-up; a customer who
-  came back is not churned).
+- Outcomes follow docs/contracts.md, Outcomes files (the latest churn after the latest sign-up; a
+  customer who came back is not churned).
 
 `generate(customers, days, seed)` returns the events in arrival order and the outcomes;
-`write_log(log, directory)` writes `events/week-NN.jsonl.gz` files and `outcomes.jsonl`.
+`write_log(log, directory)` writes `events/part-NN.jsonl.gz` files and `outcomes.jsonl`.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def generate(customers: int, days: int, seed: int, start: datetime = START) -> A
             _customer_day(
                 out,
                 rng,
-                i,
+                int(i),
                 ids[i],
                 d,
                 day_us,
@@ -315,7 +315,7 @@ def _customer_day(
 
 
 def _outcomes(rows: list[tuple[int, str, dict[str, Any]]], ids: list[str]) -> list[dict[str, Any]]:
-    """CONTRACTS.md section 5: the latest churn after the latest sign-up, else null."""
+    """docs/contracts.md, Outcomes files: the latest churn after the latest sign-up, else null."""
     last_churn: dict[str, int] = {}
     last_sign_up: dict[str, int] = {}
     for t, cid, event in rows:

@@ -18,16 +18,18 @@ not the running code's (`BundleMismatchError`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES, REGISTRY_VERSION
 from model.exceptions import BundleMismatchError, BundleNotFoundError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -39,14 +41,21 @@ TRAINING_CUSTOMERS_FILE = "training_customers.txt.gz"
 REQUIRED = (KERAS_FILE, SAVED_MODEL_DIR, SPEC_FILE, METADATA_FILE)
 
 
-def cache_dir() -> Path:
-    """Where default bundles live: $CHURN_MODEL_CACHE, else ~/.cache/churn-alerts."""
-    configured = os.environ.get("CHURN_MODEL_CACHE")
+class ServingFn(Protocol):
+    """The SavedModel's serving signature as TensorFlow loads it (`model.export.load_serving_fn`):
+    `fn(features=float32 tensor [n, 150])` -> every output by name, as tensors (`.numpy()`)."""
+
+    def __call__(self, *, features: Any) -> dict[str, Any]: ...
+
+
+def cache_dir(configured: str | None) -> Path:
+    """The model cache (default bundles, simulated logs): `configured` (the commands pass
+    `CHURN_MODEL_CACHE`), else ~/.cache/churn-alerts."""
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "churn-alerts"
 
 
-def default_bundle_dir() -> Path:
-    return cache_dir() / "bundles" / "default"
+def default_bundle_dir(cache: Path) -> Path:
+    return cache / "bundles" / "default"
 
 
 def feature_spec(model_version: str) -> dict[str, Any]:
@@ -64,7 +73,7 @@ class Bundle:
     path: Path
     spec: dict[str, Any]
     metadata: dict[str, Any]
-    _serving_fn: Any = field(default=None, repr=False)
+    _serving_fn: ServingFn | None = field(default=None, repr=False)
 
     @property
     def model_version(self) -> str:
@@ -78,7 +87,7 @@ class Bundle:
         file = self.path / METRICS_FILE
         return json.loads(file.read_text()) if file.exists() else {}
 
-    def serving_fn(self) -> Any:
+    def serving_fn(self) -> ServingFn:
         """The SavedModel's serving signature, loaded once: `fn(features=float32 [n, 150])`."""
         if self._serving_fn is None:
             from model.export import load_serving_fn
@@ -126,7 +135,7 @@ def is_bundle(path: Path) -> bool:
 def write_bundle(
     out_dir: Path,
     keras_model: Any,
-    mean: Any,
+    mean: np.ndarray,
     metadata: dict[str, Any],
     metrics: dict[str, Any],
     extra_files: dict[str, bytes] | None = None,

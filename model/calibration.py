@@ -45,7 +45,8 @@ class Platt:
 
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), EPSILON, 1 - EPSILON)
-    return np.log(p) - np.log1p(-p)
+    logits: np.ndarray = np.log(p) - np.log1p(-p)
+    return logits
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -16,13 +16,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from features.registry import FEATURE_NAMES
 from model.bundle import cache_dir
 from model.exceptions import DataError, UsageError
+
+if TYPE_CHECKING:
+    from model.examples import Examples
+    from model.owndata import BuildReport
 
 N_FEATURES = len(FEATURE_NAMES)
 DEFAULT_CUSTOMERS = 6000
@@ -66,8 +70,8 @@ class Arrays:
 class TrainingData:
     train: Arrays  # the training customers' instants before the time cut (or all rows, without time)
     validation: Arrays | None  # None: the fit splits some training rows off
-    examples: Any = None  # model.examples.Examples of event sources (every role)
-    build: Any = None  # model.owndata.BuildReport
+    examples: Examples | None = None  # of event sources (every role)
+    build: BuildReport | None = None
     events: tuple[str, ...] = ()
     outcomes: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +103,7 @@ def synthetic_arrays(rows: int, seed: int) -> Arrays:
     x[:, calls] = rng.poisson(0.8, rows)
     risk = 1 / (1 + np.exp(-(1.5 * (x[:, calls] - 1) - 0.8 * (x[:, sessions] - 2))))
     churn30 = (rng.random(rows) < risk).astype(np.float32)
-    y = {
+    y: dict[str, np.ndarray] = {
         "first_session_success": (rng.random(rows) < 0.7).astype(np.float32),
         "session_velocity": x[:, sessions] / 2,
         "churn_risk_14d": churn30 * (rng.random(rows) < 0.6),
@@ -117,11 +121,13 @@ def simulator_version() -> str:
     return hashlib.sha256(Path(__file__).with_name("simulator.py").read_bytes()).hexdigest()[:8]
 
 
-def simulated_log(customers: int, days: int, seed: int, progress: bool = False) -> tuple[Path, Path]:
+def simulated_log(
+    customers: int, days: int, seed: int, *, cache: Path, progress: bool = False
+) -> tuple[Path, Path]:
     """(events, outcomes) of a simulation, written once under the model cache and reused."""
     from model.simulator import simulate, write_simulation
 
-    directory = cache_dir() / "logs"
+    directory = cache / "logs"
     events = directory / f"sim-c{customers}-d{days}-s{seed}-{simulator_version()}.jsonl.gz"
     outcomes = events.with_name(events.name.replace(".jsonl.gz", ".outcomes.jsonl"))
     if events.exists() and outcomes.exists():
@@ -137,7 +143,7 @@ def simulated_log(customers: int, days: int, seed: int, progress: bool = False) 
     return events, outcomes
 
 
-def arrays_of(examples: Any) -> Arrays:
+def arrays_of(examples: Examples) -> Arrays:
     return Arrays(x=examples.x.astype(np.float32), y=dict(examples.y), groups=examples.customer.astype(str))
 
 
@@ -145,7 +151,10 @@ def load_training_data(
     params: DataParams,
     progress: bool = False,
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    cache: Path | None = None,
 ) -> TrainingData:
+    """`cache`: the model cache a simulated log is kept in (the commands pass the configured one;
+    None: the default, `cache_dir(None)`)."""
     if params.source == "synthetic":
         data = synthetic_arrays(params.customers or 300, params.seed)
         train, test = split_rows(data, params.test_fraction, params.seed)
@@ -161,7 +170,11 @@ def load_training_data(
         return TrainingData(train, None, summary={"test": test})
     if params.source == "simulated":
         events, outcomes = simulated_log(
-            params.customers or DEFAULT_CUSTOMERS, params.days or DEFAULT_DAYS, params.seed, progress
+            params.customers or DEFAULT_CUSTOMERS,
+            params.days or DEFAULT_DAYS,
+            params.seed,
+            cache=cache if cache is not None else cache_dir(None),
+            progress=progress,
         )
         return _from_events(params, (str(events),), str(outcomes), progress, say)
     if params.source == "events":

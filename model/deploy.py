@@ -27,9 +27,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from model.exceptions import DeployError, UsageError
+from plumbing.awsenv import aws_region
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sagemaker.client import SageMakerClient
+    from mypy_boto3_sagemaker.literals import ProductionVariantInstanceTypeType
+    from mypy_boto3_sagemaker.type_defs import ProductionVariantTypeDef
+
+T = TypeVar("T")
 
 DEFAULT_FRAMEWORK_VERSION = "2.20"
 # The TensorFlow release inside that image: what `make serving-check` loads the SavedModel with.
@@ -145,12 +154,13 @@ def _check(request: DeployRequest) -> None:
         raise UsageError(f"no package at {request.package}: run `churn-model package` first")
 
 
-def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+def _call(what: str, call: Callable[[], T]) -> T:
+    """`call()`, its AWS errors as one `DeployError` line saying what failed."""
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return fn(**kwargs)
+        return call()
     except ClientError as exc:
         error = exc.response.get("Error", {})
         raise DeployError(
@@ -160,7 +170,7 @@ def _call(what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         raise DeployError(f"{what} failed: {exc}") from exc
 
 
-def _current_config(sagemaker: Any, endpoint_name: str) -> str | None:
+def _current_config(sagemaker: SageMakerClient, endpoint_name: str) -> str | None:
     from botocore.exceptions import ClientError
 
     try:
@@ -175,7 +185,11 @@ def _current_config(sagemaker: Any, endpoint_name: str) -> str | None:
 
 
 def deploy(
-    request: DeployRequest, s3: Any, sagemaker: Any, region: str, say: Callable[[str], None]
+    request: DeployRequest,
+    s3: S3Client,
+    sagemaker: SageMakerClient,
+    region: str,
+    say: Callable[[str], None],
 ) -> DeployResult:
     """Upload, register and roll out `request.package`; returns what was created or updated."""
     _check(request)
@@ -186,59 +200,57 @@ def deploy(
     say(f"uploading {request.package} to {model_data_url}")
     _call(
         f"upload to {model_data_url}",
-        s3.upload_file,
-        Filename=str(request.package),
-        Bucket=request.bucket,
-        Key=key,
+        lambda: s3.upload_file(Filename=str(request.package), Bucket=request.bucket, Key=key),
     )
 
     model_name = _resource_name(request.endpoint_name, f"{request.model_version}-{stamp}")
     say(f"creating model {model_name} ({image})")
     _call(
         f"create_model {model_name}",
-        sagemaker.create_model,
-        ModelName=model_name,
-        ExecutionRoleArn=request.role_arn,
-        PrimaryContainer={"Image": image, "ModelDataUrl": model_data_url, "Environment": {}},
-        Tags=[{"Key": "model_version", "Value": request.model_version}],
+        lambda: sagemaker.create_model(
+            ModelName=model_name,
+            ExecutionRoleArn=request.role_arn,
+            PrimaryContainer={"Image": image, "ModelDataUrl": model_data_url, "Environment": {}},
+            Tags=[{"Key": "model_version", "Value": request.model_version}],
+        ),
     )
     config_name = model_name
     say(f"creating endpoint config {config_name} ({request.instance_count} x {request.instance_type})")
+    variant: ProductionVariantTypeDef = {
+        "VariantName": VARIANT,
+        "ModelName": model_name,
+        "InitialInstanceCount": request.instance_count,
+        # any name: SageMaker checks it, and it offers instance types the stubs do not list yet
+        "InstanceType": cast("ProductionVariantInstanceTypeType", request.instance_type),
+        "InitialVariantWeight": 1.0,
+    }
     _call(
         f"create_endpoint_config {config_name}",
-        sagemaker.create_endpoint_config,
-        EndpointConfigName=config_name,
-        ProductionVariants=[
-            {
-                "VariantName": VARIANT,
-                "ModelName": model_name,
-                "InitialInstanceCount": request.instance_count,
-                "InstanceType": request.instance_type,
-                "InitialVariantWeight": 1.0,
-            }
-        ],
+        lambda: sagemaker.create_endpoint_config(
+            EndpointConfigName=config_name, ProductionVariants=[variant]
+        ),
     )
     previous = _current_config(sagemaker, request.endpoint_name)
     if previous is None:
         say(f"creating endpoint {request.endpoint_name}")
         _call(
             f"create_endpoint {request.endpoint_name}",
-            sagemaker.create_endpoint,
-            EndpointName=request.endpoint_name,
-            EndpointConfigName=config_name,
+            lambda: sagemaker.create_endpoint(
+                EndpointName=request.endpoint_name, EndpointConfigName=config_name
+            ),
         )
     else:
         say(f"updating endpoint {request.endpoint_name}: {previous} -> {config_name} (blue/green)")
         _call(
             f"update_endpoint {request.endpoint_name}",
-            sagemaker.update_endpoint,
-            EndpointName=request.endpoint_name,
-            EndpointConfigName=config_name,
+            lambda: sagemaker.update_endpoint(
+                EndpointName=request.endpoint_name, EndpointConfigName=config_name
+            ),
         )
     if request.wait:
         say(f"waiting for {request.endpoint_name} to be InService")
         waiter = sagemaker.get_waiter("endpoint_in_service")
-        _call(f"waiting for {request.endpoint_name}", waiter.wait, EndpointName=request.endpoint_name)
+        _call(f"waiting for {request.endpoint_name}", lambda: waiter.wait(EndpointName=request.endpoint_name))
     return DeployResult(
         endpoint_name=request.endpoint_name,
         action="created" if previous is None else "updated",
@@ -250,12 +262,16 @@ def deploy(
     )
 
 
-def make_clients(region: str | None, endpoint_url: str | None) -> tuple[Any, Any, str]:
-    """(s3, sagemaker, region) from boto3's standard chain."""
+def make_clients(region: str | None, endpoint_url: str | None) -> tuple[S3Client, SageMakerClient, str]:
+    """(s3, sagemaker, region) from boto3's standard chain; the region is `region`, else
+    `plumbing.awsenv.aws_region()` (boto3 alone would not read AWS_REGION)."""
     import boto3
 
-    session = boto3.session.Session(region_name=region)
+    session = boto3.session.Session(region_name=region or aws_region())
     if session.region_name is None:
         raise UsageError("no AWS region: pass --region or set AWS_REGION")
-    kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
-    return session.client("s3", **kwargs), session.client("sagemaker", **kwargs), session.region_name
+    return (
+        session.client("s3", endpoint_url=endpoint_url),
+        session.client("sagemaker", endpoint_url=endpoint_url),
+        session.region_name,
+    )

@@ -5,11 +5,14 @@ are `model.metrics`; the reports that also read the alert rules are `jobs.evalua
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.exceptions import DataError
+
+if TYPE_CHECKING:
+    from model.bundle import ServingFn
 
 LATENCY_CALLS = 200
 # Serving outputs -> the names the alert rules and the scoring log use.
@@ -22,7 +25,7 @@ PREDICTION_NAMES = {
 }
 
 
-def predict(serving_fn: Any, x: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
+def predict(serving_fn: ServingFn, x: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     if not len(x):
@@ -34,7 +37,7 @@ def predict(serving_fn: Any, x: np.ndarray, batch: int = 4096) -> dict[str, np.n
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def latency_ms(serving_fn: Any, x: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, float]:
+def latency_ms(serving_fn: ServingFn, x: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, float]:
     """Single-instance call latency of the serving signature, after a warm-up."""
     import tensorflow as tf
 

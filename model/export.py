@@ -37,6 +37,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.bundle import ServingFn
+
 TOP_K = 10
 SIGNATURE = "serving_default"
 # Output keys of the serving signature, in the order the output handler reads them.
@@ -92,7 +94,6 @@ def make_serving_fn(
     k = min(TOP_K, n_features)
     calibration = calibration or {}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="features")])
     def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(features)
@@ -119,7 +120,10 @@ def make_serving_fn(
             "top_feature_importance": top.values,
         }
 
-    return serve
+    # tf.function called, not used as a decorator: TensorFlow is untyped, and its Any stays here.
+    return tf.function(
+        serve, input_signature=[tf.TensorSpec([None, n_features], tf.float32, name="features")]
+    )
 
 
 def export_saved_model(
@@ -138,12 +142,13 @@ def export_saved_model(
     return path
 
 
-def load_serving_fn(path: Path) -> Any:
+def load_serving_fn(path: Path) -> ServingFn:
     """The `serving_default` concrete function of a SavedModel: call it as `fn(features=array)`."""
     loaded = tf.saved_model.load(str(path))
     fn = loaded.signatures[SIGNATURE]
     fn._churn_alerts_owner = loaded  # keep the trackable alive as long as the function
-    return fn
+    serving: ServingFn = fn
+    return serving
 
 
 def build_package(

@@ -6,7 +6,7 @@ API, and passes the response to `output_handler(response, context)`. It therefor
 standard library and reads the feature spec (`feature_spec.json`) from its own directory. The local
 endpoint (`churn-model serve`) runs the very same functions around the in-process SavedModel.
 
-Request (`application/json`, CONTRACTS.md section 3), any of:
+Request (`application/json`, docs/contracts.md, The model endpoint), any of:
     {"features": [150 numbers]}                 in the feature spec's order
     {"features": {"name": value, ...}}          every name, no unknown names
     {"instances": [[150 numbers], ...]}         a batch

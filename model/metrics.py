@@ -164,7 +164,8 @@ def paired_bootstrap(
     def stat(labels: np.ndarray, p: np.ndarray) -> float | None:
         if statistic == "auc":
             return auc_roc(labels.astype(bool), p)
-        return calibration(labels, p)["ece"]
+        ece: float | None = calibration(labels, p)["ece"]
+        return ece
 
     point_a, point_b = stat(y, a), stat(y, b)
     if point_a is None or point_b is None:

@@ -1,6 +1,6 @@
 """The multi-task network: the seed's architecture as a Keras 3 functional model, and its losses.
 
-Fixes against the seed (model-spec.md):
+Fixes against the seed (docs/model.md, The network):
 - The seed's `MultiTaskLoss` takes `y_true`/`y_pred` dicts, which Keras never passes to a loss, and
   its `y` had no `supply_demand`, so that head was never trained. Here each of the six outputs has
   its own Keras loss (BCE for the three classifiers, MSE for the three regressors) and the seed's
@@ -134,7 +134,8 @@ class SignedLog1p(keras.layers.Layer):
 def input_transform(x: np.ndarray) -> np.ndarray:
     """What `SignedLog1p` does, in numpy (for the normalisation statistics)."""
     x = np.asarray(x, dtype=np.float64)
-    return np.sign(x) * np.log1p(np.abs(x))
+    transformed: np.ndarray = np.sign(x) * np.log1p(np.abs(x))
+    return transformed
 
 
 def normalization_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from features.churn_outcomes import ChurnTimes, Outcomes, OutcomesError, check_against_events, load_outcomes
-from features.eventfile import EventParseError, event_sources
+from features.eventfile import event_sources
+from features.exceptions import EventParseError
 from features.shards import shard_of
 from features.state import DAY_US
 from features.store import DEFAULT_RETENTION

@@ -1,4 +1,4 @@
-"""The seed's `generate_training_data` (model-spec.md), vectorised, with its label bug fixed.
+"""The seed's `generate_training_data` (docs/model.md), vectorised, with its label bug fixed.
 
 Same four segments and probabilities (thriving 0.3, healthy 0.4, at_risk 0.2, churned 0.1), the same
 per-segment distributions, the same 26 feature columns in the same order (they are the registry's
@@ -86,7 +86,8 @@ def generate_training_data(
     rating_clipped = np.clip(rating, 1, 5)
 
     def count(weekly: np.ndarray, days: int) -> np.ndarray:
-        return np.maximum(0, np.trunc(weekly * days))  # the seed's int(): truncation toward zero
+        counts: np.ndarray = np.maximum(0, np.trunc(weekly * days))  # the seed's int(): toward zero
+        return counts
 
     features = {
         "session_count_7d": count(freq, 7),

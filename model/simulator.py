@@ -1,5 +1,5 @@
-"""A simulated tutoring marketplace with ground truth: events in the CONTRACTS.md shape, outcomes, and
-the latent state behind them.
+"""A simulated tutoring marketplace with ground truth: events in the shape of docs/contracts.md,
+outcomes, and the latent state behind them.
 
 The model, per customer:
 - A latent health `h` (integers 0-100) around a personal baseline `mu`, set at sign-up from the tier,
@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from features.eventfile import EVENT_SUFFIXES
 from features.events import EVENT_TYPES, SUBJECTS, TIERS
 from features.state import DAY_US, to_us
 
@@ -86,7 +87,8 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * x)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152014 + t * 1.061405429))))
     erf = 1.0 - poly * np.exp(-x * x)
-    return 0.5 * (1.0 + np.sign(z) * erf)
+    cdf: np.ndarray = 0.5 * (1.0 + np.sign(z) * erf)
+    return cdf
 
 
 def hazard(h: np.ndarray) -> np.ndarray:
@@ -145,7 +147,8 @@ def churn_tables() -> dict[int, np.ndarray]:
 def _step(rng: np.random.Generator, mu: np.ndarray, h: np.ndarray, shock: np.ndarray) -> np.ndarray:
     calm, shocked = _kernels()
     rows = np.where(shock[:, None], shocked[mu, h], calm[mu, h])
-    return np.minimum((rows < rng.random(len(h))[:, None]).sum(axis=1), 100)
+    stepped: np.ndarray = np.minimum((rows < rng.random(len(h))[:, None]).sum(axis=1), 100)
+    return stepped
 
 
 class TruthPoint(NamedTuple):
@@ -191,7 +194,8 @@ class Truth:
         return TruthPoint(num(self.health), num(self.churn_prob_14d), num(self.churn_prob_30d), seg)
 
     def supply_demand_at(self, day: int | date | datetime) -> np.ndarray:
-        return self.supply_demand[self.day_index(day)]
+        scores: np.ndarray = self.supply_demand[self.day_index(day)]
+        return scores
 
 
 @dataclass
@@ -212,11 +216,11 @@ class Simulation:
 
     @cached_property
     def events(self) -> list[dict[str, Any]]:
-        """Every event as the CONTRACTS.md JSON object, in time order."""
+        """Every event as the JSON object of docs/contracts.md, in time order."""
         return frame_to_events(self.frame)
 
 
-# Fields each event type carries beyond the common four (CONTRACTS.md section 1).
+# Fields each event type carries beyond the common four (docs/contracts.md, Customer events).
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "customer_signed_up": ("tier",),
     "subscription_changed": ("tier",),
@@ -332,7 +336,10 @@ class _Market:
     pool_size: np.ndarray
 
     def random_tutor(self, rng: np.random.Generator, subj: np.ndarray) -> np.ndarray:
-        return self.pool_start[subj] + (rng.random(len(subj)) * self.pool_size[subj]).astype(np.int64)
+        tutors: np.ndarray = self.pool_start[subj] + (rng.random(len(subj)) * self.pool_size[subj]).astype(
+            np.int64
+        )
+        return tutors
 
 
 def _market(rng: np.random.Generator, n: int, days: int, start_us: int) -> _Market:
@@ -387,7 +394,8 @@ def customer_ids(n: int) -> np.ndarray:
 
 def booking_rate(h: np.ndarray, tier: np.ndarray) -> np.ndarray:
     """Sessions booked per day: ~2.7 a week when thriving, under one when at risk."""
-    return np.array([0.85, 1.0, 1.2])[tier] * (0.03 + 0.42 * (h / 100.0) ** 1.5)
+    rate: np.ndarray = np.array([0.85, 1.0, 1.2])[tier] * (0.03 + 0.42 * (h / 100.0) ** 1.5)
+    return rate
 
 
 @dataclass
@@ -405,7 +413,8 @@ class _Supply:
         self.supply = demand + 1e-3 if self.supply is None else self.supply + (demand - self.supply) / 14.0
         self.availability = 0.95 * self.availability + rng.normal(0.0, 0.03, 20)
         capacity = self.supply * np.exp(self.availability)
-        return np.clip(10.0 * (demand - capacity) / np.maximum(capacity, 1e-3), -5, 5)
+        scores: np.ndarray = np.clip(10.0 * (demand - capacity) / np.maximum(capacity, 1e-3), -5, 5)
+        return scores
 
 
 def simulate(
@@ -452,7 +461,8 @@ def simulate(
 
         def times(idx: np.ndarray, lo: np.ndarray = lo, day_us: int = day_us) -> np.ndarray:
             span = (day_us + DAY_US - lo[idx]) // 1000
-            return lo[idx] + (rng.random(len(idx)) * span).astype(np.int64) * 1000
+            at: np.ndarray = lo[idx] + (rng.random(len(idx)) * span).astype(np.int64) * 1000
+            return at
 
         rate = booking_rate(h, tier)
         supply_demand[d] = market.score(rng, m.subjects[today], rate[today])
@@ -801,7 +811,7 @@ def _outcomes(frame: pd.DataFrame, ids: np.ndarray, m: _Market, churn_us: np.nda
 
 def _paths(out_path: Path) -> dict[str, Path]:
     name = out_path.name
-    for suffix in (".jsonl.gz", ".jsonl", ".parquet"):
+    for suffix in sorted(EVENT_SUFFIXES, key=len, reverse=True):  # `x.ndjson` also ends in `.json`
         if name.lower().endswith(suffix):
             stem = name[: -len(suffix)]
             return {
@@ -809,7 +819,7 @@ def _paths(out_path: Path) -> dict[str, Path]:
                 "outcomes": out_path.with_name(stem + ".outcomes.jsonl"),
                 "truth": out_path.with_name(stem + ".truth.npz"),
             }
-    raise ValueError(f"{out_path}: the events file must end in .jsonl, .jsonl.gz or .parquet")
+    raise ValueError(f"{out_path}: the events file must end in {', '.join(EVENT_SUFFIXES)}")
 
 
 def write_simulation(sim: Simulation, out_path: str | Path) -> dict[str, Path]:

@@ -375,10 +375,12 @@ def train_bundle(
     evaluate: Evaluator | None = None,
     log: Callable[[str], None] | None = None,
     baselines: bool = True,
+    cache: Path | None = None,
 ) -> Path:
     """Train on `data` (default: the simulated log), write the bundle to `out_dir`, evaluate it on
     held-out customers. `baselines=False` skips the logistic and GBM baselines (a bundle without
-    them evaluates without the comparison: `load_baselines` returns None)."""
+    them evaluates without the comparison: `load_baselines` returns None). `cache`: the model cache
+    a simulated log is kept in (`load_training_data`)."""
     config = config or TrainConfig()
     data = data or DataParams()
     say = log or (lambda message: print(message, file=sys.stderr) if progress else None)
@@ -386,7 +388,7 @@ def train_bundle(
         data = replace(data, customers=data.customers or DEFAULT_CUSTOMERS, days=data.days or DEFAULT_DAYS)
     clock = _Stopwatch()
     say(f"loading {data.source} data ...")
-    loaded = load_training_data(data, progress, say)
+    loaded = load_training_data(data, progress, say, cache)
     validation = loaded.validation
     say(
         f"{len(loaded.train.x):,} training rows, {0 if validation is None else len(validation.x):,} validation rows "
@@ -407,7 +409,7 @@ def train_bundle(
             say(f"baselines fitted ({clock.lap('baselines')})")
             extra["baselines.pkl"] = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
         trained = loaded.train if loaded.train_every_instant is None else loaded.train_every_instant
-        seen = sorted(set(trained.groups.tolist()) | set(validation.groups.tolist()))  # type: ignore[union-attr]
+        seen = sorted(_customers(trained) | _customers(validation))
         extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
     now = datetime.now(UTC)
     metadata = {
@@ -451,11 +453,18 @@ def train_bundle(
     return out_dir
 
 
+def _customers(rows: Arrays) -> set[str]:
+    """The customers of rows built from events (rows of the seed's or synthetic data have none)."""
+    return set() if rows.groups is None else {str(customer) for customer in rows.groups.tolist()}
+
+
 def member_readings(members: dict[str, Any], loaded: TrainingData) -> dict[str, Any]:
     """Each member's churn AUC (uncalibrated; AUC does not depend on calibration) on the test
     customers after the cut and over the whole log. The `earlier_instants` member's first reading is
     the one strictly out of time and out of customer: the every-instant member (and so the
     shipped average) trained on other customers' instants of the same period."""
+    if loaded.examples is None:  # rows without customers or time: nothing to read apart
+        return {name: {} for name in members}
     test = loaded.examples.where("test")
     out: dict[str, Any] = {}
     if not len(test):
@@ -532,4 +541,4 @@ def train_tiny_bundle(out_dir: Path, rows: int = 300, seed: int = 7) -> Path:
     """A bundle in seconds, for tests: synthetic rows, one epoch, no evaluation."""
     config = replace(TrainConfig(), epochs=1, seed=seed, patience=0)
     data = DataParams(source="synthetic", customers=rows, seed=seed)
-    return train_bundle(out_dir, config, data, progress=False, evaluate=False)
+    return train_bundle(out_dir, config, data, progress=False, evaluate=None)

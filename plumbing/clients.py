@@ -92,9 +92,6 @@ class AwsClients:
         assert self._on_request is not None
         self._on_request(service, operation)
 
-    def __getitem__(self, service: str) -> Any:
-        return self._clients[service]
-
     def _client(self, service: str) -> Any:
         if service not in self._clients:
             raise KeyError(f"AwsClients opened without {service!r}; pass it to AwsClients(region, ...)")

@@ -22,7 +22,9 @@ What a failure is (`Failure`):
   bad record, not an outage. Retrying the same request cannot help.
 
 Back-off is "full jitter" (a uniform wait between 0 and min(cap, base * 2^attempt)), the AWS
-Architecture Blog's recommendation: it spreads retries of many workers best.
+Architecture Blog's recommendation: it spreads retries of many workers best. A loop that polls one
+resource against a per-resource rate (a Kinesis shard's reads) keeps a `floor` share of that wait
+instead: an immediate retry would only meet the same limit again.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ FATAL_CODES = frozenset(
         "KMSDisabledException",
         "KMSNotFoundException",
         "KMSInvalidStateException",
+        "KMSOptInRequired",
         "OptInRequired",
         # the resource is not there
         "ResourceNotFoundException",
@@ -174,28 +177,33 @@ def classify(exc: BaseException) -> Failure:
         code = error_code(exc)
         if code == "TransactionCanceledException":
             return classify_cancellation(cancellation_reasons(exc))
-        if code in CONDITION_CODES:
-            return Failure.CONDITION_FAILED
-        if code in THROTTLING_CODES:
-            return Failure.THROTTLED
-        if code in CONFLICT_CODES:
-            return Failure.CONFLICT
-        if code in FATAL_CODES:
-            return Failure.FATAL
-        if code in TRANSIENT_CODES:
-            return Failure.TRANSIENT
-        status = http_status(exc)
-        if status == 429:
-            return Failure.THROTTLED
-        if status >= 500 or status == 0:
-            return Failure.TRANSIENT
-        if status in (401, 403):
-            return Failure.FATAL
-        return Failure.INVALID
+        return classify_code(code, http_status(exc))
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError):
         return Failure.FATAL
     if isinstance(exc, BotoCoreError | OSError | TimeoutError | asyncio.TimeoutError):
         return Failure.TRANSIENT  # connection refused/reset, read timeouts, a response that never came
+    return Failure.INVALID
+
+
+def classify_code(code: str, status: int = 0) -> Failure:
+    """What an error code means, with the HTTP status when there is one (0: none, or no answer).
+    Also for the per-entry codes of batch calls (PutRecords' `ErrorCode`), which no exception carries."""
+    if code in CONDITION_CODES:
+        return Failure.CONDITION_FAILED
+    if code in THROTTLING_CODES:
+        return Failure.THROTTLED
+    if code in CONFLICT_CODES:
+        return Failure.CONFLICT
+    if code in FATAL_CODES:
+        return Failure.FATAL
+    if code in TRANSIENT_CODES:
+        return Failure.TRANSIENT
+    if status == 429:
+        return Failure.THROTTLED
+    if status >= 500 or status == 0:
+        return Failure.TRANSIENT
+    if status in (401, 403):
+        return Failure.FATAL
     return Failure.INVALID
 
 
@@ -241,13 +249,15 @@ def raise_if_fatal(exc: BaseException, resource: str) -> None:
 # -- back-off -------------------------------------------------------------------------------------
 
 
-def backoff_delay(attempt: int, base: float, cap: float = 20.0) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2^attempt)]; attempt 0 is the first retry."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
+def backoff_delay(attempt: int, base: float, cap: float = 20.0, floor: float = 0.0) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2^attempt)]; attempt 0 is the first retry.
+    `floor` (0 to 1) raises the low end to that share of the ceiling (0.5: "equal jitter")."""
+    ceiling = min(cap, base * 2 ** min(attempt, 30))
+    return random.uniform(floor * ceiling, ceiling)
 
 
-async def backoff(attempt: int, base: float, cap: float = 20.0) -> None:
-    await asyncio.sleep(backoff_delay(attempt, base, cap))
+async def backoff(attempt: int, base: float, cap: float = 20.0, floor: float = 0.0) -> None:
+    await asyncio.sleep(backoff_delay(attempt, base, cap, floor))
 
 
 async def with_retries(

@@ -27,7 +27,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,6 +35,10 @@ from features.events import Event, event_to_json, format_utc
 from plumbing.retry import raise_if_fatal
 from worker.exceptions import ConfigError
 from worker.ports import EventArchive
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.literals import BucketLocationConstraintType
 
 __all__ = ["EventArchive", "MemoryEventArchive", "S3EventArchive", "encode", "parse_s3_uri", "partition_key"]
 
@@ -72,7 +76,7 @@ def encode(events: Sequence[Event]) -> bytes:
 class S3EventArchive:
     """Writes to S3 with an open aiobotocore S3 client (retries are botocore's standard mode)."""
 
-    def __init__(self, client: Any, uri: str, writer: str) -> None:
+    def __init__(self, client: S3Client, uri: str, writer: str) -> None:
         self._client = client
         self._bucket, self._prefix = parse_s3_uri(uri)
         self._writer = "".join(c if c.isalnum() or c in "-_." else "-" for c in writer) or "worker"
@@ -108,7 +112,7 @@ class MemoryEventArchive:
             self.objects[partition_key(self.prefix, date, "memory", first)] = encode(group)
 
 
-async def ensure_bucket(client: Any, uri: str, region: str) -> bool:
+async def ensure_bucket(client: S3Client, uri: str, region: str) -> bool:
     """Create the archive's bucket if it is missing (`churn-worker bootstrap`; the data-plane
     template makes a hardened one in production). True when it was created now."""
     bucket, _ = parse_s3_uri(uri)
@@ -118,9 +122,16 @@ async def ensure_bucket(client: Any, uri: str, region: str) -> bool:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
             raise
-    config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     try:
-        await client.create_bucket(Bucket=bucket, **config)
+        if region == "us-east-1":  # the one region that takes no location constraint
+            await client.create_bucket(Bucket=bucket)
+        else:
+            await client.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={
+                    "LocationConstraint": cast("BucketLocationConstraintType", region)
+                },
+            )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
             raise

@@ -22,7 +22,7 @@ What holds after a crash, a redelivery or a bad event:
 - One bad row of an endpoint answer (outside the contract) costs that customer's model alerts
   for this scoring, never the batch.
 
-The improvement loop (issue 12), each in a method of its own:
+The improvement loop (docs/architecture.md, The improvement loop), each in a method of its own:
 - `_archive_events`: the batch's accepted events to the event archive (`worker.archive`) before
   the records are acknowledged; a failed write fails the records.
 - `_with_arms` / `_withhold`: every alert's experiment arm (`worker.alerts.experiment`); control

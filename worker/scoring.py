@@ -1,7 +1,7 @@
 """Scoring client: one batched `invoke_endpoint` per pipeline batch, on aiobotocore.
 
-- The request is `{"instances": [[150 numbers], ...]}` (CONTRACTS.md section 3), split into chunks
-  that stay under SageMaker's 6 MB payload limit.
+- The request is `{"instances": [[150 numbers], ...]}` (docs/contracts.md, The model endpoint),
+  split into chunks that stay under SageMaker's 6 MB payload limit.
 - Throttling (429), 5xx and 530 are retried with full jitter; after `failure_threshold`
   consecutive failed calls the circuit opens for `open_seconds` and calls fail at once
   (`ScoringUnavailableError`), so an endpoint outage costs no latency per batch.

@@ -1,9 +1,11 @@
-"""The one settings class (CONTRACTS.md section 4), built once at the entry point.
+"""The settings, read once at the entry point: the only module that reads `CHURN_*` variables.
 
-Lowest to highest: defaults, a TOML or YAML file (`--config FILE` or `CHURN_CONFIG`), environment
-variables `CHURN_*` (nested with `__`, e.g. `CHURN_ALERTS__IB_CALL_SPIKE__MIN_CALLS_14D=3`). AWS access
-uses the standard chain (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL[_<SERVICE>]`): botocore
-reads those itself, so no keys ever live here. This is the only module that reads the environment.
+`Settings` is the worker's (docs/contracts.md, Configuration). Lowest to highest: defaults, a TOML
+or YAML file (`--config FILE` or `CHURN_CONFIG`), environment variables `CHURN_*` (nested with
+`__`, e.g. `CHURN_ALERTS__IB_CALL_SPIKE__MIN_CALLS_14D=3`). `ModelSettings` holds the few `CHURN_*`
+variables the model commands read (the bundle cache, the retrain task's defaults). AWS access uses
+the standard chain (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL[_<SERVICE>]`): botocore reads
+those itself, `plumbing.awsenv` what it does not, so no keys ever live here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from plumbing.awsenv import aws_endpoint_url, aws_region
 from worker import faultpoints
 from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig
@@ -92,7 +95,7 @@ class Settings(BaseSettings):
         description="how long the input queue keeps a message (bootstrap sets it)",
     )
 
-    # Re-scoring without events (issue 11) and scoring decoupled from acknowledgement.
+    # Re-scoring without events, and scoring decoupled from acknowledgement.
     rescore_interval_hours: float = Field(
         24, gt=0, le=24 * 30, description="every active customer is scored at least this often, events or not"
     )
@@ -105,7 +108,7 @@ class Settings(BaseSettings):
     rescore_lease_seconds: float = Field(
         120, gt=0, le=3600, description="a claimed due customer is due again after this if its worker died"
     )
-    # Closing the loop (issue 12): the event archive, the shadow model, the A/B holdout.
+    # Closing the loop: the event archive, the shadow model, the A/B holdout.
     archive_s3_uri: str | None = Field(
         None,
         description="s3://bucket/prefix/: every accepted event archived there (gzip JSON Lines by event date)",
@@ -165,8 +168,7 @@ class Settings(BaseSettings):
 
     @property
     def aws_region(self) -> str:
-        # botocore reads AWS_DEFAULT_REGION but not AWS_REGION; honour both, as other SDKs do.
-        return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return aws_region() or "us-east-1"
 
     @classmethod
     def settings_customise_sources(
@@ -179,6 +181,30 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # init carries the config file's values (see load_settings); env overrides them.
         return env_settings, init_settings
+
+
+class ModelSettings(BaseSettings):
+    """The `CHURN_*` variables of the model commands (`churn-model`), apart from the worker's
+    `Settings`: no config file, and a worker setting that does not validate never stops a training
+    run. The retrain task gets them from infra/service.yaml's TrainerTaskDefinition; they are the
+    defaults of `churn-model retrain`'s options. An empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", frozen=True, extra="ignore", case_sensitive=False)
+
+    model_cache: str | None = Field(
+        default=None, description="default bundles and simulated logs (default ~/.cache/churn-alerts)"
+    )
+    archive_s3_uri: str | None = Field(
+        default=None, description="the worker's event archive: retrain's --events"
+    )
+    endpoint_name: str | None = Field(default=None, description="retrain's --endpoint")
+    model_bucket: str | None = Field(default=None, description="retrain's --bucket: packages and bundles")
+    sagemaker_role_arn: str | None = Field(default=None, description="retrain's --role-arn")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -221,5 +247,5 @@ def redacted(settings: Settings) -> dict[str, Any]:
             scheme, rest = value.split("://", 1)
             data[key] = f"{scheme}://***@{rest.split('@', 1)[1]}"
     data["aws_region"] = settings.aws_region
-    data["aws_endpoint_url"] = os.environ.get("AWS_ENDPOINT_URL")
+    data["aws_endpoint_url"] = aws_endpoint_url()
     return data

@@ -1,4 +1,5 @@
-"""`churn-worker outcomes`: the outcomes file (CONTRACTS.md section 5) of an event log or archive.
+"""`churn-worker outcomes`: the outcomes file (docs/contracts.md, Outcomes files) of an event log or
+archive.
 
 Reads every event file the paths name (files, directories, globs, `s3://bucket/prefix/` such as
 the worker's archive, `--since` leaving out older date partitions unread) and writes one line per

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from features.churn_outcomes import load_outcomes
-from jobs.alert_log import alert_row, read_bodies, to_us
+from features.state import from_us, to_us
+from jobs.alert_log import alert_row, read_bodies
 from jobs.shadow_compare import compare, format_comparison
 from jobs.uplift import AlertRow
 from plumbing.clients import AwsClients
@@ -85,11 +86,11 @@ async def run_shadow_report(settings: Settings, request: ShadowReportRequest) ->
         else _rows(request.live or [], False, versions["live"])
     )
     latest = max([r.as_of_us for r in shadow + live] + list(outcomes.churned_at_us.values()))
-    end_us = to_us(request.end.isoformat()) if request.end else latest
+    end_us = to_us(request.end) if request.end else latest
     report: dict[str, Any] = compare(live, shadow, outcomes.churned_at_us, end_us, arm=request.arm)
     for key in ("start", "stop", "end"):
         if report.get(key) is not None:
-            report[key] = iso(datetime.fromtimestamp(report[key] / 1e6, UTC))
+            report[key] = iso(from_us(report[key]))
     report["model_versions"] = {side: sorted(names) for side, names in versions.items()}
     if request.as_json:
         print(json.dumps(report))

@@ -3,7 +3,7 @@
 Alerts come from a file of alert bodies (`--alerts`: a backtest's alerts.jsonl, a dump of the
 retention and control topics, ...) or from the alert ledger's records (`--ledger`: every claimed
 alert of both arms, with the arm it was given; a Scan of the ledger table, billed by its size).
-Outcomes are CONTRACTS.md section 5's file. The analysis is `jobs.uplift`: per alert
+Outcomes are the file of docs/contracts.md, Outcomes files. The analysis is `jobs.uplift`: per alert
 type, churn within the horizon after a (customer, type) pair's first alert, by arm, the difference
 with its 95 % CI and p-value, and the pairs per arm an effect needs for 80 % power.
 """
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from features.churn_outcomes import load_outcomes
-from jobs.alert_log import alert_row, alert_rows, to_us
+from features.state import from_us, to_us
+from jobs.alert_log import alert_row, alert_rows
 from jobs.uplift import AlertRow, format_uplift, uplift
 from plumbing.clients import AwsClients
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
@@ -55,7 +56,7 @@ async def run_uplift(settings: Settings, request: UpliftRequest) -> int:
     if not request.outcomes.is_file():
         raise UsageError(f"{request.outcomes}: no such file")
     outcomes = load_outcomes(request.outcomes)
-    since_us = to_us(request.since.isoformat()) if request.since else 0
+    since_us = to_us(request.since) if request.since else 0
     if request.ledger:
         rows = await _ledger_rows(settings, since_us)
         source = f"ledger {alert_table_name(settings.table_prefix)}"
@@ -68,11 +69,9 @@ async def run_uplift(settings: Settings, request: UpliftRequest) -> int:
             f"no alerts in {source}" + (f" since {request.since.isoformat()}" if request.since else "")
         )
     latest = max([row.as_of_us for row in rows] + list(outcomes.churned_at_us.values()))
-    end_us = to_us(request.end.isoformat()) if request.end else latest
+    end_us = to_us(request.end) if request.end else latest
     report = uplift(rows, outcomes.churned_at_us, end_us, horizon_days=request.horizon_days)
-    report.update(
-        {"alerts": len(rows), "source": source, "end": iso(datetime.fromtimestamp(end_us / 1e6, UTC))}
-    )
+    report.update({"alerts": len(rows), "source": source, "end": iso(from_us(end_us))})
     if request.as_json:
         print(json.dumps(report))
     else:

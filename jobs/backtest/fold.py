@@ -33,13 +33,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from features.activity import day_end_us
 from features.shards import PieceResult, read_shard
-from features.state import DAY_US, CustomerState, to_us
+from features.state import DAY_US, CustomerState, parse_iso_us
 from features.store import MemoryFeatureStore
 from jobs.backtest.clock import SimulatedClock
 from jobs.backtest.recording import MemoryDeadLetterQueue, RecordingScorer, RecordingStore, ScoringLog
@@ -50,6 +49,9 @@ from worker.alerts.publisher import MemoryAlertPublisher
 from worker.exceptions import WorkerError
 from worker.pipeline import Pipeline
 from worker.scoring import Scorer
+
+if TYPE_CHECKING:
+    from jobs.backtest.runner import BacktestOptions
 
 # Dead-letter codes that are about the clock, not the line: a late line older than retention at
 # the time it is processed, as a live worker would reject it too.
@@ -69,7 +71,7 @@ class ShardTask:
     pieces: list[PieceResult]
     sources: list[str]
     scorer: ScorerFactory
-    options: Any  # jobs.backtest.runner.BacktestOptions
+    options: BacktestOptions
     first_day: int  # the job's first and last UTC day of events
     last_day: int
 
@@ -169,7 +171,7 @@ async def fold_lines(
     def take_published() -> None:
         for message in publisher.messages:
             body = message.body
-            as_of = to_us(datetime.fromisoformat(body["as_of"]))
+            as_of = parse_iso_us(body["as_of"])
             result.alerts.append((as_of, body["customer_id"], body["type"], json.dumps(body)))
         publisher.messages.clear()
 

@@ -14,12 +14,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from worker.exceptions import ScoringRejectedError, UsageError
 from worker.scoring import MAX_PAYLOAD_BYTES
+
+if TYPE_CHECKING:
+    from model.server import LocalPredictor
+    from worker.settings import Settings
 
 
 def _chunks(features: np.ndarray) -> list[np.ndarray]:
@@ -32,8 +36,8 @@ def _chunks(features: np.ndarray) -> list[np.ndarray]:
 class InProcessScorer:
     """`await score(matrix)` -> one endpoint-shaped prediction dict per row."""
 
-    def __init__(self, predictor: Any) -> None:
-        self._predictor = predictor  # model.server.LocalPredictor
+    def __init__(self, predictor: LocalPredictor) -> None:
+        self._predictor = predictor
         self._handlers = predictor.handlers
         self.model_version: str = str(predictor.bundle.model_version)
         self.bundle_dir: Path = Path(predictor.bundle.path)
@@ -139,7 +143,7 @@ class BundleScorer:
 class EndpointScorer:
     """A deployed SageMaker endpoint through the worker's own client, opened where it scores."""
 
-    settings: Any  # worker.settings.Settings
+    settings: Settings
     endpoint: str
 
     @contextlib.asynccontextmanager
@@ -149,5 +153,5 @@ class EndpointScorer:
 
         async with AwsClients(self.settings.aws_region, "sagemaker-runtime") as aws:
             yield SageMakerScorer(
-                aws["sagemaker-runtime"], self.endpoint, max_attempts=self.settings.scoring_max_attempts
+                aws.sagemaker_runtime, self.endpoint, max_attempts=self.settings.scoring_max_attempts
             )

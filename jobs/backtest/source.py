@@ -18,18 +18,16 @@ cadence; a late line is processed with the batch it arrives in, as a late messag
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from features.eventfile import read_event_file
+from features.eventfile import JSONL_SUFFIXES, LocalEventFile, open_text, read_event_file
 from features.events import event_to_json, loads_json, unwrap_envelope
 from features.exceptions import EventParseError
-from features.state import DAY_US, to_us
+from features.state import DAY_US, parse_iso_us, to_us
 from worker.ports import Record
 
 HOUR_US = DAY_US // 24
@@ -64,12 +62,6 @@ class Batch:
     )
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
-
-
 def _occurred_us(obj: Any) -> int | None:
     """The event time as the pipeline will read it (ISO-8601 with an offset), or None."""
     try:
@@ -79,23 +71,20 @@ def _occurred_us(obj: Any) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_iso_us(value)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        return None
-    return to_us(moment.astimezone(UTC))
 
 
 def read_lines(path: Path) -> Iterator[Line | BadLine]:
     """Each non-blank line (or Parquet row) with its number, in file order."""
-    name = path.name.lower()
-    if name.endswith(".parquet"):
+    source = LocalEventFile(path)
+    if source.is_parquet:
         yield from _read_parquet(path)
         return
-    if not name.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson", ".ndjson.gz")):
+    if not path.name.lower().endswith(JSONL_SUFFIXES):
         raise EventParseError("unknown_format", f"{path}: expected .jsonl, .jsonl.gz or .parquet")
-    with _open_text(path) as handle:
+    with open_text(source) as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue

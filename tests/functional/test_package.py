@@ -130,12 +130,12 @@ def test_default_bundle_is_retrained_when_defaults_change(
 ) -> None:
     from dataclasses import asdict
 
-    from jobs.training import _stale_reason
+    from jobs.training import _stale_reason, model_cache
     from model.bundle import default_bundle_dir
     from model.training import data_version, default_training
 
     monkeypatch.setenv("CHURN_MODEL_CACHE", str(tmp_path))
-    target = default_bundle_dir()
+    target = default_bundle_dir(model_cache())
     assert target == tmp_path / "bundles" / "default"
     assert "no default model bundle" in (_stale_reason(target) or "")
     shutil.copytree(tiny_bundle, target)

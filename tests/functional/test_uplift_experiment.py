@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cli.worker import main
-from jobs.alert_log import to_us as _us
+from features.state import parse_iso_us as _us
 from jobs.backtest.runner import BacktestOptions, run_backtest
 from jobs.uplift import DAY_US, AlertRow, outcome
 from model.simulator import simulate, write_simulation

@@ -32,19 +32,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
+from features.state import DAY_US, from_us
+
 CONFIRM_DAYS = 30
-DAY_US = 86_400_000_000
 CONFIRM_US = CONFIRM_DAYS * DAY_US
 HISTORY_DAYS = 180  # an alert record is kept this long after its alert (`churn-worker uplift --ledger`)
 STATS_KEEP_DAYS = 400  # daily counters: more than a year of live precision
 RECORD_PREFIX = "#alert#"  # sort key of an alert record: #alert#<window start µs>#<TYPE>#<arm>
 STATS_PREFIX = "#stats#"  # partition key of a day's counters: #stats#<YYYY-MM-DD>
 OUTCOME_SHARD_PREFIX = "o"  # open records in the ledger's sparse `pending` index: shards o00..o03
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ARMS = ("treatment", "control")
 
 
@@ -102,12 +102,8 @@ def deadline_us(as_of_us: int) -> int:
     return as_of_us + CONFIRM_US
 
 
-def to_us(moment: datetime) -> int:
-    return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
-
-
 def day_of(us: int) -> str:
-    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d")
+    return from_us(us).strftime("%Y-%m-%d")
 
 
 def days_between(since: date, until: date) -> list[str]:

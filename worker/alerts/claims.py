@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from features.state import to_us
 from plumbing.retry import gather_limited
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import Alert
@@ -73,8 +74,6 @@ __all__ = ["AlertLedger", "Batching", "Claim", "ClaimStatus"]
 CHURN_MARKER = "#churned"  # sort key of the churned marker; alert types are upper-case names
 DEFAULT_LEASE = timedelta(minutes=2)
 MAX_CONCURRENT_CLAIMS = 32
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 class ClaimStatus(StrEnum):
@@ -141,10 +140,6 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("ledger times must be timezone-aware")
     return moment.astimezone(UTC)
-
-
-def to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _US
 
 
 def return_times(churned_at: datetime, signed_up_at: datetime) -> tuple[int, int]:

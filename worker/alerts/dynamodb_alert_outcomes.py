@@ -22,16 +22,17 @@ record, its counter: 4 WRU); the expiry sweep one index Query per shard a minute
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from features.state import DAY_US, parse_iso_us, to_us
 from plumbing.retry import Failure, classify, error_text, with_retries
 from plumbing.tables import shard_names, shard_of
 from worker.alerts.alert_outcomes import (
-    DAY_US,
     HISTORY_DAYS,
     OUTCOME_SHARD_PREFIX,
     STATS_KEEP_DAYS,
@@ -45,7 +46,6 @@ from worker.alerts.alert_outcomes import (
     deadline_us,
     is_confirmed,
     record_sort_key_bound,
-    to_us,
 )
 from worker.alerts.exceptions import AlertLedgerError
 from worker.alerts.rules import Alert, iso
@@ -53,6 +53,8 @@ from worker.alerts.rules import Alert, iso
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb.client import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import TransactWriteItemTypeDef
+
+T = TypeVar("T")
 
 PENDING_INDEX = "pending"  # the ledger's sparse index (worker/alerts/dynamodb_ledger.py)
 OUTCOME_SHARDS = 4  # the same number of shards as the unsent claims'; part of the table's data
@@ -144,7 +146,8 @@ class DynamoDBOutcomes:
                 break
             page = await self._call(
                 "finding expired alert records",
-                lambda shard=shard: self._client.query(
+                partial(
+                    self._client.query,
                     TableName=self._table,
                     IndexName=PENDING_INDEX,
                     KeyConditionExpression="pending_shard = :s AND lease_until_us <= :now",
@@ -244,8 +247,8 @@ class DynamoDBOutcomes:
                     confirmed=int(item.get("confirmed", {}).get("N", 0)),
                     expired=int(item.get("expired", {}).get("N", 0)),
                 )
-        low = deadline_us(to_us(datetime.fromisoformat(since.isoformat() + "T00:00:00+00:00")))
-        high = deadline_us(to_us(datetime.fromisoformat(until.isoformat() + "T00:00:00+00:00")) + DAY_US)
+        low = deadline_us(parse_iso_us(f"{since.isoformat()}T00:00:00+00:00"))
+        high = deadline_us(parse_iso_us(f"{until.isoformat()}T00:00:00+00:00") + DAY_US)
         for shard in shard_names(OUTCOME_SHARDS):
             async for item in self._pages(
                 "counting open alert records",
@@ -302,14 +305,14 @@ class DynamoDBOutcomes:
         start: dict[str, Any] | None = None
         while True:
             request = {**kwargs, "ExclusiveStartKey": start} if start else kwargs
-            page = await self._call(what, lambda request=request: call(**request))
+            page = await self._call(what, partial(call, **request))
             for item in page.get("Items", []):
                 yield item
             start = page.get("LastEvaluatedKey")
             if not start:
                 return
 
-    async def _call(self, what: str, call: Any) -> Any:
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await with_retries(call, resource=f"alert ledger table {self._table}")
         except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from features.state import to_us
 from plumbing.retry import (
     CONDITION_CODES,
     Failure,
@@ -39,7 +40,6 @@ from worker.alerts.claims import (
     Claim,
     ClaimStatus,
     return_times,
-    to_us,
     utc,
 )
 from worker.alerts.dynamodb_alert_outcomes import DynamoDBOutcomes, record_put

@@ -15,7 +15,8 @@ class AlertsError(WorkerError):
 
 
 class InvalidPredictionError(AlertsError):
-    """A model endpoint response that is not in the contract's shape (CONTRACTS.md section 3)."""
+    """A model endpoint response that is not in the contract's shape (docs/contracts.md, The model
+    endpoint)."""
 
 
 class MissingFeatureError(AlertsError):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from features.state import to_us
 from worker.alerts.alert_outcomes import Outcome, OutcomeStats, Resolution, day_of, deadline_us, is_confirmed
 from worker.alerts.claims import (
     CHURN_MARKER,
@@ -18,7 +19,6 @@ from worker.alerts.claims import (
     Claim,
     ClaimStatus,
     return_times,
-    to_us,
     utc,
 )
 from worker.alerts.dynamodb_ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table

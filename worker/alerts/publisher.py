@@ -1,12 +1,13 @@
 """Publishing alerts: the SNS adapter of the alert sink and its in-memory twin.
 
-`publish(alerts)` stamps each alert's `created_at`, sends the JSON bodies (CONTRACTS.md section 2)
-with String message attributes `alert_type`, `severity` and `customer_tier`, and returns the alerts
-that went out. SNS `PublishBatch` takes 10 entries a call; entries it reports as `Failed` are sent
-again a few times with jittered backoff (sender faults, which cannot succeed, are not), and so is
-a call that got no answer at all (a dropped connection, a timeout: `BotoCoreError`, `OSError`).
-What still fails raises AlertPublishError naming the alert ids and carrying exactly what did go
-out, whatever went wrong in which chunk, so the caller marks those sent and nothing else.
+`publish(alerts)` stamps each alert's `created_at`, sends the JSON bodies (docs/contracts.md,
+Alerts) with String message attributes `alert_type`, `severity`, `customer_tier` and `arm`
+(`Alert.attributes`), and returns the alerts that went out. SNS `PublishBatch` takes 10 entries a
+call; entries it reports as `Failed` are sent again a few times with jittered backoff (sender
+faults, which cannot succeed, are not), and so is a call that got no answer at all (a dropped
+connection, a timeout: `BotoCoreError`, `OSError`). What still fails raises AlertPublishError
+naming the alert ids and carrying exactly what did go out, whatever went wrong in which chunk, so
+the caller marks those sent and nothing else.
 
 A FIFO topic (ARN ending in `.fifo`) gets `MessageGroupId = customer_id` (one customer's alerts
 in order) and `MessageDeduplicationId = alert_id` (SNS drops a re-publish of the same alert).

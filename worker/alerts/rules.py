@@ -8,8 +8,9 @@ When the model endpoint is down (`predictions is None`) only rules that need no 
 (IB_CALL_SPIKE) and their alerts say `"scoring": "rules_only"`, with every model-derived field
 (`model_version`, `churn_risk`, `churn_probability`, `score`, `top_risk_factors`, `predictions`)
 null. Scored alerts say `"scoring": "model"`. Every alert also says what produced it (`trigger`:
-`event`, or `rescore` for a quiet customer scored without one), its experiment `arm` (always
-`treatment` until experiments exist) and the `feature_hash` of the features it was computed from.
+`event`, or `rescore` for a quiet customer scored without one), its experiment `arm` (`treatment`,
+or `control` for the holdout of an experiment: `worker.alerts.experiment`) and the `feature_hash`
+of the features it was computed from.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import InvalidPredictionError, MissingFeatureError
 
 TOP_RISK_FACTORS = 3
-SUBJECT_COUNT = 20  # supply_demand_scores: one per subject, CONTRACTS.md section 1's order
+SUBJECT_COUNT = (
+    20  # supply_demand_scores: one per subject, in the order of docs/contracts.md, Customer events
+)
 # A served model's float32 arithmetic can land a hair outside a bounded output (a sigmoid's
 # 1.0000001): that much is clipped into range; anything further is a broken answer for that row.
 PROBABILITY_TOLERANCE = 1e-3
@@ -85,7 +88,7 @@ class FeatureImportance(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One instance of the endpoint's response (CONTRACTS.md section 3)."""
+    """One instance of the endpoint's response (docs/contracts.md, The model endpoint)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
@@ -198,7 +201,7 @@ class Alert(BaseModel):
         }
 
     def body(self) -> dict[str, Any]:
-        """The published JSON body: CONTRACTS.md section 2's keys (with `trigger`, `arm`,
+        """The published JSON body: the keys of docs/contracts.md, Alerts (with `trigger`, `arm`,
         `feature_hash`) plus `scoring`."""
         spec = SPECS[self.alert_type]
         p = self.predictions

@@ -37,17 +37,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from plumbing.retry import Failure, classify, error_code, error_text, fatal_error, is_fatal
+from plumbing.retry import (
+    Failure,
+    backoff,
+    backoff_delay,
+    classify,
+    error_code,
+    error_text,
+    fatal_error,
+    is_fatal,
+)
 from worker.ports import DeadLetterQueue, Delivery, Record, Settlement
 from worker.sources.kinesis_batches import (
     MAX_RECORDS_PER_KEY,
@@ -59,6 +67,11 @@ from worker.sources.kinesis_batches import (
 from worker.sources.kpl import deaggregate
 from worker.sources.leases import SHARD_END, Lease, LeaseTable, Observations, is_after, plan_round
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_kinesis.type_defs import ListShardsInputTypeDef, RecordTypeDef
+
 __all__ = ["KinesisDelivery", "KinesisSource", "ensure_stream", "iterator_arguments", "unsettled"]
 
 log = structlog.get_logger(__name__)
@@ -66,6 +79,11 @@ log = structlog.get_logger(__name__)
 START_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
 MAX_BACKOFF = 10.0  # seconds, cap of the throttling back-off
 MAX_RETRY_BACKOFF = 30.0  # seconds, cap of the wait before a failed delivery is read again
+# Shares of the back-off always waited (`plumbing.retry.backoff_delay`'s floor). A shard allows 5
+# GetRecords a second and a table item its own write rate: a retry at once meets the same limit.
+# A failed delivery is read again about as late as its attempt says, so its failures stay spaced.
+THROTTLE_FLOOR = 0.5
+RETRY_FLOOR = 0.75
 SHARD_SYNC_INTERVAL = 60.0  # seconds between ListShards calls; a finished shard triggers one at once
 CHECKPOINT_ATTEMPTS = 6
 RELEASE_RESERVE = 2.0  # seconds of the stop grace kept for releasing leases
@@ -143,8 +161,8 @@ class KinesisSource:
 
     def __init__(
         self,
-        kinesis_client: Any,
-        dynamodb_client: Any,
+        kinesis_client: KinesisClient,
+        dynamodb_client: DynamoDBClient,
         stream_name: str,
         lease_table: str,
         worker_id: str,
@@ -386,9 +404,7 @@ class KinesisSource:
                     self._count("checkpoints")
                     return DONE
             self._count("checkpoints_retried")  # throttled or no answer: the same write again, later
-            await asyncio.sleep(
-                min(MAX_BACKOFF, self._throttle_backoff * 2**attempt) * random.uniform(0.5, 1)
-            )
+            await backoff(attempt, self._throttle_backoff, MAX_BACKOFF, THROTTLE_FLOOR)
         return RETRY
 
     # --- one shard ------------------------------------------------------------------------------
@@ -422,10 +438,10 @@ class KinesisSource:
             limit = 1 if shard.failures >= 2 else self._max_records
             try:
                 if iterator is None:
-                    response = await self._kinesis.get_shard_iterator(
+                    started = await self._kinesis.get_shard_iterator(
                         StreamName=self._stream, ShardId=sid, **position
                     )
-                    iterator = response["ShardIterator"]
+                    iterator = started["ShardIterator"]
                 response = await self._kinesis.get_records(ShardIterator=iterator, Limit=limit)
             except AWS_ERRORS as exc:
                 if isinstance(exc, ClientError) and error_code(exc) == "ExpiredIteratorException":
@@ -437,9 +453,7 @@ class KinesisSource:
                     raise
                 throttles += 1
                 self._count("throttled" if kind is Failure.THROTTLED else "read_errors")
-                await asyncio.sleep(
-                    min(MAX_BACKOFF, self._throttle_backoff * 2**throttles) * random.uniform(0.5, 1)
-                )
+                await backoff(throttles, self._throttle_backoff, MAX_BACKOFF, THROTTLE_FLOOR)
                 continue
             throttles = 0
             behind = int(response.get("MillisBehindLatest", 0))
@@ -452,7 +466,8 @@ class KinesisSource:
                 (str(raw.get("PartitionKey", "")), self._records(shard, raw))
                 for raw in response.get("Records", [])
             ]
-            next_iterator = response.get("NextShardIterator")
+            # absent at a closed shard's end, whatever the stubs say
+            next_iterator: str | None = response.get("NextShardIterator")
             retry_at: str | None = None
             for records in split_by_key(units, self._max_per_key):
                 if self._stopping.is_set():
@@ -484,11 +499,9 @@ class KinesisSource:
 
     def _retry_delay(self, shard: _Shard) -> float:
         """Grows with each failure in a row, so an outage is not hammered; jittered."""
-        exponent: int = max(0, shard.failures - 1)
-        delay: float = min(MAX_RETRY_BACKOFF, self._retry_backoff * 2.0**exponent)
-        return delay * random.uniform(0.75, 1)
+        return backoff_delay(max(0, shard.failures - 1), self._retry_backoff, MAX_RETRY_BACKOFF, RETRY_FLOOR)
 
-    def _records(self, shard: _Shard, raw: dict[str, Any]) -> list[Record]:
+    def _records(self, shard: _Shard, raw: RecordTypeDef) -> list[Record]:
         """One Kinesis record as pipeline records: itself, or the user records of a KPL aggregate.
         The user records share the Kinesis sequence number: a delivery settles whole, so the
         checkpoint never falls inside an aggregate."""
@@ -641,7 +654,7 @@ class KinesisSource:
         configured position; shards born later from a reshard are read from their beginning."""
         bootstrap = not leases
         created = False
-        kwargs: dict[str, Any] = {"StreamName": self._stream}
+        kwargs: ListShardsInputTypeDef = {"StreamName": self._stream}
         while True:
             response = await self._kinesis.list_shards(**kwargs)
             for shard in response.get("Shards", []):
@@ -688,7 +701,7 @@ class KinesisSource:
             self._sink.set("kinesis_leases_held", len(self._shards))
 
 
-async def ensure_stream(kinesis_client: Any, name: str, shard_count: int) -> bool:
+async def ensure_stream(kinesis_client: KinesisClient, name: str, shard_count: int) -> bool:
     """Create the stream if missing and wait until it is ACTIVE. True when it was created now."""
     created = True
     try:

@@ -17,15 +17,26 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict, cast
 
 from worker.ports import Record, Settlement
 from worker.sources.leases import SHARD_END, Lease
 
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.literals import ShardIteratorTypeType
+
 MAX_RECORDS_PER_KEY = 64
 
 
-def iterator_arguments(lease: Lease) -> dict[str, Any]:
+class IteratorPosition(TypedDict):
+    """Where GetShardIterator starts: its arguments besides the stream and the shard."""
+
+    ShardIteratorType: ShardIteratorTypeType
+    StartingSequenceNumber: NotRequired[str]
+    Timestamp: NotRequired[datetime]
+
+
+def iterator_arguments(lease: Lease) -> IteratorPosition:
     """GetShardIterator arguments for a lease: after its checkpoint, else its start position."""
     if lease.checkpoint is not None and lease.checkpoint != SHARD_END:
         return {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": lease.checkpoint}
@@ -34,7 +45,8 @@ def iterator_arguments(lease: Lease) -> dict[str, Any]:
             "ShardIteratorType": "AT_TIMESTAMP",
             "Timestamp": datetime.fromtimestamp(lease.start_at or 0, UTC),
         }
-    return {"ShardIteratorType": lease.start}
+    # TRIM_HORIZON or LATEST: the source refuses any other start position
+    return {"ShardIteratorType": cast("ShardIteratorTypeType", lease.start)}
 
 
 def unsettled(records: Sequence[Record], settlement: Settlement) -> list[Record]:

@@ -41,11 +41,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from features.dynamodb import ensure_table
+from plumbing.retry import Failure, classify
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import ScanInputTypeDef
 
 SHARD_END = "SHARD_END"  # the checkpoint of a closed shard read to its end
 HEARTBEAT_PREFIX = "worker#"  # never a Kinesis shard id ("shardId-000000000000")
@@ -226,14 +231,14 @@ def _ms(seconds: float) -> dict[str, str]:
 
 
 def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return classify(exc) is Failure.CONDITION_FAILED
 
 
 class LeaseTable:
     """The lease table through an open aiobotocore DynamoDB client. Writes that lose a race return
     None/False; other errors propagate."""
 
-    def __init__(self, client: Any, table: str, worker_id: str, lease_duration: float) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, worker_id: str, lease_duration: float) -> None:
         self._client = client
         self.table = table
         self.worker_id = worker_id
@@ -244,7 +249,7 @@ class LeaseTable:
         """Every lease and every worker heartbeat's beat (a number that moves while it is alive)."""
         leases: dict[str, Lease] = {}
         heartbeats: dict[str, int] = {}
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        kwargs: ScanInputTypeDef = {"TableName": self.table, "ConsistentRead": True}
         while True:
             response = await self._client.scan(**kwargs)
             for item in response.get("Items", []):
@@ -376,6 +381,6 @@ class LeaseTable:
         return replace(lease, counter=counter, owner=owner, expires_at=expires)
 
 
-async def create_lease_table(client: Any, name: str) -> bool:
+async def create_lease_table(client: DynamoDBClient, name: str) -> bool:
     """Create the lease table if missing (on-demand billing). True when it was created now."""
     return await ensure_table(client, name, "shard_id")
