@@ -248,9 +248,14 @@ class DynamoDBFeatureStore:
             folded: list[tuple[Write, ApplyResult, list[Event]]] = []
             for cid, customer_events in list(pending.items()):
                 part, write, rest = self._fold(cid, read[cid], customer_events, oldest, now_us)
-                if write is None:  # all duplicates: nothing to write
+                if write is None:  # the folded part was all duplicates: nothing to write for it
                     total.merge(part)
-                    del pending[cid]
+                    # A halved batch whose first part was already stored still has its rest to
+                    # fold: dropping it here acknowledged events that were never written.
+                    if rest:
+                        pending[cid] = rest
+                    else:
+                        del pending[cid]
                 else:
                     folded.append((write, part, rest))
             outcomes = await self._commit([write for write, _, _ in folded], alone)
