@@ -3,7 +3,7 @@
 with the default model bundle: events/s, seconds, batches, scored rows and peak memory
 (ru_maxrss). Target (docs/performance.md): under 2 minutes and 2 GiB on this machine.
 
-The simulated file is generated once and cached ($CHURN_BENCH_CACHE, else the system temp dir).
+The simulated file is generated once and cached ($BENCH_CACHE_DIR, else the system temp dir).
 Wall seconds on a machine shared with other work say little, so CPU seconds (user + system, this
 process) are printed beside them. Options: --customers, --days, --batch-hours (the event-time
 batch window; several, comma-separated, to compare), --breakdown (CPU seconds per pipeline stage,
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 def cached_events(customers: int, days: int, seed: int = 11) -> tuple[Path, Path]:
     from model.simulator import simulate, write_simulation
 
-    cache = Path(os.environ.get("CHURN_BENCH_CACHE") or Path(tempfile.gettempdir()) / "churn-bench")
+    cache = Path(os.environ.get("BENCH_CACHE_DIR") or Path(tempfile.gettempdir()) / "churn-bench")
     events = cache / f"sim-{customers}c-{days}d-s{seed}.jsonl"
     outcomes = cache / f"sim-{customers}c-{days}d-s{seed}.outcomes.jsonl"
     if not events.exists() or not outcomes.exists():
@@ -49,7 +49,7 @@ def cached_alt_events(customers: int, days: int, seed: int = 11) -> tuple[Path, 
 
     from model.altsim import generate
 
-    cache = Path(os.environ.get("CHURN_BENCH_CACHE") or Path(tempfile.gettempdir()) / "churn-bench")
+    cache = Path(os.environ.get("BENCH_CACHE_DIR") or Path(tempfile.gettempdir()) / "churn-bench")
     events = cache / f"alt-{customers}c-{days}d-s{seed}.jsonl"
     outcomes = cache / f"alt-{customers}c-{days}d-s{seed}.outcomes.jsonl"
     if not events.exists() or not outcomes.exists():

@@ -165,7 +165,10 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     )
     _history_options(evaluate, required=False)
     evaluate.add_argument(
-        "--config", type=Path, metavar="FILE", help="alert thresholds (the worker's config file)"
+        "--config",
+        type=str,
+        metavar="FILE",
+        help="alert thresholds: the worker's config file (default: CHURN_CONFIG, a path or an s3:// object, as the worker reads it; CHURN_ALERTS__* variables apply over it)",
     )
     evaluate.add_argument(
         "--include-training-customers",
@@ -193,7 +196,10 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     )
     _history_options(compare, required=True)
     compare.add_argument(
-        "--config", type=Path, metavar="FILE", help="alert thresholds (the worker's config file)"
+        "--config",
+        type=str,
+        metavar="FILE",
+        help="alert thresholds: the worker's config file (default: CHURN_CONFIG, a path or an s3:// object, as the worker reads it; CHURN_ALERTS__* variables apply over it)",
     )
     compare.add_argument(
         "--include-training-customers",
@@ -206,17 +212,13 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
     compare.set_defaults(func=run_compare)
 
 
-def _alerts(config: Path | None) -> AlertsConfig:
-    from worker.alerts.config import AlertsConfig
-    from worker.exceptions import UsageError as WorkerUsageError
+def alert_thresholds(config: str | None) -> AlertsConfig:
+    """The alert rules' thresholds exactly as the worker loads them: `--config FILE`, else
+    CHURN_CONFIG (a path or the s3:// object the service stack passes), then CHURN_ALERTS__*
+    variables over it. What `tune` wrote is what evaluate, compare and retrain judge by."""
     from worker.settings import load_settings
 
-    if config is None:
-        return AlertsConfig()
-    try:
-        return load_settings(config).alerts
-    except WorkerUsageError as exc:
-        raise UsageError(str(exc)) from None
+    return load_settings(config).alerts
 
 
 def _check_history(args: argparse.Namespace) -> None:
@@ -329,7 +331,7 @@ def evaluate_on_log(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
         churned_at=build.outcomes.churned_at_us,
         start_us=build.start_us,
         end_us=build.end_us,
-        alerts=_alerts(args.config),
+        alerts=alert_thresholds(args.config),
         baselines=None if args.no_baselines else load_baselines(bundle.path),
     )
     report["log"] = examples.summary
@@ -377,7 +379,7 @@ def run_compare(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             allow_unknown_outcomes=args.ignore_unknown_outcomes,
             include_training_customers=args.include_training_customers,
-            alerts=_alerts(args.config),
+            alerts=alert_thresholds(args.config),
             rounds=args.rounds,
             seed=args.seed,
         ),

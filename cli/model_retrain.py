@@ -136,7 +136,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--scheduler", metavar="ADDRESS", help="build examples on an existing Dask cluster")
     train.add_argument(
-        "--config", type=Path, metavar="FILE", help="alert thresholds for the gate (the worker's config file)"
+        "--config",
+        type=str,
+        metavar="FILE",
+        help="alert thresholds for the gate: the worker's config file (default: CHURN_CONFIG, a path or an s3:// object, as the worker reads it; CHURN_ALERTS__* variables apply over it)",
     )
     train.add_argument(
         "--rounds", type=positive_int, default=200, help="the gate's bootstrap rounds (default 200)"
@@ -154,7 +157,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cli.model_data import _alerts
+    from cli.model_data import alert_thresholds
     from jobs.gate import GateOptions
     from jobs.retrain import DeployTarget, RetrainRequest, run_retrain
     from model.exceptions import UsageError
@@ -201,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             on_error=args.on_error,
             workers=args.workers,
             scheduler=args.scheduler,
-            alerts=_alerts(args.config),
+            alerts=alert_thresholds(args.config),
             rounds=args.rounds,
         ),
         evaluate=not args.no_evaluate,

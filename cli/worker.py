@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
-        type=Path,
+        type=str,
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="TOML or YAML settings file (or CHURN_CONFIG)",
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser(
         "validate", parents=[common], help="check a config file; exit 2 if invalid"
     )
-    validate.add_argument("file", type=Path, metavar="FILE")
+    validate.add_argument("file", metavar="FILE", help="a local path or an s3://bucket/key object")
     return parser
 
 
@@ -549,7 +549,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if args.command == "run":
         from worker.logs import configure_logging
-        from worker.runtime import check_runnable, run_worker
+        from worker.runtime import run_worker
+        from worker.settings import check_runnable
 
         configure_logging(args.debug, json_logs=args.json_logs)
         check_runnable(settings)

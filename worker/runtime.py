@@ -39,13 +39,13 @@ from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
 from worker.archive import S3EventArchive
 from worker.emf import EmfReporter
-from worker.exceptions import ConfigError, FatalAwsError, WorkerError
+from worker.exceptions import FatalAwsError, WorkerError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Delivery, EventSource, Settlement, ShadowLog
 from worker.rescore import Rescorer
 from worker.scoring import CircuitBreaker, SageMakerScorer
-from worker.settings import Settings
+from worker.settings import Settings, check_runnable
 from worker.shadow import ShadowScoring
 from worker.shadow_log import S3ShadowLog, SnsShadowLog, shadow_uri
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
@@ -55,46 +55,6 @@ log = structlog.get_logger(__name__)
 SHADOW_CLOSE_SECONDS = (
     3.0  # on shutdown, after the live work: shadow scorings still running, and the log's flush
 )
-
-
-def check_runnable(settings: Settings) -> None:
-    """Fail fast, naming the setting, before opening anything."""
-    missing = []
-    if settings.source == "sqs" and not settings.sqs_queue_url:
-        missing.append("CHURN_SQS_QUEUE_URL")
-    if settings.source == "kinesis" and not settings.kinesis_stream:
-        missing.append("CHURN_KINESIS_STREAM")
-    if (
-        settings.source == "kinesis"
-        and settings.kinesis_start_position == "AT_TIMESTAMP"
-        and not (settings.kinesis_start_timestamp)
-    ):
-        missing.append("CHURN_KINESIS_START_TIMESTAMP")
-    if not settings.dlq_url:
-        missing.append("CHURN_DLQ_URL")
-    if not settings.alerts_topic_arn:
-        missing.append("CHURN_ALERTS_TOPIC_ARN")
-    if missing:
-        raise ConfigError(
-            f"set {', '.join(missing)} (or run `churn-worker bootstrap` and use the names it prints)"
-        )
-    if settings.shadow_endpoint_name and not (settings.shadow_topic_arn or settings.archive_s3_uri):
-        raise ConfigError(
-            "CHURN_SHADOW_ENDPOINT_NAME needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or "
-            "CHURN_ARCHIVE_S3_URI (shadow alerts then go to its bucket under shadow/)"
-        )
-    if settings.shadow_endpoint_name and settings.shadow_endpoint_name == settings.endpoint_name:
-        raise ConfigError(
-            "CHURN_SHADOW_ENDPOINT_NAME is the live endpoint (CHURN_ENDPOINT_NAME): name the candidate"
-        )
-    for name, topic in (
-        ("CHURN_CONTROL_TOPIC_ARN", settings.control_topic_arn),
-        ("CHURN_SHADOW_TOPIC_ARN", settings.shadow_topic_arn),
-    ):
-        if topic and topic == settings.alerts_topic_arn:
-            raise ConfigError(
-                f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own"
-            )
 
 
 def worker_id(settings: Settings) -> str:

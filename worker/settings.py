@@ -10,21 +10,26 @@ those itself, `plumbing.awsenv` what it does not, so no keys ever live here.
 
 from __future__ import annotations
 
+import difflib
 import os
-import tomllib
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from plumbing.awsenv import aws_endpoint_url, aws_region
 from worker import faultpoints
 from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig
+from worker.config_file import key_line, parse_config, read_config_text, to_toml
 from worker.exceptions import ConfigError
+
+ENV_PREFIX = "CHURN_"
+CONFIG_VARIABLE = "CHURN_CONFIG"  # the config file itself: a local path or an s3://bucket/key object
 
 
 class Settings(BaseSettings):
@@ -145,6 +150,48 @@ class Settings(BaseSettings):
             faultpoints.parse(value)  # refuses unknown points; the runtime arms it
         return value
 
+    @field_validator("kinesis_start_timestamp")
+    @classmethod
+    def _iso_instant(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 instant: {value!r} (e.g. 2026-11-27T00:00:00Z)") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"{value!r} needs a UTC offset or Z, e.g. 2026-11-27T00:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Settings that contradict each other, whatever source each came from: refused when loaded,
+        so `config validate` and `run` refuse the same things."""
+        problems = []
+        at_timestamp = self.source == "kinesis" and self.kinesis_start_position == "AT_TIMESTAMP"
+        if at_timestamp and not self.kinesis_start_timestamp:
+            problems.append("CHURN_KINESIS_START_POSITION=AT_TIMESTAMP needs CHURN_KINESIS_START_TIMESTAMP")
+        if self.shadow_endpoint_name and not (self.shadow_topic_arn or self.archive_s3_uri):
+            problems.append(
+                "CHURN_SHADOW_ENDPOINT_NAME needs a shadow log: set CHURN_SHADOW_TOPIC_ARN, or "
+                "CHURN_ARCHIVE_S3_URI (shadow alerts then go to its bucket under shadow/)"
+            )
+        if self.shadow_endpoint_name and self.shadow_endpoint_name == self.endpoint_name:
+            problems.append(
+                "CHURN_SHADOW_ENDPOINT_NAME is the live endpoint (CHURN_ENDPOINT_NAME): name the candidate"
+            )
+        for name, topic in (
+            ("CHURN_CONTROL_TOPIC_ARN", self.control_topic_arn),
+            ("CHURN_SHADOW_TOPIC_ARN", self.shadow_topic_arn),
+        ):
+            if topic and topic == self.alerts_topic_arn:
+                problems.append(
+                    f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("archive_s3_uri")
     @classmethod
     def _archive_uri(cls, value: str | None) -> str | None:
@@ -207,36 +254,119 @@ class ModelSettings(BaseSettings):
         return None if value == "" else value
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A TOML or YAML file to a dict, or a ConfigError naming the file and the problem."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"config file {path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {exc}"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: expected a table of settings at the top level")
-    return data
+class ConfigErrors(ConfigError):
+    """Every problem found while loading the settings: the message is the first (one line, as every
+    error), `problems` all of them (`config validate` prints each on its own line)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        more = f" (and {len(problems) - 1} more: `churn-worker config validate` lists them)"
+        super().__init__(problems[0] + (more if len(problems) > 1 else ""))
+        self.problems = problems
 
 
-def load_settings(config_file: Path | None = None) -> Settings:
-    """Defaults < config file (`config_file` or CHURN_CONFIG) < CHURN_* environment variables."""
-    path = config_file or (Path(os.environ["CHURN_CONFIG"]) if os.environ.get("CHURN_CONFIG") else None)
-    values = read_config_file(path) if path else {}
+def known_variables() -> set[str]:
+    """Every `CHURN_*` name a setting reads (nested settings by their prefix, `CHURN_ALERTS__`)."""
+    names = {CONFIG_VARIABLE}
+    for model in (Settings, ModelSettings):
+        for field, info in model.model_fields.items():
+            nested = isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+            names.add(f"{ENV_PREFIX}{field.upper()}{'__' if nested else ''}")
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One problem per `CHURN_*` variable no setting reads: a misspelt name would otherwise be
+    ignored, and the worker run on a default the operator meant to change."""
+    known = known_variables()
+    exact = sorted(name for name in known if not name.endswith("__"))
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        if any(upper.startswith(prefix) for prefix in known if prefix.endswith("__")):
+            continue  # nested: the nested model refuses a misspelt key itself
+        guess = difflib.get_close_matches(upper, exact, n=1)
+        hint = (
+            f": did you mean {guess[0]}?" if guess else ": no setting reads it (docs/contracts.md lists them)"
+        )
+        problems.append(f"{name}: unknown setting{hint}")
+    return problems
+
+
+def config_source(config_file: Path | str | None) -> str | None:
+    """`--config FILE`, else CHURN_CONFIG (a path or an s3://bucket/key object), else None."""
+    if config_file:
+        return str(config_file)
+    return os.environ.get(CONFIG_VARIABLE) or None
+
+
+def read_config_values(source: str) -> dict[str, Any]:
+    """A config file's settings as written (no defaults, no environment): what `tune` carries over."""
+    return parse_config(read_config_text(source), source)
+
+
+def load_settings(config_file: Path | str | None = None) -> Settings:
+    """Defaults < config file (`config_file` or CHURN_CONFIG, local or s3://) < CHURN_* variables.
+    Every problem (an unknown variable, a bad value from the file or the environment, settings
+    that contradict each other) is found before any is raised: `ConfigErrors` carries them all."""
+    source = config_source(config_file)
+    problems = unknown_variables(os.environ)
+    text, values = "", {}
+    if source:
+        text = read_config_text(source)
+        values = parse_config(text, source)
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        key = ".".join(str(part) for part in error["loc"])
-        where = f"config file {path}" if path else "settings"
-        raise ConfigError(f"{where}: {key}: {error['msg']}") from None
+        problems += [_describe(error, source, text) for error in exc.errors(include_url=False)]
+    if problems:
+        raise ConfigErrors(problems)
+    return settings
+
+
+def _describe(error: ErrorDetails, source: str | None, text: str) -> str:
+    """One problem, named where it came from: the variable, or the file and line."""
+    loc = [str(part) for part in error["loc"]]
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"settings: {message}"
+    key = ".".join(loc)
+    variable = next(
+        (
+            name
+            for name in (ENV_PREFIX + "__".join(loc[:i]).upper() for i in range(len(loc), 0, -1))
+            if name in {n.upper() for n in os.environ}
+        ),
+        None,
+    )
+    if variable or not source:
+        return f"settings: {key}: {message}" + (f" ({variable})" if variable else "")
+    line = key_line(text, source, loc)
+    return f"config file {source}{f', line {line}' if line else ''}: {key}: {message}"
+
+
+def missing_for_run(settings: Settings) -> list[str]:
+    """The resources `run` needs named (the deployment passes them in the environment)."""
+    missing = []
+    if settings.source == "sqs" and not settings.sqs_queue_url:
+        missing.append("CHURN_SQS_QUEUE_URL")
+    if settings.source == "kinesis" and not settings.kinesis_stream:
+        missing.append("CHURN_KINESIS_STREAM")
+    if not settings.dlq_url:
+        missing.append("CHURN_DLQ_URL")
+    if not settings.alerts_topic_arn:
+        missing.append("CHURN_ALERTS_TOPIC_ARN")
+    return missing
+
+
+def check_runnable(settings: Settings) -> None:
+    """Fail fast, naming the setting, before `run` opens anything."""
+    missing = missing_for_run(settings)
+    if missing:
+        raise ConfigError(
+            f"set {', '.join(missing)} (or run `churn-worker bootstrap` and use the names it prints)"
+        )
 
 
 def redacted(settings: Settings) -> dict[str, Any]:
@@ -246,6 +376,16 @@ def redacted(settings: Settings) -> dict[str, Any]:
         if isinstance(value, str) and "@" in value and "://" in value:
             scheme, rest = value.split("://", 1)
             data[key] = f"{scheme}://***@{rest.split('@', 1)[1]}"
-    data["aws_region"] = settings.aws_region
-    data["aws_endpoint_url"] = aws_endpoint_url()
     return data
+
+
+def settings_file(settings: Settings, source: str | None) -> str:
+    """`config show`: the effective settings as a TOML file `config validate` accepts, where they
+    came from and the AWS chain's region and endpoint as comments."""
+    header = [
+        "Effective settings of churn-worker (defaults < config file < CHURN_* variables), secrets redacted.",
+        f"config file: {source or 'none'}",
+        f"AWS region: {settings.aws_region}; endpoint: {aws_endpoint_url() or 'AWS default'}",
+        "",
+    ]
+    return to_toml(redacted(settings), header)

@@ -20,13 +20,13 @@ from jobs.backtest.report import population
 from jobs.html import line_chart, page, table
 from jobs.tuning import RuleResult, TuneTargets, config_text, format_table, sweep, write_config
 from worker.exceptions import UsageError
-from worker.settings import Settings, load_settings, read_config_file
+from worker.settings import Settings, load_settings, read_config_values
 
 __all__ = ["TuneTargets", "run_tune"]
 
 
 async def run_tune(
-    settings: Settings, request: BacktestRequest, out: Path, targets: TuneTargets, base_config: Path | None
+    settings: Settings, request: BacktestRequest, out: Path, targets: TuneTargets, base_config: str | None
 ) -> int:
     check_request(request)
     if out.suffix.lower() not in (".toml", ""):
@@ -46,7 +46,7 @@ async def run_tune(
         f"at least {targets.min_alerted} customers alerted; best recall wins",
         f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",
     ]
-    other = read_config_file(base_config) if base_config else {}
+    other = read_config_values(str(base_config)) if base_config else {}
     write_config(out, config_text(results, settings.alerts, other, header))
     load_settings(out)  # what was written must be what the worker accepts (raises ConfigError naming the key)
     plot = out.with_suffix(".html")

@@ -24,7 +24,7 @@ from model.export import SERVING_OUTPUTS, build_package, load_serving_fn
 ROOT = Path(__file__).resolve().parents[2]
 SERVING_VERSION = SERVING_TENSORFLOW[DEFAULT_FRAMEWORK_VERSION]
 SERVING_PYTHON = (
-    Path(os.environ.get("CHURN_SERVING_VENV", ROOT / f".serving-tf{SERVING_VERSION}")) / "bin" / "python"
+    Path(os.environ.get("SERVING_TF_VENV", ROOT / f".serving-tf{SERVING_VERSION}")) / "bin" / "python"
 )
 
 pytestmark = [

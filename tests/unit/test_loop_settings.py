@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from worker.exceptions import ConfigError
-from worker.runtime import _services, check_runnable
-from worker.settings import Settings, load_settings
+from worker.runtime import _services
+from worker.settings import Settings, check_runnable, load_settings
 
 RUNNABLE = {
     "CHURN_SQS_QUEUE_URL": "http://q/queue",
