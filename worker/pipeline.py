@@ -54,6 +54,7 @@ from worker.alerts.claims import Claim
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
 from worker.alerts.experiment import CONTROL, ExperimentConfig, assign_arm
+from worker.alerts.lease_guard import LeaseEndingError, LeaseGuard
 from worker.alerts.rules import Alert, Prediction, Trigger, route_alerts
 from worker.exceptions import FatalAwsError, ScoringRejectedError, ScoringUnavailableError
 from worker.faultpoints import kill_point
@@ -423,16 +424,16 @@ class Pipeline:
                 )
         return await self._publish(await self._still_ours(claims), enqueued)
 
-    async def _still_ours(self, claims: Sequence[Claim]) -> list[Alert]:
-        """The alerts of the publishable claims we still hold with half a lease ahead (renewed if
-        need be): a claim the sweep took over while this batch was slowed is its to publish now."""
+    async def _still_ours(self, claims: Sequence[Claim]) -> list[Claim]:
+        """The publishable claims we still hold with half a lease ahead (renewed if need be): a
+        claim the sweep took over while this batch was slowed is its to publish now."""
         publishable = [claim for claim in claims if claim.should_publish]
         live = await self._ledger.keep_live(publishable, self._clock())
         kept = {claim.alert.alert_id for claim in live}
         for claim in publishable:
             if claim.alert.alert_id not in kept:
                 self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason="lease_lost")
-        return [claim.alert for claim in live]
+        return live
 
     async def republish_abandoned(self, now: datetime, limit: int) -> int:
         """Publish claims whose lease ran out unsent (their worker died, or their publish failed):
@@ -444,24 +445,24 @@ class Pipeline:
         return len(published) + len(withheld)
 
     async def _publish(
-        self, to_send: list[Alert], enqueued: Mapping[str, float]
+        self, to_send: list[Claim], enqueued: Mapping[str, float]
     ) -> tuple[list[Alert], list[Alert]]:
         """Treatment alerts to the retention topic, control alerts withheld from it: (published,
         withheld). Both arms were claimed alike; both end marked sent in the ledger."""
-        treatment = [alert for alert in to_send if alert.arm != CONTROL]
-        control = [alert for alert in to_send if alert.arm == CONTROL]
+        treatment = [claim for claim in to_send if claim.alert.arm != CONTROL]
+        control = [claim for claim in to_send if claim.alert.arm == CONTROL]
         published = await self._send(self._publisher, treatment, enqueued) if treatment else []
         withheld = await self._withhold(control) if control else []
         return published, withheld
 
-    async def _withhold(self, control: list[Alert]) -> list[Alert]:
+    async def _withhold(self, control: list[Claim]) -> list[Alert]:
         """Control-arm alerts: to `CHURN_CONTROL_TOPIC_ARN` when set (an audit trail, outside the
         retention team's topic), else only recorded. Either way they are marked sent, so the
         ledger's cooldowns hold for them exactly as for treatment alerts."""
         if self._control_publisher is not None:
             return await self._send(self._control_publisher, control, {}, withheld=True)
         now = self._clock()
-        stamped = [alert.published_at(now) for alert in control]
+        stamped = [claim.alert.published_at(now) for claim in control]
         await self._ledger.mark_all_sent(stamped)
         for alert in stamped:
             self.metrics.inc("alerts_withheld", type=alert.alert_type.value, trigger=alert.trigger)
@@ -477,22 +478,33 @@ class Pipeline:
     async def _send(
         self,
         publisher: AlertPublisher,
-        to_send: list[Alert],
+        claims: list[Claim],
         enqueued: Mapping[str, float],
         withheld: bool = False,
     ) -> list[Alert]:
-        """Publish, then mark sent what went out. What did not is released (its lease ends now), so
-        the next sweep re-publishes it with the same alert_id."""
+        """Publish while holding the claims' leases (`LeaseGuard`), then mark sent what went out.
+        What did not is released (its lease ends now), so the next sweep re-publishes it with the
+        same alert_id; a claim another worker took over meanwhile is its to send."""
         fatal: FatalAwsError | None = None
         failed: list[Alert] = []
+        guard = LeaseGuard(self._ledger, claims, self._clock)
         try:
-            published = await publisher.publish(to_send)
+            published = await guard.publish(publisher.publish([c.alert for c in claims], guard.holds))
         except AlertPublishError as exc:
-            published, failed = exc.published, exc.failed
+            published, failed = exc.published, [alert for alert in exc.failed if guard.holds(alert)]
             fatal = exc.__cause__ if isinstance(exc.__cause__, FatalAwsError) else None
             log.warning(
                 "publishing alerts failed; they are re-sent by the sweep", error=str(exc), failed=len(failed)
             )
+        except LeaseEndingError as exc:
+            # Whether some went out is unknown: their leases run out and the sweep re-publishes them.
+            published = []
+            self.metrics.inc("alerts_publish_stopped", len(claims))
+            log.warning(
+                "publishing alerts stopped before their leases ended", error=str(exc), alerts=len(claims)
+            )
+        for claim in guard.lost:
+            self.metrics.inc("alerts_not_sent", type=claim.alert.alert_type.value, reason="lease_lost")
         if published:
             kill_point("after_publish")
             await self._ledger.mark_all_sent(published)

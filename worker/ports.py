@@ -22,7 +22,7 @@ not depend on the worker) and re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,9 +108,13 @@ class Scorer(Protocol):
 
 
 class AlertPublisher(Protocol):
-    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+    async def publish(
+        self, alerts: Sequence[Alert], still_ours: Callable[[Alert], bool] | None = None
+    ) -> list[Alert]:
         """Send the alerts; returns them as published (with `created_at`), in order. Raises
-        `AlertPublishError` carrying exactly what went out and what did not."""
+        `AlertPublishError` carrying exactly what went out and what did not. `still_ours`, when
+        given, is asked before any retry: an alert whose claim another worker took over is not
+        sent again (and is neither published nor failed)."""
         ...
 
 
@@ -155,6 +159,15 @@ class AlertLedger(Protocol):
 
     async def abandoned(self, now: datetime, limit: int) -> list[Claim]:
         """Up to `limit` unsent claims whose lease ran out, taken over (PENDING): publish them."""
+        ...
+
+    @property
+    def lease_length(self) -> timedelta:
+        """How long a claim is its holder's to publish."""
+        ...
+
+    async def renew(self, claim: Claim, now: datetime) -> Claim | None:
+        """The claim with a fresh lease from `now`, or None if it is no longer its holder's."""
         ...
 
     async def keep_live(self, claims: Sequence[Claim], now: datetime) -> list[Claim]:

@@ -89,7 +89,7 @@ class DownPublisher(MemoryAlertPublisher):
 
     down: bool = True
 
-    async def publish(self, alerts: Any) -> Any:
+    async def publish(self, alerts: Any, still_ours: Any = None) -> Any:
         if self.down:
             from worker.alerts.exceptions import AlertPublishError
 

@@ -261,7 +261,7 @@ class FlakyPublisher(MemoryAlertPublisher):
         super().__init__(clock=clock)
         self.failures = 1
 
-    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+    async def publish(self, alerts: Sequence[Alert], still_ours: Any = None) -> list[Alert]:
         if self.failures and len(alerts) > 1:
             self.failures -= 1
             published = await super().publish(alerts[:1])

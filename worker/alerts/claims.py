@@ -27,7 +27,9 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    (conditional on the claim token it was taken with: a take-over writes a new token) and drops
    the ones another worker took over meanwhile. A batch slowed by retries (one slow claim holds up
    the others) would otherwise publish alerts whose lease ended, which the sweep may have
-   re-published already: two copies of one alert_id without any crash.
+   re-published already: two copies of one alert_id without any crash. While the publish runs,
+   `worker.alerts.lease_guard` keeps renewing the claims and bounds the publish by their leases,
+   so a slow SNS does not hand them to the sweep either.
 3. `abandoned(now, limit)`: claims still pending after their lease ran out, taken over (PENDING)
    for the caller to publish and mark sent. The worker's sweeper calls it every tick, so a claimed
    alert is published even when the events that routed it never come back (they were acknowledged,

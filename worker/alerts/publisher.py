@@ -77,11 +77,13 @@ class SnsAlertPublisher:
         self._clock = clock
         self._backoff_base = backoff_base
 
-    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+    async def publish(
+        self, alerts: Sequence[Alert], still_ours: Callable[[Alert], bool] | None = None
+    ) -> list[Alert]:
         stamped = [alert.published_at(self._clock()) for alert in _unique(alerts)]
         chunks = [stamped[i : i + BATCH_SIZE] for i in range(0, len(stamped), BATCH_SIZE)]
         outcomes = await asyncio.gather(
-            *(self._publish_chunk(chunk) for chunk in chunks), return_exceptions=True
+            *(self._publish_chunk(chunk, still_ours) for chunk in chunks), return_exceptions=True
         )
         results: list[tuple[list[Alert], list[tuple[Alert, str]]]] = []
         for chunk, outcome in zip(chunks, outcomes, strict=True):
@@ -119,8 +121,11 @@ class SnsAlertPublisher:
             entry["MessageDeduplicationId"] = alert.alert_id
         return entry
 
-    async def _publish_chunk(self, chunk: list[Alert]) -> tuple[list[Alert], list[tuple[Alert, str]]]:
-        """(published, [(failed alert, reason)]) for up to BATCH_SIZE alerts."""
+    async def _publish_chunk(
+        self, chunk: list[Alert], still_ours: Callable[[Alert], bool] | None = None
+    ) -> tuple[list[Alert], list[tuple[Alert, str]]]:
+        """(published, [(failed alert, reason)]) for up to BATCH_SIZE alerts; an alert no longer
+        `still_ours` before a retry is dropped from both."""
         pending = {f"a{i}": alert for i, alert in enumerate(chunk)}
         published: list[Alert] = []
         failed: list[tuple[Alert, str]] = []  # sender faults: sending again cannot help
@@ -128,6 +133,10 @@ class SnsAlertPublisher:
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 await backoff(attempt - 1, self._backoff_base)
+                if still_ours is not None:  # a claim taken over meanwhile is its new holder's to send
+                    pending = {i: alert for i, alert in pending.items() if still_ours(alert)}
+                    if not pending:
+                        break
             try:
                 response = await self._client.publish_batch(
                     TopicArn=self._topic_arn,
@@ -181,7 +190,9 @@ class MemoryAlertPublisher:
     def bodies(self) -> list[dict[str, Any]]:
         return [message.body for message in self.messages]
 
-    async def publish(self, alerts: Sequence[Alert]) -> list[Alert]:
+    async def publish(
+        self, alerts: Sequence[Alert], still_ours: Callable[[Alert], bool] | None = None
+    ) -> list[Alert]:
         stamped = [alert.published_at(self.clock()) for alert in _unique(alerts)]
         seen = {m.deduplication_id for m in self.messages} if self.fifo else set()
         for alert in stamped:
