@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.argtypes import holdout_fraction, positive_float, positive_int
+from jobs.gate import MIN_NEGATIVES, MIN_POSITIVES
 from model.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -50,6 +51,15 @@ def _history_options(parser: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
+def _candidates(text: str) -> tuple[str, ...]:
+    from model.candidates import parse_candidates
+
+    try:
+        return parse_candidates(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.ArgumentParser) -> None:
     from model.datasources import DEFAULT_CUSTOMERS, DEFAULT_DAYS
 
@@ -62,8 +72,11 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         "and live re-scoring use), labels from events and outcomes only (docs/model.md, Label definitions). Split "
         "honestly: early-stop and calibrate on instants after a time cut of other customers, test on a third "
         "group of customers. The model is two networks averaged: one trained on the training customers' instants "
-        "before the cut (the out-of-time reading), one on all their instants (the whole calendar). Writes a bundle: model.keras, saved_model/ (calibrated "
-        "probabilities), feature_spec.json, metadata.json, metrics.json, MODEL_CARD.md, baselines.pkl. Without "
+        "before the cut (the out-of-time reading), one on all their instants (the whole calendar). Each churn head "
+        "then serves the best of the candidates (--candidates: the network, gradient boosting on the same rows, "
+        "a blend of the two) by AUC on the validation customers; trees run inside the same SavedModel. Writes a "
+        "bundle: model.keras, saved_model/ (calibrated probabilities), feature_spec.json, metadata.json, "
+        "metrics.json, MODEL_CARD.md (every candidate's figures and the choice), baselines.pkl, trees.npz. Without "
         "--events: the same path on a simulated log (--data simulated, the default), or the seed's generator "
         "(--data seed). Same seed, same weights.",
     )
@@ -139,6 +152,16 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         help="one network, trained on the instants before the time cut only: every reading of the "
         "test customers after the cut is then strictly out of time (default: two networks averaged)",
     )
+    train.add_argument(
+        "--candidates",
+        type=_candidates,
+        default=None,
+        metavar="NAMES",
+        help="what may serve each churn head, chosen on the validation customers: a comma-separated subset of "
+        "network, gbm (gradient boosting on the same rows, compiled into the SavedModel) and blend (a weighted "
+        "average of their logits, the weight chosen on validation); default all three. `--candidates network` "
+        "serves the network alone (the behaviour before candidates). Logs only: --data seed keeps the network",
+    )
     train.add_argument("--no-evaluate", action="store_true", help="skip the held-out evaluation")
     train.add_argument(
         "--no-baselines",
@@ -187,8 +210,11 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         "bootstrap customers for 95%% intervals of candidate minus incumbent: AUC 14/30 days, 30-day ECE, and the "
         "precision of each enabled alert rule at the configured thresholds. A metric fails when the candidate is "
         "worse by more than its margin (AUC 0.01, ECE 0.01, precision 0.05) or significantly worse (the interval "
-        "entirely on the worse side). Records gate.json in the candidate bundle, which `churn-model deploy` checks. "
-        "Exit 0 when the candidate is not worse, 1 when it is, 2 on bad input.",
+        "entirely on the worse side). The gate also fails when it cannot judge: a horizon with fewer churners or "
+        "customers who stayed than --min-positives / --min-negatives, or a metric without a value (a rule's precision "
+        "is gated only where both models alert at least 10 customers). Records gate.json in the candidate bundle, "
+        "which `churn-model deploy` checks. Exit 0 when the candidate is not worse, 1 when it is worse or cannot "
+        "be judged, 2 on bad input.",
     )
     compare.add_argument("--candidate", type=Path, required=True, metavar="DIR", help="the new bundle")
     compare.add_argument(
@@ -207,6 +233,21 @@ def register(sub: Any, common: argparse.ArgumentParser, bundle_opt: argparse.Arg
         help="also score customers either bundle was trained on (a log whose ids mean other customers)",
     )
     compare.add_argument("--rounds", type=positive_int, default=200, help="bootstrap rounds (default 200)")
+    compare.add_argument(
+        "--min-positives",
+        type=positive_int,
+        default=MIN_POSITIVES,
+        metavar="N",
+        help=f"fewest customers who churned within each horizon (14 and 30 days) the gate needs to judge the "
+        f"churn heads; with fewer it fails, 'cannot judge' (default {MIN_POSITIVES})",
+    )
+    compare.add_argument(
+        "--min-negatives",
+        type=positive_int,
+        default=MIN_NEGATIVES,
+        metavar="N",
+        help=f"fewest customers who did not churn within each horizon the gate needs (default {MIN_NEGATIVES})",
+    )
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     compare.add_argument("--json", action="store_true", help="print the gate as JSON")
     compare.set_defaults(func=run_compare)
@@ -244,6 +285,7 @@ def run_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         ema=not args.no_ema,
         every_instant_member=not args.earlier_instants_only,
+        **({} if args.candidates is None else {"candidates": args.candidates}),
     )
     common = {
         "seed": args.seed,
@@ -382,6 +424,8 @@ def run_compare(args: argparse.Namespace) -> int:
             alerts=alert_thresholds(args.config),
             rounds=args.rounds,
             seed=args.seed,
+            min_positives=args.min_positives,
+            min_negatives=args.min_negatives,
         ),
         progress=not args.json and sys.stderr.isatty(),
     )

@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 
 GATE_FILE = "gate.json"
 MIN_ALERTED = 10
+# The gate judges a churn horizon only with at least this many customers who churned within it
+# (positives) and who did not (negatives) among its customers: with fewer, an AUC difference is
+# noise, and with none it is undefined; either way the gate fails rather than pass on what it
+# cannot measure.
+MIN_POSITIVES = 20
+MIN_NEGATIVES = 20
 MARGINS = {"auc_roc": 0.01, "ece": 0.01, "precision": 0.05}
 
 
@@ -54,7 +60,7 @@ class MetricDiff:
     @property
     def verdict(self) -> str:
         if self.difference is None or self.low is None or self.high is None:
-            return "n/a"
+            return "cannot judge"
         worse = -self.difference if self.higher_is_better else self.difference
         significantly = self.high < 0 if self.higher_is_better else self.low > 0
         return "worse" if worse > self.margin or significantly else "ok"
@@ -74,6 +80,16 @@ class MetricDiff:
 
 def _r(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+def _classes(labels: np.ndarray, members: np.ndarray) -> tuple[int, int]:
+    """(customers with a positive label, customers whose known labels are all negative)."""
+    known = ~np.isnan(labels)
+    positive = np.zeros(members.max() + 1 if len(members) else 0, dtype=bool)
+    seen = positive.copy()
+    positive[members[known & (labels == 1)]] = True
+    seen[members[known]] = True
+    return int(positive.sum()), int((seen & ~positive).sum())
 
 
 def _bootstrap(stat: Any, groups: list[np.ndarray] | int, rounds: int, seed: int) -> list[float]:
@@ -123,17 +139,32 @@ def compare_predictions(
     rounds: int = 200,
     seed: int = 0,
     margins: dict[str, float] = MARGINS,
+    min_positives: int = MIN_POSITIVES,
+    min_negatives: int = MIN_NEGATIVES,
 ) -> dict[str, Any]:
     """The gate on one set of rows. `candidate`/`incumbent`: {"pred": serving outputs, "rules":
-    {RULE: (alerted customer flags, confirmed customer flags)}} over the same customers."""
+    {RULE: (alerted customer flags, confirmed customer flags)}} over the same customers. It passes
+    only when every gated metric was measured and none is worse: a horizon with fewer than
+    `min_positives` churners or `min_negatives` other customers, or a metric without a value, is
+    `cannot_judge` and fails it."""
     from model.metrics import auc_roc, calibration
 
     _, members = np.unique(customer, return_inverse=True)
     order = np.argsort(members, kind="stable")
     groups = np.split(order, np.flatnonzero(np.diff(members[order])) + 1)
     diffs: list[MetricDiff] = []
+    cannot_judge: dict[str, str] = {}
     for head in ("churn_risk_14d", "churn_risk_30d"):
         labels = np.asarray(y[head], dtype=np.float64)
+        positives, negatives = _classes(labels, members)
+        if positives < min_positives or negatives < min_negatives:
+            reason = (
+                f"{positives} customers churned within {head[-3:]} and {negatives} did not among the "
+                f"gate's customers; it needs at least {min_positives} and {min_negatives}"
+            )
+            cannot_judge[f"{head}.auc_roc"] = reason
+            if head == "churn_risk_30d":
+                cannot_judge[f"{head}.ece"] = reason
 
         def auc(rows: np.ndarray, p: np.ndarray, labels: np.ndarray = labels) -> float | None:
             known = rows[~np.isnan(labels[rows])]
@@ -193,10 +224,14 @@ def compare_predictions(
                 margins["precision"],
             )
         )
-    failed = [d.name for d in diffs if d.verdict == "worse"]
+    for diff in diffs:
+        if diff.verdict == "cannot judge":
+            cannot_judge.setdefault(diff.name, "the metric has no value on these customers")
+    failed = [d.name for d in diffs if d.verdict == "worse" and d.name not in cannot_judge]
     return {
-        "passed": not failed,
+        "passed": not failed and not cannot_judge,
         "failed": failed,
+        "cannot_judge": cannot_judge,
         "metrics": [d.as_dict() for d in diffs],
         "rows": len(customer),
         "customers": customers,
@@ -274,10 +309,10 @@ def check_gate(bundle_dir: Path, model_version: str, force: bool) -> str | None:
     if gate.get("passed"):
         return None
     if force:
-        return f"warning: deploying model {model_version} although it failed the promotion gate ({', '.join(gate.get('failed', []))}): --force"
+        return f"warning: deploying model {model_version} although it failed the promotion gate ({gate_reason(gate)}): --force"
     raise UsageError(
         f"model {model_version} failed the promotion gate against {gate.get('incumbent_version')} "
-        f"({', '.join(gate.get('failed', []))} worse, see {file}); deploy it anyway with --force"
+        f"({gate_reason(gate)}, see {file}); deploy it anyway with --force"
     )
 
 
@@ -291,6 +326,8 @@ class GateOptions:
     alerts: AlertsConfig | None = None  # None: the defaults
     rounds: int = 200
     seed: int = 0
+    min_positives: int = MIN_POSITIVES
+    min_negatives: int = MIN_NEGATIVES
 
 
 def gate_bundles(
@@ -337,7 +374,14 @@ def gate_bundles(
         columns = rule_columns(examples.x, index, examples.t_us, pred)
         sides[name] = {"pred": pred, "rules": rule_flags(columns, population, alerts)}
     result = compare_predictions(
-        examples.y, index, sides["candidate"], sides["incumbent"], options.rounds, options.seed
+        examples.y,
+        index,
+        sides["candidate"],
+        sides["incumbent"],
+        options.rounds,
+        options.seed,
+        min_positives=options.min_positives,
+        min_negatives=options.min_negatives,
     )
     events_list = [str(e) for e in events] if isinstance(events, list | tuple) else [str(events)]
     record = gate_record(result, candidate.model_version, incumbent.model_version, events_list)
@@ -362,10 +406,21 @@ def format_gate(record: dict[str, Any]) -> str:
             f"{m['metric']:<36} {show(m['candidate']):>9} {show(m['incumbent']):>9} {show(m['difference']):>8} "
             f"{ci:>20}  {m['verdict']}"
         )
-    verdict = (
-        "PASS: the candidate is not worse"
-        if record["passed"]
-        else f"FAIL: worse on {', '.join(record['failed'])}"
-    )
-    lines += ["", verdict]
+    lines += ["", gate_verdict(record)]
     return "\n".join(lines)
+
+
+def gate_verdict(record: dict[str, Any]) -> str:
+    """One line: PASS, or FAIL and why."""
+    if record["passed"]:
+        return "PASS: the candidate is not worse"
+    reasons = [f"worse on {', '.join(record['failed'])}"] if record.get("failed") else []
+    reasons += [f"cannot judge {metric}: {why}" for metric, why in (record.get("cannot_judge") or {}).items()]
+    return "FAIL: " + "; ".join(reasons)
+
+
+def gate_reason(record: dict[str, Any]) -> str:
+    """Why a gate failed: the metrics the candidate is worse on, and those it could not judge."""
+    reasons = [f"{', '.join(record['failed'])} worse"] if record.get("failed") else []
+    reasons += [f"cannot judge {metric}: {why}" for metric, why in (record.get("cannot_judge") or {}).items()]
+    return "; ".join(reasons)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.gate import gate_reason
 from model.exceptions import BundleMismatchError, UsageError
 
 if TYPE_CHECKING:
@@ -164,7 +165,13 @@ def _run(request: RetrainRequest, work: Path) -> int:
         "bundle": str(candidate.path),
         "deployed": False,
         "incumbent_version": None if incumbent is None else incumbent.model_version,
-        "gate": None if record is None else {"passed": record["passed"], "failed": record["failed"]},
+        "gate": None
+        if record is None
+        else {
+            "passed": record["passed"],
+            "failed": record["failed"],
+            "cannot_judge": record.get("cannot_judge", {}),
+        },
         "endpoint": request.target.endpoint,
         "note": note,
         "stored": None,
@@ -342,7 +349,7 @@ def _summarise(request: RetrainRequest, result: dict[str, Any], out: Callable[[s
     elif gate["passed"]:
         verdict = f"passed the promotion gate against {incumbent}"
     else:
-        verdict = f"FAILED the promotion gate against {incumbent} ({', '.join(gate['failed'])} worse)"
+        verdict = f"FAILED the promotion gate against {incumbent} ({gate_reason(gate)})"
     if result["deployed"]:
         forced = " but --force" if gate is not None and not gate["passed"] else ""
         out(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.gate import GATE_FILE, check_gate, compare_predictions
+from jobs.gate import GATE_FILE, MIN_POSITIVES, check_gate, compare_predictions, gate_verdict
 from model.calibration import Platt, fit_platt, logit
 from model.exceptions import UsageError
 from model.metrics import auc_roc, calibration
@@ -160,3 +160,30 @@ def test_a_head_without_validation_labels_says_its_training_base_rate() -> None:
     assert first is not None and first["a"] == 0.0 and "base rate" in first["source"]
     rate = float(np.nanmean(train_first))
     assert Platt.from_dict(first).apply(np.array([0.01, 0.99])) == pytest.approx([rate, rate])
+
+
+def test_the_gate_fails_what_it_cannot_measure() -> None:
+    """No churner among the gate's customers: both AUCs are undefined, and a random candidate must
+    not pass on calibration alone."""
+    rng = np.random.default_rng(7)
+    y, customer, good, _ = _sides(rng)
+    y = {head: np.zeros_like(labels) for head, labels in y.items()}
+    # Random ranking, but probabilities near the (zero) churn rate: calibrated, and useless.
+    random_candidate = {"pred": {h: rng.random(len(customer)) * 0.01 for h in y}, "rules": {}}
+    result = compare_predictions(y, customer, random_candidate, good, rounds=50)
+    assert not result["passed"] and result["failed"] == []
+    assert {"churn_risk_14d.auc_roc", "churn_risk_30d.auc_roc"} <= set(result["cannot_judge"])
+    assert "0 customers churned within 14d" in result["cannot_judge"]["churn_risk_14d.auc_roc"]
+    assert gate_verdict(result).startswith("FAIL: cannot judge churn_risk_14d.auc_roc")
+
+
+def test_the_gate_needs_enough_churners_and_stayers_per_horizon() -> None:
+    rng = np.random.default_rng(8)
+    y, customer, good, _ = _sides(rng)
+    few = np.isin(customer, np.arange(5))  # only customers 0-4 can churn
+    y = {head: np.where(few, labels, 0.0) for head, labels in y.items()}
+    churners = min(len(np.unique(customer[y[head] == 1])) for head in y)
+    assert 0 < churners < MIN_POSITIVES
+    result = compare_predictions(y, customer, good, good, rounds=30)
+    assert not result["passed"] and "churn_risk_30d.auc_roc" in result["cannot_judge"]
+    assert compare_predictions(y, customer, good, good, rounds=30, min_positives=churners)["passed"]
