@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from worker.settings import Settings
 
 PROG = "churn-worker"
+EVENTS_HELP = "event files (.jsonl, .jsonl.gz, .parquet), directories, globs or s3://bucket/prefix/; duplicates by event_id count once"
+DEFAULT_BUNDLE_HELP = (
+    "model bundle (default: the cached default bundle, trained first when it is missing: a few "
+    "minutes, once; every other argument is checked before)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the most recent days are sent through SQS; older ones preloaded (default 2)",
     )
     local.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
-    local.add_argument("--events", type=Path, help="an event file to use instead of the simulation")
+    local.add_argument(
+        "--events",
+        nargs="+",
+        metavar="PATH",
+        help="events to use instead of the simulation: files, directories, globs or s3:// prefixes",
+    )
     local.add_argument(
         "--rate",
         type=float,
@@ -86,12 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     features = sub.add_parser(
         "features",
         parents=[common],
-        help="compute features for every customer in an event file",
-        description="Fold EVENTS_FILE (.jsonl, .jsonl.gz, .parquet) into a feature store and print each "
+        help="compute features for every customer in an event log",
+        description="Fold EVENTS (event files .jsonl, .jsonl.gz, .parquet, directories, globs or "
+        "s3://bucket/prefix/; duplicates by event_id count once) into a feature store and print each "
         "customer's features at --as-of. Events after --as-of or older than retention before it are left out "
-        "and counted on stderr.",
+        "and counted on stderr. Input without a valid event: exit 2, no events in PATH.",
     )
-    features.add_argument("events_file", type=Path, metavar="EVENTS_FILE")
+    features.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
     features.add_argument(
         "--as-of",
         type=iso_instant,
@@ -188,15 +199,21 @@ def _add_history_commands(
     replay = sub.add_parser(
         "replay",
         parents=[common],
-        help="publish a historical event file to the live queue or stream",
-        description="Stream EVENTS (.jsonl, .jsonl.gz, .parquet) to CHURN_SQS_QUEUE_URL (send_message_batch) or "
-        "CHURN_KINESIS_STREAM (put_records, PartitionKey = customer_id). One customer's events go out in file "
-        "order: the next is sent only once the previous was accepted. Throttling and partly failed batches are "
+        help="publish a historical event log to the live queue or stream",
+        description="Stream EVENTS (event files .jsonl, .jsonl.gz, .parquet, directories, globs or "
+        "s3://bucket/prefix/) to CHURN_SQS_QUEUE_URL (send_message_batch) or "
+        "CHURN_KINESIS_STREAM (put_records, PartitionKey = customer_id). Files are read one after another, "
+        "in the order listed (a directory or glob in name order, an s3:// prefix in key order: the archive's "
+        "keys sort by day), and one customer's events go out in that order, not re-sorted by occurred_at: "
+        "the next is sent only once the previous was accepted. An event_id already sent is not sent again "
+        "(counted as a duplicate). Throttling and partly failed batches are "
         "retried (only the failed entries) with jittered back-off: nothing is lost and nothing accepted is sent "
         "again (FIFO queues also get MessageDeduplicationId = event_id). A progress bar on a terminal, then a "
-        "summary line: sent, skipped, retried, seconds.",
+        "summary line: sent, skipped, retried, out of range, duplicates, seconds. Every argument and the first "
+        "events are checked before anything is sent: input without a valid event is exit 2, no events in PATH; "
+        "no AWS credentials is exit 2 naming the queue or stream.",
     )
-    replay.add_argument("events_file", type=Path, metavar="EVENTS")
+    replay.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
     replay.add_argument(
         "--to", choices=["sqs", "kinesis"], required=True, help="the configured queue or stream"
     )
@@ -225,24 +242,26 @@ def _add_history_commands(
         "backtest",
         parents=[common],
         help="run the pipeline over history in process, on event time",
-        description="Replay EVENTS through the worker's pipeline in process: in-memory store, ledger and "
-        "publisher, the model in process (default bundle, or --bundle) or --endpoint, and a clock that follows "
+        description="Replay EVENTS (event files, directories, globs or s3:// prefixes) through the worker's "
+        "pipeline in process: in-memory store, ledger and publisher, the model in process (--bundle, or the "
+        "cached default bundle, trained first when missing: a few minutes, once) or --endpoint, and a clock that "
+        "follows "
         "the events (batches of --batch-hours of event time, each processed at its window's end; at every UTC day's "
         "end the active customers no event scored that day are re-scored, as the live worker re-scores quiet "
         "customers). Writes DIR/alerts.jsonl "
         "(the bodies production would publish), DIR/report.json and DIR/report.html. With --outcomes (CONTRACTS "
         "section 5, e.g. from `churn-model simulate`) the report gives precision, recall, false positive rate, "
-        "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets.",
+        "lead time and volume per alert type, the model's AUC, calibration and health MAE, and the seed's targets. "
+        "Every argument (event paths read up to their first event, the outcomes file, the output directory) is "
+        "checked before the model is loaded or trained.",
     )
-    backtest.add_argument("events_file", type=Path, metavar="EVENTS")
+    backtest.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
     backtest.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the outputs")
     backtest.add_argument("--outcomes", type=Path, metavar="FILE", help="who churned when (JSON Lines)")
     backtest.add_argument(
         "--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process"
     )
-    backtest.add_argument(
-        "--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)"
-    )
+    backtest.add_argument("--bundle", type=Path, metavar="DIR", help=DEFAULT_BUNDLE_HELP)
     backtest.add_argument(
         "--batch-hours",
         type=positive_float,
@@ -265,13 +284,15 @@ def _add_history_commands(
         "tune",
         parents=[common],
         help="sweep alert thresholds against outcomes and write a config file",
-        description="Backtest EVENTS once, then sweep every rule's thresholds on the scoring instants it "
+        description="Backtest EVENTS (event files, directories, globs or s3:// prefixes; as `backtest`, with "
+        "--bundle or the cached default bundle, trained first when missing: a few minutes, once) once, then sweep "
+        "every rule's thresholds on the scoring instants it "
         "recorded (same cooldowns and churn handling as the ledger), print the precision/recall/volume trade-off, "
         "pick per rule the threshold with the best recall that meets --target-precision and --max-fpr (or "
         "disable the rule if none does) and write FILE: [alerts.<type>] tables that `run --config FILE`, "
         "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html).",
     )
-    tune.add_argument("events_file", type=Path, metavar="EVENTS")
+    tune.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
     tune.add_argument(
         "--outcomes", type=Path, required=True, metavar="FILE", help="who churned when (JSON Lines)"
     )
@@ -297,7 +318,7 @@ def _add_history_commands(
         metavar="N",
         help="ignore thresholds that alert fewer customers than this (default 5)",
     )
-    tune.add_argument("--bundle", type=Path, metavar="DIR", help="model bundle (default: the cached default)")
+    tune.add_argument("--bundle", type=Path, metavar="DIR", help=DEFAULT_BUNDLE_HELP)
     tune.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
     tune.add_argument(
         "--batch-hours",
@@ -475,8 +496,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "features":
         from cli.commands.features import run_features
 
-        if not args.events_file.is_file():
-            raise UsageError(f"{args.events_file}: no such file")
         return asyncio.run(
             run_features(settings, args.events_file, args.as_of, args.store, args.json, args.on_error)
         )
@@ -490,8 +509,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         # The alerts are the output here; the worker's INFO lines would bury them (--debug shows all).
         configure_logging(args.debug, json_logs=False, level=None if args.debug else "WARNING")
-        if args.events is not None and not args.events.is_file():
-            raise UsageError(f"{args.events}: no such file")
         return run_local(
             settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate
         )

@@ -10,6 +10,11 @@ same for many sources, in order, with the source named. A bad line is reported w
 and the caller decides whether to skip it or stop. Duplicates by `event_id` are *not* dropped
 here: the feature store counts each event once, and the offline builders drop them per customer
 (`customer_shard` puts every event of a customer, so every copy of an event, in one shard).
+
+`read_event_paths` is what every command that streams events starts with: the sources of the
+paths, read up to their first valid event before anything else happens, so input without a
+single event is the same one-line error everywhere (`no events in PATH`, exit 2), before any
+connection, training or output.
 """
 
 from __future__ import annotations
@@ -17,15 +22,16 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import itertools
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from features.events import Event, parse_event, validate_event
-from features.exceptions import EventParseError, FeaturesError
+from features.exceptions import EventParseError, FeaturesError, UsageError
 
 PARQUET_BATCH_ROWS = 8192
 # The one list of event file names (and, for JSON Lines, of the logs the tools write and read back:
@@ -95,7 +101,9 @@ def _s3_objects(uri: str, since: str | None = None) -> list[Any]:
         ]
     except ValueError as exc:
         raise EventPathError(str(exc)) from None
-    except Exception as exc:  # botocore's errors: no credentials, no bucket, no access
+    except UsageError:  # no credentials: named by features.s3events
+        raise
+    except Exception as exc:  # botocore's errors: no bucket, no access
         raise EventPathError(f"{uri}: cannot list the objects: {exc}") from None
     if not objects:
         after = f" in date partitions from {since} on" if since else ""
@@ -174,6 +182,79 @@ def _expand_local(spec: str) -> list[LocalEventFile]:
     return [LocalEventFile(path)]
 
 
+def describe_paths(paths: str | Path | Sequence[str | Path]) -> str:
+    """The event paths as the user gave them, for messages."""
+    return str(paths) if isinstance(paths, str | Path) else ", ".join(str(p) for p in paths)
+
+
+def no_events_error(paths: str | Path | Sequence[str | Path], detail: str = "") -> EventPathError:
+    """The one error for input that holds no event: `no events in PATH` (exit 2)."""
+    return EventPathError(f"no events in {describe_paths(paths)}{detail}")
+
+
+def read_event_paths(
+    paths: str | Path | Sequence[str | Path],
+    since: str | None = None,
+    on_error: str = "stop",
+    sources: Sequence[EventSource] | None = None,
+) -> Iterator[SourcedEvent]:
+    """`read_events` over the paths' sources (`sources` when the caller already listed them), read
+    here up to the first valid event: the iterator returned yields everything from the start,
+    bad lines included, for the caller to stop at or skip as its `--on-error` says.
+
+    Raises here, before the caller does anything else: `EventPathError` when the paths name no
+    event file, and `no events in PATH` when the files hold no valid event (empty, blank lines
+    only, or, with `on_error` "skip", only bad lines). With "stop" a file of bad lines is handed
+    on: the caller stops at its first line, which says more than "no events"."""
+    records = read_events(event_sources(paths, since) if sources is None else sources)
+    head = _head(paths, records, on_error)
+    return itertools.chain(head, records)
+
+
+def check_has_events(
+    paths: str | Path | Sequence[str | Path],
+    on_error: str = "stop",
+    sources: Sequence[EventSource] | None = None,
+) -> None:
+    """`read_event_paths`' checks alone, for commands that read their input later (after training
+    a model, on other processes): reads up to the first valid event. With `on_error` "stop", a bad
+    line before it is raised here too (`FILE:LINE: code: detail`)."""
+    records = read_events(event_sources(paths) if sources is None else sources)
+    try:
+        head = _head(paths, records, on_error)
+    finally:
+        records.close()
+    bad = head[0] if head and isinstance(head[0].item, EventParseError) else None
+    if bad is not None and on_error == "stop":
+        assert isinstance(bad.item, EventParseError)
+        raise EventPathError(
+            f"{bad.source}:{bad.line}: {bad.item.error_code}: {bad.item.error_detail} "
+            "(use --on-error skip to skip bad lines)"
+        )
+
+
+def _head(
+    paths: str | Path | Sequence[str | Path], records: Iterator[SourcedEvent], on_error: str
+) -> list[SourcedEvent]:
+    """The records up to and with the first valid event; raises `no events in PATH` if none is."""
+    head: list[SourcedEvent] = []
+    for record in records:
+        head.append(record)
+        if not isinstance(record.item, EventParseError):
+            return head
+    if not head:
+        raise no_events_error(paths)
+    if on_error == "stop":
+        return head  # the caller stops at the first bad line
+    first = head[0]
+    assert isinstance(first.item, EventParseError)
+    raise no_events_error(
+        paths,
+        f": {len(head)} bad lines skipped, the first {first.source}:{first.line}: "
+        f"{first.item.error_code}: {first.item.error_detail}",
+    )
+
+
 def customer_shard(customer_id: str, shards: int) -> int:
     """A stable shard of `customer_id` in [0, shards): the same on every machine and Python run
     (not `hash()`, which is salted per process), so shards can be built and read by different
@@ -192,7 +273,7 @@ class SourcedEvent:
     raw: str | None = None  # the line as read (JSON Lines only): a copy needs no re-serialising
 
 
-def read_events(sources: Sequence[EventSource]) -> Iterator[SourcedEvent]:
+def read_events(sources: Sequence[EventSource]) -> Generator[SourcedEvent, None, None]:
     """Every line of every source, validated, in source order then line order."""
     for source in sources:
         if source.is_parquet:
@@ -300,11 +381,15 @@ __all__ = [
     "EventSource",
     "LocalEventFile",
     "SourcedEvent",
+    "check_has_events",
     "customer_shard",
+    "describe_paths",
     "event_sources",
     "is_event_file",
+    "no_events_error",
     "open_text",
     "read_event_file",
+    "read_event_paths",
     "read_events",
     "read_source",
     "write_jsonl",

@@ -6,7 +6,9 @@ date, then by when they were written: `worker/archive.py`). `since` (a `YYYY-MM-
 the archive's date partitions from that day on, by key, without reading the older objects.
 Objects are streamed (Parquet, which needs to seek, is read whole). Credentials and endpoints come
 from boto3's standard chain (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` point it at moto in the
-tests).
+tests); no credentials at all is a one-line usage error naming the prefix or object
+(`plumbing.retry.MissingCredentialsError`). An object pickles without its client (a Dask worker
+reading it builds its own from its environment).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
 from features.eventfile import is_event_file
+from plumbing.retry import credentials_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -46,6 +49,11 @@ class S3EventObject:
     bucket: str
     key: str
     client: S3Client | None = None  # a boto3 S3 client; None: one from the standard chain when opened
+    size: int = 0  # bytes, as listed (0: unknown)
+
+    def __reduce__(self) -> tuple[type[S3EventObject], tuple[str, str, None, int]]:
+        """Pickled without its client (boto3 clients do not pickle): for Dask workers."""
+        return (S3EventObject, (self.bucket, self.key, None, self.size))
 
     @property
     def name(self) -> str:
@@ -57,9 +65,10 @@ class S3EventObject:
 
     def open_binary(self) -> IO[bytes]:
         client = self.client or s3_client()
-        body = client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
-        if self.is_parquet:
-            return io.BytesIO(body.read())  # Parquet's reader seeks
+        with credentials_for(f"S3 object {self.name}"):
+            body = client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
+            if self.is_parquet:
+                return io.BytesIO(body.read())  # Parquet's reader seeks
         return cast("IO[bytes]", body)  # botocore's StreamingBody, a binary stream: read() streams
 
 
@@ -77,16 +86,17 @@ def list_event_objects(
     bucket, prefix = split_uri(uri)
     client = client or s3_client()
     found: list[S3EventObject] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if not is_event_file(key):
-                continue
-            if (
-                since is not None
-                and (match := _DATE_PARTITION.search(key[len(prefix) :]))
-                and match[1] < since
-            ):
-                continue
-            found.append(S3EventObject(bucket, key, client))
+    with credentials_for(f"S3 prefix {uri}"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if not is_event_file(key):
+                    continue
+                if (
+                    since is not None
+                    and (match := _DATE_PARTITION.search(key[len(prefix) :]))
+                    and match[1] < since
+                ):
+                    continue
+                found.append(S3EventObject(bucket, key, client, int(item.get("Size", 0))))
     return sorted(found, key=lambda o: o.key)

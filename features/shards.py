@@ -260,10 +260,13 @@ def global_bad_lines(pieces: Sequence[PieceResult]) -> tuple[int, list[BadLine]]
 
 
 def total_bytes(sources: Sequence[Any]) -> int:
+    """The sources' size in bytes: local files' on disk, S3 objects' as listed (compressed sizes)."""
     size = 0
     for source in sources:
         path = getattr(source, "path", None)
         if isinstance(path, Path):
             with contextlib.suppress(OSError):
                 size += os.path.getsize(path)
+        else:
+            size += int(getattr(source, "size", 0) or 0)
     return size

@@ -1,8 +1,19 @@
-"""`churn-worker replay EVENTS --to sqs|kinesis`: publish history to the live queue or stream.
+"""`churn-worker replay EVENTS... --to sqs|kinesis`: publish history to the live queue or stream.
 
-The file is streamed (`features.eventfile.read_event_file`): at most `MAX_PENDING` events are held
-in memory. Events go out batched (`send_message_batch`, 10 a call; `put_records`, 500 a call,
-PartitionKey = customer_id) in the wire form producers send (`event_to_json`).
+EVENTS are event paths as every command takes them (files, directories, globs, `s3://` prefixes:
+`features.eventfile.read_event_paths`), streamed: at most `MAX_PENDING` events are held in
+memory, besides the ids of the events sent (each event_id is sent once; a duplicate is counted,
+not sent: about 100 bytes per distinct event). Input without a valid event is `no events in PATH`
+(exit 2), found before any AWS client is made. Events go out batched (`send_message_batch`, 10 a
+call; `put_records`, 500 a call, PartitionKey = customer_id) in the wire form producers send
+(`event_to_json`).
+
+Order across files. The files are read one after another in the order `event_sources` lists them
+(the paths in the order given; a directory or glob in name order; an `s3://` prefix in key order,
+which for the worker's archive is by event day, then by when each object was written), each from
+its first line to its last. That concatenation is the order: a customer's events go out in it,
+not re-sorted by `occurred_at` (sorting would need the whole log in memory, and a log whose files
+each hold a span of time, as the archive's daily partitions do, is in time order this way).
 
 Per-customer order. A customer's next event is handed to a batch only once the previous one was
 accepted, so a batch never holds two events of one customer. For SQS that is the only way to keep
@@ -20,8 +31,9 @@ retried whole the same way. Entries refused for good (an SQS sender fault) are b
 whose outcome is unknown (a connection dropped after sending) is retried too: at least once, not
 exactly once, which the worker absorbs (it counts every event once by event_id). FIFO queues
 (`.fifo`) get MessageGroupId = customer_id and MessageDeduplicationId = event_id, so SQS drops even
-that duplicate. A fatal error (no credentials, access denied, no such queue or stream) stops the
-replay at once with one line naming the target (`FatalAwsError`, exit 1).
+that duplicate. A fatal error (access denied, no such queue or stream) stops the replay at once with
+one line naming the target (`FatalAwsError`, exit 1); no AWS credentials stops it the same way with
+exit 2 (`plumbing.retry.MissingCredentialsError`: the user's to fix, never retried).
 
 Pacing. `--speedup X` sends each event at its offset in event time from the first one, divided by
 X; `--rate R` caps the events per second; both can be combined (the later of the two times wins).
@@ -30,11 +42,12 @@ X; `--rate R` caps the events per second; both can be combined (the later of the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from features.eventfile import read_event_file
+from features.eventfile import SourcedEvent, describe_paths, read_event_paths
 from features.events import event_to_json
 from features.exceptions import EventParseError
 from plumbing.clients import AwsClients
@@ -76,6 +89,11 @@ class Pending:
     customer_id: str
     event_id: str
     body: str
+    source: str = ""  # the file (or S3 object) the event was read from
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}" if self.source else f"line {self.line}"
 
 
 @dataclass(frozen=True)
@@ -182,6 +200,7 @@ class Counts:
     skipped: int = 0  # bad lines and entries refused for good, reported with their line numbers
     retried: int = 0  # entries sent again after a failure
     out_of_range: int = 0  # outside --start / --end
+    duplicates: int = 0  # an event_id read again after it was handed to the sender: not sent twice
 
 
 @dataclass
@@ -285,9 +304,9 @@ class OrderedSender:
                 return
             attempt += 1
             if attempt >= MAX_ATTEMPTS:
-                lines = ", ".join(str(f.entry.line) for f in retry[:10])
+                lines = ", ".join(f.entry.where for f in retry[:10])
                 raise ReplayError(
-                    f"{self.sink.target}: events of lines {lines} still failing after {attempt} "
+                    f"{self.sink.target}: events of {lines} still failing after {attempt} "
                     f"attempts ({retry[0].reason}); replay them again with --start"
                 )
             self.counts.retried += len(retry)
@@ -297,7 +316,7 @@ class OrderedSender:
 
 @dataclass(frozen=True)
 class ReplayRequest:
-    events: Path
+    events: str | Path | Sequence[str | Path]  # event paths: files, directories, globs, s3:// prefixes
     to: str
     rate: float | None = None
     speedup: float | None = None
@@ -320,12 +339,13 @@ def _target(settings: Settings, to: str) -> str:
 async def run_replay(
     settings: Settings, request: ReplayRequest, wrap_client: Callable[[Any], Any] = lambda client: client
 ) -> int:
-    """`wrap_client` lets tests put a fault-injecting proxy around the aiobotocore client."""
-    if not request.events.is_file():
-        raise UsageError(f"{request.events}: no such file")
+    """`wrap_client` lets tests put a fault-injecting proxy around the aiobotocore client. Every
+    argument, the target's setting and the input (listed, read up to its first valid event) are
+    checked before any AWS client is made."""
     if request.start and request.end and request.start >= request.end:
         raise UsageError("--start must be before --end")
     target = _target(settings, request.to)
+    records = read_event_paths(request.events, on_error=request.on_error)
     service = "sqs" if request.to == "sqs" else "kinesis"
     async with AwsClients(settings.aws_region, service) as aws:
         sink: Sink = (
@@ -333,7 +353,7 @@ async def run_replay(
             if service == "sqs"
             else KinesisSink(wrap_client(aws.kinesis), target)
         )
-        counts, stopped, seconds = await replay(request, sink)
+        counts, stopped, seconds = await replay(request, sink, records)
     summary = {
         "to": request.to,
         "target": target,
@@ -341,6 +361,7 @@ async def run_replay(
         "skipped": counts.skipped,
         "retried": counts.retried,
         "out_of_range": counts.out_of_range,
+        "duplicates": counts.duplicates,
         "seconds": round(seconds, 2),
     }
     if request.as_json:
@@ -348,21 +369,27 @@ async def run_replay(
     else:
         rate = counts.sent / seconds if seconds > 0 else 0.0
         print(
-            f"replayed {request.events} to {request.to} {target}: sent {counts.sent}, skipped {counts.skipped}, "
-            f"retried {counts.retried}, out of range {counts.out_of_range}, {seconds:.1f} s ({rate:,.0f} events/s)"
+            f"replayed {describe_paths(request.events)} to {request.to} {target}: sent {counts.sent}, "
+            f"skipped {counts.skipped}, retried {counts.retried}, out of range {counts.out_of_range}, "
+            f"duplicates {counts.duplicates}, {seconds:.1f} s ({rate:,.0f} events/s)"
         )
     if stopped:
         raise UsageError(f"{stopped} (use --on-error skip to skip bad lines); the events before it were sent")
     return 0
 
 
-async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None, float]:
-    """Read, pace and send; returns the counts, the bad line that stopped the run (if any), seconds."""
+async def replay(
+    request: ReplayRequest, sink: Sink, records: Iterator[SourcedEvent] | None = None
+) -> tuple[Counts, str | None, float]:
+    """Read, pace and send; returns the counts, the bad line that stopped the run (if any), seconds.
+    `records`: the events as `read_event_paths` hands them out (read from `request.events` if None)."""
+    if records is None:
+        records = read_event_paths(request.events, on_error=request.on_error)
     started = time.monotonic()
     bar = tqdm(desc=f"replay -> {request.to}", unit="ev", unit_scale=True, file=sys.stderr, disable=None)
 
     def rejected(failure: Failure) -> None:
-        text = f"{request.events}:{failure.entry.line}: refused by {request.to}: {failure.reason}"
+        text = f"{failure.entry.where}: refused by {request.to}: {failure.reason}"
         if request.on_error == "stop":
             sender.stop_reason = sender.stop_reason or text
         else:
@@ -372,7 +399,7 @@ async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None
     sender = OrderedSender(sink, rejected, on_done=bar.update, backoff_base=BACKOFF_BASE_SECONDS)
     sending = asyncio.create_task(sender.run())
     try:
-        bad_line = await _read(request, sender, started, bar.write)
+        bad_line = await _read(request, records, sender, started, bar.write)
         await sender.close()
         await sending
     finally:
@@ -383,16 +410,27 @@ async def replay(request: ReplayRequest, sink: Sink) -> tuple[Counts, str | None
     return sender.counts, bad_line or sender.stop_reason, time.monotonic() - started
 
 
+def _event_key(event_id: str) -> int:
+    """A 128-bit digest of an event_id: what the sent-set keeps (a collision is beyond reach)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=16).digest(), "big")
+
+
 async def _read(
-    request: ReplayRequest, sender: OrderedSender, started: float, say: Callable[..., None]
+    request: ReplayRequest,
+    records: Iterator[SourcedEvent],
+    sender: OrderedSender,
+    started: float,
+    say: Callable[..., None],
 ) -> str | None:
     first_event: datetime | None = None
     admitted = 0
-    for number, item in read_event_file(request.events):
+    sent_ids: set[int] = set()
+    for record in records:
+        item, number = record.item, record.line
         if sender.stop_reason:
             return None
         if isinstance(item, EventParseError):
-            text = f"{request.events}:{number}: {item.error_code}: {item.error_detail}"
+            text = f"{record.source}:{number}: {item.error_code}: {item.error_detail}"
             if request.on_error == "stop":
                 return text
             sender.counts.skipped += 1
@@ -403,6 +441,11 @@ async def _read(
         ):
             sender.counts.out_of_range += 1
             continue
+        key = _event_key(item.event_id)
+        if key in sent_ids:
+            sender.counts.duplicates += 1
+            continue
+        sent_ids.add(key)
         first_event = first_event or item.occurred_at
         due = started
         if request.speedup:
@@ -411,7 +454,7 @@ async def _read(
             due = max(due, started + admitted / request.rate)
         await _until(due, asyncio.sleep)
         admitted += 1
-        await sender.add(Pending(number, item.customer_id, item.event_id, event_to_json(item)))
+        await sender.add(Pending(number, item.customer_id, item.event_id, event_to_json(item), record.source))
     return None
 
 

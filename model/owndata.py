@@ -148,7 +148,22 @@ def build_examples(
         }
     )
     if len(examples) == 0:
-        raise DataError("no active customer at any scoring instant of the log: nothing to learn or measure")
+        excluded = examples.summary["excluded_customers"]
+        if excluded and excluded == len(summary.customers):
+            raise DataError(
+                f"every customer of the log ({excluded}) was in the bundle's training data and is left out: "
+                "nothing to measure; evaluate on a log of other customers, or pass --include-training-customers "
+                "to measure on them anyway (an optimistic result)"
+            )
+        raise DataError(
+            "no active customer at any scoring instant of the log: nothing to learn or measure"
+            + (
+                f" ({excluded} of its {len(summary.customers)} customers were in the bundle's training data "
+                "and left out: --include-training-customers keeps them)"
+                if excluded
+                else ""
+            )
+        )
     assert summary.first_us is not None
     return examples, BuildReport(
         examples.summary, split, every, warnings, loaded, churn, summary.first_us, summary.last_us

@@ -17,7 +17,10 @@ What a failure is (`Failure`):
 - FATAL: no retry will fix it: access denied, bad credentials, a missing table, queue, stream or
   topic. The worker stops with exit code 1 and a one-line error naming the resource
   (`FatalAwsError`), so the operator (or ECS's restart loop and its alarm) sees it at once instead
-  of a worker that runs and does nothing.
+  of a worker that runs and does nothing. No credentials at all (botocore's `NoCredentialsError`,
+  `PartialCredentialsError`) is fatal too, and the user's to fix: `MissingCredentialsError`, a
+  `FatalAwsError` that is also a `UsageError` (the command-line tools exit 2), naming the resource
+  and where credentials come from.
 - INVALID: the service refused the request as malformed (`ValidationException`, ...): a bug or a
   bad record, not an outage. Retrying the same request cannot help.
 
@@ -31,7 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -43,7 +47,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from plumbing.exceptions import FatalAwsError
+from plumbing.exceptions import FatalAwsError, UsageError
 
 T = TypeVar("T")
 
@@ -233,8 +237,36 @@ def is_fatal(exc: BaseException) -> bool:
     return classify(exc) is Failure.FATAL
 
 
+class MissingCredentialsError(FatalAwsError, UsageError):
+    """No AWS credentials (or half of them) for a call on a resource: fatal, never retried, and the
+    user's to fix (exit 2 from the command-line tools). The message names the resource."""
+
+
+CREDENTIALS_HINT = "set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or run on a role)"
+CREDENTIAL_ERRORS = (NoCredentialsError, PartialCredentialsError)
+
+
+def credentials_error(exc: BaseException, resource: str) -> MissingCredentialsError:
+    """`RESOURCE: no AWS credentials found: set AWS_PROFILE or ...`, one line."""
+    if isinstance(exc, PartialCredentialsError):
+        return MissingCredentialsError(f"{resource}: incomplete AWS credentials ({exc}): {CREDENTIALS_HINT}")
+    return MissingCredentialsError(f"{resource}: no AWS credentials found: {CREDENTIALS_HINT}")
+
+
+@contextmanager
+def credentials_for(resource: str) -> Iterator[None]:
+    """Calls in the block that find no AWS credentials raise `MissingCredentialsError` naming
+    `resource` (for callers that do not classify their errors with `fatal_error`)."""
+    try:
+        yield
+    except CREDENTIAL_ERRORS as exc:
+        raise credentials_error(exc, resource) from None
+
+
 def fatal_error(exc: BaseException, resource: str) -> FatalAwsError:
     """The error that stops the worker: what failed on which resource, and what to check."""
+    if isinstance(exc, CREDENTIAL_ERRORS):
+        return credentials_error(exc, resource)
     return FatalAwsError(
         f"{resource}: {error_text(exc)}; check that it exists (`churn-worker bootstrap`) and that the "
         "task role may use it"

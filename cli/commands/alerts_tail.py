@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from plumbing.clients import AwsClients
+from plumbing.retry import credentials_for
 from worker.alerts.publisher import is_fifo
 from worker.alerts.rules import AlertType, Severity
 from worker.exceptions import UsageError
@@ -95,6 +96,19 @@ async def run_alerts_tail(
     policy = filter_policy(
         _check_choice(alert_type, AlertType, "--type"), _check_choice(severity, Severity, "--severity")
     )
+    # The first call creates the temporary queue: without credentials it fails naming the topic tailed.
+    with credentials_for(f"SNS topic {topic_arn}"):
+        await _tail(settings, topic_arn, policy, as_json, stop_after=timeout)
+    return 0
+
+
+async def _tail(
+    settings: Settings,
+    topic_arn: str,
+    policy: dict[str, list[str]],
+    as_json: bool,
+    stop_after: float | None,
+) -> None:
     async with AwsClients(settings.aws_region, "sns", "sqs") as aws:
         sns, sqs = aws.sns, aws.sqs
         fifo = is_fifo(topic_arn)
@@ -131,13 +145,12 @@ async def run_alerts_tail(
             subscription_arn = subscription["SubscriptionArn"]
             what = " ".join(f"{key}={values[0]}" for key, values in policy.items()) or "all alerts"
             print(f"tailing {what} from {topic_arn}; Ctrl-C to stop", file=sys.stderr, flush=True)
-            await _until_stopped(_print_alerts(sqs, queue_url, as_json), timeout)
+            await _until_stopped(_print_alerts(sqs, queue_url, as_json), stop_after)
         finally:
             if subscription_arn is None and queue_arn is not None:
                 # Stopped while subscribing: the subscription may exist without us knowing its ARN.
                 subscription_arn = await _subscription_of(sns, topic_arn, queue_arn)
             await _clean_up(sns, sqs, subscription_arn, queue_url)
-    return 0
 
 
 async def _until_stopped(work: Any, seconds: float | None) -> None:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from features.dynamodb import create_feature_table, table_name
 from plumbing.clients import AwsClients
+from plumbing.retry import credentials_for
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.alerts.publisher import create_alert_topic
 from worker.archive import ensure_bucket, parse_s3_uri
@@ -67,23 +68,26 @@ async def bootstrap(settings: Settings) -> list[Resource]:
             (table_name(prefix), create_feature_table),
             (alert_table_name(prefix), create_alert_table),
         ):
-            rows.append(
-                Resource("dynamodb_table", name, await create(ddb, name), "CHURN_TABLE_PREFIX", prefix)
-            )
+            with credentials_for(f"DynamoDB table {name}"):
+                created_table = await create(ddb, name)
+            rows.append(Resource("dynamodb_table", name, created_table, "CHURN_TABLE_PREFIX", prefix))
         if settings.source == "kinesis":
             from worker.sources.kinesis import ensure_stream
             from worker.sources.leases import create_lease_table, lease_table_name
 
             leases = lease_table_name(prefix)
-            rows.append(Resource("dynamodb_table", leases, await create_lease_table(ddb, leases)))
+            with credentials_for(f"DynamoDB table {leases}"):
+                rows.append(Resource("dynamodb_table", leases, await create_lease_table(ddb, leases)))
             stream = _name_from(settings.kinesis_stream, f"{prefix}events")
-            created = await ensure_stream(aws.kinesis, stream, settings.kinesis_shards)
+            with credentials_for(f"Kinesis stream {stream}"):
+                created = await ensure_stream(aws.kinesis, stream, settings.kinesis_shards)
             rows.append(Resource("kinesis_stream", stream, bool(created), "CHURN_KINESIS_STREAM", stream))
 
         dlq_name = _name_from(settings.dlq_url, f"{prefix}events-dlq")
-        dlq_url, dlq_created = await _ensure_queue(
-            aws.sqs, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
-        )
+        with credentials_for(f"SQS queue {dlq_name}"):
+            dlq_url, dlq_created = await _ensure_queue(
+                aws.sqs, dlq_name, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+            )
         rows.append(Resource("sqs_queue", dlq_name, dlq_created, "CHURN_DLQ_URL", dlq_url))
         if settings.source == "sqs":
             dlq_arn = (await aws.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
@@ -95,22 +99,25 @@ async def bootstrap(settings: Settings) -> list[Resource]:
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.sqs_max_receive_count}
             )
             queue_name = _name_from(settings.sqs_queue_url, f"{prefix}events")
-            queue_url, created = await _ensure_queue(
-                aws.sqs,
-                queue_name,
-                {
-                    "RedrivePolicy": redrive,
-                    "VisibilityTimeout": str(settings.sqs_visibility_timeout),
-                    "MessageRetentionPeriod": str(settings.sqs_retention_seconds),
-                },
-            )
+            with credentials_for(f"SQS queue {queue_name}"):
+                queue_url, created = await _ensure_queue(
+                    aws.sqs,
+                    queue_name,
+                    {
+                        "RedrivePolicy": redrive,
+                        "VisibilityTimeout": str(settings.sqs_visibility_timeout),
+                        "MessageRetentionPeriod": str(settings.sqs_retention_seconds),
+                    },
+                )
             rows.append(Resource("sqs_queue", queue_name, created, "CHURN_SQS_QUEUE_URL", queue_url))
         topic_name = _name_from(settings.alerts_topic_arn, f"{prefix}alerts")
-        topic_arn = await create_alert_topic(aws.sns, topic_name)
+        with credentials_for(f"SNS topic {topic_name}"):
+            topic_arn = await create_alert_topic(aws.sns, topic_name)
         rows.append(Resource("sns_topic", topic_name, None, "CHURN_ALERTS_TOPIC_ARN", topic_arn))
         if settings.archive_s3_uri:  # only when asked for: the data-plane stack makes the production one
             bucket, _ = parse_s3_uri(settings.archive_s3_uri)
-            created = await ensure_bucket(aws.s3, settings.archive_s3_uri, settings.aws_region)
+            with credentials_for(f"S3 bucket {bucket}"):
+                created = await ensure_bucket(aws.s3, settings.archive_s3_uri, settings.aws_region)
             rows.append(
                 Resource("s3_bucket", bucket, created, "CHURN_ARCHIVE_S3_URI", settings.archive_s3_uri)
             )

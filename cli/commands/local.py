@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from cli.commands.bootstrap import bootstrap
 from features.dynamodb import DynamoDBFeatureStore, table_name
-from features.eventfile import read_event_file
+from features.eventfile import describe_paths, read_event_paths
 from features.events import Event, event_to_json, validate_event
+from features.exceptions import EventParseError
 from localaws import ChildServer
 from plumbing.clients import AwsClients
 from worker.exceptions import UsageError
@@ -56,11 +59,31 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def check_local_options(days: int, live_days: int, rate: float, events: Sequence[str] | None) -> None:
+    """The options, before the default bundle is trained or any server started."""
+    if not (math.isfinite(rate) and rate >= 0):
+        raise UsageError(f"--rate {rate:g}: must be 0 (as fast as possible) or a number of events per second")
+    if events is None and live_days > days:
+        raise UsageError(
+            f"--live-days {live_days} is more than --days {days}: the live days are the last of the "
+            "simulated history"
+        )
+
+
 def run_local(
-    settings: Settings, customers: int, days: int, live_days: int, seed: int, events: Path | None, rate: float
+    settings: Settings,
+    customers: int,
+    days: int,
+    live_days: int,
+    seed: int,
+    events: Sequence[str] | None,
+    rate: float,
 ) -> int:
     """moto and the model endpoint each get a process of their own, as AWS and SageMaker would be:
-    the worker in this process then competes with neither for the interpreter."""
+    the worker in this process then competes with neither for the interpreter. Every option, and
+    the events (read, or simulated), are checked before the default bundle is trained."""
+    check_local_options(days, live_days, rate, events)
+    loaded = load_events(customers, days, seed, events)
     try:
         from jobs.training import ensure_default_bundle
     except ImportError as exc:
@@ -80,7 +103,7 @@ def run_local(
         try:
             os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint.url
             say(f"local model endpoint at {endpoint.url} (bundle {bundle_dir})")
-            return asyncio.run(_run(settings, customers, days, live_days, seed, events, rate))
+            return asyncio.run(_run(settings, loaded, live_days, rate))
         finally:
             endpoint.stop()
     finally:
@@ -95,16 +118,8 @@ class DriveResult:
     seconds: float
 
 
-async def _run(
-    settings: Settings,
-    customers: int,
-    days: int,
-    live_days: int,
-    seed: int,
-    events_file: Path | None,
-    rate: float,
-) -> int:
-    history, live = split_events(load_events(customers, days, seed, events_file), live_days)
+async def _run(settings: Settings, events: list[Event], live_days: int, rate: float) -> int:
+    history, live = split_events(events, live_days)
     say(
         f"{len(history):,} historical events -> feature store; {len(live):,} live events -> SQS at "
         f"{f'{rate:g}/s' if rate else 'full speed'}"
@@ -156,11 +171,25 @@ async def drive(
     return DriveResult(metrics, received, len(live), seconds)
 
 
-def load_events(customers: int, days: int, seed: int, events_file: Path | None) -> list[Event]:
-    """Simulated customers up to now (or an event file), in time order, nothing in the future."""
+def load_events(
+    customers: int, days: int, seed: int, events_file: str | Path | Sequence[str | Path] | None
+) -> list[Event]:
+    """Simulated customers up to now (or the events of event paths: files, directories, globs,
+    s3:// prefixes), in time order, each event_id once, nothing in the future. Bad lines are
+    skipped and counted on stderr; paths without a valid event are `no events in PATH`."""
     now = datetime.now(UTC)
     if events_file is not None:
-        events = [item for _, item in read_event_file(events_file) if not isinstance(item, Exception)]
+        events: list[Event] = []
+        seen: set[str] = set()
+        bad = 0
+        for record in read_event_paths(events_file, on_error="skip"):
+            if isinstance(record.item, EventParseError):
+                bad += 1
+            elif record.item.event_id not in seen:
+                seen.add(record.item.event_id)
+                events.append(record.item)
+        if bad:
+            say(f"{describe_paths(events_file)}: {bad} bad lines skipped")
     else:
         from model.simulator import simulate
 

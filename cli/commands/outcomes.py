@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cli.commands.checks import writable_file
 from features.churn_from_events import derive_outcomes, write_outcomes
-from features.eventfile import event_sources
-from worker.exceptions import UsageError
+from features.eventfile import event_sources, no_events_error
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class OutcomesRequest:
 
 
 def run_outcomes(request: OutcomesRequest) -> int:
-    if request.out.is_dir():
-        raise UsageError(f"--out {request.out} is a directory: name the outcomes file to write")
+    writable_file(request.out, "--out")  # before reading an archive for minutes
     sources = event_sources(request.events, request.since.isoformat() if request.since else None)
     bar = tqdm(total=len(sources), desc="reading event files", unit="file", file=sys.stderr, disable=None)
     try:
@@ -47,7 +46,8 @@ def run_outcomes(request: OutcomesRequest) -> int:
     finally:
         bar.close()
     if not derived.events:
-        raise UsageError(f"no valid event in {', '.join(request.events)}: nothing to derive outcomes from")
+        skipped = f": {derived.bad_lines} bad lines skipped" if derived.bad_lines else ""
+        raise no_events_error(request.events, skipped)
     write_outcomes(derived, request.out)
     summary = {"out": str(request.out), **derived.summary()}
     if request.as_json:

@@ -1,4 +1,4 @@
-"""`churn-worker tune EVENTS --outcomes FILE --out FILE`: thresholds chosen against what happened.
+"""`churn-worker tune EVENTS... --outcomes FILE --out FILE`: thresholds chosen against what happened.
 
 One backtest (same pipeline, clock and model as `churn-worker backtest`), then a sweep of every
 rule's thresholds on the scoring instants it recorded (`jobs.tuning` says why that is
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.commands.backtest import BacktestRequest, backtest_once, check_request
+from cli.commands.checks import writable_file
 from features.churn_outcomes import load_outcomes
 from jobs.backtest.report import population
 from jobs.html import line_chart, page, table
@@ -28,20 +29,21 @@ __all__ = ["TuneTargets", "run_tune"]
 async def run_tune(
     settings: Settings, request: BacktestRequest, out: Path, targets: TuneTargets, base_config: str | None
 ) -> int:
-    check_request(request)
     if out.suffix.lower() not in (".toml", ""):
         raise UsageError(f"--out {out}: the recommended config is written as TOML; name it *.toml")
     if request.outcomes is None:
         raise UsageError("tune needs --outcomes FILE: thresholds are chosen against who churned")
-    outcomes = load_outcomes(request.outcomes)
+    writable_file(out, "--out")
+    sources = check_request(request)
+    outcomes = load_outcomes(request.outcomes)  # before the model or the backtest: a bad file fails at once
     with tempfile.TemporaryDirectory(prefix="churn-tune-") as scratch:
         result, scoring, model_version = await backtest_once(
-            settings, request, Path(scratch) / "alerts.jsonl"
+            settings, request, Path(scratch) / "alerts.jsonl", sources
         )
     pop = population(result, outcomes)
     results = sweep(result.log.columns(), pop, settings.alerts, targets)
     header = [
-        f"Written by `churn-worker tune {request.events} --outcomes {request.outcomes}`",
+        f"Written by `churn-worker tune {request.events_text} --outcomes {request.outcomes}`",
         f"targets: precision >= {targets.precision:g}, false positive rate <= {targets.max_fpr:g}, "
         f"at least {targets.min_alerted} customers alerted; best recall wins",
         f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",

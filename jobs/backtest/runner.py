@@ -10,8 +10,11 @@ so the same events and config give byte-identical `alerts.jsonl` and reports wha
 of workers or shards (`--workers 1` runs in process, without Dask).
 
 Events are processed in event-time order within each customer, whatever the file order (a dump
-sorted by customer is fine); a shard is held in memory while it is folded, and the number of
-shards grows with the input (about 64 MB of events per shard) to bound that.
+sorted by customer is fine) and however many files or S3 objects hold them (each is read by its
+own task, on this process or a Dask worker; S3 objects travel without their client); a shard is
+held in memory while it is folded, and the number of shards grows with the input (about 64 MB of
+events per shard) to bound that. Duplicates by `event_id` count once (the pipeline's feature store
+drops them, as live).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from features import eventfile
 from features.activity import day_end_us
-from features.eventfile import LocalEventFile
 from features.exceptions import EventParseError
 from features.shards import (
     Piece,
@@ -105,23 +108,29 @@ class BacktestOptions:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
 
-def event_sources(events: Path | Sequence[Any]) -> list[Any]:
-    """The files (or S3 objects) an events argument names."""
-    if isinstance(events, Path):
-        if not events.is_file():
-            raise UsageError(f"{events}: no such file")
-        return [LocalEventFile(events)]
-    return list(events)
+def event_sources(events: str | Path | Sequence[Any]) -> list[Any]:
+    """The files (or S3 objects) an events argument names: event paths, as every command reads them
+    (a file, a directory, a glob, an `s3://bucket/prefix/`, or several: `features.eventfile`), or
+    sources already listed (`EventSource`s)."""
+    if isinstance(events, str | Path):
+        return list(eventfile.event_sources(events))
+    items = list(events)
+    if items and all(isinstance(item, str | Path) for item in items):
+        return list(eventfile.event_sources(items))
+    if not items:
+        raise UsageError("no event path given: pass a file, a directory, a glob or an s3:// prefix")
+    return items
 
 
 async def run_backtest(
-    events: Path | Sequence[Any],
+    events: str | Path | Sequence[Any],
     scorer: Scorer | ScorerFactory,
     alerts_out: Path,
     options: BacktestOptions = BacktestOptions(),
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> BacktestResult:
-    """Backtest `events` (a file, or sources from `event_sources`) and write `alerts_out`."""
+    """Backtest `events` (event paths, or sources from `event_sources`) and write `alerts_out`.
+    Input without a valid event is `no events in ...` (a UsageError)."""
     factory: ScorerFactory = scorer if hasattr(scorer, "open") else GivenScorer(scorer)  # type: ignore[assignment]
     engine = Engine(options.workers, options.scheduler)
     sources = event_sources(events)
@@ -142,8 +151,7 @@ async def run_backtest(
             result = _report_bad_lines(split, options, say)
             timed = [p for p in split if p.min_us is not None and p.max_us is not None]
             if not timed:
-                _write_alerts(alerts_out, [])
-                return result
+                raise eventfile.no_events_error([source.name for source in sources])
             first_us = min(p.min_us for p in timed if p.min_us is not None)
             last_us = max(p.max_us for p in timed if p.max_us is not None)
             first_day, last_day = days_of(first_us, last_us, options.window_us)

@@ -4,7 +4,7 @@ The pipeline validates every record itself, as it does live; reading a JSON Line
 one `json.loads` per line, only to learn the event time that decides the batch. A line that is not
 JSON cannot be placed in time and is reported here, with its line number; any other problem with a
 line is the pipeline's to find (the in-memory dead-letter queue records it under the same number).
-Parquet rows come through `features.eventfile.read_event_file` (validated, then re-serialised in
+Parquet rows come through `features.eventfile.read_source` (validated, then re-serialised in
 the wire form producers send).
 
 Batches follow event time: a batch ends where the next event falls in a later window of
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.eventfile import JSONL_SUFFIXES, LocalEventFile, open_text, read_event_file
+from features.eventfile import JSONL_SUFFIXES, EventSource, LocalEventFile, open_text, read_source
 from features.events import event_to_json, loads_json, unwrap_envelope
 from features.exceptions import EventParseError
 from features.state import DAY_US, parse_iso_us, to_us
@@ -76,14 +76,15 @@ def _occurred_us(obj: Any) -> int | None:
         return None
 
 
-def read_lines(path: Path) -> Iterator[Line | BadLine]:
-    """Each non-blank line (or Parquet row) with its number, in file order."""
-    source = LocalEventFile(path)
+def read_lines(path: Path | EventSource) -> Iterator[Line | BadLine]:
+    """Each non-blank line (or Parquet row) of one event file, local or in S3 (an `EventSource`
+    from `features.eventfile.event_sources`), with its number, in file order."""
+    source: EventSource = LocalEventFile(path) if isinstance(path, Path) else path
     if source.is_parquet:
-        yield from _read_parquet(path)
+        yield from _read_parquet(source)
         return
-    if not path.name.lower().endswith(JSONL_SUFFIXES):
-        raise EventParseError("unknown_format", f"{path}: expected .jsonl, .jsonl.gz or .parquet")
+    if not source.name.lower().endswith(JSONL_SUFFIXES):
+        raise EventParseError("unknown_format", f"{source.name}: expected .jsonl, .jsonl.gz or .parquet")
     with open_text(source) as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
@@ -96,8 +97,8 @@ def read_lines(path: Path) -> Iterator[Line | BadLine]:
             yield Line(number, text.rstrip("\r\n").encode(), _occurred_us(obj))
 
 
-def _read_parquet(path: Path) -> Iterator[Line | BadLine]:
-    for number, item in read_event_file(path):
+def _read_parquet(source: EventSource) -> Iterator[Line | BadLine]:
+    for number, item in read_source(source):
         if isinstance(item, EventParseError):
             yield BadLine(number, item.error_code, item.error_detail)
         else:

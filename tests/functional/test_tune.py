@@ -22,6 +22,8 @@ from worker.settings import load_settings
 @pytest.fixture(autouse=True)
 def fake_model(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path) -> None:
     monkeypatch.setattr(InProcessScorer, "from_bundle_dir", classmethod(lambda cls, path: FeatureScorer()))
+    # A fresh cache of loaded bundles: the fake must not stay cached as tiny_bundle's model for later tests.
+    monkeypatch.setattr("jobs.backtest.scorer._LOADED", {})
     # No default bundle either: training it takes minutes on a fresh machine, and the fake scores.
     monkeypatch.setattr("cli.commands.backtest.bundle_dir_or_default", lambda bundle: bundle or tiny_bundle)
 

@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from jobs.replay import KinesisSink, Pending, ReplayError, SqsSink
-from plumbing.exceptions import FatalAwsError
+from plumbing.exceptions import FatalAwsError, UsageError
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/events"
 BATCH = [Pending(1, "c1", "e1", "{}"), Pending(2, "c2", "e2", "{}")]
@@ -44,8 +44,13 @@ async def test_missing_credentials_stop_at_once_naming_the_target(make_sink: Any
     with pytest.raises(FatalAwsError) as caught:
         await sink.put(BATCH)
     assert client.calls == 1
-    assert sink.target in str(caught.value) and "NoCredentialsError" in str(caught.value)
-    assert "\n" not in str(caught.value)
+    message = str(caught.value)
+    assert message.endswith(
+        f"{sink.target}: no AWS credentials found: set AWS_PROFILE or "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or run on a role)"
+    )
+    assert "\n" not in message
+    assert isinstance(caught.value, UsageError)  # the user's to fix: the CLIs exit 2
 
 
 @pytest.mark.parametrize(
