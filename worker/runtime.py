@@ -39,7 +39,7 @@ from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name
 from worker.alerts.publisher import SnsAlertPublisher
 from worker.archive import S3EventArchive
 from worker.emf import EmfReporter
-from worker.exceptions import FatalAwsError, WorkerError
+from worker.exceptions import FatalAwsError, UsageError, WorkerError
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.ports import Delivery, EventSource, Settlement, ShadowLog
@@ -263,7 +263,8 @@ async def run_worker(
     if fatal:
         log.info("worker stopped after a fatal error")
         error = fatal[0]
-        raise error if isinstance(error, WorkerError) else WorkerError(str(error))
+        # A usage error (no AWS credentials at all) stays one: the command exits 2, the user's to fix.
+        raise error if isinstance(error, WorkerError | UsageError) else WorkerError(str(error))
     log.info("worker stopped")
     return 0
 

@@ -188,3 +188,20 @@ def test_training_customers_are_named_as_a_part_of_the_cause_when_others_remain(
         "no active customer at any scoring instant of the log: nothing to learn or measure (1 of its 2 "
         "customers were in the bundle's training data and left out: --include-training-customers keeps them)"
     )
+
+
+def test_the_worker_without_credentials_exits_2_naming_what_it_could_not_reach(
+    no_credentials: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.worker import main as worker_main
+
+    for key, value in {
+        "CHURN_SQS_QUEUE_URL": QUEUE,
+        "CHURN_DLQ_URL": QUEUE + "-dlq",
+        "CHURN_ALERTS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:alerts",
+        "CHURN_HEALTH_PORT": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert worker_main(["run"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("churn-worker: error: ") and HINT in error
