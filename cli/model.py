@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli.argtypes import port, positive_int
+from cli.argtypes import port
 from cli.errors import run_command
 from model.deploy import DEFAULT_ENDPOINT_NAME, DEFAULT_FRAMEWORK_VERSION
 from model.exceptions import UsageError
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         register(sub)
 
     from cli.model_data import register as register_data
+    from cli.model_retrain import add_endpoint_options
 
     register_data(sub, common, bundle_opt)
 
@@ -93,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload and deploy to a SageMaker endpoint (blue/green)",
         description="Upload model.tar.gz to S3, create a SageMaker model and endpoint config for this model "
         "version, then create the endpoint or update it to the new config (SageMaker shifts traffic "
-        "blue/green; the previous config remains for rollback). Uses the standard AWS credential chain; "
-        "AWS_ENDPOINT_URL or --endpoint-url redirect it.",
+        "blue/green; the previous config remains for rollback; the endpoint keeps its instance count). The "
+        "new model and config keep what the live ones have unless an option says otherwise: execution role, "
+        "instance type and count, network isolation, VPC, KMS key, data capture; a deploy that would protect "
+        "less is refused without --allow-weaker-protections. Uses the standard AWS credential chain "
+        "(AWS_REGION, else AWS_DEFAULT_REGION, else the profile); AWS_ENDPOINT_URL or --endpoint-url redirect it.",
     )
     deploy.add_argument(
         "--package", type=Path, metavar="FILE", help="model.tar.gz to deploy (default: package the bundle)"
@@ -106,10 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("--bucket", required=True, help="S3 bucket for the package (must exist)")
     deploy.add_argument("--prefix", default="churn-model", help="S3 key prefix (default %(default)s)")
-    deploy.add_argument("--role-arn", required=True, help="SageMaker execution role ARN")
-    deploy.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
-    deploy.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
-    deploy.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
+    deploy.add_argument(
+        "--role-arn",
+        help="SageMaker execution role ARN (default: the live model's; needed for the first deploy)",
+    )
+    deploy.add_argument(
+        "--region", help="AWS region (default: AWS_REGION, else AWS_DEFAULT_REGION, else the profile's)"
+    )
     deploy.add_argument(
         "--framework-version",
         default=DEFAULT_FRAMEWORK_VERSION,
@@ -126,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="deploy even if the bundle failed the promotion gate (`churn-model compare`)",
     )
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_endpoint_options(
+        deploy.add_argument_group("the new model and endpoint config (unset: as the live ones)")
+    )
     return parser
 
 
@@ -198,6 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     import tempfile
 
+    from cli.model_retrain import endpoint_options
     from model.deploy import DeployRequest, deploy, make_clients
     from model.export import build_package, package_version
 
@@ -225,11 +236,10 @@ def _deploy(args: argparse.Namespace) -> int:
             bucket=args.bucket,
             role_arn=args.role_arn,
             prefix=args.prefix,
-            instance_type=args.instance_type,
-            instance_count=args.instance_count,
             framework_version=args.framework_version,
             image=args.image_uri,
             wait=args.wait,
+            **endpoint_options(args),
         )
         result = deploy(request, s3, sagemaker, region, lambda m: print(m, file=sys.stderr))
     if args.json:

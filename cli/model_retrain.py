@@ -1,7 +1,12 @@
 """`churn-model retrain`'s options (jobs/retrain.py runs the job). Defaults come from the environment
 the scheduled task gets (infra/service.yaml's TrainerTaskDefinition): CHURN_ARCHIVE_S3_URI,
 CHURN_ENDPOINT_NAME, CHURN_MODEL_BUCKET, CHURN_SAGEMAKER_ROLE_ARN (`worker.settings.ModelSettings`
-reads them), so `churn-model retrain` alone runs the whole loop there."""
+reads them), so `churn-model retrain` alone runs the whole loop there; the gate's alert thresholds
+are the worker's (`--config`, else CHURN_CONFIG, a path or an s3:// object, under CHURN_ALERTS__*).
+
+`add_endpoint_options` and `endpoint_options` are the options `retrain` and `deploy` share for the
+new model and endpoint config: instance type and count, network isolation, KMS key, VPC (each
+defaulting to the live model's, model/deploy.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,70 @@ from pathlib import Path
 from typing import Any
 
 from cli.argtypes import holdout_fraction, iso_day, positive_float, positive_int
+from jobs.gate import MIN_NEGATIVES, MIN_POSITIVES
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """`a,b,c` -> ("a", "b", "c"), for subnet and security group ids."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ids, got {text!r}")
+    return names
+
+
+def add_endpoint_options(group: Any) -> None:
+    """The new model's and endpoint config's options; unset, each is the live model's (what
+    infra/model-endpoint.yaml or the previous deploy set), so a deploy never drops a protection
+    silently. Without a model at the endpoint yet: these, with network isolation on."""
+    group.add_argument(
+        "--instance-type", help="instance type (default: the live variant's, else ml.m5.xlarge)"
+    )
+    group.add_argument(
+        "--instance-count",
+        type=positive_int,
+        help="instances of the new config (default: the live variant's count; an update keeps the "
+        "endpoint's count either way: autoscaling owns it)",
+    )
+    group.add_argument(
+        "--network-isolation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the model's EnableNetworkIsolation (default: the live model's, else on)",
+    )
+    group.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="KMS key of the instances' volumes, the data plane's KmsKeyArn (default: the live config's)",
+    )
+    group.add_argument(
+        "--vpc-subnets",
+        type=_names,
+        default=(),
+        metavar="IDS",
+        help="subnet-a,subnet-b: the model's VpcConfig, with --vpc-security-groups (default: the live model's)",
+    )
+    group.add_argument("--vpc-security-groups", type=_names, default=(), metavar="IDS", help="sg-a,sg-b")
+    group.add_argument("--no-vpc", action="store_true", help="take the new model out of the live model's VPC")
+    group.add_argument(
+        "--allow-weaker-protections",
+        action="store_true",
+        help="deploy even if the new model or config protects less than the live ones "
+        "(isolation off, out of the VPC): refused without it",
+    )
+
+
+def endpoint_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`add_endpoint_options`' values as `model.deploy.DeployRequest` fields."""
+    return {
+        "instance_type": args.instance_type,
+        "instance_count": args.instance_count,
+        "network_isolation": args.network_isolation,
+        "kms_key_id": args.kms_key_id,
+        "vpc_subnets": tuple(args.vpc_subnets),
+        "vpc_security_groups": tuple(args.vpc_security_groups),
+        "no_vpc": args.no_vpc,
+        "allow_weaker": args.allow_weaker_protections,
+    }
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -73,7 +142,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     retrain.add_argument("--json", action="store_true", help="print the outcome as one JSON line")
 
     aws = retrain.add_argument_group(
-        "deployment (as `churn-model deploy`; AWS_REGION and AWS_ENDPOINT_URL as usual)"
+        "deployment (as `churn-model deploy`; AWS_REGION and AWS_ENDPOINT_URL as usual; unset, the new "
+        "model and config keep the live model's role, instance type and count, network isolation, KMS key and VPC)"
     )
     aws.add_argument(
         "--bucket",
@@ -86,9 +156,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=configured.sagemaker_role_arn,
         help="SageMaker execution role ARN (default: CHURN_SAGEMAKER_ROLE_ARN)",
     )
-    aws.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
-    aws.add_argument("--instance-type", default="ml.m5.xlarge", help="instance type (default %(default)s)")
-    aws.add_argument("--instance-count", type=positive_int, default=1, help="instances (default 1)")
+    aws.add_argument(
+        "--region", help="AWS region (default: AWS_REGION, else AWS_DEFAULT_REGION, else the profile's)"
+    )
+    add_endpoint_options(aws)
     aws.add_argument(
         "--framework-version",
         default=DEFAULT_FRAMEWORK_VERSION,
@@ -145,6 +216,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--rounds", type=positive_int, default=200, help="the gate's bootstrap rounds (default 200)"
     )
     train.add_argument(
+        "--min-positives",
+        type=positive_int,
+        default=MIN_POSITIVES,
+        metavar="N",
+        help=f"as for compare: fewest churners per horizon the gate needs to judge (default {MIN_POSITIVES})",
+    )
+    train.add_argument(
+        "--min-negatives",
+        type=positive_int,
+        default=MIN_NEGATIVES,
+        metavar="N",
+        help=f"as for compare: fewest customers who stayed per horizon (default {MIN_NEGATIVES})",
+    )
+    train.add_argument(
         "--work-dir",
         type=Path,
         metavar="DIR",
@@ -162,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.retrain import DeployTarget, RetrainRequest, run_retrain
     from model.exceptions import UsageError
     from model.training import TrainConfig
+    from worker.settings import config_source
 
     if args.patience < 0:
         raise UsageError("--patience must be 0 (off) or more")
@@ -171,11 +257,10 @@ def run(args: argparse.Namespace) -> int:
         endpoint=args.endpoint,
         prefix=args.prefix,
         region=args.region,
-        instance_type=args.instance_type,
-        instance_count=args.instance_count,
         framework_version=args.framework_version,
         image_uri=args.image_uri,
         wait=args.wait,
+        endpoint_options=endpoint_options(args),
     )
     request = RetrainRequest(
         events=list(args.events or []),
@@ -206,7 +291,10 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             alerts=alert_thresholds(args.config),
             rounds=args.rounds,
+            min_positives=args.min_positives,
+            min_negatives=args.min_negatives,
         ),
+        alerts_source=config_source(args.config),
         evaluate=not args.no_evaluate,
         baselines=not args.no_baselines,
         work_dir=args.work_dir,

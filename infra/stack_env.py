@@ -42,14 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         description="Print the data-plane stack's outputs as CHURN_* settings (KEY=value lines).",
     )
     parser.add_argument("stack", help="the data-plane stack's name")
-    parser.add_argument("--region", help="AWS region (default: the AWS_REGION / profile chain)")
+    parser.add_argument(
+        "--region", help="AWS region (default: AWS_REGION, else AWS_DEFAULT_REGION, else the profile's)"
+    )
     args = parser.parse_args(argv)
 
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from plumbing.awsenv import aws_region  # botocore alone reads AWS_DEFAULT_REGION, not AWS_REGION
+
     try:
-        stacks = boto3.client("cloudformation", region_name=args.region).describe_stacks(StackName=args.stack)
+        cloudformation = boto3.client("cloudformation", region_name=args.region or aws_region())
+        stacks = cloudformation.describe_stacks(StackName=args.stack)
     except (ClientError, BotoCoreError) as exc:
         print(f"stack_env.py: cannot read stack {args.stack}: {exc}", file=sys.stderr)
         return 1

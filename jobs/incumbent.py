@@ -52,27 +52,21 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 def find_deployed(sagemaker: SageMakerClient, endpoint: str) -> Deployed | None:
-    """The model behind `endpoint` (its first production variant), or None if there is no such endpoint."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """The model behind `endpoint` (its AllTraffic variant), or None if there is no such endpoint:
+    DescribeEndpoint, DescribeEndpointConfig, DescribeModel (`model.deploy.describe_live`), the calls
+    the retraining task's role may make on the names infra/model-endpoint.yaml and deploys give."""
+    from model.deploy import describe_live
 
-    from model.deploy import _current_config
-
-    config_name = _current_config(sagemaker, endpoint)  # None: no such endpoint
-    if config_name is None:
+    live = describe_live(sagemaker, endpoint)  # DeployError naming the call that failed
+    if live is None:
         return None
-    try:
-        config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
-        model_name = config["ProductionVariants"][0]["ModelName"]
-        model = sagemaker.describe_model(ModelName=model_name)
-    except (ClientError, BotoCoreError) as exc:
-        raise DeployError(f"cannot find the model behind endpoint {endpoint}: {exc}") from exc
-    url = (model.get("PrimaryContainer") or {}).get("ModelDataUrl") or ""
+    url = live.model_data_url or ""
     if not url.startswith("s3://"):
         raise DeployError(
-            f"the model {model_name} behind endpoint {endpoint} has no S3 model data ({url!r}): "
+            f"the model {live.model_name} behind endpoint {endpoint} has no S3 model data ({url!r}): "
             "pass the incumbent bundle with --incumbent DIR"
         )
-    return Deployed(endpoint, model_name, url)
+    return Deployed(endpoint, live.model_name, url)
 
 
 def _download(s3: S3Client, url: str, dest: Path) -> bool:

@@ -8,11 +8,14 @@
    later step reads the same snapshot however much the worker archives meanwhile.
 3. Derive the outcomes from them (`features.churn_from_events`, what `churn-worker outcomes` writes).
 4. Train a candidate bundle on them (`churn-model train --events --outcomes`'s path).
-5. Run the promotion gate (`churn-model compare`'s, jobs/gate.py) on the same events; gate.json
-   goes into the candidate.
+5. Run the promotion gate (`churn-model compare`'s, jobs/gate.py) on the same events, the alert
+   rules at the worker's thresholds (`--config`, else CHURN_CONFIG: what `tune` wrote); gate.json
+   goes into the candidate, with the thresholds and where they came from.
 6. Store the candidate's bundle in the model bucket beside its package, passed or not (the record
    of every retraining), and deploy it (`churn-model deploy`'s code) only if it passed, or with
-   `--force`. No incumbent at all (no endpoint yet) deploys the first model.
+   `--force`: the new model and config keep the live model's network isolation, VPC, KMS key,
+   role, instance type and count (model/deploy.py). No incumbent at all (no endpoint yet) deploys
+   the first model.
 
 One summary line on stdout says which; exit 0 when the candidate passed (deployed, or not asked to
 be), 1 when it failed the gate and was not deployed (like `compare`), 2 on bad input.
@@ -50,11 +53,12 @@ class DeployTarget:
     endpoint: str
     prefix: str = "churn-model"
     region: str | None = None
-    instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
     framework_version: str | None = None
     image_uri: str | None = None
     wait: bool = False
+    # model.deploy.DeployRequest's instance and protection fields (instance_type, network_isolation,
+    # kms_key_id, ...): None or absent, each is the live model's
+    endpoint_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class RetrainRequest:
     train: TrainConfig | None = None  # None: the defaults
     data: dict[str, Any] = field(default_factory=dict)  # DataParams fields: fractions, max rows, workers
     gate: GateOptions | None = None  # None: the defaults
+    alerts_source: str | None = None  # where the gate's thresholds came from (a path, s3://), for gate.json
     evaluate: bool = True
     baselines: bool = True
     work_dir: Path | None = None
@@ -141,22 +146,20 @@ def _run(request: RetrainRequest, work: Path) -> int:
     candidate = load_bundle(_train(request, events, outcomes, summary, work))
     record: dict[str, Any] | None = None
     if incumbent is not None:
-        from jobs.gate import format_gate, gate_bundles
+        from jobs.gate import GateOptions, format_gate, gate_bundles, write_gate
 
-        _say(f"comparing candidate {candidate.model_version} with incumbent {incumbent.model_version} ...")
-        from jobs.gate import GateOptions
-
-        record = gate_bundles(
-            candidate,
-            incumbent,
-            events,
-            outcomes,
-            request.gate or GateOptions(),
-            progress=sys.stderr.isatty(),
+        gate_options = request.gate or GateOptions()
+        _say(
+            f"comparing candidate {candidate.model_version} with incumbent {incumbent.model_version}, alert "
+            f"rules at the thresholds of {request.alerts_source or 'the defaults (no CHURN_CONFIG)'} ..."
         )
-        from jobs.gate import write_gate
-
+        record = gate_bundles(
+            candidate, incumbent, events, outcomes, gate_options, progress=sys.stderr.isatty()
+        )
         record["events"] = list(request.events)  # not the scratch copies, gone after this run
+        record["alerts_config"] = request.alerts_source  # the file (tune's) the rules were judged by
+        if gate_options.alerts is not None:
+            record["alerts"] = gate_options.alerts.model_dump(mode="json")
         write_gate(candidate.path, record)
         print(format_gate(record), file=sys.stderr, flush=True)
     passed = record is None or bool(record["passed"])
@@ -174,6 +177,7 @@ def _run(request: RetrainRequest, work: Path) -> int:
         },
         "endpoint": request.target.endpoint,
         "note": note,
+        "alerts_config": request.alerts_source,
         "stored": None,
         "deploy": None,
     }
@@ -326,13 +330,12 @@ def _deploy(
         model_version=candidate.model_version,
         endpoint_name=target.endpoint,
         bucket=target.bucket or "",
-        role_arn=target.role_arn or "",
+        role_arn=target.role_arn or None,
         prefix=target.prefix,
-        instance_type=target.instance_type,
-        instance_count=target.instance_count,
         framework_version=target.framework_version or DEFAULT_FRAMEWORK_VERSION,
         image=target.image_uri,
         wait=target.wait,
+        **target.endpoint_options,
     )
     s3, sagemaker, region = clients
     return deploy(deploy_request, s3, sagemaker, region, _say).as_dict()

@@ -1,10 +1,20 @@
 """`churn-model deploy`: model.tar.gz to S3, then a SageMaker model, endpoint config and endpoint.
 
-Every deploy creates a new model and a new endpoint config named after the model version (and the
-time, so a redeploy of the same version is still a new config). A missing endpoint is created; an
-existing one is moved to the new config with `update_endpoint`, which SageMaker performs blue/green:
-the new fleet is provisioned and health-checked before traffic shifts, and the old config stays as
-the rollback target (`update_endpoint` back to it). Nothing is deleted.
+Every deploy creates a new model and a new endpoint config named after the endpoint and the model
+version (and the time, so a redeploy of the same version is still a new config): `ENDPOINT-*`, the
+names the retraining task's role may create and describe (infra/service.yaml). A missing endpoint is
+created; an existing one is moved to the new config with `update_endpoint`, which SageMaker performs
+blue/green: the new fleet is provisioned and health-checked before traffic shifts, and the old config
+stays as the rollback target (`update_endpoint` back to it). Nothing is deleted.
+
+What protects the live endpoint is carried into the new model and config, from the model and config
+it runs now (infra/model-endpoint.yaml's, or the previous deploy's): network isolation, the VPC
+config, the KMS key of the instances' volumes, data capture, the execution role, the instance type
+and the instance count. A deploy that would protect less (an option turning isolation off, leaving
+the VPC) is refused unless `allow_weaker`, and then said loudly. The update keeps the variant's
+instance count and weight (`RetainAllVariantProperties`): infra/model-scaling.yaml's autoscaling owns
+the count, which the new config's InitialInstanceCount would otherwise reset. With no endpoint yet,
+the options say, and network isolation is on unless turned off.
 
 The image is AWS's TensorFlow Serving deep learning container for the region
 (`<account>.dkr.ecr.<region>.amazonaws.com/tensorflow-inference:<version>-cpu|gpu[-py312]`);
@@ -36,7 +46,14 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sagemaker.client import SageMakerClient
     from mypy_boto3_sagemaker.literals import ProductionVariantInstanceTypeType
-    from mypy_boto3_sagemaker.type_defs import ProductionVariantTypeDef
+    from mypy_boto3_sagemaker.type_defs import (
+        CreateEndpointConfigInputTypeDef,
+        CreateModelInputTypeDef,
+        DataCaptureConfigTypeDef,
+        DescribeEndpointOutputTypeDef,
+        ProductionVariantTypeDef,
+        VpcConfigTypeDef,
+    )
 
 T = TypeVar("T")
 
@@ -108,17 +125,86 @@ def image_uri(region: str, framework_version: str = DEFAULT_FRAMEWORK_VERSION, p
 
 @dataclass(frozen=True)
 class DeployRequest:
+    """What to deploy where. Every field left None is taken from the model live at the endpoint (the
+    one infra/model-endpoint.yaml or the previous deploy made), else from the safe default: a
+    deploy keeps what protects the endpoint unless told otherwise."""
+
     package: Path
     model_version: str
     endpoint_name: str
     bucket: str
-    role_arn: str
+    role_arn: str | None = None  # None: the live model's execution role
     prefix: str = "churn-model"
-    instance_type: str = DEFAULT_INSTANCE_TYPE
-    instance_count: int = 1
+    instance_type: str | None = None  # None: the live variant's, else DEFAULT_INSTANCE_TYPE
+    instance_count: int | None = None  # None: the live variant's desired count, else 1
     framework_version: str = DEFAULT_FRAMEWORK_VERSION
     image: str | None = None  # default: the region's TF Serving image
     wait: bool = False
+    network_isolation: bool | None = None  # None: the live model's, else on
+    kms_key_id: str | None = None  # None: the live config's key
+    vpc_subnets: tuple[str, ...] = ()  # with vpc_security_groups; empty: the live model's VPC
+    vpc_security_groups: tuple[str, ...] = ()
+    no_vpc: bool = False  # take the new model out of the live model's VPC (weaker: refused unless allowed)
+    allow_weaker: bool = False  # deploy even if the new model or config protects less than the live ones
+
+
+@dataclass(frozen=True)
+class Protections:
+    """What locks a model and its endpoint down: the container's network isolation, its VPC, the KMS
+    key of the instances' storage volumes, the endpoint's data capture (with its own key and bucket).
+    A deploy carries the live model's and config's into the new ones."""
+
+    network_isolation: bool = True
+    vpc_config: dict[str, list[str]] | None = None  # {"Subnets": [...], "SecurityGroupIds": [...]}
+    kms_key_id: str | None = None
+    data_capture: dict[str, Any] | None = None
+
+    def summary(self) -> str:
+        vpc = self.vpc_config
+        return ", ".join(
+            [
+                "network isolation" if self.network_isolation else "NO network isolation",
+                f"VPC subnets {','.join(vpc['Subnets'])} / security groups {','.join(vpc['SecurityGroupIds'])}"
+                if vpc
+                else "no VPC",
+                f"KMS key {self.kms_key_id}" if self.kms_key_id else "no KMS key (an AWS managed key)",
+                *(
+                    [f"data capture to {self.data_capture.get('DestinationS3Uri')}"]
+                    if self.data_capture
+                    else []
+                ),
+            ]
+        )
+
+    def weaker_than(self, live: Protections) -> list[str]:
+        """What `live` has that this lacks."""
+        lost = []
+        if live.network_isolation and not self.network_isolation:
+            lost.append("network isolation off")
+        if live.vpc_config and not self.vpc_config:
+            lost.append("out of the VPC")
+        if live.kms_key_id and not self.kms_key_id:
+            lost.append("no KMS key")
+        if live.data_capture and not self.data_capture:
+            lost.append("no data capture")
+        return lost
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Live:
+    """The endpoint as it runs: its config, the model behind its variant, and what they protect."""
+
+    endpoint_name: str
+    config_name: str
+    model_name: str
+    model_data_url: str | None
+    role_arn: str | None
+    instance_type: str | None
+    instance_count: int | None  # the variant's desired count now (autoscaling's), else the config's
+    protections: Protections
 
 
 @dataclass(frozen=True)
@@ -130,9 +216,17 @@ class DeployResult:
     previous_endpoint_config_name: str | None
     model_data_url: str
     image: str
+    role_arn: str
+    instance_type: str
+    instance_count: int
+    protections: Protections
+    previous_protections: Protections | None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["protections"] = self.protections.as_dict()
+        out["previous_protections"] = self.previous_protections and self.previous_protections.as_dict()
+        return out
 
 
 def _resource_name(base: str, suffix: str) -> str:
@@ -144,12 +238,16 @@ def _resource_name(base: str, suffix: str) -> str:
 def _check(request: DeployRequest) -> None:
     if not _NAME.match(request.endpoint_name):
         raise UsageError(f"endpoint name {request.endpoint_name!r}: use 1-63 letters, digits and hyphens")
-    if request.instance_count < 1:
+    if request.instance_count is not None and request.instance_count < 1:
         raise UsageError("--instance-count must be at least 1")
-    if not request.role_arn.startswith("arn:"):
+    if request.role_arn is not None and not request.role_arn.startswith("arn:"):
         raise UsageError(
             f"--role-arn {request.role_arn!r} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
         )
+    if bool(request.vpc_subnets) != bool(request.vpc_security_groups):
+        raise UsageError("--vpc-subnets and --vpc-security-groups go together (the model's VpcConfig)")
+    if request.no_vpc and request.vpc_subnets:
+        raise UsageError("--no-vpc and --vpc-subnets contradict each other")
     if not request.package.is_file():
         raise UsageError(f"no package at {request.package}: run `churn-model package` first")
 
@@ -170,11 +268,13 @@ def _call(what: str, call: Callable[[], T]) -> T:
         raise DeployError(f"{what} failed: {exc}") from exc
 
 
-def _current_config(sagemaker: SageMakerClient, endpoint_name: str) -> str | None:
-    from botocore.exceptions import ClientError
+def _describe_endpoint(
+    sagemaker: SageMakerClient, endpoint_name: str
+) -> DescribeEndpointOutputTypeDef | None:
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return str(sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"])
+        return sagemaker.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
         error = exc.response.get("Error", {})
         if error.get("Code") == "ValidationException" and "Could not find endpoint" in error.get(
@@ -182,6 +282,144 @@ def _current_config(sagemaker: SageMakerClient, endpoint_name: str) -> str | Non
         ):
             return None
         raise DeployError(f"describe_endpoint {endpoint_name} failed: {error.get('Message', exc)}") from exc
+    except BotoCoreError as exc:
+        raise DeployError(f"describe_endpoint {endpoint_name} failed: {exc}") from exc
+
+
+def describe_live(sagemaker: SageMakerClient, endpoint_name: str) -> Live | None:
+    """The model live at `endpoint_name`, None if there is no such endpoint. Three calls, the ones the
+    retraining task's role may make (infra/service.yaml TrainerRole): DescribeEndpoint on
+    `endpoint/NAME`, DescribeEndpointConfig and DescribeModel on the `NAME-*` names that
+    infra/model-endpoint.yaml and every deploy give them."""
+    endpoint = _describe_endpoint(sagemaker, endpoint_name)
+    if endpoint is None:
+        return None
+    config_name = endpoint["EndpointConfigName"]
+    config = _call(
+        f"describe_endpoint_config {config_name} (endpoint {endpoint_name})",
+        lambda: sagemaker.describe_endpoint_config(EndpointConfigName=config_name),
+    )
+    variants = config.get("ProductionVariants") or []
+    if not variants:
+        raise DeployError(
+            f"endpoint config {config_name} of endpoint {endpoint_name} has no production variant"
+        )
+    variant = next((v for v in variants if v.get("VariantName") == VARIANT), variants[0])
+    model_name = variant["ModelName"]
+    model = _call(
+        f"describe_model {model_name} (endpoint {endpoint_name})",
+        lambda: sagemaker.describe_model(ModelName=model_name),
+    )
+    running = next(
+        (
+            v
+            for v in endpoint.get("ProductionVariants") or []
+            if v.get("VariantName") == variant["VariantName"]
+        ),
+        None,
+    )
+    count = variant.get("InitialInstanceCount")
+    if running is not None:
+        count = running.get("DesiredInstanceCount") or running.get("CurrentInstanceCount") or count
+    vpc = model.get("VpcConfig")
+    capture = dict(config.get("DataCaptureConfig") or {})
+    return Live(
+        endpoint_name=endpoint_name,
+        config_name=config_name,
+        model_name=model_name,
+        model_data_url=(model.get("PrimaryContainer") or {}).get("ModelDataUrl"),
+        role_arn=model.get("ExecutionRoleArn"),
+        instance_type=variant.get("InstanceType"),
+        instance_count=int(count) if count else None,
+        protections=Protections(
+            network_isolation=bool(model.get("EnableNetworkIsolation", False)),
+            vpc_config={"Subnets": list(vpc["Subnets"]), "SecurityGroupIds": list(vpc["SecurityGroupIds"])}
+            if vpc and vpc.get("Subnets")
+            else None,
+            kms_key_id=config.get("KmsKeyId") or None,
+            data_capture=capture if capture.get("DestinationS3Uri") else None,
+        ),
+    )
+
+
+def _protections(request: DeployRequest, live: Live | None) -> Protections:
+    """The live model's protections with the request's changes; without a live model, the request's
+    with network isolation on unless it says otherwise."""
+    base = live.protections if live is not None else Protections()
+    vpc = base.vpc_config
+    if request.no_vpc:
+        vpc = None
+    elif request.vpc_subnets:
+        vpc = {"Subnets": list(request.vpc_subnets), "SecurityGroupIds": list(request.vpc_security_groups)}
+    return Protections(
+        network_isolation=base.network_isolation
+        if request.network_isolation is None
+        else request.network_isolation,
+        vpc_config=vpc,
+        kms_key_id=request.kms_key_id or base.kms_key_id,
+        data_capture=base.data_capture,
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    role_arn: str
+    instance_type: str
+    instance_count: int
+    protections: Protections
+
+
+def _plan(request: DeployRequest, live: Live | None, say: Callable[[str], None]) -> _Plan:
+    """What the new model and config will be, said line by line; refuses (UsageError) a deploy that
+    would protect the endpoint less than its live model does, unless `allow_weaker`."""
+    name = request.endpoint_name
+    role = request.role_arn or (live.role_arn if live is not None else None)
+    if not role:
+        raise UsageError(f"--role-arn is needed: no model at endpoint {name} to take the execution role from")
+    protections = _protections(request, live)
+    if live is None:
+        say(f"no model at endpoint {name} yet: {protections.summary()}")
+        if not protections.kms_key_id:
+            say(
+                "WARNING: no --kms-key-id: the instances' volumes get an AWS managed key, not the data "
+                "plane's (infra/data-plane.yaml KmsKeyArn)"
+            )
+    else:
+        weaker = protections.weaker_than(live.protections)
+        if weaker and not request.allow_weaker:
+            raise UsageError(
+                f"this deploy would protect endpoint {name} less than its live model {live.model_name} does "
+                f"({', '.join(weaker)}): leave out the option that asks for it, or pass --allow-weaker-protections"
+            )
+        if weaker:
+            say(
+                f"WARNING: endpoint {name} will be protected less than by its live model {live.model_name}: "
+                f"{', '.join(weaker)} (--allow-weaker-protections)"
+            )
+        if protections == live.protections:
+            say(
+                f"keeping what protects model {live.model_name} and config {live.config_name}: {protections.summary()}"
+            )
+        else:
+            say(
+                f"protections: {protections.summary()} (model {live.model_name}: {live.protections.summary()})"
+            )
+        if live.role_arn and role != live.role_arn:
+            say(f"execution role {role} (model {live.model_name} runs as {live.role_arn})")
+    instance_type = request.instance_type or (live and live.instance_type) or DEFAULT_INSTANCE_TYPE
+    instance_count = request.instance_count or (live and live.instance_count) or 1
+    if live is not None and live.instance_type and instance_type != live.instance_type:
+        say(
+            f"WARNING: instance type {live.instance_type} -> {instance_type}: SageMaker refuses to change the "
+            f"instance type of a variant registered for autoscaling (infra/model-scaling.yaml): deregister its "
+            "scalable target first and register it again after"
+        )
+    if live is not None and live.instance_count and instance_count != live.instance_count:
+        say(
+            f"the new config asks for {instance_count} instances; the endpoint keeps its {live.instance_count} "
+            "(RetainAllVariantProperties: autoscaling owns the count; change its bounds to change it)"
+        )
+    return _Plan(role, instance_type, instance_count, protections)
 
 
 def deploy(
@@ -191,9 +429,14 @@ def deploy(
     region: str,
     say: Callable[[str], None],
 ) -> DeployResult:
-    """Upload, register and roll out `request.package`; returns what was created or updated."""
+    """Upload, register and roll out `request.package`; returns what was created or updated. The live
+    model is described first: what it protects is carried over, and a weaker deploy refused, before
+    anything is uploaded or created."""
     _check(request)
     image = request.image or image_uri(region, request.framework_version)
+    live = describe_live(sagemaker, request.endpoint_name)
+    plan = _plan(request, live, say)
+    protections = plan.protections
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     key = f"{request.prefix.strip('/')}/{request.model_version}/model.tar.gz".lstrip("/")
     model_data_url = f"s3://{request.bucket}/{key}"
@@ -205,33 +448,36 @@ def deploy(
 
     model_name = _resource_name(request.endpoint_name, f"{request.model_version}-{stamp}")
     say(f"creating model {model_name} ({image})")
-    _call(
-        f"create_model {model_name}",
-        lambda: sagemaker.create_model(
-            ModelName=model_name,
-            ExecutionRoleArn=request.role_arn,
-            PrimaryContainer={"Image": image, "ModelDataUrl": model_data_url, "Environment": {}},
-            Tags=[{"Key": "model_version", "Value": request.model_version}],
-        ),
-    )
+    model: CreateModelInputTypeDef = {
+        "ModelName": model_name,
+        "ExecutionRoleArn": plan.role_arn,
+        "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data_url, "Environment": {}},
+        "EnableNetworkIsolation": protections.network_isolation,
+        "Tags": [{"Key": "model_version", "Value": request.model_version}],
+    }
+    if protections.vpc_config:
+        model["VpcConfig"] = cast("VpcConfigTypeDef", protections.vpc_config)
+    _call(f"create_model {model_name}", lambda: sagemaker.create_model(**model))
     config_name = model_name
-    say(f"creating endpoint config {config_name} ({request.instance_count} x {request.instance_type})")
+    say(f"creating endpoint config {config_name} ({plan.instance_count} x {plan.instance_type})")
     variant: ProductionVariantTypeDef = {
         "VariantName": VARIANT,
         "ModelName": model_name,
-        "InitialInstanceCount": request.instance_count,
+        "InitialInstanceCount": plan.instance_count,
         # any name: SageMaker checks it, and it offers instance types the stubs do not list yet
-        "InstanceType": cast("ProductionVariantInstanceTypeType", request.instance_type),
+        "InstanceType": cast("ProductionVariantInstanceTypeType", plan.instance_type),
         "InitialVariantWeight": 1.0,
     }
-    _call(
-        f"create_endpoint_config {config_name}",
-        lambda: sagemaker.create_endpoint_config(
-            EndpointConfigName=config_name, ProductionVariants=[variant]
-        ),
-    )
-    previous = _current_config(sagemaker, request.endpoint_name)
-    if previous is None:
+    config: CreateEndpointConfigInputTypeDef = {
+        "EndpointConfigName": config_name,
+        "ProductionVariants": [variant],
+    }
+    if protections.kms_key_id:
+        config["KmsKeyId"] = protections.kms_key_id
+    if protections.data_capture:
+        config["DataCaptureConfig"] = cast("DataCaptureConfigTypeDef", protections.data_capture)
+    _call(f"create_endpoint_config {config_name}", lambda: sagemaker.create_endpoint_config(**config))
+    if live is None:
         say(f"creating endpoint {request.endpoint_name}")
         _call(
             f"create_endpoint {request.endpoint_name}",
@@ -240,11 +486,15 @@ def deploy(
             ),
         )
     else:
-        say(f"updating endpoint {request.endpoint_name}: {previous} -> {config_name} (blue/green)")
+        say(f"updating endpoint {request.endpoint_name}: {live.config_name} -> {config_name} (blue/green)")
+        # RetainAllVariantProperties: the variant keeps the instance count autoscaling set (and its
+        # weight) instead of dropping to the new config's InitialInstanceCount.
         _call(
             f"update_endpoint {request.endpoint_name}",
             lambda: sagemaker.update_endpoint(
-                EndpointName=request.endpoint_name, EndpointConfigName=config_name
+                EndpointName=request.endpoint_name,
+                EndpointConfigName=config_name,
+                RetainAllVariantProperties=True,
             ),
         )
     if request.wait:
@@ -253,12 +503,17 @@ def deploy(
         _call(f"waiting for {request.endpoint_name}", lambda: waiter.wait(EndpointName=request.endpoint_name))
     return DeployResult(
         endpoint_name=request.endpoint_name,
-        action="created" if previous is None else "updated",
+        action="created" if live is None else "updated",
         model_name=model_name,
         endpoint_config_name=config_name,
-        previous_endpoint_config_name=previous,
+        previous_endpoint_config_name=None if live is None else live.config_name,
         model_data_url=model_data_url,
         image=image,
+        role_arn=plan.role_arn,
+        instance_type=plan.instance_type,
+        instance_count=plan.instance_count,
+        protections=protections,
+        previous_protections=None if live is None else live.protections,
     )
 
 

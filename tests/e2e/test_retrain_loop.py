@@ -136,12 +136,18 @@ def test_outcomes_train_and_retrain_deploy_only_what_passes_the_gate(
         *TRAINING,
         "--rounds",
         "50",
+        # A test-sized log: 9 churners among the gate's customers; the defaults (20) would not judge.
+        "--min-positives",
+        "5",
+        "--min-negatives",
+        "5",
         "--json",
         env=env,
     )
     result = last_json(passed)
     assert passed.returncode == 0, passed.stderr[-3000:]
-    assert result["deployed"] is True and result["gate"] == {"passed": True, "failed": []}
+    assert result["deployed"] is True
+    assert result["gate"] == {"passed": True, "failed": [], "cannot_judge": {}}
     assert result["model_version"] == result["incumbent_version"] == version
     assert "PASS: the candidate is not worse" in passed.stderr
     deployed_config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]

@@ -2,7 +2,9 @@
 
 moto implements create/describe for models, endpoint configs and endpoints but not UpdateEndpoint,
 so the blue/green update is checked with a botocore `before-call` hook that records the call and
-answers it, while everything around it (upload, new model, new config) still goes to moto.
+answers it, while everything around it (upload, new model, new config) still goes to moto. (moto
+also drops a model's EnableNetworkIsolation; tests/unit/test_deploy_requests.py checks every request
+on a stubbed client, network isolation included.)
 """
 
 from __future__ import annotations
@@ -125,7 +127,14 @@ def test_redeploy_is_a_blue_green_update_to_a_new_config(
     assert first.action == "created"
     assert second.action == "updated"
     assert second.previous_endpoint_config_name == first.endpoint_config_name
-    assert updates == [{"EndpointName": endpoint, "EndpointConfigName": second.endpoint_config_name}]
+    # RetainAllVariantProperties: the instance count autoscaling set stays (not the new config's)
+    assert updates == [
+        {
+            "EndpointName": endpoint,
+            "EndpointConfigName": second.endpoint_config_name,
+            "RetainAllVariantProperties": True,
+        }
+    ]
     new_config = sagemaker.describe_endpoint_config(EndpointConfigName=second.endpoint_config_name)
     assert new_config["ProductionVariants"][0]["ModelName"] == second.model_name
     # The old config and model stay: they are the rollback target.
@@ -176,3 +185,79 @@ def test_image_uri_by_region() -> None:
     assert image_uri("af-south-1").startswith("626614931356.")
     with pytest.raises(UsageError, match="--image-uri"):
         image_uri("xx-nowhere-1")
+
+
+def recorded_updates(sagemaker: Any, endpoint: str) -> list[dict[str, Any]]:
+    """Answer UpdateEndpoint (moto has none) and record what was asked."""
+    updates: list[dict[str, Any]] = []
+
+    def answer(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        updates.append(json.loads(params["body"]))
+        return AWSResponse("", 200, {}, None), {
+            "EndpointArn": f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{endpoint}"
+        }
+
+    sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", answer)
+    return updates
+
+
+def test_a_redeploy_keeps_the_live_models_vpc_key_role_and_instances(
+    package: Path, bucket: str, unique_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The endpoint as infra/model-endpoint.yaml makes it (a VPC, the data key, its own role, an
+    instance type of its own): a deploy given none of them keeps them all."""
+    endpoint = f"{unique_prefix}endpoint"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    role = "arn:aws:iam::123456789012:role/churn-model-ExecutionRole-LIVE"
+    key = "arn:aws:kms:us-east-1:123456789012:key/0b5c1f6e-0000-4000-8000-000000000001"
+    vpc = {"SecurityGroupIds": ["sg-0c"], "Subnets": ["subnet-0a", "subnet-0b"]}
+    sagemaker.create_model(
+        ModelName=f"{endpoint}-v1",
+        ExecutionRoleArn=role,
+        PrimaryContainer={
+            "Image": image_uri("us-east-1"),
+            "ModelDataUrl": f"s3://{bucket}/churn-model/v1/model.tar.gz",
+        },
+        VpcConfig=vpc,
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{endpoint}-v1",
+        KmsKeyId=key,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": f"{endpoint}-v1",
+                "InstanceType": "ml.c5.large",
+                "InitialInstanceCount": 2,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-v1")
+    updates = recorded_updates(sagemaker, endpoint)
+    said: list[str] = []
+    result = deploy(
+        DeployRequest(package=package, model_version="v2", endpoint_name=endpoint, bucket=bucket),
+        s3,
+        sagemaker,
+        "us-east-1",
+        said.append,
+    )
+    model = sagemaker.describe_model(ModelName=result.model_name)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=result.endpoint_config_name)
+    assert model["ExecutionRoleArn"] == role and model["VpcConfig"] == vpc
+    assert config["KmsKeyId"] == key
+    [variant] = config["ProductionVariants"]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.c5.large", 2)
+    assert [u["RetainAllVariantProperties"] for u in updates] == [True]
+    assert any(line.startswith(f"keeping what protects model {endpoint}-v1") for line in said), said
+
+
+def test_deploy_without_a_role_and_no_live_model_is_exit_2(
+    package: Path, bucket: str, unique_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["deploy", "--package", str(package), "--bucket", bucket, "--endpoint-name", f"{unique_prefix}new"]
+    )
+    assert code == 2
+    assert "--role-arn is needed" in capsys.readouterr().err

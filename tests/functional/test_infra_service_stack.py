@@ -1,6 +1,8 @@
 """infra/service.yaml and infra/model-endpoint.yaml deployed into moto on top of the data plane: the
 task role names exactly the resources the data-plane stack made, and the task definition carries
-exactly its outputs as settings.
+exactly its outputs as settings; the settings file the stack names (ConfigS3Uri) reaches both task
+definitions and exactly that object is readable by both roles; `infra/stack_env.py` finds the stack
+with nothing but AWS_REGION set, as on ECS.
 
 The ARNs in the task role are derived inside the template (a queue's from its URL, the archive
 bucket's from the S3 URI); here they are compared with what SQS, DynamoDB, SNS and S3 report for
@@ -16,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
+from infra.stack_env import main as stack_env_main
 from infra.stack_env import settings_env
 from tests.functional.test_infra_data_plane import deploy as deploy_data_plane
 
@@ -76,13 +80,17 @@ def deploy_service(prefix: str, data: dict[str, str], **extra: str) -> dict[str,
 
 
 def task_role_statements(service: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return role_statements(service["TaskRoleArn"].rsplit("/", 1)[1])
+
+
+def role_statements(role: str) -> dict[str, dict[str, Any]]:
     iam = client("iam")
-    role = service["TaskRoleArn"].rsplit("/", 1)[1]
     [policy_name] = iam.list_role_policies(RoleName=role)["PolicyNames"]
     document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
     if isinstance(document, str):  # moto returns the resolved document as a Python literal, not JSON
         document = ast.literal_eval(document)
-    return {s["Sid"]: s for s in without_nulls(document["Statement"])}
+    statements = without_nulls(document["Statement"])
+    return {s.get("Sid", f"#{i}"): s for i, s in enumerate(statements)}
 
 
 def test_service_stack_grants_exactly_the_data_planes_resources(
@@ -157,6 +165,7 @@ def test_model_endpoint_stack_deploys(aws_endpoint: str, unique_prefix: str) -> 
         "model-endpoint.yaml",
         {
             "ModelDataUrl": "s3://models/churn-model/v1/model.tar.gz",
+            "ModelVersion": "v1",
             "KmsKeyArn": data["KmsKeyArn"],
         },
     )
@@ -168,3 +177,73 @@ def test_model_endpoint_stack_deploys(aws_endpoint: str, unique_prefix: str) -> 
     assert model["PrimaryContainer"]["Image"].endswith("/tensorflow-inference:2.20-cpu-py312")
     assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://models/churn-model/v1/model.tar.gz"
     assert variant["VariantName"] == "AllTraffic"
+    assert config["KmsKeyId"] == data["KmsKeyArn"]  # what every deploy carries on
+
+
+def all_task_definitions(family: str) -> dict[str, dict[str, Any]]:
+    """{family: its one container} for the task definitions of `family` ({prefix}worker, {prefix}retrain)."""
+    ecs = client("ecs")
+    out = {}
+    for arn in ecs.list_task_definitions()["taskDefinitionArns"]:
+        definition = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        if definition["family"].startswith(family):
+            [container] = definition["containerDefinitions"]
+            out[definition["family"]] = container
+    return out
+
+
+def test_the_settings_file_reaches_both_tasks_and_only_it_is_readable(
+    aws_endpoint: str, unique_prefix: str
+) -> None:
+    data = deploy_data_plane(unique_prefix)
+    config = f"s3://{unique_prefix}models/config/churn.toml"
+    trainer = {
+        "TrainerImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn:trainer",
+        "ModelBucketName": f"{unique_prefix}models",
+        "SageMakerRoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+    }
+    deploy_service(unique_prefix, data, QueueUrl=data["QueueUrl"], ConfigS3Uri=config, **trainer)
+    containers = all_task_definitions(unique_prefix)
+    assert set(containers) == {f"{unique_prefix}worker", f"{unique_prefix}retrain"}
+    for family, container in containers.items():
+        env = {e["name"]: e["value"] for e in without_nulls(container["environment"])}
+        assert env["CHURN_CONFIG"] == config, family
+        assert env["AWS_REGION"] == "us-east-1", family
+    iam = client("iam")
+    granted = {}
+    for role in iam.list_roles()["Roles"]:
+        name = role["RoleName"]
+        if (
+            name.startswith(f"{unique_prefix}service-")
+            and iam.list_role_policies(RoleName=name)["PolicyNames"]
+        ):
+            statements = role_statements(name)
+            if "TunedConfig" in statements:
+                granted[name.split("-")[-2]] = statements
+    assert set(granted) == {"TaskRole", "TrainerRole"}
+    for statements in granted.values():
+        assert statements["TunedConfig"]["Action"] == ["s3:GetObject"]
+        assert resources_of(statements["TunedConfig"]) == {
+            f"arn:aws:s3:::{unique_prefix}models/config/churn.toml"
+        }
+        assert resources_of(statements["DataKey"]) == {data["KmsKeyArn"]}
+
+
+def test_no_settings_file_no_churn_config(aws_endpoint: str, unique_prefix: str) -> None:
+    data = deploy_data_plane(unique_prefix)
+    service = deploy_service(unique_prefix, data, QueueUrl=data["QueueUrl"])
+    [container] = all_task_definitions(unique_prefix).values()
+    assert "CHURN_CONFIG" not in {e["name"] for e in without_nulls(container["environment"])}
+    assert "TunedConfig" not in task_role_statements(service)
+
+
+def test_stack_env_finds_the_stack_with_aws_region_alone(
+    aws_endpoint: str, unique_prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ECS (and the retraining task definition) set AWS_REGION only, which botocore does not read."""
+    data = deploy_data_plane(unique_prefix)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    assert stack_env_main([f"{unique_prefix}data"]) == 0, capsys.readouterr().err
+    printed = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert printed["CHURN_SQS_QUEUE_URL"] == data["QueueUrl"]

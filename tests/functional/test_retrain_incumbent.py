@@ -175,3 +175,37 @@ def test_no_model_at_the_endpoint_deploys_the_first(
     assert line.startswith("retrain: DEPLOYED model ") and "nothing to compare with" in line
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
     assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"]
+
+
+def test_the_gate_judges_by_the_thresholds_the_worker_runs_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The scheduled task gets CHURN_CONFIG (infra/service.yaml ConfigS3Uri): the gate's rules are
+    judged at the thresholds `tune` wrote, CHURN_ALERTS__* over them, and the job says where from.
+    The new model keeps the live one's protections unless an option says otherwise."""
+    from jobs import retrain
+
+    config = tmp_path / "tuned.toml"
+    config.write_text("[alerts.ib_call_spike]\nmin_calls_14d = 4\n")
+    monkeypatch.setenv("CHURN_CONFIG", str(config))
+    monkeypatch.setenv("CHURN_ALERTS__SESSION_VELOCITY_DROP__ENABLED", "false")
+    captured: list[retrain.RetrainRequest] = []
+    monkeypatch.setattr(retrain, "run_retrain", lambda request: captured.append(request) or 0)
+    assert main(["retrain", "--events", "s3://archive/events/", "--no-deploy"]) == 0
+    assert main(["retrain", "--events", "s3://archive/events/", "--no-deploy", "--kms-key-id", "K"]) == 0
+    first, second = captured
+    assert first.gate is not None and first.gate.alerts is not None
+    assert first.gate.alerts.ib_call_spike.min_calls_14d == 4
+    assert not first.gate.alerts.session_velocity_drop.enabled
+    assert first.alerts_source == str(config)
+    assert first.target.endpoint_options == {
+        "instance_type": None,
+        "instance_count": None,
+        "network_isolation": None,
+        "kms_key_id": None,
+        "vpc_subnets": (),
+        "vpc_security_groups": (),
+        "no_vpc": False,
+        "allow_weaker": False,
+    }
+    assert second.target.endpoint_options["kms_key_id"] == "K"

@@ -8,24 +8,31 @@ import re
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
+from botocore.stub import Stubber
 
 from cli.model import build_parser
 from features.dynamodb import TTL_ATTRIBUTE as FEATURE_TTL
 from features.dynamodb import create_feature_table, table_name
 from infra.stack_env import OUTPUT_SETTINGS
+from jobs.incumbent import find_deployed
 from model.deploy import (
     DEFAULT_ENDPOINT_NAME,
     DEFAULT_FRAMEWORK_VERSION,
     SERVING_TENSORFLOW,
     VARIANT,
+    DeployRequest,
+    deploy,
     image_uri,
 )
+from tests.infra_policy import Template, allows, required_permissions
+from tests.unit.test_deploy_requests import ROLE, LiveEndpoint, RecordingS3, stub_live
 from worker.alerts.dynamodb_ledger import TTL_ATTRIBUTE as ALERT_TTL
 from worker.alerts.ledger import alert_table_name, create_alert_table
 from worker.emf import COUNTERS, DIMENSION, GAUGES, NAMESPACE
-from worker.settings import Settings
+from worker.settings import CONFIG_VARIABLE, Settings, known_variables
 from worker.sources.leases import create_lease_table, lease_table_name
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
@@ -233,7 +240,7 @@ def test_task_definition_matches_the_image_and_the_settings() -> None:
         env_names.append(entry["Name"])
     fields = set(Settings.model_fields)
     for name in env_names:
-        if name.startswith("CHURN_"):
+        if name.startswith("CHURN_") and name != CONFIG_VARIABLE:  # CHURN_CONFIG names the file itself
             assert name.removeprefix("CHURN_").lower() in fields, name
     port = next(item["Value"] for item in container["Environment"] if item.get("Name") == "CHURN_HEALTH_PORT")
     assert f"127.0.0.1:{port}/healthz" in container["HealthCheck"]["Command"][-1]
@@ -256,3 +263,200 @@ def test_alarms_read_the_metrics_the_worker_writes() -> None:
     assert {"Name": "CHURN_EMF_INTERVAL_SECONDS", "Value": {"Ref": "EmfIntervalSeconds"}} in env[
         "Environment"
     ]
+
+
+# --- The seams of a team's journey (docs/operations.md; tests/e2e/test_journey.py walks it whole) ---
+
+KEY = "arn:aws:kms:us-east-1:123456789012:key/0b5c1f6e-0000-4000-8000-000000000001"
+CONFIG = "s3://churn-models/config/churn.toml"
+SERVICE = {
+    "QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/churn-events",
+    "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/churn-events-dlq",
+    "AlertsTopicArn": "arn:aws:sns:us-east-1:123456789012:churn-alerts",
+    "KmsKeyArn": KEY,
+    "ArchiveS3Uri": "s3://churn-archive/events/",
+    "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn-alerts:1",
+    "VpcId": "vpc-0a",
+    "Subnets": "subnet-0a,subnet-0b",
+    "TrainerImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn-alerts:trainer",
+    "ModelBucketName": "churn-models",
+    "SageMakerRoleArn": ROLE,
+}
+ENDPOINT = {
+    "ModelDataUrl": "s3://churn-models/churn-model/2026-11-01-aaaaaa/model.tar.gz",
+    "ModelVersion": "2026-11-01-aaaaaa",
+    "KmsKeyArn": KEY,
+}
+
+
+def _environment(container: dict[str, Any]) -> dict[str, str]:
+    return {e["Name"]: e["Value"] for e in container["Environment"]}
+
+
+def test_both_tasks_read_the_settings_file_the_stack_names() -> None:
+    """ConfigS3Uri is the CHURN_CONFIG of the worker and of the retraining task, and each task's role
+    may read exactly that object (and decrypt it with the data key); left empty, neither."""
+    tuned = Template("service.yaml", {**SERVICE, "ConfigS3Uri": CONFIG})
+    plain = Template("service.yaml", SERVICE)
+    config_object = "arn:aws:s3:::churn-models/config/churn.toml"
+    for task, role in (("TaskDefinition", "TaskRole"), ("TrainerTaskDefinition", "TrainerRole")):
+        [container] = tuned.properties(task)["ContainerDefinitions"]
+        environment = _environment(container)
+        assert environment.get("CHURN_CONFIG") == CONFIG, task
+        # every CHURN_* a task gets is one the settings read (the loader refuses any other)
+        assert {k for k in environment if k.startswith("CHURN_")} <= known_variables(), task
+        statements = tuned.statements(role)
+        assert allows(statements, "s3:GetObject", config_object), role
+        assert not allows(statements, "s3:GetObject", "arn:aws:s3:::churn-models/config/other.toml"), role
+        assert allows(statements, "kms:Decrypt", KEY), role
+        [container] = plain.properties(task)["ContainerDefinitions"]
+        assert "CHURN_CONFIG" not in _environment(container), task
+        assert not allows(plain.statements(role), "s3:GetObject", config_object), role
+    pattern = template("service.yaml")["Parameters"]["ConfigS3Uri"]["AllowedPattern"]
+    assert re.fullmatch(pattern, CONFIG) and re.fullmatch(pattern, "")
+    assert not re.fullmatch(pattern, "s3://churn-models/") and not re.fullmatch(pattern, "churn.toml")
+
+
+def _created_names(stack: Template) -> dict[str, str]:
+    """The names the endpoint stack's SageMaker resources get: the template's name property, else
+    one CloudFormation generates (LogicalId-RANDOM, as CloudFormation and moto do)."""
+    return {
+        logical_id: stack.properties(logical_id).get(name, f"{logical_id}-Q2x9KpL0vT3m")
+        for logical_id, name in (
+            ("Model", "ModelName"),
+            ("EndpointConfig", "EndpointConfigName"),
+            ("Endpoint", "EndpointName"),
+        )
+    }
+
+
+def _recording(client: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every API call `client` makes, by operation name, with its parameters."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, dict(params)))
+
+    client.meta.events.register("provide-client-params.sagemaker.*", record)
+    return calls
+
+
+def _denied(
+    statements: list[dict[str, Any]], calls: list[tuple[str, dict[str, Any]]]
+) -> list[tuple[str, str]]:
+    return [
+        (action, arn)
+        for operation, params in calls
+        for action, arn in required_permissions(operation, params)
+        if not allows(statements, action, arn)
+    ]
+
+
+def _live_from_template(names: dict[str, str]) -> LiveEndpoint:
+    return LiveEndpoint(
+        endpoint=names["Endpoint"],
+        config=names["EndpointConfig"],
+        model=names["Model"],
+        model_data_url=ENDPOINT["ModelDataUrl"],
+        vpc=None,
+        capture=None,
+    )
+
+
+def test_the_retraining_role_may_describe_the_model_behind_the_templates_endpoint() -> None:
+    """What `churn-model retrain` does first, monthly: find the model behind the endpoint
+    model-endpoint.yaml made. Every describe call it makes is allowed on the names that template
+    gives, and the role may describe nothing else."""
+    names = _created_names(Template("model-endpoint.yaml", ENDPOINT))
+    statements = Template("service.yaml", {**SERVICE, "EndpointName": names["Endpoint"]}).statements(
+        "TrainerRole"
+    )
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    calls = _recording(sagemaker)
+    with Stubber(sagemaker) as stub:
+        stub_live(stub, _live_from_template(names))
+        deployed = find_deployed(sagemaker, names["Endpoint"])
+    assert deployed is not None and deployed.model_data_url == ENDPOINT["ModelDataUrl"]
+    assert [operation for operation, _ in calls] == [
+        "DescribeEndpoint",
+        "DescribeEndpointConfig",
+        "DescribeModel",
+    ]
+    assert not _denied(statements, calls), f"the retraining role may not {_denied(statements, calls)}"
+    granted = {a for s in statements for a in s["Action"] if a.startswith("sagemaker:Describe")}
+    assert granted == {f"sagemaker:{operation}" for operation, _ in calls}
+
+
+def test_every_request_of_the_monthly_deploy_is_allowed_to_the_retraining_role(tmp_path: Path) -> None:
+    """Retrain's deploy onto that endpoint: describe, create the model and config, update the
+    endpoint, pass the model's role, upload the package: each allowed to the retraining role."""
+    names = _created_names(Template("model-endpoint.yaml", ENDPOINT))
+    statements = Template("service.yaml", {**SERVICE, "EndpointName": names["Endpoint"]}).statements(
+        "TrainerRole"
+    )
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    calls = _recording(sagemaker)
+    package = tmp_path / "model.tar.gz"
+    package.write_bytes(b"package")
+    s3 = RecordingS3()
+    with Stubber(sagemaker) as stub:
+        stub_live(stub, _live_from_template(names))
+        stub.add_response("create_model", {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m"})
+        stub.add_response(
+            "create_endpoint_config",
+            {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/c"},
+        )
+        stub.add_response(
+            "update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/e"}
+        )
+        deploy(
+            DeployRequest(
+                package=package,
+                model_version="2026-12-01-bbbbbb",
+                endpoint_name=names["Endpoint"],
+                bucket=SERVICE["ModelBucketName"],
+                role_arn=SERVICE["SageMakerRoleArn"],
+            ),
+            s3,
+            sagemaker,
+            "us-east-1",
+            lambda _: None,
+        )
+        stub.assert_no_pending_responses()
+    assert [operation for operation, _ in calls][-3:] == [
+        "CreateModel",
+        "CreateEndpointConfig",
+        "UpdateEndpoint",
+    ]
+    assert not _denied(statements, calls), f"the retraining role may not {_denied(statements, calls)}"
+    [upload] = s3.uploads
+    assert allows(statements, "s3:PutObject", f"arn:aws:s3:::{upload['Bucket']}/{upload['Key']}")
+
+
+def test_the_endpoint_template_protects_what_deploys_carry_on() -> None:
+    """What deploys keep (model/deploy.py) starts here: network isolation, the data key on the
+    instances' volumes, the VPC when subnets are given; and a stack update to a new config keeps the
+    instance count autoscaling chose (model-scaling.yaml registers the variant)."""
+    vpc = Template(
+        "model-endpoint.yaml", {**ENDPOINT, "SubnetIds": "subnet-0a,subnet-0b", "SecurityGroupIds": "sg-0c"}
+    )
+    plain = Template("model-endpoint.yaml", ENDPOINT)
+    for stack in (vpc, plain):
+        assert stack.properties("Model")["EnableNetworkIsolation"] is True
+        assert stack.properties("EndpointConfig")["KmsKeyId"] == KEY
+        assert stack.properties("Endpoint")["RetainAllVariantProperties"] is True
+    assert vpc.properties("Model")["VpcConfig"] == {
+        "Subnets": ["subnet-0a", "subnet-0b"],
+        "SecurityGroupIds": ["sg-0c"],
+    }
+    assert "VpcConfig" not in plain.properties("Model")
+    assert allows(
+        vpc.statements("ExecutionRole"),
+        "ec2:CreateNetworkInterface",
+        "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1",
+    )
+    assert not allows(
+        plain.statements("ExecutionRole"),
+        "ec2:CreateNetworkInterface",
+        "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1",
+    )
