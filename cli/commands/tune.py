@@ -21,7 +21,7 @@ from jobs.backtest.report import population
 from jobs.html import line_chart, page, table
 from jobs.tuning import RuleResult, TuneTargets, config_text, format_table, sweep, write_config
 from worker.exceptions import UsageError
-from worker.settings import Settings, load_settings, read_config_values
+from worker.settings import Settings, config_source, load_settings, read_config_values
 
 __all__ = ["TuneTargets", "run_tune"]
 
@@ -48,7 +48,10 @@ async def run_tune(
         f"at least {targets.min_alerted} customers alerted; best recall wins",
         f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",
     ]
-    other = read_config_values(str(base_config)) if base_config else {}
+    # The file in force (--config, else CHURN_CONFIG: the deployed tasks' s3:// object) is the base:
+    # its other settings are carried over, so the written file can replace it as it is.
+    source = config_source(base_config)
+    other = read_config_values(source) if source else {}
     write_config(out, config_text(results, settings.alerts, other, header))
     load_settings(out)  # what was written must be what the worker accepts (raises ConfigError naming the key)
     plot = out.with_suffix(".html")

@@ -152,3 +152,19 @@ def test_tune_needs_outcomes_and_a_toml_name(
         == 2
     )
     assert "name it *.toml" in capsys.readouterr().err
+
+
+def test_tune_carries_over_the_file_churn_config_names(
+    sim: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --config, the file in force is CHURN_CONFIG's (the deployed tasks' object): tune
+    keeps its other settings, so the file it writes can replace that one as it is."""
+    base = tmp_path / "in-force.toml"
+    base.write_text('table_prefix = "prod-"\n')
+    monkeypatch.setenv("CHURN_CONFIG", str(base))
+    out = tmp_path / "tuned.toml"
+    argv = ["tune", str(sim["events"]), "--outcomes", str(sim["outcomes"]), "--out", str(out), "--json"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("CHURN_CONFIG")
+    assert load_settings(out).table_prefix == "prod-"
