@@ -10,7 +10,6 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from botocore.stub import Stubber
 
 from cli.model import build_parser
@@ -27,7 +26,7 @@ from model.deploy import (
     deploy,
     image_uri,
 )
-from tests.infra_policy import Template, allows, required_permissions
+from tests.infra_policy import Template, allows, load, required_permissions
 from tests.unit.test_deploy_requests import ROLE, LiveEndpoint, RecordingS3, stub_live
 from worker.alerts.dynamodb_ledger import TTL_ATTRIBUTE as ALERT_TTL
 from worker.alerts.ledger import alert_table_name, create_alert_table
@@ -38,27 +37,8 @@ from worker.sources.leases import create_lease_table, lease_table_name
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
 
-class _Loader(yaml.SafeLoader):
-    """CloudFormation's short-form tags as their long form: `!Ref X` -> {"Ref": "X"}."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-_Loader.add_multi_constructor("!", _tag)
-
-
 def template(name: str) -> dict[str, Any]:
-    return yaml.load((INFRA / name).read_text(), Loader=_Loader)  # a SafeLoader subclass
+    return load(name)
 
 
 def resources(name: str, kind: str) -> dict[str, dict[str, Any]]:
