@@ -21,16 +21,23 @@ IMAGE ?= churn-alerts:dev
 run: $(STAMP)
 	$(VENV)/bin/churn-worker local
 
+# Tests run in parallel processes (pytest-xdist). Most of them wait on moto, child processes or
+# timers rather than compute, so `make test` runs more processes than the two cores; `make check`
+# is mostly compute. The fault scenarios stay together, in order, on one process (--dist
+# loadgroup, tests/conftest.py). TEST_WORKERS=0 / CHECK_WORKERS=0 run in this process.
+TEST_WORKERS  ?= 3
+CHECK_WORKERS ?= 2
+
 # Everything: unit, functional, end-to-end and the fault suite; the 20 slowest tests at the end.
 # The serving venv first, so the serving-compatibility test runs rather than skips.
 test: $(STAMP) $(SERVING_STAMP)
-	$(PY) -m pytest --durations=20
+	$(PY) -m pytest --durations=20 -n $(TEST_WORKERS) --dist loadgroup
 
 # The fast loop while you work: the import contract, then unit and functional tests without the
 # slow ones (no model training, no whole processes), stopping at the first failure.
 check: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -m "not slow" -x -q tests/unit tests/functional
+	$(PY) -m pytest -m "not slow" -x -q -n $(CHECK_WORKERS) --dist loadgroup tests/unit tests/functional
 
 SOURCES := plumbing localaws features model worker jobs cli tests bench infra
 

@@ -1,8 +1,14 @@
-"""Test doubles shared by unit and functional tests."""
+"""Test doubles shared by unit, functional and end-to-end tests: scorers, a dead-letter queue in
+memory, clocks a test moves by hand, and `wait_until`, which polls a condition instead of sleeping a
+fixed time (a test waits as long as the thing takes, and fails with a message if it never happens)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,14 +75,96 @@ class FakeScorer:
 
 
 class ListDlq:
+    """A `worker.ports.DeadLetterQueue` in memory: `items` (body, error code), `records` (the record,
+    code and detail as given); `down` makes it fail like an unreachable queue."""
+
     def __init__(self) -> None:
         self.items: list[tuple[bytes, str]] = []
+        self.records: list[tuple[Record, str, str]] = []
         self.down = False
 
     async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
         if self.down:
             raise OSError("DLQ unreachable")
         self.items.append((record.body, error_code))
+        self.records.append((record, error_code, error_detail))
+
+
+class Clock:
+    """A wall clock (aware datetimes) that stands still until the test sets `now` or `advance`s it;
+    for code that takes `clock: Callable[[], datetime]`."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
+
+
+class FakeClock:
+    """Seconds that move only when the test says so: pass it where the code takes a `monotonic` or
+    `clock` function (a time that never passes by itself: whatever the code decides by elapsed time
+    happens exactly when the test `advance`s it). `sleep` is an async sleep that advances this
+    clock instead of waiting, and notes each delay in `sleeps`."""
+
+    def __init__(self, start: float = 10_000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:  # where a module's `time` is swapped for this clock
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)  # still a suspension point, as the real one is
+
+
+Condition = Callable[[], bool | Awaitable[bool]]
+
+
+async def wait_until(
+    condition: Condition, within: float = 15.0, *, interval: float = 0.05, what: str = "condition"
+) -> None:
+    """Poll `condition` (a function, sync or async) until it is true; AssertionError after `within`
+    seconds. That limit only bounds a hang: a test never depends on how long the wait took."""
+    deadline = time.monotonic() + within
+    while True:
+        outcome = condition()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def wait_until_blocking(
+    condition: Callable[[], bool],
+    timeout: float = 60.0,
+    *,
+    interval: float = 0.2,
+    what: str = "condition",
+    details: Callable[[], str] | None = None,
+) -> None:
+    """`wait_until` for synchronous tests (whole processes): `details()` is added to the failure
+    message, e.g. the last lines of the processes' output."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            extra = f"\n{details()}" if details is not None else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
+        time.sleep(interval)
 
 
 def record(data: dict[str, Any] | str, n: int = 0) -> Record:

@@ -12,13 +12,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+
+from tests.fakes import wait_until_blocking
 
 BIN = Path(sys.executable).parent
 E2E_CONFIG = """
@@ -173,14 +175,16 @@ class Stack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
-    def wait_until(self, condition: Any, timeout: float = 90, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.5)
-        logs = "\n".join(line for w in self.workers for line in w.lines[-15:])
-        raise AssertionError(f"timed out waiting for {what}; worker output:\n{logs}")
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 90, what: str = "condition") -> None:
+        wait_until_blocking(
+            condition,
+            timeout,
+            interval=0.3,
+            what=what,
+            details=lambda: (
+                "worker output:\n" + "\n".join(line for w in self.workers for line in w.lines[-15:])
+            ),
+        )
 
 
 @pytest.fixture

@@ -1,19 +1,20 @@
 """Fixtures of the fault-injection suite: one AWS-like moto server, one model endpoint and a fault
-proxy in front of each, shared by every scenario; a fresh `Scenario` per test; the table of
-figures printed at the end of the run (and written to $FAULTS_REPORT when set)."""
+proxy in front of each, shared by every scenario; a fresh `Scenario` per test. The table of figures
+is printed at the end of the run (and written to $FAULTS_REPORT when set) by tests/conftest.py,
+which runs in the controller process under pytest-xdist too."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Process, base_env, model_process  # noqa: F401 - the endpoint fixture
-from tests.faults.harness import RESULTS, Scenario, Servers, table
+from tests.faults.harness import RESULTS, Scenario, Servers
 from tests.faults.proxy import FaultProxy, ProxyPair
 
 
@@ -63,12 +64,9 @@ def scenario(request: pytest.FixtureRequest, fault_servers: Servers, tmp_path: P
         worker.stop(timeout=15)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
-        return
-    text = table(RESULTS)
-    terminalreporter.write_sep("=", "fault-injection scenarios")
-    terminalreporter.write_line(text)
-    report = os.environ.get("FAULTS_REPORT")
-    if report:
-        Path(report).write_text(text + "\n")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, hand this worker's rows of the table to the controller, which prints
+    the table (`pytest_testnodedown` and `pytest_terminal_summary` in tests/conftest.py)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fault_rows"] = [asdict(row) for row in RESULTS]

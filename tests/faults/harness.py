@@ -28,6 +28,7 @@ from typing import Any
 import boto3
 
 from tests.e2e.conftest import BIN, Process, base_env
+from tests.fakes import wait_until_blocking
 from tests.faults.checker import (
     Expected,
     Figures,
@@ -443,10 +444,12 @@ class Scenario:
         return figures
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.3)
-        logs = "\n".join(line for w in self.workers for line in w.lines[-20:])
-        raise AssertionError(f"{self.name}: timed out waiting for {what}; worker output:\n{logs}")
+        wait_until_blocking(
+            condition,
+            timeout,
+            interval=0.3,
+            what=f"{what} ({self.name})",
+            details=lambda: (
+                "worker output:\n" + "\n".join(line for w in self.workers for line in w.lines[-20:])
+            ),
+        )

@@ -20,13 +20,16 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     now = now_utc()
     scenario.bootstrap()
     scenario.feed(good_events(now, customers=16), poison_records(now)[-2:])
-    first = scenario.start_worker("first", wait=False)
+    # The alerts the first worker had claimed but not sent wait until its claims' lease ends, then
+    # the second worker's sweep sends them: a lease of 8 s rather than the suite's 30, and a sweep
+    # every second, so that wait is seconds, not half a minute. Same path, shorter clock.
+    first = scenario.start_worker("first", wait=False, CHURN_ALERT_CLAIM_LEASE_SECONDS="8")
     scenario.servers.proxies.aws.set_faults(
         Fault("dynamodb:TransactWriteItems", "drop", skip=5, times=1, on_hit=scenario.killer(first))
     )
     first.proc.wait(timeout=60)
     scenario.servers.proxies.aws.clear()
-    scenario.start_worker("second")
+    scenario.start_worker("second", CHURN_RESCORE_TICK_SECONDS="1")
     scenario.finish(now)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from cli.commands.alerts_tail import run_alerts_tail
+from tests.fakes import wait_until
 from worker.alerts.config import AlertsConfig
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
 from worker.alerts.rules import Alert, Prediction, route_alerts
@@ -37,22 +40,53 @@ def two_alerts(customer: str) -> list[Alert]:
 
 
 async def tail_while_publishing(
-    sns: Any,
+    sns_sqs: tuple[Any, Any],
     topic: str,
     alerts: list[Alert],
+    capsys: pytest.CaptureFixture[str],
+    lines: int,
     alert_type: str | None = None,
     severity: str | None = None,
     as_json: bool = False,
-) -> int:
+) -> tuple[int, list[str]]:
+    """Run the tail, publish `alerts`, and stop it as `docker stop` would (SIGTERM) once it printed
+    `lines` lines and its queue is empty: everything the topic delivered to it was read and printed.
+    Its exit code and what it printed."""
+    sns, sqs = sns_sqs
     task = asyncio.create_task(
-        run_alerts_tail(Settings(alerts_topic_arn=topic), alert_type, severity, as_json, 4)
+        run_alerts_tail(Settings(alerts_topic_arn=topic), alert_type, severity, as_json, 120)
     )
-    for _ in range(100):  # wait until the tail has subscribed
-        if (await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"] or task.done():
-            break
-        await asyncio.sleep(0.05)
+    subscriptions: list[dict[str, Any]] = []
+
+    async def subscribed() -> bool:
+        subscriptions[:] = (await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"]
+        return bool(subscriptions) or task.done()
+
+    await wait_until(subscribed, what="the tail's subscription")
+    if task.done():
+        return await task, []
+    queue = (await sqs.get_queue_url(QueueName=subscriptions[0]["Endpoint"].rsplit(":", 1)[1]))["QueueUrl"]
     await SnsAlertPublisher(sns, topic).publish(alerts)
-    return await asyncio.wait_for(task, 30)
+    printed: list[str] = []
+
+    async def read_and_printed() -> bool:
+        printed.extend(capsys.readouterr().out.splitlines())
+        if len(printed) < lines or task.done():
+            return task.done()
+        attributes = await sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        return sum(int(n) for n in attributes["Attributes"].values()) == 0
+
+    await wait_until(read_and_printed, within=30, what=f"{lines} alert lines from the tail")
+    if not task.done():
+        # The tail handles SIGTERM itself (the loop's handler): without one it would end this process.
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+    code = await asyncio.wait_for(task, 30)
+    printed.extend(capsys.readouterr().out.splitlines())
+    return code, printed
 
 
 async def test_tail_prints_alerts_and_cleans_up(
@@ -61,9 +95,8 @@ async def test_tail_prints_alerts_and_cleans_up(
     sns, sqs = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     alerts = two_alerts(f"{unique_prefix}c-1")
-    assert await tail_while_publishing(sns, topic, alerts) == 0
-
-    out = capsys.readouterr().out.splitlines()
+    code, out = await tail_while_publishing(sns_sqs, topic, alerts, capsys, lines=2)
+    assert code == 0
     assert len(out) == 2
     assert sorted(line.split()[1:3] for line in out) == [
         ["CRITICAL", "IB_CALL_SPIKE"],
@@ -81,9 +114,10 @@ async def test_tail_filters_by_type_and_prints_json(
     sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     alerts = two_alerts(f"{unique_prefix}c-2")
-    assert await tail_while_publishing(sns, topic, alerts, alert_type="high_churn_risk", as_json=True) == 0
-
-    lines = capsys.readouterr().out.splitlines()
+    code, lines = await tail_while_publishing(
+        sns_sqs, topic, alerts, capsys, lines=1, alert_type="high_churn_risk", as_json=True
+    )
+    assert code == 0
     bodies = [json.loads(line) for line in lines]
     assert [b["type"] for b in bodies] == ["HIGH_CHURN_RISK"]
     assert bodies[0]["alert_id"] == alerts[1].alert_id
@@ -96,8 +130,8 @@ async def test_tail_filters_by_severity_on_a_fifo_topic(
     sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts.fifo")
     alerts = two_alerts(f"{unique_prefix}c-3")
-    assert await tail_while_publishing(sns, topic, alerts, severity="CRITICAL") == 0
-    out = capsys.readouterr().out.splitlines()
+    code, out = await tail_while_publishing(sns_sqs, topic, alerts, capsys, lines=1, severity="CRITICAL")
+    assert code == 0
     assert [line.split()[2] for line in out] == ["IB_CALL_SPIKE"]
     assert (await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"] == []
 
@@ -106,10 +140,11 @@ async def test_cancelling_the_tail_still_cleans_up(sns_sqs: tuple[Any, Any], uni
     sns, _ = sns_sqs
     topic = await create_alert_topic(sns, f"{unique_prefix}alerts")
     task = asyncio.create_task(run_alerts_tail(Settings(alerts_topic_arn=topic), None, None, False, None))
-    for _ in range(100):
-        if (await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"]:
-            break
-        await asyncio.sleep(0.05)
+
+    async def subscribed() -> bool:
+        return bool((await sns.list_subscriptions_by_topic(TopicArn=topic))["Subscriptions"])
+
+    await wait_until(subscribed, what="the tail's subscription")
     task.cancel()  # what Ctrl-C does to asyncio.run's main task
     with pytest.raises(asyncio.CancelledError):
         await task

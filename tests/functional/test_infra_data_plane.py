@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import boto3
 import pytest
 
 from infra.stack_env import settings_env
-from model.bundle import load_bundle
 from model.server import LocalEndpoint
 from worker.runtime import run_worker
 from worker.settings import Settings
@@ -38,12 +36,6 @@ def deploy(prefix: str, **parameters: str) -> dict[str, str]:
     cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
-
-
-@pytest.fixture(scope="module")
-def endpoint(tiny_bundle: Path) -> Iterator[LocalEndpoint]:
-    with LocalEndpoint(load_bundle(tiny_bundle)) as running:
-        yield running
 
 
 def iso(moment: datetime) -> str:
@@ -132,7 +124,7 @@ async def run_until_alerted(
 async def test_sqs_stack_outputs_alone_run_the_worker(
     aws_endpoint: str,
     unique_prefix: str,
-    endpoint: LocalEndpoint,
+    tiny_endpoint: LocalEndpoint,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -140,7 +132,7 @@ async def test_sqs_stack_outputs_alone_run_the_worker(
     monkeypatch.setenv("CHURN_EMF_INTERVAL_SECONDS", "0.2")  # as the task definition sets 60
     assert {"QueueUrl", "DeadLetterQueueUrl", "AlertsTopicArn", "TablePrefix"} <= set(outputs)
     assert "StreamName" not in outputs
-    settings = worker_env(monkeypatch, outputs, endpoint)
+    settings = worker_env(monkeypatch, outputs, tiny_endpoint)
     assert settings.source == "sqs" and settings.table_prefix == unique_prefix
 
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -172,12 +164,12 @@ async def test_sqs_stack_outputs_alone_run_the_worker(
 
 
 async def test_kinesis_stack_outputs_alone_run_the_worker(
-    aws_endpoint: str, unique_prefix: str, endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
+    aws_endpoint: str, unique_prefix: str, tiny_endpoint: LocalEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outputs = deploy(unique_prefix, Source="kinesis", KinesisShards="1")
     assert {"StreamName", "DeadLetterQueueUrl", "AlertsTopicArn", "TablePrefix"} <= set(outputs)
     assert "QueueUrl" not in outputs
-    settings = worker_env(monkeypatch, outputs, endpoint)
+    settings = worker_env(monkeypatch, outputs, tiny_endpoint)
     assert settings.source == "kinesis"
     kinesis = boto3.client("kinesis", region_name="us-east-1")
 

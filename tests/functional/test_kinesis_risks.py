@@ -13,27 +13,26 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from tests.fakes import FakeClock, ListDlq, wait_until
 from tests.faults.proxy import Fault, FaultProxy
-from tests.functional.test_kinesis_source import (  # stop_consumers: autouse, stops what a test left
+from tests.functional.kinesis_helpers import (
     FAST,
     Consumer,
+    WatchedKinesis,
+    counters,
     event,
     lease_items,
-    stop_consumers,  # noqa: F401
+    renewed,
+    rounds,
+    shards_of,
     stream_of,
-    until,
 )
 from worker.exceptions import FatalAwsError
-from worker.ports import Delivery, Record, Settlement
+from worker.ports import Delivery, Settlement
 from worker.sources.kinesis import KinesisSource
-from worker.sources.leases import LeaseTable, create_lease_table, lease_table_name
+from worker.sources.leases import LeaseTable
 
-
-@pytest.fixture
-async def leases(dynamodb: Any, unique_prefix: str) -> str:
-    name = lease_table_name(unique_prefix)
-    await create_lease_table(dynamodb, name)
-    return name
+pytestmark = pytest.mark.usefixtures("stop_consumers")  # no reader outlives its test
 
 
 @pytest.fixture
@@ -55,14 +54,6 @@ async def proxied_dynamodb(proxy: FaultProxy) -> AsyncIterator[Any]:
         yield client
 
 
-class MemoryDeadLetters:
-    def __init__(self) -> None:
-        self.parked: list[tuple[Record, str, str]] = []
-
-    async def quarantine(self, record: Record, error_code: str, error_detail: str) -> None:
-        self.parked.append((record, error_code, error_detail))
-
-
 async def test_a_live_lease_is_not_taken_when_its_owners_clock_is_an_hour_behind(
     kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
 ) -> None:
@@ -73,11 +64,14 @@ async def test_a_live_lease_is_not_taken_when_its_owners_clock_is_an_hour_behind
         kinesis, dynamodb, stream, leases, "w-behind", clock=lambda: time.time() - 3600, **FAST
     )
     a = Consumer(behind)
-    await until(lambda: behind.held_shards != [])
+    await wait_until(lambda: behind.held_shards != [])
     item = next(iter((await lease_items(dynamodb, leases)).values()))
     assert int(item["expires_at"]["N"]) / 1000 < time.time() - 3000  # by wall clocks, long expired
     b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-on-time", **FAST))
-    await asyncio.sleep(3 * FAST["lease_duration"])
+    await rounds(dynamodb, leases, "w-on-time", 1)
+    # Rounds spanning more than a lease duration on b's clock (one every lease_duration / 3): b
+    # judged the lease by its counter all along, and the counter moves.
+    await rounds(dynamodb, leases, "w-on-time", 4)
     assert b.source.held_shards == [] and b.source.metrics.leases_taken == 0
     assert behind.held_shards != [] and behind.metrics.leases_lost == 0
     await asyncio.gather(a.stop(), b.stop())
@@ -101,8 +95,13 @@ async def test_a_dead_workers_lease_is_taken_once_its_counter_stood_still_whatev
         },
     )
     await kinesis.put_record(StreamName=stream, Data=event("c-1", 0), PartitionKey="c-1")
-    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-live", **FAST))
-    await until(lambda: len(consumer.records) == 1, within=5 * FAST["lease_duration"])
+    clock = FakeClock()  # the live worker's monotonic clock: expiry is judged by it alone
+    source = KinesisSource(kinesis, dynamodb, stream, leases, "w-live", monotonic=clock, **FAST)
+    consumer = Consumer(source)
+    await rounds(dynamodb, leases, "w-live", 2)  # it has seen the counter, standing still
+    assert consumer.records == [] and source.metrics.leases_taken == 0  # an hour's expires_at aside
+    clock.advance(FAST["lease_duration"] + 0.1)  # ... for longer than a lease duration
+    await wait_until(lambda: len(consumer.records) == 1)
     assert consumer.source.metrics.leases_taken == 1
     await consumer.stop()
 
@@ -137,11 +136,12 @@ async def test_a_throttled_checkpoint_is_retried_in_place_not_read_as_a_lost_lea
     await kinesis.put_records(
         StreamName=stream, Records=[{"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(5)]
     )
+    watched = WatchedKinesis(kinesis)
     consumer = Consumer(
-        KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", throttle_backoff=0.05, **FAST)
+        KinesisSource(watched, proxied_dynamodb, stream, leases, "w1", throttle_backoff=0.05, **FAST)
     )
-    await until(lambda: consumer.source.metrics.checkpoints >= 1)
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: consumer.source.metrics.checkpoints >= 1)
+    await watched.read_to_the_end(shards_of(consumer))  # settled, checkpointed, nothing read again
     assert proxy.injected_total("throttle") == 3
     assert consumer.event_ids() == [f"c-1-{n}" for n in range(5)]  # each once: not read again
     assert consumer.source.metrics.checkpoints_retried >= 1  # (botocore may retry one itself)
@@ -158,13 +158,14 @@ async def test_throttled_renewals_keep_the_lease_until_it_could_have_expired(
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 2)
     consumer = Consumer(KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", **FAST))
-    await until(lambda: len(consumer.source.held_shards) == 2)
+    await wait_until(lambda: len(consumer.source.held_shards) == 2)
     # One renewal round in two throttled: less than a lease duration without a renewal.
     proxy.set_faults(
         Fault("dynamodb:UpdateItem", "throttle", times=2, body_contains=b"expires_at = :expires, #owner")
     )
-    await until(lambda: proxy.injected_total("throttle") == 2)
-    await asyncio.sleep(FAST["lease_duration"])
+    await wait_until(lambda: proxy.injected_total("throttle") == 2)
+    # Then renewals again, for more than a lease duration (one every lease_duration / 3).
+    await renewed(dynamodb, leases, times=4)
     assert consumer.source.metrics.leases_lost == 0 and len(consumer.source.held_shards) == 2
     await consumer.stop()
 
@@ -174,15 +175,15 @@ async def test_a_throttled_heartbeat_does_not_hold_up_the_renewals(
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 1)
     consumer = Consumer(KinesisSource(kinesis, proxied_dynamodb, stream, leases, "w1", **FAST))
-    await until(lambda: len(consumer.source.held_shards) == 1)
+    await wait_until(lambda: len(consumer.source.held_shards) == 1)
     proxy.set_faults(Fault("dynamodb:PutItem", "throttle", body_contains=b"worker#"))  # every heartbeat
-    await until(lambda: proxy.injected_total("throttle") >= 2)
-    before = int(next(iter((await lease_items(dynamodb, leases)).values()))["lease_counter"]["N"])
-    await asyncio.sleep(FAST["lease_duration"] * 1.5)
-    after = next(
-        i for sid, i in (await lease_items(dynamodb, leases)).items() if not sid.startswith("worker#")
-    )
-    assert int(after["lease_counter"]["N"]) > before  # renewed all along: others see it alive
+    await wait_until(lambda: proxy.injected_total("throttle") >= 2)
+    throttled = proxy.injected_total("throttle")
+    ((shard, before),) = (await counters(dynamodb, leases)).items()
+    # Renewed all along (others see it alive) while the heartbeats keep failing.
+    await renewed(dynamodb, leases, times=2)
+    assert proxy.injected_total("throttle") > throttled
+    assert (await counters(dynamodb, leases))[shard] >= before + 2
     assert consumer.source.held_shards != [] and consumer.source.metrics.leases_lost == 0
     proxy.clear()
     await consumer.stop()
@@ -199,14 +200,14 @@ async def test_one_customers_backlog_comes_in_deliveries_its_transaction_can_hol
     ]
     await kinesis.put_records(StreamName=stream, Records=[{"Data": d, "PartitionKey": k} for k, d in records])
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST))
-    await until(lambda: len(consumer.records) == 170)
+    await wait_until(lambda: len(consumer.records) == 170)
     per_delivery = [
         Counter(r.body.split(b'"customer_id": "')[1].split(b'"')[0] for r in d.records)
         for d in consumer.deliveries
     ]
     assert max(counts[b"hot"] for counts in per_delivery) == 64
     assert [e for e in consumer.event_ids() if e.startswith("hot-")] == [f"hot-{n}" for n in range(150)]
-    await until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries))
+    await wait_until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries))
     await consumer.stop()
 
 
@@ -217,7 +218,7 @@ async def test_a_record_that_keeps_failing_is_read_alone_then_parked_and_the_sha
     await kinesis.put_records(
         StreamName=stream, Records=[{"Data": event("c-1", n), "PartitionKey": "c-1"} for n in range(6)]
     )
-    dead = MemoryDeadLetters()
+    dead = ListDlq()
 
     async def poison_at_3(delivery: Delivery) -> Settlement:
         bad = [r for r in delivery.records if b'"c-1-3"' in r.body]
@@ -235,14 +236,14 @@ async def test_a_record_that_keeps_failing_is_read_alone_then_parked_and_the_sha
         **FAST,
     )
     consumer = Consumer(source, poison_at_3)
-    await until(lambda: source.metrics.records_parked == 1 and len(consumer.records) >= 10)
-    await until(lambda: source.metrics.checkpoints >= 3)
+    await wait_until(lambda: source.metrics.records_parked == 1 and len(consumer.records) >= 10)
+    await wait_until(lambda: source.metrics.checkpoints >= 3)
     ids = consumer.event_ids()
     assert ids[:6] == [f"c-1-{n}" for n in range(6)]
     assert ids.count("c-1-0") == ids.count("c-1-1") == ids.count("c-1-2") == 1  # before it: checkpointed
     assert [d.records[0].body for d in consumer.deliveries[1:4]] == [event("c-1", 3)] * 3
     assert [len(d.records) for d in consumer.deliveries[2:4]] == [1, 1]  # read alone
-    ((record, code, _),) = dead.parked
+    ((record, code, _),) = dead.records
     assert b'"c-1-3"' in record.body and code == "retries_exhausted"
     assert ids[-2:] == ["c-1-4", "c-1-5"]
     items = await lease_items(dynamodb, leases)
@@ -273,7 +274,7 @@ async def test_stop_ends_within_its_grace_even_when_a_delivery_never_settles(
         never,
     )
     await asyncio.wait_for(stuck.wait(), 10)
-    await until(lambda: len(consumer.source.held_shards) == 2)
+    await wait_until(lambda: len(consumer.source.held_shards) == 2)
     await asyncio.wait_for(consumer.source.stop(), timeout=grace)  # what ECS allows, scaled down
     items = await lease_items(dynamodb, leases)
     assert all("owner" not in item for item in items.values())  # released, not left to expire

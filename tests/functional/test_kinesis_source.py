@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,37 +15,25 @@ import pytest
 from botocore.exceptions import ClientError
 
 from plumbing.exceptions import FatalAwsError
+from tests.fakes import FakeClock, wait_until
+from tests.functional.kinesis_helpers import (
+    FAST,
+    Consumer,
+    WatchedKinesis,
+    event,
+    lease_items,
+    renewed,
+    rounds,
+    shards_of,
+    stream_of,
+)
 from worker.ports import Delivery, Record, Settlement
-from worker.sources.kinesis import KinesisSource, ensure_stream
-from worker.sources.leases import SHARD_END, create_lease_table, lease_table_name
+from worker.sources.kinesis import KinesisSource
+from worker.sources.leases import SHARD_END
 
-FAST = {
-    "lease_duration": 2.0,
-    "poll_interval": 0.1,
-    "min_get_interval": 0.02,
-    "retry_backoff": 0.2,
-    "stop_grace": 2.0,
-}
+pytestmark = pytest.mark.usefixtures("stop_consumers")  # no reader outlives its test
+
 SEQ_BASE = 49590338271490256608559692538361571095921575989136588898  # 56 digits, as Kinesis makes them
-
-
-@pytest.fixture
-async def leases(dynamodb: Any, unique_prefix: str) -> str:
-    name = lease_table_name(unique_prefix)
-    assert await create_lease_table(dynamodb, name) is True
-    assert await create_lease_table(dynamodb, name) is False
-    return name
-
-
-def event(customer: str, n: int) -> bytes:
-    return json.dumps(
-        {
-            "event_id": f"{customer}-{n}",
-            "customer_id": customer,
-            "type": "login",
-            "occurred_at": "2026-11-27T12:00:00Z",
-        }
-    ).encode()
 
 
 async def put_events(kinesis: Any, stream: str, count: int, customers: int = 6, first: int = 0) -> list[str]:
@@ -58,78 +45,6 @@ async def put_events(kinesis: Any, stream: str, count: int, customers: int = 6, 
     return [json.loads(data)["event_id"] for _, data in entries]
 
 
-_RUNNING: list[Consumer] = []
-
-
-@pytest.fixture(autouse=True)
-async def stop_consumers(dynamodb: Any) -> AsyncIterator[None]:
-    """A failed assertion must not leave readers polling into the next test (nor past the client)."""
-    yield
-    while _RUNNING:
-        consumer = _RUNNING.pop()
-        await consumer.source.stop()
-        consumer.task.cancel()
-        await asyncio.gather(consumer.task, return_exceptions=True)
-
-
-class Consumer:
-    """Drives `deliveries()` like the runtime does, settling each delivery by `policy`."""
-
-    def __init__(
-        self, source: KinesisSource, policy: Callable[[Delivery], Awaitable[Settlement]] | None = None
-    ):
-        self.source = source
-        self.policy = policy
-        self.deliveries: list[Delivery] = []
-        self.task = asyncio.create_task(self._run())
-        _RUNNING.append(self)
-
-    async def _run(self) -> None:
-        handlers: set[asyncio.Task[None]] = set()
-        async for delivery in self.source.deliveries():
-            self.deliveries.append(delivery)
-            handler = asyncio.create_task(self._handle(delivery))  # concurrently, as the runtime does
-            handlers.add(handler)
-            handler.add_done_callback(handlers.discard)
-
-    async def _handle(self, delivery: Delivery) -> None:
-        if self.policy is not None:
-            await delivery.settle(await self.policy(delivery))
-        else:
-            await delivery.settle(Settlement(done=list(delivery.records)))
-
-    @property
-    def records(self) -> list[Record]:
-        return [record for delivery in self.deliveries for record in delivery.records]
-
-    def event_ids(self) -> list[str]:
-        return [json.loads(record.body)["event_id"] for record in self.records]
-
-    async def stop(self) -> None:
-        await self.source.stop()
-        await asyncio.wait_for(self.task, 10)
-
-
-async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def lease_items(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
-    response = await dynamodb.scan(TableName=table, ConsistentRead=True)
-    return {item["shard_id"]["S"]: item for item in response["Items"]}
-
-
-async def stream_of(kinesis: Any, prefix: str, shards: int) -> str:
-    name = f"{prefix}events"
-    assert await ensure_stream(kinesis, name, shards) is True
-    assert await ensure_stream(kinesis, name, shards) is False
-    return name
-
-
 # --- against moto -----------------------------------------------------------------------------------
 
 
@@ -139,18 +54,27 @@ async def test_one_consumer_reads_everything_in_order_and_checkpoints(
     stream = await stream_of(kinesis, unique_prefix, 2)
     sent = await put_events(kinesis, stream, 40)  # > 9 per shard: "10" must sort after "9"
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", max_records=7, **FAST))
-    await until(lambda: len(consumer.records) >= 40)
+    await wait_until(lambda: len(consumer.records) >= 40)
     assert sorted(consumer.event_ids()) == sorted(sent)
     for customer in {f"c-{i % 6}" for i in range(40)}:  # per-customer order as sent
         mine = [e for e in consumer.event_ids() if e.startswith(customer + "-")]
         assert mine == [e for e in sent if e.startswith(customer + "-")]
     record = consumer.records[0]
-    _, sequence = record.source_id.split(":")
-    assert record.handle == sequence and record.enqueued_at and abs(record.enqueued_at - time.time()) < 60
+    shard, sequence = record.source_id.split(":")
+    assert record.handle == sequence
+    iterator = await kinesis.get_shard_iterator(
+        StreamName=stream,
+        ShardId=shard,
+        ShardIteratorType="AT_SEQUENCE_NUMBER",
+        StartingSequenceNumber=sequence,
+    )
+    (raw,) = (await kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=1))["Records"]
+    # enqueued_at is the record's arrival time on the stream, in epoch seconds
+    assert record.enqueued_at == pytest.approx(raw["ApproximateArrivalTimestamp"].timestamp(), abs=1e-3)
     last = {}
     for r in consumer.records:
         last[r.source_id.split(":")[0]] = r.handle
-    await until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
+    await wait_until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
     items = await lease_items(dynamodb, leases)
     assert {sid: items[sid]["checkpoint"]["S"] for sid in last} == last
     assert consumer.source.metrics.records_in == 40
@@ -171,12 +95,12 @@ async def test_records_a_kpl_producer_aggregated_arrive_one_by_one(
     await kinesis.put_record(StreamName=stream, Data=data, PartitionKey=partition_key)
     await kinesis.put_record(StreamName=stream, Data=event("c-1", 3), PartitionKey="c-1")  # a plain one after
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST))
-    await until(lambda: len(consumer.records) >= 4)
+    await wait_until(lambda: len(consumer.records) >= 4)
     assert consumer.event_ids() == ["c-1-0", "c-1-1", "c-1-2", "c-1-3"]
     packed = consumer.records[:3]
     assert len({r.handle for r in packed}) == 1  # one Kinesis record: one sequence number, one checkpoint
     assert [r.source_id.rsplit("/", 1)[1] for r in packed] == ["0", "1", "2"]
-    await until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
+    await wait_until(lambda: consumer.source.metrics.checkpoints >= len(consumer.deliveries))
     items = await lease_items(dynamodb, leases)
     shard = consumer.records[-1].source_id.split(":")[0]
     assert items[shard]["checkpoint"]["S"] == consumer.records[-1].handle
@@ -197,17 +121,18 @@ async def test_restart_resumes_after_the_checkpoint_and_redelivers_failed_record
         return Settlement(done=list(delivery.records))
 
     a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **FAST), policy)
-    await until(lambda: len(a.records) == 5)
-    await until(lambda: a.source.metrics.checkpoints == len(a.deliveries))
+    await wait_until(lambda: len(a.records) == 5)
+    await wait_until(lambda: a.source.metrics.checkpoints == len(a.deliveries))
     failing.set()
     second = await put_events(kinesis, stream, 3, first=5)
-    await until(lambda: len(a.records) >= 8)
+    await wait_until(lambda: len(a.records) >= 8)
     await a.stop()  # crashes or is redeployed before the failed records went through
     assert a.event_ids()[:8] == first + second
 
-    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **FAST))
-    await until(lambda: len(b.records) >= 2)
-    await asyncio.sleep(0.5)
+    watched = WatchedKinesis(kinesis)
+    b = Consumer(KinesisSource(watched, dynamodb, stream, leases, "w-b", **FAST))
+    await wait_until(lambda: len(b.records) >= 2)
+    await watched.read_to_the_end(shards_of(b))  # nothing more to come
     # Settled done (the first five, and the first of the failed batch): checkpointed, never again.
     assert b.event_ids() == second[1:]
     await b.stop()
@@ -227,9 +152,10 @@ async def test_failed_records_are_read_again_after_a_back_off(
             return Settlement(done=list(delivery.records[:1]), failed=list(delivery.records[1:]))
         return Settlement(done=list(delivery.records))
 
-    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST), fail_once)
-    await until(lambda: len(consumer.records) >= 5)
-    await asyncio.sleep(0.5)
+    watched = WatchedKinesis(kinesis)
+    consumer = Consumer(KinesisSource(watched, dynamodb, stream, leases, "w1", **FAST), fail_once)
+    await wait_until(lambda: len(consumer.records) >= 5)
+    await watched.read_to_the_end(shards_of(consumer))  # nothing more to come
     # The failed records again, not the one before them: it was checkpointed.
     assert consumer.event_ids() == sent + sent[1:]
     assert [r.receive_count for r in consumer.records] == [1, 1, 1, 2, 2]
@@ -245,21 +171,25 @@ async def test_two_consumers_split_four_shards_and_deliver_each_record_once(
     kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 4)
-    a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **FAST))
-    await until(lambda: len(a.source.held_shards) == 4)
-    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **FAST))
-    await until(lambda: len(a.source.held_shards) == 2 and len(b.source.held_shards) == 2)
+    watched = WatchedKinesis(kinesis)
+    a = Consumer(KinesisSource(watched, dynamodb, stream, leases, "w-a", **FAST))
+    await wait_until(lambda: len(a.source.held_shards) == 4)
+    b = Consumer(KinesisSource(watched, dynamodb, stream, leases, "w-b", **FAST))
+    await wait_until(lambda: len(a.source.held_shards) == 2 and len(b.source.held_shards) == 2)
     assert set(a.source.held_shards).isdisjoint(b.source.held_shards)
     assert b.source.metrics.leases_stolen == 2 and a.source.metrics.leases_lost == 2
     sent = await put_events(kinesis, stream, 80, customers=20)
-    await until(lambda: len(a.records) + len(b.records) >= 80)
-    await asyncio.sleep(0.5)  # anything delivered twice would show up now
+    await wait_until(lambda: len(a.records) + len(b.records) >= 80)
+    await watched.read_to_the_end(shards_of(a) | shards_of(b))  # anything delivered twice is in now
     got = a.event_ids() + b.event_ids()
     assert sorted(got) == sorted(sent)
-    assert {r.source_id.split(":")[0] for r in a.records} == set(a.source.held_shards)
-    assert {r.source_id.split(":")[0] for r in b.records} == set(b.source.held_shards)
-    await asyncio.sleep(2.5)  # more than a lease duration: renewals keep the split stable
-    assert len(a.source.held_shards) == 2 and len(b.source.held_shards) == 2
+    assert shards_of(a) == set(a.source.held_shards)
+    assert shards_of(b) == set(b.source.held_shards)
+    split = (a.source.held_shards, b.source.held_shards)
+    # More than a lease duration of renewals (one every lease_duration / 3): the split stays put.
+    await renewed(dynamodb, leases, times=4)
+    assert (a.source.held_shards, b.source.held_shards) == split
+    assert a.source.metrics.leases_lost == 2 and b.source.metrics.leases_lost == 0
     await asyncio.gather(a.stop(), b.stop())
 
 
@@ -276,7 +206,9 @@ async def test_consumer_that_lost_its_lease_cannot_checkpoint(
         await release.wait()
         return Settlement(done=list(delivery.records))
 
-    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-old", **FAST), slow)
+    # Its clock stands still: it can never judge the new owner's (unrenewed) lease expired.
+    source = KinesisSource(kinesis, dynamodb, stream, leases, "w-old", monotonic=FakeClock(), **FAST)
+    consumer = Consumer(source, slow)
     await asyncio.wait_for(handed_out.wait(), 10)
     shard_id = consumer.source.held_shards[0]
     # Another worker takes the lease (as after a long GC pause past the expiry).
@@ -293,12 +225,13 @@ async def test_consumer_that_lost_its_lease_cannot_checkpoint(
         },
     )
     release.set()
-    await until(lambda: consumer.source.metrics.checkpoints_refused == 1)
+    await wait_until(lambda: consumer.source.metrics.checkpoints_refused == 1)
     item = (await lease_items(dynamodb, leases))[shard_id]
     assert "checkpoint" not in item and item["owner"]["S"] == "w-new"
     assert consumer.source.held_shards == []
-    await asyncio.sleep(1.5)  # the new owner's lease is live: no retake, nothing more delivered
+    await rounds(dynamodb, leases, "w-old", 2)  # a whole round with the new owner's lease live
     assert consumer.source.held_shards == [] and len(consumer.deliveries) == 1
+    assert consumer.source.metrics.leases_taken == 1  # its first take only: no retake
     await consumer.stop()
 
 
@@ -308,23 +241,24 @@ async def test_expired_lease_of_a_crashed_worker_is_taken_over(
     stream = await stream_of(kinesis, unique_prefix, 1)
     sent = await put_events(kinesis, stream, 3)
     shard_id = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
-    expires = time.time() + 2.0  # a worker that stopped renewing
-    await dynamodb.put_item(
+    await dynamodb.put_item(  # a worker that stopped renewing
         TableName=leases,
         Item={
             "shard_id": {"S": shard_id},
             "owner": {"S": "w-crashed"},
             "lease_counter": {"N": "7"},
-            "expires_at": {"N": str(int(expires * 1000))},
+            "expires_at": {"N": str(int((time.time() + 2.0) * 1000))},
             "parents": {"L": []},
             "start": {"S": "TRIM_HORIZON"},
         },
     )
-    consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-live", **FAST))
-    await asyncio.sleep(1.0)
+    clock = FakeClock()  # the live worker's monotonic clock: expiry is judged by it alone
+    source = KinesisSource(kinesis, dynamodb, stream, leases, "w-live", monotonic=clock, **FAST)
+    consumer = Consumer(source)
+    await rounds(dynamodb, leases, "w-live", 2)  # it has seen the lease, and the counter standing still
     assert consumer.records == [] and consumer.source.held_shards == []
-    await until(lambda: len(consumer.records) == 3)
-    assert time.time() >= expires
+    clock.advance(FAST["lease_duration"] + 0.1)  # ... for longer than a lease duration
+    await wait_until(lambda: len(consumer.records) == 3)
     assert consumer.event_ids() == sent and consumer.source.metrics.leases_taken == 1
     await consumer.stop()
 
@@ -335,15 +269,16 @@ async def test_stop_releases_leases_so_another_worker_takes_them_at_once(
     stream = await stream_of(kinesis, unique_prefix, 2)
     slow = dict(FAST, lease_duration=30.0)  # a takeover by expiry would take 30 s
     a = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-a", **slow))
-    await until(lambda: len(a.source.held_shards) == 2)
-    started = time.monotonic()
+    await wait_until(lambda: len(a.source.held_shards) == 2)
     await a.stop()
     items = await lease_items(dynamodb, leases)
     assert "worker#w-a" not in items
     assert all("owner" not in item for item in items.values())
-    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", **slow))
-    await until(lambda: len(b.source.held_shards) == 2, within=5)
-    assert time.monotonic() - started < 10
+    # b's clock stands still, so it can never judge a lease expired: it takes them because they
+    # are free, not because they ran out.
+    b = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w-b", monotonic=FakeClock(), **slow))
+    await wait_until(lambda: len(b.source.held_shards) == 2)
+    assert b.source.metrics.leases_taken == 2 and b.source.metrics.leases_stolen == 0
     await b.stop()
 
 
@@ -353,15 +288,20 @@ async def test_stop_lets_a_delivery_in_flight_settle_and_checkpoint_first(
     stream = await stream_of(kinesis, unique_prefix, 1)
     await put_events(kinesis, stream, 3)
     handed_out = asyncio.Event()
+    finish = asyncio.Event()
 
     async def slow(delivery: Delivery) -> Settlement:
         handed_out.set()
-        await asyncio.sleep(0.5)  # SIGTERM arrives while the pipeline is still on this batch
+        await finish.wait()  # SIGTERM arrives while the pipeline is still on this batch
         return Settlement(done=list(delivery.records))
 
     consumer = Consumer(KinesisSource(kinesis, dynamodb, stream, leases, "w1", **FAST), slow)
     await asyncio.wait_for(handed_out.wait(), 10)
-    await consumer.stop()
+    stopping = asyncio.create_task(consumer.stop())
+    await asyncio.sleep(0)  # stop() runs up to its wait for the delivery in flight
+    assert not stopping.done()
+    finish.set()
+    await stopping
     (item,) = [i for sid, i in (await lease_items(dynamodb, leases)).items()]
     assert item["checkpoint"]["S"] == consumer.records[-1].handle and "owner" not in item
 
@@ -371,11 +311,14 @@ async def test_at_timestamp_starts_at_the_first_record_after_it(
 ) -> None:
     stream = await stream_of(kinesis, unique_prefix, 1)
     await put_events(kinesis, stream, 3)
-    await asyncio.sleep(1.1)
+    # Arrival times and the lease's start_at are kept to the millisecond: 20 ms on either side.
+    await asyncio.sleep(0.02)
     since = time.time()
+    await asyncio.sleep(0.02)
     later = await put_events(kinesis, stream, 2, first=3)
+    watched = WatchedKinesis(kinesis)
     source = KinesisSource(
-        kinesis,
+        watched,
         dynamodb,
         stream,
         leases,
@@ -385,8 +328,8 @@ async def test_at_timestamp_starts_at_the_first_record_after_it(
         **FAST,
     )
     consumer = Consumer(source)
-    await until(lambda: len(consumer.records) >= 2)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(consumer.records) >= 2)
+    await watched.read_to_the_end(shards_of(consumer))  # nothing more to come
     assert consumer.event_ids() == later
     await consumer.stop()
 
@@ -489,7 +432,7 @@ class FakeKinesis:
 
 
 def fake_source(
-    fake: FakeKinesis, dynamodb: Any, leases: str, worker: str = "w1", **kwargs: Any
+    fake: FakeKinesis | WatchedKinesis, dynamodb: Any, leases: str, worker: str = "w1", **kwargs: Any
 ) -> KinesisSource:
     return KinesisSource(
         fake, dynamodb, "fake-stream", leases, worker, **{**FAST, "max_records": 3, **kwargs}
@@ -511,11 +454,11 @@ async def test_split_parent_is_drained_before_its_children(dynamodb: Any, leases
     fake.put("shardId-1", "c-1", 7)  # c-1's next event, in a child: must come after all of the parent's
     fake.put("shardId-2", "c-2", 8)
     consumer = Consumer(fake_source(fake, dynamodb, leases))
-    await until(lambda: len(consumer.records) == 9)
+    await wait_until(lambda: len(consumer.records) == 9)
     shards = [shard_of(r) for r in consumer.records]
     assert shards[:7] == ["shardId-0"] * 7 and set(shards[7:]) == {"shardId-1", "shardId-2"}
     assert [e for e in consumer.event_ids() if e.startswith("c-1-")] == [f"c-1-{n}" for n in range(8)]
-    await until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries) + 1)
+    await wait_until(lambda: consumer.source.metrics.checkpoints == len(consumer.deliveries) + 1)
     items = await lease_items(dynamodb, leases)
     assert items["shardId-0"]["checkpoint"]["S"] == SHARD_END and "owner" not in items["shardId-0"]
     assert items["shardId-1"]["checkpoint"]["S"] == fake.shards["shardId-1"]["records"][-1]["SequenceNumber"]
@@ -530,11 +473,14 @@ async def test_latest_on_first_start_skips_closed_shards_and_old_records(dynamod
     fake.put("shardId-0", "c-1", 0)
     fake.shards["shardId-0"]["closed"] = True
     fake.put("shardId-1", "c-1", 1)
-    consumer = Consumer(fake_source(fake, dynamodb, leases, start_position="LATEST"))
-    await until(lambda: consumer.source.held_shards == ["shardId-1"])
+    watched = WatchedKinesis(fake)
+    consumer = Consumer(fake_source(watched, dynamodb, leases, start_position="LATEST"))
+    await wait_until(lambda: consumer.source.held_shards == ["shardId-1"])
+    # Positioned at the shard's tip (LATEST) before the next record is put: it has read there.
+    await wait_until(lambda: watched.empty_reads["shardId-1"] >= 1)
     fake.put("shardId-1", "c-1", 2)
-    await until(lambda: len(consumer.records) >= 1)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(consumer.records) >= 1)
+    await watched.read_to_the_end(["shardId-1"])  # nothing more to come
     assert consumer.event_ids() == ["c-1-2"]
     assert (await lease_items(dynamodb, leases))["shardId-0"]["checkpoint"]["S"] == SHARD_END
     await consumer.stop()
@@ -555,22 +501,31 @@ async def test_merge_child_waits_for_both_parents_and_reshard_while_reading(
             await gate.wait()  # parent 1 is not drained until the test says so
         return Settlement(done=list(delivery.records))
 
-    consumer = Consumer(fake_source(fake, dynamodb, leases, start_position="LATEST"), hold_shard_1)
-    await until(lambda: len(consumer.source.held_shards) == 2)
+    watched = WatchedKinesis(fake)
+    consumer = Consumer(fake_source(watched, dynamodb, leases, start_position="LATEST"), hold_shard_1)
+    await wait_until(lambda: len(consumer.source.held_shards) == 2)
+    # Both readers positioned at their shard's tip (LATEST) before new records are put.
+    await wait_until(lambda: watched.empty_reads["shardId-0"] >= 1 and watched.empty_reads["shardId-1"] >= 1)
     assert consumer.records == []  # LATEST: the two older records are skipped
     fake.put("shardId-0", "c-1", 2)
-    await until(lambda: len(consumer.records) == 1)
+    await wait_until(lambda: len(consumer.records) == 1)
     # Merge 0 and 1 into 2 while reading. Writes now go to the child, read from its start.
     fake.put("shardId-1", "c-2", 3)
     fake.add_shard("shardId-2", parents=("shardId-0", "shardId-1"))
     fake.shards["shardId-0"]["closed"] = fake.shards["shardId-1"]["closed"] = True
     fake.put("shardId-2", "c-1", 4)
     fake.put("shardId-2", "c-2", 5)
-    await until(lambda: len(consumer.records) >= 2)  # c-2-3 from shard 1, held unsettled
-    await asyncio.sleep(1.5)  # shard 0 is done, shard 1 is not: the child must wait
-    assert consumer.event_ids() == ["c-1-2", "c-2-3"]
+    await wait_until(lambda: len(consumer.records) >= 2)  # c-2-3 from shard 1, held unsettled
+
+    async def child_known_and_shard_0_done() -> bool:
+        items = await lease_items(dynamodb, leases)
+        return "shardId-2" in items and items["shardId-0"].get("checkpoint", {}).get("S") == SHARD_END
+
+    await wait_until(child_known_and_shard_0_done)
+    await rounds(dynamodb, leases, "w1", 2)  # a whole round since: shard 1 is not done, the child waits
+    assert consumer.event_ids() == ["c-1-2", "c-2-3"] and "shardId-2" not in consumer.source.held_shards
     gate.set()
-    await until(lambda: len(consumer.records) == 4)
+    await wait_until(lambda: len(consumer.records) == 4)
     assert consumer.event_ids()[2:] == ["c-1-4", "c-2-5"]
     items = await lease_items(dynamodb, leases)
     assert items["shardId-2"]["start"]["S"] == "TRIM_HORIZON"  # a reshard's child is read from its start
@@ -583,13 +538,14 @@ async def test_expired_iterator_is_renewed_after_the_last_processed_record(
     fake = FakeKinesis()
     fake.add_shard("shardId-0")
     sequences = [fake.put("shardId-0", "c-1", n) for n in range(3)]
-    consumer = Consumer(fake_source(fake, dynamodb, leases))
-    await until(lambda: len(consumer.records) == 3)
+    watched = WatchedKinesis(fake)
+    consumer = Consumer(fake_source(watched, dynamodb, leases))
+    await wait_until(lambda: len(consumer.records) == 3)
     fake.faults.append(("GetRecords", "ExpiredIteratorException"))
     for n in range(3, 5):
         fake.put("shardId-0", "c-1", n)
-    await until(lambda: len(consumer.records) == 5)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(consumer.records) == 5)
+    await watched.read_to_the_end(["shardId-0"])  # nothing more to come
     assert consumer.event_ids() == [f"c-1-{n}" for n in range(5)]
     assert consumer.source.metrics.iterators_renewed == 1
     renewals = [args for name, args in fake.calls if name == "get_shard_iterator"]
@@ -608,7 +564,7 @@ async def test_throttling_is_backed_off_and_nothing_is_lost(dynamodb: Any, lease
     for n in range(4):
         fake.put("shardId-0", "c-1", n)
     consumer = Consumer(fake_source(fake, dynamodb, leases, throttle_backoff=0.05))
-    await until(lambda: len(consumer.records) == 4)
+    await wait_until(lambda: len(consumer.records) == 4)
     assert consumer.event_ids() == [f"c-1-{n}" for n in range(4)]
     assert consumer.source.metrics.throttled == 2
     await consumer.stop()

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -17,24 +16,17 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from features.registry import FEATURE_HASH, FEATURE_NAMES
-from model.bundle import load_bundle
 from model.server import LocalEndpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = [float(i % 7) for i in range(len(FEATURE_NAMES))]
 
 
-@pytest.fixture(scope="module")
-def endpoint(tiny_bundle: Path) -> Iterator[LocalEndpoint]:
-    with LocalEndpoint(load_bundle(tiny_bundle)) as running:
-        yield running
-
-
 @pytest.fixture
-def runtime(endpoint: LocalEndpoint) -> object:
+def runtime(tiny_endpoint: LocalEndpoint) -> object:
     return boto3.client(
         "sagemaker-runtime",
-        endpoint_url=endpoint.url,
+        endpoint_url=tiny_endpoint.url,
         region_name="us-east-1",
         config=Config(retries={"max_attempts": 1}),
     )
@@ -110,19 +102,19 @@ def test_bad_requests_are_model_errors_with_a_4xx(
     assert says in error["Error"]["Message"]
 
 
-def test_plain_http_routes(endpoint: LocalEndpoint) -> None:
-    with urllib.request.urlopen(f"{endpoint.url}/ping") as response:
+def test_plain_http_routes(tiny_endpoint: LocalEndpoint) -> None:
+    with urllib.request.urlopen(f"{tiny_endpoint.url}/ping") as response:
         assert response.status == 200
         assert json.loads(response.read())["status"] == "ok"
     request = urllib.request.Request(
-        f"{endpoint.url}/invocations",
+        f"{tiny_endpoint.url}/invocations",
         data=json.dumps({"features": ROW}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request) as response:
         check_prediction(json.loads(response.read()))
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(f"{endpoint.url}/nowhere")
+        urllib.request.urlopen(f"{tiny_endpoint.url}/nowhere")
     assert caught.value.code == 404
     assert "error" in json.loads(caught.value.read())
 

@@ -16,7 +16,7 @@ from features.due import MemoryDueIndex
 from features.registry import compute_features
 from features.state import to_us
 from features.store import MemoryFeatureStore
-from tests.fakes import NOW, FakeScorer, ListDlq, event, record
+from tests.fakes import NOW, Clock, FakeScorer, ListDlq, event, record
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertLedgerError, AlertPublishError
 from worker.alerts.ledger import MemoryAlertLedger
@@ -30,14 +30,6 @@ from worker.runtime import _handle
 from worker.settings import Settings
 
 RETENTION = timedelta(days=35)
-
-
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def spike(cid: str = "c-1", start: int = 0) -> list[Record]:

@@ -20,7 +20,7 @@ from features.due_dynamodb import DynamoDBDueIndex
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.state import CustomerState, to_us
 from plumbing.tables import ensure_table
-from tests.fakes import NOW, FeatureScorer, ListDlq, event
+from tests.fakes import NOW, Clock, FeatureScorer, ListDlq, event
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import MemoryAlertPublisher
@@ -30,14 +30,6 @@ from worker.rescore import Rescorer
 
 DAY = timedelta(days=1)
 RETENTION = timedelta(days=35)
-
-
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class CountingStore(DynamoDBFeatureStore):

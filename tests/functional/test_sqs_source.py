@@ -4,10 +4,12 @@ records come back, heartbeats keep a slow batch hidden, bad events keep their er
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from tests.fakes import wait_until
 from worker.ports import Record, Settlement
 from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
 
@@ -15,6 +17,35 @@ from worker.sources.sqs import SqsDeadLetterQueue, SqsSource
 @pytest.fixture
 async def queue(sqs: Any, unique_prefix: str) -> str:
     return (await sqs.create_queue(QueueName=f"{unique_prefix}events"))["QueueUrl"]  # type: ignore[no-any-return]
+
+
+class WatchedSqs:
+    """The SQS client, noting visibility extensions (a delivery's heartbeat), receives in flight
+    and receives cut short by a cancellation."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.extensions = 0
+        self.receiving = 0
+        self.cancelled = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def change_message_visibility_batch(self, **kwargs: Any) -> Any:
+        response = await self._client.change_message_visibility_batch(**kwargs)
+        self.extensions += 1
+        return response
+
+    async def receive_message(self, **kwargs: Any) -> Any:
+        self.receiving += 1
+        try:
+            return await self._client.receive_message(**kwargs)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.receiving -= 1
 
 
 async def send(sqs: Any, queue: str, count: int) -> None:
@@ -91,10 +122,19 @@ async def test_settled_records_are_deleted_and_failed_ones_come_back(sqs: Any, q
 
 async def test_a_slow_batch_stays_hidden_while_its_heartbeat_runs(sqs: Any, queue: str) -> None:
     await send(sqs, queue, 1)
-    source = SqsSource(sqs, queue, pollers=1, wait_seconds=1, visibility_timeout=5)
+    watched = WatchedSqs(sqs)
+    visibility = 3  # seconds; the heartbeat extends it every max(1, visibility / 3) seconds
+    source = SqsSource(watched, queue, pollers=1, wait_seconds=1, visibility_timeout=visibility)
     [delivery] = await take(source, 1)
+    received = time.monotonic()
     await source.stop()
-    await asyncio.sleep(7)  # past the visibility timeout: only the heartbeat keeps it hidden
+    # SQS (moto) hides a message by its own wall clock: a second past the visibility it was
+    # received with, and the heartbeat extended it meanwhile. Only the heartbeat keeps it hidden.
+    await wait_until(
+        lambda: watched.extensions >= 2 and time.monotonic() > received + visibility + 1,
+        within=30,
+        what="the visibility timeout to pass, heartbeats extending it",
+    )
     other = (await sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)).get("Messages", [])
     assert other == []
     await delivery.settle(Settlement(done=list(delivery.records)))
@@ -102,12 +142,14 @@ async def test_a_slow_batch_stays_hidden_while_its_heartbeat_runs(sqs: Any, queu
 
 
 async def test_stop_ends_polling_promptly_even_during_a_long_poll(sqs: Any, queue: str) -> None:
-    source = SqsSource(sqs, queue, pollers=2, wait_seconds=20)
+    watched = WatchedSqs(sqs)
+    source = SqsSource(watched, queue, pollers=2, wait_seconds=20)
     consumer = asyncio.create_task(take(source, 1, within=30))
-    await asyncio.sleep(0.5)
-    async with asyncio.timeout(3):
+    await wait_until(lambda: watched.receiving == 2, what="both pollers in a long poll")
+    async with asyncio.timeout(10):  # only against a hang: how the polls ended is asserted below
         await source.stop()
         assert await consumer == []
+    assert watched.cancelled == 2 and watched.receiving == 0  # cut short, not waited out
 
 
 async def test_quarantine_keeps_the_body_and_says_why(sqs: Any, unique_prefix: str) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+import jobs.replay as replay_module
 from jobs.replay import Failure, OrderedSender, Pending, ReplayRequest, replay
+from tests.fakes import FakeClock
 
 
 class FlakySink:
@@ -113,7 +114,12 @@ async def test_a_target_that_never_recovers_stops_the_run() -> None:
         await send_all(sender, events(customers=2, per_customer=3, seed=0))
 
 
-async def test_speedup_keeps_the_spacing_of_event_time_divided(tmp_path: Path) -> None:
+async def test_speedup_keeps_the_spacing_of_event_time_divided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pacing on a clock the test owns: the reader waits exactly the event-time gaps divided by the
+    speedup (through the sleep it is given), never sends an event before its time, and reports the
+    paced duration; no wall-clock time is measured."""
     path = tmp_path / "e.jsonl"
     path.write_text(
         "".join(
@@ -129,17 +135,26 @@ async def test_speedup_keeps_the_spacing_of_event_time_divided(tmp_path: Path) -
             for i in range(3)
         )
     )
+    clock = FakeClock()
+    started = clock()
+    monkeypatch.setattr(replay_module, "time", clock)  # replay's monotonic clock
+    paced = replay_module._until
+    monkeypatch.setattr(replay_module, "_until", lambda due, _sleep: paced(due, clock.sleep))
     sink = FlakySink(seed=0)
     sink.rng = random.Random(99)  # this seed neither throttles nor fails the first calls
-    stamps: list[float] = []
+    sent_at: dict[str, float] = {}
     original = sink.put
 
     async def put(batch: list[Pending]) -> list[Failure]:
-        stamps.append(time.monotonic())
+        for entry in batch:
+            sent_at.setdefault(entry.event_id, clock())
         return await original(batch)
 
     sink.put = put  # type: ignore[method-assign]
     counts, stopped, seconds = await replay(ReplayRequest(path, "sqs", speedup=100), sink)
     assert stopped is None and counts.sent == 3
-    assert 0.18 <= seconds < 3  # 20 s of event time at 100x: about 0.2 s
-    assert stamps[-1] - stamps[0] >= 0.15
+    # 10 s of event time between events at 100x: 0.1 s each, 0.2 s in all.
+    assert clock.sleeps == pytest.approx([0.1, 0.1])
+    assert seconds == pytest.approx(0.2)
+    for i in range(3):
+        assert sent_at[f"e-{i}"] >= started + 0.1 * i - 1e-9, sent_at  # never before its time
