@@ -127,7 +127,10 @@ def main() -> int:
         if bundle_dir is None:
             print("no default bundle: timing a tiny one (same architecture)")
             bundle_dir = train_tiny_bundle(Path(tmp) / "bundle")
-        print(f"bundle {bundle_dir} (model {load_bundle(bundle_dir).model_version})")
+        from model.candidates import served_summary
+
+        bundle = load_bundle(bundle_dir)
+        print(f"bundle {bundle_dir} (model {bundle.model_version}; serves {served_summary(bundle.metadata)})")
         in_process(bundle_dir, rows)
         endpoint(bundle_dir, rows)
     print("targets: local endpoint p95 < 20 ms at 100 instances; >= 20,000 instances/s in process")

@@ -329,6 +329,9 @@ def run_train(args: argparse.Namespace) -> int:
             from jobs.evaluation import format_report
 
             print(format_report(evaluation))
+        from model.candidates import served_summary
+
+        print(f"serves: {served_summary(bundle.metadata)}")
         print(f"bundle: {out} (model card: {out / 'MODEL_CARD.md'})")
     return 0
 
@@ -375,6 +378,7 @@ def evaluate_on_log(bundle: Any, args: argparse.Namespace) -> dict[str, Any]:
         end_us=build.end_us,
         alerts=alert_thresholds(args.config),
         baselines=None if args.no_baselines else load_baselines(bundle.path),
+        health_truth=build.outcomes.health,  # the simulator's latent health, where its truth file is
     )
     report["log"] = examples.summary
     report["left_out_training_customers"] = examples.summary["excluded_customers"]  # of this log's customers

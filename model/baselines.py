@@ -33,13 +33,14 @@ class Baselines:
         for head, models in self.models.items():
             out[head] = {}
             for name, model in models.items():
-                raw = model.predict_proba(_transform(x))[:, 1]
+                raw = model.predict_proba(transform(x))[:, 1]
                 out[head][name] = self.calibration[head][name].apply(raw)
         return out
 
 
-def _transform(x: np.ndarray) -> np.ndarray:
-    """The network's own input transform, so the logistic regression sees comparable scales."""
+def transform(x: np.ndarray) -> np.ndarray:
+    """The network's own input transform, so the logistic regression sees comparable scales (the
+    trees do not care; model/trees.py folds it into their thresholds when it compiles them)."""
     from model.network import input_transform
 
     return input_transform(x)
@@ -51,14 +52,17 @@ def fit_baselines(
     x_val: np.ndarray,
     y_val: dict[str, np.ndarray],
     seed: int,
+    names: tuple[str, ...] = NAMES,
 ) -> Baselines:
+    """`names`: the baselines to fit (training fits only the GBM, a candidate for the churn heads
+    (model/candidates.py), when the baselines are not wanted)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     baselines = Baselines()
-    xt, xv = _transform(x_train), _transform(x_val)
+    xt, xv = transform(x_train), transform(x_val)
     for head in HEADS:
         known = ~np.isnan(y_train[head])
         labels = y_train[head][known].astype(int)
@@ -81,6 +85,8 @@ def fit_baselines(
         baselines.models[head] = {}
         baselines.calibration[head] = {}
         for name, model in (("logistic", logistic), ("gbm", gbm)):
+            if name not in names:
+                continue
             model.fit(xt[known], labels)
             baselines.models[head][name] = model
             baselines.calibration[head][name] = fit_platt(model.predict_proba(xv)[:, 1], y_val[head])

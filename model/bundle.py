@@ -8,6 +8,8 @@ Layout of a bundle directory:
     metrics.json         training history and the held-out evaluation made at training time
     MODEL_CARD.md        data period, customers, churn rate, label definitions, metrics, feature hash
     baselines.pkl        logistic regression and gradient boosting fitted on the same rows (event data)
+    trees.npz            the compiled trees of churn heads served by gradient boosting or a blend
+                         (model/candidates.py; the SavedModel holds the same constants)
     training_customers.txt.gz  customers whose rows trained or calibrated it (evaluate leaves them out)
 
 A bundle is written to a temporary sibling directory and renamed into place, so a reader never sees
@@ -31,6 +33,8 @@ from model.exceptions import BundleMismatchError, BundleNotFoundError
 if TYPE_CHECKING:
     import numpy as np
 
+    from model.candidates import TreeHead
+
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 SPEC_FILE = "feature_spec.json"
@@ -38,6 +42,7 @@ METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
 TRAINING_CUSTOMERS_FILE = "training_customers.txt.gz"
+TREES_FILE = "trees.npz"
 REQUIRED = (KERAS_FILE, SAVED_MODEL_DIR, SPEC_FILE, METADATA_FILE)
 
 
@@ -139,9 +144,12 @@ def write_bundle(
     metadata: dict[str, Any],
     metrics: dict[str, Any],
     extra_files: dict[str, bytes] | None = None,
+    trees: dict[str, TreeHead] | None = None,
 ) -> Path:
     """Write a complete bundle to `out_dir`, replacing a bundle already there (never anything else).
-    `extra_files`: more files by name (the baselines, the model card, the training customers)."""
+    `extra_files`: more files by name (the baselines, the model card, the training customers).
+    `trees`: churn heads served by compiled trees or a blend (exported in the SavedModel, and kept
+    in trees.npz)."""
     from model.export import export_saved_model
 
     out_dir = Path(out_dir).expanduser()
@@ -158,7 +166,11 @@ def write_bundle(
             warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
             keras_model.save(staging / KERAS_FILE)
         calibration = {task: params for task, params in (metadata.get("calibration") or {}).items() if params}
-        export_saved_model(keras_model, mean, staging / SAVED_MODEL_DIR, calibration, tuple(FEATURE_NAMES))
+        export_saved_model(
+            keras_model, mean, staging / SAVED_MODEL_DIR, calibration, tuple(FEATURE_NAMES), trees
+        )
+        if trees:
+            save_trees(trees, staging / TREES_FILE)
         spec = feature_spec(metadata["model_version"])
         (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
@@ -181,6 +193,39 @@ def write_bundle(
 
 def update_metrics(bundle: Bundle, metrics: dict[str, Any]) -> None:
     (bundle.path / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def save_trees(trees: dict[str, TreeHead], file: Path) -> None:
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for head, spec in trees.items():
+        arrays[f"{head}/network_weight"] = np.asarray(spec.network_weight)
+        for name, value in spec.ensemble.as_arrays().items():
+            arrays[f"{head}/{name}"] = value
+    with file.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_trees(bundle: Bundle) -> dict[str, TreeHead]:
+    """The compiled trees of the bundle's churn heads served by trees or a blend (none: {})."""
+    import numpy as np
+
+    from model.candidates import TreeHead
+    from model.trees import TreeEnsemble
+
+    file = bundle.path / TREES_FILE
+    if not file.exists():
+        return {}
+    with np.load(file) as data:
+        by_head: dict[str, dict[str, Any]] = {}
+        for key in data.files:
+            head, name = key.split("/", 1)
+            by_head.setdefault(head, {})[name] = data[key]
+    return {
+        head: TreeHead(TreeEnsemble.from_arrays(arrays), float(arrays["network_weight"]))
+        for head, arrays in by_head.items()
+    }
 
 
 def training_customers(bundle: Bundle) -> frozenset[str]:

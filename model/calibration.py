@@ -53,6 +53,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, dtype=np.float64), -500, 500)))
 
 
+def _log_loss(z: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    """The negative log-likelihood of labels y under sigmoid(a z + b), computed stably."""
+    s = a * z + b
+    return float(np.sum(np.logaddexp(0.0, s) - y * s))
+
+
 def enough_labels(y: np.ndarray) -> bool:
     """Whether labels `y` (NaN unknown) can support a fit: MIN_ROWS, MIN_PER_CLASS of each class."""
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -72,6 +78,7 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Platt:
         return Platt()
     z = logit(p)
     a, b = 1.0, 0.0
+    loss = _log_loss(z, y, a, b)
     for _ in range(100):  # Newton's method on the log-likelihood of sigmoid(a z + b): convex, converges fast
         q = _sigmoid(a * z + b)
         w = q * (1 - q) + 1e-12
@@ -80,7 +87,16 @@ def fit_platt(p: np.ndarray, y: np.ndarray) -> Platt:
             2
         )
         step = np.linalg.solve(hessian, gradient)
-        a, b = a - step[0], b - step[1]
+        # A full Newton step can overshoot from a = 1 when the logits are wide (a tree ensemble's,
+        # say) and then diverge; halve it until the likelihood does not get worse.
+        for _ in range(30):
+            trial = _log_loss(z, y, a - step[0], b - step[1])
+            if trial <= loss + 1e-12:
+                break
+            step = step / 2
+        else:
+            break  # no step improves on (a, b): it is the optimum to float precision
+        a, b, loss = a - step[0], b - step[1], trial
         if np.abs(step).max() < 1e-9:
             break
     if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:

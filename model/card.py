@@ -19,10 +19,25 @@ def _value(value: Any) -> str:
 
 
 def _targets(report: dict[str, Any]) -> list[str]:
-    rows = ["| target | goal | measured | result |", "|---|---|---|---|"]
+    rows = ["| target | goal | measured | result | judged against |", "|---|---|---|---|---|"]
     for t in report.get("targets", []):
         verdict = {True: "pass", False: "FAIL", None: "n/a"}[t["pass"]]
-        rows.append(f"| {t['metric']} | {t['target']} | {_value(t['value'])} | {verdict} |")
+        rows.append(
+            f"| {t['metric']} | {t['target']} | {_value(t['value'])} | {verdict} | {t.get('against', '')} |"
+        )
+    spike = report.get("ib_call_spike_thresholds") or []
+    if spike:
+        rows += [
+            "",
+            "IB_CALL_SPIKE is a rule on `ib_call_count_14d`, not a model output; what these customers allow it, "
+            "by threshold (precision / recall / false share of its alerts / customers alerted): "
+            + "; ".join(
+                f">= {r['min_calls_14d']}: {_value(r.get('precision'))} / {_value(r.get('recall'))} / "
+                f"{_value(r.get('false_alert_share'))} / {r.get('customers_alerted', 0)}"
+                for r in spike
+            )
+            + ".",
+        ]
     return rows
 
 
@@ -94,6 +109,7 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         "Calibration (Platt scaling on the validation period, inside the exported model): "
         + _calibration(metadata),
         "",
+        *_candidates(metadata.get("candidates") or {}),
         "## Metrics",
         "",
     ]
@@ -131,6 +147,54 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_ORDER = ("network", "gbm", "blend")  # model/candidates.py CANDIDATES
+
+
+def _candidates(record: dict[str, Any]) -> list[str]:
+    """Which candidate serves each churn head, and why: every candidate's validation and test
+    figures, the margin of the served one over the next, with its bootstrap interval."""
+    heads = record.get("heads") or {}
+    if not heads:
+        return []
+    lines = [
+        "## Candidates for the churn heads",
+        "",
+        f"Fitted: {', '.join(record.get('names') or [])}. Each head serves the candidate with the best AUC on the "
+        "validation customers' instants after the time cut (ties keep the network); the test customers' figures "
+        "after the cut are recorded here and were not used to choose. ECE on validation is optimistic: each "
+        "candidate is calibrated there. `gbm` and `blend` run inside the SavedModel as compiled trees.",
+        "",
+        "| head | candidate | network weight | validation AUC | validation ECE | test AUC | test ECE | serves |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for head, choice in heads.items():
+        readings = choice.get("candidates") or {}
+        for name in sorted(readings, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)):
+            reading = readings[name]
+            validation = reading.get("validation") or {}
+            test = reading.get("test_after_cut") or {}
+            lines.append(
+                f"| {head} | {name} | {_value(reading.get('network_weight'))} | {_value(validation.get('auc'))} | "
+                f"{_value(validation.get('ece'))} | {_value(test.get('auc'))} | {_value(test.get('ece'))} | "
+                f"{'yes' if name == choice.get('served') else ''} |"
+            )
+    lines.append("")
+    for head, choice in heads.items():
+        margin = choice.get("margin") or {}
+        served = choice.get("served")
+        if margin.get("difference") is None:
+            lines.append(f"- {head}: {served} (the only candidate).")
+            continue
+        low, high = margin.get("ci95") or [None, None]
+        lines.append(
+            f"- {head}: **{served}** serves: validation AUC {_value(margin.get('a'))} against {margin.get('over')}'s "
+            f"{_value(margin.get('b'))}, margin {margin['difference']:+.4f} (95% interval {_value(low)} to "
+            f"{_value(high)}, {margin.get('validation_customers', 0):,} validation customers resampled)."
+        )
+    lines.append("")
+    return lines
 
 
 def _members(training: dict[str, Any]) -> list[str]:

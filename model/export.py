@@ -7,6 +7,10 @@ computed inside the graph with a `GradientTape` so TensorFlow Serving returns th
 Calibration (model/calibration.py) is part of the graph: each probability head's output goes through
 its Platt scaling fitted on the validation period, so TF Serving returns calibrated probabilities.
 
+A churn head may be served by gradient boosting or a blend of it with the network
+(model/candidates.py chooses): its trees are constants in the graph, walked with gathers
+(model/trees.py), and the head returns sigmoid(a * (w * logit(network) + (1 - w) * trees) + b).
+
 First-session success is only a question before the first session. For a customer who completed
 one (`has_first_session`, the flagged first session) the signature returns its observed outcome
 (`first_session_was_success`, 1 or 0); for one with completed sessions but no flagged first one (a
@@ -18,6 +22,9 @@ from the average training customer. It is the first-order estimate of how much f
 customer's risk away from the average customer's, so it is in probability units and does not depend
 on a feature's units (a raw gradient would rank "dollars of lifetime spend" against "days since last
 session" by unit size). `importance` is its absolute value; the top 10 by importance are returned.
+For a 30-day head served by trees or a blend, the trees' path contributions (logit units, times
+dp/dlogit and the trees' weight 1 - w) are added to the network's term, which flows through the
+blend with weight w: the attribution explains the probability that is served.
 
 The package layout is what SageMaker's TensorFlow Serving container expects under /opt/ml/model:
 `<version>/saved_model.pb`, `<version>/variables/`, `code/inference.py`, `code/requirements.txt`,
@@ -38,6 +45,8 @@ import numpy as np
 import tensorflow as tf
 
 from model.bundle import ServingFn
+from model.candidates import TreeHead
+from model.trees import LOGIT_LIMIT, GraphTrees
 
 TOP_K = 10
 SIGNATURE = "serving_default"
@@ -83,36 +92,89 @@ def _first_session_gate(p: tf.Tensor, features: tf.Tensor, names: tuple[str, ...
     return tf.where(had_first, first_success, tf.where(had_session, tf.ones_like(p), p))
 
 
+def _tree_head(
+    p_network: tf.Tensor,
+    trees: GraphTrees,
+    head: TreeHead,
+    params: dict[str, float] | None,
+    features: tf.Tensor,
+    attribute: bool,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """A churn head served by trees or a blend (model/candidates.py): (probability [n, 1] float32,
+    dp/dz [n, 1] float64, the trees' Saabas contributions [n, f] float64 or None).
+
+    p = sigmoid(a * clip(w * logit(p_network) + (1 - w) * z_trees) + b): the network's logit as
+    `_calibrated` takes it, the trees' raw logit, the head's Platt scaling fitted on this blend."""
+    z_trees, contributions = trees.walk(features, attribute=attribute)
+    z = tf.clip_by_value(tf.stop_gradient(z_trees), -LOGIT_LIMIT, LOGIT_LIMIT)[:, None]
+    if head.network_weight > 0:
+        q = tf.clip_by_value(tf.cast(p_network, tf.float64), 1e-6, 1 - 1e-6)
+        z_network = tf.math.log(q) - tf.math.log1p(-q)
+        z = tf.clip_by_value(
+            head.network_weight * z_network + (1.0 - head.network_weight) * z, -LOGIT_LIMIT, LOGIT_LIMIT
+        )
+    a = float((params or {}).get("a", 1.0))
+    b = float((params or {}).get("b", 0.0))
+    p = tf.sigmoid(a * z + b)
+    return tf.cast(p, tf.float32), a * p * (1.0 - p), contributions
+
+
 def make_serving_fn(
     model: keras.Model,
     mean: np.ndarray,
     calibration: dict[str, dict[str, float]] | None = None,
     feature_names: tuple[str, ...] | None = None,
+    trees: dict[str, TreeHead] | None = None,
 ) -> tf.types.experimental.PolymorphicFunction:
+    """`trees`: churn heads served by compiled trees or a blend with the network (model/trees.py,
+    model/candidates.py); their `calibration` is the Platt scaling of the served blend. Attribution
+    of such a 30-day head is the network's gradient x (input - mean) through the blend plus the
+    trees' path contributions, both in probability units (dp/dlogit x the tree weight x logit
+    contributions), so `feature_importance` explains the probability that is served."""
     n_features = int(model.input_shape[-1])
     baseline = tf.constant(np.asarray(mean, dtype=np.float32).reshape(1, n_features))
     k = min(TOP_K, n_features)
     calibration = calibration or {}
+    trees = trees or {}
+    graphs = {head: GraphTrees(spec.ensemble, n_features) for head, spec in trees.items()}
+
+    def churn_head(
+        out: dict[str, tf.Tensor], head: str, features: tf.Tensor, attribute: bool = False
+    ) -> tuple[tf.Tensor, Any]:
+        """(calibrated probability [n, 1], the trees' attribution in probability units or None)."""
+        if head not in trees:
+            return _calibrated(out[head], calibration.get(head)), None
+        p, slope, contributions = _tree_head(
+            out[head], graphs[head], trees[head], calibration.get(head), features, attribute
+        )
+        if contributions is None:
+            return p, None
+        tree_share = 1.0 - trees[head].network_weight
+        return p, tf.cast(slope * tree_share * contributions, tf.float32)
 
     def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(features)
             out = model(features, training=False)
-            churn = _calibrated(out["churn_risk_30d"], calibration.get("churn_risk_30d"))
+            churn, tree_attribution = churn_head(out, "churn_risk_30d", features, attribute=True)
         # Rows are independent at inference (BatchNorm uses its moving statistics), so the gradient
         # of the batch sum is each row's own gradient.
         gradient = tape.gradient(churn, features)
-        attribution = tf.abs(gradient * (features - baseline))
+        if gradient is None:  # the trees alone serve the head: no gradient reaches the inputs
+            gradient = tf.zeros_like(features)
+        attribution = gradient * (features - baseline)
+        if tree_attribution is not None:
+            attribution = attribution + tree_attribution
+        attribution = tf.abs(attribution)
         top = tf.math.top_k(attribution, k=k)
         first = tf.squeeze(
             _calibrated(out["first_session_success"], calibration.get("first_session_success")), axis=-1
         )
+        churn_14d, _ = churn_head(out, "churn_risk_14d", features)
         return {
             "first_session_success": _first_session_gate(first, features, feature_names),
             "session_velocity": tf.squeeze(out["session_velocity"], axis=-1),
-            "churn_risk_14d": tf.squeeze(
-                _calibrated(out["churn_risk_14d"], calibration.get("churn_risk_14d")), axis=-1
-            ),
+            "churn_risk_14d": tf.squeeze(churn_14d, axis=-1),
             "churn_risk_30d": tf.squeeze(churn, axis=-1),
             "supply_demand": out["supply_demand"],
             "health_score": tf.squeeze(out["health_score"], axis=-1),
@@ -132,11 +194,12 @@ def export_saved_model(
     path: Path,
     calibration: dict[str, dict[str, float]] | None = None,
     feature_names: tuple[str, ...] | None = None,
+    trees: dict[str, TreeHead] | None = None,
 ) -> Path:
     """Write the SavedModel with the `serving_default` signature to `path` (a fresh directory)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve = make_serving_fn(model, mean, calibration, feature_names)
+    serve = make_serving_fn(model, mean, calibration, feature_names, trees)
     archive.add_endpoint(name=SIGNATURE, fn=serve)
     archive.write_out(str(path), verbose=False)
     return path

@@ -4,9 +4,11 @@
 log through the same path, or the seed's generator), fits the network on the training rows with
 early stopping on the validation rows (later instants of other customers), fits each probability
 head's calibration on the validation period (it is exported inside the serving signature), fits
-the baselines on the same rows, writes the bundle and, given an `Evaluator`, evaluates it on the
-test customers (`jobs.evaluation.evaluate_held_out` reads out of time and out of customer, and
-out of customer only). With the same seed it produces the same weights:
+the baselines on the same rows, chooses per churn head what serves it among the candidates (the
+network, the baselines' gradient boosting, a blend: `model.candidates`, on the validation
+customers), writes the bundle (trees compiled into the SavedModel) and, given an `Evaluator`,
+evaluates it on the test customers (`jobs.evaluation.evaluate_held_out` reads out of time and out
+of customer, and out of customer only). With the same seed it produces the same weights:
 `keras.utils.set_random_seed` and `tf.config.experimental.enable_op_determinism`.
 
 The cached default bundle (`jobs.training.ensure_default_bundle`) is trained here on a simulated
@@ -38,6 +40,7 @@ from model.bundle import (
     update_metrics,
     write_bundle,
 )
+from model.candidates import CANDIDATES
 from model.datasources import (
     DEFAULT_CUSTOMERS,
     DEFAULT_DAYS,
@@ -70,6 +73,9 @@ class TrainConfig:
     # A second member trained on the training customers' every instant, averaged with the
     # earlier-instants member (see `fit_ensemble`); only for logs with time (not seed / synthetic rows).
     every_instant_member: bool = True
+    # What may serve each churn head, chosen on the validation customers (model/candidates.py);
+    # ("network",) is the network alone. Logs with customers only (seed / synthetic rows: the network).
+    candidates: tuple[str, ...] = CANDIDATES
 
 
 # The held-out evaluation `train_bundle` runs when given one: (bundle, data, seed) -> metrics.json's
@@ -341,12 +347,85 @@ def fit_calibration(
     return out
 
 
-def model_version(model: Any, when: datetime) -> str:
-    """ "2026-11-27-ab12cd": the training date and a digest of the weights."""
+def model_version(model: Any, when: datetime, trees: dict[str, Any] | None = None) -> str:
+    """ "2026-11-27-ab12cd": the training date and a digest of the weights (and of the trees and
+    blend weight of churn heads they serve: another served model is another version)."""
     digest = hashlib.sha256()
     for weights in model.get_weights():
         digest.update(np.ascontiguousarray(weights).tobytes())
+    for head, spec in sorted((trees or {}).items()):
+        digest.update(f"{head}:{spec.network_weight}".encode())
+        for value in spec.ensemble.as_arrays().values():
+            digest.update(np.ascontiguousarray(value).tobytes())
     return f"{when:%Y-%m-%d}-{digest.hexdigest()[:6]}"
+
+
+def _fit_baselines(
+    loaded: TrainingData,
+    config: TrainConfig,
+    baselines: bool,
+    two_members: bool,
+    extra: dict[str, bytes],
+    say: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The baselines on the network's own rows (every instant when it has two members), kept in
+    `extra` as baselines.pkl when wanted; the GBM alone when only the candidates need it. Returns
+    the GBM per churn head (None: neither wanted)."""
+    from model.baselines import NAMES, fit_baselines
+
+    wants_gbm = bool({"gbm", "blend"} & set(config.candidates))
+    if not baselines and not wants_gbm:
+        return None
+    assert loaded.validation is not None
+    say(
+        "fitting the baselines on the same rows ..."
+        if baselines
+        else "fitting gradient boosting per churn head ..."
+    )
+    every = loaded.train_every_instant
+    rows = every if two_members and every is not None else loaded.train
+    names = NAMES if baselines else ("gbm",)
+    fitted = fit_baselines(rows.x, rows.y, loaded.validation.x, loaded.validation.y, config.seed, names)
+    if baselines:
+        extra["baselines.pkl"] = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
+    return {head: models["gbm"] for head, models in fitted.models.items() if "gbm" in models}
+
+
+def _choose_candidates(
+    model: Any,
+    gbms: dict[str, Any] | None,
+    loaded: TrainingData,
+    config: TrainConfig,
+    calibration: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata's `candidates` record, the trees the SavedModel serves). A head served by another
+    candidate than the network takes that candidate's calibration (fitted on its served logit)."""
+    from model.candidates import choose_heads
+    from model.datasources import arrays_of
+
+    assert loaded.validation is not None and loaded.examples is not None
+    test = loaded.examples.where("test", after_cut=True)
+    choices, trees = choose_heads(
+        model,
+        gbms or {},
+        loaded.validation,
+        arrays_of(test) if len(test) else None,
+        config.candidates,
+        config.seed,
+    )
+    for head, choice in choices.items():
+        if choice.served != "network":
+            platt = choice.platt
+            calibration[head] = (
+                None if platt.is_identity else {**platt.as_dict(), "source": f"validation, {choice.served}"}
+            )
+    record = {
+        "names": list(config.candidates),
+        "chosen_on": "validation customers' instants after the time cut (AUC; ties keep the network)",
+        "test_reading": "test customers' instants after the cut: recorded, never used to choose",
+        "heads": {head: choice.record() for head, choice in choices.items()},
+    }
+    return _jsonable(record), trees
 
 
 def library_versions() -> dict[str, str]:
@@ -398,22 +477,21 @@ def train_bundle(
     calibration = fit_calibration(model, validation, loaded.train) if loaded.examples is not None else {}
     say(f"fitted in {summary['epochs_run']} epochs, best {summary['best_epoch']} ({clock.lap('fit')})")
     extra: dict[str, bytes] = {}
+    trees: dict[str, Any] = {}
+    candidates: dict[str, Any] | None = None
     if loaded.examples is not None and validation is not None:
-        if baselines:
-            from model.baselines import fit_baselines
-
-            say("fitting the baselines on the same rows ...")
-            every = loaded.train_every_instant
-            rows = every if len(members) > 1 and every is not None else loaded.train
-            fitted = fit_baselines(rows.x, rows.y, validation.x, validation.y, config.seed)
+        gbms = _fit_baselines(loaded, config, baselines, len(members) > 1, extra, say)
+        if gbms is not None:
             say(f"baselines fitted ({clock.lap('baselines')})")
-            extra["baselines.pkl"] = pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)
+        candidates, trees = _choose_candidates(model, gbms, loaded, config, calibration)
+        served = ", ".join(f"{head} {choice['served']}" for head, choice in candidates["heads"].items())
+        say(f"candidates chosen on the validation customers: {served} ({clock.lap('candidates')})")
         trained = loaded.train if loaded.train_every_instant is None else loaded.train_every_instant
         seen = sorted(_customers(trained) | _customers(validation))
         extra[TRAINING_CUSTOMERS_FILE] = gzip.compress(("\n".join(seen) + "\n").encode(), mtime=0)
     now = datetime.now(UTC)
     metadata = {
-        "model_version": model_version(model, now),
+        "model_version": model_version(model, now, trees),
         "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "feature_hash": FEATURE_HASH,
         "n_features": N_FEATURES,
@@ -428,11 +506,12 @@ def train_bundle(
             "log": _jsonable(loaded.summary) if loaded.examples is not None else None,
         },
         "calibration": calibration,
+        "candidates": candidates,
         "libraries": library_versions(),
     }
     metadata["card"] = card_facts(metadata, loaded)
     metrics: dict[str, Any] = {"history": summary["history"]}
-    write_bundle(out_dir, model, baseline, metadata, metrics, extra)
+    write_bundle(out_dir, model, baseline, metadata, metrics, extra, trees)
     bundle = load_bundle(out_dir)
     if evaluate:
         say("evaluating on held-out customers ...")

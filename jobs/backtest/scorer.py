@@ -4,8 +4,13 @@ What the endpoint returns is what the packaged handlers make of TF Serving's ans
 (`model.inference.Handlers.prediction`), so this runs the same: `LocalPredictor.predict_array` (the
 SavedModel signature the local endpoint and SageMaker serve), outputs turned into Python floats as
 TF Serving's JSON carries them, then the same `prediction` formatting. Inputs are cast to float32
-as the endpoint casts the JSON numbers it receives, and split into the same chunks the SageMaker
-client sends, so a batch scores as it would through the endpoint, minus HTTP and JSON.
+as the endpoint casts the JSON numbers it receives.
+
+Scores do not depend on how rows are grouped, nor on the process: `LocalPredictor` runs every call
+as blocks of exactly 64 rows with op determinism on (model/server.py says why), so a row's result
+depends on its own features only, whatever else is scored with it, however a backtest was split
+into shards or workers, whether a model was trained in the same process before, and whatever the
+thread count. The chunks below are `worker.scoring`'s request split, as the endpoint receives them.
 """
 
 from __future__ import annotations
