@@ -175,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=iso_day, metavar="ISO", help="first alert day (default: 60 days ago)")
     stats.add_argument("--until", type=iso_day, metavar="ISO", help="last alert day (default: today)")
     stats.add_argument("--json", action="store_true", help="print the counts as JSON")
+    report = alerts_sub.add_parser(
+        "report",
+        parents=[common],
+        help="an HTML page: open, deferred and resolved alerts, precision, the customers most at risk",
+        description="Read the alert ledger (its daily counters, its sparse index and the open alerts' items by "
+        "key; never a Scan) and write one self-contained HTML page (inline SVG, no script, no network): alerts "
+        "sent and deferred per budget and per day against its cap, alerts opened, escalated and resolved per "
+        "type with the mean time to resolution, live precision and time to resolution over time, the customers "
+        "most at risk with what changed since their previous scoring, and the deferred alerts, most valuable "
+        "first.",
+    )
+    report.add_argument("--since", type=iso_day, metavar="DAY", help="first alert day (default: 30 days ago)")
+    report.add_argument("--until", type=iso_day, metavar="DAY", help="last alert day (default: today)")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file to write")
+    report.add_argument("--json", action="store_true", help="also print the report's numbers as JSON")
 
     _add_history_commands(sub, common)
     _add_loop_commands(sub, common)
@@ -288,8 +303,10 @@ def _add_history_commands(
         "--bundle or the cached default bundle, trained first when missing: a few minutes, once) once, then sweep "
         "every rule's thresholds on the scoring instants it "
         "recorded (same cooldowns and churn handling as the ledger), print the precision/recall/volume trade-off, "
-        "pick per rule the threshold with the best recall that meets --target-precision and --max-fpr (or "
-        "disable the rule if none does) and write FILE: [alerts.<type>] tables that `run --config FILE`, "
+        "pick per rule the threshold with the best recall that meets --target-precision and --max-fpr (and "
+        "--max-per-day) (or disable the rule if none does), the same per tier where the tier has enough outcomes "
+        "(--min-segment-outcomes; elsewhere the global thresholds, said so in the table and the file), and write "
+        "FILE: [alerts.<type>] and [alerts.<type>.by_tier.<tier>] tables that `run --config FILE`, "
         "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html).",
     )
     tune.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
@@ -317,6 +334,22 @@ def _add_history_commands(
         default=5,
         metavar="N",
         help="ignore thresholds that alert fewer customers than this (default 5)",
+    )
+    tune.add_argument(
+        "--max-per-day",
+        type=positive_float,
+        default=None,
+        metavar="N",
+        help="a capacity budget: only thresholds that send at most N alerts a day on average, per rule (a "
+        "tier: its share of N); the table shows alerts per day, and against each [budgets.<name>] of the config",
+    )
+    tune.add_argument(
+        "--min-segment-outcomes",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="a tier gets thresholds of its own ([alerts.<type>.by_tier.<tier>]) when it has at least N customers "
+        "who churned and N who stayed; elsewhere the global ones apply, as the table and the file say (default 20)",
     )
     tune.add_argument("--bundle", type=Path, metavar="DIR", help=DEFAULT_BUNDLE_HELP)
     tune.add_argument("--endpoint", metavar="NAME", help="score with this SageMaker endpoint, not in process")
@@ -512,6 +545,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_local(
             settings, args.customers, args.days, args.live_days, args.seed, args.events, args.rate
         )
+    if args.command == "alerts" and args.alerts_command == "report":
+        from cli.commands.alerts_report import run_alerts_report
+
+        return asyncio.run(run_alerts_report(settings, args.since, args.until, args.out, args.json))
     if args.command == "alerts" and args.alerts_command == "stats":
         from cli.commands.alerts_stats import run_alerts_stats
 
@@ -619,7 +656,9 @@ def _dispatch_history(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_backtest_command(settings, request))
     from cli.commands.tune import TuneTargets, run_tune
 
-    targets = TuneTargets(args.target_precision, args.max_fpr, args.min_alerted)
+    targets = TuneTargets(
+        args.target_precision, args.max_fpr, args.min_alerted, args.max_per_day, args.min_segment_outcomes
+    )
     return asyncio.run(run_tune(settings, request, args.out, targets, args.config))
 
 

@@ -45,6 +45,7 @@ DUE_INDEX = "due"
 DUE_SHARD = "due_shard"  # S: the index's hash key, a 2-digit shard of customer_id
 DUE_AT = "due_us"  # N: the index's range key, epoch microseconds
 DUE_OWNER = "due_owner"  # S: the token of the sweeper claim holding the customer, while it does
+SCORED_AT = "scored_us"  # N: when the customer was last scored (the profile Put, or the completion)
 # Index partitions. Part of the table's schema: a customer's shard is derived from its id, so this
 # number must never change for a table (customers of a dropped shard would never be found again).
 DUE_SHARDS = 16
@@ -92,9 +93,10 @@ class DueIndex(Protocol):
         whether more were due than claimed."""
         ...
 
-    async def complete(self, claim: DueClaim, next_due_us: int | None) -> bool:
+    async def complete(self, claim: DueClaim, next_due_us: int | None, scored_us: int | None = None) -> bool:
         """Scored: due again at `next_due_us`, or out of the index (None). False if the claim was
-        lost meanwhile (its lease ran out and someone else holds the customer, or events came)."""
+        lost meanwhile (its lease ran out and someone else holds the customer, or events came).
+        `scored_us`: when it was scored, noted on the profile in the same write."""
         ...
 
     async def release(self, claim: DueClaim) -> None:
@@ -169,7 +171,7 @@ class MemoryDueIndex:
     def _holds(self, claim: DueClaim) -> bool:
         return self.entries.get(claim.customer_id) == (claim.lease_until_us, claim.token)
 
-    async def complete(self, claim: DueClaim, next_due_us: int | None) -> bool:
+    async def complete(self, claim: DueClaim, next_due_us: int | None, scored_us: int | None = None) -> bool:
         self.requests["UpdateItem"] += 1
         if not self._holds(claim):
             return False

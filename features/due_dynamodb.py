@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from features.due import DUE_AT, DUE_INDEX, DUE_OWNER, DUE_SHARD, DUE_SHARDS, DueClaim, DueStats, _us
+from features.due import (
+    DUE_AT,
+    DUE_INDEX,
+    DUE_OWNER,
+    DUE_SHARD,
+    DUE_SHARDS,
+    SCORED_AT,
+    DueClaim,
+    DueStats,
+    _us,
+)
 from features.dynamodb import PROFILE_BUCKET
 from features.exceptions import FeatureStoreError
 from features.state import to_us
@@ -125,16 +135,22 @@ class DynamoDBDueIndex:
             },
         )
 
-    async def complete(self, claim: DueClaim, next_due_us: int | None) -> bool:
+    async def complete(self, claim: DueClaim, next_due_us: int | None, scored_us: int | None = None) -> bool:
+        names = {"#due": DUE_AT, "#owner": DUE_OWNER}
+        scored, values = "", {}
+        if scored_us is not None:  # "what changed" starts from this scoring (no extra write: this one)
+            scored, values = "#scored = :scored", {":scored": {"N": str(scored_us)}}
+            names["#scored"] = SCORED_AT
         if next_due_us is None:
-            update, values = f"REMOVE #due, #owner, {DUE_SHARD}", {}
+            update = (f"SET {scored} " if scored else "") + f"REMOVE #due, #owner, {DUE_SHARD}"
         else:
-            update, values = "SET #due = :next REMOVE #owner", {":next": {"N": str(next_due_us)}}
+            update = "SET #due = :next" + (f", {scored}" if scored else "") + " REMOVE #owner"
+            values[":next"] = {"N": str(next_due_us)}
         return await self._update(
             claim.customer_id,
             UpdateExpression=update,
             ConditionExpression=STILL_OURS,
-            ExpressionAttributeNames={"#due": DUE_AT, "#owner": DUE_OWNER},
+            ExpressionAttributeNames=names,
             ExpressionAttributeValues={
                 **values,
                 ":lease_until": {"N": str(claim.lease_until_us)},

@@ -63,8 +63,15 @@ from features.layout import (
     segment_key,
     state_from_items,
 )
-from features.state import CustomerState, to_us
-from features.store import DEFAULT_RETENTION, ApplyResult, apply_to_state, group_by_customer, oldest_kept_day
+from features.state import CustomerState, before_events, to_us
+from features.store import (
+    DEFAULT_RETENTION,
+    ApplyResult,
+    apply_to_state,
+    event_days,
+    group_by_customer,
+    oldest_kept_day,
+)
 from plumbing.retry import (
     Failure,
     backoff,
@@ -268,6 +275,7 @@ class DynamoDBFeatureStore:
                             self.segments.put(action["Put"]["Item"])
                     state = part.states[cid]
                     state.profile.version, state.profile.due_us = write.version, write.due_us
+                    state.profile.scored_us = now_us
                     total.merge(part)
                     alone.discard(cid)
                     attempts[cid] = 0  # the next part of its events starts afresh
@@ -308,8 +316,10 @@ class DynamoDBFeatureStore:
         write (None: all duplicates) and the events left for the next round."""
         stored, raw = read
         count = len(events)
+        previous = before_events(stored.state, event_days(events))
         while True:
             part = ApplyResult()
+            part.previous[customer_id] = previous
             touched = apply_to_state(stored.state, events[:count], part)
             part.states[customer_id] = stored.state
             if not touched:
@@ -317,7 +327,9 @@ class DynamoDBFeatureStore:
             due_us = stored.state.profile.due_us
             if self._rescore_interval is not None:
                 due_us = next_due_us(stored.state, now_us, self._rescore_interval, self._retention)
-            write = plan_write(stored, touched, self._table, self._retention, oldest_day, due_us)
+            write = plan_write(
+                stored, touched, self._table, self._retention, oldest_day, due_us, scored_us=now_us
+            )
             if write is not None:
                 return part, write, events[count:]
             if count == 1:

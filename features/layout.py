@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from features.due import DUE_AT, DUE_SHARD, DUE_SHARDS
+from features.due import DUE_AT, DUE_SHARD, DUE_SHARDS, SCORED_AT
 from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
 from plumbing.tables import shard_of
 
@@ -247,6 +247,7 @@ def read_profile(customer_id: str, item: dict[str, Any] | None) -> Stored:
         lifetime=document.get("lt", {}),
         version=version,
         due_us=int(item[DUE_AT]["N"]) if DUE_AT in item else None,
+        scored_us=int(item[SCORED_AT]["N"]) if SCORED_AT in item else None,
     )
     stored = Stored(
         customer_id, 2, version, state, next_segment=document.get("ns", 1), legacy_until=document.get("lg")
@@ -419,6 +420,8 @@ def plan_write(
     retention: timedelta,
     oldest_day: int,
     due_us: int | None,
+    *,
+    scored_us: int | None = None,
 ) -> Write | None:
     """The items one write puts after events were folded into `stored.state`, `touched` being the
     pages that gained events. None when they would pass MAX_ITEMS_PER_WRITE or
@@ -454,7 +457,9 @@ def plan_write(
         legacy_until = max(kept) if kept else None
     packer = _Packer(segments, stored.next_segment, pages)
 
-    profile = _profile_item(stored, hot, segments, set(), packer.next_segment, legacy_until, due_us)
+    profile = _profile_item(
+        stored, hot, segments, set(), packer.next_segment, legacy_until, due_us, scored_us
+    )
     profile_bytes = item_bytes(profile)
     rolled = profile_bytes > PROFILE_ROLL_AT
     if rolled:
@@ -483,7 +488,9 @@ def plan_write(
         items.append((segment, _segment_item(stored.customer_id, segment, pages, retention)))
     written = {segment.number for segment, _ in items}
     if rolled or dirty:  # else the profile as first built is the one to write (the common case)
-        profile = _profile_item(stored, hot, segments, written, packer.next_segment, legacy_until, due_us)
+        profile = _profile_item(
+            stored, hot, segments, written, packer.next_segment, legacy_until, due_us, scored_us
+        )
     actions = [_put(table, profile, *_profile_condition(stored))]
     for segment, item in items:
         if segment.version == 0:
@@ -574,6 +581,7 @@ def _profile_item(
     next_segment: int,
     legacy_until: int | None,
     due_us: int | None,
+    scored_us: int | None = None,
 ) -> dict[str, Any]:
     profile = stored.state.profile
     rows, digests = _pages_document([stored.state.pages[key] for key in sorted(hot)])
@@ -605,6 +613,8 @@ def _profile_item(
     if due_us is not None:  # absent: not in the due index (churned, or never scored without an event)
         item[DUE_SHARD] = {"S": shard_of(stored.customer_id, DUE_SHARDS)}
         item[DUE_AT] = {"N": str(due_us)}
+    if scored_us is not None:  # the scoring this write precedes (worker/alerts/changes.py)
+        item[SCORED_AT] = {"N": str(scored_us)}
     return item
 
 

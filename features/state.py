@@ -16,6 +16,7 @@ Invariants, whatever order or duplication events arrive in:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,6 +107,9 @@ class Profile:
     # When the customer is next due for scoring without an event (features/due.py); store metadata,
     # not part of the profile's value.
     due_us: int | None = field(default=None, compare=False)
+    # When the worker last scored the customer (set by the writes each scoring makes anyway: the
+    # event path's profile Put, the sweeper's completion): where "what changed" starts. Metadata.
+    scored_us: int | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -130,6 +134,40 @@ class CustomerState:
         """Drop pages before `oldest_day` (what DynamoDB's TTL does to old buckets)."""
         for key in [key for key in self.pages if key[0] < oldest_day]:
             del self.pages[key]
+
+
+def before_events(state: CustomerState, days: Iterable[int]) -> CustomerState:
+    """A copy of `state` for computing features, which folding events of `days` into `state` later
+    leaves as it is: the pages of those days are copied (without their event digests: features do
+    not read them), the others shared (a fold never touches them), the profile copied."""
+    touched = set(days)
+    profile = state.profile
+    copied = Profile(
+        first_seen_us=profile.first_seen_us,
+        signed_up_us=profile.signed_up_us,
+        tier=profile.tier,
+        first_session=profile.first_session,
+        last_us=dict(profile.last_us),
+        lifetime=dict(profile.lifetime),
+        version=profile.version,
+        due_us=profile.due_us,
+        scored_us=profile.scored_us,
+    )
+    pages = {
+        key: (
+            DayPage(
+                page.day,
+                page.page,
+                counts=dict(page.counts),
+                last_us=dict(page.last_us),
+                tutors={tutor: list(agg) for tutor, agg in page.tutors.items()},
+            )
+            if key[0] in touched
+            else page
+        )
+        for key, page in state.pages.items()
+    }
+    return CustomerState(state.customer_id, copied, pages)
 
 
 def _add(counts: dict[str, int], key: str, amount: int = 1) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from features.due import MemoryDueIndex, next_due_us
 from features.events import Event
-from features.state import CustomerState, apply_event, to_us, utc_day
+from features.state import DAY_US, CustomerState, apply_event, before_events, to_us, utc_day
 
 DEFAULT_RETENTION = timedelta(days=35)
 
@@ -28,11 +28,16 @@ class ApplyResult:
     states: dict[str, CustomerState] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)  # event_ids counted now
     duplicates: list[str] = field(default_factory=list)  # event_ids already counted before
+    # Each touched customer as read, before this batch's events (`features.state.before_events`):
+    # what the worker's previous scoring saw, for "what changed" (worker/alerts/changes.py).
+    previous: dict[str, CustomerState] = field(default_factory=dict)
 
     def merge(self, other: ApplyResult) -> None:
         self.states.update(other.states)
         self.applied += other.applied
         self.duplicates += other.duplicates
+        for cid, state in other.previous.items():
+            self.previous.setdefault(cid, state)  # the first read: before any part of the batch
 
 
 class FeatureStore(Protocol):
@@ -43,6 +48,10 @@ class FeatureStore(Protocol):
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         """Current states (customers never seen get an empty state)."""
         ...
+
+
+def event_days(events: Iterable[Event]) -> set[int]:
+    return {to_us(event.occurred_at) // DAY_US for event in events}
 
 
 def group_by_customer(events: Iterable[Event]) -> dict[str, list[Event]]:
@@ -97,9 +106,13 @@ class MemoryFeatureStore:
         oldest = oldest_kept_day(now, self._retention)
         for customer_id, customer_events in group_by_customer(events).items():
             state = self._states.setdefault(customer_id, CustomerState(customer_id))
+            result.previous[customer_id] = before_events(state, event_days(customer_events))
             touched = apply_to_state(state, customer_events, result)
             if touched:
                 state.profile.version += 1
+                state.profile.scored_us = to_us(
+                    now
+                )  # the scoring that follows (DynamoDB's Put does the same)
                 if self._due is not None:
                     entry = self._due.entries.get(customer_id)
                     state.profile.due_us = entry[0] if entry else None

@@ -5,6 +5,10 @@ shadow log in S3 writes them.
 A path is a file (`.jsonl`, `.jsonl.gz`), a directory or a glob of such files, or an
 `s3://bucket/prefix/` of them. A line that is not an alert body is a usage error naming the file and
 line: analyses over a silently shortened log would mislead.
+
+A log may also hold the later messages of alerts (`status` `escalated` or `resolved`: the same
+`alert_id` as the alert, worker/alerts/lifecycle.py); they are not alerts of their own and are left
+out here, so every analysis counts each alert once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from features.s3events import list_event_objects
 from features.state import parse_iso_us
 from jobs.uplift import AlertRow
 from worker.exceptions import UsageError
+
+LATER_MESSAGES = ("escalated", "resolved")  # an alert's escalation and resolution: not alerts of their own
 
 
 def _sources(path: str) -> list[EventSource]:
@@ -58,6 +64,8 @@ def read_bodies(paths: Sequence[str]) -> Iterator[tuple[str, int, dict[str, Any]
                                 raise ValueError("not an object")
                         except ValueError as exc:
                             raise UsageError(f"{name}:{number}: not an alert body ({exc})") from None
+                        if body.get("status") in LATER_MESSAGES:
+                            continue
                         yield name, number, body
                 except (OSError, EOFError, UnicodeDecodeError) as exc:  # a torn gzip, a file that is not text
                     raise UsageError(f"{name}: unreadable: {exc}") from None

@@ -120,6 +120,8 @@ def _axes(
         out.append(f'<line x1="{left}" y1="{sy(y):.1f}" x2="{W - PAD_R}" y2="{sy(y):.1f}" stroke="#eee"/>')
         if x_ticks:
             x = x0 + (x1 - x0) * k / 4
+            if float(x0).is_integer() and float(x1).is_integer() and x1 - x0 >= 4:
+                x = round(x)  # days, counts: whole ticks, not 7.75
             out.append(
                 f'<text x="{sx(x):.1f}" y="{bottom + 12}" font-size="9" text-anchor="middle">{_fmt(x)}</text>'
             )
@@ -179,6 +181,44 @@ def page(title: str, sections: Sequence[tuple[str, str]]) -> str:
     )
 
 
+def budget_usage_section(budgets: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per budget: the alerts each day against its cap (a backtest measures demand; the live worker
+    defers what is over the cap, highest expected value first)."""
+    rows = [
+        [
+            name,
+            ", ".join(u["types"]),
+            ", ".join(u["tiers"]) if u["tiers"] else "all",
+            u["max_per_day"],
+            u["mean_per_day"],
+            u["p90_per_day"],
+            u["busiest_day"],
+            u["days_over"],
+            u["over_budget"],
+        ]
+        for name, u in budgets.items()
+    ]
+    header = [
+        "budget",
+        "types",
+        "tiers",
+        "max / day",
+        "mean / day",
+        "p90 / day",
+        "busiest day",
+        "days over",
+        "over budget",
+    ]
+    series: dict[str, list[Point]] = {}
+    for name, u in budgets.items():
+        series[f"{name} (alerts)"] = [(float(d), float(c)) for d, c in enumerate(u["per_day"])]
+        series[f"{name} (cap)"] = [
+            (0.0, float(u["max_per_day"])),
+            (float(len(u["per_day"]) - 1), float(u["max_per_day"])),
+        ]
+    return table(header, rows) + line_chart(series, "day", "alerts per day", markers=True)
+
+
 def backtest_page(report: dict[str, Any]) -> str:
     """report.html: the tables of report.json and its plots."""
     by_type = report["alerts"]["by_type"]
@@ -209,6 +249,8 @@ def backtest_page(report: dict[str, Any]) -> str:
         targets = [[t["metric"], t["target"], t["value"], t["pass"]] for t in report["targets"]]
         sections.append(("Seed targets", table(["metric", "target", "measured", "result"], targets)))
     sections.append(("Alerts by type", table(header, rows)))
+    if report.get("budgets"):
+        sections.append(("Alerts per day against each budget", budget_usage_section(report["budgets"])))
     weekly = report["weekly_alerts"]
     sections.append(
         (

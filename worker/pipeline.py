@@ -32,6 +32,14 @@ The improvement loop (docs/architecture.md, The improvement loop), each in a met
   `expire_alert_outcomes` and `refresh_live_precision` are the sweeper's (`worker.alerts.alert_outcomes`).
 - `_submit_to_shadow`: the customers the live model scored, handed to the shadow model
   (`worker.shadow`), which never holds up, fails or changes this path.
+
+What a retention team acts on (docs/architecture.md, Alerts people act on):
+- `explain` (`worker.alerts.changes`): every alert says what changed since the customer's previous
+  scoring; one extra scoring call per batch that alerts, bounded, never failing the batch.
+- budgets (`worker.alerts.budgets`): `claim_all` claims each budget's alerts by expected value;
+  `_defer_until_tomorrow` marks the customers of DEFERRED claims due at the next UTC day's start.
+- the lifecycle (`worker.alerts.lifecycle`): escalations come back from the claims as NEW claims and
+  are published like any alert; `resolve_cleared` (the sweeper's) publishes resolutions.
 """
 
 from __future__ import annotations
@@ -44,13 +52,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import structlog
 
-from features.activity import has_churned, latest_event_us
+from features.activity import has_churned, is_active, latest_event_us
 from features.events import MAX_FUTURE_SKEW, TIERS, Event, check_event_time, parse_event
 from features.exceptions import EventParseError, FeaturesError
 from features.registry import FEATURE_HASH, FeatureRow, compute_features_batch
 from features.state import CustomerState, from_us, to_us
 from worker.alerts.alert_outcomes import live_precision, precision_window
-from worker.alerts.claims import Claim
+from worker.alerts.budgets import BudgetsConfig, expected_value, next_day_start
+from worker.alerts.changes import explain
+from worker.alerts.claims import Claim, ClaimStatus
 from worker.alerts.config import AlertsConfig
 from worker.alerts.exceptions import AlertPublishError, InvalidPredictionError
 from worker.alerts.experiment import CONTROL, ExperimentConfig, assign_arm
@@ -117,6 +127,8 @@ class Pipeline:
         experiment: ExperimentConfig | None = None,
         control_publisher: AlertPublisher | None = None,
         shadow: ShadowScoring | None = None,
+        budgets: BudgetsConfig | None = None,
+        explainer: Scorer | None = None,
     ) -> None:
         self._store = store
         self._scorer = scorer
@@ -135,6 +147,8 @@ class Pipeline:
         )
         self.shadow = shadow  # the shadow model, best effort in the background (worker.shadow)
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
+        self._budgets = budgets  # capacity budgets (worker.alerts.budgets)
+        self._explainer = explainer  # scores "what changed" (worker.alerts.changes); None: no shares
 
     async def process(self, records: Sequence[Record]) -> Settlement:
         now = self._clock()
@@ -180,7 +194,7 @@ class Pipeline:
             if record.enqueued_at is not None:
                 cid = event.customer_id
                 enqueued[cid] = min(enqueued.get(cid, record.enqueued_at), record.enqueued_at)
-        outcome = await self.score_customers(applied.states, now, "event", enqueued)
+        outcome = await self.score_customers(applied.states, now, "event", enqueued, applied.previous)
         retry = await self._mark_unscored_due(outcome.unscored, now)
         if not await self._archive_events([event for _, event in good]):
             retry = {event.customer_id for _, event in good}
@@ -260,10 +274,13 @@ class Pipeline:
         now: datetime,
         trigger: Trigger = "event",
         enqueued: Mapping[str, float] | None = None,
+        previous: Mapping[str, CustomerState] | None = None,
     ) -> ScoreOutcome:
         """Features at `scoring_instant(now)`, one endpoint call, routing, claims, publishing and
         marks, for every customer in `states` (churned ones are recorded, not alerted). Customers
-        the endpoint could not score get rule-only alerts and come back in `unscored`."""
+        the endpoint could not score get rule-only alerts and come back in `unscored`.
+        `previous`: the customers as they were before this batch's events (what changed is
+        measured from their previous scoring); None: `states` themselves (a re-scoring)."""
         outcome = ScoreOutcome()
         customers = sorted(states)
         if not customers:
@@ -320,10 +337,19 @@ class Pipeline:
                 await self._ledger.record_return(
                     cid, from_us(last["customer_churned"]), from_us(last["customer_signed_up"])
                 )
-            alerts += self._with_arms(routed)
+            value = expected_value(prediction.churn_risk_30d if prediction else None, FeatureRow(matrix[row]))
+            alerts += self._with_arms(
+                [alert.model_copy(update={"expected_value": value}) for alert in routed]
+            )
             if prediction is not None:
                 compared[row] = (tier, {alert.alert_type.value for alert in routed})
         self._submit_to_shadow(matrix, customers, compared, predictions, as_of, trigger)
+        alerts = await explain(
+            alerts, customers, matrix, predictions, states, previous, as_of, self._explainer
+        )
+        if scored:  # where the next scoring's "what changed" starts (in process; the store writes it)
+            for cid in customers:
+                states[cid].profile.scored_us = to_us(as_of)
         outcome.alerts_published, outcome.alerts_withheld = await self._claim_and_publish(
             alerts, enqueued or {}
         )
@@ -415,14 +441,81 @@ class Pipeline:
             return [], []
         # The claim's own time, not the batch's: after long retries a lease from the batch's start
         # could be over before the claim is written, and another worker would send it too.
-        claims = await self._ledger.claim_all(alerts, self._clock(), self._alerts)
+        claims = await self._ledger.claim_all(alerts, self._clock(), self._alerts, self._budgets)
         kill_point("after_alert_claim")
         for claim in claims:
             if not claim.should_publish:
                 self.metrics.inc(
                     "alerts_not_sent", type=claim.alert.alert_type.value, reason=claim.status.value
                 )
+        await self._defer_until_tomorrow([c for c in claims if c.status is ClaimStatus.DEFERRED])
         return await self._publish(await self._still_ours(claims), enqueued)
+
+    async def _defer_until_tomorrow(self, deferred: Sequence[Claim]) -> None:
+        """Customers whose alerts a budget deferred are due at the next UTC day's start, so the
+        sweeper routes them again then, events or not (the deferral itself is in the ledger)."""
+        if not deferred:
+            return
+        for claim in deferred:
+            log.info(
+                "alert deferred: its budget is spent for the day",
+                type=claim.alert.alert_type.value,
+                customer_id=claim.alert.customer_id,
+                budget=claim.alert.budget.name if claim.alert.budget else None,
+            )
+        if self._due is None:
+            return  # in process (backtests): every active customer is scored each day anyway
+        customers = sorted({claim.alert.customer_id for claim in deferred})
+        try:
+            await self._due.mark_due(customers, next_day_start(self._clock()))
+        except FatalAwsError:
+            raise
+        except Exception as exc:  # they are due within an interval anyway: never fail the batch for it
+            log.warning(
+                "could not mark deferred customers due tomorrow", error=str(exc), customers=len(customers)
+            )
+
+    @property
+    def has_lifecycle(self) -> bool:
+        """Whether any rule escalates or resolves (`worker.alerts.lifecycle`)."""
+        return self._alerts.lifecycle
+
+    async def resolve_cleared(self, now: datetime, limit: int) -> int:
+        """Publish the resolutions of lifecycle alerts clear past their deadline (the sweeper calls
+        this): each a message of its own, same alert_id, `status: resolved`. Returns how many.
+
+        Only on evidence: the customer was scored at least `resolve_after` after the rule last
+        fired (that scoring found it clear, or its heartbeat would have moved the deadline). One
+        not scored since (the workers were down, the sweep is behind) is marked due now instead,
+        and resolved at a later pass if its scoring finds the condition still clear. A customer
+        nobody scores any more (churned, silent past retention) is resolved on the deadline."""
+        candidates = await self._ledger.resolution_candidates(now, limit)
+        if not candidates:
+            return 0
+        # In process (no due index: backtests) every active customer is scored each day anyway.
+        wanted = sorted({alert.customer_id for alert in candidates}) if self._due is not None else []
+        states = await self._store.get(wanted) if wanted else {}
+        ready: list[Alert] = []
+        unseen: set[str] = set()
+        for alert in candidates:
+            state = states.get(alert.customer_id)
+            after = timedelta(seconds=alert.resolve_after_s or 0)
+            fired = alert.last_firing_at or alert.window_start or alert.as_of
+            scored = state.profile.scored_us if state is not None else None
+            quiet = state is not None and not is_active(state, to_us(now), self._retention)
+            if self._due is None or quiet or (scored is not None and scored >= to_us(fired + after)):
+                ready.append(alert)
+            else:
+                unseen.add(alert.customer_id)
+        if unseen and self._due is not None:
+            await self._due.mark_due(sorted(unseen), now)
+            if self.on_marked_due is not None:
+                self.on_marked_due()
+        claims = [claim for alert in ready if (claim := await self._ledger.resolve(alert, now)) is not None]
+        published, withheld = await self._publish(await self._still_ours(claims), {})
+        for alert in published + withheld:
+            self.metrics.inc("alerts_resolved", type=alert.alert_type.value)
+        return len(published) + len(withheld)
 
     async def _still_ours(self, claims: Sequence[Claim]) -> list[Claim]:
         """The publishable claims we still hold with half a lease ahead (renewed if need be): a

@@ -35,6 +35,7 @@ from features.store import FeatureStore
 if TYPE_CHECKING:
     from features.events import Event
     from worker.alerts.alert_outcomes import OutcomeStats, Resolution
+    from worker.alerts.budgets import BudgetsConfig, BudgetSlot
     from worker.alerts.claims import Claim
     from worker.alerts.config import AlertsConfig
     from worker.alerts.rules import Alert
@@ -140,10 +141,39 @@ class ShadowLog(Protocol):
 class AlertLedger(Protocol):
     """Cooldowns, churn and exactly-once claims: the rules are `worker.alerts.claims`'."""
 
-    async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim: ...
+    async def claim(
+        self,
+        alert: Alert,
+        now: datetime,
+        cooldown: timedelta,
+        *,
+        resolve_after: timedelta | None = None,
+        budget: BudgetSlot | None = None,
+    ) -> Claim: ...
 
-    async def claim_all(self, alerts: Sequence[Alert], now: datetime, config: AlertsConfig) -> list[Claim]:
-        """One claim per alert, in order, each with its type's cooldown from `config`."""
+    async def claim_all(
+        self,
+        alerts: Sequence[Alert],
+        now: datetime,
+        config: AlertsConfig,
+        budgets: BudgetsConfig | None = None,
+    ) -> list[Claim]:
+        """One claim per alert, in order, each with its type's (and tier's) cooldown and lifecycle
+        from `config`, and its budget from `budgets` (each budget's alerts by expected value)."""
+        ...
+
+    async def resolutions_due(self, now: datetime, limit: int) -> list[Claim]:
+        """Up to `limit` open lifecycle alerts clear past their deadline, turned into their
+        resolution messages (NEW claims): publish them and mark them sent."""
+        ...
+
+    async def resolution_candidates(self, now: datetime, limit: int) -> list[Alert]:
+        """Up to `limit` open lifecycle alerts past their deadline, as stored (nothing changed yet)."""
+        ...
+
+    async def resolve(self, alert: Alert, now: datetime) -> Claim | None:
+        """The resolution message of one candidate (a NEW claim), or None if it is no longer
+        resolvable (a heartbeat came, another worker resolved it, the customer churned)."""
         ...
 
     async def mark_sent(self, alert: Alert) -> bool:
@@ -195,5 +225,15 @@ class AlertLedger(Protocol):
         ...
 
     async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
-        """Confirmed, expired and open alerts of the UTC days `since` .. `until`, per type and arm."""
+        """Confirmed, expired and open alerts of the UTC days `since` .. `until`, per type and arm;
+        escalations and resolutions; the budgets' days (units given out, deferrals)."""
+        ...
+
+    async def open_alerts(self, since: date, until: date, limit: int) -> list[dict[str, Any]]:
+        """The latest message (body, plus `sent`) of the alerts of those days whose outcome is
+        still open, most at risk first."""
+        ...
+
+    async def deferred_alerts(self, since: date, until: date, limit: int) -> list[dict[str, Any]]:
+        """The alerts deferred on those days (bodies, plus `deferred_on`), highest expected value first."""
         ...

@@ -19,10 +19,13 @@ Back-pressure: one step at a time (a slow endpoint slows the sweep, not the even
 while the scorer's circuit is open. A worker that dies mid-step loses nobody: its claims' leases end and the customers are due
 again. Exactly-once across workers: a due customer is claimed by one conditional write.
 
-Each step also re-publishes abandoned alert claims (the ledger's outbox) and, once a minute,
-expires alerts 30 days old without a churn and, every ten minutes, refreshes the live-precision
-gauges from the ledger's counters (`worker.alerts.alert_outcomes`): bookkeeping whose failure is logged
-and retried, never a reason to stop re-scoring.
+Each step also re-publishes abandoned alert claims (the ledger's outbox), publishes the
+resolutions of lifecycle alerts clear past their deadline (`worker.alerts.lifecycle`) and, once a
+minute, expires alerts 30 days old without a churn and, every ten minutes, refreshes the
+live-precision gauges from the ledger's counters (`worker.alerts.alert_outcomes`): bookkeeping whose
+failure is logged and retried, never a reason to stop re-scoring. A completion notes when the
+customer was scored (`scored_us`, in the same UpdateItem): where the next alert's "what changed"
+starts.
 
 Metrics (the infra alarms use these names): `churn_rescore_due_customers` (gauge), the age of the
 oldest due customer `churn_rescore_lag_seconds` (gauge), `churn_customers_rescored_total`
@@ -50,6 +53,7 @@ from worker.ports import DueIndex, FeatureStore
 log = structlog.get_logger(__name__)
 
 REPUBLISH_LIMIT = 100  # abandoned alert claims re-published per step
+RESOLVE_LIMIT = 100  # lifecycle alerts resolved per step
 EXPIRE_LIMIT = 500  # alert outcomes expired per step (worker.alerts.alert_outcomes)
 EXPIRE_EVERY_SECONDS = 60.0  # outcomes are a matter of days: a look a minute is plenty
 PRECISION_EVERY_SECONDS = 600.0  # the live-precision gauges, from the ledger's daily counters
@@ -135,6 +139,7 @@ class Rescorer:
         self.claimed = 0
         await self._refresh_stats(now)
         await self._pipeline.republish_abandoned(now, REPUBLISH_LIMIT)
+        await self._pipeline.resolve_cleared(now, RESOLVE_LIMIT)
         await self._outcome_upkeep(now)
         if not self._endpoint_available():
             return False  # back-pressure: the customers stay due; the lag gauge shows it
@@ -162,7 +167,7 @@ class Rescorer:
                 continue
             if claim.customer_id in outcome.unscored:
                 await self._due.release(claim)
-            elif await self._due.complete(claim, next_due):
+            elif await self._due.complete(claim, next_due, scored_us=to_us(now)):
                 rescored += 1
         if rescored:
             self.metrics.inc("customers_rescored", rescored)

@@ -171,6 +171,15 @@ async def run_worker(
             if settings.control_topic_arn
             else None,
             shadow=_shadow(settings, aws, metrics),
+            budgets=settings.budgets,
+            # "What changed" (worker/alerts/changes.py): one try, a breaker of its own, so a slow or
+            # failing explanation never opens the live scorer's circuit nor delays an alert for long.
+            explainer=SageMakerScorer(
+                aws.sagemaker_runtime,
+                settings.endpoint_name,
+                max_attempts=1,
+                breaker=CircuitBreaker(open_seconds=settings.scoring_circuit_open_seconds),
+            ),
         )
         rescorer = Rescorer(
             due=due,

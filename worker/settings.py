@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from plumbing.awsenv import aws_endpoint_url, aws_region
 from worker import faultpoints
+from worker.alerts.budgets import BudgetsConfig
 from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig
 from worker.config_file import key_line, parse_config, read_config_text, to_toml
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     endpoint_name: str = "churn-health"
     retention_days: int = Field(35, ge=31, le=365, description="events older than this are rejected")
     alerts: AlertsConfig = AlertsConfig()  # [alerts.<type>] tables; CHURN_ALERTS__<TYPE>__<KEY>
+    budgets: BudgetsConfig = BudgetsConfig()  # [budgets.<name>] tables (worker/alerts/budgets.py)
 
     # Runtime knobs (defaults suit ECS; the local stack and tests shorten the waits).
     sqs_pollers: int = Field(4, ge=1, le=64, description="concurrent long-polling receivers")
@@ -188,6 +190,17 @@ class Settings(BaseSettings):
                 problems.append(
                     f"{name} is the retention topic (CHURN_ALERTS_TOPIC_ARN): give it a topic of its own"
                 )
+        for name in type(self.alerts).model_fields:
+            rule = self.alerts.rule(name)
+            for tier, merged in [(None, rule), *((t, rule.for_tier(t)) for t in rule.by_tier)]:
+                hours = merged.resolve_after_hours
+                if hours is not None and hours < self.rescore_interval_hours:
+                    where = f"alerts.{name}" + (f".by_tier.{tier}" if tier else "")
+                    problems.append(
+                        f"{where}.resolve_after_hours ({hours:g}) is shorter than CHURN_RESCORE_INTERVAL_HOURS "
+                        f"({self.rescore_interval_hours:g}): a quiet customer's alert would resolve before "
+                        "anyone scored them again"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -123,6 +123,7 @@ async def run_backtest_command(settings: Settings, request: BacktestRequest) -> 
         scoring=scoring,
         model_version=model_version,
         batch_hours=request.batch_hours,
+        budgets=settings.budgets,
     )
     write_report(report, request.out_dir / "report.json")
     (request.out_dir / "report.html").write_text(backtest_page(report), encoding="utf-8")

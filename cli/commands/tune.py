@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import tempfile
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from cli.commands.backtest import BacktestRequest, backtest_once, check_request
 from cli.commands.checks import writable_file
 from features.churn_outcomes import load_outcomes
+from features.state import DAY_US
 from jobs.backtest.report import population
-from jobs.html import line_chart, page, table
-from jobs.tuning import RuleResult, TuneTargets, config_text, format_table, sweep, write_config
+from jobs.budget_usage import daily_counts, format_usage, latest_tiers, usage
+from jobs.html import budget_usage_section, line_chart, page, table
+from jobs.tuning import RuleResult, TuneTargets, chosen_alerts, config_text, format_table, sweep, write_config
 from worker.exceptions import UsageError
 from worker.settings import Settings, config_source, load_settings, read_config_values
 
@@ -41,13 +44,26 @@ async def run_tune(
             settings, request, Path(scratch) / "alerts.jsonl", sources
         )
     pop = population(result, outcomes)
-    results = sweep(result.log.columns(), pop, settings.alerts, targets)
+    columns = result.log.columns()
+    results = sweep(columns, pop, settings.alerts, targets)
+    budget = f", at most {targets.max_per_day:g} alerts a day" if targets.max_per_day is not None else ""
     header = [
         f"Written by `churn-worker tune {request.events_text} --outcomes {request.outcomes}`",
         f"targets: precision >= {targets.precision:g}, false positive rate <= {targets.max_fpr:g}, "
-        f"at least {targets.min_alerted} customers alerted; best recall wins",
+        f"at least {targets.min_alerted} customers alerted{budget}; best recall wins",
+        f"per tier where a tier has at least {targets.min_segment_outcomes} customers who churned and as many "
+        "who stayed; elsewhere the global thresholds",
         f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",
     ]
+    budgets: dict[str, Any] = {}
+    if settings.budgets:  # what the chosen thresholds would send per day, against each budget
+        types, customers, times = chosen_alerts(columns, pop, settings.alerts, results)
+        counts = daily_counts(
+            types, customers, times, latest_tiers(result.log.customers, columns), settings.budgets
+        )
+        budgets = usage(
+            counts, settings.budgets, pop.start_us // DAY_US, max(pop.end_us - 1, pop.start_us) // DAY_US
+        )
     # The file in force (--config, else CHURN_CONFIG: the deployed tasks' s3:// object) is the base:
     # its other settings are carried over, so the written file can replace it as it is.
     source = config_source(base_config)
@@ -55,11 +71,14 @@ async def run_tune(
     write_config(out, config_text(results, settings.alerts, other, header))
     load_settings(out)  # what was written must be what the worker accepts (raises ConfigError naming the key)
     plot = out.with_suffix(".html")
-    plot.write_text(_page(results, targets, header), encoding="utf-8")
+    plot.write_text(_page(results, targets, header, budgets), encoding="utf-8")
     if request.as_json:
-        print(json.dumps(_as_json(results, out, plot)))
+        print(json.dumps({**_as_json(results, out, plot), "budgets": budgets}))
     else:
         print(format_table(results, targets))
+        if budgets:
+            print("\nalerts per day against each budget, with the chosen thresholds")
+            print(format_usage(budgets))
         chosen = ", ".join(f"{r.rule}: {r.chosen.label if r.chosen else 'disabled'}" for r in results)
         print(f"\nwrote {out} ({chosen}) and {plot}")
     return 0
@@ -73,6 +92,17 @@ def _as_json(results: list[RuleResult], out: Path, plot: Path) -> dict[str, Any]
             r.rule: {
                 "enabled": r.enabled,
                 "chosen": r.chosen.params if r.chosen else None,
+                "by_tier": r.tier_overrides(),
+                "tiers": {
+                    s.tier: {
+                        "own_thresholds": s.swept,
+                        "churned": s.churners,
+                        "stayed": s.stayers,
+                        "chosen": s.chosen.params if s.chosen else None,
+                        "note": s.note(r.chosen, r.min_segment_outcomes),
+                    }
+                    for s in r.segments
+                },
                 "sweep": [{"params": c.params, **s} for c, s in r.rows],
             }
             for r in results
@@ -80,8 +110,14 @@ def _as_json(results: list[RuleResult], out: Path, plot: Path) -> dict[str, Any]
     }
 
 
-def _page(results: list[RuleResult], targets: TuneTargets, header: list[str]) -> str:
+def _page(
+    results: list[RuleResult], targets: TuneTargets, header: list[str], budgets: dict[str, Any] | None = None
+) -> str:
     sections: list[tuple[str, str]] = [("", "".join(f"<p>{line}</p>" for line in header))]
+    if budgets:
+        sections.append(
+            ("Alerts per day against each budget, chosen thresholds", budget_usage_section(budgets))
+        )
     for result in results:
         rows = result.rows
         if len(rows[0][0].params) == 1:
@@ -136,6 +172,10 @@ def _page(results: list[RuleResult], targets: TuneTargets, header: list[str]) ->
                         "",
                     ],
                     volume,
+                )
+                + "".join(
+                    f"<p>{escape(segment.note(result.chosen, result.min_segment_outcomes))}</p>"
+                    for segment in result.segments
                 ),
             )
         )

@@ -160,6 +160,9 @@ async def fold_lines(
         clock=clock,
         experiment=options.experiment,
         control_publisher=publisher,  # both arms in alerts.jsonl, by `arm`
+        # What changed: the model itself, past the scoring log (those rows are not scoring
+        # instants); each row's answer depends on that row alone, so shards still agree.
+        explainer=scorer,
     )
 
     async def known_states() -> dict[str, CustomerState]:
@@ -172,7 +175,9 @@ async def fold_lines(
         for message in publisher.messages:
             body = message.body
             as_of = parse_iso_us(body["as_of"])
-            result.alerts.append((as_of, body["customer_id"], body["type"], json.dumps(body)))
+            status = body.get("status") or "open"  # an escalation or a resolution: `TYPE#status`
+            kind = body["type"] if status == "open" else f"{body['type']}#{status}"
+            result.alerts.append((as_of, body["customer_id"], kind, json.dumps(body)))
         publisher.messages.clear()
 
     batches = time_batches(iter(lines), options.window_us, sys.maxsize)  # whole windows: no split by size

@@ -81,7 +81,8 @@ class MemoryDeadLetterQueue:
 
 @dataclass
 class ScoringLog:
-    """Columns, one row per scoring instant of a customer not (yet) churned."""
+    """Columns, one row per scoring instant of a customer not (yet) churned (`tier`: the customer's
+    tier then, as an index into features.events.TIERS, -1 when unknown)."""
 
     customers: list[str] = field(default_factory=list, repr=False)  # index -> customer id
     index: dict[str, int] = field(default_factory=dict, repr=False)
@@ -89,6 +90,7 @@ class ScoringLog:
     model_version: str | None = None  # as the scorer's predictions name it
     _pending: list[str] = field(default_factory=list, repr=False)  # rows of the next matrix, in order
     _keep: list[bool] = field(default_factory=list, repr=False)
+    _tiers: list[int] = field(default_factory=list, repr=False)  # per row: TIERS index, -1 unknown
     _trigger: int = 0
 
     @property
@@ -106,10 +108,13 @@ class ScoringLog:
     def expect(self, states: dict[str, CustomerState], trigger: str = EVENT_TRIGGER) -> None:
         self._pending = sorted(states)  # the pipeline's row order
         self._keep = []
+        self._tiers = []
         self._trigger = TRIGGERS.index(trigger)
         for cid in self._pending:
             self.customer_index(cid)
             self._keep.append(not has_churned(states[cid].profile))  # only these are routed (and claimable)
+            tier = states[cid].profile.tier
+            self._tiers.append(tier[2] if tier else -1)  # the customer's segment, for per-tier tuning
 
     def add(self, features: np.ndarray, predictions: Sequence[dict[str, Any]], now: datetime) -> None:
         if len(self._pending) != len(features):
@@ -122,13 +127,14 @@ class ScoringLog:
             "customer": np.asarray([self.index[c] for c in self._pending], dtype=np.int64)[keep],
             "t_us": np.full(int(keep.sum()), to_us(now), dtype=np.int64),
             "trigger": np.full(int(keep.sum()), self._trigger, dtype=np.int8),
+            "tier": np.asarray(self._tiers, dtype=np.int8)[keep],
         }
         for name in RULE_FEATURES:
             part[name] = np.asarray(features[:, FEATURE_INDEX[name]], dtype=np.float64)[keep]
         for name in PREDICTION_FIELDS:
             part[name] = np.asarray([float(p[name]) for p in predictions], dtype=np.float64)[keep]
         self.parts.append(part)
-        self._pending, self._keep = [], []
+        self._pending, self._keep, self._tiers = [], [], []
 
     @classmethod
     def merged(cls, logs: Sequence[ScoringLog]) -> ScoringLog:
@@ -153,9 +159,9 @@ class ScoringLog:
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every row so far, as one array per column (customer, t_us, trigger, features, predictions)."""
-        names = ["customer", "t_us", "trigger", *RULE_FEATURES, *PREDICTION_FIELDS]
+        names = ["customer", "t_us", "trigger", "tier", *RULE_FEATURES, *PREDICTION_FIELDS]
         if not self.parts:
-            kinds = {"customer": np.int64, "t_us": np.int64, "trigger": np.int8}
+            kinds = {"customer": np.int64, "t_us": np.int64, "trigger": np.int8, "tier": np.int8}
             return {name: np.zeros(0, dtype=kinds.get(name, np.float64)) for name in names}
         return {name: np.concatenate([part[name] for part in self.parts]) for name in names}
 

@@ -22,7 +22,7 @@ from features.labels import (
     health_scores,
     scan_label_facts,
 )
-from features.state import from_us
+from features.state import DAY_US, from_us
 from jobs.backtest.metrics import (
     Population,
     alert_stats,
@@ -33,6 +33,8 @@ from jobs.backtest.metrics import (
 )
 from jobs.backtest.recording import TRIGGERS
 from jobs.backtest.runner import BacktestResult
+from jobs.budget_usage import daily_counts, format_usage, latest_tiers, usage
+from worker.alerts.budgets import BudgetsConfig
 from worker.alerts.config import AlertsConfig
 from worker.alerts.rules import AlertType, iso
 
@@ -123,6 +125,7 @@ def build_report(
     scoring: str,
     model_version: str | None,
     batch_hours: float,
+    budgets: BudgetsConfig | None = None,
 ) -> dict[str, Any]:
     scan = _scan(events) if outcomes is not None else None
     pop = population(result, outcomes, scan)
@@ -159,6 +162,14 @@ def build_report(
         ),
         "config": alerts.model_dump(mode="json"),
     }
+    if budgets:  # alerts per day against each budget (jobs/budget_usage.py)
+        tiers = latest_tiers(result.log.customers, result.log.columns())
+        counts = daily_counts(
+            result.alerts.types, result.alerts.customers, result.alerts.as_of_us, tiers, budgets
+        )
+        report["budgets"] = usage(
+            counts, budgets, pop.start_us // DAY_US, max(pop.end_us - 1, pop.start_us) // DAY_US
+        )
     if outcomes is None:
         report["outcomes"] = (
             "n/a: run with --outcomes FILE for precision, recall, lead times and model metrics"
@@ -228,6 +239,12 @@ def format_summary(report: dict[str, Any]) -> str:
                 f" {_pct(s.get('false_alert_share')):>7} {lead:>7}"
             )
         lines.append(line)
+    if report.get("budgets"):
+        lines += [
+            "",
+            "alerts per day against each budget (the backtest does not defer; the live worker does)",
+        ]
+        lines.append(format_usage(report["budgets"]))
     if with_outcomes:
         lines += ["", f"{'target':<38} {'goal':>7} {'measured':>9}  result"]
         for t in report["targets"]:

@@ -5,6 +5,8 @@ history through `Pipeline`) does the same at each day's scoring instant (`featur
 the customers active at the day's end who were not scored during that day are read from the store
 and scored then, through `Pipeline.score_customers` with the trigger "rescore", as the live
 worker's sweeper does. Days without a single event are re-scored too: quiet customers are the point.
+With an alert lifecycle configured (`resolve_after_hours`), each day's end also publishes the
+resolutions that are due, as the sweeper's every step does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from worker.exceptions import WorkerError
 from worker.pipeline import Pipeline
 from worker.ports import FeatureStore
 
+RESOLVE_ALL = 1_000_000  # a day's resolutions in one go (in process there is no step to bound)
 StatesSource = Callable[[], Awaitable[Mapping[str, CustomerState]]]
 
 
@@ -65,6 +68,9 @@ class DayEndRescoring:
             quiet = sorted(cid for cid in active if self._scored_day.get(cid, -1) < day)
             self.active_customer_days += len(active)
             self.scored_customer_days += len(active) - len(quiet)
+            if self._pipeline.has_lifecycle:
+                self._clock.advance_to_us(as_of_us)
+                await self._pipeline.resolve_cleared(self._clock(), RESOLVE_ALL)
             if not quiet:
                 continue
             self._clock.advance_to_us(as_of_us)

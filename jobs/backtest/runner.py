@@ -256,6 +256,8 @@ def _merge(result: BacktestResult, folded: list[ShardResult], first_us: int, end
     for as_of, customer, _, kind, _ in _ordered_alerts(
         folded
     ):  # the type carried: parsing 100 k bodies took 4 s
+        if "#" in kind:
+            continue  # an alert's escalation or resolution (in alerts.jsonl): not an alert of its own
         result.alerts.types.append(kind)
         result.alerts.customers.append(customer)
         result.alerts.as_of_us.append(as_of)

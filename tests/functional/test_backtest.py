@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ from aiobotocore.session import get_session
 
 from cli.worker import main
 from features.activity import day_end_us
+from features.due import SCORED_AT
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
-from features.state import DAY_US, CustomerState
+from features.layout import PROFILE_BUCKET
+from features.state import DAY_US, CustomerState, to_us
 from jobs.backtest.clock import SimulatedClock
 from jobs.backtest.recording import TRIGGERS, MemoryDeadLetterQueue
 from jobs.backtest.rescoring import DayEndRescoring
@@ -36,7 +37,7 @@ from tests.fakes import FeatureScorer
 from worker.alerts.config import AlertsConfig
 from worker.alerts.ledger import DynamoDBAlertLedger, alert_table_name, create_alert_table
 from worker.alerts.publisher import SnsAlertPublisher, create_alert_topic
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, ScoreOutcome
 from worker.scoring import SageMakerScorer
 
 WINDOW_US = 6 * HOUR_US
@@ -75,12 +76,6 @@ def small_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def endpoint(tiny_bundle: Path) -> Iterator[LocalEndpoint]:
-    with LocalEndpoint(load_bundle(tiny_bundle)) as running:
-        yield running
-
-
 def batches(path: Path) -> list[Batch]:
     return [b for b in time_batches(read_lines(path), WINDOW_US) if isinstance(b, Batch)]
 
@@ -99,6 +94,31 @@ async def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
             )
     return bodies
+
+
+class SweptPipeline(Pipeline):
+    """The live pipeline, and after a re-scoring the profile's `scored_us`, which the live sweeper
+    writes in its completion UpdateItem (worker/rescore.py): where the next alert's "what changed"
+    starts. DayEndRescoring stands in for the sweeper here, without the due index."""
+
+    def __init__(self, ddb: Any, table: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ddb, self._table = ddb, table
+
+    async def score_customers(
+        self, states: Any, now: datetime, trigger: Any = "event", *args: Any, **kwargs: Any
+    ) -> ScoreOutcome:
+        outcome = await super().score_customers(states, now, trigger, *args, **kwargs)
+        if trigger == "rescore":
+            for cid in set(states) - outcome.unscored:
+                await self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"customer_id": {"S": cid}, "bucket": {"S": PROFILE_BUCKET}},
+                    UpdateExpression="SET #scored = :scored",
+                    ExpressionAttributeNames={"#scored": SCORED_AT},
+                    ExpressionAttributeValues={":scored": {"N": str(to_us(now))}},
+                )
+        return outcome
 
 
 async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[str, Any]]:
@@ -129,9 +149,12 @@ async def live_alerts(path: Path, prefix: str, endpoint_url: str) -> list[dict[s
         async def states() -> dict[str, CustomerState]:
             return await store.get(known)
 
-        pipeline = Pipeline(
+        pipeline = SweptPipeline(
+            ddb,
+            table_name(prefix),
             store=store,
             scorer=SageMakerScorer(runtime, "churn-health"),
+            explainer=SageMakerScorer(runtime, "churn-health"),  # "what changed", as worker.runtime wires it
             ledger=DynamoDBAlertLedger(ddb, alert_table_name(prefix)),
             publisher=SnsAlertPublisher(sns, topic),  # created_at from the wall clock, as in production
             dlq=MemoryDeadLetterQueue(),
@@ -169,15 +192,25 @@ def close(a: Any, b: Any) -> bool:
 
 
 def without_created_at(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The bodies without their wall-clock instant, and with "what changed" reduced to whether it
+    has any: its shares are ratios of differences between near-equal churn risks (one input put
+    back at a time), a few thousandths apart on the tiny model, so the last float32 bits of the
+    two scorers reorder near-equal shares and so which three are listed. tests/functional/actionable/test_alert_changes.py checks
+    the shares themselves."""
     return sorted(
-        ({k: v for k, v in b.items() if k != "created_at"} for b in bodies), key=lambda b: b["alert_id"]
+        (
+            {k: v for k, v in b.items() if k not in ("created_at", "what_changed")}
+            | {"changes": bool(b.get("changes"))}
+            for b in bodies
+        ),
+        key=lambda b: b["alert_id"],
     )
 
 
 async def test_backtest_publishes_what_the_live_worker_publishes(
     small_log: Path,
     tiny_bundle: Path,
-    endpoint: LocalEndpoint,
+    tiny_endpoint: LocalEndpoint,
     aws_endpoint: str,
     unique_prefix: str,
     tmp_path: Path,
@@ -186,7 +219,7 @@ async def test_backtest_publishes_what_the_live_worker_publishes(
     options = BacktestOptions(window_us=WINDOW_US, progress=False)
     result = await run_backtest(small_log, scorer, tmp_path / "alerts.jsonl", options)
     backtest = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
-    live = await live_alerts(small_log, unique_prefix, endpoint.url)
+    live = await live_alerts(small_log, unique_prefix, tiny_endpoint.url)
 
     assert result.batches == len(batches(small_log))
     assert "IB_CALL_SPIKE" in {b["type"] for b in backtest}
@@ -285,12 +318,12 @@ def test_a_bad_line_stops_with_its_number_or_is_skipped(
 def test_endpoint_scoring_gives_the_same_file_as_the_model_in_process(
     small_log: Path,
     tiny_bundle: Path,
-    endpoint: LocalEndpoint,
+    tiny_endpoint: LocalEndpoint,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`--endpoint NAME` goes through the worker's SageMaker client (here to the local endpoint)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", endpoint.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", tiny_endpoint.url)
     assert run_cli(small_log, "--bundle", tiny_bundle, "--out", tmp_path / "local", "--batch-hours", "6") == 0
     assert (
         run_cli(small_log, "--endpoint", "churn-health", "--out", tmp_path / "remote", "--batch-hours", "6")

@@ -7,13 +7,17 @@
 - alert.schema.json: the alert bodies of a real backtest (the live pipeline in process, a real if tiny
   model) and of the pipeline with in-memory twins (model alerts, rule-only alerts during an outage,
   both experiment arms, a FIFO topic) are valid, and the SNS message attributes retention teams
-  filter on match each body.
+  filter on match each body. So are the bodies of one alert's life (`lifecycle_bodies`: opened with
+  what changed and a budget, escalated, resolved) and of a rules-only alert and a first scoring,
+  built by the alert code itself (`route_alerts`, `Alert`, `worker.alerts.lifecycle`); broken
+  variants of them are refused. tests/functional/test_chat_consumer.py renders the same bodies.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from jsonschema import Draft202012Validator
 from cli.model import main as churn_model
 from features.events import parse_event, validate_event
 from features.exceptions import EventParseError
+from features.registry import FEATURE_NAMES
 from features.store import MemoryFeatureStore
 from jobs.backtest.runner import BacktestOptions, run_backtest
 from jobs.backtest.scorer import InProcessScorer
@@ -32,10 +37,14 @@ from model.server import LocalPredictor
 from model.simulator import simulate, write_simulation
 from tests.conftest import SAMPLE_EVENTS
 from tests.fakes import NOW, FakeScorer, ListDlq, event
+from worker.alerts.budgets import VALUE_FEATURE, expected_value
+from worker.alerts.changes import LABELS, summary
 from worker.alerts.config import AlertsConfig
 from worker.alerts.experiment import ExperimentConfig
 from worker.alerts.ledger import MemoryAlertLedger
+from worker.alerts.lifecycle import escalation_of, resolution_of
 from worker.alerts.publisher import MemoryAlertPublisher
+from worker.alerts.rules import Alert, AlertType, BudgetTag, Change, Prediction, route_alerts
 from worker.pipeline import Pipeline
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -255,7 +264,7 @@ async def test_the_pipelines_published_bodies_are_valid_with_matching_attributes
 
 
 def test_the_alert_schema_is_not_vacuous() -> None:
-    body = {
+    body: dict[str, Any] = {
         "alert_id": "0" * 64,
         "type": "IB_CALL_SPIKE",
         "severity": "CRITICAL",
@@ -275,6 +284,14 @@ def test_the_alert_schema_is_not_vacuous() -> None:
         "trigger": "event",
         "arm": "treatment",
         "feature_hash": "abc",
+        "status": "open",
+        "changes": [],
+        "previous_score_at": None,
+        "previous_churn_probability": None,
+        "what_changed": None,
+        "budget": None,
+        "opened_at": "2026-11-27T11:59:58Z",
+        "resolved_at": None,
         "a_later_field": {"is": "allowed"},
     }
     assert not problems(ALERT, body)
@@ -288,3 +305,226 @@ def test_the_alert_schema_is_not_vacuous() -> None:
         {k: v for k, v in body.items() if k != "trigger"},
     ):
         assert problems(ALERT, broken), broken
+
+
+# -- one alert's life: status, what changed, budget --------------------------------------------------
+
+CUSTOMER = "c-000008"
+# Rules with an escalation threshold and a resolution period, so escalations and resolutions exist.
+LIFECYCLE_RULES = AlertsConfig.model_validate(
+    {
+        "ib_call_spike": {"escalate_at_calls_14d": 4, "resolve_after_hours": 48},
+        "high_churn_risk": {"escalate_above": 0.8, "resolve_after_hours": 48},
+    }
+)
+PREVIOUS_SCORE_AT = datetime(2026, 11, 20, 9, 14, 2, tzinfo=UTC)
+PAID_30D = 120.0
+
+
+def prediction(churn_30d: float) -> Prediction:
+    return Prediction.from_json(
+        {
+            "first_session_success_prob": 0.9,
+            "predicted_session_velocity": 2.0,
+            "churn_risk_14d": round(churn_30d * 0.6, 4),
+            "churn_risk_30d": churn_30d,
+            "supply_demand_scores": [0.0] * 20,
+            "customer_health_score": round(100 * (1 - churn_30d), 2),
+            "feature_importance": [
+                {"feature": "session_count_7d", "importance": 0.21},
+                {"feature": "ib_call_count_14d", "importance": 0.12},
+                {"feature": "days_since_last_login", "importance": 0.04},
+            ],
+            "model_version": "2026-11-20-ab12cd",
+        }
+    )
+
+
+def routed(alert_type: AlertType, as_of: datetime, churn_30d: float | None, **values: float) -> Alert:
+    """The alert of `alert_type` the rules route for these features (and this 30-day risk, or no model)."""
+    features = {name: 0.0 for name in FEATURE_NAMES} | {VALUE_FEATURE: PAID_30D} | values
+    alerts = route_alerts(
+        CUSTOMER,
+        features,
+        None if churn_30d is None else prediction(churn_30d),
+        LIFECYCLE_RULES,
+        as_of,
+        "premium",
+        feature_hash="4ac3311fccb2d245",
+    )
+    [alert] = [a for a in alerts if a.alert_type is alert_type]
+    p = alert.predictions
+    return alert.model_copy(
+        update={"expected_value": expected_value(p.churn_risk_30d if p else None, features)}
+    )
+
+
+def explained(
+    alert: Alert, since: datetime, moved: list[tuple[str, float, float, float | None]], before: float | None
+) -> Alert:
+    """`alert` with what changed since `since`, as `worker.alerts.changes.explain` fills it in."""
+    changes = tuple(
+        Change(feature=f, label=LABELS[f], previous=old, current=new, share=share)
+        for f, old, new, share in moved
+    )
+    after = alert.predictions.churn_risk_30d if alert.predictions and before is not None else None
+    return alert.model_copy(
+        update={
+            "changes": changes,
+            "previous_score_at": since,
+            "previous_churn_probability": before,
+            "what_changed": summary(since, alert.as_of, changes, before, after),
+        }
+    )
+
+
+def budgeted(alert: Alert) -> Alert:
+    tag = BudgetTag(name="retention", day="2026-11-27", max_per_day=40, expected_value=alert.expected_value)
+    return alert.model_copy(update={"budget": tag})
+
+
+def lifecycle_bodies() -> dict[str, dict[str, Any]]:
+    """Real alert bodies, by the alert code itself: one HIGH_CHURN_RISK alert's three messages
+    (`open` with what changed and a budget, `escalated` six hours later, `resolved` three days
+    later), a rules-only IB_CALL_SPIKE (changes without shares), and a first scoring (no changes)."""
+    opened = explained(
+        routed(AlertType.HIGH_CHURN_RISK, NOW, 0.68),
+        PREVIOUS_SCORE_AT,
+        [
+            ("session_count_7d", 4, 0, 0.552),
+            ("ib_call_count_14d", 0, 2, 0.301),
+            ("days_since_last_login", 1, 6, -0.098),
+        ],
+        before=0.312,
+    )
+    opened = budgeted(opened).with_window(NOW).published_at(NOW + timedelta(milliseconds=300))
+
+    later = NOW + timedelta(hours=6)
+    current = explained(
+        routed(AlertType.HIGH_CHURN_RISK, later, 0.86),
+        NOW,
+        [("days_since_last_login", 6, 6.25, 0.7), ("session_count_14d", 3, 2, 0.3)],
+        before=0.68,
+    )
+    assert current.escalating
+    escalated = escalation_of(opened, current, later).published_at(later + timedelta(milliseconds=250))
+    cleared = later + timedelta(days=3)
+    resolved = resolution_of(escalated, cleared, last_firing=later).published_at(cleared)
+
+    spike = explained(
+        routed(AlertType.IB_CALL_SPIKE, NOW, None, ib_call_count_14d=3),
+        PREVIOUS_SCORE_AT,
+        [("ib_call_count_14d", 0, 3, None), ("negative_calls_14d", 0, 2, None)],
+        before=None,
+    )
+    first = routed(AlertType.HEALTH_SCORE_CRITICAL, NOW, 0.68)
+    return {
+        "open": opened.body(),
+        "escalated": escalated.body(),
+        "resolved": resolved.body(),
+        "rules_only": spike.with_window(NOW).published_at(NOW).body(),
+        "first_scoring": first.with_window(NOW).published_at(NOW).body(),
+    }
+
+
+def documented_alert() -> dict[str, Any]:
+    """The full alert example of docs/contracts.md, Alerts."""
+    text = (SCHEMAS.parent / "contracts.md").read_text()
+    match = re.search(r"A full example, as published:\n\n```json\n(.*?)\n```", text, re.S)
+    assert match, "docs/contracts.md has no full alert example"
+    example: dict[str, Any] = json.loads(match.group(1))
+    return example
+
+
+def test_the_documented_example_is_a_valid_body_with_every_field() -> None:
+    example = documented_alert()
+    assert_valid(ALERT, [example])
+    assert set(example) == set(lifecycle_bodies()["open"])  # every field the worker sends, nothing else
+
+
+def test_an_alerts_life_and_what_changed_are_valid_bodies() -> None:
+    bodies = lifecycle_bodies()
+    assert_valid(ALERT, list(bodies.values()))
+    opened, escalated, resolved = bodies["open"], bodies["escalated"], bodies["resolved"]
+
+    # One alert, three messages: the same id, opening and budget; the status says which message.
+    assert [b["status"] for b in (opened, escalated, resolved)] == ["open", "escalated", "resolved"]
+    assert {b["alert_id"] for b in (opened, escalated, resolved)} == {opened["alert_id"]}
+    assert {b["opened_at"] for b in (opened, escalated, resolved)} == {"2026-11-27T12:00:00Z"}
+    assert opened["budget"] == escalated["budget"] == resolved["budget"]
+    assert opened["budget"] == {
+        "name": "retention",
+        "day": "2026-11-27",
+        "max_per_day": 40,
+        "expected_value": pytest.approx(0.68 * PAID_30D),
+    }
+    assert opened["resolved_at"] is None and escalated["resolved_at"] is None
+    assert resolved["resolved_at"] == "2026-11-30T18:00:00Z"
+    assert escalated["message"].startswith("Escalated: ") and resolved["message"].startswith("Resolved: ")
+
+    # What changed: the one line a person reads, and its parts.
+    assert opened["what_changed"] == (
+        "churn risk 31% -> 68% since 20 Nov: completed sessions in the last 7 days 4 -> 0; "
+        "inbound support calls in the last 14 days 0 -> 2; days since the latest login 1 -> 6"
+    )
+    assert opened["previous_score_at"] == "2026-11-20T09:14:02Z"
+    assert opened["previous_churn_probability"] == 0.312
+    assert [c["share"] for c in opened["changes"]] == [0.552, 0.301, -0.098]
+    assert escalated["what_changed"].startswith("churn risk 68% -> 86% since 12:00 UTC: ")
+
+    # Without the model: values compared, no shares, no previous probability.
+    spike = bodies["rules_only"]
+    assert spike["scoring"] == "rules_only" and spike["previous_churn_probability"] is None
+    assert [c["share"] for c in spike["changes"]] == [None, None]
+    assert spike["what_changed"] == (
+        "since 20 Nov: inbound support calls in the last 14 days 0 -> 3; "
+        "inbound calls with negative sentiment in the last 14 days 0 -> 2"
+    )
+    # A first scoring: nothing to compare with.
+    first = bodies["first_scoring"]
+    assert (first["changes"], first["previous_score_at"], first["what_changed"], first["budget"]) == (
+        [],
+        None,
+        None,
+        None,
+    )
+
+
+def test_the_alert_schema_checks_the_new_fields() -> None:
+    bodies = lifecycle_bodies()
+    opened, resolved, spike = bodies["open"], bodies["resolved"], bodies["rules_only"]
+    change = opened["changes"][0]
+    for broken in (
+        {**opened, "status": "closed"},
+        {**opened, "changes": None},
+        {**opened, "changes": [{k: v for k, v in change.items() if k != "current"}]},
+        {**opened, "changes": [{**change, "share": 1.5}]},
+        {**opened, "changes": [{**change, "previous": "4"}]},
+        {**opened, "changes": [change] * 4},  # at most three
+        {**opened, "previous_score_at": "20 Nov"},
+        {**opened, "previous_churn_probability": 31.2},
+        {**opened, "budget": {"name": "retention"}},
+        {**opened, "budget": {**opened["budget"], "day": "27/11/2026"}},
+        {**opened, "budget": {**opened["budget"], "max_per_day": 40.5}},
+        {**opened, "opened_at": None},
+        {**resolved, "resolved_at": None},  # a resolution says when
+        {**spike, "changes": [{**spike["changes"][0], "share": 0.5}]},  # no model, no share
+        {**spike, "previous_churn_probability": 0.3},
+    ):
+        assert problems(ALERT, broken), broken
+    # A body published before these fields existed (an archive, a consumer's store) still validates:
+    # the worker always sends them, the schema does not require them.
+    older = {k: v for k, v in opened.items() if k not in NEW_FIELDS}
+    assert not problems(ALERT, older)
+
+
+NEW_FIELDS = (
+    "status",
+    "changes",
+    "previous_score_at",
+    "previous_churn_probability",
+    "what_changed",
+    "budget",
+    "opened_at",
+    "resolved_at",
+)

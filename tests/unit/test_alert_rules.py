@@ -35,6 +35,15 @@ BODY_KEYS = [
     "trigger",
     "arm",
     "feature_hash",
+    # grown on purpose (docs/contracts.md, Alerts): the lifecycle, what changed, the budget
+    "status",
+    "changes",
+    "previous_score_at",
+    "previous_churn_probability",
+    "what_changed",
+    "budget",
+    "opened_at",
+    "resolved_at",
 ]
 PREDICTION_KEYS = {
     "first_session_success_prob",

@@ -115,6 +115,11 @@ class Counts:
     confirmed: int = 0
     expired: int = 0
     open: int = 0
+    # The lifecycle (worker.alerts.lifecycle), counted on the alert's day like its outcome:
+    # escalations, resolutions, and the seconds from opening to resolution they took in all.
+    escalated: int = 0
+    resolved: int = 0
+    resolve_seconds: float = 0.0
 
     @property
     def alerts(self) -> int:
@@ -125,10 +130,18 @@ class Counts:
         resolved = self.confirmed + self.expired
         return round(self.confirmed / resolved, 4) if resolved else None
 
+    @property
+    def hours_to_resolve(self) -> float | None:
+        """Mean time from opening to resolution of the resolved alerts."""
+        return round(self.resolve_seconds / self.resolved / 3600, 2) if self.resolved else None
+
     def add(self, other: Counts) -> None:
         self.confirmed += other.confirmed
         self.expired += other.expired
         self.open += other.open
+        self.escalated += other.escalated
+        self.resolved += other.resolved
+        self.resolve_seconds += other.resolve_seconds
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -139,6 +152,35 @@ class Counts:
             "precision": self.precision,
         }
 
+    def lifecycle_json(self) -> dict[str, Any]:
+        return {
+            "alerts": self.alerts,
+            "escalated": self.escalated,
+            "resolved": self.resolved,
+            "mean_hours_to_resolve": self.hours_to_resolve,
+        }
+
+
+@dataclass
+class BudgetDay:
+    """One budget's UTC day: alerts it let out (both arms), its cap, and the alerts it deferred."""
+
+    sent: int = 0
+    max_per_day: int | None = None
+    deferred: dict[str, int] = field(default_factory=dict)  # alert type -> deferred alerts
+
+    @property
+    def deferred_total(self) -> int:
+        return sum(self.deferred.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "max_per_day": self.max_per_day,
+            "deferred": self.deferred_total,
+            "deferred_by_type": dict(sorted(self.deferred.items())),
+        }
+
 
 @dataclass
 class OutcomeStats:
@@ -147,13 +189,63 @@ class OutcomeStats:
     since: date
     until: date
     cells: dict[tuple[str, str, str], Counts] = field(default_factory=dict)
+    budgets: dict[tuple[str, str], BudgetDay] = field(default_factory=dict)  # (day, budget name)
 
     def add(
-        self, day: str, alert_type: str, arm: str, *, confirmed: int = 0, expired: int = 0, open_: int = 0
+        self,
+        day: str,
+        alert_type: str,
+        arm: str,
+        *,
+        confirmed: int = 0,
+        expired: int = 0,
+        open_: int = 0,
+        escalated: int = 0,
+        resolved: int = 0,
+        resolve_seconds: float = 0.0,
     ) -> None:
         if not self.since.isoformat() <= day <= self.until.isoformat():
             return
-        self.cells.setdefault((day, alert_type, arm), Counts()).add(Counts(confirmed, expired, open_))
+        self.cells.setdefault((day, alert_type, arm), Counts()).add(
+            Counts(confirmed, expired, open_, escalated, resolved, resolve_seconds)
+        )
+
+    def add_budget(
+        self,
+        day: str,
+        name: str,
+        *,
+        sent: int = 0,
+        max_per_day: int | None = None,
+        alert_type: str | None = None,
+        deferred: int = 0,
+    ) -> None:
+        if not self.since.isoformat() <= day <= self.until.isoformat():
+            return
+        cell = self.budgets.setdefault((day, name), BudgetDay())
+        cell.sent += sent
+        if max_per_day is not None:
+            cell.max_per_day = max_per_day
+        if alert_type is not None and deferred:
+            cell.deferred[alert_type] = cell.deferred.get(alert_type, 0) + deferred
+
+    def by_budget(self) -> dict[str, BudgetDay]:
+        """Per budget over every day: sent and deferred totals (max_per_day: the latest day's)."""
+        out: dict[str, BudgetDay] = {}
+        for (_, name), cell in sorted(self.budgets.items()):
+            total = out.setdefault(name, BudgetDay())
+            total.sent += cell.sent
+            total.max_per_day = cell.max_per_day if cell.max_per_day is not None else total.max_per_day
+            for alert_type, count in cell.deferred.items():
+                total.deferred[alert_type] = total.deferred.get(alert_type, 0) + count
+        return out
+
+    def days_at_cap(self, name: str) -> int:
+        return sum(
+            1
+            for (_, n), cell in self.budgets.items()
+            if n == name and cell.max_per_day is not None and cell.sent >= cell.max_per_day
+        )
 
     def by_type(self, arm: str | None = None, resolved_before: date | None = None) -> dict[str, Counts]:
         """Totals per type (all arms, or one), over every day or only days before `resolved_before`."""
@@ -182,6 +274,15 @@ class OutcomeStats:
         if "control" in self.arms:
             report["by_arm"] = {
                 arm: {t: c.as_json() for t, c in self.by_type(arm, settled).items()} for arm in ARMS
+            }
+        report["lifecycle_by_type"] = {t: c.lifecycle_json() for t, c in self.by_type().items()}
+        if self.budgets:
+            report["budgets"] = {
+                name: {**cell.as_json(), "days_at_cap": self.days_at_cap(name)}
+                for name, cell in self.by_budget().items()
+            }
+            report["budget_days"] = {
+                f"{day}/{name}": cell.as_json() for (day, name), cell in sorted(self.budgets.items())
             }
         return report
 
@@ -252,6 +353,29 @@ def format_stats(stats: OutcomeStats, today: date) -> str:
             "treatment alerts got interventions (some churn prevented): the control arm's precision is "
             "the model's own"
         )
+    lifecycle = stats.by_type()
+    if any(c.escalated or c.resolved for c in lifecycle.values()):
+        head2 = (
+            f"{'alert type':<22} {'alerts':>7} {'escalated':>9} {'resolved':>8} {'mean hours to resolve':>22}"
+        )
+        lines += ["", "lifecycle: escalations and resolutions of these alerts", head2, "-" * len(head2)]
+        for alert_type, c in lifecycle.items():
+            hours = "n/a" if c.hours_to_resolve is None else f"{c.hours_to_resolve:.1f}"
+            lines.append(f"{alert_type:<22} {c.alerts:>7} {c.escalated:>9} {c.resolved:>8} {hours:>22}")
+    if stats.budgets:
+        head3 = (
+            f"{'budget':<22} {'max/day':>7} {'sent':>7} {'deferred':>8} {'days at cap':>11}  deferred by type"
+        )
+        lines += ["", "capacity budgets (UTC days of the claims)", head3, "-" * len(head3)]
+        for name, cell in stats.by_budget().items():
+            by_type = ", ".join(f"{t} {n}" for t, n in sorted(cell.deferred.items())) or "-"
+            cap = "?" if cell.max_per_day is None else str(cell.max_per_day)
+            lines.append(
+                f"{name:<22} {cap:>7} {cell.sent:>7} {cell.deferred_total:>8} {stats.days_at_cap(name):>11}  {by_type}"
+            )
+        lines.append(
+            "deferred: qualified while the budget was spent; not sent, considered again the next day"
+        )
     lines.append(
         f"\nconfirmed: churned within {CONFIRM_DAYS} days after the alert; expired: {CONFIRM_DAYS} days "
         "without churn; open: neither yet. Recent days' precision leans high (expiries come last)."
@@ -261,3 +385,19 @@ def format_stats(stats: OutcomeStats, today: date) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def rank_open(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most at risk first: churn probability (unknown last), then expected value, then the customer."""
+
+    def key(body: dict[str, Any]) -> tuple[float, float, str, str]:
+        probability = body.get("churn_probability")
+        value = (body.get("budget") or {}).get("expected_value") or 0.0
+        return (
+            -(float(probability) if probability is not None else -1.0),
+            -float(value),
+            str(body["customer_id"]),
+            str(body["type"]),
+        )
+
+    return sorted(bodies, key=key)

@@ -49,6 +49,28 @@ commute: a worker that saw the return may write it before another worker, still 
 state, writes the churn it already covers (the return carries its churn time, and an equal churn
 time is not newer).
 
+Capacity budgets (`worker.alerts.budgets`). A claim under a budget (`budget=BudgetSlot`) that
+would open a new window also takes one unit of its budget's day, in the same transaction
+(`BUDGET_LEFT`: the count is below `max_per_day`). With the day spent the claim is DEFERRED:
+nothing opens, nothing is published, and a deferral record (once per customer, type and day) and
+its counter are written instead; the caller marks the customer due at the next UTC day's start.
+`claim_all` claims each budget's alerts one at a time in descending expected value. A claim that
+finds a window open (SUPPRESSED, IN_FLIGHT, PENDING) never touches the budget, so a unit is taken
+exactly once per alert, whatever the redeliveries, workers and take-overs.
+
+The lifecycle (`worker.alerts.lifecycle`). A claim with `resolve_after` opens a window that only
+a resolution closes (a cooldown window otherwise: the mode is the claim's, kept with the item):
+- SUPPRESSED claims of an alert that went out do the rest: when this scoring crossed the rule's
+  escalation threshold (`alert.escalating`) and the alert was never escalated, the claim item is
+  turned into the escalation message (pending, a new token and lease, in the unsent index) and the
+  claim comes back NEW holding it; otherwise, for a lifecycle alert whose `last_firing` is older
+  than a quarter of `resolve_after`, `last_firing` is written (the heartbeat), moving its deadline.
+- `mark_sent` of an open or escalated lifecycle message puts the item in the resolution part of the
+  sparse index (deadline `last_firing + 1.25 resolve_after`); `resolutions_due(now, limit)` turns
+  items past it into their resolution messages (NEW claims to publish and mark sent) and counts the
+  resolution (and its time since opening) on the alert's day.
+- `mark_sent` is conditional on the message (alert id and status), never only on the alert id.
+
 The guarantee. Every alert of one (customer, type, window) has one `alert_id`, and one worker at a
 time holds its claim. Redelivered events and concurrent workers alone never produce a second
 alert. The only duplicate possible is the same `alert_id` published again after a worker crashed
@@ -67,8 +89,9 @@ from enum import StrEnum
 
 from features.state import to_us
 from plumbing.retry import gather_limited
+from worker.alerts.budgets import BudgetsConfig, BudgetSlot, slot_for
 from worker.alerts.config import AlertsConfig
-from worker.alerts.rules import Alert
+from worker.alerts.rules import Alert, BudgetTag
 from worker.ports import AlertLedger
 
 __all__ = ["AlertLedger", "Batching", "Claim", "ClaimStatus"]
@@ -84,6 +107,7 @@ class ClaimStatus(StrEnum):
     IN_FLIGHT = "in_flight"
     SUPPRESSED = "suppressed"
     CHURNED = "churned"
+    DEFERRED = "deferred"  # the alert's budget is spent for the day: recorded, not published
 
 
 @dataclass(frozen=True)
@@ -101,7 +125,15 @@ class Claim:
 class Batching:
     """claim_all / mark_all_sent on top of claim / mark_sent, concurrently."""
 
-    async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim:
+    async def claim(
+        self,
+        alert: Alert,
+        now: datetime,
+        cooldown: timedelta,
+        *,
+        resolve_after: timedelta | None = None,
+        budget: BudgetSlot | None = None,
+    ) -> Claim:
         raise NotImplementedError
 
     async def mark_sent(self, alert: Alert) -> bool:
@@ -130,12 +162,62 @@ class Batching:
         kept = await gather_limited([live(c) for c in claims if c.should_publish], MAX_CONCURRENT_CLAIMS)
         return [claim for claim in kept if claim is not None]
 
-    async def claim_all(self, alerts: Sequence[Alert], now: datetime, config: AlertsConfig) -> list[Claim]:
-        claims = [self.claim(a, now, config.cooldown(a.alert_type)) for a in alerts]
-        return await gather_limited(claims, MAX_CONCURRENT_CLAIMS)
+    async def claim_all(
+        self,
+        alerts: Sequence[Alert],
+        now: datetime,
+        config: AlertsConfig,
+        budgets: BudgetsConfig | None = None,
+    ) -> list[Claim]:
+        """One claim per alert, in order. Alerts without a budget are claimed concurrently; the
+        alerts of each budget one at a time, highest expected value first, so none is deferred
+        while a lower-valued one of this batch takes a unit of the same day."""
+        results: list[Claim | None] = [None] * len(alerts)
+        loose: list[int] = []
+        grouped: dict[str, list[tuple[int, Alert, BudgetSlot]]] = {}
+        for i, alert in enumerate(alerts):
+            slot = slot_for(budgets, alert.alert_type.value, alert.customer_tier, now)
+            if slot is None:
+                loose.append(i)
+                continue
+            tag = BudgetTag(
+                name=slot.name,
+                day=slot.day,
+                max_per_day=slot.max_per_day,
+                expected_value=alert.expected_value,
+            )
+            grouped.setdefault(slot.name, []).append((i, alert.model_copy(update={"budget": tag}), slot))
+
+        async def one(i: int, alert: Alert, slot: BudgetSlot | None) -> None:
+            tier = alert.customer_tier
+            results[i] = await self.claim(
+                alert,
+                now,
+                config.cooldown(alert.alert_type, tier),
+                resolve_after=config.resolve_after(alert.alert_type, tier),
+                budget=slot,
+            )
+
+        async def in_order(group: list[tuple[int, Alert, BudgetSlot]]) -> None:
+            for i, alert, slot in sorted(group, key=lambda g: (-g[1].expected_value, g[1].customer_id, g[0])):
+                await one(i, alert, slot)
+
+        work = [one(i, alerts[i], None) for i in loose] + [in_order(group) for group in grouped.values()]
+        await gather_limited(work, MAX_CONCURRENT_CLAIMS)
+        return [claim for claim in results if claim is not None]
 
     async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]:
         return await gather_limited([self.mark_sent(a) for a in alerts], MAX_CONCURRENT_CLAIMS)
+
+
+def under_budget(alert: Alert, slot: BudgetSlot | None) -> Alert:
+    """The alert tagged with the budget it counts against (as published, or as deferred)."""
+    if slot is None or (alert.budget is not None and alert.budget.day == slot.day):
+        return alert
+    tag = BudgetTag(
+        name=slot.name, day=slot.day, max_per_day=slot.max_per_day, expected_value=alert.expected_value
+    )
+    return alert.model_copy(update={"budget": tag})
 
 
 def utc(moment: datetime) -> datetime:

@@ -22,6 +22,7 @@ record, its counter: 4 WRU); the expiry sweep one index Query per shard a minute
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
 from functools import partial
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from features.state import DAY_US, parse_iso_us, to_us
-from plumbing.retry import Failure, classify, error_text, with_retries
+from features.state import DAY_US, from_us, parse_iso_us, to_us
+from plumbing.retry import Failure, backoff, classify, error_text, with_retries
 from plumbing.tables import shard_names, shard_of
 from worker.alerts.alert_outcomes import (
     HISTORY_DAYS,
@@ -45,6 +46,7 @@ from worker.alerts.alert_outcomes import (
     days_between,
     deadline_us,
     is_confirmed,
+    rank_open,
     record_sort_key_bound,
 )
 from worker.alerts.exceptions import AlertLedgerError
@@ -70,6 +72,19 @@ EXPIRED_RECORD = "outcome = :expired"
 
 def outcome_shard(customer_id: str) -> str:
     return shard_of(customer_id, OUTCOME_SHARDS)
+
+
+def stats_counter_key(
+    customer_id: str, moment: datetime, alert_type: str, arm: str
+) -> tuple[dict[str, Any], int]:
+    """The daily counter item (key, TTL epoch seconds) of an alert of `moment`'s UTC day."""
+    day = day_of(to_us(moment))
+    expires = int(datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp()) + STATS_KEEP_DAYS * 86_400
+    key = {
+        "customer_id": {"S": STATS_PREFIX + day},
+        "alert_type": {"S": f"{alert_type}#{arm}#{outcome_shard(customer_id)}"},
+    }
+    return key, expires
 
 
 def record_put(table: str, alert: Alert, provenance: dict[str, Any]) -> TransactWriteItemTypeDef:
@@ -186,8 +201,9 @@ class DynamoDBOutcomes:
             condition = UNRESOLVED_RECORD
             counts = f"ADD {resolution.outcome.value} :one"
             counter_values = {":one": {"N": "1"}}
-        day = day_of(resolution.as_of_us)
-        expires = int(datetime.fromisoformat(f"{day}T00:00:00+00:00").timestamp()) + STATS_KEEP_DAYS * 86_400
+        counter_key, expires = stats_counter_key(
+            resolution.customer_id, from_us(resolution.as_of_us), key.alert_type, key.arm
+        )
         writes: list[TransactWriteItemTypeDef] = [
             {
                 "Update": {
@@ -204,12 +220,7 @@ class DynamoDBOutcomes:
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": {
-                        "customer_id": {"S": STATS_PREFIX + day},
-                        "alert_type": {
-                            "S": f"{key.alert_type}#{key.arm}#{outcome_shard(resolution.customer_id)}"
-                        },
-                    },
+                    "Key": counter_key,
                     "UpdateExpression": f"{counts} SET {TTL_ATTRIBUTE} = :ttl",
                     "ExpressionAttributeValues": {**counter_values, ":ttl": {"N": str(expires)}},
                 }
@@ -246,6 +257,9 @@ class DynamoDBOutcomes:
                     arm,
                     confirmed=int(item.get("confirmed", {}).get("N", 0)),
                     expired=int(item.get("expired", {}).get("N", 0)),
+                    escalated=int(item.get("escalated", {}).get("N", 0)),
+                    resolved=int(item.get("resolved", {}).get("N", 0)),
+                    resolve_seconds=float(item.get("resolve_seconds", {}).get("N", 0)),
                 )
         low = deadline_us(parse_iso_us(f"{since.isoformat()}T00:00:00+00:00"))
         high = deadline_us(parse_iso_us(f"{until.isoformat()}T00:00:00+00:00") + DAY_US)
@@ -270,6 +284,104 @@ class DynamoDBOutcomes:
                         open_=1,
                     )
         return stats
+
+    async def budget_stats(self, stats: OutcomeStats, prefix: str) -> None:
+        """The budgets' days of `stats`' period: one Query per day (`#budget#<day>`): the units
+        each budget gave out, its cap, and the alerts it deferred per type."""
+        for day in days_between(stats.since, stats.until):
+            async for item in self._pages(
+                "reading budget counters",
+                TableName=self._table,
+                KeyConditionExpression="customer_id = :day",
+                ExpressionAttributeValues={":day": {"S": prefix + day}},
+            ):
+                name, _, rest = item["alert_type"]["S"].partition("#")
+                if not rest:
+                    stats.add_budget(
+                        day,
+                        name,
+                        sent=int(item.get("count", {}).get("N", 0)),
+                        max_per_day=int(item["max_per_day"]["N"]) if "max_per_day" in item else None,
+                    )
+                else:
+                    alert_type = rest.partition("#")[0]
+                    stats.add_budget(
+                        day, name, alert_type=alert_type, deferred=int(item.get("deferred", {}).get("N", 0))
+                    )
+
+    async def open_alerts(self, since: date, until: date, limit: int) -> list[dict[str, Any]]:
+        """The alerts of `since` .. `until` whose outcome is open: their records' keys from the
+        sparse index (as `stats` counts them), then their claim items in BatchGetItems of 100; an
+        alert whose claim item already holds a later window is left out (its body is gone)."""
+        low = deadline_us(parse_iso_us(f"{since.isoformat()}T00:00:00+00:00"))
+        high = deadline_us(parse_iso_us(f"{until.isoformat()}T00:00:00+00:00") + DAY_US)
+        wanted: dict[tuple[str, str], int] = {}  # (customer, type) -> window start of the open record
+        for shard in shard_names(OUTCOME_SHARDS):
+            async for item in self._pages(
+                "finding open alert records",
+                TableName=self._table,
+                IndexName=PENDING_INDEX,
+                KeyConditionExpression="pending_shard = :s AND lease_until_us BETWEEN :low AND :high",
+                ExpressionAttributeValues={
+                    ":s": {"S": OUTCOME_SHARD_PREFIX + shard},
+                    ":low": {"N": str(low)},
+                    ":high": {"N": str(high - 1)},
+                },
+            ):
+                key = RecordKey.parse(item["alert_type"]["S"])
+                if key is not None:
+                    pair = (item["customer_id"]["S"], key.alert_type)
+                    wanted[pair] = max(wanted.get(pair, 0), key.window_us)
+        bodies: list[dict[str, Any]] = []
+        pairs = sorted(wanted)
+        for start in range(0, len(pairs), 100):
+            chunk = pairs[start : start + 100]
+            keys = [{"customer_id": {"S": c}, "alert_type": {"S": t}} for c, t in chunk]
+            for item in await self._batch_get(keys):
+                pair = (item["customer_id"]["S"], item["alert_type"]["S"])
+                if pair not in wanted or int(item.get("window_start_us", {}).get("N", -1)) != wanted[pair]:
+                    continue
+                try:
+                    body = json.loads(item["body"]["S"])
+                except (KeyError, ValueError):
+                    continue
+                body["sent"] = item.get("status", {}).get("S") == "sent"
+                bodies.append(body)
+        return rank_open(bodies)[:limit]
+
+    async def deferred_alerts(
+        self, since: date, until: date, limit: int, prefix: str
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for day in days_between(since, until):
+            async for item in self._pages(
+                "reading deferred alerts",
+                TableName=self._table,
+                KeyConditionExpression="customer_id = :day",
+                ExpressionAttributeValues={":day": {"S": prefix + day}},
+            ):
+                try:
+                    body = json.loads(item["body"]["S"])
+                except (KeyError, ValueError):
+                    continue
+                body["deferred_on"] = day
+                rows.append(body)
+        rows.sort(key=lambda b: (-((b.get("budget") or {}).get("expected_value") or 0.0), b["customer_id"]))
+        return rows[:limit]
+
+    async def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(8):
+            response = await self._call(
+                "reading alert claims", partial(self._client.batch_get_item, RequestItems=request)
+            )
+            items += response.get("Responses", {}).get(self._table, [])
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            await backoff(attempt, 0.05)
+        raise AlertLedgerError(f"reading alert claims in {self._table}: keys left unprocessed")
 
     async def scan_records(self, since_us: int, until_us: int) -> AsyncIterator[dict[str, Any]]:
         """Every alert record of alerts in `since_us` .. `until_us` (as_of), decoded: a Scan of the

@@ -5,6 +5,16 @@ Sparse index `pending` (PK `pending_shard` S, SK `lease_until_us` N, keys only):
 so `abandoned` finds the claims whose lease ran out with a Query per shard, never a Scan. A claim
 puts itself in it; `mark_sent` takes it out. Every write is conditional; the conditions are named
 below with why each exists.
+
+Items besides the claims (PK, SK):
+- `#budget#<YYYY-MM-DD>`, `<budget>`: the units a budget's UTC day gave out (`count`, moved in the
+  claims' transactions under `BUDGET_LEFT`) and its `max_per_day`; `#budget#<day>`,
+  `<budget>#<TYPE>#<shard 00..03>`: the `deferred` counters (sharded by customer, like the
+  outcome counters). TTL `STATS_KEEP_DAYS`.
+- `#deferred#<YYYY-MM-DD>`, `<customer>#<TYPE>`: a deferred alert (its body, budget, expected value),
+  once per customer, type and day (`NOT_YET_DEFERRED`); for `alerts report`. TTL 35 days.
+- An open lifecycle alert that went out waits in the same index under shards `r00`..`r03`, sorted by
+  its resolution deadline (`lease_until_us`, which a sent item no longer needs for its lease).
 """
 
 from __future__ import annotations
@@ -17,9 +27,10 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from features.state import to_us
+from features.state import from_us, to_us
 from plumbing.retry import (
     CONDITION_CODES,
     Failure,
@@ -32,7 +43,8 @@ from plumbing.retry import (
     with_retries,
 )
 from plumbing.tables import IndexSpec, ensure_table, shard_names, shard_of
-from worker.alerts.alert_outcomes import OutcomeStats, Resolution
+from worker.alerts.alert_outcomes import STATS_KEEP_DAYS, OutcomeStats, RecordKey, Resolution
+from worker.alerts.budgets import BudgetSlot
 from worker.alerts.claims import (
     CHURN_MARKER,
     DEFAULT_LEASE,
@@ -40,10 +52,23 @@ from worker.alerts.claims import (
     Claim,
     ClaimStatus,
     return_times,
+    under_budget,
     utc,
 )
-from worker.alerts.dynamodb_alert_outcomes import DynamoDBOutcomes, record_put
+from worker.alerts.dynamodb_alert_outcomes import (
+    DynamoDBOutcomes,
+    outcome_shard,
+    record_put,
+    stats_counter_key,
+)
 from worker.alerts.exceptions import AlertLedgerError
+from worker.alerts.lifecycle import (
+    DEADLINE_FACTOR,
+    escalation_of,
+    heartbeat_due,
+    resolution_of,
+    resolve_deadline,
+)
 from worker.alerts.rules import Alert, AlertType, iso
 
 if TYPE_CHECKING:
@@ -58,9 +83,45 @@ PENDING_SHARD = "pending_shard"
 PENDING_SHARDS = 4  # unsent claims are few (alerts in flight): four index partitions are plenty
 PENDING_INDEX_SPEC = IndexSpec(PENDING_INDEX, PENDING_SHARD, "S", "lease_until_us", "N")
 
+RESOLUTION_SHARD_PREFIX = "r"  # open lifecycle alerts that went out: shards r00..r03, by deadline
+BUDGET_PREFIX = "#budget#"  # partition of a day's budget counters: #budget#<YYYY-MM-DD>
+DEFERRED_PREFIX = "#deferred#"  # partition of a day's deferred alerts: #deferred#<YYYY-MM-DD>
+DEFERRED_KEEP = timedelta(days=35)
+
 # Condition on the claim Put. Only the first claim of a window wins, so two workers (or a
-# redelivery) scoring the same customer cannot both start a window and both publish.
-NO_OPEN_WINDOW = "attribute_not_exists(customer_id) OR window_start_us <= :cutoff_us"
+# redelivery) scoring the same customer cannot both start a window and both publish. A window is
+# over when its cooldown has passed (an item claimed without a lifecycle: no `resolve_after_us`),
+# or when its alert's resolution went out (an item claimed with one): a lifecycle alert re-fires on
+# a new crossing after its resolution, never on cooldown expiry.
+NO_OPEN_WINDOW = (
+    "attribute_not_exists(customer_id) OR "
+    "(attribute_not_exists(resolve_after_us) AND window_start_us <= :cutoff_us) OR "
+    "(lifecycle = :resolved AND #status = :sent)"
+)
+# Update of the budget's day counter, in the same transaction as a claim that opens a window: the
+# count only ever moves below the cap, so however many workers claim at once (and whatever they
+# retry or redeliver: the claim and its unit are one transaction) a day never lets out more than
+# `max_per_day` alerts of the budget, and every alert that opened took exactly one unit.
+BUDGET_LEFT = "attribute_not_exists(#count) OR #count < :max"
+# Put of a deferral record: once per (customer, type, day), so a redelivered batch, a second worker
+# or the next sweep deferring the same alert again does not count it twice.
+NOT_YET_DEFERRED = "attribute_not_exists(customer_id)"
+# Escalating: only an alert whose opening went out and that was never escalated (nor opened
+# beyond its escalation threshold): two workers seeing the crossing escalate it once.
+ESCALATABLE = (
+    "alert_id = :alert_id AND #status = :sent AND "
+    "(attribute_not_exists(lifecycle) OR lifecycle = :open) AND "
+    "(attribute_not_exists(escalated) OR escalated = :false)"
+)
+# The heartbeat of a lifecycle alert still firing: only while it is open (or escalated) and sent;
+# a resolution or a new window in between is left alone.
+STILL_OPEN = (
+    "alert_id = :alert_id AND #status = :sent AND lifecycle IN (:open, :escalated) AND "
+    "attribute_exists(resolve_after_us)"
+)
+# Resolving: only an open (or escalated) lifecycle alert that went out and whose deadline is past
+# (no heartbeat moved it meanwhile), so exactly one worker resolves it, and never one still firing.
+RESOLVABLE = f"{STILL_OPEN} AND lease_until_us <= :now_us"
 # ConditionCheck on the `#churned` item in the same transaction as every claim: a churn recorded
 # at any time before the claim stops it, with no read-then-write gap, unless a sign-up at or after
 # it is recorded too (a churn and a sign-up at the same instant: the customer is back).
@@ -71,6 +132,11 @@ ABANDONED_CLAIM = "alert_id = :alert_id AND #status = :pending AND lease_until_u
 # mark_sent: only the claim that was published. A slow worker must not mark a newer window's
 # claim as sent, or that window's alert would be lost.
 SAME_CLAIM = "alert_id = :alert_id"
+# ... and only the message that was published: the opening, its escalation and its resolution share
+# the alert id, and a slow worker that published the opening must not mark the escalation sent.
+# (Items written before the lifecycle existed have no `lifecycle`: their message is the opening.)
+SAME_OPENING = f"{SAME_CLAIM} AND (attribute_not_exists(lifecycle) OR lifecycle = :lifecycle)"
+SAME_MESSAGE = f"{SAME_CLAIM} AND lifecycle = :lifecycle"
 # renew: the holder extends its lease only while nobody took the claim over (a take-over writes a
 # new token) and it is still unsent: a claim lost to the sweep is never published by its old holder.
 STILL_OUR_CLAIM = "claim_token = :token AND #status = :pending"
@@ -88,6 +154,22 @@ NEWER_RETURN = (
 
 def alert_table_name(prefix: str) -> str:
     return f"{prefix}alerts"
+
+
+def _window_open(item: dict[str, Any], now: datetime, cooldown: timedelta) -> bool:
+    """NO_OPEN_WINDOW, negated, on an item as read."""
+    if "resolve_after_us" in item:
+        return not (item.get("lifecycle", {}).get("S") == "resolved" and item["status"]["S"] == "sent")
+    return int(item["window_start_us"]["N"]) > to_us(now - cooldown)
+
+
+def _day_expiry(day: str, keep: timedelta) -> int:
+    start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
+    return int((start + keep).timestamp())
+
+
+def log_warning(message: str) -> None:
+    structlog.get_logger(__name__).warning(message)
 
 
 def _provenance(alert: Alert) -> dict[str, Any]:
@@ -112,6 +194,7 @@ class _Failed(Exception):
         condition_failed: bool = False,
         item: dict[str, Any] | None = None,
         ambiguous: bool = False,
+        over_budget: bool = False,
     ) -> None:
         super().__init__(kind.value)
         self.kind = kind
@@ -119,6 +202,7 @@ class _Failed(Exception):
         self.condition_failed = condition_failed
         self.item = item
         self.ambiguous = ambiguous  # no answer: the write may have been applied
+        self.over_budget = over_budget  # the budget's day is spent (BUDGET_LEFT failed)
 
 
 class SentWindows:
@@ -130,7 +214,12 @@ class SentWindows:
     take-over and release touch pending claims only, and TTL deletes the record 30 days after its
     window. Only what DynamoDB answered goes in (a claim found sent, our own mark_sent that held).
     One difference: a claim that DynamoDB would answer CHURNED (the customer churned inside the
-    window) is SUPPRESSED here; neither publishes. Bounded: the least recently used go first."""
+    window) is SUPPRESSED here; neither publishes. Bounded: the least recently used go first.
+    Escalations and heartbeats still happen on a window known here (`_settled`); one that fails its
+    condition (another worker moved the alert on) drops the entry.
+    A lifecycle alert (`resolve_after_s`) is known open until its last known firing + R: nobody can
+    resolve it sooner (RESOLVABLE needs its deadline, at least that far, to have passed). A resolved
+    one is not kept: the next claim opens a new window, which DynamoDB decides."""
 
     def __init__(self, size: int = 50_000) -> None:
         self._size = size
@@ -140,6 +229,9 @@ class SentWindows:
         if alert.window_start is None:
             return
         key = (alert.customer_id, alert.alert_type.value)
+        if alert.status == "resolved":
+            self._windows.pop(key, None)
+            return
         self._windows[key] = (to_us(alert.window_start), alert)
         self._windows.move_to_end(key)
         while len(self._windows) > self._size:
@@ -149,17 +241,26 @@ class SentWindows:
         for alert_type in AlertType:
             self._windows.pop((customer_id, alert_type.value), None)
 
+    def forget_alert(self, alert: Alert) -> None:
+        self._windows.pop((alert.customer_id, alert.alert_type.value), None)
+
     def sent_inside(self, alert: Alert, now: datetime, cooldown: timedelta) -> Alert | None:
         """The stored alert of a window known sent that is still open at `now`, else None."""
         key = (alert.customer_id, alert.alert_type.value)
         known = self._windows.get(key)
         if known is None:
             return None
-        if known[0] <= to_us(now - cooldown):  # over: the next claim may open a new window
+        stored = known[1]
+        if stored.resolve_after_s is not None:
+            seen = stored.last_firing_at or stored.window_start or stored.as_of
+            over = now >= seen + timedelta(seconds=stored.resolve_after_s)
+        else:
+            over = known[0] <= to_us(now - cooldown)
+        if over:  # over (or no longer known open): the next claim asks DynamoDB
             del self._windows[key]
             return None
         self._windows.move_to_end(key)
-        return known[1]
+        return stored
 
 
 class DynamoDBAlertLedger(Batching):
@@ -179,7 +280,18 @@ class DynamoDBAlertLedger(Batching):
         return await self.outcomes.expire_due(now, limit)
 
     async def outcome_stats(self, since: date, until: date) -> OutcomeStats:
-        return await self.outcomes.stats(since, until)
+        stats = await self.outcomes.stats(since, until)
+        await self.outcomes.budget_stats(stats, BUDGET_PREFIX)
+        return stats
+
+    async def open_alerts(self, since: date, until: date, limit: int) -> list[dict[str, Any]]:
+        """The latest message of every alert of `since` .. `until` whose outcome is still open
+        (their records in the `pending` index, then their claim items by key), most at risk first."""
+        return await self.outcomes.open_alerts(since, until, limit)
+
+    async def deferred_alerts(self, since: date, until: date, limit: int) -> list[dict[str, Any]]:
+        """Deferred alerts of the UTC days `since` .. `until`: one Query per day."""
+        return await self.outcomes.deferred_alerts(since, until, limit, DEFERRED_PREFIX)
 
     def _key(self, customer_id: str, sort_key: str) -> dict[str, Any]:
         return {"customer_id": {"S": customer_id}, "alert_type": {"S": sort_key}}
@@ -193,36 +305,66 @@ class DynamoDBAlertLedger(Batching):
             }
         }
 
-    async def claim(self, alert: Alert, now: datetime, cooldown: timedelta) -> Claim:
+    async def claim(
+        self,
+        alert: Alert,
+        now: datetime,
+        cooldown: timedelta,
+        *,
+        resolve_after: timedelta | None = None,
+        budget: BudgetSlot | None = None,
+    ) -> Claim:
         now = utc(now)
+        alert = under_budget(alert, budget)
         sent = self.sent_windows.sent_inside(alert, now, cooldown)
         if sent is not None:
-            return Claim(ClaimStatus.SUPPRESSED, sent)
+            return await self._settled(sent, alert, now)
         token = uuid.uuid4().hex  # tells our own claim apart when its answer was lost
         for attempt in range(MAX_ATTEMPTS):
-            fresh = alert.with_window(now)
+            fresh = alert.with_window(now).model_copy(
+                update={
+                    "escalating": False,
+                    "escalation_note": None,
+                    "last_firing_at": now,
+                    "resolve_after_s": None if resolve_after is None else resolve_after.total_seconds(),
+                }
+            )
+            more = [record_put(self._table, fresh, _provenance(fresh))]
+            if budget is not None and budget.max_per_day <= 0:  # a closed budget: nothing to take
+                item = await self._get(alert)
+                if item is None or not _window_open(item, now, cooldown):
+                    await self._defer(alert, budget, now)
+                    return Claim(ClaimStatus.DEFERRED, alert)
+                budget = None  # a window is open: no unit would be taken anyway
+            if budget is not None:
+                more.append(self._budget_unit(budget))
             try:
-                # The claim and its alert record (worker/alerts/dynamodb_alert_outcomes.py) in one transaction.
+                # The claim, its alert record (worker/alerts/dynamodb_alert_outcomes.py) and its
+                # budget unit, in one transaction.
                 await self._transact(
                     alert.customer_id,
-                    self._claim_put(fresh, now, cooldown, token),
-                    record_put(self._table, fresh, _provenance(fresh)),
+                    self._claim_put(fresh, now, cooldown, token, alert.escalating),
+                    *more,
+                    budgeted=budget is not None,
                 )
                 return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)
             except _Failed as failed:
                 if failed.churned:
                     return Claim(ClaimStatus.CHURNED, alert)
+                if budget is not None and failed.over_budget and not failed.condition_failed:
+                    await self._defer(alert, budget, now)
+                    return Claim(ClaimStatus.DEFERRED, alert)
                 if not (failed.condition_failed or failed.ambiguous):  # throttled, a conflict, a 5xx
                     await backoff(attempt, 0.05 if failed.kind is Failure.CONFLICT else 0.2)
                     continue
                 item = failed.item if failed.item is not None else await self._get(alert)
-            if item is not None and int(item["window_start_us"]["N"]) > to_us(now - cooldown):
+            if item is not None and _window_open(item, now, cooldown):
                 stored = self._stored_alert(item)
                 if item.get("claim_token", {}).get("S") == token:  # ours: an earlier attempt went through
                     return Claim(ClaimStatus.NEW, stored, token, now + self._lease)
                 if item["status"]["S"] == "sent":
                     self.sent_windows.remember(stored)
-                    return Claim(ClaimStatus.SUPPRESSED, stored)
+                    return await self._settled(stored, alert, now)
                 if int(item["lease_until_us"]["N"]) > to_us(now):
                     return Claim(ClaimStatus.IN_FLIGHT, stored)
                 taken = await self._take_over(stored, now)
@@ -235,11 +377,292 @@ class DynamoDBAlertLedger(Batching):
             f"on {self._table} (conflicts or throttling); will retry later"
         )
 
+    async def _settled(self, stored: Alert, alert: Alert, now: datetime) -> Claim:
+        """A claim inside a window whose latest message went out: escalate the alert when this
+        scoring crossed the escalation threshold, else refresh a lifecycle alert's last firing."""
+        if alert.escalating and not stored.escalating and stored.status == "open":
+            escalated = await self._escalate(stored, alert, now)
+            if escalated is not None:
+                return escalated
+            self.sent_windows.forget_alert(stored)  # someone else moved it on: ask DynamoDB next time
+            return Claim(ClaimStatus.SUPPRESSED, stored)
+        after = stored.resolve_after_s
+        if after is not None and stored.status != "resolved":
+            resolve_after = timedelta(seconds=after)
+            if heartbeat_due(stored.last_firing_at, now, resolve_after):
+                if await self._heartbeat(stored, now, resolve_after):
+                    stored = stored.model_copy(update={"last_firing_at": now})
+                    self.sent_windows.remember(stored)
+                else:
+                    self.sent_windows.forget_alert(stored)
+        return Claim(ClaimStatus.SUPPRESSED, stored)
+
+    async def _escalate(self, stored: Alert, current: Alert, now: datetime) -> Claim | None:
+        """The alert's escalation message, claimed (NEW) in place of its sent opening; None if
+        the alert is no longer escalatable (another worker escalated it, a new window, not sent)."""
+        message = escalation_of(stored, current, now)
+        token = uuid.uuid4().hex
+        update: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self._table,
+                "Key": self._key(stored.customer_id, stored.alert_type.value),
+                "UpdateExpression": "SET lifecycle = :escalated, escalated = :true, #status = :pending, "
+                "body = :body, claim_token = :token, lease_until_us = :lease_until_us, "
+                f"{PENDING_SHARD} = :shard, claimed_at = :now, escalated_at = :now, last_firing_us = :now_us",
+                "ConditionExpression": ESCALATABLE,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":alert_id": {"S": stored.alert_id},
+                    ":sent": {"S": "sent"},
+                    ":open": {"S": "open"},
+                    ":false": {"BOOL": False},
+                    ":true": {"BOOL": True},
+                    ":escalated": {"S": "escalated"},
+                    ":pending": {"S": "pending"},
+                    ":body": {"S": json.dumps(message.body())},
+                    ":token": {"S": token},
+                    ":lease_until_us": {"N": str(to_us(now + self._lease))},
+                    ":shard": {"S": shard_of(stored.customer_id, PENDING_SHARDS)},
+                    ":now": {"S": iso(now)},
+                    ":now_us": {"N": str(to_us(now))},
+                },
+            }
+        }
+        try:
+            await self._transact(stored.customer_id, update, self._lifecycle_count(message, "escalated"))
+        except _Failed as failed:
+            if failed.churned or failed.condition_failed:
+                return None
+            raise AlertLedgerError(
+                f"escalating alert {stored.alert_id} in {self._table}: {failed.kind.value}; will retry later"
+            ) from None
+        await self._note_on_record(message, "escalated_at", now)
+        self.sent_windows.forget_alert(stored)
+        return Claim(ClaimStatus.NEW, message, token, now + self._lease)
+
+    async def _heartbeat(self, stored: Alert, now: datetime, resolve_after: timedelta) -> bool:
+        """The lifecycle alert fired again: its last firing and resolution deadline move to now."""
+        return await self._update(
+            f"refreshing alert {stored.alert_id}",
+            Key=self._key(stored.customer_id, stored.alert_type.value),
+            UpdateExpression="SET last_firing_us = :now_us, lease_until_us = :deadline",
+            ConditionExpression=STILL_OPEN,
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":alert_id": {"S": stored.alert_id},
+                ":sent": {"S": "sent"},
+                ":open": {"S": "open"},
+                ":escalated": {"S": "escalated"},
+                ":now_us": {"N": str(to_us(now))},
+                ":deadline": {"N": str(to_us(resolve_deadline(now, resolve_after)))},
+            },
+        )
+
+    async def resolution_candidates(self, now: datetime, limit: int) -> list[Alert]:
+        """Open lifecycle alerts past their deadline (as stored): the resolution shards of the
+        sparse index, then each item by key (the index is eventually consistent)."""
+        now = utc(now)
+        found: list[Alert] = []
+        shards = [RESOLUTION_SHARD_PREFIX + shard for shard in shard_names(PENDING_SHARDS)]
+        random.shuffle(shards)
+        for shard in shards:
+            if len(found) >= limit:
+                break
+            response = await with_retries(
+                lambda shard=shard: self._client.query(  # type: ignore[misc]
+                    TableName=self._table,
+                    IndexName=PENDING_INDEX,
+                    KeyConditionExpression=f"{PENDING_SHARD} = :shard AND lease_until_us <= :now_us",
+                    ExpressionAttributeValues={":shard": {"S": shard}, ":now_us": {"N": str(to_us(now))}},
+                    Limit=limit - len(found),
+                ),
+                resource=f"alert ledger table {self._table} (index {PENDING_INDEX})",
+            )
+            for key in response.get("Items", []):
+                item = await self._get_key(key["customer_id"]["S"], key["alert_type"]["S"])
+                if item is None or item.get("status", {}).get("S") != "sent":
+                    continue
+                if item.get("lifecycle", {}).get("S") not in ("open", "escalated"):
+                    continue
+                if int(item["lease_until_us"]["N"]) > to_us(now):
+                    continue  # a heartbeat moved it since the index was written
+                found.append(self._stored_alert(item))
+        return found
+
+    async def resolve(self, alert: Alert, now: datetime) -> Claim | None:
+        """The alert's resolution message, claimed (NEW) in place of its sent latest message, if it
+        is still resolvable (RESOLVABLE); a churned customer's alert leaves the index instead."""
+        return await self._resolve(alert, utc(now))
+
+    async def resolutions_due(self, now: datetime, limit: int) -> list[Claim]:
+        claims = [await self.resolve(alert, now) for alert in await self.resolution_candidates(now, limit)]
+        return [claim for claim in claims if claim is not None]
+
+    async def _resolve(self, stored: Alert, now: datetime) -> Claim | None:
+        message = resolution_of(stored, now, stored.last_firing_at)
+        opened = stored.window_start or stored.as_of
+        token = uuid.uuid4().hex
+        update: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self._table,
+                "Key": self._key(stored.customer_id, stored.alert_type.value),
+                "UpdateExpression": "SET lifecycle = :resolved, #status = :pending, body = :body, "
+                f"claim_token = :token, lease_until_us = :lease_until_us, {PENDING_SHARD} = :shard, "
+                "claimed_at = :now, resolved_at = :now",
+                "ConditionExpression": RESOLVABLE,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":alert_id": {"S": stored.alert_id},
+                    ":sent": {"S": "sent"},
+                    ":open": {"S": "open"},
+                    ":escalated": {"S": "escalated"},
+                    ":resolved": {"S": "resolved"},
+                    ":pending": {"S": "pending"},
+                    ":body": {"S": json.dumps(message.body())},
+                    ":token": {"S": token},
+                    ":lease_until_us": {"N": str(to_us(now + self._lease))},
+                    ":shard": {"S": shard_of(stored.customer_id, PENDING_SHARDS)},
+                    ":now": {"S": iso(now)},
+                    ":now_us": {"N": str(to_us(now))},
+                },
+            }
+        }
+        seconds = max(0.0, (now - opened).total_seconds())
+        try:
+            await self._transact(
+                stored.customer_id, update, self._lifecycle_count(message, "resolved", seconds)
+            )
+        except _Failed as failed:
+            if failed.churned:
+                await self._update(
+                    f"dropping the resolution of alert {stored.alert_id}",
+                    Key=self._key(stored.customer_id, stored.alert_type.value),
+                    UpdateExpression=f"REMOVE {PENDING_SHARD}",
+                    ConditionExpression=f"{SAME_CLAIM} AND #status = :sent",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={":alert_id": {"S": stored.alert_id}, ":sent": {"S": "sent"}},
+                )
+                return None
+            if failed.condition_failed:
+                return None  # resolved by another worker, or a heartbeat came first
+            raise AlertLedgerError(
+                f"resolving alert {stored.alert_id} in {self._table}: {failed.kind.value}; will retry later"
+            ) from None
+        self.sent_windows.forget_alert(stored)
+        await self._note_on_record(message, "resolved_at", now)
+        return Claim(ClaimStatus.NEW, message, token, now + self._lease)
+
+    def _lifecycle_count(
+        self, message: Alert, counter: str, seconds: float = 0.0
+    ) -> TransactWriteItemTypeDef:
+        """The counter of the alert's opening day (`#stats#<day>`, the outcome counters' item)."""
+        opened = message.window_start or message.as_of
+        key, expires = stats_counter_key(message.customer_id, opened, message.alert_type.value, message.arm)
+        values: dict[str, Any] = {":one": {"N": "1"}, ":ttl": {"N": str(expires)}}
+        add = f"ADD {counter} :one"
+        if counter == "resolved":
+            values[":seconds"] = {"N": str(round(seconds, 3))}
+            add += ", resolve_seconds :seconds"
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key,
+                "UpdateExpression": f"{add} SET {TTL_ATTRIBUTE} = :ttl",
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    async def _note_on_record(self, message: Alert, attribute: str, at: datetime) -> None:
+        """History on the alert record (kept 180 days): best effort, one UpdateItem; the claim item
+        and the counters already hold what the lifecycle needs."""
+        assert message.window_start is not None
+        key = RecordKey(to_us(message.window_start), message.alert_type.value, message.arm)
+        try:
+            await self._update(
+                f"noting {attribute} on the record of alert {message.alert_id}",
+                Key={"customer_id": {"S": message.customer_id}, "alert_type": {"S": key.sort_key()}},
+                UpdateExpression=f"SET {attribute} = :at",
+                ConditionExpression="attribute_exists(alert_id)",
+                ExpressionAttributeValues={":at": {"S": iso(at)}},
+            )
+        except AlertLedgerError as exc:
+            log_warning(f"could not note {attribute} on an alert record: {exc}")
+
+    def _budget_unit(self, budget: BudgetSlot) -> TransactWriteItemTypeDef:
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"customer_id": {"S": BUDGET_PREFIX + budget.day}, "alert_type": {"S": budget.name}},
+                "UpdateExpression": f"SET max_per_day = :max, {TTL_ATTRIBUTE} = :ttl ADD #count :one",
+                "ConditionExpression": BUDGET_LEFT,
+                "ExpressionAttributeNames": {"#count": "count"},
+                "ExpressionAttributeValues": {
+                    ":max": {"N": str(budget.max_per_day)},
+                    ":one": {"N": "1"},
+                    ":ttl": {"N": str(_day_expiry(budget.day, timedelta(days=STATS_KEEP_DAYS)))},
+                },
+            }
+        }
+
+    async def _defer(self, alert: Alert, budget: BudgetSlot, now: datetime) -> bool:
+        """Record the deferral (once per customer, type and day) and count it. True: new."""
+        writes: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        "customer_id": {"S": DEFERRED_PREFIX + budget.day},
+                        "alert_type": {"S": f"{alert.customer_id}#{alert.alert_type.value}"},
+                        "budget": {"S": budget.name},
+                        "expected_value": {"N": repr(float(alert.expected_value))},
+                        "deferred_at": {"S": iso(now)},
+                        "body": {"S": json.dumps(alert.body())},
+                        TTL_ATTRIBUTE: {"N": str(_day_expiry(budget.day, DEFERRED_KEEP))},
+                    },
+                    "ConditionExpression": NOT_YET_DEFERRED,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {
+                        "customer_id": {"S": BUDGET_PREFIX + budget.day},
+                        "alert_type": {
+                            "S": f"{budget.name}#{alert.alert_type.value}#{outcome_shard(alert.customer_id)}"
+                        },
+                    },
+                    "UpdateExpression": f"ADD #deferred :one SET {TTL_ATTRIBUTE} = :ttl",
+                    "ExpressionAttributeNames": {"#deferred": "deferred"},  # a reserved word
+                    "ExpressionAttributeValues": {
+                        ":one": {"N": "1"},
+                        ":ttl": {"N": str(_day_expiry(budget.day, timedelta(days=STATS_KEEP_DAYS)))},
+                    },
+                }
+            },
+        ]
+        try:
+            await with_retries(
+                lambda: self._client.transact_write_items(TransactItems=writes),
+                resource=f"alert ledger table {self._table}",
+                attempts=6,
+            )
+        except ClientError as exc:
+            if classify(exc) is Failure.CONDITION_FAILED:
+                return False  # deferred already today
+            raise AlertLedgerError(f"deferring an alert in {self._table}: {error_text(exc)}") from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise AlertLedgerError(f"deferring an alert in {self._table}: {error_text(exc)}") from exc
+        return True
+
     def _claim_put(
-        self, alert: Alert, now: datetime, cooldown: timedelta, token: str
+        self, alert: Alert, now: datetime, cooldown: timedelta, token: str, escalated: bool = False
     ) -> TransactWriteItemTypeDef:
         assert alert.window_start is not None
         expires = alert.window_start + cooldown + TTL_SLACK
+        if alert.resolve_after_s is not None:  # open until resolved: kept a while past its deadline
+            expires = max(
+                expires, now + timedelta(seconds=alert.resolve_after_s) * DEADLINE_FACTOR + TTL_SLACK
+            )
         item: dict[str, Any] = {
             **self._key(alert.customer_id, alert.alert_type.value),
             "alert_id": {"S": alert.alert_id},
@@ -252,7 +675,12 @@ class DynamoDBAlertLedger(Batching):
             "claimed_at": {"S": iso(now)},
             "body": {"S": json.dumps(alert.body())},
             TTL_ATTRIBUTE: {"N": str(to_us(expires) // 1_000_000)},
+            "lifecycle": {"S": "open"},
+            "escalated": {"BOOL": escalated},
+            "last_firing_us": {"N": str(to_us(now))},
         }
+        if alert.resolve_after_s is not None:
+            item["resolve_after_us"] = {"N": str(round(alert.resolve_after_s * 1_000_000))}
         if alert.customer_tier is not None:
             item["customer_tier"] = {"S": alert.customer_tier}
         item.update(_provenance(alert))
@@ -261,7 +689,12 @@ class DynamoDBAlertLedger(Batching):
                 "TableName": self._table,
                 "Item": item,
                 "ConditionExpression": NO_OPEN_WINDOW,
-                "ExpressionAttributeValues": {":cutoff_us": {"N": str(to_us(now - cooldown))}},
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":cutoff_us": {"N": str(to_us(now - cooldown))},
+                    ":resolved": {"S": "resolved"},
+                    ":sent": {"S": "sent"},
+                },
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
@@ -318,9 +751,14 @@ class DynamoDBAlertLedger(Batching):
         return Claim(claim.status, claim.alert, claim.token, now + self._lease) if renewed else None
 
     async def _transact(
-        self, customer_id: str, write: TransactWriteItemTypeDef, *more: TransactWriteItemTypeDef
+        self,
+        customer_id: str,
+        write: TransactWriteItemTypeDef,
+        *more: TransactWriteItemTypeDef,
+        budgeted: bool = False,
     ) -> None:
-        """`write` (and `more`) conditional on the customer not having churned, in one transaction."""
+        """`write` (and `more`) conditional on the customer not having churned, in one transaction.
+        `budgeted`: the last of `more` is a budget unit (BUDGET_LEFT), whose refusal is told apart."""
         try:
             await self._client.transact_write_items(
                 TransactItems=[self._not_churned(customer_id), write, *more]
@@ -337,11 +775,13 @@ class DynamoDBAlertLedger(Batching):
             response: Any = exc.response
             reasons = list(response.get("CancellationReasons") or [])
             item = reasons[1].get("Item") if len(reasons) == 2 + len(more) else None
+            budget_reason = cancellation_reasons(exc, 2 + len(more))[-1] if budgeted else None
             raise _Failed(
                 kind,
                 churned=churn_reason in CONDITION_CODES,
                 condition_failed=claim_reason in CONDITION_CODES,
                 item=item,
+                over_budget=budget_reason in CONDITION_CODES,
             ) from None
         except (BotoCoreError, OSError, TimeoutError):
             raise _Failed(Failure.TRANSIENT, ambiguous=True) from None
@@ -364,8 +804,17 @@ class DynamoDBAlertLedger(Batching):
     def _stored_alert(self, item: dict[str, Any]) -> Alert:
         tier = item.get("customer_tier", {}).get("S")
         try:
-            return Alert.from_body(
+            alert = Alert.from_body(
                 json.loads(item["body"]["S"]), datetime.fromisoformat(item["window_start"]["S"]), tier
+            )
+            last_firing = item.get("last_firing_us", {}).get("N")
+            resolve_after = item.get("resolve_after_us", {}).get("N")
+            return alert.model_copy(
+                update={
+                    "escalating": bool(item.get("escalated", {}).get("BOOL", False)),
+                    "last_firing_at": from_us(int(last_firing)) if last_firing else None,
+                    "resolve_after_s": int(resolve_after) / 1_000_000 if resolve_after else None,
+                }
             )
         except (KeyError, ValueError) as exc:
             raise AlertLedgerError(
@@ -389,16 +838,27 @@ class DynamoDBAlertLedger(Batching):
         return True
 
     async def mark_sent(self, alert: Alert) -> bool:
-        values: dict[str, Any] = {":alert_id": {"S": alert.alert_id}, ":sent": {"S": "sent"}}
+        values: dict[str, Any] = {
+            ":alert_id": {"S": alert.alert_id},
+            ":sent": {"S": "sent"},
+            ":lifecycle": {"S": alert.status},
+        }
         update = "SET #status = :sent"
         if alert.created_at is not None:
             values[":sent_at"] = {"S": iso(alert.created_at)}
             update += ", sent_at = :sent_at"
+        if alert.resolve_after_s is not None and alert.status != "resolved":
+            # Out of the unsent claims, into the resolution shards, due at its deadline.
+            values[":rshard"] = {"S": RESOLUTION_SHARD_PREFIX + shard_of(alert.customer_id, PENDING_SHARDS)}
+            values[":span"] = {"N": str(round(alert.resolve_after_s * DEADLINE_FACTOR * 1_000_000))}
+            update += f", {PENDING_SHARD} = :rshard, lease_until_us = last_firing_us + :span"
+        else:
+            update += f" REMOVE {PENDING_SHARD}"  # out of the pending index
         marked = await self._update(
-            f"marking alert {alert.alert_id} sent",
+            f"marking alert {alert.alert_id} ({alert.status}) sent",
             Key=self._key(alert.customer_id, alert.alert_type.value),
-            UpdateExpression=f"{update} REMOVE {PENDING_SHARD}",  # out of the pending index
-            ConditionExpression=SAME_CLAIM,
+            UpdateExpression=update,
+            ConditionExpression=SAME_OPENING if alert.status == "open" else SAME_MESSAGE,
             ExpressionAttributeNames={"#status": "status"},
             ExpressionAttributeValues=values,
         )

@@ -53,7 +53,7 @@ class LeaseGuard:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._ledger = ledger
-        self._held = {claim.alert.alert_id: claim for claim in claims}
+        self._held = {claim.alert.message_id: claim for claim in claims}
         self._clock = clock
         self._sleep = sleep
         self._lease = ledger.lease_length
@@ -61,7 +61,7 @@ class LeaseGuard:
         self.renewals = 0
 
     def holds(self, alert: Alert) -> bool:
-        return alert.alert_id in self._held
+        return alert.message_id in self._held
 
     def _seconds_left(self) -> float:
         """Until the publish must stop: the earliest held lease's end, less the margin."""
@@ -108,7 +108,7 @@ class LeaseGuard:
         self.renewals += 1
         for claim, fresh in zip(claims, renewed, strict=True):
             if fresh is None:  # another worker's now: never sent again by us
-                del self._held[claim.alert.alert_id]
+                del self._held[claim.alert.message_id]
                 self.lost.append(claim)
                 log.warning(
                     "claim taken over while its alert was being published",
@@ -116,4 +116,4 @@ class LeaseGuard:
                     type=claim.alert.alert_type.value,
                 )
             else:
-                self._held[claim.alert.alert_id] = fresh
+                self._held[claim.alert.message_id] = fresh

@@ -10,7 +10,10 @@ naming the alert ids and carrying exactly what did go out, whatever went wrong i
 the caller marks those sent and nothing else.
 
 A FIFO topic (ARN ending in `.fifo`) gets `MessageGroupId = customer_id` (one customer's alerts
-in order) and `MessageDeduplicationId = alert_id` (SNS drops a re-publish of the same alert).
+in order) and `MessageDeduplicationId = message_id` (SNS drops a re-publish of the same message):
+the alert id for an alert, `<alert_id>:escalated` / `<alert_id>:resolved` for its later messages,
+which share its alert id. Every message also has a one-line `Subject` (e-mail subscriptions show
+it): severity, type, customer and what changed.
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ def _message_attributes(alert: Alert) -> dict[str, MessageAttributeValueTypeDef]
 
 
 def _unique(alerts: Sequence[Alert]) -> list[Alert]:
-    """One entry per alert id: a batch may not carry the same alert twice."""
+    """One entry per message: a batch may not carry the same message twice."""
     seen: dict[str, Alert] = {}
     for alert in alerts:
-        seen.setdefault(alert.alert_id, alert)
+        seen.setdefault(alert.message_id, alert)
     return list(seen.values())
 
 
@@ -98,8 +101,10 @@ class SnsAlertPublisher:
         # A fatal error (no such topic, access denied) is the cause of the AlertPublishError: the
         # caller marks what went out, then stops the worker.
         fatal = next((o for o in outcomes if isinstance(o, FatalAwsError)), None)
-        order = {alert.alert_id: i for i, alert in enumerate(stamped)}
-        published = sorted((alert for sent, _ in results for alert in sent), key=lambda a: order[a.alert_id])
+        order = {alert.message_id: i for i, alert in enumerate(stamped)}
+        published = sorted(
+            (alert for sent, _ in results for alert in sent), key=lambda a: order[a.message_id]
+        )
         failed = [(alert, reason) for _, errors in results for alert, reason in errors]
         if failed:
             detail = ", ".join(f"{alert.alert_id} ({reason})" for alert, reason in failed)
@@ -115,10 +120,11 @@ class SnsAlertPublisher:
             "Id": entry_id,
             "Message": json.dumps(alert.body()),
             "MessageAttributes": _message_attributes(alert),
+            "Subject": alert.subject(),
         }
         if self._fifo:
             entry["MessageGroupId"] = alert.customer_id
-            entry["MessageDeduplicationId"] = alert.alert_id
+            entry["MessageDeduplicationId"] = alert.message_id
         return entry
 
     async def _publish_chunk(
@@ -173,6 +179,7 @@ class PublishedMessage:
     attributes: dict[str, str]
     group_id: str | None = None
     deduplication_id: str | None = None
+    subject: str | None = None
 
 
 @dataclass
@@ -196,14 +203,15 @@ class MemoryAlertPublisher:
         stamped = [alert.published_at(self.clock()) for alert in _unique(alerts)]
         seen = {m.deduplication_id for m in self.messages} if self.fifo else set()
         for alert in stamped:
-            if alert.alert_id in seen:
+            if alert.message_id in seen:
                 continue
             self.messages.append(
                 PublishedMessage(
                     body=alert.body(),
                     attributes=alert.attributes(),
                     group_id=alert.customer_id if self.fifo else None,
-                    deduplication_id=alert.alert_id if self.fifo else None,
+                    deduplication_id=alert.message_id if self.fifo else None,
+                    subject=alert.subject(),
                 )
             )
         return stamped

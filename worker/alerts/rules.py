@@ -11,6 +11,13 @@ null. Scored alerts say `"scoring": "model"`. Every alert also says what produce
 `event`, or `rescore` for a quiet customer scored without one), its experiment `arm` (`treatment`,
 or `control` for the holdout of an experiment: `worker.alerts.experiment`) and the `feature_hash`
 of the features it was computed from.
+
+What a person acts on (docs/contracts.md, Alerts), beside the seed's fields:
+- `status`: `open` for the alert itself; `escalated` and `resolved` for the later messages of the
+  same alert (same `alert_id`: `worker.alerts.lifecycle`).
+- `changes`, `previous_score_at`, `previous_churn_probability`, `what_changed`: the inputs that
+  moved the score most since the customer's previous scoring (`worker.alerts.changes`).
+- `budget`: the capacity budget the alert went out under (`worker.alerts.budgets`), or null.
 """
 
 from __future__ import annotations
@@ -151,6 +158,31 @@ class Prediction(BaseModel):
 Scoring = Literal["model", "rules_only"]
 Trigger = Literal["event", "rescore"]
 Arm = Literal["treatment", "control"]
+Status = Literal["open", "escalated", "resolved"]
+STATUSES: tuple[Status, ...] = ("open", "escalated", "resolved")
+
+
+class Change(BaseModel):
+    """One input that moved since the customer's previous scoring (`worker.alerts.changes`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    feature: str = Field(min_length=1)
+    label: str
+    previous: float
+    current: float
+    share: float | None = None  # of the churn-risk movement the changed inputs explain; null: not scored
+
+
+class BudgetTag(BaseModel):
+    """The budget an alert went out under (or was deferred by): `worker.alerts.budgets`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    name: str
+    day: str  # the UTC day whose budget it counts against
+    max_per_day: int
+    expected_value: float
 
 
 class Alert(BaseModel):
@@ -171,6 +203,23 @@ class Alert(BaseModel):
     trigger: Trigger = "event"
     arm: Arm = "treatment"
     feature_hash: str | None = None
+    # The lifecycle (worker.alerts.lifecycle): this message's status, whether the alert has reached
+    # its rule's escalation threshold (at routing: this scoring crossed it; stored: it was escalated
+    # or opened beyond it), the last scoring its rule fired at (stored alerts), and when it resolved.
+    status: Status = "open"
+    escalating: bool = False
+    escalation_note: str | None = None
+    last_firing_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    resolve_after_s: float | None = None  # the claim's lifecycle mode (None: cooldown windows)
+    # What changed since the previous scoring (worker.alerts.changes).
+    changes: tuple[Change, ...] = ()
+    previous_score_at: AwareDatetime | None = None
+    previous_churn_probability: float | None = None
+    what_changed: str | None = None
+    # The budget (worker.alerts.budgets): the expected value routing gave it, the budget it counts against.
+    expected_value: float = 0.0
+    budget: BudgetTag | None = None
 
     @property
     def severity(self) -> Severity:
@@ -184,6 +233,22 @@ class Alert(BaseModel):
     def alert_id(self) -> str:
         start = self.window_start or self.as_of
         return hashlib.sha256(f"{self.customer_id}|{self.alert_type.value}|{iso(start)}".encode()).hexdigest()
+
+    @property
+    def message_id(self) -> str:
+        """One per message: the alert id for the alert itself, `<alert_id>:<status>` for its
+        escalation and its resolution (what a FIFO topic deduplicates on)."""
+        return self.alert_id if self.status == "open" else f"{self.alert_id}:{self.status}"
+
+    def subject(self) -> str:
+        """A one-line SNS subject (e-mail subscriptions show it): at most 100 printable ASCII characters."""
+        head = f"[{self.severity.value}] {self.alert_type.value} {self.customer_id}"
+        if self.status != "open":
+            head += f" {self.status}"
+        tail = self.what_changed or self.message
+        text = f"{head}: {tail}".encode("ascii", "replace").decode()
+        text = "".join(c if 32 <= ord(c) < 127 else " " for c in text)
+        return text if len(text) <= 100 else text[:97] + "..."
 
     def with_window(self, start: datetime) -> Alert:
         return self.model_copy(update={"window_start": start.astimezone(UTC)})
@@ -205,7 +270,7 @@ class Alert(BaseModel):
         `feature_hash`) plus `scoring`."""
         spec = SPECS[self.alert_type]
         p = self.predictions
-        return {
+        body: dict[str, Any] = {
             "alert_id": self.alert_id,
             "type": self.alert_type.value,
             "severity": spec.severity.value,
@@ -225,7 +290,16 @@ class Alert(BaseModel):
             "trigger": self.trigger,
             "arm": self.arm,
             "feature_hash": self.feature_hash,
+            "status": self.status,
+            "changes": [change.model_dump() for change in self.changes],
+            "previous_score_at": iso(self.previous_score_at) if self.previous_score_at else None,
+            "previous_churn_probability": self.previous_churn_probability,
+            "what_changed": self.what_changed,
+            "budget": self.budget.model_dump() if self.budget else None,
+            "opened_at": iso(self.window_start or self.as_of),
+            "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
         }
+        return body
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], window_start: datetime, customer_tier: str | None) -> Alert:
@@ -235,6 +309,12 @@ class Alert(BaseModel):
             predictions = Prediction.from_json(
                 {**body["predictions"], "model_version": body.get("model_version")}
             )
+
+        def instant(key: str) -> datetime | None:
+            value = body.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        budget = body.get("budget")
         alert = cls(
             alert_type=AlertType(body["type"]),
             customer_id=body["customer_id"],
@@ -247,6 +327,14 @@ class Alert(BaseModel):
             trigger=body.get("trigger", "event"),
             arm=body.get("arm", "treatment"),
             feature_hash=body.get("feature_hash"),
+            status=body.get("status") or "open",
+            resolved_at=instant("resolved_at"),
+            changes=tuple(Change.model_validate(c) for c in body.get("changes") or ()),
+            previous_score_at=instant("previous_score_at"),
+            previous_churn_probability=body.get("previous_churn_probability"),
+            what_changed=body.get("what_changed"),
+            expected_value=float(budget["expected_value"]) if budget else 0.0,
+            budget=BudgetTag.model_validate(budget) if budget else None,
         )
         if alert.alert_id != body["alert_id"]:
             raise ValueError(f"stored alert {body['alert_id']} does not match its window {iso(window_start)}")
@@ -272,7 +360,7 @@ class _Input:
                 f"alert rules need feature {name!r}; pass every registry feature by name"
             ) from None
 
-    def alert(self, alert_type: AlertType, message: str) -> Alert:
+    def alert(self, alert_type: AlertType, message: str, escalation_note: str | None = None) -> Alert:
         return Alert(
             alert_type=alert_type,
             customer_id=self.customer_id,
@@ -283,6 +371,8 @@ class _Input:
             customer_tier=self.customer_tier,
             trigger=self.trigger,
             feature_hash=self.feature_hash,
+            escalating=escalation_note is not None,
+            escalation_note=escalation_note,
         )
 
 
@@ -291,48 +381,81 @@ def _number(value: float) -> str:
 
 
 def _ib_call_spike(x: _Input, config: AlertsConfig) -> Alert | None:
+    rule = config.ib_call_spike.for_tier(x.customer_tier)
     calls = x.feature("ib_call_count_14d")
-    if calls >= config.ib_call_spike.min_calls_14d:
-        return x.alert(AlertType.IB_CALL_SPIKE, f"Customer has made {_number(calls)} calls in 14 days")
+    if calls >= rule.min_calls_14d:
+        escalate = rule.escalate_at_calls_14d
+        note = f"{_number(calls)} calls in 14 days (escalation at {escalate})"
+        return x.alert(
+            AlertType.IB_CALL_SPIKE,
+            f"Customer has made {_number(calls)} calls in 14 days",
+            note if escalate is not None and calls >= escalate else None,
+        )
     return None
 
 
 def _high_churn_risk(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
-    risk, threshold = p.churn_risk_30d, config.high_churn_risk.min_churn_risk_30d
+    rule = config.high_churn_risk.for_tier(x.customer_tier)
+    risk, threshold = p.churn_risk_30d, rule.min_churn_risk_30d
     if risk > threshold:
-        return x.alert(AlertType.HIGH_CHURN_RISK, f"30-day churn risk is {risk:.0%} (above {threshold:.0%})")
+        escalate = rule.escalate_above
+        note = f"30-day churn risk is {risk:.0%} (escalation above {escalate:.0%})" if escalate else None
+        return x.alert(
+            AlertType.HIGH_CHURN_RISK,
+            f"30-day churn risk is {risk:.0%} (above {threshold:.0%})",
+            note if escalate is not None and risk > escalate else None,
+        )
     return None
 
 
 def _health_score_critical(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
-    score, threshold = p.customer_health_score, config.health_score_critical.max_health_score
+    rule = config.health_score_critical.for_tier(x.customer_tier)
+    score, threshold = p.customer_health_score, rule.max_health_score
     if score < threshold:
+        escalate = rule.escalate_below
+        note = f"health score is {score:.0f}/100 (escalation below {escalate:g})" if escalate else None
         return x.alert(
-            AlertType.HEALTH_SCORE_CRITICAL, f"Customer health score is {score:.0f}/100 (below {threshold:g})"
+            AlertType.HEALTH_SCORE_CRITICAL,
+            f"Customer health score is {score:.0f}/100 (below {threshold:g})",
+            note if escalate is not None and score < escalate else None,
         )
     return None
 
 
 def _first_session_risk(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
-    rule = config.first_session_risk
+    rule = config.first_session_risk.for_tier(x.customer_tier)
     prob = p.first_session_success_prob
     if prob >= rule.max_first_session_success_prob:
         return None
     if rule.only_before_first_session and x.feature("has_first_session") > 0:
         return None  # the first session already happened: nothing left to act on
+    escalate = rule.escalate_below
+    note = (
+        f"first session success probability is {prob:.0%} (escalation below {escalate:.0%})"
+        if escalate
+        else None
+    )
     return x.alert(
         AlertType.FIRST_SESSION_RISK,
         f"First session success probability is {prob:.0%} (below {rule.max_first_session_success_prob:.0%})",
+        note if escalate is not None and prob < escalate else None,
     )
 
 
 def _session_velocity_drop(x: _Input, p: Prediction, config: AlertsConfig) -> Alert | None:
-    rule = config.session_velocity_drop
-    if p.predicted_session_velocity >= rule.max_predicted_velocity:
+    rule = config.session_velocity_drop.for_tier(x.customer_tier)
+    velocity = p.predicted_session_velocity
+    if velocity >= rule.max_predicted_velocity:
         return None
     if x.feature("session_frequency_30d") > rule.min_session_frequency_30d:
+        escalate = rule.escalate_below
+        note = (
+            f"predicted {velocity:.2g} sessions a week (escalation below {escalate:g})" if escalate else None
+        )
         return x.alert(
-            AlertType.SESSION_VELOCITY_DROP, f"Session frequency dropped {rule.min_drop_percent}%+"
+            AlertType.SESSION_VELOCITY_DROP,
+            f"Session frequency dropped {rule.min_drop_percent}%+",
+            note if escalate is not None and velocity < escalate else None,
         )
     return None
 
@@ -381,13 +504,15 @@ def route_alerts(
         trigger,
         feature_hash,
     )
+
+    def enabled(alert_type: AlertType) -> bool:
+        return config.rule(alert_type).for_tier(customer_tier).enabled
+
     alerts: list[Alert | None] = [
-        rule(x, config) for alert_type, rule in RULES_WITHOUT_MODEL if config.rule(alert_type).enabled
+        rule(x, config) for alert_type, rule in RULES_WITHOUT_MODEL if enabled(alert_type)
     ]
     if predictions is not None:
         alerts += [
-            rule(x, predictions, config)
-            for alert_type, rule in RULES_WITH_MODEL
-            if config.rule(alert_type).enabled
+            rule(x, predictions, config) for alert_type, rule in RULES_WITH_MODEL if enabled(alert_type)
         ]
     return [alert for alert in alerts if alert is not None]
