@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_retrain(sub, common)
 
+    from cli.model_monitor import register as register_monitor
+
+    register_monitor(sub, common, bundle_opt)
+
     package = sub.add_parser(
         "package",
         parents=[common, bundle_opt],

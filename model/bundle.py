@@ -11,6 +11,7 @@ Layout of a bundle directory:
     trees.npz            the compiled trees of churn heads served by gradient boosting or a blend
                          (model/candidates.py; the SavedModel holds the same constants)
     training_customers.txt.gz  customers whose rows trained or calibrated it (evaluate leaves them out)
+    training_distribution.json  deciles of every feature and head on the training rows (model/drift.py)
 
 A bundle is written to a temporary sibling directory and renamed into place, so a reader never sees
 half a bundle. Every reader goes through `load_bundle`, which refuses a bundle whose feature hash is

@@ -52,6 +52,7 @@ from model.datasources import (
     split_rows,
     synthetic_arrays,
 )
+from model.drift import record_training_distribution
 from model.exceptions import DataError
 from model.metrics import auc_roc
 
@@ -513,6 +514,8 @@ def train_bundle(
     metrics: dict[str, Any] = {"history": summary["history"]}
     write_bundle(out_dir, model, baseline, metadata, metrics, extra, trees)
     bundle = load_bundle(out_dir)
+    # What drift is measured against (model/drift.py): the rows it trained on, and its own scores on them.
+    record_training_distribution(bundle, loaded.train.x)
     if evaluate:
         say("evaluating on held-out customers ...")
         metrics["evaluation"] = evaluate(bundle, loaded, config.seed)

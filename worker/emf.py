@@ -40,6 +40,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "BatchesFailed": ("batches_failed", "Count"),
     "ScoringFailures": ("scoring_failures", "Count"),
     "AwsRequests": ("aws_requests", "Count"),
+    "ServedRowsDropped": ("served_rows_dropped", "Count"),  # the served-feature log under pressure
 }
 
 

@@ -80,6 +80,7 @@ from worker.ports import (
     Scorer,
     Settlement,
 )
+from worker.served_log import ServedLog
 from worker.shadow import ShadowBatch, ShadowScoring
 
 log = structlog.get_logger(__name__)
@@ -149,6 +150,7 @@ class Pipeline:
         self.on_marked_due: Callable[[], None] | None = None  # the sweeper's wake-up
         self._budgets = budgets  # capacity budgets (worker.alerts.budgets)
         self._explainer = explainer  # scores "what changed" (worker.alerts.changes); None: no shares
+        self.served_log: ServedLog | None = None  # a sample of what was scored (worker.served_log)
 
     async def process(self, records: Sequence[Record]) -> Settlement:
         now = self._clock()
@@ -307,6 +309,8 @@ class Pipeline:
                     "endpoint refused the batch; rule-only alerts", error=str(exc), customers=len(customers)
                 )
                 self.metrics.inc("scoring_failures", reason="rejected")
+        if scored and self._scorer is not None and self.served_log is not None:
+            self.served_log.record(customers, matrix, predictions, as_of, trigger)  # returns at once
 
         alerts: list[Alert] = []
         compared: dict[int, tuple[str | None, set[str]]] = {}  # row -> (tier, live types): for the shadow

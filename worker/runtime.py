@@ -45,6 +45,7 @@ from worker.pipeline import Pipeline
 from worker.ports import Delivery, EventSource, Settlement, ShadowLog
 from worker.rescore import Rescorer
 from worker.scoring import CircuitBreaker, SageMakerScorer
+from worker.served_log import S3ServedWriter, ServedLog, served_uri
 from worker.settings import Settings, check_runnable
 from worker.shadow import ShadowScoring
 from worker.shadow_log import S3ShadowLog, SnsShadowLog, shadow_uri
@@ -194,6 +195,7 @@ async def run_worker(
             endpoint_available=lambda: not scorer.breaker.is_open,
         )
         pipeline.on_marked_due = rescorer.wake
+        pipeline.served_log = _served_log(settings, aws, metrics)
         source = _source(settings, aws, metrics)
         consuming = asyncio.Event()
 
@@ -266,6 +268,8 @@ async def run_worker(
         stopper.cancel()
         if pipeline.shadow is not None:  # the live work is settled: the shadow gets what grace is left
             await pipeline.shadow.close(grace=SHADOW_CLOSE_SECONDS)
+        if pipeline.served_log is not None:
+            await pipeline.served_log.close(grace=SHADOW_CLOSE_SECONDS)
         if emf is not None:
             emf.cancel()
         await health.stop()
@@ -320,6 +324,19 @@ def _shadow(settings: Settings, aws: AwsClients, metrics: Metrics) -> ShadowScor
         metrics=metrics,
         breaker=breaker,
     )
+
+
+def _served_log(settings: Settings, aws: AwsClients, metrics: Metrics) -> ServedLog | None:
+    """The served-feature sample (`worker.served_log`), in the archive bucket; none without one."""
+    if not settings.archive_s3_uri or settings.served_sample <= 0:
+        log.info(
+            "served-feature log off",
+            reason="no CHURN_ARCHIVE_S3_URI" if not settings.archive_s3_uri else "CHURN_SERVED_SAMPLE is 0",
+        )
+        return None
+    uri = served_uri(settings.archive_s3_uri)
+    log.info("served-feature log on", log=uri, sample=settings.served_sample)
+    return ServedLog(S3ServedWriter(aws.s3, uri, worker_id(settings)), settings.served_sample, metrics)
 
 
 def _source(settings: Settings, aws: AwsClients, metrics: Metrics) -> EventSource:

@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         le=60,
         description="a shadow scoring taking longer is abandoned (the live path never waits for it)",
     )
+    served_sample: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="share of scored customer-days logged to s3://<archive bucket>/served/ (worker/served_log.py); needs the archive",
+    )
     control_topic_arn: str | None = Field(
         None,
         description="SNS topic for control-arm alerts (audit); unset: they are only recorded in the ledger",

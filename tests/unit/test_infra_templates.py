@@ -229,6 +229,7 @@ def test_task_definition_matches_the_image_and_the_settings() -> None:
 
 def test_alarms_read_the_metrics_the_worker_writes() -> None:
     alarms = resources("alarms.yaml", "AWS::CloudWatch::Alarm")
+    drift = alarms.pop("ModelDrift")["Properties"]  # metric math over the drift job's metric, below
     custom = {
         a["Properties"]["MetricName"] for a in alarms.values() if a["Properties"]["Namespace"] == NAMESPACE
     }
@@ -237,6 +238,10 @@ def test_alarms_read_the_metrics_the_worker_writes() -> None:
     for alarm in alarms.values():
         if alarm["Properties"]["Namespace"] == NAMESPACE:
             assert [d["Name"] for d in alarm["Properties"]["Dimensions"]] == [DIMENSION]
+    # `churn-model drift --emf` writes DriftMaxPSI in the worker's namespace and dimension.
+    (metric,) = [m["MetricStat"]["Metric"] for m in drift["Metrics"] if "MetricStat" in m]
+    assert (metric["Namespace"], metric["MetricName"]) == (NAMESPACE, "DriftMaxPSI")
+    assert [d["Name"] for d in metric["Dimensions"]] == [DIMENSION]
     assert GAUGES["RescoreLagSeconds"][0] == "rescore_lag_seconds"  # /metrics: churn_rescore_lag_seconds
     assert alarms["WorkerNotReady"]["Properties"]["TreatMissingData"] == "breaching"
     env = template("service.yaml")["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
