@@ -95,8 +95,15 @@ async def test_record_never_waits_for_the_write() -> None:
 
 
 def test_no_archive_no_served_log_and_start_up_says_so() -> None:
-    with structlog.testing.capture_logs() as logs:
-        assert _served_log(Settings(), None, Metrics()) is None  # type: ignore[arg-type]
+    # Another test may have configured logging at WARNING (worker.logs filters by level before any
+    # processor, so capture_logs would see nothing): capture from the defaults, then put it back.
+    configured = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert _served_log(Settings(), None, Metrics()) is None  # type: ignore[arg-type]
+    finally:
+        structlog.configure(**configured)
     assert any(
         entry["event"] == "served-feature log off" and "CHURN_ARCHIVE_S3_URI" in entry["reason"]
         for entry in logs
