@@ -12,6 +12,8 @@ RUNS = {
     "bench_backtest.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
     # the training target on our simulator's ~1 M events, then on the second generator's
     "bench_training.py": [[], ["--generator", "alt", "--customers", "7500", "--days", "90"]],
+    # the cost targets on the benchmark's backlog, then on the alert-heavy one (the second generator)
+    "bench_cost.py": [["--backlog", "large"], ["--backlog", "alerts"]],
 }
 
 here = Path(__file__).resolve().parent

@@ -137,8 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="deploy even if the bundle failed the promotion gate (`churn-model compare`)",
     )
     deploy.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_endpoint_options(
-        deploy.add_argument_group("the new model and endpoint config (unset: as the live ones)")
+    endpoint_group = deploy.add_argument_group("the new model and endpoint config (unset: as the live ones)")
+    add_endpoint_options(endpoint_group)
+    endpoint_group.add_argument(
+        "--serverless",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a SageMaker Serverless Inference variant instead of instances (default: as the live "
+        "variant; a live instance endpoint cannot become serverless: use a new --endpoint-name)",
+    )
+    endpoint_group.add_argument(
+        "--memory-mb",
+        type=int,
+        metavar="N",
+        help="serverless memory: 1024..6144 in 1024 steps (default 2048)",
+    )
+    endpoint_group.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="serverless concurrent invocations, 1..200 (default 10)",
     )
     return parser
 
@@ -243,6 +261,9 @@ def _deploy(args: argparse.Namespace) -> int:
             framework_version=args.framework_version,
             image=args.image_uri,
             wait=args.wait,
+            serverless=args.serverless,
+            memory_mb=args.memory_mb,
+            max_concurrency=args.max_concurrency,
             **endpoint_options(args),
         )
         result = deploy(request, s3, sagemaker, region, lambda m: print(m, file=sys.stderr))

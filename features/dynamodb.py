@@ -13,7 +13,12 @@ A batch's customers are read and written together, not one by one:
    event whose digest is already in a page of its day is a duplicate.
 3. Write. Each customer with new events gets a `Write`: its profile, and the segments that
    changed, each a Put conditional on what was read (the profile on its version, a segment on its
-   own). The writes are packed into as few TransactWriteItems as fit (100 items, 4 MB). A
+   own). A write of one item (the profile alone: most writes, between the rolls that move pages
+   to a segment) is a conditional PutItem of its own: atomic by itself, and half the write units
+   of the same Put in a transaction. Only writes of several items, which must land together (a
+   profile listing segment versions that were not written would be a torn state for ever), go
+   into transactions, packed into as few TransactWriteItems as fit (100 items, 4 MB). A failed
+   PutItem condition is a lost race like a cancelled transaction's. A
    cancelled transaction says item by item why (`CancellationReasons`): a customer whose condition
    failed (another writer was first) or that collided is read again and retried in a transaction
    of its own, so a contended customer cannot hold the others back; the rest retry together. A
@@ -108,6 +113,7 @@ MAX_KEYS_PER_READ = 100  # BatchGetItem's limit
 MAX_TRANSACTION_ITEMS = 100  # TransactWriteItems' limits: 100 items, 4 MB
 MAX_TRANSACTION_BYTES = 3_500_000
 MAX_CONCURRENT_REQUESTS = 8
+MAX_CONCURRENT_PUTS = 32  # single-item writes of one batch in flight at once
 MAX_CONCURRENT_QUERIES = 16
 SEGMENT_CACHE_ITEMS = 20_000  # ~4 KB each: up to ~80 MB, the segments of a few thousand busy customers
 
@@ -211,7 +217,9 @@ class DynamoDBFeatureStore:
     without an event within this long (features/due.py); None leaves the index as it is.
     `query_page_items` limits the items per result page of the Query that reads format-1 pages
     (tests use it to interleave other writers; DynamoDB's own limit is 1 MB).
-    `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none)."""
+    `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none).
+    `single_item_puts`: one-item writes as conditional PutItems (False: in the transactions too,
+    as before; tests of the group commit use it)."""
 
     def __init__(
         self,
@@ -222,16 +230,18 @@ class DynamoDBFeatureStore:
         rescore_interval: timedelta | None = None,
         query_page_items: int | None = None,
         segment_cache_items: int = SEGMENT_CACHE_ITEMS,
+        single_item_puts: bool = True,
     ) -> None:
         self._client = client
         self._table = table
         self._retention = retention
         self._rescore_interval = rescore_interval
         self._query_page_items = query_page_items
+        self._single_item_puts = single_item_puts
         self.segments = SegmentCache(segment_cache_items)
         self._turns = CustomerTurns()
         # for cost accounting and tests: requests by operation, retries included
-        self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0}
+        self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0, "PutItem": 0}
 
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         ids = list(dict.fromkeys(customer_ids))
@@ -475,11 +485,15 @@ class DynamoDBFeatureStore:
     # -- writing ----------------------------------------------------------------------------------
 
     async def _commit(self, writes: list[Write], alone: set[str]) -> list[Outcome]:
-        """Commit the writes in as few transactions as fit; the outcome of each, in order."""
+        """Commit the writes: each of one item as a conditional PutItem, the others in as few
+        transactions as fit; the outcome of each, in order."""
         groups: list[list[Write]] = []
         current: list[Write] = []
+        singles = [write for write in writes if len(write.actions) == 1 and self._single_item_puts]
         items = size = 0
         for write in writes:
+            if len(write.actions) == 1 and self._single_item_puts:
+                continue
             if write.customer_id in alone:
                 groups.append([write])
                 continue
@@ -498,7 +512,34 @@ class DynamoDBFeatureStore:
             [self._transact(group) for group in groups], MAX_CONCURRENT_REQUESTS
         ):
             outcomes.update(result)
+        for write, outcome in zip(
+            singles,
+            await gather_limited([self._put(write) for write in singles], MAX_CONCURRENT_PUTS),
+            strict=True,
+        ):
+            outcomes[write.customer_id] = outcome
         return [outcomes[write.customer_id] for write in writes]
+
+    async def _put(self, write: Write) -> Outcome:
+        """A one-item write as a conditional PutItem (the same Put, condition and all, as it would
+        be in a transaction, at half the write units). The outcomes are a transaction's."""
+        put: Any = dict(write.actions[0]["Put"])
+        put.pop("ReturnValuesOnConditionCheckFailure", None)
+        self.requests["PutItem"] += 1
+        try:
+            await self._client.put_item(**put)
+        except ClientError as exc:
+            kind = classify(exc)
+            if kind is Failure.FATAL:
+                raise fatal_error(exc, f"feature table {self._table}") from exc
+            if kind is Failure.INVALID:
+                raise FeatureStoreError(
+                    f"writing customer {write.customer_id} to {self._table}: {error_text(exc)}"
+                ) from exc
+            return _OUTCOME_OF_FAILURE[kind]
+        except (BotoCoreError, OSError, TimeoutError):
+            return Outcome.UNKNOWN  # no answer: it may have been applied; the re-read tells
+        return Outcome.DONE
 
     async def _transact(self, group: list[Write]) -> dict[str, Outcome]:
         actions = [action for write in group for action in write.actions]

@@ -26,6 +26,18 @@ the training TensorFlow's (tests/functional/test_infra_serving.py). 2.16, the pr
 loaded it when tried once by hand, but logs that the graph has op attributes it does not know
 (`use_unbounded_threadpool`) and ignores them: four minor versions behind the exporter, unchecked.
 
+Serverless (`serverless=True`, `churn-model deploy --serverless [--memory-mb N --max-concurrency N]`):
+the variant gets a `ServerlessConfig` (memory 1024..6144 MB in 1 GB steps, at most 200 concurrent
+invocations) instead of an instance type and count; the endpoint contract (name, request, answer)
+is the same, and no instance runs while nothing is asked (billed per GB-second of inference, each
+cold start a few seconds: the worker's scoring timeouts and circuit breaker allow for it,
+worker/scoring.py). SageMaker Serverless Inference has no network isolation, VPC, volume KMS key
+or data capture, so a serverless deploy has none of them: refused where the live model has them
+(unless `allow_weaker`), and refused for a live instance-based endpoint, which SageMaker cannot
+turn serverless (deploy to a new endpoint name and point CHURN_ENDPOINT_NAME at it). A serverless
+endpoint may be moved to instances (said loudly: SageMaker cannot move it back). Unset, a deploy
+keeps the live variant's kind and sizes.
+
 Clients come from boto3's standard chain, so AWS_ENDPOINT_URL (or `--endpoint-url`) points the
 whole deploy at another endpoint, such as moto's server in the tests.
 """
@@ -61,6 +73,12 @@ DEFAULT_FRAMEWORK_VERSION = "2.20"
 # The TensorFlow release inside that image: what `make serving-check` loads the SavedModel with.
 SERVING_TENSORFLOW = {"2.20": "2.20.0"}
 DEFAULT_INSTANCE_TYPE = "ml.m5.xlarge"
+# Serverless Inference: infra/model-endpoint.yaml's defaults. SageMaker's limits: memory 1024..6144 MB
+# in 1 GB steps, max concurrency 1..200 per endpoint.
+DEFAULT_SERVERLESS_MEMORY_MB = 2048
+DEFAULT_SERVERLESS_MAX_CONCURRENCY = 10
+SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
+MAX_SERVERLESS_CONCURRENCY = 200
 # One name everywhere: the worker's CHURN_ENDPOINT_NAME default, the IAM policy and infra/ templates.
 DEFAULT_ENDPOINT_NAME = "churn-health"
 VARIANT = "AllTraffic"
@@ -146,6 +164,9 @@ class DeployRequest:
     vpc_security_groups: tuple[str, ...] = ()
     no_vpc: bool = False  # take the new model out of the live model's VPC (weaker: refused unless allowed)
     allow_weaker: bool = False  # deploy even if the new model or config protects less than the live ones
+    serverless: bool | None = None  # None: as the live variant (else instances)
+    memory_mb: int | None = None  # serverless: None: the live variant's, else DEFAULT_SERVERLESS_MEMORY_MB
+    max_concurrency: int | None = None  # serverless: None: the live variant's, else the default
 
 
 @dataclass(frozen=True)
@@ -205,6 +226,7 @@ class Live:
     instance_type: str | None
     instance_count: int | None  # the variant's desired count now (autoscaling's), else the config's
     protections: Protections
+    serverless: dict[str, int] | None = None  # the variant's ServerlessConfig (None: instances)
 
 
 @dataclass(frozen=True)
@@ -217,10 +239,11 @@ class DeployResult:
     model_data_url: str
     image: str
     role_arn: str
-    instance_type: str
-    instance_count: int
+    instance_type: str  # "serverless" for a serverless variant
+    instance_count: int  # 0 for a serverless variant
     protections: Protections
     previous_protections: Protections | None
+    serverless: dict[str, int] | None = None  # {"MemorySizeInMB", "MaxConcurrency"}
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -248,6 +271,23 @@ def _check(request: DeployRequest) -> None:
         raise UsageError("--vpc-subnets and --vpc-security-groups go together (the model's VpcConfig)")
     if request.no_vpc and request.vpc_subnets:
         raise UsageError("--no-vpc and --vpc-subnets contradict each other")
+    if request.memory_mb is not None and request.memory_mb not in SERVERLESS_MEMORY_SIZES:
+        raise UsageError(
+            f"--memory-mb {request.memory_mb}: one of {', '.join(map(str, SERVERLESS_MEMORY_SIZES))}"
+        )
+    if request.max_concurrency is not None and not 1 <= request.max_concurrency <= MAX_SERVERLESS_CONCURRENCY:
+        raise UsageError(f"--max-concurrency must be 1..{MAX_SERVERLESS_CONCURRENCY}")
+    if request.serverless is False and (request.memory_mb is not None or request.max_concurrency is not None):
+        raise UsageError("--memory-mb and --max-concurrency are for a serverless endpoint (--serverless)")
+    if request.serverless and (request.instance_type is not None or request.instance_count is not None):
+        raise UsageError(
+            "--serverless has no --instance-type or --instance-count (its ServerlessConfig sizes it)"
+        )
+    if request.serverless and (request.network_isolation or request.vpc_subnets or request.kms_key_id):
+        raise UsageError(
+            "SageMaker Serverless Inference has no network isolation, VPC or volume KMS key: "
+            "leave out --network-isolation, --vpc-subnets and --kms-key-id with --serverless"
+        )
     if not request.package.is_file():
         raise UsageError(f"no package at {request.package}: run `churn-model package` first")
 
@@ -323,6 +363,7 @@ def describe_live(sagemaker: SageMakerClient, endpoint_name: str) -> Live | None
         count = running.get("DesiredInstanceCount") or running.get("CurrentInstanceCount") or count
     vpc = model.get("VpcConfig")
     capture = dict(config.get("DataCaptureConfig") or {})
+    serverless = variant.get("ServerlessConfig")
     return Live(
         endpoint_name=endpoint_name,
         config_name=config_name,
@@ -339,12 +380,21 @@ def describe_live(sagemaker: SageMakerClient, endpoint_name: str) -> Live | None
             kms_key_id=config.get("KmsKeyId") or None,
             data_capture=capture if capture.get("DestinationS3Uri") else None,
         ),
+        serverless={
+            "MemorySizeInMB": int(serverless["MemorySizeInMB"]),
+            "MaxConcurrency": int(serverless["MaxConcurrency"]),
+        }
+        if serverless
+        else None,
     )
 
 
-def _protections(request: DeployRequest, live: Live | None) -> Protections:
+def _protections(request: DeployRequest, live: Live | None, serverless: bool) -> Protections:
     """The live model's protections with the request's changes; without a live model, the request's
-    with network isolation on unless it says otherwise."""
+    with network isolation on unless it says otherwise. Serverless: none (SageMaker has none of them
+    for a serverless variant)."""
+    if serverless:
+        return Protections(network_isolation=False)
     base = live.protections if live is not None else Protections()
     vpc = base.vpc_config
     if request.no_vpc:
@@ -367,6 +417,23 @@ class _Plan:
     instance_type: str
     instance_count: int
     protections: Protections
+    serverless: dict[str, int] | None = None
+
+
+def _serverless_config(request: DeployRequest, live: Live | None) -> dict[str, int] | None:
+    """The new variant's ServerlessConfig, None for instances: the request's kind, else the live
+    variant's; sizes the request's, else the live serverless variant's, else the defaults."""
+    serverless = request.serverless
+    if serverless is None:
+        serverless = live is not None and live.serverless is not None
+    if not serverless:
+        return None
+    before = (live.serverless if live is not None else None) or {}
+    return {
+        "MemorySizeInMB": request.memory_mb or before.get("MemorySizeInMB", DEFAULT_SERVERLESS_MEMORY_MB),
+        "MaxConcurrency": request.max_concurrency
+        or before.get("MaxConcurrency", DEFAULT_SERVERLESS_MAX_CONCURRENCY),
+    }
 
 
 def _plan(request: DeployRequest, live: Live | None, say: Callable[[str], None]) -> _Plan:
@@ -376,10 +443,28 @@ def _plan(request: DeployRequest, live: Live | None, say: Callable[[str], None])
     role = request.role_arn or (live.role_arn if live is not None else None)
     if not role:
         raise UsageError(f"--role-arn is needed: no model at endpoint {name} to take the execution role from")
-    protections = _protections(request, live)
+    serverless = _serverless_config(request, live)
+    if serverless is not None and live is not None and live.serverless is None:
+        raise UsageError(
+            f"endpoint {name} runs on instances ({live.instance_type}): SageMaker cannot turn an instance-based "
+            "endpoint serverless. Deploy to a new --endpoint-name (infra/model-endpoint.yaml Serverless=true "
+            "makes one) and point the worker's CHURN_ENDPOINT_NAME at it"
+        )
+    if serverless is not None:
+        say(
+            f"serverless: {serverless['MemorySizeInMB']} MB, at most {serverless['MaxConcurrency']} concurrent "
+            "invocations (no network isolation, VPC, volume KMS key or data capture: SageMaker Serverless "
+            "Inference has none of them)"
+        )
+    elif live is not None and live.serverless is not None:
+        say(
+            f"WARNING: endpoint {name} moves from serverless to instances: SageMaker cannot move it back "
+            "(a serverless endpoint again needs a new endpoint name)"
+        )
+    protections = _protections(request, live, serverless is not None)
     if live is None:
         say(f"no model at endpoint {name} yet: {protections.summary()}")
-        if not protections.kms_key_id:
+        if not protections.kms_key_id and serverless is None:
             say(
                 "WARNING: no --kms-key-id: the instances' volumes get an AWS managed key, not the data "
                 "plane's (infra/data-plane.yaml KmsKeyArn)"
@@ -406,6 +491,8 @@ def _plan(request: DeployRequest, live: Live | None, say: Callable[[str], None])
             )
         if live.role_arn and role != live.role_arn:
             say(f"execution role {role} (model {live.model_name} runs as {live.role_arn})")
+    if serverless is not None:
+        return _Plan(role, "serverless", 0, protections, serverless)
     instance_type = request.instance_type or (live and live.instance_type) or DEFAULT_INSTANCE_TYPE
     instance_count = request.instance_count or (live and live.instance_count) or 1
     if live is not None and live.instance_type and instance_type != live.instance_type:
@@ -459,15 +546,27 @@ def deploy(
         model["VpcConfig"] = cast("VpcConfigTypeDef", protections.vpc_config)
     _call(f"create_model {model_name}", lambda: sagemaker.create_model(**model))
     config_name = model_name
-    say(f"creating endpoint config {config_name} ({plan.instance_count} x {plan.instance_type})")
-    variant: ProductionVariantTypeDef = {
-        "VariantName": VARIANT,
-        "ModelName": model_name,
-        "InitialInstanceCount": plan.instance_count,
-        # any name: SageMaker checks it, and it offers instance types the stubs do not list yet
-        "InstanceType": cast("ProductionVariantInstanceTypeType", plan.instance_type),
-        "InitialVariantWeight": 1.0,
-    }
+    variant: ProductionVariantTypeDef
+    if plan.serverless is not None:
+        say(f"creating endpoint config {config_name} (serverless, {plan.serverless['MemorySizeInMB']} MB)")
+        variant = {
+            "VariantName": VARIANT,
+            "ModelName": model_name,
+            "ServerlessConfig": {
+                "MemorySizeInMB": plan.serverless["MemorySizeInMB"],
+                "MaxConcurrency": plan.serverless["MaxConcurrency"],
+            },
+        }
+    else:
+        say(f"creating endpoint config {config_name} ({plan.instance_count} x {plan.instance_type})")
+        variant = {
+            "VariantName": VARIANT,
+            "ModelName": model_name,
+            "InitialInstanceCount": plan.instance_count,
+            # any name: SageMaker checks it, and it offers instance types the stubs do not list yet
+            "InstanceType": cast("ProductionVariantInstanceTypeType", plan.instance_type),
+            "InitialVariantWeight": 1.0,
+        }
     config: CreateEndpointConfigInputTypeDef = {
         "EndpointConfigName": config_name,
         "ProductionVariants": [variant],
@@ -488,13 +587,14 @@ def deploy(
     else:
         say(f"updating endpoint {request.endpoint_name}: {live.config_name} -> {config_name} (blue/green)")
         # RetainAllVariantProperties: the variant keeps the instance count autoscaling set (and its
-        # weight) instead of dropping to the new config's InitialInstanceCount.
+        # weight) instead of dropping to the new config's InitialInstanceCount. A serverless variant
+        # has no count to keep, and its new ServerlessConfig is the one to take.
         _call(
             f"update_endpoint {request.endpoint_name}",
             lambda: sagemaker.update_endpoint(
                 EndpointName=request.endpoint_name,
                 EndpointConfigName=config_name,
-                RetainAllVariantProperties=True,
+                RetainAllVariantProperties=plan.serverless is None,
             ),
         )
     if request.wait:
@@ -514,6 +614,7 @@ def deploy(
         instance_count=plan.instance_count,
         protections=protections,
         previous_protections=None if live is None else live.protections,
+        serverless=plan.serverless,
     )
 
 

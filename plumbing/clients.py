@@ -23,20 +23,29 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs.client import SQSClient
 
 # Standard retry mode: exponential backoff with jitter on throttling and 5xx, bounded attempts.
+# No client-side parameter validation: botocore walks every request against the service model
+# before sending it (~0.08 ms per DynamoDB item, a few % of the worker's CPU, bench/bench_cost.py
+# --profile); the requests are typed (types-aiobotocore, mypy) and the service validates them anyway,
+# answering ValidationException, which plumbing/retry.py classifies as invalid (a client-side
+# ParamValidationError would have looked like a transient failure and been retried).
 CLIENT_CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": 5},
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=64,
+    parameter_validation=False,
 )
 SHADOW_RUNTIME = "sagemaker-runtime-shadow"  # the shadow endpoint's own SageMaker runtime client
-# The scoring client retries itself (with a circuit breaker), so botocore must not retry under it.
+# The scoring client retries itself (with a circuit breaker), so botocore must not retry under it;
+# it also bounds each attempt itself (worker/scoring.py: 10 s warm, 60 s while the endpoint may be
+# cold), so the socket's read timeout only has to outlast SageMaker's 60 s invocation limit.
 SERVICE_CONFIGS = {
     "sagemaker-runtime": AioConfig(
         retries={"mode": "standard", "max_attempts": 1},
         connect_timeout=3,
-        read_timeout=10,
+        read_timeout=65,
         max_pool_connections=16,
+        parameter_validation=False,
     ),
     # The shadow model's client: a pool of its own, so a slow shadow endpoint holding connections
     # never makes a live call wait for one (worker/shadow.py bounds each call's time itself).
@@ -45,6 +54,7 @@ SERVICE_CONFIGS = {
         connect_timeout=3,
         read_timeout=30,
         max_pool_connections=8,
+        parameter_validation=False,
     ),
 }
 # Clients opened under a name of their own: the name -> the AWS service.

@@ -6,6 +6,13 @@
   consecutive failed calls the circuit opens for `open_seconds` and calls fail at once
   (`ScoringUnavailableError`), so an endpoint outage costs no latency per batch.
 - A 4xx `ModelError` means the model refused the input: `ScoringRejectedError`, not an outage.
+- Cold starts (a serverless endpoint idle for a while, or one scaling out, answers its first call
+  after seconds, up to SageMaker's 60 s invocation limit): each attempt is bounded by `timeout`
+  (10 s), except the first attempt of a call while the endpoint may be cold (no answer yet, or none
+  for `cold_after` seconds) and the attempt after one that timed out, which get `cold_timeout`
+  (60 s): at most one long wait per call. So a cold start costs latency once, not a rule-only batch,
+  and never counts towards the circuit breaker; an endpoint that does not answer at all still fails
+  the call after its attempts (10 + 60 + 10 + 10 s at most) and opens the circuit as before.
 - The answer must hold one prediction per row; each row is checked against the contract by the
   caller (`Prediction.from_endpoint`), so one bad row costs that row only.
 - Memory is bounded: the latest `LATENCY_SAMPLES` call latencies are kept, no more.
@@ -13,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -36,6 +44,9 @@ LATENCY_SAMPLES = 1024
 __all__ = ["CircuitBreaker", "SageMakerScorer", "Scorer"]
 
 MAX_PAYLOAD_BYTES = 5_500_000  # SageMaker's limit is 6 MB; keep a margin for JSON framing
+WARM_TIMEOUT = 10.0  # seconds an attempt may take on a warm endpoint (a batch is scored in well under 1 s)
+COLD_TIMEOUT = 60.0  # SageMaker's own limit on an invocation: a cold start answers within it
+COLD_AFTER = 300.0  # seconds without an answer after which a serverless endpoint may have scaled to zero
 
 
 class CircuitBreaker:
@@ -71,12 +82,20 @@ class SageMakerScorer:
         max_attempts: int = 4,
         base_delay: float = 0.2,
         breaker: CircuitBreaker | None = None,
+        timeout: float = WARM_TIMEOUT,
+        cold_timeout: float = COLD_TIMEOUT,
+        cold_after: float = COLD_AFTER,
     ) -> None:
         self._client = client
         self._endpoint = endpoint_name
         self._max_attempts = max_attempts
         self._base_delay = base_delay
         self.breaker = breaker or CircuitBreaker()
+        self.timeout = timeout
+        self.cold_timeout = max(cold_timeout, timeout)
+        self.cold_after = cold_after
+        self._answered_at: float | None = None  # monotonic time of the last answer
+        self.cold_waits = 0  # attempts given the cold-start timeout (tests, metrics)
         self.invocations = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)  # the latest calls only
 
@@ -95,17 +114,16 @@ class SageMakerScorer:
             raise ScoringUnavailableError(f"endpoint {self._endpoint}: circuit open after repeated failures")
         body = json.dumps({"instances": rows.tolist()}, separators=(",", ":"))
         last_error = ""
+        cold = self._answered_at is None or time.monotonic() - self._answered_at > self.cold_after
         for attempt in range(self._max_attempts):
             started = time.perf_counter()
+            patience = self.cold_timeout if cold else self.timeout
+            if cold:
+                self.cold_waits += 1
+            cold = False  # one long wait per call at most
             try:
                 self.invocations += 1
-                response = await self._client.invoke_endpoint(
-                    EndpointName=self._endpoint,
-                    ContentType="application/json",
-                    Accept="application/json",
-                    Body=body,
-                )
-                payload = json.loads(await response["Body"].read())
+                payload = await asyncio.wait_for(self._call(body), patience)
             except ClientError as exc:
                 message = exc.response.get("Error", {}).get("Message", "")
                 code, status = error_code(exc), http_status(exc)
@@ -117,9 +135,14 @@ class SageMakerScorer:
                     self.breaker.record_failure()
                     raise ScoringUnavailableError(f"endpoint {self._endpoint}: {code}: {message}") from exc
                 last_error = f"{code} ({status})"
-            except (TimeoutError, BotoCoreError, OSError, json.JSONDecodeError) as exc:
+            except TimeoutError:
+                last_error = f"no answer within {patience:g} s"
+                # A cold start (scale-out, or back from zero) may be under way: wait long once.
+                cold = patience < self.cold_timeout and attempt == 0
+            except (BotoCoreError, OSError, json.JSONDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
+                self._answered_at = time.monotonic()
                 self.breaker.record_success()
                 self.latencies_ms.append((time.perf_counter() - started) * 1000)
                 return _predictions(payload, len(rows))
@@ -132,6 +155,15 @@ class SageMakerScorer:
         raise ScoringUnavailableError(
             f"endpoint {self._endpoint}: {last_error} after {self._max_attempts} attempts"
         )
+
+    async def _call(self, body: str) -> Any:
+        response = await self._client.invoke_endpoint(
+            EndpointName=self._endpoint,
+            ContentType="application/json",
+            Accept="application/json",
+            Body=body,
+        )
+        return json.loads(await response["Body"].read())
 
 
 def _chunks(features: np.ndarray) -> list[np.ndarray]:

@@ -1,5 +1,5 @@
 """Fault scenarios around scoring and alerting: the endpoint down for longer than the retries and
-the circuit breaker (on SQS and on a one-shard Kinesis stream, poison mixed in: issue 10's "done
+the circuit breaker, a serverless endpoint's cold starts (on SQS and on a one-shard Kinesis stream, poison mixed in: issue 10's "done
 means"), answers the endpoint should never give, a crash between publish and mark-sent, events at
 the window edges and late ones, and an alert claim outlived by a slow sibling claim."""
 
@@ -81,6 +81,32 @@ def test_endpoint_503_for_minutes_sqs(scenario: Scenario) -> None:
 
 def test_endpoint_503_for_minutes_kinesis_one_shard(scenario: Scenario) -> None:
     run_outage(scenario, shards=1)
+
+
+def test_endpoint_cold_starts(scenario: Scenario) -> None:
+    """A serverless endpoint (infra/model-endpoint.yaml Serverless=true) coming back from zero and
+    scaling out: its first three answers take 12 s each, longer than the scorer's 10 s warm timeout.
+    The worker starts cold, so its first call waits up to 60 s; a later call that outruns 10 s is
+    tried once more with the cold-start wait. Every batch is scored by the model (no rule-only
+    batch, the circuit never opens), and every alert goes out once. Before the cold-start wait,
+    three 12 s answers were three 10 s read timeouts in a row: a rule-only batch."""
+    now = now_utc()
+    scenario.bootstrap()
+    model = scenario.servers.proxies.model
+    model.set_faults(Fault("sagemaker:InvokeEndpoint", "latency", delay=12, times=3))
+    scenario.feed(good_events(now, customers=12))
+    worker = scenario.start_worker()
+
+    def scored_by_the_model(figures: Figures) -> None:
+        text = "\n".join(worker.lines)
+        scenario.note = (
+            f"{model.injected_total('latency')} endpoint answer(s) delayed 12 s (warm timeout 10 s)"
+        )
+        assert model.injected_total("latency") >= 1, "no cold start was injected"
+        assert "rule-only alerts" not in text, "a cold start cost a rule-only batch"
+        assert "circuit open" not in text
+
+    scenario.finish(now, timeout=120, extra=scored_by_the_model)
 
 
 def _out_of_contract(body: bytes) -> bytes:

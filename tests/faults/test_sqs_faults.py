@@ -14,9 +14,9 @@ from tests.faults.proxy import Fault
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 
-def test_kill_mid_batch(scenario: Scenario) -> None:
-    """SIGKILL while a batch is half written (some customers' transactions applied, others not):
-    the next worker redelivers the batch; nothing lost, nothing counted twice, one alert each."""
+def kill_at_write(scenario: Scenario, fault: Fault) -> None:
+    """Feed, start a worker, SIGKILL it when `fault` (a `drop`: the write applied, its answer
+    never heard) fires, then let a second worker redeliver and sweep."""
     now = now_utc()
     scenario.bootstrap()
     scenario.feed(good_events(now, customers=16), poison_records(now)[-2:])
@@ -24,13 +24,28 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     # the second worker's sweep sends them: a lease of 8 s rather than the suite's 30, and a sweep
     # every second, so that wait is seconds, not half a minute. Same path, shorter clock.
     first = scenario.start_worker("first", wait=False, CHURN_ALERT_CLAIM_LEASE_SECONDS="8")
-    scenario.servers.proxies.aws.set_faults(
-        Fault("dynamodb:TransactWriteItems", "drop", skip=5, times=1, on_hit=scenario.killer(first))
-    )
+    fault.on_hit = scenario.killer(first)
+    scenario.servers.proxies.aws.set_faults(fault)
     first.proc.wait(timeout=60)
     scenario.servers.proxies.aws.clear()
     scenario.start_worker("second", CHURN_RESCORE_TICK_SECONDS="1")
     scenario.finish(now)
+
+
+def test_kill_mid_batch(scenario: Scenario) -> None:
+    """SIGKILL while a batch is half written: a customer's write of one item is a conditional
+    PutItem of its own (features/dynamodb.py), so some customers of the batch are written and
+    others not. The next worker redelivers the batch; nothing lost, nothing counted twice, one
+    alert each."""
+    kill_at_write(scenario, Fault("dynamodb:PutItem", "drop", skip=5, times=1, body_contains=b'"sv": {'))
+
+
+def test_kill_mid_claim_transaction(scenario: Scenario) -> None:
+    """SIGKILL as the first transaction of a batch's claims (several alerts claimed together with
+    their records, worker/alerts/dynamodb_ledger.py `claim_all`) is applied: every alert of it is
+    pending and unpublished. The second worker's sweep takes each over once and sends it; the
+    redelivered batch finds the windows open and sends nothing more."""
+    kill_at_write(scenario, Fault("dynamodb:TransactWriteItems", "drop", times=1, body_contains=b"#alert#"))
 
 
 def test_response_lost_after_commit(scenario: Scenario) -> None:

@@ -92,6 +92,39 @@ def test_deploy_creates_model_config_and_endpoint(
     assert described["EndpointConfigName"] == result["endpoint_config_name"]
 
 
+def test_deploy_serverless_creates_a_serverless_variant(
+    package: Path, bucket: str, unique_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoint = f"{unique_prefix}serverless"
+    code = main(
+        [
+            "deploy",
+            "--package",
+            str(package),
+            "--bucket",
+            bucket,
+            "--role-arn",
+            ROLE,
+            "--endpoint-name",
+            endpoint,
+            "--serverless",
+            "--memory-mb",
+            "3072",
+            "--max-concurrency",
+            "20",
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["serverless"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 20}
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=result["endpoint_config_name"])
+    [variant] = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 20}
+    assert "InstanceType" not in variant
+
+
 def test_redeploy_is_a_blue_green_update_to_a_new_config(
     package: Path, bucket: str, unique_prefix: str
 ) -> None:

@@ -69,11 +69,11 @@ async def test_redelivery_is_counted_once_and_costs_no_write(dynamodb: Any, tabl
     store = DynamoDBFeatureStore(dynamodb, table)
     batch = [login(i) for i in range(5)]
     first = await store.apply(batch, now=AS_OF)
-    writes = store.requests["TransactWriteItems"]
+    writes = store.requests["TransactWriteItems"] + store.requests["PutItem"]
     again = await store.apply(batch, now=AS_OF)
     assert sorted(first.applied) == sorted(e.event_id for e in batch) and again.applied == []
     assert sorted(again.duplicates) == sorted(first.applied)
-    assert store.requests["TransactWriteItems"] == writes  # all duplicates: nothing written
+    assert store.requests["TransactWriteItems"] + store.requests["PutItem"] == writes  # nothing written
     state = (await store.get(["c-busy"]))["c-busy"]
     assert sum(p.counts["n.login"] for p in state.pages.values()) == 5
 
@@ -81,13 +81,18 @@ async def test_redelivery_is_counted_once_and_costs_no_write(dynamodb: Any, tabl
 async def test_a_batch_of_many_customers_costs_one_read_and_one_write_request(
     dynamodb: Any, table: str
 ) -> None:
-    store = DynamoDBFeatureStore(dynamodb, table)
+    """With every write in the transactions (`single_item_puts=False`): one read and one write
+    request for a batch's customers; by default a write of one item is a PutItem of its own."""
+    store = DynamoDBFeatureStore(dynamodb, table, single_item_puts=False)
     events = [login(i, customer=f"c-{i % 7}", when=f"2026-11-2{i % 3}T10:00:00Z") for i in range(70)]
     await store.apply(events, now=AS_OF)
-    assert store.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 1}
+    assert store.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 1, "PutItem": 0}
     many = [login(1000 + i, customer=f"c-many-{i}") for i in range(250)]  # a profile each: 100 per request
     await store.apply(many, now=AS_OF)
-    assert store.requests == {"BatchGetItem": 4, "Query": 0, "TransactWriteItems": 4}
+    assert store.requests == {"BatchGetItem": 4, "Query": 0, "TransactWriteItems": 4, "PutItem": 0}
+    puts = DynamoDBFeatureStore(dynamodb, table)
+    await puts.apply([login(2000 + i, customer=f"c-put-{i}") for i in range(30)], now=AS_OF)
+    assert puts.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 0, "PutItem": 30}
 
 
 async def test_two_workers_racing_on_one_customer_lose_and_double_nothing(dynamodb: Any, table: str) -> None:

@@ -180,6 +180,30 @@ def test_model_endpoint_stack_deploys(aws_endpoint: str, unique_prefix: str) -> 
     assert config["KmsKeyId"] == data["KmsKeyArn"]  # what every deploy carries on
 
 
+def test_model_endpoint_stack_deploys_serverless(aws_endpoint: str, unique_prefix: str) -> None:
+    """Serverless=true: the variant has a ServerlessConfig and no instance type, count or volume key."""
+    data = deploy_data_plane(unique_prefix)
+    outputs = deploy(
+        f"{unique_prefix}model",
+        "model-endpoint.yaml",
+        {
+            "ModelDataUrl": "s3://models/churn-model/v1/model.tar.gz",
+            "ModelVersion": "v1",
+            "KmsKeyArn": data["KmsKeyArn"],
+            "Serverless": "true",
+            "ServerlessMemorySizeInMB": "3072",
+            "ServerlessMaxConcurrency": "20",
+        },
+    )
+    sagemaker = client("sagemaker")
+    endpoint = sagemaker.describe_endpoint(EndpointName=outputs["EndpointName"])
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    [variant] = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 20}
+    assert "InstanceType" not in variant and "InitialInstanceCount" not in variant
+    assert not config.get("KmsKeyId")
+
+
 def all_task_definitions(family: str) -> dict[str, dict[str, Any]]:
     """{family: its one container} for the task definitions of `family` ({prefix}worker, {prefix}retrain)."""
     ecs = client("ecs")

@@ -1,8 +1,11 @@
-"""The feature store writes a batch's customers together: one TransactWriteItems for many of them.
+"""The feature store writes a batch's customers together: one TransactWriteItems for many of them
+(the writes of several items; a write of one item is a conditional PutItem of its own, and the
+transaction tests here turn that off, `single_item_puts=False`, to put every write in them).
 A transaction is all or nothing, so one customer's lost race cancels it for all: these tests race
 writers on moto's DynamoDB and, where moto cannot produce what DynamoDB does (a transaction
 conflict, throttling reasons, an answer lost after the commit), inject it into the client's
-answers, and check that every event is counted exactly once."""
+answers, and check that every event is counted exactly once. The PutItem path gets the same
+races and faults at the end."""
 
 from __future__ import annotations
 
@@ -57,10 +60,14 @@ async def check_counted_once(store: DynamoDBFeatureStore, events: list[Event]) -
         assert sum(page.counts["n.ib_call"] for page in state.pages.values()) == len(digests)
 
 
-async def test_two_workers_racing_on_the_same_customers_count_every_event_once(table: str) -> None:
+@pytest.mark.parametrize("single_item_puts", [False, True])
+async def test_two_workers_racing_on_the_same_customers_count_every_event_once(
+    table: str, single_item_puts: bool
+) -> None:
     """Two workers, each with its own client, write overlapping batches of the same 60 customers
     at once (as after a visibility timeout or a lease takeover): each batch a transaction of many
-    customers, so their races cancel whole transactions and fall back customer by customer."""
+    customers, so their races cancel whole transactions and fall back customer by customer. With
+    single-item puts, most writes race as PutItems, the rolls (several items) in transactions."""
     rng = random.Random(14)
     events = [event(n, f"c-{rng.randrange(60)}", days_ago=rng.uniform(0, 30)) for n in range(1_500)]
     session = get_session()
@@ -68,7 +75,8 @@ async def test_two_workers_racing_on_the_same_customers_count_every_event_once(t
         session.create_client("dynamodb", region_name="us-east-1") as one,
         session.create_client("dynamodb", region_name="us-east-1") as two,
     ):
-        first, second = DynamoDBFeatureStore(one, table), DynamoDBFeatureStore(two, table)
+        first = DynamoDBFeatureStore(one, table, single_item_puts=single_item_puts)
+        second = DynamoDBFeatureStore(two, table, single_item_puts=single_item_puts)
 
         async def worker(store: DynamoDBFeatureStore, order: list[Event], size: int) -> None:
             for start in range(0, len(order), size):
@@ -78,6 +86,9 @@ async def test_two_workers_racing_on_the_same_customers_count_every_event_once(t
         rng.shuffle(shuffled)
         await asyncio.gather(worker(first, events, 100), worker(second, shuffled, 70))
         await check_counted_once(first, events)
+        if single_item_puts:
+            assert first.requests["PutItem"] > 0 and second.requests["PutItem"] > 0
+            return
         # Far fewer transactions than customer-batches: they were written together.
         customer_batches = sum(
             len({e.customer_id for e in events[i : i + 100]}) for i in range(0, 1_500, 100)
@@ -93,7 +104,7 @@ async def test_one_workers_concurrent_batches_take_turns_instead_of_racing(table
     batches = [[event(b * 100 + n, f"c-{rng.randrange(30)}") for n in range(20)] for b in range(6)]
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
         interfering = Interfering(client)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, single_item_puts=False)  # type: ignore[arg-type]
         await asyncio.gather(*(store.apply(batch, NOW) for batch in batches))
         assert store.requests["TransactWriteItems"] == len(batches)  # none cancelled, none retried
         await check_counted_once(store, [e for batch in batches for e in batch])
@@ -108,6 +119,17 @@ class Interfering:
         self._before = before
         self._answer = answer
         self.transactions: list[list[str]] = []  # the customers of each transaction sent
+        self.puts: list[str] = []  # the customer of each PutItem sent
+
+    async def put_item(self, **kwargs: Any) -> Any:
+        self.puts.append(kwargs["Item"]["customer_id"]["S"])
+        if self._before is not None:
+            before, self._before = self._before, None
+            await before()
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            return await answer(kwargs)
+        return await self._client.put_item(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -138,7 +160,7 @@ async def test_a_lost_race_cancels_the_transaction_and_only_the_loser_retries_al
             await other.apply([event(100, "c-3"), batch[3]], NOW)  # c-3's event too: a redelivery elsewhere
 
         interfering = Interfering(client, before=other_commits)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, single_item_puts=False)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert interfering.transactions[0] == customers
         assert sorted(interfering.transactions[1:]) == [[c for c in customers if c != "c-3"], ["c-3"]]
@@ -173,7 +195,7 @@ async def test_conflicts_and_throttling_on_one_item_are_retried_until_written(
 
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
         interfering = Interfering(client, answer=refuse)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, single_item_puts=False)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert sorted(result.applied) == sorted(e.event_id for e in batch)
         assert sorted(interfering.transactions[1:]) == [["c-0", "c-1", "c-3", "c-4"], ["c-2"]]
@@ -191,7 +213,7 @@ async def test_an_answer_lost_after_the_commit_is_read_back_not_written_twice(ta
             raise ReadTimeoutError(endpoint_url="http://dynamodb")
 
         interfering = Interfering(client, answer=commit_then_lose_the_answer)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, single_item_puts=False)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert len(interfering.transactions) == 1  # nothing left to write after the re-read
         assert sorted(result.duplicates) == sorted(
@@ -218,6 +240,92 @@ async def test_a_malformed_customer_write_fails_the_batch_with_its_name(table: s
                     )
                 return await super().transact_write_items(**kwargs)
 
-        store = DynamoDBFeatureStore(Refusing(client), table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(Refusing(client), table, single_item_puts=False)  # type: ignore[arg-type]
         with pytest.raises(Exception, match=r"customer c-1.*Item size too large"):
             await store.apply(batch, NOW)
+
+
+# -- single-item writes: conditional PutItems --------------------------------------------------
+
+
+async def test_a_lost_race_on_a_single_item_put_is_read_again_and_only_that_customer_retried(
+    table: str,
+) -> None:
+    """Each new customer's write is its profile alone: a conditional PutItem. Another writer
+    commits c-3 first; c-3's put fails its condition (nobody else's is affected), c-3 is read
+    again and written from there, and nothing is counted twice."""
+    customers = [f"c-{n}" for n in range(10)]
+    batch = [event(n, cid) for n, cid in enumerate(customers)] + [event(50, "c-3")]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        other = DynamoDBFeatureStore(client, table)
+
+        async def other_commits() -> None:
+            await other.apply([event(100, "c-3"), batch[3]], NOW)
+
+        interfering = Interfering(client)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        original = interfering.put_item
+
+        async def put_item(**kwargs: Any) -> Any:  # the race lands just before c-3's put
+            if kwargs["Item"]["customer_id"]["S"] == "c-3" and interfering.puts.count("c-3") == 0:
+                await other_commits()
+            return await original(**kwargs)
+
+        interfering.put_item = put_item  # type: ignore[method-assign]
+        result = await store.apply(batch, NOW)
+        assert sorted(interfering.puts) == sorted([*customers, "c-3"])  # c-3 twice, the rest once
+        assert interfering.transactions == [] and store.requests["TransactWriteItems"] == 0
+        assert result.duplicates == ["e-3"] and len(result.applied) == 10
+        await check_counted_once(store, [*batch, event(100, "c-3")])
+
+
+async def test_an_answer_lost_after_a_put_is_read_back_not_written_twice(table: str) -> None:
+    batch = [event(n, "c-0") for n in range(3)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+
+        async def commit_then_lose_the_answer(request: dict[str, Any]) -> Any:
+            await client.put_item(**request)
+            raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+        interfering = Interfering(client, answer=commit_then_lose_the_answer)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert interfering.puts == ["c-0"]  # nothing left to write after the re-read
+        assert sorted(result.duplicates) == sorted(e.event_id for e in batch)
+        await check_counted_once(store, batch)
+
+
+@pytest.mark.parametrize(
+    "code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"]
+)
+async def test_a_throttled_or_failed_put_is_retried_until_written(table: str, code: str) -> None:
+    batch = [event(n, f"c-{n}") for n in range(3)]
+
+    async def refuse(request: dict[str, Any]) -> Any:
+        raise ClientError(
+            {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+            "PutItem",
+        )
+
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        interfering = Interfering(client, answer=refuse)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert sorted(result.applied) == sorted(e.event_id for e in batch)
+        assert len(interfering.puts) == 4  # one refused, written again after a fresh read
+        await check_counted_once(store, batch)
+
+
+async def test_a_roll_of_pages_into_a_segment_is_still_one_transaction(table: str) -> None:
+    """Only a write of one item is a PutItem: a customer whose profile grew past PROFILE_ROLL_AT
+    writes its profile and a new segment, which must land together, in a transaction."""
+    batch = [event(n, "busy", days_ago=n * 0.3 + 0.1) for n in range(90)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        interfering = Interfering(client)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        for start in range(0, len(batch), 3):
+            await store.apply(batch[start : start + 3], NOW)
+        assert (
+            interfering.puts and interfering.transactions
+        )  # profile alone: puts; with a segment: a transaction
+        await check_counted_once(store, batch)

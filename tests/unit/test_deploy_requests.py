@@ -53,6 +53,7 @@ class LiveEndpoint:
     vpc: dict[str, list[str]] | None = field(default_factory=lambda: dict(VPC))
     kms: str | None = KEY
     capture: dict[str, Any] | None = field(default_factory=lambda: dict(CAPTURE))
+    serverless: dict[str, int] | None = None  # a serverless variant's ServerlessConfig
 
 
 def stub_live(stub: Stubber, live: LiveEndpoint) -> None:
@@ -93,6 +94,12 @@ def stub_live(stub: Stubber, live: LiveEndpoint) -> None:
             }
         ],
     }
+    if live.serverless:
+        config["ProductionVariants"][0] = {
+            "VariantName": "AllTraffic",
+            "ModelName": live.model,
+            "ServerlessConfig": live.serverless,
+        }
     if live.kms:
         config["KmsKeyId"] = live.kms
     if live.capture:
@@ -432,3 +439,140 @@ def test_aws_region_alone_names_the_region(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     _, sagemaker, region = make_clients(None, None)
     assert region == "eu-west-1" == sagemaker.meta.region_name
+
+
+SERVERLESS_LIVE = LiveEndpoint(isolation=False, vpc=None, kms=None, capture=None)
+
+
+def expect_serverless_create(stub: Stubber, memory: int, concurrency: int) -> None:
+    """A serverless model and config: no network isolation, VPC, volume key or capture (SageMaker
+    Serverless Inference has none), a ServerlessConfig instead of an instance type and count."""
+    stub.add_response(
+        "create_model",
+        {"ModelArn": "arn:aws:sagemaker:us-east-1:123456789012:model/x"},
+        {
+            "ModelName": ANY,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": image_uri("us-east-1"),
+                "ModelDataUrl": "s3://models/churn-model/2026-12-01-bbbbbb/model.tar.gz",
+                "Environment": {},
+            },
+            "EnableNetworkIsolation": False,
+            "Tags": [{"Key": "model_version", "Value": "2026-12-01-bbbbbb"}],
+        },
+    )
+    stub.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x"},
+        {
+            "EndpointConfigName": ANY,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": ANY,
+                    "ServerlessConfig": {"MemorySizeInMB": memory, "MaxConcurrency": concurrency},
+                }
+            ],
+        },
+    )
+
+
+def test_a_first_serverless_deploy_sizes_the_variant_and_says_what_it_lacks(
+    package: Path, sagemaker: Any
+) -> None:
+    said: list[str] = []
+    with Stubber(sagemaker) as stub:
+        stub_no_endpoint(stub, "churn-health")
+        expect_serverless_create(stub, 3072, 20)
+        stub.add_response(
+            "create_endpoint", ENDPOINT_ARN, {"EndpointName": "churn-health", "EndpointConfigName": ANY}
+        )
+        result = deploy(
+            request(package, role_arn=ROLE, serverless=True, memory_mb=3072, max_concurrency=20),
+            RecordingS3(),
+            sagemaker,
+            "us-east-1",
+            said.append,
+        )
+        stub.assert_no_pending_responses()
+    assert result.serverless == {"MemorySizeInMB": 3072, "MaxConcurrency": 20}
+    assert (result.instance_type, result.instance_count) == ("serverless", 0)
+    assert any(line.startswith("serverless: 3072 MB") and "no network isolation" in line for line in said)
+    assert not any("--kms-key-id" in line for line in said), said  # no volume to encrypt
+
+
+def test_a_live_instance_endpoint_is_not_turned_serverless(package: Path, sagemaker: Any) -> None:
+    s3 = RecordingS3()
+    with Stubber(sagemaker) as stub:
+        stub_live(stub, LiveEndpoint())
+        with pytest.raises(UsageError, match="cannot turn an instance-based endpoint serverless"):
+            deploy(request(package, serverless=True), s3, sagemaker, "us-east-1", lambda _: None)
+        stub.assert_no_pending_responses()  # described, nothing created
+    assert s3.uploads == []
+
+
+def test_a_serverless_endpoint_stays_serverless_with_its_sizes_unless_given(
+    package: Path, sagemaker: Any
+) -> None:
+    live = replace(SERVERLESS_LIVE, serverless={"MemorySizeInMB": 4096, "MaxConcurrency": 8})
+    with Stubber(sagemaker) as stub:
+        stub_live(stub, live)
+        expect_serverless_create(stub, 4096, 30)
+        # no instance count to keep: the new ServerlessConfig is the one to take
+        stub.add_response(
+            "update_endpoint",
+            ENDPOINT_ARN,
+            {"EndpointName": "churn-health", "EndpointConfigName": ANY, "RetainAllVariantProperties": False},
+        )
+        result = deploy(
+            request(package, max_concurrency=30), RecordingS3(), sagemaker, "us-east-1", lambda _: None
+        )
+        stub.assert_no_pending_responses()
+    assert result.serverless == {"MemorySizeInMB": 4096, "MaxConcurrency": 30}
+
+
+def test_a_serverless_endpoint_moved_to_instances_is_said_loudly(package: Path, sagemaker: Any) -> None:
+    said: list[str] = []
+    live = replace(SERVERLESS_LIVE, serverless={"MemorySizeInMB": 2048, "MaxConcurrency": 10})
+    with Stubber(sagemaker) as stub:
+        stub_live(stub, live)
+        expect_create(
+            stub,
+            role=ROLE,
+            isolation=False,
+            vpc=None,
+            instance_type="ml.m5.xlarge",
+            count=3,
+            kms=None,
+            capture=None,
+        )
+        stub.add_response("update_endpoint", ENDPOINT_ARN, None)
+        deploy(
+            request(package, serverless=False, instance_type="ml.m5.xlarge"),
+            RecordingS3(),
+            sagemaker,
+            "us-east-1",
+            said.append,
+        )
+        stub.assert_no_pending_responses()
+    assert any(line.startswith("WARNING:") and "cannot move it back" in line for line in said), said
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"serverless": True, "memory_mb": 1500}, "--memory-mb 1500"),
+        ({"serverless": True, "max_concurrency": 201}, "--max-concurrency"),
+        ({"serverless": True, "instance_type": "ml.c5.large"}, "no --instance-type"),
+        ({"serverless": True, "network_isolation": True}, "no network isolation"),
+        ({"serverless": False, "memory_mb": 2048}, "are for a serverless endpoint"),
+    ],
+)
+def test_serverless_options_that_cannot_hold_are_bad_usage(
+    package: Path, sagemaker: Any, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        deploy(
+            request(package, role_arn=ROLE, **fields), RecordingS3(), sagemaker, "us-east-1", lambda _: None
+        )

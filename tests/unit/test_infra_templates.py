@@ -67,6 +67,37 @@ def test_one_endpoint_name_everywhere() -> None:
     assert variant["VariantName"] == VARIANT
 
 
+def test_the_endpoint_template_has_a_serverless_variant_sized_as_deploy_sizes_it() -> None:
+    """Serverless=true: a ServerlessConfig in place of the instance type and count (SageMaker takes
+    one or the other), no volume key, network isolation off, no VPC (a rule refuses SubnetIds), and
+    the same defaults and limits as `churn-model deploy --serverless`."""
+    from model.deploy import (
+        DEFAULT_SERVERLESS_MAX_CONCURRENCY,
+        DEFAULT_SERVERLESS_MEMORY_MB,
+        MAX_SERVERLESS_CONCURRENCY,
+        SERVERLESS_MEMORY_SIZES,
+    )
+
+    endpoint = template("model-endpoint.yaml")
+    parameters = endpoint["Parameters"]
+    assert parameters["Serverless"]["Default"] == "false"
+    assert parameters["ServerlessMemorySizeInMB"]["Default"] == DEFAULT_SERVERLESS_MEMORY_MB
+    assert tuple(parameters["ServerlessMemorySizeInMB"]["AllowedValues"]) == SERVERLESS_MEMORY_SIZES
+    assert parameters["ServerlessMaxConcurrency"]["Default"] == DEFAULT_SERVERLESS_MAX_CONCURRENCY
+    assert parameters["ServerlessMaxConcurrency"]["MaxValue"] == MAX_SERVERLESS_CONCURRENCY
+    config = endpoint["Resources"]["EndpointConfig"]["Properties"]
+    [variant] = config["ProductionVariants"]
+    no_value = {"Ref": "AWS::NoValue"}
+    for key in ("InstanceType", "InitialInstanceCount"):
+        assert variant[key]["Fn::If"][:2] == ["IsServerless", no_value], key
+    assert variant["ServerlessConfig"]["Fn::If"][0] == "IsServerless"
+    assert variant["ServerlessConfig"]["Fn::If"][2] == no_value
+    assert config["KmsKeyId"]["Fn::If"][:2] == ["IsServerless", no_value]
+    model = endpoint["Resources"]["Model"]["Properties"]
+    assert model["EnableNetworkIsolation"] == {"Fn::If": ["IsServerless", False, True]}
+    assert "ServerlessHasNoVpc" in endpoint["Rules"]
+
+
 def test_make_serving_check_prepares_the_tensorflow_of_deploys_image() -> None:
     makefile = (INFRA.parent / "Makefile").read_text()
     assert (

@@ -36,6 +36,12 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    or a redelivery no longer routes it): the claim itself is the outbox entry. In DynamoDB a sparse
    index finds them (`pending_shard`, `lease_until_us`; `mark_sent` removes the item from it).
 
+Batches. `claim_all` may claim a batch's alerts together (the DynamoDB ledger: one transaction
+for up to 25 claims, each customer's churn check once): that changes the number of requests, not
+the rules. A claim that the shared transaction cannot open is answered one by one as above; a
+transaction whose answer was lost hands each of its claims the token it was sent with, so a claim
+that went through is NEW for its caller, never IN_FLIGHT.
+
 Alert records. Each NEW claim also writes, in its own transaction, an alert record that outlives
 the claim item (`worker.alerts.alert_outcomes`, `worker.alerts.dynamodb_alert_outcomes`): the alerts of the last
 30 days, for live outcomes (confirmed on churn, expired after 30 days) and `churn-worker uplift

@@ -4,7 +4,10 @@ Table `<prefix>alerts`: PK `customer_id`, SK `alert_type` (or `#churned`), TTL o
 Sparse index `pending` (PK `pending_shard` S, SK `lease_until_us` N, keys only): unsent claims,
 so `abandoned` finds the claims whose lease ran out with a Query per shard, never a Scan. A claim
 puts itself in it; `mark_sent` takes it out. Every write is conditional; the conditions are named
-below with why each exists.
+below with why each exists. A batch's claims share one transaction (`claim_all`); a single-item
+change (the sent mark, a renewal, a release, the churn and return marks) is a conditional
+`UpdateItem`/`PutItem`, never a transaction. The claim item's `body` is deflated JSON (binary;
+`encode_body`), text in items written before.
 
 Items besides the claims (PK, SK):
 - `#budget#<YYYY-MM-DD>`, `<budget>`: the units a budget's UTC day gave out (`count`, moved in the
@@ -19,9 +22,9 @@ Items besides the claims (PK, SK):
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
@@ -40,14 +43,16 @@ from plumbing.retry import (
     error_code,
     error_text,
     fatal_error,
+    gather_limited,
     with_retries,
 )
 from plumbing.tables import IndexSpec, ensure_table, shard_names, shard_of
 from worker.alerts.alert_outcomes import STATS_KEEP_DAYS, OutcomeStats, RecordKey, Resolution
-from worker.alerts.budgets import BudgetSlot
+from worker.alerts.budgets import BudgetsConfig, BudgetSlot, slot_for
 from worker.alerts.claims import (
     CHURN_MARKER,
     DEFAULT_LEASE,
+    MAX_CONCURRENT_CLAIMS,
     Batching,
     Claim,
     ClaimStatus,
@@ -55,8 +60,11 @@ from worker.alerts.claims import (
     under_budget,
     utc,
 )
+from worker.alerts.config import AlertsConfig
 from worker.alerts.dynamodb_alert_outcomes import (
     DynamoDBOutcomes,
+    decode_body,
+    encode_body,
     outcome_shard,
     record_put,
     stats_counter_key,
@@ -150,6 +158,27 @@ NEWER_RETURN = (
     "attribute_not_exists(customer_id) OR "
     "(churned_at_us <= :churned_at_us AND (attribute_not_exists(returned_at_us) OR returned_at_us < :returned_at_us))"
 )
+
+
+# Claims sharing one transaction: 3 items each at most (a customer's check, the claim, its record),
+# inside TransactWriteItems' 100; fewer keeps a refusal's blast radius (the re-sent rest) small.
+CLAIMS_PER_TRANSACTION = 25
+
+
+def _claim_groups(
+    claims: list[tuple[int, Alert, timedelta, timedelta | None]],
+) -> list[list[tuple[int, Alert, timedelta, timedelta | None]]]:
+    """Claims in transactions of up to CLAIMS_PER_TRANSACTION, a customer's claims in one (they
+    share its not-churned check: a transaction may name an item only once)."""
+    by_customer: dict[str, list[tuple[int, Alert, timedelta, timedelta | None]]] = {}
+    for claim in claims:
+        by_customer.setdefault(claim[1].customer_id, []).append(claim)
+    groups: list[list[tuple[int, Alert, timedelta, timedelta | None]]] = [[]]
+    for mine in by_customer.values():
+        if groups[-1] and len(groups[-1]) + len(mine) > CLAIMS_PER_TRANSACTION:
+            groups.append([])
+        groups[-1].extend(mine)
+    return [group for group in groups if group]
 
 
 def alert_table_name(prefix: str) -> str:
@@ -305,6 +334,144 @@ class DynamoDBAlertLedger(Batching):
             }
         }
 
+    async def claim_all(
+        self,
+        alerts: Sequence[Alert],
+        now: datetime,
+        config: AlertsConfig,
+        budgets: BudgetsConfig | None = None,
+    ) -> list[Claim]:
+        """One claim per alert, in order. The alerts without a budget whose window this process
+        does not know sent are claimed together: one TransactWriteItems for up to
+        CLAIMS_PER_TRANSACTION of them (each customer's not-churned check once, then each claim
+        and its record), instead of one per alert. A transaction is all or nothing, so a claim
+        that cannot open its window (a window open, the customer churned) cancels it for the
+        others: DynamoDB says item by item why, those claims go the one-by-one way of `claim`
+        (which finds out what is there), and the others are sent together again. A conflict or
+        throttling retries the batch; no answer (it may have been applied) sends every claim of
+        it the one-by-one way with the token it was sent with, so one that went through is found
+        to be ours. Budgeted alerts and windows known sent take `claim`'s path."""
+        now = utc(now)
+        results: list[Claim | None] = [None] * len(alerts)
+        together: list[tuple[int, Alert, timedelta, timedelta | None]] = []
+        alone: list[int] = []
+        seen: set[tuple[str, str]] = set()
+        for i, alert in enumerate(alerts):
+            tier = alert.customer_tier
+            cooldown = config.cooldown(alert.alert_type, tier)
+            key = (alert.customer_id, alert.alert_type.value)
+            if (
+                slot_for(budgets, alert.alert_type.value, tier, now) is not None
+                or key in seen
+                or self.sent_windows.sent_inside(alert, now, cooldown) is not None
+            ):
+                alone.append(i)
+                continue
+            seen.add(key)
+            together.append((i, alert, cooldown, config.resolve_after(alert.alert_type, tier)))
+        if len(together) < 2:  # nothing to share a transaction with
+            alone += [i for i, *_ in together]
+            together = []
+        if alone:
+            for i, claim in zip(
+                sorted(alone),
+                await super().claim_all([alerts[i] for i in sorted(alone)], now, config, budgets),
+                strict=True,
+            ):
+                results[i] = claim
+        one_by_one: list[tuple[int, Alert, timedelta, timedelta | None, str]] = []
+        tokens = {i: uuid.uuid4().hex for i, *_ in together}
+        fresh = {i: self._fresh(alert, now, resolve_after) for i, alert, _, resolve_after in together}
+        pending = together
+        for attempt in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            groups = _claim_groups(pending)
+            outcomes = await gather_limited(
+                [
+                    self._claim_together(
+                        [
+                            (fresh[i], cooldown, tokens[i], alert.escalating)
+                            for i, alert, cooldown, _ in group
+                        ],
+                        now,
+                    )
+                    for group in groups
+                ],
+                MAX_CONCURRENT_CLAIMS,
+            )
+            retry: list[tuple[int, Alert, timedelta, timedelta | None]] = []
+            for group, outcome in zip(groups, outcomes, strict=True):
+                for (i, alert, cooldown, resolve_after), answer in zip(group, outcome, strict=True):
+                    if answer == "new":
+                        results[i] = Claim(ClaimStatus.NEW, fresh[i], tokens[i], now + self._lease)
+                    elif answer == "retry":
+                        retry.append((i, alert, cooldown, resolve_after))
+                    else:  # "alone": refused (a window open, churned) or no answer
+                        one_by_one.append((i, alert, cooldown, resolve_after, tokens[i]))
+            pending = retry
+            if pending:
+                await backoff(attempt, 0.05)
+        one_by_one += [(i, alert, cooldown, after, tokens[i]) for i, alert, cooldown, after in pending]
+        claims = await gather_limited(
+            [
+                self._claim(alert, now, cooldown, resolve_after=after, budget=None, token=token)
+                for _, alert, cooldown, after, token in one_by_one
+            ],
+            MAX_CONCURRENT_CLAIMS,
+        )
+        for (i, *_), claim in zip(one_by_one, claims, strict=True):
+            results[i] = claim
+        return [claim for claim in results if claim is not None]
+
+    async def _claim_together(
+        self, claims: list[tuple[Alert, timedelta, str, bool]], now: datetime
+    ) -> list[str]:
+        """One transaction of several claims (each customer's not-churned check once, then each
+        claim and its record): "new" for each if it went through; else per claim "alone" (its
+        own condition or its customer's check failed, or no answer) or "retry" (cancelled by
+        another's refusal, a conflict or throttling)."""
+        items: list[TransactWriteItemTypeDef] = []
+        check_at: dict[str, int] = {}
+        where: list[tuple[int, int]] = []  # per claim: (its customer's check, its claim Put)
+        for alert, *_ in claims:
+            if alert.customer_id not in check_at:
+                check_at[alert.customer_id] = len(items)
+                items.append(self._not_churned(alert.customer_id))
+        for alert, cooldown, token, escalated in claims:
+            where.append((check_at[alert.customer_id], len(items)))
+            items.append(self._claim_put(alert, now, cooldown, token, escalated))
+            items.append(record_put(self._table, alert, _provenance(alert)))
+        try:
+            await self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            kind = classify(exc)
+            if kind is Failure.FATAL:
+                raise fatal_error(exc, f"alert ledger table {self._table}") from exc
+            if error_code(exc) != "TransactionCanceledException":
+                if kind is Failure.INVALID:
+                    raise AlertLedgerError(f"claiming alerts in {self._table}: {error_text(exc)}") from exc
+                return ["retry"] * len(claims)  # throttled, a 5xx: nothing was written
+            reasons = cancellation_reasons(exc, len(items))
+            return [
+                "alone" if reasons[check] in CONDITION_CODES or reasons[put] in CONDITION_CODES else "retry"
+                for check, put in where
+            ]
+        except (BotoCoreError, OSError, TimeoutError):
+            return ["alone"] * len(claims)  # no answer: it may have gone through; each finds out
+        return ["new"] * len(claims)
+
+    def _fresh(self, alert: Alert, now: datetime, resolve_after: timedelta | None) -> Alert:
+        """The alert as a new claim opens its window at `now`."""
+        return alert.with_window(now).model_copy(
+            update={
+                "escalating": False,
+                "escalation_note": None,
+                "last_firing_at": now,
+                "resolve_after_s": None if resolve_after is None else resolve_after.total_seconds(),
+            }
+        )
+
     async def claim(
         self,
         alert: Alert,
@@ -314,21 +481,27 @@ class DynamoDBAlertLedger(Batching):
         resolve_after: timedelta | None = None,
         budget: BudgetSlot | None = None,
     ) -> Claim:
+        return await self._claim(alert, now, cooldown, resolve_after=resolve_after, budget=budget)
+
+    async def _claim(
+        self,
+        alert: Alert,
+        now: datetime,
+        cooldown: timedelta,
+        *,
+        resolve_after: timedelta | None = None,
+        budget: BudgetSlot | None = None,
+        token: str | None = None,
+    ) -> Claim:
+        """`claim`; `token`: the one an earlier attempt (a batch with no answer) was sent with."""
         now = utc(now)
         alert = under_budget(alert, budget)
         sent = self.sent_windows.sent_inside(alert, now, cooldown)
         if sent is not None:
             return await self._settled(sent, alert, now)
-        token = uuid.uuid4().hex  # tells our own claim apart when its answer was lost
+        token = token or uuid.uuid4().hex  # tells our own claim apart when its answer was lost
         for attempt in range(MAX_ATTEMPTS):
-            fresh = alert.with_window(now).model_copy(
-                update={
-                    "escalating": False,
-                    "escalation_note": None,
-                    "last_firing_at": now,
-                    "resolve_after_s": None if resolve_after is None else resolve_after.total_seconds(),
-                }
-            )
+            fresh = self._fresh(alert, now, resolve_after)
             more = [record_put(self._table, fresh, _provenance(fresh))]
             if budget is not None and budget.max_per_day <= 0:  # a closed budget: nothing to take
                 item = await self._get(alert)
@@ -419,7 +592,7 @@ class DynamoDBAlertLedger(Batching):
                     ":true": {"BOOL": True},
                     ":escalated": {"S": "escalated"},
                     ":pending": {"S": "pending"},
-                    ":body": {"S": json.dumps(message.body())},
+                    ":body": encode_body(message.body()),
                     ":token": {"S": token},
                     ":lease_until_us": {"N": str(to_us(now + self._lease))},
                     ":shard": {"S": shard_of(stored.customer_id, PENDING_SHARDS)},
@@ -518,7 +691,7 @@ class DynamoDBAlertLedger(Batching):
                     ":escalated": {"S": "escalated"},
                     ":resolved": {"S": "resolved"},
                     ":pending": {"S": "pending"},
-                    ":body": {"S": json.dumps(message.body())},
+                    ":body": encode_body(message.body()),
                     ":token": {"S": token},
                     ":lease_until_us": {"N": str(to_us(now + self._lease))},
                     ":shard": {"S": shard_of(stored.customer_id, PENDING_SHARDS)},
@@ -616,7 +789,7 @@ class DynamoDBAlertLedger(Batching):
                         "budget": {"S": budget.name},
                         "expected_value": {"N": repr(float(alert.expected_value))},
                         "deferred_at": {"S": iso(now)},
-                        "body": {"S": json.dumps(alert.body())},
+                        "body": encode_body(alert.body()),
                         TTL_ATTRIBUTE: {"N": str(_day_expiry(budget.day, DEFERRED_KEEP))},
                     },
                     "ConditionExpression": NOT_YET_DEFERRED,
@@ -673,7 +846,7 @@ class DynamoDBAlertLedger(Batching):
             PENDING_SHARD: {"S": shard_of(alert.customer_id, PENDING_SHARDS)},
             "claim_token": {"S": token},
             "claimed_at": {"S": iso(now)},
-            "body": {"S": json.dumps(alert.body())},
+            "body": encode_body(alert.body()),
             TTL_ATTRIBUTE: {"N": str(to_us(expires) // 1_000_000)},
             "lifecycle": {"S": "open"},
             "escalated": {"BOOL": escalated},
@@ -805,7 +978,7 @@ class DynamoDBAlertLedger(Batching):
         tier = item.get("customer_tier", {}).get("S")
         try:
             alert = Alert.from_body(
-                json.loads(item["body"]["S"]), datetime.fromisoformat(item["window_start"]["S"]), tier
+                decode_body(item["body"]), datetime.fromisoformat(item["window_start"]["S"]), tier
             )
             last_firing = item.get("last_firing_us", {}).get("N")
             resolve_after = item.get("resolve_after_us", {}).get("N")
@@ -816,7 +989,7 @@ class DynamoDBAlertLedger(Batching):
                     "resolve_after_s": int(resolve_after) / 1_000_000 if resolve_after else None,
                 }
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, zlib.error) as exc:
             raise AlertLedgerError(
                 f"{self._table}: unreadable record {item.get('customer_id')}/{item.get('alert_type')}: {exc}"
             ) from exc

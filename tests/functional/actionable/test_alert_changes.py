@@ -118,8 +118,9 @@ async def test_a_first_scoring_has_no_changes_and_a_failed_explanation_keeps_the
 
 
 async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_worker: MakeWorker) -> None:
-    """Per batch without an alert: one BatchGetItem and one TransactWriteItems, as before the
-    feature; per alert: the claim's TransactWriteItems and mark_sent's UpdateItem, as before."""
+    """Per batch without an alert: one BatchGetItem and a conditional PutItem per customer (each
+    customer's write is its profile alone), as without the feature; per alert: its share of the
+    batch's claims TransactWriteItems and mark_sent's UpdateItem, as without it."""
     clock = Clock(T0)
     worker = await make_worker(clock, alerts=RISK)
     customers = [f"c-{i}" for i in range(20)]
@@ -132,16 +133,17 @@ async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_work
         batch = [at(cid, "login", clock() - timedelta(minutes=5), 10 + day) for cid in customers]
         await worker.pipeline.process(batch)
         assert worker.bodies == []
-        assert dict(worker.requests) == {"BatchGetItem": 1, "TransactWriteItems": 1}, worker.requests
+        assert dict(worker.requests) == {"BatchGetItem": 1, "PutItem": len(customers)}, worker.requests
 
     clock.now = T0 + 3 * DAY
     worker.requests.clear()
     await worker.pipeline.process(calls("c-0", clock(), 2))
     alerts = len(worker.bodies)
     assert alerts == 2 and all(b["what_changed"] for b in worker.bodies)
-    # The batch's read and write, then per alert its claim and its mark_sent.
+    # The batch's read and write (c-0's profile), then its two claims together and a mark_sent each.
     assert dict(worker.requests) == {
         "BatchGetItem": 1,
-        "TransactWriteItems": 1 + alerts,
+        "PutItem": 1,
+        "TransactWriteItems": 1,
         "UpdateItem": alerts,
     }
