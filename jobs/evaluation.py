@@ -186,7 +186,10 @@ def evaluate_examples(
     heads = head_metrics(pred, y)
     population, index = population_of(customers, t_us, churn, churned_at, start_us, end_us)
     columns = rule_columns(x, index, t_us, pred)
-    model = model_stats(columns, population, health_truth, np.asarray(y["health_score"], dtype=np.float64))
+    labelled = {days: ~np.isnan(np.asarray(y[f"churn_risk_{days}d"], dtype=np.float64)) for days in (14, 30)}
+    model = model_stats(
+        columns, population, health_truth, np.asarray(y["health_score"], dtype=np.float64), labelled
+    )
     for days in (14, 30):
         if model[f"churn_{days}d"]["auc_roc"] is None:
             raise DataError(

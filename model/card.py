@@ -81,6 +81,14 @@ def model_card(metadata: dict[str, Any], metrics: dict[str, Any]) -> str:
         f"training instants sampled every {(card.get('sampling_every_days') or {}).get('train', 'n/a')} days per customer",
         f"- split: {card.get('split')}",
     ]
+    survivors = card.get("survivor_history")
+    if survivors:
+        lines.append(
+            f"- survivor history: the {survivors.get('quiet_labelled_instants', 0):,} labelled instants before "
+            f"{survivors.get('until')} held no churner where {_value(survivors.get('expected_churners_at_later_rate'))} "
+            "were expected at the later rate: their churn and health labels were left out "
+            f"({survivors.get('censored_instants', 0):,} instants; docs/model.md, Survivor history)"
+        )
     for name in ("train", "train_every_instant", "validation"):
         part = card.get(name) or {}
         if part:

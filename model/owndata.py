@@ -36,6 +36,7 @@ from model.examples import (
 from model.exceptions import DataError
 from model.logsplit import LogSummary, ShardRef, split_log
 from model.splits import ROLES, SplitPlan, choose_cut_day, latest_customers
+from model.survivorship import censor_survivor_history
 from plumbing.parallel import Engine, map_shards
 
 MIN_LABELLED_DAYS = 7  # a log must have at least this many days with a known 30-day outcome
@@ -139,12 +140,18 @@ def build_examples(
             ),
         ]
         examples = merge_shards(parts, summary, split)
+    assert summary.last_us is not None
+    survivors = censor_survivor_history(examples.t_us, examples.y, summary.last_us)
+    if survivors is not None:
+        warnings.append(survivors.warning())
+        say(f"warning: {survivors.warning()}")
     examples.summary.update(
         {
             "outcomes": str(outcomes),
             "sampling_every_days": every,
             "split": split.describe(),
             "excluded_customers": sum(1 for cid in summary.customers if cid in options.excluded),
+            "survivor_history": survivors.describe() if survivors is not None else None,
         }
     )
     if len(examples) == 0:

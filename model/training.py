@@ -106,7 +106,13 @@ def data_version() -> str:
     recorded data goes stale when either changes."""
     digest = hashlib.sha256(simulator_version().encode())
     root = Path(__file__).resolve().parents[1]
-    for module in ("model/examples.py", "model/owndata.py", "features/labels.py", "model/splits.py"):
+    for module in (
+        "model/examples.py",
+        "model/owndata.py",
+        "features/labels.py",
+        "model/splits.py",
+        "model/survivorship.py",
+    ):
         file = root / module
         digest.update(file.read_bytes() if file.exists() else b"")
     return digest.hexdigest()[:8]
@@ -593,6 +599,7 @@ def card_facts(metadata: dict[str, Any], loaded: TrainingData) -> dict[str, Any]
         "events_read": log.get("events"),
         "split": log.get("split"),
         "sampling_every_days": log.get("sampling_every_days"),
+        "survivor_history": log.get("survivor_history"),
         "train": rates(loaded.train),
         "train_every_instant": rates(loaded.train_every_instant),
         "validation": rates(loaded.validation),

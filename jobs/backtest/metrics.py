@@ -31,6 +31,7 @@ import numpy as np
 from features.churn_outcomes import NEVER, ChurnTimes, HealthTruth
 from features.state import DAY_US
 from model.metrics import auc_roc, calibration, roc_points
+from model.survivorship import find_survivor_history
 
 CONFIRM_DAYS = 30
 
@@ -161,17 +162,30 @@ def model_stats(
     population: Population,
     health: HealthTruth | None,
     health_labels: np.ndarray | None = None,
+    labelled: dict[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """AUC-ROC and calibration (14d, 30d) and health MAE from the backtest's scoring instants.
     `health_labels`: the observable health label per row (`features.labels`, NaN where censored),
-    what the model is trained on; `health`: the simulator's latent health, where outcomes carry it."""
+    what the model is trained on; `health`: the simulator's latent health, where outcomes carry it.
+
+    Survivor history (model/survivorship.py) is left out of the churn and health readings: the
+    rows `labelled` marks per horizon (the examples' own labels, which the example builder censored
+    already), or, without it, the stretch found here from the churn labels of these rows."""
     t = columns["t_us"]
     customer = columns["customer"]
     alive = population.churn_us[customer] > t
     out: dict[str, Any] = {"scoring_instants": int(alive.sum())}
     following = population.next_churn(customer, t)  # the same for both horizons
+    recorded = np.ones(len(t), dtype=bool)
+    if labelled is None:
+        y30, known30 = churn_labels(population, customer, t, 30, following)
+        survivors = find_survivor_history(t[known30], y30[known30].astype(np.float64), population.end_us)
+        out["survivor_history"] = survivors.describe() if survivors is not None else None
+        if survivors is not None:
+            recorded = t >= survivors.until_us
     for days in (14, 30):
         y, known = churn_labels(population, customer, t, days, following)
+        known &= recorded if labelled is None else labelled[days]
         p = columns[f"churn_risk_{days}d"][known]
         labels = y[known]
         out[f"churn_{days}d"] = {
@@ -183,7 +197,7 @@ def model_stats(
         out[f"calibration_{days}d"] = calibration(labels, p)
     out["health_mae"] = None
     if health_labels is not None:
-        ok = alive & np.isfinite(health_labels)
+        ok = alive & np.isfinite(health_labels) & recorded
         error = np.abs(columns["customer_health_score"][ok] - health_labels[ok])
         out["health_mae"] = round(float(error.mean()), 3) if len(error) else None
         out["health_mae_examples"] = int(ok.sum())
