@@ -26,6 +26,7 @@ import base64
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -159,6 +160,13 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
         ]
         deletes = sum(1 for table in request["RequestItems"].values() for w in table if "DeleteRequest" in w)
         return 0, sum(max(1, math.ceil(item_size(i) / 1024)) for i in puts) + deletes
+    if operation == "BatchExecuteStatement":
+        # Each write statement is billed as the single-item write it is: its item (the INSERT's
+        # values; the UPDATE's keys and SETs, which are the whole new profile) rounded up to 1 KB.
+        units = 0
+        for statement in request["Statements"]:
+            units += max(1, math.ceil(item_size(statement_item(statement)) / 1024))
+        return 0, units
     if operation == "TransactWriteItems":
         units = 0
         for action in request["TransactItems"]:
@@ -170,6 +178,16 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
     return 0, 0
 
 
+def statement_item(statement: dict[str, Any]) -> dict[str, Any]:
+    """The item a feature-store PartiQL write leaves (features/layout.py `single_write_statement`)."""
+    text, params = statement["Statement"], statement.get("Parameters", [])
+    if text.startswith("INSERT"):
+        return dict(zip(re.findall(r"'([^']+)': \?", text), params, strict=True))
+    keys = re.findall(r'WHERE "([^"]+)" = \? AND "([^"]+)"', text)[0]
+    names = [*re.findall(r'SET "([^"]+)" = \?', text), *keys]  # the last parameter: the version read
+    return dict(zip(names, params, strict=False))
+
+
 def table_of(request: dict[str, Any]) -> str:
     """The table a DynamoDB request is about, without the deployment's prefix (the first one, for a
     request spanning several): `features`, `alerts`, ..."""
@@ -177,6 +195,8 @@ def table_of(request: dict[str, Any]) -> str:
         name = str(request["TableName"])
     elif "RequestItems" in request:
         name = next(iter(request["RequestItems"]))
+    elif request.get("Statements"):
+        name = re.findall(r'"([^"]+)"', request["Statements"][0]["Statement"])[0]
     elif request.get("TransactItems"):
         name = next(iter(request["TransactItems"][0].values()))["TableName"]
     else:

@@ -66,6 +66,7 @@ from features.layout import (
     profile_key,
     read_profile,
     segment_key,
+    single_write_statement,
     state_from_items,
 )
 from features.state import CustomerState, before_events, to_us
@@ -114,6 +115,8 @@ MAX_TRANSACTION_ITEMS = 100  # TransactWriteItems' limits: 100 items, 4 MB
 MAX_TRANSACTION_BYTES = 3_500_000
 MAX_CONCURRENT_REQUESTS = 8
 MAX_CONCURRENT_PUTS = 32  # single-item writes of one batch in flight at once
+MAX_STATEMENTS = 25  # BatchExecuteStatement's limit
+MAX_STATEMENT_BYTES = 1_000_000  # the items of one BatchExecuteStatement, well under its request limit
 MAX_CONCURRENT_QUERIES = 16
 SEGMENT_CACHE_ITEMS = 20_000  # ~4 KB each: up to ~80 MB, the segments of a few thousand busy customers
 
@@ -218,8 +221,9 @@ class DynamoDBFeatureStore:
     `query_page_items` limits the items per result page of the Query that reads format-1 pages
     (tests use it to interleave other writers; DynamoDB's own limit is 1 MB).
     `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none).
-    `single_item_puts`: one-item writes as conditional PutItems (False: in the transactions too,
-    as before; tests of the group commit use it)."""
+    `single_item_puts`: one-item writes outside transactions (False: in the transactions too, as
+    before; tests of the group commit use it). `batch_statements`: those writes as PartiQL
+    statements, 25 to a BatchExecuteStatement (False: one conditional PutItem each)."""
 
     def __init__(
         self,
@@ -231,6 +235,7 @@ class DynamoDBFeatureStore:
         query_page_items: int | None = None,
         segment_cache_items: int = SEGMENT_CACHE_ITEMS,
         single_item_puts: bool = True,
+        batch_statements: bool = True,
     ) -> None:
         self._client = client
         self._table = table
@@ -238,10 +243,17 @@ class DynamoDBFeatureStore:
         self._rescore_interval = rescore_interval
         self._query_page_items = query_page_items
         self._single_item_puts = single_item_puts
+        self._batch_statements = batch_statements
         self.segments = SegmentCache(segment_cache_items)
         self._turns = CustomerTurns()
         # for cost accounting and tests: requests by operation, retries included
-        self.requests: dict[str, int] = {"BatchGetItem": 0, "Query": 0, "TransactWriteItems": 0, "PutItem": 0}
+        self.requests: dict[str, int] = {
+            "BatchGetItem": 0,
+            "Query": 0,
+            "TransactWriteItems": 0,
+            "PutItem": 0,
+            "BatchExecuteStatement": 0,
+        }
 
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         ids = list(dict.fromkeys(customer_ids))
@@ -508,17 +520,86 @@ class DynamoDBFeatureStore:
         if current:
             groups.append(current)
         outcomes: dict[str, Outcome] = {}
-        for result in await gather_limited(
-            [self._transact(group) for group in groups], MAX_CONCURRENT_REQUESTS
-        ):
+        statements: list[tuple[Write, tuple[str, list[dict[str, Any]]]]] = []
+        puts: list[Write] = []
+        for write in singles:
+            statement = single_write_statement(write.actions[0]["Put"]) if self._batch_statements else None
+            if statement is None:
+                puts.append(write)
+            else:
+                statements.append((write, statement))
+        batches: list[list[tuple[Write, tuple[str, list[dict[str, Any]]]]]] = []
+        size = 0
+        for entry in statements:
+            if (
+                not batches
+                or len(batches[-1]) == MAX_STATEMENTS
+                or size + entry[0].bytes > MAX_STATEMENT_BYTES
+            ):
+                batches.append([])
+                size = 0
+            batches[-1].append(entry)
+            size += entry[0].bytes
+        requests = [
+            *(self._transact(group) for group in groups),
+            *(self._statements(batch) for batch in batches),
+        ]
+        for result in await gather_limited(requests, MAX_CONCURRENT_REQUESTS):
             outcomes.update(result)
         for write, outcome in zip(
-            singles,
-            await gather_limited([self._put(write) for write in singles], MAX_CONCURRENT_PUTS),
+            puts,
+            await gather_limited([self._put(write) for write in puts], MAX_CONCURRENT_PUTS),
             strict=True,
         ):
             outcomes[write.customer_id] = outcome
         return [outcomes[write.customer_id] for write in writes]
+
+    async def _statements(
+        self, batch: list[tuple[Write, tuple[str, list[dict[str, Any]]]]]
+    ) -> dict[str, Outcome]:
+        """Up to 25 customers' one-item writes as PartiQL statements in one BatchExecuteStatement:
+        the units of single conditional writes, one request. Each statement succeeds or fails on its
+        own, answered in order, and each answer means what the same PutItem's would: a failed
+        condition (or DuplicateItem: the new customer exists) is a lost race. A statement DynamoDB
+        refuses as invalid, or a batch refused whole as invalid, is written again as a PutItem,
+        which names the customer if it is refused too."""
+        self.requests["BatchExecuteStatement"] += 1
+        try:
+            response = await self._client.batch_execute_statement(
+                Statements=[{"Statement": text, "Parameters": params} for _, (text, params) in batch]
+            )
+        except ClientError as exc:
+            kind = classify(exc)
+            if kind is Failure.FATAL:
+                raise fatal_error(exc, f"feature table {self._table}") from exc
+            if kind is Failure.INVALID:
+                return await self._put_each([write for write, _ in batch])
+            failed = Outcome.THROTTLED if kind is Failure.THROTTLED else Outcome.UNKNOWN
+            return {write.customer_id: failed for write, _ in batch}
+        except (BotoCoreError, OSError, TimeoutError):
+            return {write.customer_id: Outcome.UNKNOWN for write, _ in batch}
+        answers = list(response.get("Responses", []))
+        if len(answers) != len(batch):  # cannot tell which went through: read again
+            return {write.customer_id: Outcome.UNKNOWN for write, _ in batch}
+        outcomes: dict[str, Outcome] = {}
+        refused: list[Write] = []
+        for (write, _), answer in zip(batch, answers, strict=True):
+            error = answer.get("Error")
+            if not error:
+                outcomes[write.customer_id] = Outcome.DONE
+                continue
+            kind = classify_cancellation([str(error.get("Code", ""))])
+            if kind is Failure.INVALID:
+                refused.append(write)
+            else:
+                outcomes[write.customer_id] = _OUTCOME_OF_FAILURE[kind]
+        if refused:
+            outcomes.update(await self._put_each(refused))
+        return outcomes
+
+    async def _put_each(self, writes: list[Write]) -> dict[str, Outcome]:
+        answers = await gather_limited([self._put(write) for write in writes], MAX_CONCURRENT_PUTS)
+        return {write.customer_id: outcome for write, outcome in zip(writes, answers, strict=True)}
 
     async def _put(self, write: Write) -> Outcome:
         """A one-item write as a conditional PutItem (the same Put, condition and all, as it would

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from features.due import DUE_AT, DUE_SHARD, DUE_SHARDS, SCORED_AT
+from features.due import DUE_AT, DUE_OWNER, DUE_SHARD, DUE_SHARDS, SCORED_AT
 from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
 from plumbing.tables import shard_of
 
@@ -629,3 +629,46 @@ def _segment_item(
         DIGESTS: {"B": digests},
         TTL_ATTRIBUTE: {"N": str(page_expiry(segment.newest_day, retention))},
     }
+
+
+# -- a one-item write as a PartiQL statement ----------------------------------------------------------
+
+# Attributes a format-2 profile item may hold besides its keys: what `_profile_item` writes, and the
+# due index's claim the sweeper sets (features/due_dynamodb.py). A PutItem replaces the whole item;
+# the UPDATE statement that stands for it removes whichever of these the new item does not carry.
+PROFILE_ATTRIBUTES = (STATE_VERSION, BLOB, DIGESTS, DUE_SHARD, DUE_AT, DUE_OWNER, SCORED_AT)
+
+
+def single_write_statement(put: dict[str, Any]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The PartiQL statement that does what a one-item conditional Put (a `Write` action's "Put")
+    does, for `BatchExecuteStatement` to carry up to 25 customers' writes in one request at the
+    units of single writes; None for a Put that has no such statement (a format-1 conversion).
+
+    - a new customer (`attribute_not_exists(customer_id)`): INSERT, which fails with DuplicateItem
+      when the item exists;
+    - a format-2 profile written since read (`#sv = :read`): UPDATE ... WHERE the keys and `sv`
+      equal what was read, which fails with ConditionalCheckFailed otherwise (or when the item is
+      gone); it sets every attribute of the new item and removes the other profile attributes, so
+      the item ends as the Put would leave it.
+
+    Identifiers are double-quoted (no reserved-word trouble); every value is a parameter."""
+    table, item, condition = put["TableName"], put["Item"], put["ConditionExpression"]
+    if condition == CUSTOMER_NOT_YET_WRITTEN:
+        names = list(item)
+        fields = ", ".join(f"'{name}': ?" for name in names)
+        return f'INSERT INTO "{table}" VALUE {{{fields}}}', [item[name] for name in names]
+    is_profile = item.get("bucket", {}).get("S") == PROFILE_BUCKET
+    if (
+        condition != UNCHANGED_SINCE_READ
+        or not is_profile
+        or set(item) - {"customer_id", "bucket", *PROFILE_ATTRIBUTES}
+    ):
+        return None
+    sets = [name for name in item if name not in ("customer_id", "bucket")]
+    removes = [name for name in PROFILE_ATTRIBUTES if name not in item]
+    clauses = " ".join([*(f'SET "{name}" = ?' for name in sets), *(f'REMOVE "{name}"' for name in removes)])
+    statement = (
+        f'UPDATE "{table}" {clauses} WHERE "customer_id" = ? AND "bucket" = ? AND "{STATE_VERSION}" = ?'
+    )
+    read = put["ExpressionAttributeValues"][":read"]
+    return statement, [*(item[name] for name in sets), item["customer_id"], item["bucket"], read]

@@ -12,6 +12,7 @@ semantics clients see are unchanged: all-or-nothing, `TransactionCanceledExcepti
 from __future__ import annotations
 
 import copy
+import re
 import threading
 from typing import Any
 
@@ -110,3 +111,137 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
             failed: list[tuple[str | None, str | None, Any]] = [(None, None, None)] * len(planned)
             failed[len(applied) - 1] = (type(exc).__name__, str(exc), None)
             raise TransactionCanceledException(failed) from exc
+
+
+# -- BatchExecuteStatement ---------------------------------------------------------------------------
+#
+# moto hands every PartiQL statement to a general parser that crashes on parameters in an INSERT
+# (a 500) and applies an UPDATE whose WHERE does not hold as a silent no-op instead of answering
+# ConditionalCheckFailed; it also copies every table for every statement. The feature store batches
+# its single-item conditional writes as exactly two statement shapes (features/layout.py
+# `single_write_statement`), which this evaluates the way DynamoDB documents them:
+#
+# - INSERT INTO "t" VALUE {'a': ?, ...}: the item must not exist, else the statement's error is
+#   `DuplicateItem`;
+# - UPDATE "t" SET "a" = ? ... REMOVE "b" ... WHERE "k" = ? AND ...: the item must exist and every
+#   equality hold (keys included), else `ConditionalCheckFailed`; then the SETs and REMOVEs apply.
+#
+# Each statement succeeds or fails on its own (no transaction), answered in order. Any other
+# statement goes to moto's own implementation.
+
+_INSERT = re.compile(r'^INSERT INTO "(?P<table>[^"]+)" VALUE \{(?P<body>.*)\}$', re.S)
+_INSERT_FIELD = re.compile(r"^'(?P<name>[^']+)': \?$")
+_UPDATE = re.compile(r'^UPDATE "(?P<table>[^"]+)" (?P<changes>.+?) WHERE (?P<where>.+)$', re.S)
+_SET = re.compile(r'^SET "(?P<name>[^"]+)" = \?$')
+_REMOVE = re.compile(r'^REMOVE "(?P<name>[^"]+)"$')
+_EQUALS = re.compile(r'^"(?P<name>[^"]+)" = \?$')
+
+
+def patch_moto_batch_statements() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    original = DynamoDBBackend.batch_execute_statement
+    if getattr(original, "_churn_patched", False):
+        return
+
+    def batch_execute_statement(self: Any, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        planned = [_plan_statement(stmt) for stmt in statements]
+        if any(plan is None for plan in planned):
+            return original(self, statements)
+        with _LOCK:
+            return [_run_statement(self, plan) for plan in planned if plan is not None]
+
+    setattr(batch_execute_statement, "_churn_patched", True)  # noqa: B010 - marks the function object
+    DynamoDBBackend.batch_execute_statement = batch_execute_statement  # type: ignore[method-assign]
+
+
+def _split_clauses(text: str) -> list[str]:
+    """'SET "a" = ? SET "b" = ? REMOVE "c"' -> ['SET "a" = ?', 'SET "b" = ?', 'REMOVE "c"']."""
+    parts = re.split(r'\s+(?=(?:SET|REMOVE) ")', text.strip())
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _plan_statement(stmt: dict[str, Any]) -> dict[str, Any] | None:
+    text = " ".join(str(stmt["Statement"]).split())
+    params = list(stmt.get("Parameters") or [])
+    insert = _INSERT.match(text)
+    if insert:
+        names = []
+        for field in insert["body"].split(", "):
+            matched = _INSERT_FIELD.match(field.strip())
+            if not matched:
+                return None
+            names.append(matched["name"])
+        if len(names) != len(params):
+            return None
+        return {"kind": "insert", "table": insert["table"], "item": dict(zip(names, params, strict=True))}
+    update = _UPDATE.match(text)
+    if not update:
+        return None
+    sets: list[str] = []
+    removes: list[str] = []
+    for clause in _split_clauses(update["changes"]):
+        if matched := _SET.match(clause):
+            sets.append(matched["name"])
+        elif matched := _REMOVE.match(clause):
+            removes.append(matched["name"])
+        else:
+            return None
+    wheres = []
+    for term in update["where"].split(" AND "):
+        matched = _EQUALS.match(term.strip())
+        if not matched:
+            return None
+        wheres.append(matched["name"])
+    if len(sets) + len(wheres) != len(params):
+        return None
+    return {
+        "kind": "update",
+        "table": update["table"],
+        "set": dict(zip(sets, params[: len(sets)], strict=True)),
+        "remove": removes,
+        "where": dict(zip(wheres, params[len(sets) :], strict=True)),
+    }
+
+
+def _run_statement(backend: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    table_name = plan["table"]
+    if table_name not in backend.tables:
+        return {"Error": {"Code": "ResourceNotFound", "Message": "Requested resource not found"}}
+    table = backend.tables[table_name]
+    source = plan["item"] if plan["kind"] == "insert" else plan["where"]
+    if table.hash_key_attr not in source or (table.range_key_attr and table.range_key_attr not in source):
+        return {
+            "TableName": table_name,
+            "Error": {"Code": "ValidationError", "Message": "Where clause does not contain the full key"},
+        }
+    key = {table.hash_key_attr: source[table.hash_key_attr]}
+    if table.range_key_attr:
+        key[table.range_key_attr] = source[table.range_key_attr]
+    current = backend.get_item(table_name, key)
+    if plan["kind"] == "insert":
+        if current is not None:
+            return {
+                "TableName": table_name,
+                "Error": {"Code": "DuplicateItem", "Message": "Duplicate primary key exists in table"},
+            }
+        backend.put_item(table_name, plan["item"])
+        return {"TableName": table_name}
+    attributes = current.to_json()["Attributes"] if current is not None else None
+    holds = attributes is not None and all(
+        name in attributes and DynamoType(attributes[name]) == DynamoType(value)
+        for name, value in plan["where"].items()
+    )
+    if not holds:
+        return {
+            "TableName": table_name,
+            "Error": {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"},
+        }
+    assert attributes is not None
+    for name in plan["remove"]:
+        attributes.pop(name, None)
+    attributes.update(plan["set"])
+    backend.put_item(table_name, attributes)
+    return {"TableName": table_name}

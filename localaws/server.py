@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from localaws.moto_patch import patch_moto_transactions
+from localaws.moto_patch import patch_moto_batch_statements, patch_moto_transactions
 
 
 def start_moto(port: int = 0) -> tuple[Any, str]:
@@ -19,6 +19,7 @@ def start_moto(port: int = 0) -> tuple[Any, str]:
     from moto.server import ThreadedMotoServer
 
     patch_moto_transactions()
+    patch_moto_batch_statements()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

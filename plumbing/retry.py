@@ -101,7 +101,10 @@ TRANSIENT_CODES = frozenset(
     }
 )
 CONFLICT_CODES = frozenset({"TransactionConflictException", "TransactionConflict"})
-CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "ConditionalCheckFailed"})
+# PartiQL's INSERT of an item that exists is a failed "does not exist yet" condition by another name
+CONDITION_CODES = frozenset(
+    {"ConditionalCheckFailedException", "ConditionalCheckFailed", "DuplicateItem", "DuplicateItemException"}
+)
 FATAL_CODES = frozenset(
     {
         # access

@@ -33,11 +33,14 @@ def kill_at_write(scenario: Scenario, fault: Fault) -> None:
 
 
 def test_kill_mid_batch(scenario: Scenario) -> None:
-    """SIGKILL while a batch is half written: a customer's write of one item is a conditional
-    PutItem of its own (features/dynamodb.py), so some customers of the batch are written and
-    others not. The next worker redelivers the batch; nothing lost, nothing counted twice, one
-    alert each."""
-    kill_at_write(scenario, Fault("dynamodb:PutItem", "drop", skip=5, times=1, body_contains=b'"sv": {'))
+    """SIGKILL while a batch is half written: customers' writes of one item go as conditional
+    PartiQL statements, 25 to a BatchExecuteStatement, each applied on its own, and the rolls in
+    transactions (features/dynamodb.py), so some customers of the batch are written and others
+    not. Killed as the second batch of UPDATEs (customers written before) is applied. The next
+    worker redelivers the batch; nothing lost, nothing counted twice, one alert each."""
+    kill_at_write(
+        scenario, Fault("dynamodb:BatchExecuteStatement", "drop", skip=1, times=1, body_contains=b"UPDATE")
+    )
 
 
 def test_kill_mid_claim_transaction(scenario: Scenario) -> None:
@@ -57,6 +60,7 @@ def test_response_lost_after_commit(scenario: Scenario) -> None:
         Fault("dynamodb:TransactWriteItems", "drop", probability=0.3),
         Fault("dynamodb:UpdateItem", "drop", probability=0.3),
         Fault("dynamodb:PutItem", "drop", probability=0.3),
+        Fault("dynamodb:BatchExecuteStatement", "drop", probability=0.3),
         Fault("sqs:DeleteMessageBatch", "drop", probability=0.3),
     )
     scenario.feed(good_events(now, customers=16))

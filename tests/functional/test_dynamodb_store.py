@@ -86,13 +86,29 @@ async def test_a_batch_of_many_customers_costs_one_read_and_one_write_request(
     store = DynamoDBFeatureStore(dynamodb, table, single_item_puts=False)
     events = [login(i, customer=f"c-{i % 7}", when=f"2026-11-2{i % 3}T10:00:00Z") for i in range(70)]
     await store.apply(events, now=AS_OF)
-    assert store.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 1, "PutItem": 0}
+    none = {"BatchExecuteStatement": 0, "PutItem": 0}
+    assert store.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 1, **none}
     many = [login(1000 + i, customer=f"c-many-{i}") for i in range(250)]  # a profile each: 100 per request
     await store.apply(many, now=AS_OF)
-    assert store.requests == {"BatchGetItem": 4, "Query": 0, "TransactWriteItems": 4, "PutItem": 0}
-    puts = DynamoDBFeatureStore(dynamodb, table)
+    assert store.requests == {"BatchGetItem": 4, "Query": 0, "TransactWriteItems": 4, **none}
+    puts = DynamoDBFeatureStore(dynamodb, table, batch_statements=False)
     await puts.apply([login(2000 + i, customer=f"c-put-{i}") for i in range(30)], now=AS_OF)
-    assert puts.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 0, "PutItem": 30}
+    assert puts.requests == {"BatchGetItem": 1, "Query": 0, "TransactWriteItems": 0, **none, "PutItem": 30}
+    # By default one-item writes go 25 to a BatchExecuteStatement: new customers (INSERT) ...
+    statements = DynamoDBFeatureStore(dynamodb, table)
+    await statements.apply([login(3000 + i, customer=f"c-stmt-{i}") for i in range(30)], now=AS_OF)
+    assert statements.requests == {
+        "BatchGetItem": 1,
+        "Query": 0,
+        "TransactWriteItems": 0,
+        "BatchExecuteStatement": 2,
+        "PutItem": 0,
+    }
+    # ... and customers written before (UPDATE on the version read), counted once each
+    await statements.apply([login(4000 + i, customer=f"c-stmt-{i}") for i in range(30)], now=AS_OF)
+    assert statements.requests["BatchExecuteStatement"] == 4 and statements.requests["PutItem"] == 0
+    state = await statements.get([f"c-stmt-{i}" for i in range(30)])
+    assert all(sum(p.counts.get("n.login", 0) for p in s.pages.values()) == 2 for s in state.values())
 
 
 async def test_two_workers_racing_on_one_customer_lose_and_double_nothing(dynamodb: Any, table: str) -> None:

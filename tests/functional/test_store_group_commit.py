@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,7 +88,10 @@ async def test_two_workers_racing_on_the_same_customers_count_every_event_once(
         await asyncio.gather(worker(first, events, 100), worker(second, shuffled, 70))
         await check_counted_once(first, events)
         if single_item_puts:
-            assert first.requests["PutItem"] > 0 and second.requests["PutItem"] > 0
+            # one-item writes raced as PartiQL statements (25 to a request), rolls in transactions
+            assert (
+                first.requests["BatchExecuteStatement"] > 0 and second.requests["BatchExecuteStatement"] > 0
+            )
             return
         # Far fewer transactions than customer-batches: they were written together.
         customer_batches = sum(
@@ -110,6 +114,22 @@ async def test_one_workers_concurrent_batches_take_turns_instead_of_racing(table
         await check_counted_once(store, [e for batch in batches for e in batch])
 
 
+def statement_customer(stmt: dict[str, Any]) -> str:
+    """The customer a feature store PartiQL statement writes (features/layout.py's two shapes)."""
+    params = stmt["Parameters"]
+    if stmt["Statement"].startswith("INSERT"):
+        names = re.findall(r"'([^']+)': \?", stmt["Statement"])
+        return str(params[names.index("customer_id")]["S"])
+    return str(params[-3]["S"])  # UPDATE ... WHERE customer_id = ? AND bucket = ? AND sv = ?
+
+
+async def send_as_is(client: Any, request: dict[str, Any]) -> Any:
+    """What the store sent, to moto: a PutItem or a BatchExecuteStatement."""
+    if "Statements" in request:
+        return await client.batch_execute_statement(**request)
+    return await client.put_item(**request)
+
+
 class Interfering:
     """A DynamoDB client whose first TransactWriteItems is preceded by `before` (another writer's
     commit) or answered by `answer` (a fault) instead of DynamoDB."""
@@ -119,7 +139,8 @@ class Interfering:
         self._before = before
         self._answer = answer
         self.transactions: list[list[str]] = []  # the customers of each transaction sent
-        self.puts: list[str] = []  # the customer of each PutItem sent
+        self.puts: list[str] = []  # the customer of each one-item write sent (PutItem or statement)
+        self.batches: list[list[str]] = []  # the customers of each BatchExecuteStatement sent
 
     async def put_item(self, **kwargs: Any) -> Any:
         self.puts.append(kwargs["Item"]["customer_id"]["S"])
@@ -130,6 +151,18 @@ class Interfering:
             answer, self._answer = self._answer, None
             return await answer(kwargs)
         return await self._client.put_item(**kwargs)
+
+    async def batch_execute_statement(self, **kwargs: Any) -> Any:
+        customers = [statement_customer(stmt) for stmt in kwargs["Statements"]]
+        self.batches.append(customers)
+        self.puts.extend(customers)
+        if self._before is not None:
+            before, self._before = self._before, None
+            await before()
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            return await answer(kwargs)
+        return await self._client.batch_execute_statement(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -263,7 +296,7 @@ async def test_a_lost_race_on_a_single_item_put_is_read_again_and_only_that_cust
             await other.apply([event(100, "c-3"), batch[3]], NOW)
 
         interfering = Interfering(client)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, batch_statements=False)  # type: ignore[arg-type]
         original = interfering.put_item
 
         async def put_item(**kwargs: Any) -> Any:  # the race lands just before c-3's put
@@ -279,16 +312,44 @@ async def test_a_lost_race_on_a_single_item_put_is_read_again_and_only_that_cust
         await check_counted_once(store, [*batch, event(100, "c-3")])
 
 
-async def test_an_answer_lost_after_a_put_is_read_back_not_written_twice(table: str) -> None:
+async def test_a_lost_race_inside_a_statement_batch_is_read_again_and_only_that_customer_retried(
+    table: str,
+) -> None:
+    """The same race on the default path: ten customers' writes in one BatchExecuteStatement,
+    another writer commits c-3 (then c-5, already written before) between our read and our batch:
+    c-3's INSERT answers DuplicateItem and c-5's UPDATE ConditionalCheckFailed, the other eight
+    are written, and only those two go round again, in a batch of their own."""
+    customers = [f"c-{n}" for n in range(10)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+        other = DynamoDBFeatureStore(client, table)
+        await other.apply([event(200, "c-5")], NOW)
+        batch = [event(n, cid) for n, cid in enumerate(customers)]
+
+        async def other_commits() -> None:
+            await other.apply([event(100, "c-3"), event(101, "c-5")], NOW)
+
+        interfering = Interfering(client, before=other_commits)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert interfering.batches == [customers, ["c-3", "c-5"]]
+        assert store.requests["PutItem"] == 0 and store.requests["TransactWriteItems"] == 0
+        assert len(result.applied) == 10
+        await check_counted_once(store, [*batch, event(100, "c-3"), event(101, "c-5"), event(200, "c-5")])
+
+
+@pytest.mark.parametrize("batch_statements", [True, False])
+async def test_an_answer_lost_after_a_put_is_read_back_not_written_twice(
+    table: str, batch_statements: bool
+) -> None:
     batch = [event(n, "c-0") for n in range(3)]
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
 
         async def commit_then_lose_the_answer(request: dict[str, Any]) -> Any:
-            await client.put_item(**request)
+            await send_as_is(client, request)
             raise ReadTimeoutError(endpoint_url="http://dynamodb")
 
         interfering = Interfering(client, answer=commit_then_lose_the_answer)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, batch_statements=batch_statements)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert interfering.puts == ["c-0"]  # nothing left to write after the re-read
         assert sorted(result.duplicates) == sorted(e.event_id for e in batch)
@@ -298,21 +359,57 @@ async def test_an_answer_lost_after_a_put_is_read_back_not_written_twice(table: 
 @pytest.mark.parametrize(
     "code", ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"]
 )
-async def test_a_throttled_or_failed_put_is_retried_until_written(table: str, code: str) -> None:
+@pytest.mark.parametrize("batch_statements", [True, False])
+async def test_a_throttled_or_failed_put_is_retried_until_written(
+    table: str, code: str, batch_statements: bool
+) -> None:
     batch = [event(n, f"c-{n}") for n in range(3)]
 
     async def refuse(request: dict[str, Any]) -> Any:
         raise ClientError(
             {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": 400}},
-            "PutItem",
+            "BatchExecuteStatement" if "Statements" in request else "PutItem",
         )
 
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
         interfering = Interfering(client, answer=refuse)
-        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        store = DynamoDBFeatureStore(interfering, table, batch_statements=batch_statements)  # type: ignore[arg-type]
         result = await store.apply(batch, NOW)
         assert sorted(result.applied) == sorted(e.event_id for e in batch)
-        assert len(interfering.puts) == 4  # one refused, written again after a fresh read
+        if batch_statements:  # the whole batch refused, written again whole after a fresh read
+            assert interfering.batches == [["c-0", "c-1", "c-2"], ["c-0", "c-1", "c-2"]]
+        else:
+            assert len(interfering.puts) == 4  # one refused, written again after a fresh read
+        await check_counted_once(store, batch)
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [("ConditionalCheckFailed", True), ("ThrottlingError", True), ("ValidationError", False)],
+)
+async def test_one_refused_statement_costs_only_its_customer(table: str, code: str, retried: bool) -> None:
+    """BatchExecuteStatement answers each statement on its own: one refused statement (its
+    condition failed, it was throttled) sends only that customer round again, from a fresh read;
+    one refused as invalid is written again at once as a PutItem."""
+    customers = [f"c-{n}" for n in range(6)]
+    batch = [event(n, cid) for n, cid in enumerate(customers)]
+    async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
+
+        async def refuse_the_third(request: dict[str, Any]) -> Any:
+            statements = request["Statements"]
+            answer = await client.batch_execute_statement(Statements=statements[:2] + statements[3:])
+            answers = list(answer["Responses"])
+            answers.insert(2, {"TableName": table, "Error": {"Code": code, "Message": code}})
+            return {**answer, "Responses": answers}
+
+        interfering = Interfering(client, answer=refuse_the_third)
+        store = DynamoDBFeatureStore(interfering, table)  # type: ignore[arg-type]
+        result = await store.apply(batch, NOW)
+        assert len(result.applied) == 6
+        if retried:
+            assert interfering.batches == [customers, ["c-2"]]
+        else:
+            assert interfering.batches == [customers] and store.requests["PutItem"] == 1
         await check_counted_once(store, batch)
 
 

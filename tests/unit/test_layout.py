@@ -156,3 +156,61 @@ def test_a_write_too_big_for_one_transaction_is_refused_so_the_store_folds_less(
 def test_the_compression_dictionary_never_changes() -> None:
     """Format 2 documents are deflated with it: a different one could not read them back."""
     assert hashlib.sha256(_ZDICT).hexdigest()[:16] == "68df698f25338bf6"
+
+
+def test_a_one_item_write_becomes_the_partiql_statement_that_leaves_the_same_item() -> None:
+    """INSERT for a new customer (its condition: the item does not exist), UPDATE on the version
+    read for a written one, setting every attribute of the new item and removing the profile's
+    others (a PutItem replaces the whole item); no statement for any other Put."""
+    from features.layout import (
+        CUSTOMER_NOT_YET_WRITTEN,
+        LEGACY_UNCHANGED_SINCE_READ,
+        PROFILE_ATTRIBUTES,
+        UNCHANGED_SINCE_READ,
+        single_write_statement,
+    )
+
+    item = {
+        "customer_id": {"S": "c-1"},
+        "bucket": {"S": "profile"},
+        "sv": {"N": "4"},
+        "p": {"B": b"doc"},
+        "ids": {"B": b"digests"},
+        "due_us": {"N": "17"},
+    }
+    new = single_write_statement(
+        {"TableName": "t", "Item": item, "ConditionExpression": CUSTOMER_NOT_YET_WRITTEN}
+    )
+    assert new is not None
+    text, params = new
+    assert (
+        text
+        == "INSERT INTO \"t\" VALUE {'customer_id': ?, 'bucket': ?, 'sv': ?, 'p': ?, 'ids': ?, 'due_us': ?}"
+    )
+    assert params == list(item.values())
+    put = {
+        "TableName": "t",
+        "Item": item,
+        "ConditionExpression": UNCHANGED_SINCE_READ,
+        "ExpressionAttributeNames": {"#sv": "sv"},
+        "ExpressionAttributeValues": {":read": {"N": "3"}},
+    }
+    written = single_write_statement(put)
+    assert written is not None
+    text, params = written
+    assert text.startswith('UPDATE "t" SET "sv" = ? SET "p" = ? SET "ids" = ? SET "due_us" = ?')
+    removed = [name for name in PROFILE_ATTRIBUTES if name not in item]
+    assert all(f'REMOVE "{name}"' in text for name in removed) and 'REMOVE "due_us"' not in text
+    assert text.endswith('WHERE "customer_id" = ? AND "bucket" = ? AND "sv" = ?')
+    assert params == [
+        item["sv"],
+        item["p"],
+        item["ids"],
+        item["due_us"],
+        item["customer_id"],
+        item["bucket"],
+        {"N": "3"},
+    ]
+    assert single_write_statement({**put, "ConditionExpression": LEGACY_UNCHANGED_SINCE_READ}) is None
+    segment = {**put, "Item": {**item, "bucket": {"S": "seg#0001"}}}
+    assert single_write_statement(segment) is None

@@ -118,8 +118,9 @@ async def test_a_first_scoring_has_no_changes_and_a_failed_explanation_keeps_the
 
 
 async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_worker: MakeWorker) -> None:
-    """Per batch without an alert: one BatchGetItem and a conditional PutItem per customer (each
-    customer's write is its profile alone), as without the feature; per alert: its share of the
+    """Per batch without an alert: one BatchGetItem and one BatchExecuteStatement of conditional
+    writes for up to 25 customers (each customer's write is its profile alone), as without the
+    feature; per alert: its share of the
     batch's claims TransactWriteItems and mark_sent's UpdateItem, as without it."""
     clock = Clock(T0)
     worker = await make_worker(clock, alerts=RISK)
@@ -133,7 +134,7 @@ async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_work
         batch = [at(cid, "login", clock() - timedelta(minutes=5), 10 + day) for cid in customers]
         await worker.pipeline.process(batch)
         assert worker.bodies == []
-        assert dict(worker.requests) == {"BatchGetItem": 1, "PutItem": len(customers)}, worker.requests
+        assert dict(worker.requests) == {"BatchGetItem": 1, "BatchExecuteStatement": 1}, worker.requests
 
     clock.now = T0 + 3 * DAY
     worker.requests.clear()
@@ -143,7 +144,7 @@ async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_work
     # The batch's read and write (c-0's profile), then its two claims together and a mark_sent each.
     assert dict(worker.requests) == {
         "BatchGetItem": 1,
-        "PutItem": 1,
+        "BatchExecuteStatement": 1,
         "TransactWriteItems": 1,
         "UpdateItem": alerts,
     }
