@@ -14,11 +14,12 @@ A batch's customers are read and written together, not one by one:
 3. Write. Each customer with new events gets a `Write`: its profile, and the segments that
    changed, each a Put conditional on what was read (the profile on its version, a segment on its
    own). A write of one item (the profile alone: most writes, between the rolls that move pages
-   to a segment) is a conditional PutItem of its own: atomic by itself, and half the write units
-   of the same Put in a transaction. Only writes of several items, which must land together (a
-   profile listing segment versions that were not written would be a torn state for ever), go
-   into transactions, packed into as few TransactWriteItems as fit (100 items, 4 MB). A failed
-   PutItem condition is a lost race like a cancelled transaction's. A
+   to a segment) is a conditional single-item write: atomic by itself, and half the write units
+   of the same Put in a transaction; those go as PartiQL statements, 25 to a BatchExecuteStatement
+   (`_statements`; a PutItem where no statement stands for the Put). Only writes of several items,
+   which must land together (a profile listing segment versions that were not written would be a
+   torn state for ever), go into transactions, packed into as few TransactWriteItems as fit (100
+   items, 4 MB). A failed single-item condition is a lost race like a cancelled transaction's. A
    cancelled transaction says item by item why (`CancellationReasons`): a customer whose condition
    failed (another writer was first) or that collided is read again and retried in a transaction
    of its own, so a contended customer cannot hold the others back; the rest retry together. A
