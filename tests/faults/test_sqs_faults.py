@@ -36,11 +36,11 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     """SIGKILL while a batch is half written: customers' writes of one item go as conditional
     PartiQL statements, 25 to a BatchExecuteStatement, each applied on its own, and the rolls in
     transactions (features/dynamodb.py), so some customers of the batch are written and others
-    not. Killed as the second batch of UPDATEs (customers written before) is applied. The next
-    worker redelivers the batch; nothing lost, nothing counted twice, one alert each."""
-    kill_at_write(
-        scenario, Fault("dynamodb:BatchExecuteStatement", "drop", skip=1, times=1, body_contains=b"UPDATE")
-    )
+    not. Killed as the second statement batch is applied (the first may be the only one holding
+    new customers' INSERTs; how records group into batches varies from run to run, so the fault
+    names no statement shape). The next worker redelivers the batch; nothing lost, nothing counted
+    twice, one alert each."""
+    kill_at_write(scenario, Fault("dynamodb:BatchExecuteStatement", "drop", skip=1, times=1))
 
 
 def test_kill_mid_claim_transaction(scenario: Scenario) -> None:
