@@ -26,7 +26,6 @@ import base64
 import json
 import math
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -50,6 +49,7 @@ from features.events import Event, event_to_json, validate_event
 from infra.stack_env import settings_env
 from jobs.training import ensure_default_bundle
 from localaws import ChildServer
+from localaws.moto_patch import plan_statement
 from plumbing.clients import AwsClients
 from worker.settings import Settings
 
@@ -179,13 +179,15 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
 
 
 def statement_item(statement: dict[str, Any]) -> dict[str, Any]:
-    """The item a feature-store PartiQL write leaves (features/layout.py `single_write_statement`)."""
-    text, params = statement["Statement"], statement.get("Parameters", [])
-    if text.startswith("INSERT"):
-        return dict(zip(re.findall(r"'([^']+)': \?", text), params, strict=True))
-    keys = re.findall(r'WHERE "([^"]+)" = \? AND "([^"]+)"', text)[0]
-    names = [*re.findall(r'SET "([^"]+)" = \?', text), *keys]  # the last parameter: the version read
-    return dict(zip(names, params, strict=False))
+    """The item a feature-store PartiQL write leaves (features/layout.py `single_write_statement`):
+    the INSERT's values; the UPDATE's keys and SETs, which are the whole new profile."""
+    plan = plan_statement(statement)
+    if plan is None:
+        return {}
+    if plan["kind"] == "insert":
+        return dict(plan["item"])
+    keys = {name: value for name, value in plan["where"].items() if name in ("customer_id", "bucket")}
+    return {**plan["set"], **keys}
 
 
 def table_of(request: dict[str, Any]) -> str:
@@ -195,8 +197,8 @@ def table_of(request: dict[str, Any]) -> str:
         name = str(request["TableName"])
     elif "RequestItems" in request:
         name = next(iter(request["RequestItems"]))
-    elif request.get("Statements"):
-        name = re.findall(r'"([^"]+)"', request["Statements"][0]["Statement"])[0]
+    elif request.get("Statements") and (plan := plan_statement(request["Statements"][0])):
+        name = str(plan["table"])
     elif request.get("TransactItems"):
         name = next(iter(request["TransactItems"][0].values()))["TableName"]
     else:

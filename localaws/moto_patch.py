@@ -145,7 +145,7 @@ def patch_moto_batch_statements() -> None:
         return
 
     def batch_execute_statement(self: Any, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        planned = [_plan_statement(stmt) for stmt in statements]
+        planned = [plan_statement(stmt) for stmt in statements]
         if any(plan is None for plan in planned):
             return original(self, statements)
         with _LOCK:
@@ -161,18 +161,28 @@ def _split_clauses(text: str) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-def _plan_statement(stmt: dict[str, Any]) -> dict[str, Any] | None:
+def _names(terms: list[str], pattern: re.Pattern[str]) -> list[str] | None:
+    """The `name` each term matches, or None when one does not."""
+    names = []
+    for term in terms:
+        matched = pattern.match(term.strip())
+        if not matched:
+            return None
+        names.append(matched["name"])
+    return names
+
+
+def plan_statement(stmt: dict[str, Any]) -> dict[str, Any] | None:
+    """One of the two statement shapes as a plan: {"kind": "insert", "table", "item"} or
+    {"kind": "update", "table", "set", "remove", "where"} (attribute name -> parameter); None for
+    any other statement. The benchmark's unit count and the store's tests read statements with it.
+    """
     text = " ".join(str(stmt["Statement"]).split())
     params = list(stmt.get("Parameters") or [])
     insert = _INSERT.match(text)
     if insert:
-        names = []
-        for field in insert["body"].split(", "):
-            matched = _INSERT_FIELD.match(field.strip())
-            if not matched:
-                return None
-            names.append(matched["name"])
-        if len(names) != len(params):
+        names = _names(insert["body"].split(", "), _INSERT_FIELD)
+        if names is None or len(names) != len(params):
             return None
         return {"kind": "insert", "table": insert["table"], "item": dict(zip(names, params, strict=True))}
     update = _UPDATE.match(text)
@@ -187,13 +197,8 @@ def _plan_statement(stmt: dict[str, Any]) -> dict[str, Any] | None:
             removes.append(matched["name"])
         else:
             return None
-    wheres = []
-    for term in update["where"].split(" AND "):
-        matched = _EQUALS.match(term.strip())
-        if not matched:
-            return None
-        wheres.append(matched["name"])
-    if len(sets) + len(wheres) != len(params):
+    wheres = _names(update["where"].split(" AND "), _EQUALS)
+    if wheres is None or len(sets) + len(wheres) != len(params):
         return None
     return {
         "kind": "update",

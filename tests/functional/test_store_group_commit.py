@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.events import Event, validate_event
 from features.state import event_digest
+from localaws.moto_patch import plan_statement
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -116,11 +116,9 @@ async def test_one_workers_concurrent_batches_take_turns_instead_of_racing(table
 
 def statement_customer(stmt: dict[str, Any]) -> str:
     """The customer a feature store PartiQL statement writes (features/layout.py's two shapes)."""
-    params = stmt["Parameters"]
-    if stmt["Statement"].startswith("INSERT"):
-        names = re.findall(r"'([^']+)': \?", stmt["Statement"])
-        return str(params[names.index("customer_id")]["S"])
-    return str(params[-3]["S"])  # UPDATE ... WHERE customer_id = ? AND bucket = ? AND sv = ?
+    plan = plan_statement(stmt)
+    assert plan is not None, stmt["Statement"]
+    return str(plan["item" if plan["kind"] == "insert" else "where"]["customer_id"]["S"])
 
 
 async def send_as_is(client: Any, request: dict[str, Any]) -> Any:
@@ -142,27 +140,25 @@ class Interfering:
         self.puts: list[str] = []  # the customer of each one-item write sent (PutItem or statement)
         self.batches: list[list[str]] = []  # the customers of each BatchExecuteStatement sent
 
-    async def put_item(self, **kwargs: Any) -> Any:
-        self.puts.append(kwargs["Item"]["customer_id"]["S"])
+    async def _send(self, kwargs: dict[str, Any], forward: Any) -> Any:
+        """The first request sent runs `before` first, or is answered by `answer`; the rest go on."""
         if self._before is not None:
             before, self._before = self._before, None
             await before()
         if self._answer is not None:
             answer, self._answer = self._answer, None
             return await answer(kwargs)
-        return await self._client.put_item(**kwargs)
+        return await forward(**kwargs)
+
+    async def put_item(self, **kwargs: Any) -> Any:
+        self.puts.append(kwargs["Item"]["customer_id"]["S"])
+        return await self._send(kwargs, self._client.put_item)
 
     async def batch_execute_statement(self, **kwargs: Any) -> Any:
         customers = [statement_customer(stmt) for stmt in kwargs["Statements"]]
         self.batches.append(customers)
         self.puts.extend(customers)
-        if self._before is not None:
-            before, self._before = self._before, None
-            await before()
-        if self._answer is not None:
-            answer, self._answer = self._answer, None
-            return await answer(kwargs)
-        return await self._client.batch_execute_statement(**kwargs)
+        return await self._send(kwargs, self._client.batch_execute_statement)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -171,13 +167,7 @@ class Interfering:
         self.transactions.append(
             sorted({a["Put"]["Item"]["customer_id"]["S"] for a in kwargs["TransactItems"]})
         )
-        if self._before is not None:
-            before, self._before = self._before, None
-            await before()
-        if self._answer is not None:
-            answer, self._answer = self._answer, None
-            return await answer(kwargs)
-        return await self._client.transact_write_items(**kwargs)
+        return await self._send(kwargs, self._client.transact_write_items)
 
 
 async def test_a_lost_race_cancels_the_transaction_and_only_the_loser_retries_alone(table: str) -> None:
