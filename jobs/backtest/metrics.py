@@ -176,16 +176,16 @@ def model_stats(
     alive = population.churn_us[customer] > t
     out: dict[str, Any] = {"scoring_instants": int(alive.sum())}
     following = population.next_churn(customer, t)  # the same for both horizons
+    by_horizon = {days: churn_labels(population, customer, t, days, following) for days in (14, 30)}
     recorded = np.ones(len(t), dtype=bool)
     if labelled is None:
-        y30, known30 = churn_labels(population, customer, t, 30, following)
+        y30, known30 = by_horizon[30]
         survivors = find_survivor_history(t[known30], y30[known30].astype(np.float64), population.end_us)
         out["survivor_history"] = survivors.describe() if survivors is not None else None
         if survivors is not None:
             recorded = t >= survivors.until_us
-    for days in (14, 30):
-        y, known = churn_labels(population, customer, t, days, following)
-        known &= recorded if labelled is None else labelled[days]
+    for days, (y, known) in by_horizon.items():
+        known = known & (recorded if labelled is None else labelled[days])
         p = columns[f"churn_risk_{days}d"][known]
         labels = y[known]
         out[f"churn_{days}d"] = {
