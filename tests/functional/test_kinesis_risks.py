@@ -128,6 +128,31 @@ async def test_a_take_starts_from_the_checkpoint_as_it_is_at_the_take_never_an_o
     assert (await lease_items(dynamodb, leases))[shard_id]["checkpoint"]["S"] == "2000"
 
 
+async def test_a_release_after_a_renewal_the_worker_never_heard_of_still_frees_the_lease(
+    kinesis: Any, dynamodb: Any, leases: str, unique_prefix: str
+) -> None:
+    """Shutdown cancels the coordinator mid-renewal: the renewal lands, the worker keeps the old
+    counter. Its release must still free the lease (or the next worker waits a whole lease out),
+    and a worker whose lease was taken over meanwhile must not free the new owner's."""
+    stream = await stream_of(kinesis, unique_prefix, 1)
+    shard_id = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
+    mine, other = LeaseTable(dynamodb, leases, "w-mine", 2.0), LeaseTable(dynamodb, leases, "w-other", 2.0)
+    from worker.sources.leases import Lease
+
+    await mine.create(Lease(shard_id))
+    held = await mine.take((await mine.scan())[0][shard_id], time.time())
+    assert held is not None
+    assert await mine.renew(held, time.time()) is not None  # landed; the answer was never read
+    assert await mine.release(held)
+    item = (await lease_items(dynamodb, leases))[shard_id]
+    assert "owner" not in item and int(item["lease_counter"]["N"]) == held.counter + 2
+
+    taken = await other.take((await other.scan())[0][shard_id], time.time())
+    assert taken is not None
+    assert not await mine.release(held)  # not mine any more
+    assert (await lease_items(dynamodb, leases))[shard_id]["owner"]["S"] == "w-other"
+
+
 async def test_a_throttled_checkpoint_is_retried_in_place_not_read_as_a_lost_lease(
     kinesis: Any, proxied_dynamodb: Any, dynamodb: Any, proxy: FaultProxy, leases: str, unique_prefix: str
 ) -> None:

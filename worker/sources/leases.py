@@ -63,9 +63,10 @@ LEASE_NOT_EXISTS = "attribute_not_exists(shard_id)"
 # Taking a free or expired lease, or stealing one: only if nobody took or renewed it since our
 # scan, so of two workers racing for one lease exactly one wins.
 LEASE_UNCHANGED_SINCE_SCAN = "#counter = :seen"
-# Renewing, checkpointing, releasing: only while the lease is still ours at the counter we hold.
+# Renewing and checkpointing: only while the lease is still ours at the counter we hold.
 # This is the fence: a worker that lost its lease (expired, stolen) cannot write a checkpoint.
 LEASE_HELD_BY_ME = "#owner = :me AND #counter = :held"
+LEASE_OWNED_BY_ME = "#owner = :me"  # releasing only: see LeaseTable.release
 
 _NAMES = {"#counter": "lease_counter", "#owner": "owner"}
 
@@ -302,10 +303,30 @@ class LeaseTable:
         )
 
     async def release(self, lease: Lease) -> bool:
-        """Give a lease up so another worker can take it at once (shutdown, shard finished)."""
-        return (
-            await self._update(lease, LEASE_HELD_BY_ME, self._held_values(lease), 0.0, owner=None) is not None
-        )
+        """Give a lease up so another worker can take it at once (shutdown, shard finished).
+
+        Conditioned on the owner alone, not on the counter: a renewal cancelled at shutdown may
+        have reached the table after all (the counter moved, this process never heard), and the
+        lease is still this worker's to give up. Anyone who took it since changed the owner, so
+        the release fails for them, as it must. The counter still moves, fencing old checkpoints."""
+        try:
+            await self._client.update_item(
+                TableName=self.table,
+                Key={"shard_id": {"S": lease.shard_id}},
+                UpdateExpression="SET #counter = #counter + :one, expires_at = :expires REMOVE #owner",
+                ConditionExpression=LEASE_OWNED_BY_ME,
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={
+                    ":me": {"S": self.worker_id},
+                    ":one": {"N": "1"},
+                    ":expires": _ms(0.0),
+                },
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
 
     async def checkpoint(self, lease: Lease, sequence: str) -> bool:
         """Record `sequence` (or SHARD_END) as done. False if the lease is no longer ours: the fence."""
