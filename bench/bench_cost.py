@@ -180,7 +180,9 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
 
 def statement_item(statement: dict[str, Any]) -> dict[str, Any]:
     """The item a feature-store PartiQL write leaves (features/layout.py `single_write_statement`):
-    the INSERT's values; the UPDATE's keys and SETs, which are the whole new profile."""
+    the INSERT's values; the UPDATE's keys and SETs, which are the whole new profile. For the alert
+    ledger's sent marks (an UPDATE of a few attributes) that is a small item: one unit, as its
+    UpdateItem is counted (the proxy does not see the item's size)."""
     plan = plan_statement(statement)
     if plan is None:
         return {}
@@ -474,7 +476,12 @@ def summary(measured: Measured, proxy: RecordingProxy, snapshot: dict[str, Any],
         n
         for key, n in proxy.calls.items()
         if key.split(" ")[:2]
-        in (["TransactWriteItems", "alerts"], ["UpdateItem", "alerts"], ["GetItem", "alerts"])
+        in (
+            ["TransactWriteItems", "alerts"],
+            ["UpdateItem", "alerts"],
+            ["GetItem", "alerts"],
+            ["BatchExecuteStatement", "alerts"],
+        )
     ) + sum(n for (service, _), n in measured.requests.items() if service == "sns")
     return (
         f"  worker CPU {measured.cpu_seconds / measured.events * 1000:.2f} ms per event (target <= 1.5, alert-heavy "

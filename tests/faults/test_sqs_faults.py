@@ -23,7 +23,13 @@ def kill_at_write(scenario: Scenario, fault: Fault) -> None:
     # The alerts the first worker had claimed but not sent wait until its claims' lease ends, then
     # the second worker's sweep sends them: a lease of 8 s rather than the suite's 30, and a sweep
     # every second, so that wait is seconds, not half a minute. Same path, shorter clock.
-    first = scenario.start_worker("first", wait=False, CHURN_ALERT_CLAIM_LEASE_SECONDS="8")
+    # One batch in flight: with two, the kill can also land in the other batch's window between
+    # publishing and marking sent, where a standard topic may see an alert twice (that crash point
+    # is crash_between_publish_and_mark_sent's, on a FIFO topic), and this scenario would test two
+    # crash points at once, one of them by chance.
+    first = scenario.start_worker(
+        "first", wait=False, CHURN_ALERT_CLAIM_LEASE_SECONDS="8", CHURN_SQS_POLLERS="1"
+    )
     fault.on_hit = scenario.killer(first)
     scenario.servers.proxies.aws.set_faults(fault)
     first.proc.wait(timeout=60)
@@ -36,11 +42,24 @@ def test_kill_mid_batch(scenario: Scenario) -> None:
     """SIGKILL while a batch is half written: customers' writes of one item go as conditional
     PartiQL statements, 25 to a BatchExecuteStatement, each applied on its own, and the rolls in
     transactions (features/dynamodb.py), so some customers of the batch are written and others
-    not. Killed as the second statement batch is applied (the first may be the only one holding
-    new customers' INSERTs; how records group into batches varies from run to run, so the fault
-    names no statement shape). The next worker redelivers the batch; nothing lost, nothing counted
-    twice, one alert each."""
-    kill_at_write(scenario, Fault("dynamodb:BatchExecuteStatement", "drop", skip=1, times=1))
+    not. Killed as the feature store's second statement batch is applied (the first may be the
+    only one holding new customers' INSERTs; how records group into batches varies from run to
+    run, so the fault names the table, not a statement shape). The next worker redelivers the
+    batch; nothing lost, nothing counted twice, one alert each."""
+    kill_at_write(
+        scenario,
+        Fault("dynamodb:BatchExecuteStatement", "drop", skip=1, times=1, body_contains=b'features\\"'),
+    )
+
+
+def test_kill_mid_sent_marks(scenario: Scenario) -> None:
+    """SIGKILL as a batch's sent marks are applied (conditional PartiQL UPDATEs on the alert ledger,
+    several to a BatchExecuteStatement, worker/alerts/dynamodb_ledger.py `mark_all_sent`): its
+    alerts went out and are marked, the batch is not acknowledged. The redelivered batch finds each
+    window sent and publishes nothing again; the sweep finds nothing unsent."""
+    kill_at_write(
+        scenario, Fault("dynamodb:BatchExecuteStatement", "drop", times=1, body_contains=b'alerts\\" SET')
+    )
 
 
 def test_kill_mid_claim_transaction(scenario: Scenario) -> None:

@@ -5,8 +5,9 @@ Sparse index `pending` (PK `pending_shard` S, SK `lease_until_us` N, keys only):
 so `abandoned` finds the claims whose lease ran out with a Query per shard, never a Scan. A claim
 puts itself in it; `mark_sent` takes it out. Every write is conditional; the conditions are named
 below with why each exists. A batch's claims share one transaction (`claim_all`); a single-item
-change (the sent mark, a renewal, a release, the churn and return marks) is a conditional
-`UpdateItem`/`PutItem`, never a transaction. The claim item's `body` is deflated JSON (binary;
+change (a renewal, a release, the churn and return marks) is a conditional `UpdateItem`/`PutItem`,
+never a transaction; a batch's sent marks are conditional PartiQL UPDATEs, 25 to a
+`BatchExecuteStatement` (`mark_all_sent`), each asked again as the UpdateItem when it fails. The claim item's `body` is deflated JSON (binary;
 `encode_body`), text in items written before.
 
 Items besides the claims (PK, SK):
@@ -163,6 +164,8 @@ NEWER_RETURN = (
 # Claims sharing one transaction: 3 items each at most (a customer's check, the claim, its record),
 # inside TransactWriteItems' 100; fewer keeps a refusal's blast radius (the re-sent rest) small.
 CLAIMS_PER_TRANSACTION = 25
+# Sent marks sharing one BatchExecuteStatement: its limit.
+MARKS_PER_REQUEST = 25
 
 
 def _claim_groups(
@@ -1038,6 +1041,95 @@ class DynamoDBAlertLedger(Batching):
         if marked:
             self.sent_windows.remember(alert)
         return marked
+
+    def _sent_statement(self, alert: Alert) -> tuple[str, list[dict[str, Any]]] | None:
+        """`mark_sent` as a PartiQL UPDATE for `BatchExecuteStatement` (25 marks a request at the
+        units of single updates), or None when the mark needs the UpdateItem. A statement's WHERE
+        holds equalities only, so it asks more than `mark_sent`'s condition: the message's
+        `lifecycle` present (items written before the lifecycle have none), and, where the
+        resolution deadline counts from the last firing, `last_firing_us` as this alert knows it
+        (the deadline is then computed here, not from the item). A statement refused for either
+        is not an answer: that mark is asked again as the UpdateItem, which gives it."""
+        sets: list[tuple[str, dict[str, Any]]] = [("status", {"S": "sent"})]
+        if alert.created_at is not None:
+            sets.append(("sent_at", {"S": iso(alert.created_at)}))
+        where: list[tuple[str, dict[str, Any]]] = [
+            ("customer_id", {"S": alert.customer_id}),
+            ("alert_type", {"S": alert.alert_type.value}),
+            ("alert_id", {"S": alert.alert_id}),
+            ("lifecycle", {"S": alert.status}),
+        ]
+        removes: list[str] = []
+        if alert.resolve_after_s is not None and alert.status != "resolved":
+            if alert.last_firing_at is None:
+                return None
+            last_firing_us = to_us(alert.last_firing_at)
+            span_us = round(alert.resolve_after_s * DEADLINE_FACTOR * 1_000_000)
+            sets.append(
+                (PENDING_SHARD, {"S": RESOLUTION_SHARD_PREFIX + shard_of(alert.customer_id, PENDING_SHARDS)})
+            )
+            sets.append(("lease_until_us", {"N": str(last_firing_us + span_us)}))
+            where.append(("last_firing_us", {"N": str(last_firing_us)}))
+        else:
+            removes.append(PENDING_SHARD)
+        clauses = " ".join(
+            [*(f'SET "{name}" = ?' for name, _ in sets), *(f'REMOVE "{name}"' for name in removes)]
+        )
+        condition = " AND ".join(f'"{name}" = ?' for name, _ in where)
+        return (
+            f'UPDATE "{self._table}" {clauses} WHERE {condition}',
+            [value for _, value in sets] + [value for _, value in where],
+        )
+
+    async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]:
+        """`mark_sent` for each, up to MARKS_PER_REQUEST marks in one BatchExecuteStatement. Each
+        statement holds or fails on its own; every mark not answered "done" by its statement (a
+        condition, throttling, no answer at all) is asked again as `mark_sent`'s UpdateItem, whose
+        answer is the one that counts. Marking twice is harmless: the second finds it sent."""
+        results: list[bool | None] = [None] * len(alerts)
+        statements = [
+            (i, statement) for i, alert in enumerate(alerts) if (statement := self._sent_statement(alert))
+        ]
+        if len(statements) >= 2:  # one mark alone is as cheap as its UpdateItem
+            chunks = [
+                statements[at : at + MARKS_PER_REQUEST] for at in range(0, len(statements), MARKS_PER_REQUEST)
+            ]
+            for chunk, answers in zip(
+                chunks,
+                await gather_limited(
+                    [self._marks_together([st for _, st in chunk]) for chunk in chunks], MAX_CONCURRENT_CLAIMS
+                ),
+                strict=True,
+            ):
+                for (i, _), done in zip(chunk, answers, strict=True):
+                    if done:
+                        results[i] = True
+                        self.sent_windows.remember(alerts[i])
+        rest = [i for i, result in enumerate(results) if result is None]
+        for i, marked in zip(
+            rest,
+            await gather_limited([self.mark_sent(alerts[i]) for i in rest], MAX_CONCURRENT_CLAIMS),
+            strict=True,
+        ):
+            results[i] = marked
+        return [bool(result) for result in results]
+
+    async def _marks_together(self, statements: list[tuple[str, list[dict[str, Any]]]]) -> list[bool]:
+        """One BatchExecuteStatement of sent marks: True for each statement that went through."""
+        try:
+            response = await self._client.batch_execute_statement(
+                Statements=[{"Statement": text, "Parameters": params} for text, params in statements]
+            )
+        except ClientError as exc:
+            if classify(exc) is Failure.FATAL:
+                raise fatal_error(exc, f"alert ledger table {self._table}") from exc
+            return [False] * len(statements)  # each asked again alone, which retries or says why
+        except (BotoCoreError, OSError, TimeoutError):
+            return [False] * len(statements)
+        answers = list(response.get("Responses", []))
+        if len(answers) != len(statements):
+            return [False] * len(statements)
+        return [not answer.get("Error") for answer in answers]
 
     async def release(self, alerts: Sequence[Alert], now: datetime) -> None:
         for alert in alerts:

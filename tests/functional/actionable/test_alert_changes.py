@@ -120,8 +120,8 @@ async def test_a_first_scoring_has_no_changes_and_a_failed_explanation_keeps_the
 async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_worker: MakeWorker) -> None:
     """Per batch without an alert: one BatchGetItem and one BatchExecuteStatement of conditional
     writes for up to 25 customers (each customer's write is its profile alone), as without the
-    feature; per alert: its share of the
-    batch's claims TransactWriteItems and mark_sent's UpdateItem, as without it."""
+    feature; per alert: its share of the batch's claims TransactWriteItems and of its sent marks'
+    BatchExecuteStatement, as without it."""
     clock = Clock(T0)
     worker = await make_worker(clock, alerts=RISK)
     customers = [f"c-{i}" for i in range(20)]
@@ -141,10 +141,5 @@ async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_work
     await worker.pipeline.process(calls("c-0", clock(), 2))
     alerts = len(worker.bodies)
     assert alerts == 2 and all(b["what_changed"] for b in worker.bodies)
-    # The batch's read and write (c-0's profile), then its two claims together and a mark_sent each.
-    assert dict(worker.requests) == {
-        "BatchGetItem": 1,
-        "BatchExecuteStatement": 1,
-        "TransactWriteItems": 1,
-        "UpdateItem": alerts,
-    }
+    # The batch's read and write (c-0's profile), then its two claims together and their sent marks.
+    assert dict(worker.requests) == {"BatchGetItem": 1, "BatchExecuteStatement": 2, "TransactWriteItems": 1}
