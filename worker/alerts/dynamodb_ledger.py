@@ -7,8 +7,8 @@ puts itself in it; `mark_sent` takes it out. Every write is conditional; the con
 below with why each exists. A batch's claims share one transaction (`claim_all`); a single-item
 change (a renewal, a release, the churn and return marks) is a conditional `UpdateItem`/`PutItem`,
 never a transaction; a batch's sent marks are conditional PartiQL UPDATEs, 25 to a
-`BatchExecuteStatement` (`mark_all_sent`), each asked again as the UpdateItem when it fails. The claim item's `body` is deflated JSON (binary;
-`encode_body`), text in items written before.
+`BatchExecuteStatement` (`mark_all_sent`), each asked again as the UpdateItem when it fails. The
+claim item's `body` is deflated JSON (binary; `encode_body`), text in items written before.
 
 Items besides the claims (PK, SK):
 - `#budget#<YYYY-MM-DD>`, `<budget>`: the units a budget's UTC day gave out (`count`, moved in the
