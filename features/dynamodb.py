@@ -547,12 +547,7 @@ class DynamoDBFeatureStore:
         ]
         for result in await gather_limited(requests, MAX_CONCURRENT_REQUESTS):
             outcomes.update(result)
-        for write, outcome in zip(
-            puts,
-            await gather_limited([self._put(write) for write in puts], MAX_CONCURRENT_PUTS),
-            strict=True,
-        ):
-            outcomes[write.customer_id] = outcome
+        outcomes.update(await self._put_each(puts))
         return [outcomes[write.customer_id] for write in writes]
 
     async def _statements(

@@ -35,7 +35,7 @@ from typing import Any
 
 from features.due import DUE_AT, DUE_OWNER, DUE_SHARD, DUE_SHARDS, SCORED_AT
 from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
-from plumbing.tables import shard_of
+from plumbing.tables import shard_of, update_statement
 
 PageKey = tuple[int, int]  # (day, page)
 
@@ -651,7 +651,8 @@ def single_write_statement(put: dict[str, Any]) -> tuple[str, list[dict[str, Any
       gone); it sets every attribute of the new item and removes the other profile attributes, so
       the item ends as the Put would leave it.
 
-    Identifiers are double-quoted (no reserved-word trouble); every value is a parameter."""
+    Identifiers are double-quoted (no reserved-word trouble); every value is a parameter (the UPDATE
+    is `plumbing.tables.update_statement`'s)."""
     table, item, condition = put["TableName"], put["Item"], put["ConditionExpression"]
     if condition == CUSTOMER_NOT_YET_WRITTEN:
         names = list(item)
@@ -664,11 +665,13 @@ def single_write_statement(put: dict[str, Any]) -> tuple[str, list[dict[str, Any
         or set(item) - {"customer_id", "bucket", *PROFILE_ATTRIBUTES}
     ):
         return None
-    sets = [name for name in item if name not in ("customer_id", "bucket")]
-    removes = [name for name in PROFILE_ATTRIBUTES if name not in item]
-    clauses = " ".join([*(f'SET "{name}" = ?' for name in sets), *(f'REMOVE "{name}"' for name in removes)])
-    statement = (
-        f'UPDATE "{table}" {clauses} WHERE "customer_id" = ? AND "bucket" = ? AND "{STATE_VERSION}" = ?'
+    return update_statement(
+        table,
+        sets=[(name, value) for name, value in item.items() if name not in ("customer_id", "bucket")],
+        removes=[name for name in PROFILE_ATTRIBUTES if name not in item],
+        where=[
+            ("customer_id", item["customer_id"]),
+            ("bucket", item["bucket"]),
+            (STATE_VERSION, put["ExpressionAttributeValues"][":read"]),
+        ],
     )
-    read = put["ExpressionAttributeValues"][":read"]
-    return statement, [*(item[name] for name in sets), item["customer_id"], item["bucket"], read]

@@ -119,7 +119,8 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
 # (a 500) and applies an UPDATE whose WHERE does not hold as a silent no-op instead of answering
 # ConditionalCheckFailed; it also copies every table for every statement. The feature store batches
 # its single-item conditional writes as exactly two statement shapes (features/layout.py
-# `single_write_statement`), which this evaluates the way DynamoDB documents them:
+# `single_write_statement`), the alert ledger its sent marks as the second (both built by
+# `plumbing.tables.update_statement`), which this evaluates the way DynamoDB documents them:
 #
 # - INSERT INTO "t" VALUE {'a': ?, ...}: the item must not exist, else the statement's error is
 #   `DuplicateItem`;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -128,3 +128,24 @@ async def _add_missing_indexes(
         await client.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
+
+
+def update_statement(
+    table: str,
+    sets: Sequence[tuple[str, dict[str, Any]]],
+    removes: Sequence[str],
+    where: Sequence[tuple[str, dict[str, Any]]],
+) -> tuple[str, list[dict[str, Any]]]:
+    """A conditional single-item PartiQL UPDATE for `BatchExecuteStatement`, and its parameters:
+    `UPDATE "t" SET "a" = ? ... REMOVE "b" ... WHERE "k" = ? AND ...` (the keys and every other
+    equality in `where`). Identifiers are double-quoted (no reserved-word trouble); every value is a
+    parameter. The one shape the feature store and the alert ledger send, and the one
+    `localaws.moto_patch.plan_statement` reads back."""
+    clauses = " ".join(
+        [*(f'SET "{name}" = ?' for name, _ in sets), *(f'REMOVE "{name}"' for name in removes)]
+    )
+    condition = " AND ".join(f'"{name}" = ?' for name, _ in where)
+    return (
+        f'UPDATE "{table}" {clauses} WHERE {condition}',
+        [value for _, value in sets] + [value for _, value in where],
+    )

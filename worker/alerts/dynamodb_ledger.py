@@ -47,7 +47,7 @@ from plumbing.retry import (
     gather_limited,
     with_retries,
 )
-from plumbing.tables import IndexSpec, ensure_table, shard_names, shard_of
+from plumbing.tables import IndexSpec, ensure_table, shard_names, shard_of, update_statement
 from worker.alerts.alert_outcomes import STATS_KEEP_DAYS, OutcomeStats, RecordKey, Resolution
 from worker.alerts.budgets import BudgetsConfig, BudgetSlot, slot_for
 from worker.alerts.claims import (
@@ -1072,14 +1072,7 @@ class DynamoDBAlertLedger(Batching):
             where.append(("last_firing_us", {"N": str(last_firing_us)}))
         else:
             removes.append(PENDING_SHARD)
-        clauses = " ".join(
-            [*(f'SET "{name}" = ?' for name, _ in sets), *(f'REMOVE "{name}"' for name in removes)]
-        )
-        condition = " AND ".join(f'"{name}" = ?' for name, _ in where)
-        return (
-            f'UPDATE "{self._table}" {clauses} WHERE {condition}',
-            [value for _, value in sets] + [value for _, value in where],
-        )
+        return update_statement(self._table, sets, removes, where)
 
     async def mark_all_sent(self, alerts: Sequence[Alert]) -> list[bool]:
         """`mark_sent` for each, up to MARKS_PER_REQUEST marks in one BatchExecuteStatement. Each

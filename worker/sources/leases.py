@@ -309,35 +309,39 @@ class LeaseTable:
         have reached the table after all (the counter moved, this process never heard), and the
         lease is still this worker's to give up. Anyone who took it since changed the owner, so
         the release fails for them, as it must. The counter still moves, fencing old checkpoints."""
-        try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key={"shard_id": {"S": lease.shard_id}},
-                UpdateExpression="SET #counter = #counter + :one, expires_at = :expires REMOVE #owner",
-                ConditionExpression=LEASE_OWNED_BY_ME,
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={
-                    ":me": {"S": self.worker_id},
-                    ":one": {"N": "1"},
-                    ":expires": _ms(0.0),
-                },
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return await self._conditional_update(
+            lease,
+            "SET #counter = #counter + :one, expires_at = :expires REMOVE #owner",
+            LEASE_OWNED_BY_ME,
+            {":me": {"S": self.worker_id}, ":one": {"N": "1"}, ":expires": _ms(0.0)},
+        )
 
     async def checkpoint(self, lease: Lease, sequence: str) -> bool:
         """Record `sequence` (or SHARD_END) as done. False if the lease is no longer ours: the fence."""
-        values = self._held_values(lease) | {":checkpoint": {"S": sequence}}
+        return await self._conditional_update(
+            lease,
+            "SET #checkpoint = :checkpoint",
+            LEASE_HELD_BY_ME,
+            self._held_values(lease) | {":checkpoint": {"S": sequence}},
+            {"#checkpoint": "checkpoint"},
+        )
+
+    async def _conditional_update(
+        self,
+        lease: Lease,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        """One UpdateItem of the lease's item under `condition`: False when the condition failed."""
         try:
             await self._client.update_item(
                 TableName=self.table,
                 Key={"shard_id": {"S": lease.shard_id}},
-                UpdateExpression="SET #checkpoint = :checkpoint",
-                ConditionExpression=LEASE_HELD_BY_ME,
-                ExpressionAttributeNames=_NAMES | {"#checkpoint": "checkpoint"},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_NAMES | (names or {}),
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
