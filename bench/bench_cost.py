@@ -28,6 +28,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -128,10 +129,56 @@ def item_size(item: dict[str, Any]) -> int:
     return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
-def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) -> tuple[float, float]:
-    """(read units, write units) of one DynamoDB call. UpdateItem, DeleteItem and ConditionCheck count
-    one unit (x2 in a transaction): their items (ledger claims, leases) are under 1 KB."""
+def item_key(table: str, item: dict[str, Any]) -> tuple[str, str, str] | None:
+    """An item's identity across requests: its table and its two key attributes' values (every
+    table of the stack keys on `customer_id` and one of `alert_type`, `bucket`)."""
+    sort = item.get("alert_type") or item.get("bucket")
+    if "customer_id" not in item or sort is None:
+        return None
+    return table, next(iter(item["customer_id"].values())), next(iter(sort.values()))
+
+
+def claim_item_sizes(operation: str, request: dict[str, Any]) -> list[int]:
+    """Bytes of the alert claim items (those with a `claim_token`) a write puts."""
+    if operation == "TransactWriteItems":
+        items = [a["Put"]["Item"] for a in request["TransactItems"] if "Put" in a]
+    elif operation == "PutItem":
+        items = [request["Item"]]
+    else:
+        return []
+    return [item_size(item) for item in items if "claim_token" in item]
+
+
+def write_units(size: int) -> int:
+    return max(1, math.ceil(size / 1024))
+
+
+def capacity(
+    operation: str,
+    request: dict[str, Any],
+    response: dict[str, Any],
+    sizes: dict[tuple[str, str, str], int] | None = None,
+) -> tuple[float, float]:
+    """(read units, write units) of one DynamoDB call. `sizes`: the bytes of the items written so
+    far, by key, which this call's puts update. An update is billed on the larger of the item
+    before and after it: for an UpdateItem (a sent mark, a lease) on an item whose size the run has
+    seen, that size; for one it has not (leases, the due index's claims on profiles written
+    before the run), one unit. x2 in a transaction, ConditionCheck included."""
+    sizes = {} if sizes is None else sizes
     read_factor = 1.0 if request.get("ConsistentRead") else 0.5
+    table = table_of(request)
+
+    def put(item: dict[str, Any], table: str = table) -> int:
+        size = item_size(item)
+        key = item_key(table, item)
+        if key is not None:
+            sizes[key] = size
+        return write_units(size)
+
+    def update(key: dict[str, Any], table: str = table) -> int:
+        known = item_key(table, key)
+        return write_units(sizes.get(known, 0)) if known is not None else 1
+
     if operation in ("Query", "Scan"):
         return max(1, math.ceil(sum(map(item_size, response.get("Items", []))) / 4096)) * read_factor, 0
     if operation == "GetItem":
@@ -140,56 +187,76 @@ def capacity(operation: str, request: dict[str, Any], response: dict[str, Any]) 
         # Each key is a GetItem of its own: rounded up to 4 KB, a key not found costs 1 unit too;
         # ConsistentRead is per table; unprocessed keys cost nothing (they are asked again).
         units = 0.0
-        for table, asked in request["RequestItems"].items():
+        for name, asked in request["RequestItems"].items():
             factor = 1.0 if asked.get("ConsistentRead") else 0.5
-            found = response.get("Responses", {}).get(table, [])
-            unprocessed = len(response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", []))
+            found = response.get("Responses", {}).get(name, [])
+            unprocessed = len(response.get("UnprocessedKeys", {}).get(name, {}).get("Keys", []))
             missing = len(asked["Keys"]) - len(found) - unprocessed
             units += (sum(max(1, math.ceil(item_size(i) / 4096)) for i in found) + missing) * factor
         return units, 0
     if operation == "PutItem":
-        return 0, max(1, math.ceil(item_size(request["Item"]) / 1024))
-    if operation in ("UpdateItem", "DeleteItem"):
-        return 0, 1
+        return 0, put(request["Item"])
+    if operation == "UpdateItem":
+        return 0, update(request["Key"])
+    if operation == "DeleteItem":
+        return 0, update(request["Key"])
     if operation == "BatchWriteItem":
-        puts = [
-            w["PutRequest"]["Item"]
-            for table in request["RequestItems"].values()
-            for w in table
-            if "PutRequest" in w
-        ]
-        deletes = sum(1 for table in request["RequestItems"].values() for w in table if "DeleteRequest" in w)
-        return 0, sum(max(1, math.ceil(item_size(i) / 1024)) for i in puts) + deletes
+        units = 0
+        for name, writes in request["RequestItems"].items():
+            for w in writes:
+                if "PutRequest" in w:
+                    units += put(w["PutRequest"]["Item"], name.rsplit("-", 1)[-1])
+                else:
+                    units += 1
+        return 0, units
     if operation == "BatchExecuteStatement":
-        # Each write statement is billed as the single-item write it is: its item (the INSERT's
-        # values; the UPDATE's keys and SETs, which are the whole new profile) rounded up to 1 KB.
+        # Each write statement is billed as the single-item write it is: an INSERT on its values; an
+        # UPDATE on the larger of the item before and after (a feature-store UPDATE sets the whole
+        # new profile; a sent mark sets a few attributes of a claim item of the size put before).
         units = 0
         for statement in request["Statements"]:
-            units += max(1, math.ceil(item_size(statement_item(statement)) / 1024))
+            after = statement_item(statement)
+            key = item_key(table, after)
+            before = sizes.get(key, 0) if key is not None else 0
+            size = item_size(after) if is_whole_item(statement) else before
+            if key is not None:
+                sizes[key] = max(size, before) if not is_whole_item(statement) else size
+            units += write_units(max(size, before))
         return 0, units
     if operation == "TransactWriteItems":
         units = 0
         for action in request["TransactItems"]:
-            if "Put" in action:
-                units += 2 * max(1, math.ceil(item_size(action["Put"]["Item"]) / 1024))
+            ((kind, body),) = action.items()
+            name = table_of(body)
+            if kind == "Put":
+                units += 2 * put(body["Item"], name)
             else:
-                units += 2
+                units += 2 * update(body["Key"], name)
         return 0, units
     return 0, 0
 
 
 def statement_item(statement: dict[str, Any]) -> dict[str, Any]:
-    """The item a feature-store PartiQL write leaves (features/layout.py `single_write_statement`):
-    the INSERT's values; the UPDATE's keys and SETs, which are the whole new profile. For the alert
-    ledger's sent marks (an UPDATE of a few attributes) that is a small item: one unit, as its
-    UpdateItem is counted (the proxy does not see the item's size)."""
+    """What a PartiQL write names of its item: the INSERT's values; the UPDATE's keys and SETs. For
+    a feature-store UPDATE (features/layout.py `single_write_statement`) that is the whole new
+    profile; for a sent mark of the alert ledger, a few attributes of a claim item."""
     plan = plan_statement(statement)
     if plan is None:
         return {}
     if plan["kind"] == "insert":
         return dict(plan["item"])
-    keys = {name: value for name, value in plan["where"].items() if name in ("customer_id", "bucket")}
+    keys = {
+        name: value
+        for name, value in plan["where"].items()
+        if name in ("customer_id", "bucket", "alert_type")
+    }
     return {**plan["set"], **keys}
+
+
+def is_whole_item(statement: dict[str, Any]) -> bool:
+    """An INSERT, or a feature-store UPDATE (it sets every attribute of the new profile)."""
+    plan = plan_statement(statement)
+    return plan is not None and (plan["kind"] == "insert" or "bucket" in plan["where"])
 
 
 def table_of(request: dict[str, Any]) -> str:
@@ -219,6 +286,8 @@ class RecordingProxy:
         self.calls: Counter[str] = Counter()  # "<operation> <table>" -> requests, failed ones too
         self.failed: Counter[str] = Counter()  # ... of them answered with an error
         self.units: dict[str, list[float]] = {}  # operation -> [read units, write units]
+        self.sizes: dict[tuple[str, str, str], int] = {}  # item key -> bytes, as last written
+        self.claim_sizes: list[int] = []  # bytes of each alert claim item put
         self._session: ClientSession | None = None
 
     async def start(self) -> str:
@@ -252,10 +321,21 @@ class RecordingProxy:
                     f" index {asked['IndexName']}" if "IndexName" in asked else ""
                 )
                 self.calls[key] += 1
-                if upstream.status != 200:  # a failed condition, a cancelled transaction: no units counted
+                if upstream.status != 200:
                     self.failed[key] += 1
-                else:
-                    rru, wru = capacity(operation, asked, json.loads(payload or b"{}"))
+                # A single-item write whose condition failed still consumes its write units (the
+                # DynamoDB developer guide, "Condition expressions"); a cancelled transaction, a
+                # throttled request and the rest of the failures are counted as free.
+                failed_condition = b"ConditionalCheckFailed" in payload and operation in (
+                    "PutItem",
+                    "UpdateItem",
+                    "DeleteItem",
+                )
+                if upstream.status == 200 or failed_condition:
+                    sizes = {} if failed_condition and operation == "PutItem" else self.sizes
+                    rru, wru = capacity(operation, asked, json.loads(payload or b"{}"), sizes)
+                    if upstream.status == 200:
+                        self.claim_sizes += claim_item_sizes(operation, asked)
                     self.rru, self.wru = self.rru + rru, self.wru + wru
                     units = self.units.setdefault(key, [0.0, 0.0])
                     units[0], units[1] = units[0] + rru, units[1] + wru
@@ -462,6 +542,7 @@ def summary(measured: Measured, proxy: RecordingProxy, snapshot: dict[str, Any],
     and the index Queries of the background loops (the re-scoring sweeper, the due gauge, the alert
     outbox sweep), which run per minute, not per event, so they weigh more the slower the run."""
     total = sum(measured.requests.values()) / measured.events
+    claims = proxy.claim_sizes
     background = sum(n for key, n in proxy.calls.items() if key.startswith("Query") and " index " in key)
     batches = snapshot.get("latency", {}).get("batch_records", {})
     published = sum(
@@ -492,7 +573,9 @@ def summary(measured: Measured, proxy: RecordingProxy, snapshot: dict[str, Any],
         f"{batches.get('count', 0):.0f}, p50 {batches.get('p50', 0):.0f} records\n"
         f"  alerts published (both arms): {published:.0f}, {published / measured.events:.3f} per event; the alert "
         f"path's requests (ledger table, SNS): {alert_requests / max(published, 1):.2f} per published alert "
-        "(target <= 2)"
+        "(target <= 2)\n"
+        f"  alert claim items put: {len(claims)}, {statistics.fmean(claims or [0]):.0f} bytes on average, "
+        f"{max(claims or [0])} at most, {sum(c > 1024 for c in claims)} over 1 KB (2 write units, 4 in a transaction)"
     )
 
 

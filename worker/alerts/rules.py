@@ -23,6 +23,7 @@ What a person acts on (docs/contracts.md, Alerts), beside the seed's fields:
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -299,7 +300,8 @@ class Alert(BaseModel):
             "opened_at": iso(self.window_start or self.as_of),
             "resolved_at": iso(self.resolved_at) if self.resolved_at else None,
         }
-        return body
+        shortened: dict[str, Any] = _float32_text(body)
+        return shortened
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], window_start: datetime, customer_tier: str | None) -> Alert:
@@ -516,3 +518,35 @@ def route_alerts(
             rule(x, predictions, config) for alert_type, rule in RULES_WITH_MODEL if enabled(alert_type)
         ]
     return [alert for alert in alerts if alert is not None]
+
+
+_FLOAT32 = struct.Struct("f")
+
+
+def _as_float32(value: float) -> float:
+    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
+
+
+def _shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same float32 as `value`: 0.7001177, not the 0.7001177072525024
+    a float32 reads as in float64. The model's outputs are float32, so nothing is lost, and the body
+    (published, and kept in the claim item) is several hundred bytes shorter."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return value
+    single = _as_float32(value)
+    for digits in (6, 7, 8):
+        text = f"{single:.{digits}g}"
+        if _as_float32(float(text)) == single:
+            return float(text)
+    return float(f"{single:.9g}")  # 9 significant digits name every float32
+
+
+def _float32_text(value: Any) -> Any:
+    """`value` with every float in it (dict values, list items) at float32 precision."""
+    if type(value) is float:
+        return _shortest_float32(value)
+    if type(value) is dict:
+        return {key: _float32_text(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_float32_text(item) for item in value]
+    return value
