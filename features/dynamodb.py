@@ -120,6 +120,11 @@ MAX_STATEMENTS = 25  # BatchExecuteStatement's limit
 MAX_STATEMENT_BYTES = 1_000_000  # the items of one BatchExecuteStatement, well under its request limit
 MAX_CONCURRENT_QUERIES = 16
 SEGMENT_CACHE_ITEMS = 20_000  # ~4 KB each: up to ~80 MB, the segments of a few thousand busy customers
+# A customer's first read of a batch is eventually consistent (half the read units) unless this process
+# wrote it less than this long ago: DynamoDB's replicas agree within about a second, and our own
+# last write is what a stale read would most likely miss. A stale read costs no event: every write is
+# conditional on the version read, so it fails, and the retry reads strongly consistent.
+CONSISTENT_AFTER_WRITE_S = 3.0
 
 
 def table_name(prefix: str) -> str:
@@ -224,7 +229,9 @@ class DynamoDBFeatureStore:
     `segment_cache_items`: segments kept in memory (`SegmentCache`, ~4 KB each; 0: none).
     `single_item_puts`: one-item writes outside transactions (False: in the transactions too, as
     before; tests of the group commit use it). `batch_statements`: those writes as PartiQL
-    statements, 25 to a BatchExecuteStatement (False: one conditional PutItem each)."""
+    statements, 25 to a BatchExecuteStatement (False: one conditional PutItem each).
+    `eventual_reads`: a batch's first read of a customer this process has not written in the last
+    CONSISTENT_AFTER_WRITE_S is eventually consistent (False: every read strongly consistent)."""
 
     def __init__(
         self,
@@ -237,6 +244,7 @@ class DynamoDBFeatureStore:
         segment_cache_items: int = SEGMENT_CACHE_ITEMS,
         single_item_puts: bool = True,
         batch_statements: bool = True,
+        eventual_reads: bool = True,
     ) -> None:
         self._client = client
         self._table = table
@@ -245,6 +253,8 @@ class DynamoDBFeatureStore:
         self._query_page_items = query_page_items
         self._single_item_puts = single_item_puts
         self._batch_statements = batch_statements
+        self._eventual_reads = eventual_reads
+        self._written_at: OrderedDict[str, float] = OrderedDict()  # customer -> monotonic time of our write
         self.segments = SegmentCache(segment_cache_items)
         self._turns = CustomerTurns()
         # for cost accounting and tests: requests by operation, retries included
@@ -258,7 +268,7 @@ class DynamoDBFeatureStore:
 
     async def get(self, customer_ids: Iterable[str]) -> dict[str, CustomerState]:
         ids = list(dict.fromkeys(customer_ids))
-        read = await self._read(ids, None)
+        read = await self._read(ids, None, consistent=set(ids))
         return {cid: read[cid][0].state for cid in ids}
 
     async def apply(self, events: Sequence[Event], now: datetime) -> ApplyResult:
@@ -274,7 +284,10 @@ class DynamoDBFeatureStore:
         lost_races: Counter[str] = Counter()
         alone: set[str] = set()  # customers whose last write failed: next time in a transaction of their own
         while pending:
-            read = await self._read(list(pending), oldest)
+            # Strongly consistent: a customer this process wrote a moment ago (a stale copy would
+            # fail its write), and every read after a failed write or a first part already written.
+            consistent = {cid for cid in pending if attempts[cid] or self._wrote_lately(cid)}
+            read = await self._read(list(pending), oldest, consistent=consistent)
             folded: list[tuple[Write, ApplyResult, list[Event]]] = []
             for cid, customer_events in list(pending.items()):
                 part, write, rest = self._fold(cid, read[cid], customer_events, oldest, now_us)
@@ -300,6 +313,7 @@ class DynamoDBFeatureStore:
                     state.profile.version, state.profile.due_us = write.version, write.due_us
                     state.profile.scored_us = now_us
                     total.merge(part)
+                    self._note_written(cid)
                     alone.discard(cid)
                     attempts[cid] = 0  # the next part of its events starts afresh
                     if rest:
@@ -330,6 +344,22 @@ class DynamoDBFeatureStore:
             if delay:
                 await asyncio.sleep(delay)
         return total
+
+    def _note_written(self, customer_id: str) -> None:
+        now = time.monotonic()
+        self._written_at[customer_id] = now
+        self._written_at.move_to_end(customer_id)
+        while self._written_at:  # forget what is older than the window (oldest first)
+            oldest, at = next(iter(self._written_at.items()))
+            if now - at < CONSISTENT_AFTER_WRITE_S:
+                break
+            del self._written_at[oldest]
+
+    def _wrote_lately(self, customer_id: str) -> bool:
+        if not self._eventual_reads:
+            return True
+        at = self._written_at.get(customer_id)
+        return at is not None and time.monotonic() - at < CONSISTENT_AFTER_WRITE_S
 
     def _fold(
         self, customer_id: str, read: tuple[Stored, _Read], events: list[Event], oldest_day: int, now_us: int
@@ -371,13 +401,18 @@ class DynamoDBFeatureStore:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def _read(self, customer_ids: list[str], oldest_day: int | None) -> dict[str, tuple[Stored, _Read]]:
+    async def _read(
+        self, customer_ids: list[str], oldest_day: int | None, consistent: set[str]
+    ) -> dict[str, tuple[Stored, _Read]]:
         """Each customer's state as of one instant: profiles first, then what they list. Segments
-        older than `oldest_day` (None: none) are not read."""
+        older than `oldest_day` (None: none) are not read. The customers in `consistent` are read
+        strongly consistent, the others eventually consistent; a view found torn (a segment not of
+        the version its profile lists: another writer's commit, or a replica behind) is read again
+        strongly consistent."""
         found: dict[str, tuple[Stored, _Read]] = {}
         todo = customer_ids
         for attempt in range(MAX_ATTEMPTS):
-            profiles = await self._batch_get([profile_key(cid) for cid in todo])
+            profiles = await self._batch_get([profile_key(cid) for cid in todo], consistent)
             stored = {cid: read_profile(cid, profiles.get((cid, PROFILE_BUCKET))) for cid in todo}
             to_read = {cid: st.segments_to_read(oldest_day) for cid, st in stored.items()}
             segments: dict[tuple[str, str], dict[str, Any]] = {}
@@ -390,7 +425,7 @@ class DynamoDBFeatureStore:
                     else:
                         wanted.append(segment_key(cid, segment.number))
             if wanted:
-                fetched = await self._batch_get(wanted)
+                fetched = await self._batch_get(wanted, consistent)
                 for item in fetched.values():
                     self.segments.put(item)
                 segments.update(fetched)
@@ -419,6 +454,7 @@ class DynamoDBFeatureStore:
             if not torn:
                 return found
             todo = torn  # another writer committed between our reads: read those customers again
+            consistent = set(torn)
             await backoff(attempt, 0.01, 0.5)
         raise FeatureStoreError(
             f"customers {', '.join(todo[:5])}: changing under every read of {self._table}"
@@ -434,24 +470,34 @@ class DynamoDBFeatureStore:
             return True
         return attach_segment(stored, item, segment)
 
-    async def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-        chunks = [keys[i : i + MAX_KEYS_PER_READ] for i in range(0, len(keys), MAX_KEYS_PER_READ)]
+    async def _batch_get(
+        self, keys: list[dict[str, Any]], consistent: set[str]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The items of `keys`; those of customers in `consistent` by strongly consistent reads
+        (BatchGetItem sets that per table, so the two kinds go in requests of their own)."""
+        strong = [key for key in keys if key["customer_id"]["S"] in consistent]
+        eventual = [key for key in keys if key["customer_id"]["S"] not in consistent]
+        chunks = [
+            (kind[i : i + MAX_KEYS_PER_READ], flag)
+            for kind, flag in ((strong, True), (eventual, False))
+            for i in range(0, len(kind), MAX_KEYS_PER_READ)
+        ]
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for items in await gather_limited(
-            [self._batch_get_chunk(chunk) for chunk in chunks], MAX_CONCURRENT_REQUESTS
+            [self._batch_get_chunk(chunk, flag) for chunk, flag in chunks], MAX_CONCURRENT_REQUESTS
         ):
             for item in items:
                 found[(item["customer_id"]["S"], item["bucket"]["S"])] = item
         return found
 
-    async def _batch_get_chunk(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _batch_get_chunk(self, keys: list[dict[str, Any]], consistent: bool) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for attempt in range(MAX_ATTEMPTS):
             response = await self._call(
                 "reading",
                 partial(
                     self._client.batch_get_item,
-                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}},
+                    RequestItems={self._table: {"Keys": keys, "ConsistentRead": consistent}},
                 ),
                 "BatchGetItem",
             )
