@@ -195,6 +195,11 @@ def _window_open(item: dict[str, Any], now: datetime, cooldown: timedelta) -> bo
     return int(item["window_start_us"]["N"]) > to_us(now - cooldown)
 
 
+def _window_start(item: dict[str, Any]) -> datetime:
+    """A claim item's window start: `window_start_us` (items written before also hold it as text)."""
+    return from_us(int(item["window_start_us"]["N"]))
+
+
 def _day_expiry(day: str, keep: timedelta) -> int:
     start = datetime.fromisoformat(f"{day}T00:00:00+00:00")
     return int((start + keep).timestamp())
@@ -584,7 +589,7 @@ class DynamoDBAlertLedger(Batching):
                 "Key": self._key(stored.customer_id, stored.alert_type.value),
                 "UpdateExpression": "SET lifecycle = :escalated, escalated = :true, #status = :pending, "
                 "body = :body, claim_token = :token, lease_until_us = :lease_until_us, "
-                f"{PENDING_SHARD} = :shard, claimed_at = :now, escalated_at = :now, last_firing_us = :now_us",
+                f"{PENDING_SHARD} = :shard, escalated_at = :now, last_firing_us = :now_us",
                 "ConditionExpression": ESCALATABLE,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
@@ -684,7 +689,7 @@ class DynamoDBAlertLedger(Batching):
                 "Key": self._key(stored.customer_id, stored.alert_type.value),
                 "UpdateExpression": "SET lifecycle = :resolved, #status = :pending, body = :body, "
                 f"claim_token = :token, lease_until_us = :lease_until_us, {PENDING_SHARD} = :shard, "
-                "claimed_at = :now, resolved_at = :now",
+                "resolved_at = :now",
                 "ConditionExpression": RESOLVABLE,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
@@ -842,13 +847,11 @@ class DynamoDBAlertLedger(Batching):
         item: dict[str, Any] = {
             **self._key(alert.customer_id, alert.alert_type.value),
             "alert_id": {"S": alert.alert_id},
-            "window_start": {"S": iso(alert.window_start)},
             "window_start_us": {"N": str(to_us(alert.window_start))},
             "status": {"S": "pending"},
             "lease_until_us": {"N": str(to_us(now + self._lease))},
             PENDING_SHARD: {"S": shard_of(alert.customer_id, PENDING_SHARDS)},
             "claim_token": {"S": token},
-            "claimed_at": {"S": iso(now)},
             "body": encode_body(alert.body()),
             TTL_ATTRIBUTE: {"N": str(to_us(expires) // 1_000_000)},
             "lifecycle": {"S": "open"},
@@ -883,8 +886,8 @@ class DynamoDBAlertLedger(Batching):
             "Update": {
                 "TableName": self._table,
                 "Key": self._key(alert.customer_id, alert.alert_type.value),
-                "UpdateExpression": "SET lease_until_us = :lease_until_us, claimed_at = :claimed_at, "
-                f"{PENDING_SHARD} = :shard, claim_token = :token",
+                "UpdateExpression": f"SET lease_until_us = :lease_until_us, {PENDING_SHARD} = :shard, "
+                "claim_token = :token",
                 "ConditionExpression": ABANDONED_CLAIM,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
@@ -892,7 +895,6 @@ class DynamoDBAlertLedger(Batching):
                     ":pending": {"S": "pending"},
                     ":now_us": {"N": str(to_us(now))},
                     ":lease_until_us": {"N": str(to_us(now + self._lease))},
-                    ":claimed_at": {"S": iso(now)},
                     ":shard": {"S": shard_of(alert.customer_id, PENDING_SHARDS)},
                     ":token": {"S": token},
                 },
@@ -980,9 +982,7 @@ class DynamoDBAlertLedger(Batching):
     def _stored_alert(self, item: dict[str, Any]) -> Alert:
         tier = item.get("customer_tier", {}).get("S")
         try:
-            alert = Alert.from_body(
-                decode_body(item["body"]), datetime.fromisoformat(item["window_start"]["S"]), tier
-            )
+            alert = Alert.from_body(decode_body(item["body"]), _window_start(item), tier)
             last_firing = item.get("last_firing_us", {}).get("N")
             resolve_after = item.get("resolve_after_us", {}).get("N")
             return alert.model_copy(
