@@ -56,7 +56,7 @@ TTL_SLACK = timedelta(days=2)
 # Sizes, in DynamoDB's item bytes. A write unit is 1 KB (x2 in a transaction), a strongly
 # consistent read unit 4 KB.
 PROFILE_ROLL_AT = 1024  # a profile item bigger than this moves its oldest pages to a segment ...
-PROFILE_ROLL_TO = 720  # ... until it is this small (so it rolls every dozen events or so, not each time)
+PROFILE_ROLL_TO = 400  # ... until it is this small (so it rolls every 20-25 events, not each time: STORE.md)
 SEGMENT_TARGET = 4000  # pages are added to a segment while it stays under this
 # One customer's write (all its items) in one transaction: well inside TransactWriteItems' 100
 # items and 4 MB, so a batch of many customers can share transactions. A bigger one is split
