@@ -22,6 +22,7 @@ What a person acts on (docs/contracts.md, Alerts), beside the seed's fields:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable, Mapping
@@ -527,6 +528,7 @@ def _as_float32(value: float) -> float:
     return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
 
 
+@functools.lru_cache(maxsize=8192)  # an alert's body is built several times (claim, publish, record)
 def _shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32 as `value`: 0.7001177, not the 0.7001177072525024
     a float32 reads as in float64. The model's outputs are float32, so nothing is lost, and the body
