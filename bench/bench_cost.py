@@ -10,7 +10,9 @@ it against moto and the local model endpoint. Measured from that run:
 - DynamoDB read and write units per event: every DynamoDB request and response of the worker passes
   a recording proxy in front of moto, and units are computed from the exact item bytes with
   DynamoDB's rules (4 KB read units, 1 KB write units, strongly consistent reads x1, eventually
-  consistent x0.5, transactional writes x2). moto's own ConsumedCapacity is a constant, not this;
+  consistent x0.5, transactional writes x2, an update on the larger of the item before and after,
+  a single-item write whose condition failed as if it had gone through). moto's own
+  ConsumedCapacity is a constant, not this;
 - worker CPU per event (/proc, from ready to drained), event bytes, feature bytes per customer.
 
 bench/cost_model.py turns those into dollars; the sizing rules and the dated price list are there.
