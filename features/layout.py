@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from features.due import DUE_AT, DUE_OWNER, DUE_SHARD, DUE_SHARDS, SCORED_AT
-from features.state import DIGEST_BYTES, CustomerState, DayPage, Profile
+from features.state import DIGEST_BYTES, CustomerState, DayPage, Digests, Profile
 from plumbing.tables import shard_of, update_statement
 
 PageKey = tuple[int, int]  # (day, page)
@@ -143,16 +143,14 @@ def _page_row(page: DayPage) -> list[Any]:
 
 def _pages_document(pages: Sequence[DayPage]) -> tuple[list[list[Any]], bytes]:
     """The pages' rows (aggregates) and their digests, page after page, each page's sorted."""
-    return [_page_row(page) for page in pages], b"".join(
-        b"".join(sorted(page.event_digests)) for page in pages
-    )
+    return [_page_row(page) for page in pages], b"".join(page.event_digests.packed() for page in pages)
 
 
 def _pages_from(rows: list[list[Any]], digests: bytes) -> list[DayPage]:
     pages, at = [], 0
     for day, number, count, counts, last_us, tutors in rows:
         end = at + count * DIGEST_BYTES
-        ids = {digests[i : i + DIGEST_BYTES] for i in range(at, end, DIGEST_BYTES)}
+        ids = Digests(packed=digests[at:end])  # a set once asked (most pages read are not)
         pages.append(
             DayPage(day=day, page=number, event_digests=ids, counts=counts, last_us=last_us, tutors=tutors)
         )
@@ -353,7 +351,7 @@ def _legacy_page(item: dict[str, Any]) -> DayPage:
     return DayPage(
         day=_day_from_label(label),
         page=int(page_no),
-        event_digests={blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)},
+        event_digests=Digests(blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)),
         counts=_read_num_map(item.get("c")),
         last_us=_read_num_map(item.get("l")),
         tutors={tid: [int(n["N"]) for n in agg["L"]] for tid, agg in item.get("t", {}).get("M", {}).items()},
@@ -368,7 +366,7 @@ def legacy_page_item(
     return {
         "customer_id": {"S": customer_id},
         "bucket": {"S": f"{LEGACY_PREFIX}{_day_label(page.day)}#{page.page:04d}"},
-        DIGESTS: {"B": b"".join(sorted(page.event_digests))},
+        DIGESTS: {"B": page.event_digests.packed()},
         "c": _num_map(page.counts),
         "l": _num_map(page.last_us),
         "t": {"M": {tid: {"L": [{"N": str(n)} for n in agg]} for tid, agg in page.tutors.items()}},
