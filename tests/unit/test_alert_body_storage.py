@@ -138,10 +138,16 @@ def test_a_claim_item_fits_one_write_unit() -> None:
     assert np.mean(sizes) <= 950
 
 
-@pytest.mark.parametrize("value", [0.0, 1.0, 1e-8, 0.1, 0.7001177072525024, 99.99999, 1e30, -3.25])
+@pytest.mark.parametrize("value", [0.0, 1.0, 1e-8, 0.1, 0.7001177072525024, 99.99999, 1e30, -3.25, 123456.78])
 def test_shortest_float32_text_is_exact_and_stable(value: float) -> None:
     from worker.alerts.rules import _shortest_float32
 
     short = _shortest_float32(value)
     assert float32(short) == float32(value)
     assert _shortest_float32(short) == short
+
+
+def test_a_value_beyond_float32_stays_as_it_is() -> None:
+    from worker.alerts.rules import _shortest_float32
+
+    assert _shortest_float32(1e300) == 1e300

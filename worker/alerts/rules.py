@@ -531,11 +531,17 @@ def _as_float32(value: float) -> float:
 @functools.lru_cache(maxsize=8192)  # an alert's body is built several times (claim, publish, record)
 def _shortest_float32(value: float) -> float:
     """The shortest decimal that is the same float32 as `value`: 0.7001177, not the 0.7001177072525024
-    a float32 reads as in float64. The model's outputs are float32, so nothing is lost, and the body
-    (published, and kept in the claim item) is several hundred bytes shorter."""
+    a float32 reads as in float64. The model's outputs are float32, so nothing of them is lost (the
+    inputs' values in `changes` keep 7 significant digits), and the body (published, and kept in the
+    claim item) is several hundred bytes shorter. A value beyond float32's range stays as it is."""
     if value != value or value in (float("inf"), float("-inf")):
         return value
-    single = _as_float32(value)
+    try:
+        single = _as_float32(value)
+    except OverflowError:
+        return value
+    if single in (float("inf"), float("-inf")):
+        return value
     for digits in (6, 7, 8):
         text = f"{single:.{digits}g}"
         if _as_float32(float(text)) == single:
