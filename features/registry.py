@@ -454,8 +454,11 @@ if len(set(FEATURE_NAMES)) != len(FEATURE_NAMES):  # pragma: no cover - a regist
     raise RuntimeError("duplicate feature names in the registry")
 
 
-def compute_features_batch(states: Sequence[CustomerState], as_of: datetime) -> np.ndarray:
-    """The model's input matrix (float64, [customers, features] in registry order) at `as_of`."""
+def compute_features_batch(
+    states: Sequence[CustomerState], as_of: datetime | Sequence[datetime]
+) -> np.ndarray:
+    """The model's input matrix (float64, [customers, features] in registry order) at `as_of`: one
+    instant for all, or one per customer."""
     batch = window_batch(states, as_of)
     out = np.empty((len(states), len(FEATURES)))
     for column, feature in enumerate(FEATURES):

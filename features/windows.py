@@ -51,7 +51,7 @@ _NAN = float("nan")
 class WindowBatch:
     """Everything the feature registry reads, one row per customer."""
 
-    as_of_us: int
+    as_of_us: int | np.ndarray  # one instant, or one per customer
     counts: dict[str, np.ndarray]  # window ("7d", "prev7d", "14d", "30d") -> [customers, counters]
     active_days: dict[str, np.ndarray]  # window -> days with any event
     session_days: dict[str, np.ndarray]  # window -> days with a completed session
@@ -72,12 +72,13 @@ class WindowBatch:
         return self.lifetime.get(key, np.zeros(len(self.start_us)))
 
 
-def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatch:
-    as_of_us = to_us(as_of)
-    as_of_day = as_of_us // DAY_US
+def window_batch(states: Sequence[CustomerState], as_of: datetime | Sequence[datetime]) -> WindowBatch:
+    """The windows of `states` at `as_of`: one instant for all, or one per state (the instants of
+    their previous scorings, say: worker/alerts/changes.py), in one pass either way."""
+    instants = [to_us(as_of)] * len(states) if isinstance(as_of, datetime) else [to_us(a) for a in as_of]
+    if len(instants) != len(states):
+        raise ValueError(f"{len(instants)} instants for {len(states)} customers")
     n = len(states)
-    # Days 0-6 back, 7-13 back and 14-29 back: each the difference of the running sums at the ends.
-    bounds = (as_of_day, as_of_day - 7, as_of_day - 14, as_of_day - 30)
     # Collected per customer in Python lists, made arrays once at the end (numpy item by item is slow).
     cumulative: list[np.ndarray] = []  # the running sums at the four bounds
     day_counts: list[int] = []  # days with any event / a session / a login, per group
@@ -86,7 +87,10 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     tutor_values: list[float] = []  # distinct tutors; the primary tutor's sessions, centi-stars, ratings
     lifetimes: list[dict[str, int]] = []
 
-    for state in states:
+    for state, as_of_us in zip(states, instants, strict=True):
+        as_of_day = as_of_us // DAY_US
+        # Days 0-6 back, 7-13 back and 14-29 back: each the difference of the running sums at the ends.
+        bounds = (as_of_day, as_of_day - 7, as_of_day - 14, as_of_day - 30)
         sums = day_sums(state)
         for bound in bounds:
             cumulative.append(sums.cumulative[bisect_right(sums.days, bound)])
@@ -133,7 +137,9 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime) -> WindowBatc
     week, prev_week, rest = groups
     fortnight = week + prev_week
     return WindowBatch(
-        as_of_us=as_of_us,
+        # One instant: an int, as before; one per customer: a float64 column (exact: epoch
+        # microseconds are far below 2**53), which the features broadcast alike.
+        as_of_us=instants[0] if isinstance(as_of, datetime) else np.asarray(instants, dtype=np.float64),
         counts={"7d": week, "prev7d": prev_week, "14d": fortnight, "30d": fortnight + rest},
         active_days=_day_windows(days[0]),
         session_days=_day_windows(days[1]),
