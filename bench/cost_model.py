@@ -93,19 +93,21 @@ class Measured:
         )
 
 
-def invocations_per_event(m: Measured, events_per_day: float) -> float:
+def invocations_per_event(m: Measured, events_per_day: float, vcpu: float | None = None) -> float:
     """Endpoint calls per event at this volume: the measured rate, or more when traffic is too thin
-    to fill a batch (a call per batch, a batch holding what one task receives in BATCH_WINDOW_S)."""
+    to fill a batch (a call per batch, a batch holding what one task receives in BATCH_WINDOW_S).
+    `vcpu`: the worker tasks' size (None: the recommended one); smaller tasks, more of them, each
+    receiving less: more calls per event."""
     measured = m.per_event("sagemaker-runtime")
-    tasks, _ = sizing(m, events_per_day)
+    tasks = tasks_of(m, events_per_day, vcpu if vcpu is not None else task_size(m, events_per_day)[0])
     per_batch = max(1.0, events_per_day / 86_400 / tasks * BATCH_WINDOW_S)
     return max(measured, 1.0 / per_batch) if measured else 0.0
 
 
-def serverless_month(m: Measured, events_per_day: float) -> float:
+def serverless_month(m: Measured, events_per_day: float, vcpu: float | None = None) -> float:
     """USD per month of a Serverless Inference endpoint (SERVERLESS_MEMORY_GB) at this volume."""
     p = PRICES
-    calls = events_per_day * DAYS_PER_MONTH * invocations_per_event(m, events_per_day)
+    calls = events_per_day * DAYS_PER_MONTH * invocations_per_event(m, events_per_day, vcpu)
     if not calls:
         return 0.0
     rows = (
@@ -119,14 +121,14 @@ def serverless_month(m: Measured, events_per_day: float) -> float:
     )
 
 
-def serverless_concurrency(m: Measured, events_per_day: float) -> int:
+def serverless_concurrency(m: Measured, events_per_day: float, vcpu: float | None = None) -> int:
     """The MaxConcurrency a serverless endpoint needs at the peak of this volume: calls a second x
     seconds a call (SageMaker throttles calls beyond it; at most 200 per endpoint)."""
-    calls = events_per_day / 86_400 * PEAK * invocations_per_event(m, events_per_day)
+    calls = events_per_day / 86_400 * PEAK * invocations_per_event(m, events_per_day, vcpu)
     rows = (
         m.rows_per_invocation
         * m.per_event("sagemaker-runtime")
-        / max(invocations_per_event(m, events_per_day), 1e-9)
+        / max(invocations_per_event(m, events_per_day, vcpu), 1e-9)
     )
     per_row_ms = max(0.0, m.invocation_ms - INVOCATION_BASE_MS) / max(m.rows_per_invocation, 1.0)
     seconds = (INVOCATION_BASE_MS + min(rows, m.rows_per_invocation) * per_row_ms) / 1000
@@ -134,19 +136,25 @@ def serverless_concurrency(m: Measured, events_per_day: float) -> int:
 
 
 def instances_month(m: Measured, events_per_day: float) -> float:
-    _, instances = sizing(m, events_per_day)
-    return instances * HOURS_PER_MONTH * PRICES["sagemaker_ml_m5_xlarge_hour"]
+    return instances_of(m, events_per_day) * HOURS_PER_MONTH * PRICES["sagemaker_ml_m5_xlarge_hour"]
 
 
-def endpoint_choice(m: Measured, events_per_day: float) -> str:
+def endpoint_choice(m: Measured, events_per_day: float, vcpu: float | None = None) -> str:
     """The cheaper endpoint at this volume: "instances" (always on) or "serverless" (per use)."""
-    if serverless_concurrency(m, events_per_day) > MAX_SERVERLESS_CONCURRENCY:
+    if serverless_concurrency(m, events_per_day, vcpu) > MAX_SERVERLESS_CONCURRENCY:
         return "instances"
     return (
         "serverless"
-        if serverless_month(m, events_per_day) < instances_month(m, events_per_day)
+        if serverless_month(m, events_per_day, vcpu) < instances_month(m, events_per_day)
         else "instances"
     )
+
+
+def endpoint_month(m: Measured, events_per_day: float, vcpu: float | None = None) -> float:
+    """USD a month of the cheaper endpoint at this volume, with worker tasks of `vcpu`."""
+    if endpoint_choice(m, events_per_day, vcpu) == "instances":
+        return instances_month(m, events_per_day)
+    return serverless_month(m, events_per_day, vcpu)
 
 
 def one_instance_buys(m: Measured, low: float = 1e4, high: float = 1e10) -> float | None:
@@ -226,20 +234,28 @@ def tasks_of(m: Measured, events_per_day: float, vcpu: float) -> int:
 
 
 def task_size(m: Measured, events_per_day: float) -> tuple[float, float]:
-    """The task size (vCPU, GB) that carries this volume for the least; on a tie the larger (fewer
-    tasks, so fuller batches: fewer requests per event)."""
-    return min(
-        TASK_SIZES,
-        key=lambda size: (round(tasks_of(m, events_per_day, size[0]) * task_month(*size), 6), -size[0]),
-    )
+    """The task size (vCPU, GB) whose tasks and endpoint together cost the least at this volume: more,
+    smaller tasks can cost less in Fargate and more at a serverless endpoint (each task's batches
+    are thinner: more calls per event); on a tie the larger (fewer tasks, fuller batches: fewer
+    requests per event)."""
+
+    def month(size: tuple[float, float]) -> float:
+        tasks = tasks_of(m, events_per_day, size[0])
+        return tasks * task_month(*size) + endpoint_month(m, events_per_day, size[0])
+
+    return min(TASK_SIZES, key=lambda size: (round(month(size), 6), -size[0]))
+
+
+def instances_of(m: Measured, events_per_day: float) -> int:
+    """Always-on endpoint instances that carry the peak of `events_per_day` (its calls at the
+    measured rate: an instance serves calls, not tasks)."""
+    per_minute = events_per_day / 86_400 * PEAK * 60 * m.per_event("sagemaker-runtime")
+    return max(MIN_INSTANCES, math.ceil(per_minute / INVOCATIONS_PER_INSTANCE_MINUTE))
 
 
 def sizing(m: Measured, events_per_day: float) -> tuple[int, int]:
     """(worker tasks of the recommended size, endpoint instances) at the peak of `events_per_day`."""
-    peak_per_second = events_per_day / 86_400 * PEAK
-    tasks = tasks_of(m, events_per_day, task_size(m, events_per_day)[0])
-    per_minute = peak_per_second * 60 * m.per_event("sagemaker-runtime")
-    return tasks, max(MIN_INSTANCES, math.ceil(per_minute / INVOCATIONS_PER_INSTANCE_MINUTE))
+    return tasks_of(m, events_per_day, task_size(m, events_per_day)[0]), instances_of(m, events_per_day)
 
 
 def report(m: Measured, volumes: tuple[float, ...] = (1e6, 1e7, 1e8)) -> str:

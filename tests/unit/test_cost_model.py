@@ -7,13 +7,16 @@ from bench.cost_model import (
     Measured,
     crossover,
     endpoint_choice,
+    endpoint_month,
     instances_month,
     monthly_bill,
     one_instance_buys,
     report,
     serverless_concurrency,
     serverless_month,
+    task_month,
     task_size,
+    tasks_of,
 )
 
 
@@ -63,3 +66,28 @@ def test_the_bill_takes_the_recommended_endpoint_and_the_smallest_task_that_carr
 def test_a_slower_model_call_moves_the_crossover_down() -> None:
     fast, slow = crossover(measured(call_ms=20)), crossover(measured(call_ms=400))
     assert fast is not None and slow is not None and slow < fast
+
+
+def test_the_task_size_is_chosen_with_the_endpoint_calls_it_implies() -> None:
+    # Half-vCPU tasks cost a little less in Fargate at 100 M events a day, but twice as many of them
+    # each score thinner batches: more serverless calls per event. The pair is what is chosen.
+    events = 1_700
+    m = Measured(
+        events=events,
+        requests={("sagemaker-runtime", "InvokeEndpoint"): 0.0241 * events},
+        rru=0.64 * events,
+        wru=1.49 * events,
+        cpu_seconds=2.63 / 1000 * events,
+        event_bytes=132,
+        partition_bytes=1_600,
+        events_per_customer_day=1.6,
+        invocation_ms=54.0,
+        rows_per_invocation=50,
+    )
+
+    def month(vcpu: float, gb: float) -> tuple[float, float]:
+        return tasks_of(m, 1e8, vcpu) * task_month(vcpu, gb), endpoint_month(m, 1e8, vcpu)
+
+    half, one = month(0.5, 1.0), month(1.0, 2.0)
+    assert half[0] < one[0] and sum(half) > sum(one)  # cheaper tasks, dearer in all
+    assert task_size(m, 1e8) == (1.0, 2.0)
