@@ -139,7 +139,7 @@ def window_batch(states: Sequence[CustomerState], as_of: datetime | Sequence[dat
     return WindowBatch(
         # One instant: an int, as before; one per customer: a float64 column (exact: epoch
         # microseconds are far below 2**53), which the features broadcast alike.
-        as_of_us=instants[0] if isinstance(as_of, datetime) else np.asarray(instants, dtype=np.float64),
+        as_of_us=to_us(as_of) if isinstance(as_of, datetime) else np.asarray(instants, dtype=np.float64),
         counts={"7d": week, "prev7d": prev_week, "14d": fortnight, "30d": fortnight + rest},
         active_days=_day_windows(days[0]),
         session_days=_day_windows(days[1]),

@@ -55,3 +55,8 @@ def test_each_row_at_its_own_instant_equals_each_customer_alone() -> None:
 def test_one_instant_per_customer_is_checked() -> None:
     with pytest.raises(ValueError, match="2 instants for 4 customers"):
         compute_features_batch(states(), [NOW, NOW])
+
+
+def test_no_customers_make_an_empty_matrix_either_way() -> None:
+    assert compute_features_batch([], NOW).shape[0] == 0
+    assert compute_features_batch([], []).shape[0] == 0
