@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from features.due import DUE_AT, DUE_OWNER, DUE_SHARD, DUE_SHARDS, SCORED_AT
-from features.state import DIGEST_BYTES, CustomerState, DayPage, Digests, Profile
+from features.state import DIGEST_BYTES, CustomerState, DayPage, Digests, Profile, packed_digests
 from plumbing.tables import shard_of, update_statement
 
 PageKey = tuple[int, int]  # (day, page)
@@ -143,7 +143,7 @@ def _page_row(page: DayPage) -> list[Any]:
 
 def _pages_document(pages: Sequence[DayPage]) -> tuple[list[list[Any]], bytes]:
     """The pages' rows (aggregates) and their digests, page after page, each page's sorted."""
-    return [_page_row(page) for page in pages], b"".join(page.event_digests.packed() for page in pages)
+    return [_page_row(page) for page in pages], b"".join(packed_digests(page.event_digests) for page in pages)
 
 
 def _pages_from(rows: list[list[Any]], digests: bytes) -> list[DayPage]:
@@ -351,7 +351,7 @@ def _legacy_page(item: dict[str, Any]) -> DayPage:
     return DayPage(
         day=_day_from_label(label),
         page=int(page_no),
-        event_digests=Digests(blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)),
+        event_digests={blob[i : i + DIGEST_BYTES] for i in range(0, len(blob), DIGEST_BYTES)},
         counts=_read_num_map(item.get("c")),
         last_us=_read_num_map(item.get("l")),
         tutors={tid: [int(n["N"]) for n in agg["L"]] for tid, agg in item.get("t", {}).get("M", {}).items()},
@@ -366,7 +366,7 @@ def legacy_page_item(
     return {
         "customer_id": {"S": customer_id},
         "bucket": {"S": f"{LEGACY_PREFIX}{_day_label(page.day)}#{page.page:04d}"},
-        DIGESTS: {"B": page.event_digests.packed()},
+        DIGESTS: {"B": packed_digests(page.event_digests)},
         "c": _num_map(page.counts),
         "l": _num_map(page.last_us),
         "t": {"M": {tid: {"L": [{"N": str(n)} for n in agg]} for tid, agg in page.tutors.items()}},

@@ -118,10 +118,8 @@ class Digests:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, as a set
 
-    def __or__(self, other: Iterable[bytes]) -> set[bytes]:
-        return self._digests() | set(other)
-
-    __ror__ = __or__
+    # No `|`: `a_set |= digests` would quietly rebind `a_set` to a new set (set's in-place union
+    # takes sets only); `a_set.update(digests)` is the way, and `|` fails loudly.
 
     def __and__(self, other: Iterable[bytes]) -> set[bytes]:
         return self._digests() & set(other)
@@ -132,13 +130,22 @@ class Digests:
         return f"Digests({len(self)})"
 
 
+def packed_digests(digests: set[bytes] | Digests) -> bytes:
+    """The stored form of a page's digests: sorted, concatenated."""
+    if isinstance(digests, Digests):
+        return digests.packed()
+    return b"".join(sorted(digests))
+
+
 @dataclass
 class DayPage:
     """Aggregates of up to PAGE_CAPACITY events that occurred on one UTC day."""
 
     day: int  # days since 1970-01-01
     page: int  # 0, 1, ... within the day
-    event_digests: Digests = field(default_factory=Digests)
+    # A set; a page read from the DynamoDB store holds a `Digests` until it is asked (the memory
+    # store's pages keep the plain set: its membership tests are the hot loop of a backtest).
+    event_digests: set[bytes] | Digests = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     last_us: dict[str, int] = field(default_factory=dict)  # event type -> latest occurred_at
     # tutor_id -> [completed sessions, sum of ratings in centi-stars, number of ratings]

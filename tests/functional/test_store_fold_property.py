@@ -81,8 +81,8 @@ def by_day(
     days: dict[int, tuple[set[bytes], Counter[str], dict[str, list[int]]]] = {}
     for (day, _), page in pages.items():
         digests, counts, tutors = days.setdefault(day, (set(), Counter(), {}))
-        assert not digests & page.event_digests, "an event counted on two pages of its day"
-        digests |= page.event_digests
+        assert digests.isdisjoint(page.event_digests), "an event counted on two pages of its day"
+        digests.update(page.event_digests)
         counts.update(page.counts)
         for tutor, aggregate in page.tutors.items():
             tutors[tutor] = [a + b for a, b in zip(tutors.get(tutor, [0, 0, 0]), aggregate, strict=True)]

@@ -29,7 +29,9 @@ def test_they_behave_as_the_set_once_asked() -> None:
     assert digests.packed() == packed("e-1", "e-2", "e-3")  # sorted again, as stored
     other = {event_digest("e-2"), event_digest("e-7")}
     assert other & digests == {event_digest("e-2")}
-    assert other | digests == other | {event_digest(i) for i in ("e-1", "e-3")}
+    assert other | set(digests) == other | {event_digest(i) for i in ("e-1", "e-3")}
+    with pytest.raises(TypeError):
+        other |= digests  # type: ignore[misc]  # would rebind `other` quietly if it worked: refused
     assert set().union(digests) == set(digests)
 
 
