@@ -14,6 +14,7 @@ from aiobotocore.session import get_session
 from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_name
 from features.events import Event, validate_event
 from features.state import event_digest
+from tests.functional.store_helpers import digests, two_clients_on_a_new_table
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -67,20 +68,18 @@ class BehindReplica:
         return {"Responses": {self._table: found}, "UnprocessedKeys": {}}
 
 
-def digests(state: Any) -> set[bytes]:
-    return set().union(*(page.event_digests for page in state.pages.values()))
+async def behind_store(client: Any, table: str, **options: Any) -> tuple[BehindReplica, DynamoDBFeatureStore]:
+    """`table` created, and a store reading it through a `BehindReplica` of `client`."""
+    await create_feature_table(client, table)
+    replica = BehindReplica(client, table)
+    return replica, DynamoDBFeatureStore(replica, table, **options)
 
 
 async def test_a_replica_behind_costs_no_event_and_counts_none_twice(
     aws_endpoint: str, unique_prefix: str
 ) -> None:
     table = table_name(unique_prefix)
-    session = get_session()
-    async with (
-        session.create_client("dynamodb", region_name="us-east-1") as a_client,
-        session.create_client("dynamodb", region_name="us-east-1") as b_client,
-    ):
-        await create_feature_table(a_client, table)
+    async with two_clients_on_a_new_table(table) as (a_client, b_client):
         replica = BehindReplica(a_client, table)
         a = DynamoDBFeatureStore(replica, table)  # type: ignore[arg-type]
         b = DynamoDBFeatureStore(b_client, table)
@@ -107,9 +106,7 @@ async def test_a_customer_this_process_just_wrote_is_read_strongly_consistent(
 ) -> None:
     table = table_name(unique_prefix)
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
-        await create_feature_table(client, table)
-        replica = BehindReplica(client, table)
-        store = DynamoDBFeatureStore(replica, table)  # type: ignore[arg-type]
+        replica, store = await behind_store(client, table)
         await store.apply([call("e-1", "c-1"), call("e-2", "c-2")], NOW)
         replica.reads.clear()
         writes = store.requests["BatchExecuteStatement"]
@@ -127,8 +124,6 @@ async def test_eventual_reads_off_reads_everything_strongly_consistent(
 ) -> None:
     table = table_name(unique_prefix)
     async with get_session().create_client("dynamodb", region_name="us-east-1") as client:
-        await create_feature_table(client, table)
-        replica = BehindReplica(client, table)
-        store = DynamoDBFeatureStore(replica, table, eventual_reads=False)  # type: ignore[arg-type]
+        replica, store = await behind_store(client, table, eventual_reads=False)
         await store.apply([call("e-1", "c-1")], NOW)
         assert replica.reads and all(consistent for consistent, _ in replica.reads)

@@ -16,6 +16,7 @@ from features.dynamodb import DynamoDBFeatureStore, create_feature_table, table_
 from features.events import Event, validate_event
 from features.state import event_digest
 from tests.functional.format1 import write_format_1
+from tests.functional.store_helpers import digests, two_clients_on_a_new_table
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -64,21 +65,12 @@ class CommitBetweenReads:
         return await self._client.query(**kwargs)
 
 
-def digests(state: Any) -> set[bytes]:
-    return set().union(*(page.event_digests for page in state.pages.values()))
-
-
 @pytest.mark.parametrize("segment_cache_items", [0, 1000])
 async def test_a_commit_between_reading_a_profile_and_its_segments_loses_and_doubles_nothing(
     aws_endpoint: str, unique_prefix: str, segment_cache_items: int
 ) -> None:
     table = table_name(unique_prefix)
-    session = get_session()
-    async with (
-        session.create_client("dynamodb", region_name="us-east-1") as a_client,
-        session.create_client("dynamodb", region_name="us-east-1") as b_client,
-    ):
-        await create_feature_table(a_client, table)
+    async with two_clients_on_a_new_table(table) as (a_client, b_client):
         b = DynamoDBFeatureStore(b_client, table)
         history = [call(f"old-{n}", n / 3) for n in range(90)]  # a month: the older pages are in segments
         await b.apply(history, NOW)
