@@ -217,12 +217,12 @@ def capacity(
         # new profile; a sent mark sets a few attributes of a claim item of the size put before).
         units = 0
         for statement in request["Statements"]:
-            after = statement_item(statement)
-            key = item_key(table, after)
+            named, whole = statement_item(statement)
+            key = item_key(table, named)
             before = sizes.get(key, 0) if key is not None else 0
-            size = item_size(after) if is_whole_item(statement) else before
+            size = item_size(named) if whole else before
             if key is not None:
-                sizes[key] = max(size, before) if not is_whole_item(statement) else size
+                sizes[key] = size
             units += write_units(max(size, before))
         return 0, units
     if operation == "TransactWriteItems":
@@ -238,27 +238,22 @@ def capacity(
     return 0, 0
 
 
-def statement_item(statement: dict[str, Any]) -> dict[str, Any]:
-    """What a PartiQL write names of its item: the INSERT's values; the UPDATE's keys and SETs. For
-    a feature-store UPDATE (features/layout.py `single_write_statement`) that is the whole new
-    profile; for a sent mark of the alert ledger, a few attributes of a claim item."""
+def statement_item(statement: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """What a PartiQL write names of its item (the INSERT's values; the UPDATE's keys and SETs), and
+    whether that is the whole item: an INSERT, or a feature-store UPDATE (features/layout.py
+    `single_write_statement` sets every attribute of the new profile), not a sent mark of the alert
+    ledger (a few attributes of a claim item)."""
     plan = plan_statement(statement)
     if plan is None:
-        return {}
+        return {}, False
     if plan["kind"] == "insert":
-        return dict(plan["item"])
+        return dict(plan["item"]), True
     keys = {
         name: value
         for name, value in plan["where"].items()
         if name in ("customer_id", "bucket", "alert_type")
     }
-    return {**plan["set"], **keys}
-
-
-def is_whole_item(statement: dict[str, Any]) -> bool:
-    """An INSERT, or a feature-store UPDATE (it sets every attribute of the new profile)."""
-    plan = plan_statement(statement)
-    return plan is not None and (plan["kind"] == "insert" or "bucket" in plan["where"])
+    return {**plan["set"], **keys}, "bucket" in plan["where"]
 
 
 def table_of(request: dict[str, Any]) -> str:
