@@ -4,14 +4,17 @@ One definition, used by training examples (`model/examples.py`), `churn-model ev
 `churn-worker backtest`'s report. Every label looks strictly after the scoring instant `t` (the
 last microsecond of a UTC day, `features.activity.day_end_us`); the features look at or before it.
 `end` is the latest event time of the data: nothing later is known. A label whose horizon runs past
-`end` without the answer being known is *censored*: NaN, left out of metrics, masked in losses.
-Never "stayed" for want of data.
+`end` is *censored*: NaN, left out of metrics, masked in losses. Never "stayed" for want of data,
+and never "churned" either: keeping the instants near `end` whose customer happened to churn
+before it, while their stayers cannot be known, would label those instants churners only (every
+churn label of the data's last 30 days would be 1), and readings on customers who arrived late
+in the data, most of whose instants lie there, would see a churn rate no model should predict.
 
 - churn_risk_14d / churn_risk_30d: the customer churned (an outcomes `churned_at`, or a
   `customer_churned` event: a customer who came back churned too) within (t, t + 14 / 30 days].
-  Censored when t + horizon > end and no churn happened before end.
+  Censored when t + horizon > end, whether or not a churn happened before end.
 - session_velocity: completed sessions in (t, t + 14 days], per week. Censored when t + 14 days
-  > end, unless the customer churned before end (then the rest of the window is known empty).
+  > end (for the same reason: only the instants whose customer left early would be kept).
 - first_session_success: only at instants before the customer's first completed session, and only
   when that session comes within 30 days (otherwise censored: nobody knows yet how it will go).
   The first completed session is the one flagged `first_session: true`, when the log uses the flag
@@ -136,20 +139,18 @@ def customer_labels(
     t_us = np.asarray(t_us, dtype=np.int64)
     end = context.end_us
     next_churn = _next_after(churn_times, t_us)
-    churn_known = next_churn <= end
     out: dict[str, np.ndarray] = {}
     for days in CHURN_HORIZONS:
         horizon = t_us + days * DAY_US
         churned = next_churn <= horizon
-        out[f"churn_risk_{days}d"] = np.where(churned, 1.0, np.where(horizon <= end, 0.0, np.nan))
+        out[f"churn_risk_{days}d"] = np.where(horizon <= end, churned.astype(np.float64), np.nan)
 
     completed = np.sort(np.asarray(facts.completed, dtype=np.int64))
     horizon = t_us + VELOCITY_DAYS * DAY_US
     sessions = np.searchsorted(completed, horizon, side="right") - np.searchsorted(
         completed, t_us, side="right"
     )
-    velocity_known = (horizon <= end) | (churn_known & (next_churn <= horizon))
-    out["session_velocity"] = np.where(velocity_known, sessions / (VELOCITY_DAYS / 7), np.nan)
+    out["session_velocity"] = np.where(horizon <= end, sessions / (VELOCITY_DAYS / 7), np.nan)
 
     out["first_session_success"] = _first_session_labels(facts, completed, churn_times, t_us, context)
 

@@ -14,8 +14,9 @@ two commands measure alike):
   their churn or the end of the events (simulated files start with sparse history, and customers
   come and go, so customers x span would understate it).
 - model: every scoring instant of a customer not yet churned is an example; its label is churn
-  within 14 / 30 days after it; instants whose horizon runs past the end of the events and whose
-  customer did not churn inside it are left out (what happened is not known). Health MAE compares
+  within 14 / 30 days after it; instants whose horizon runs past the end of the events are left
+  out, churned or not (keeping those that churned, when their stayers cannot be known, would make
+  the data's last 30 days all churners). Health MAE compares
   the predicted score with the true health of that day, where outcomes carry it.
 """
 
@@ -153,7 +154,7 @@ def churn_labels(
     if following is None:
         following = population.next_churn(customer, t_us)
     y = alive & (following != NEVER) & (following - t_us <= horizon)
-    known = alive & ((t_us + horizon <= population.end_us) | y)
+    known = alive & (t_us + horizon <= population.end_us)
     return y, known
 
 

@@ -1,9 +1,10 @@
 """Live calibration: the served sample's churn probabilities against what happened since.
 
-A row's outcome is known the way the alert ledger settles an alert (worker/alerts/alert_outcomes.py):
-a churn within the head's horizon after `as_of` confirms it (observed 1), the horizon passing
-without one expires it (observed 0); a row whose horizon has not passed and no churn yet is
-unsettled and left out. The evidence is the archive's `customer_churned` events (the same events
+A row's outcome is known once its horizon after `as_of` has passed: observed 1 with a churn inside
+it, 0 without; a row whose horizon has not passed is unsettled and left out, churned or not. (The
+alert ledger confirms an alert at its churn, which is right for one alert; for calibration, keeping
+the early churners while their stayers wait would read the last 30 days as all churners, as
+`features/labels.py` explains, and show a well calibrated model as under-predicting.) The evidence is the archive's `customer_churned` events (the same events
 the worker's ledger confirms from), for every sampled customer, alerted or not: calibration of the
 scores, not precision of the alerts. Per head, ten equal-width probability bins: rows, mean
 predicted, observed rate; and the expected calibration error (ECE, the row-weighted mean of
@@ -64,7 +65,7 @@ def calibrate(
                 continue
             end = row.as_of + horizon
             churned = any(row.as_of < t <= end for t in churns.get(row.customer_id, ()))
-            if not churned and end > evidence_until:
+            if end > evidence_until:
                 result.unsettled += 1
                 continue
             predicted.append(row.outputs[head])

@@ -62,19 +62,22 @@ def test_calibration_of_a_perfect_and_a_wrong_forecast() -> None:
 
 
 def test_model_labels_leave_out_unknown_futures() -> None:
-    # c0 scored on day 1 (churns within 30 days: positive), c2 on day 1 (horizon ends day 31,
-    # after the events end on day 28, and no churn: unknown, left out) and day -5 (negative)
+    # c0 scored on day -5 (churns on day 20, within 30 days: positive) and on day 1 (churns within
+    # 30 days too, but the horizon ends on day 31, after the events end on day 28: left out like a
+    # stayer's would be, or the data's last 30 days would hold churners only); c2 on day 1 (horizon
+    # past the end, no churn: unknown, left out) and on day -5 (negative)
     columns = {
-        "customer": np.array([0, 2, 2]),
-        "t_us": np.array([day(1), day(1), day(-5)]),
-        "churn_risk_14d": np.array([0.9, 0.2, 0.1]),
-        "churn_risk_30d": np.array([0.9, 0.2, 0.1]),
-        "customer_health_score": np.array([10.0, 80.0, 90.0]),
+        "customer": np.array([0, 0, 2, 2]),
+        "t_us": np.array([day(-5), day(1), day(1), day(-5)]),
+        "churn_risk_14d": np.array([0.9, 0.9, 0.2, 0.1]),
+        "churn_risk_30d": np.array([0.9, 0.9, 0.2, 0.1]),
+        "customer_health_score": np.array([10.0, 10.0, 80.0, 90.0]),
     }
     stats = model_stats(columns, POP, None)
     assert stats["churn_30d"]["examples"] == 2 and stats["churn_30d"]["auc_roc"] == 1.0
-    # at 14 days all three are known and negative (c0 churns 19 days after day 1): no AUC
-    assert stats["churn_14d"]["examples"] == 3 and stats["churn_14d"]["auc_roc"] is None
+    assert stats["churn_30d"]["churn_rate"] == 0.5
+    # at 14 days all four are known and negative (c0 churns 25 and 19 days after): no AUC
+    assert stats["churn_14d"]["examples"] == 4 and stats["churn_14d"]["auc_roc"] is None
     assert stats["health_mae"] is None and "n/a" in stats["health_mae_note"]
     targets = seed_targets(
         {

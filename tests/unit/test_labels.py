@@ -55,9 +55,13 @@ def test_churn_within_the_horizon_is_positive_and_a_horizon_past_the_data_is_cen
     assert np.isnan(out["churn_risk_30d"][3])  # never "stayed" for want of data
 
 
-def test_a_churn_inside_the_horizon_is_known_even_when_the_horizon_passes_the_end() -> None:
-    out = labels(facts(("login", 0)), [50], end_day=60, churns=[55])
-    assert out["churn_risk_14d"][0] == 1.0 and out["churn_risk_30d"][0] == 1.0
+def test_a_horizon_past_the_end_is_censored_even_when_the_churn_came_inside_it() -> None:
+    # the churn on day 55 is known, but the stayers of day 50 are not: keeping the churners alone
+    # would make every label of the data's last 30 days a 1
+    out = labels(facts(("login", 0)), [28, 50], end_day=60, churns=[55])
+    assert out["churn_risk_14d"][0] == 0.0 and out["churn_risk_30d"][0] == 1.0  # day 28: both inside
+    assert np.isnan(out["churn_risk_14d"][1]) and np.isnan(out["churn_risk_30d"][1])  # day 50
+    assert np.isnan(out["session_velocity"][1])
 
 
 def test_a_customer_who_came_back_is_labelled_by_each_churn_in_turn() -> None:
