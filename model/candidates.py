@@ -11,8 +11,13 @@ our second generator's smaller logs. So `churn-model train` fits, per churn head
   weight chosen on the validation customers from 0.1, 0.2, ..., 0.9 (0 and 1 are the other two).
 
 Each candidate is Platt-calibrated on its served logit on the validation rows (the network's own
-calibration as before), and the head serves the candidate with the highest validation AUC (ties keep
-the network, then the simpler). The test customers never take part: their readings are recorded
+calibration as before). The head serves the even blend (w = 0.5) unless the candidate with the
+highest validation AUC beats it beyond doubt (the lower end of its 95% customer-bootstrap interval
+above zero; a tie keeps the simpler). A team's validation customers are a few hundred, and on them the
+leader is often luck: on a third-party log the validation customers put a 0.8 blend 2 points ahead,
+and the later customers put it 3 points behind the even blend and 5 behind the trees alone. The
+network's validation readings are honest because it early-stops on held-back training customers,
+not on these (model/training.py `early_stopping_rows`). The test customers never take part: their readings are recorded
 (metadata.json `candidates`, the model card) beside the validation ones, so a reviewer sees whether
 the choice held. All three are one formula, `p = sigmoid(a * clip(w * z_network + (1 - w) *
 z_trees) + b)` with w = 1 for the network and 0 for the trees, which is what the serving signature
@@ -33,6 +38,7 @@ from model.trees import LOGIT_LIMIT, TreeEnsemble
 CANDIDATES = ("network", "gbm", "blend")
 CHURN_HEADS = ("churn_risk_14d", "churn_risk_30d")
 BLEND_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # the network's weight
+EVEN = 0.5  # the blend that serves unless the validation customers clearly prefer another candidate
 TIE = 1e-4  # validation AUCs closer than this are a tie: the earlier candidate in CANDIDATES serves
 
 
@@ -132,7 +138,7 @@ class HeadData:
 
 
 def choose(head: str, data: HeadData, names: tuple[str, ...], seed: int) -> Choice:
-    """Every candidate's readings, and the one with the best validation AUC."""
+    """Every candidate's readings, and the one that serves (the module docstring says which)."""
     weights: dict[str, float] = {"network": 1.0}
     if data.z_trees is not None and "gbm" in names:
         weights["gbm"] = 0.0
@@ -159,7 +165,38 @@ def choose(head: str, data: HeadData, names: tuple[str, ...], seed: int) -> Choi
         key=lambda n: (-round((readings[n]["validation"]["auc"] or 0.0) / TIE), CANDIDATES.index(n)),
     )
     served = ranked[0] if "network" in names else next(n for n in ranked if n in names)
+    customers = len(np.unique(data.groups[~np.isnan(data.y_validation)]))
     margin: dict[str, Any] = {}
+    if "blend" in weights and (served != "blend" or weights["blend"] != EVEN):
+        # The even blend serves unless the validation customers prefer the leader beyond doubt: on a
+        # few hundred customers the leader is often luck (docs/model.md, "The even blend by default")
+        z_even = served_logit(data.z_network, data.z_trees, EVEN)
+        platt_even = fit_platt(_sigmoid(z_even), data.y_validation)
+        p_even = probability(platt_even, z_even)
+        even: dict[str, Any] = {"network_weight": EVEN, "validation": _reading(data.y_validation, p_even)}
+        leader = readings[served]
+        tied = abs((even["validation"]["auc"] or 0.0) - (leader["validation"]["auc"] or 0.0)) <= TIE
+        if not tied:  # (a tie keeps the leader: the simpler model, or the same blend)
+            versus = paired_bootstrap(data.y_validation, validation_p[served], p_even, data.groups, seed)
+            over = f"{served} (network weight {leader['network_weight']})"
+            if versus["ci95"][0] is not None and versus["ci95"][0] > 0.0:
+                margin = {
+                    "over": f"blend (network weight {EVEN})",
+                    **versus,
+                    "validation_customers": customers,
+                }
+                return Choice(head, served, weights[served], platts[served], readings, margin)
+            if data.y_test is not None and data.z_network_test is not None:
+                z_test = served_logit(data.z_network_test, data.z_trees_test, EVEN)
+                even["test_after_cut"] = _reading(data.y_test, probability(platt_even, z_test))
+            readings["blend"] = even  # the blend that serves; the leader's weight is named in the margin
+            margin = {
+                "over": over,
+                "default": "the even blend: the validation customers do not prefer the leader beyond doubt",
+                **paired_bootstrap(data.y_validation, p_even, validation_p[served], data.groups, seed),
+                "validation_customers": customers,
+            }
+            return Choice(head, "blend", EVEN, platt_even, readings, margin)
     if len(ranked) > 1:
         other = ranked[1] if ranked[0] == served else ranked[0]
         margin = {
@@ -167,7 +204,7 @@ def choose(head: str, data: HeadData, names: tuple[str, ...], seed: int) -> Choi
             **paired_bootstrap(
                 data.y_validation, validation_p[served], validation_p[other], data.groups, seed
             ),
-            "validation_customers": len(np.unique(data.groups)),
+            "validation_customers": customers,
         }
     return Choice(head, served, weights[served], platts[served], readings, margin)
 

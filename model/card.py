@@ -200,6 +200,7 @@ def _candidates(record: dict[str, Any]) -> list[str]:
             f"- {head}: **{served}** serves: validation AUC {_value(margin.get('a'))} against {margin.get('over')}'s "
             f"{_value(margin.get('b'))}, margin {margin['difference']:+.4f} (95% interval {_value(low)} to "
             f"{_value(high)}, {margin.get('validation_customers', 0):,} validation customers resampled)."
+            + (f" {margin['default'][0].upper()}{margin['default'][1:]}." if margin.get("default") else "")
         )
     lines.append("")
     return lines
@@ -218,10 +219,23 @@ def _members(training: dict[str, Any]) -> list[str]:
         + " and ".join(parts)
         + ". The first learns from the "
         "training customers' instants before the time cut (strictly out of time), the second from all of them (it has "
-        "seen the whole calendar and the newest behaviour); both stop early on, and the average is calibrated on, "
-        "the validation customers.",
+        "seen the whole calendar and the newest behaviour); "
+        + _stopped_on(training.get("early_stopping") or {})
+        + " The average is calibrated on the validation customers.",
         "",
     ]
+
+
+def _stopped_on(stopping: dict[str, Any]) -> str:
+    on = stopping.get("on")
+    if not on:  # a bundle trained before this was recorded stopped on the validation customers
+        return "both stopped early on the validation customers."
+    held = (
+        f" ({stopping['customers']:,} customers, {stopping['rows']:,} rows)"
+        if "customers" in stopping
+        else ""
+    )
+    return f"both stopped early on {on}{held}."
 
 
 def _member_readings(report: dict[str, Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
 `train_bundle` loads data (`model.datasources`: a team's event log and outcomes, the simulator's
 log through the same path, or the seed's generator), fits the network on the training rows with
-early stopping on the validation rows (later instants of other customers), fits each probability
+early stopping on held-back training customers' later instants (`early_stopping_rows`: never on
+the validation customers, who choose between candidates and must read them all alike), fits each probability
 head's calibration on the validation period (it is exported inside the serving signature), fits
 the baselines on the same rows, chooses per churn head what serves it among the candidates (the
 network, the baselines' gradient boosting, a blend: `model.candidates`, on the validation
@@ -47,6 +48,7 @@ from model.datasources import (
     Arrays,
     DataParams,
     TrainingData,
+    arrays_of,
     load_training_data,
     simulator_version,
     split_rows,
@@ -284,20 +286,28 @@ def fit_ensemble(
       holidays, the newest behaviour), which the first cannot: a deployed model should learn from
       the latest labelled history, and a backtest of later customers covers the same calendar.
 
-    Both early-stop on the same validation customers (never trained on) and the average is
-    calibrated on them. Measured on later customers of two generators (`bench/bench_transfer.py`
+    Both early-stop on the later instants of a fifth of the training customers, held back from both
+    fits (`early_stopping_rows`), never on the validation customers: those choose between the
+    candidates and fit the calibration, and a network whose epoch was picked on them reads
+    optimistically there (on a third-party log, validation AUC 0.94 for the network against 0.91
+    for gradient boosting; on the later customers 0.85 against 0.90). Measured on later customers of two generators (`bench/bench_transfer.py`
     style, 4,000 customers x 120 days, three seeds): every instant alone gains 3-4 AUC points on the
     second generator and loses 1.5-3 on the simulator; the average keeps the better of the two on
     each (numbers in `average_members`). Rows without time (seed, synthetic) train one member."""
-    early, baseline, summary = fit_model(loaded.train, config, progress, loaded.validation, name=MEMBERS[0])
-    every = loaded.train_every_instant
+    held = early_stopping_rows(loaded)
+    if held is None:  # rows without time or customers, or too few: the validation rows, as before
+        train, every, stop = loaded.train, loaded.train_every_instant, loaded.validation
+    else:
+        train, every, stop = held
+    early, baseline, summary = fit_model(train, config, progress, stop, name=MEMBERS[0])
+    summary["early_stopping"] = _stopping_summary(held, stop)
     if not config.every_instant_member or every is None or loaded.validation is None:
         return early, baseline, summary, {MEMBERS[0]: early}
     say(
         f"earlier-instants member: {summary['epochs_run']} epochs, best {summary['best_epoch']}; "
         f"every-instant member on {len(every.x):,} rows ..."
     )
-    full, baseline, full_summary = fit_model(every, config, progress, loaded.validation, name=MEMBERS[1])
+    full, baseline, full_summary = fit_model(every, config, progress, stop, name=MEMBERS[1])
     from model.network import average_members
 
     model = average_members([early, full])
@@ -310,12 +320,63 @@ def fit_ensemble(
         "best_epoch": f"{summary['best_epoch']} / {full_summary['best_epoch']}",
         "fit_rows": full_summary["fit_rows"],
         "validation_rows": summary["validation_rows"],
+        "early_stopping": summary["early_stopping"],
         "members": members,
         "history": {
             name: part["history"] for name, part in zip(MEMBERS, (summary, full_summary), strict=True)
         },
     }
     return model, baseline, combined, {MEMBERS[0]: early, MEMBERS[1]: full}
+
+
+STOP_FRACTION = 0.2  # of the training customers, held back from the network's fit to stop it
+STOP_SALT = "churn-stop-v1"
+
+
+def early_stopping_rows(loaded: TrainingData) -> tuple[Arrays, Arrays | None, Arrays] | None:
+    """(the earlier-instants rows, the every-instant rows, the early-stopping rows): the training
+    customers hashed into STOP_FRACTION are left out of both fits, and their instants after the time
+    cut stop them (out of customer and, for the earlier member, out of time). None where the rows
+    know no customer or time, or the held-back rows lack a churner or a stayer at 30 days."""
+    if loaded.examples is None or loaded.validation is None or loaded.train.groups is None:
+        return None
+    from model.splits import unit_hash
+
+    def kept(arrays: Arrays) -> np.ndarray:
+        assert arrays.groups is not None
+        held = np.fromiter(
+            (unit_hash(c, STOP_SALT) < STOP_FRACTION for c in arrays.groups.tolist()),
+            dtype=bool,
+            count=len(arrays.groups),
+        )
+        return ~held
+
+    later = arrays_of(loaded.examples.where("train", after_cut=True))
+    if not len(later.x):
+        return None
+    stop = later.take(np.flatnonzero(~kept(later)))
+    labels = stop.y["churn_risk_30d"]
+    known = labels[~np.isnan(labels)]
+    if len(np.unique(known)) < 2:
+        return None
+    train = loaded.train.take(np.flatnonzero(kept(loaded.train)))
+    every = loaded.train_every_instant
+    return train, None if every is None else every.take(np.flatnonzero(kept(every))), stop
+
+
+def _stopping_summary(
+    held: tuple[Arrays, Arrays | None, Arrays] | None, stop: Arrays | None
+) -> dict[str, Any]:
+    if stop is None:
+        return {"on": "a row split of the training rows"}
+    customers = 0 if stop.groups is None else len(np.unique(stop.groups))
+    if held is None:
+        return {"on": "the validation customers", "customers": customers, "rows": len(stop.x)}
+    return {
+        "on": f"the instants after the cut of {STOP_FRACTION:.0%} of the training customers, held back from the network's fit",
+        "customers": customers,
+        "rows": len(stop.x),
+    }
 
 
 def fit_calibration(

@@ -248,3 +248,19 @@ def test_served_model_saved_with_trees_round_trips_through_the_bundle_file(gbm: 
     np.testing.assert_array_equal(
         loaded["churn_risk_30d"].ensemble.logits(x), trees["churn_risk_30d"].ensemble.logits(x)
     )
+
+
+def test_the_even_blend_serves_unless_the_validation_customers_prefer_the_leader_beyond_doubt() -> None:
+    rng = np.random.default_rng(11)
+    close = _head_data(rng, 1.3, 1.0)  # a 0.4 blend leads, by less than its interval
+    choice = choose("churn_risk_30d", close, ("network", "gbm", "blend"), 0)
+    assert choice.served == "blend" and choice.network_weight == 0.5
+    assert "even blend" in choice.margin["default"] and choice.margin["over"] == "blend (network weight 0.4)"
+    assert choice.margin["ci95"][0] < 0 < choice.margin["ci95"][1]
+    z = served_logit(close.z_network, close.z_trees, 0.5)
+    assert choice.platt == fit_platt(1 / (1 + np.exp(-z)), close.y_validation)
+    assert choice.readings["blend"]["network_weight"] == 0.5
+    clear = _head_data(rng, 4.0, 0.2)  # the trees far ahead, on 300 customers
+    leader = choose("churn_risk_30d", clear, ("network", "gbm", "blend"), 0)
+    assert leader.network_weight < 0.5 and leader.margin["ci95"][0] > 0
+    assert "default" not in leader.margin
