@@ -193,7 +193,7 @@ def choose(head: str, data: HeadData, names: tuple[str, ...], seed: int) -> Choi
             margin = {
                 "over": over,
                 "default": "the even blend: the validation customers do not prefer the leader beyond doubt",
-                **paired_bootstrap(data.y_validation, p_even, validation_p[served], data.groups, seed),
+                **_reversed(versus),
                 "validation_customers": customers,
             }
             return Choice(head, "blend", EVEN, platt_even, readings, margin)
@@ -207,6 +207,17 @@ def choose(head: str, data: HeadData, names: tuple[str, ...], seed: int) -> Choi
             "validation_customers": customers,
         }
     return Choice(head, served, weights[served], platts[served], readings, margin)
+
+
+def _reversed(margin: dict[str, Any]) -> dict[str, Any]:
+    """`paired_bootstrap(y, a, b, ...)` read as b against a."""
+    low, high = margin["ci95"]
+    flipped = {"ci95": [None if high is None else -high, None if low is None else -low]}
+    if margin.get("difference") is not None:
+        flipped["difference"] = -margin["difference"]
+    if "a" in margin:
+        flipped["a"], flipped["b"] = margin["b"], margin["a"]
+    return {**margin, **flipped}
 
 
 def _best_blend(data: HeadData) -> float:
