@@ -17,11 +17,11 @@ above zero; a tie keeps the simpler). A team's validation customers are a few hu
 leader is often luck: on a third-party log the validation customers put a 0.8 blend 2 points ahead,
 and the later customers put it 3 points behind the even blend and 5 behind the trees alone. The
 network's validation readings are honest because it early-stops on held-back training customers,
-not on these (model/training.py `early_stopping_rows`). The test customers never take part: their readings are recorded
-(metadata.json `candidates`, the model card) beside the validation ones, so a reviewer sees whether
-the choice held. All three are one formula, `p = sigmoid(a * clip(w * z_network + (1 - w) *
-z_trees) + b)` with w = 1 for the network and 0 for the trees, which is what the serving signature
-computes (model/export.py, trees compiled by model/trees.py).
+not on these (model/training.py `early_stopping_rows`). The test customers never take part: their
+readings are recorded (metadata.json `candidates`, the model card) beside the validation ones, so a
+reviewer sees whether the choice held. All three are one formula, `p = sigmoid(a * clip(w *
+z_network + (1 - w) * z_trees) + b)` with w = 1 for the network and 0 for the trees, which is what
+the serving signature computes (model/export.py, trees compiled by model/trees.py).
 """
 
 from __future__ import annotations

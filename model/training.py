@@ -3,8 +3,9 @@
 `train_bundle` loads data (`model.datasources`: a team's event log and outcomes, the simulator's
 log through the same path, or the seed's generator), fits the network on the training rows with
 early stopping on held-back training customers' later instants (`early_stopping_rows`: never on
-the validation customers, who choose between candidates and must read them all alike), fits each probability
-head's calibration on the validation period (it is exported inside the serving signature), fits
+the validation customers, who choose between candidates and must read them all alike), fits each
+probability head's calibration on the validation period (it is exported inside the serving
+signature), fits
 the baselines on the same rows, chooses per churn head what serves it among the candidates (the
 network, the baselines' gradient boosting, a blend: `model.candidates`, on the validation
 customers), writes the bundle (trees compiled into the SavedModel) and, given an `Evaluator`,
@@ -290,10 +291,12 @@ def fit_ensemble(
     fits (`early_stopping_rows`), never on the validation customers: those choose between the
     candidates and fit the calibration, and a network whose epoch was picked on them reads
     optimistically there (on a third-party log, validation AUC 0.94 for the network against 0.91
-    for gradient boosting; on the later customers 0.85 against 0.90). Measured on later customers of two generators (`bench/bench_transfer.py`
-    style, 4,000 customers x 120 days, three seeds): every instant alone gains 3-4 AUC points on the
-    second generator and loses 1.5-3 on the simulator; the average keeps the better of the two on
-    each (numbers in `average_members`). Rows without time (seed, synthetic) train one member."""
+    for gradient boosting; on the later customers 0.85 against 0.90). Measured on later customers
+    of two generators (`bench/bench_transfer.py` style, 4,000 customers x 120 days, three seeds,
+    when both members stopped on the validation customers): every instant alone gains 3-4 AUC
+    points on the second generator and loses 1.5-3 on the simulator; the average keeps the better
+    of the two on each (numbers in `average_members`). Rows without time (seed, synthetic) train
+    one member."""
     held = early_stopping_rows(loaded)
     if held is None:  # rows without time or customers, or too few: the validation rows, as before
         train, every, stop = loaded.train, loaded.train_every_instant, loaded.validation
@@ -373,7 +376,8 @@ def _stopping_summary(
     if held is None:
         return {"on": "the validation customers", "customers": customers, "rows": len(stop.x)}
     return {
-        "on": f"the instants after the cut of {STOP_FRACTION:.0%} of the training customers, held back from the network's fit",
+        "on": f"the instants after the cut of {STOP_FRACTION:.0%} of the training customers, "
+        "held back from the network's fit",
         "customers": customers,
         "rows": len(stop.x),
     }

@@ -4,11 +4,12 @@ A row's outcome is known once its horizon after `as_of` has passed: observed 1 w
 it, 0 without; a row whose horizon has not passed is unsettled and left out, churned or not. (The
 alert ledger confirms an alert at its churn, which is right for one alert; for calibration, keeping
 the early churners while their stayers wait would read the last 30 days as all churners, as
-`features/labels.py` explains, and show a well calibrated model as under-predicting.) The evidence is the archive's `customer_churned` events (the same events
-the worker's ledger confirms from), for every sampled customer, alerted or not: calibration of the
-scores, not precision of the alerts. Per head, ten equal-width probability bins: rows, mean
-predicted, observed rate; and the expected calibration error (ECE, the row-weighted mean of
-|predicted - observed|), the one number the job publishes (`CalibrationError30d`, EMF).
+`features/labels.py` explains, and show a well calibrated model as under-predicting.) The evidence
+is the archive's `customer_churned` events (the same events the worker's ledger confirms from), for
+every sampled customer, alerted or not: calibration of the scores, not precision of the alerts.
+Per head, ten equal-width probability bins: rows, mean predicted, observed rate; and the expected
+calibration error (ECE, the row-weighted mean of |predicted - observed|), the one number the job
+publishes (`CalibrationError30d`, EMF).
 """
 
 from __future__ import annotations
