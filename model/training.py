@@ -303,7 +303,7 @@ def fit_ensemble(
     else:
         train, every, stop = held
     early, baseline, summary = fit_model(train, config, progress, stop, name=MEMBERS[0])
-    summary["early_stopping"] = _stopping_summary(held, stop)
+    summary["early_stopping"] = _stopping_summary(stop, held_back=held is not None)
     if not config.every_instant_member or every is None or loaded.validation is None:
         return early, baseline, summary, {MEMBERS[0]: early}
     say(
@@ -367,13 +367,11 @@ def early_stopping_rows(loaded: TrainingData) -> tuple[Arrays, Arrays | None, Ar
     return train, None if every is None else every.take(np.flatnonzero(kept(every))), stop
 
 
-def _stopping_summary(
-    held: tuple[Arrays, Arrays | None, Arrays] | None, stop: Arrays | None
-) -> dict[str, Any]:
+def _stopping_summary(stop: Arrays | None, held_back: bool) -> dict[str, Any]:
     if stop is None:
         return {"on": "a row split of the training rows"}
     customers = 0 if stop.groups is None else len(np.unique(stop.groups))
-    if held is None:
+    if not held_back:
         return {"on": "the validation customers", "customers": customers, "rows": len(stop.x)}
     return {
         "on": f"the instants after the cut of {STOP_FRACTION:.0%} of the training customers, "

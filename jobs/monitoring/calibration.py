@@ -65,10 +65,10 @@ def calibrate(
             if head not in row.outputs:
                 continue
             end = row.as_of + horizon
-            churned = any(row.as_of < t <= end for t in churns.get(row.customer_id, ()))
             if end > evidence_until:
                 result.unsettled += 1
                 continue
+            churned = any(row.as_of < t <= end for t in churns.get(row.customer_id, ()))
             predicted.append(row.outputs[head])
             observed.append(1.0 if churned else 0.0)
         result.settled = len(predicted)
