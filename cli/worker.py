@@ -175,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", type=iso_day, metavar="ISO", help="first alert day (default: 60 days ago)")
     stats.add_argument("--until", type=iso_day, metavar="ISO", help="last alert day (default: today)")
     stats.add_argument("--json", action="store_true", help="print the counts as JSON")
+    alerts_sub.add_parser(
+        "stamp-churns",
+        parents=[common],
+        help="once, after upgrading: stamp the churns an earlier version recorded (a Scan of the ledger)",
+        description="Upgrade an alert ledger table written before churn stamps: copy every recorded churn (and "
+        "return) onto the customer's claim items, then mark the table as stamped. Until then workers check each "
+        "claim against the customer's #churned item (2 more write units per alert; they log that once). Run it "
+        "once every worker runs this version. A Scan of the whole ledger table, with your credentials (the "
+        "worker's role has no Scan); safe to run again and while workers run.",
+    )
     report = alerts_sub.add_parser(
         "report",
         parents=[common],
@@ -549,6 +559,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from cli.commands.alerts_report import run_alerts_report
 
         return asyncio.run(run_alerts_report(settings, args.since, args.until, args.out, args.json))
+    if args.command == "alerts" and args.alerts_command == "stamp-churns":
+        from cli.commands.alerts_stamp_churns import run_stamp_churns
+
+        return asyncio.run(run_stamp_churns(settings))
     if args.command == "alerts" and args.alerts_command == "stats":
         from cli.commands.alerts_stats import run_alerts_stats
 

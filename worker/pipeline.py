@@ -395,6 +395,10 @@ class Pipeline:
             if resolution.was is not None:  # a late churn event turned an expiry over (counters only go up)
                 self.metrics.inc("alerts_expiries_reversed", type=resolution.alert_type, arm=resolution.arm)
 
+    async def ledger_upkeep(self, now: datetime) -> None:
+        """The ledger's own bookkeeping (the sweeper calls this each step; it bounds itself)."""
+        await self._ledger.upkeep(now)
+
     async def expire_alert_outcomes(self, now: datetime, limit: int) -> int:
         """Alerts whose 30 days passed without a churn are expired (the sweeper calls this)."""
         expired = await self._ledger.expire_outcomes(now, limit)

@@ -209,6 +209,11 @@ class AlertLedger(Protocol):
         """The customer churned at `churned_at` (the event's time): no alerts until a return."""
         ...
 
+    async def upkeep(self, now: datetime) -> None:
+        """The ledger's own bookkeeping, once a sweeper step (a bounded piece of work; raises
+        `AlertLedgerError` to be retried at a later step)."""
+        ...
+
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         """The customer who churned at `churned_at` signed up again at `signed_up_at` (not earlier)."""
         ...

@@ -204,7 +204,7 @@ async def test_a_window_known_sent_suppresses_claims_without_a_request(table: st
             assert (
                 await second.claim(spike(), T0 + timedelta(hours=2), WEEK)
             ).status is ClaimStatus.SUPPRESSED
-        assert requests == ["TransactWriteItems"]
+        assert requests == ["GetItem", "TransactWriteItems"]  # the table's format, read once
         # The window ends: a new claim goes to DynamoDB and wins.
         assert (await first.claim(spike(at=T0 + WEEK), T0 + WEEK, WEEK)).status is ClaimStatus.NEW
         # A churn this worker records: DynamoDB answers the next claim (CHURNED, not SUPPRESSED).

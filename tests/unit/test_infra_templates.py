@@ -137,6 +137,9 @@ class RecordingDynamoDB:
     async def describe_time_to_live(self, **_: Any) -> dict[str, Any]:
         return {}
 
+    async def put_item(self, **_: Any) -> None:  # the alert table's format item
+        return None
+
     async def update_time_to_live(self, TimeToLiveSpecification: dict[str, Any], **_: Any) -> None:
         self.ttl = TimeToLiveSpecification["AttributeName"]
 

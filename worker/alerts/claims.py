@@ -6,7 +6,8 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
 `alert_type`; a `#churned` item marks a churned customer):
 
 1. `claim(alert, now, cooldown)` writes, in one transaction conditional on the customer not having
-   churned, a `pending` record with the window start (`now`), the alert id, the alert body and a
+   churned (in DynamoDB: a churn is stamped on the customer's claim items, so the claim's own
+   condition says it; see `dynamodb_ledger.py`, CHURN STAMPS), a `pending` record with the window start (`now`), the alert id, the alert body and a
    lease (`lease`, default 2 minutes, from `now`: callers pass the time of the claim, not of the
    batch, so a claim made after long retries is not born expired), if there is no record of that
    type or the previous window has ended (`window_start + cooldown <= now`). The result says what
@@ -37,8 +38,7 @@ An outbox-style claim per (customer, alert type), in table `<prefix>alerts` (PK 
    index finds them (`pending_shard`, `lease_until_us`; `mark_sent` removes the item from it).
 
 Batches. `claim_all` may claim a batch's alerts together (the DynamoDB ledger: one transaction
-for up to 25 claims, each customer's churn check once): that changes the number of requests, not
-the rules. A claim that the shared transaction cannot open is answered one by one as above; a
+for up to 25 claims, each with its record): that changes the number of requests, not the rules. A claim that the shared transaction cannot open is answered one by one as above; a
 transaction whose answer was lost hands each of its claims the token it was sent with, so a claim
 that went through is NEW for its caller, never IN_FLIGHT.
 
@@ -48,7 +48,8 @@ the claim item (`worker.alerts.alert_outcomes`, `worker.alerts.dynamodb_alert_ou
 --ledger`. Claim items and records carry the alert's `arm`, `model_version` and `feature_hash`.
 
 Churn and return. The `#churned` item holds the latest churn's event time and, once the customer
-signs up again at or after it, that sign-up's time. A churn and a sign-up at the same instant mean
+signs up again at or after it, that sign-up's time (and each of the customer's claim items holds a
+copy, written in the same transaction). A churn and a sign-up at the same instant mean
 the customer is back (`features.activity.has_churned`: ties go to the sign-up). Both writes only
 ever move forward in event time, so a redelivered or late event cannot undo a newer one, and they
 commute: a worker that saw the return may write it before another worker, still holding the older

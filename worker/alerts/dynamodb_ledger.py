@@ -4,13 +4,18 @@ Table `<prefix>alerts`: PK `customer_id`, SK `alert_type` (or `#churned`), TTL o
 Sparse index `pending` (PK `pending_shard` S, SK `lease_until_us` N, keys only): unsent claims,
 so `abandoned` finds the claims whose lease ran out with a Query per shard, never a Scan. A claim
 puts itself in it; `mark_sent` takes it out. Every write is conditional; the conditions are named
-below with why each exists. A batch's claims share one transaction (`claim_all`); a single-item
-change (a renewal, a release, the churn and return marks) is a conditional `UpdateItem`/`PutItem`,
-never a transaction; a batch's sent marks are conditional PartiQL UPDATEs, 25 to a
+below with why each exists. A batch's claims share one transaction (`claim_all`); a churn or a
+return is one transaction of the `#churned` item and its stamps on the customer's claim items
+(CHURN STAMPS); any other single-item change (a renewal, a release) is a conditional
+`UpdateItem`/`PutItem`, never a transaction; a batch's sent marks are conditional PartiQL UPDATEs, 25 to a
 `BatchExecuteStatement` (`mark_all_sent`), each asked again as the UpdateItem when it fails. The
 claim item's `body` is deflated JSON (binary; `encode_body`), text in items written before.
 
 Items besides the claims (PK, SK):
+- `<customer>`, `#churned`: the customer's latest churn (`churned_at_us`) and return
+  (`returned_at_us`); the same two attributes are stamped on each of its claim items (an item
+  holding only them where no alert of that type was claimed yet). No TTL.
+- `#ledger`, `format`: `churn_stamps` = 1 once every churn recorded is stamped (CHURN STAMPS).
 - `#budget#<YYYY-MM-DD>`, `<budget>`: the units a budget's UTC day gave out (`count`, moved in the
   claims' transactions under `BUDGET_LEFT`) and its `max_per_day`; `#budget#<day>`,
   `<budget>#<TYPE>#<shard 00..03>`: the `deferred` counters (sharded by customer, like the
@@ -24,11 +29,12 @@ Items besides the claims (PK, SK):
 from __future__ import annotations
 
 import random
+import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -103,10 +109,16 @@ DEFERRED_KEEP = timedelta(days=35)
 # or when its alert's resolution went out (an item claimed with one): a lifecycle alert re-fires on
 # a new crossing after its resolution, never on cooldown expiry.
 NO_OPEN_WINDOW = (
-    "attribute_not_exists(customer_id) OR "
+    "attribute_not_exists(alert_id) OR "
     "(attribute_not_exists(resolve_after_us) AND window_start_us <= :cutoff_us) OR "
     "(lifecycle = :resolved AND #status = :sent)"
 )
+# ... and the customer not churned, as stamped on the claim item itself (CHURN STAMPS below): a
+# churn, or a churn with a return at or after it, copied from the `#churned` item onto each of the
+# customer's claim items in the same transaction that records it. No stamp: never churned (or the
+# item was claimed again after a return, which dropped the stamps it no longer needed).
+NOT_CHURNED_HERE = "(attribute_not_exists(churned_at_us) OR returned_at_us >= churned_at_us)"
+CLAIMABLE = f"{NOT_CHURNED_HERE} AND ({NO_OPEN_WINDOW})"
 # Update of the budget's day counter, in the same transaction as a claim that opens a window: the
 # count only ever moves below the cap, so however many workers claim at once (and whatever they
 # retry or redeliver: the claim and its unit are one transaction) a day never lets out more than
@@ -131,9 +143,11 @@ STILL_OPEN = (
 # Resolving: only an open (or escalated) lifecycle alert that went out and whose deadline is past
 # (no heartbeat moved it meanwhile), so exactly one worker resolves it, and never one still firing.
 RESOLVABLE = f"{STILL_OPEN} AND lease_until_us <= :now_us"
-# ConditionCheck on the `#churned` item in the same transaction as every claim: a churn recorded
-# at any time before the claim stops it, with no read-then-write gap, unless a sign-up at or after
-# it is recorded too (a churn and a sign-up at the same instant: the customer is back).
+# ConditionCheck on the `#churned` item in the same transaction as a take-over, an escalation, a
+# resolution, and every claim on a table whose churns are not all stamped yet (CHURN STAMPS below;
+# on one whose are, CLAIMABLE says the same on the claim item): a churn recorded at any time before
+# the claim stops it, with no read-then-write gap, unless a sign-up at or after it is recorded too
+# (a churn and a sign-up at the same instant: the customer is back).
 CUSTOMER_NOT_CHURNED = "attribute_not_exists(customer_id) OR returned_at_us >= churned_at_us"
 # Taking over an unsent claim: only when it is still this window's, still unsent and its holder's
 # lease has run out, so exactly one worker re-publishes an abandoned alert, and never a sent one.
@@ -159,6 +173,38 @@ NEWER_RETURN = (
     "attribute_not_exists(customer_id) OR "
     "(churned_at_us <= :churned_at_us AND (attribute_not_exists(returned_at_us) OR returned_at_us < :returned_at_us))"
 )
+
+
+# CHURN STAMPS. A churn (and a return) is written onto each of the customer's claim items (one per
+# alert type; an item not there yet is created holding only the stamp) in the transaction that
+# records the `#churned` item, so a claim's own condition (CLAIMABLE) refuses a churned customer and
+# its transaction needs no ConditionCheck on the `#churned` item (2 write units in a transaction,
+# once per customer and batch). A churned customer's claim items lose their TTL with the stamp: they
+# must say "churned" as long as the `#churned` item does, which has none.
+# Tables written before stamps hold `#churned` items that no claim item mirrors: until the table's
+# format item (FORMAT_KEY) says every churn is stamped, claims keep the ConditionCheck. A table
+# created by this version (`create_alert_table`), or one the template made at most YOUNG_TABLE
+# before the worker started (no earlier version wrote to it), gets the format item at once; an older
+# one waits for `churn-worker alerts stamp-churns` (`stamp_churns`: a Scan, which the worker's role
+# is not granted), run once every worker runs this version. Meanwhile `upkeep` looks at the format
+# item a minute apart. A stamp copies a churn as the `#churned` item holds it, conditional on that
+# item being unchanged: a newer churn or a return recorded meanwhile stamped itself.
+FORMAT_KEY = ("#ledger", "format")  # (PK, SK) of the table's format item: `churn_stamps` = 1
+YOUNG_TABLE = timedelta(minutes=15)
+FORMAT_LOOK_EVERY_S = 60.0  # how often a ledger that does not trust stamps yet looks again
+KNOWN_CHURNS = 50_000  # churns this process knows recorded (record_churn skips them), oldest out first
+STAMP_SCAN_PAGE = 500  # items a backfill page reads (most are claims and records, not churns)
+# The backfill's stamp: only while the `#churned` item still holds the churn (and return) it read.
+UNCHANGED_CHURN = "churned_at_us = :churned_at_us AND attribute_not_exists(returned_at_us)"
+UNCHANGED_RETURN = "churned_at_us = :churned_at_us AND returned_at_us = :returned_at_us"
+
+
+def stamped_churned(item: dict[str, Any]) -> bool:
+    """NOT_CHURNED_HERE, negated, on a claim item as read."""
+    if "churned_at_us" not in item:
+        return False
+    returned = item.get("returned_at_us", {}).get("N")
+    return returned is None or int(returned) < int(item["churned_at_us"]["N"])
 
 
 # Claims sharing one transaction: 3 items each at most (a customer's check, the claim, its record),
@@ -189,7 +235,9 @@ def alert_table_name(prefix: str) -> str:
 
 
 def _window_open(item: dict[str, Any], now: datetime, cooldown: timedelta) -> bool:
-    """NO_OPEN_WINDOW, negated, on an item as read."""
+    """NO_OPEN_WINDOW, negated, on an item as read (an item holding only churn stamps: none)."""
+    if "alert_id" not in item:
+        return False
     if "resolve_after_us" in item:
         return not (item.get("lifecycle", {}).get("S") == "resolved" and item["status"]["S"] == "sent")
     return int(item["window_start_us"]["N"]) > to_us(now - cooldown)
@@ -309,6 +357,15 @@ class DynamoDBAlertLedger(Batching):
         self._lease = lease
         self.outcomes = DynamoDBOutcomes(client, table)  # alert records, outcomes, counters
         self.sent_windows = SentWindows()
+        # CHURN STAMPS: whether claims may leave the `#churned` ConditionCheck out (the format item
+        # says so), when to look again, and where the backfill's Scan goes on.
+        self.stamps_trusted = False
+        self._format_read = False
+        self._next_look = 0.0
+        self._started_wall = datetime.now(UTC)
+        self._table_young: bool | None = None
+        self._said_unstamped = False
+        self._churns_recorded: OrderedDict[str, int] = OrderedDict()  # customer -> churn known recorded
 
     async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
         return await self.outcomes.confirm_churn(customer_id, churned_at)
@@ -388,6 +445,7 @@ class DynamoDBAlertLedger(Batching):
             ):
                 results[i] = claim
         one_by_one: list[tuple[int, Alert, timedelta, timedelta | None, str]] = []
+        check = await self._needs_churn_check() if together else True
         tokens = {i: uuid.uuid4().hex for i, *_ in together}
         fresh = {i: self._fresh(alert, now, resolve_after) for i, alert, _, resolve_after in together}
         pending = together
@@ -403,6 +461,7 @@ class DynamoDBAlertLedger(Batching):
                             for i, alert, cooldown, _ in group
                         ],
                         now,
+                        check,
                     )
                     for group in groups
                 ],
@@ -433,21 +492,21 @@ class DynamoDBAlertLedger(Batching):
         return [claim for claim in results if claim is not None]
 
     async def _claim_together(
-        self, claims: list[tuple[Alert, timedelta, str, bool]], now: datetime
+        self, claims: list[tuple[Alert, timedelta, str, bool]], now: datetime, check: bool = True
     ) -> list[str]:
-        """One transaction of several claims (each customer's not-churned check once, then each
-        claim and its record): "new" for each if it went through; else per claim "alone" (its
-        own condition or its customer's check failed, or no answer) or "retry" (cancelled by
+        """One transaction of several claims (with `check`, each customer's not-churned check once;
+        then each claim and its record): "new" for each if it went through; else per claim "alone"
+        (its own condition or its customer's check failed, or no answer) or "retry" (cancelled by
         another's refusal, a conflict or throttling)."""
         items: list[TransactWriteItemTypeDef] = []
         check_at: dict[str, int] = {}
-        where: list[tuple[int, int]] = []  # per claim: (its customer's check, its claim Put)
+        where: list[tuple[int | None, int]] = []  # per claim: (its customer's check, its claim Put)
         for alert, *_ in claims:
-            if alert.customer_id not in check_at:
+            if check and alert.customer_id not in check_at:
                 check_at[alert.customer_id] = len(items)
                 items.append(self._not_churned(alert.customer_id))
         for alert, cooldown, token, escalated in claims:
-            where.append((check_at[alert.customer_id], len(items)))
+            where.append((check_at.get(alert.customer_id), len(items)))
             items.append(self._claim_put(alert, now, cooldown, token, escalated))
             items.append(record_put(self._table, alert, _provenance(alert)))
         try:
@@ -462,8 +521,10 @@ class DynamoDBAlertLedger(Batching):
                 return ["retry"] * len(claims)  # throttled, a 5xx: nothing was written
             reasons = cancellation_reasons(exc, len(items))
             return [
-                "alone" if reasons[check] in CONDITION_CODES or reasons[put] in CONDITION_CODES else "retry"
-                for check, put in where
+                "alone"
+                if reasons[put] in CONDITION_CODES or (at is not None and reasons[at] in CONDITION_CODES)
+                else "retry"
+                for at, put in where
             ]
         except (BotoCoreError, OSError, TimeoutError):
             return ["alone"] * len(claims)  # no answer: it may have gone through; each finds out
@@ -508,6 +569,7 @@ class DynamoDBAlertLedger(Batching):
         if sent is not None:
             return await self._settled(sent, alert, now)
         token = token or uuid.uuid4().hex  # tells our own claim apart when its answer was lost
+        check = await self._needs_churn_check()
         for attempt in range(MAX_ATTEMPTS):
             fresh = self._fresh(alert, now, resolve_after)
             more = [record_put(self._table, fresh, _provenance(fresh))]
@@ -527,6 +589,7 @@ class DynamoDBAlertLedger(Batching):
                     self._claim_put(fresh, now, cooldown, token, alert.escalating),
                     *more,
                     budgeted=budget is not None,
+                    check=check,
                 )
                 return Claim(ClaimStatus.NEW, fresh, token, now + self._lease)
             except _Failed as failed:
@@ -867,7 +930,7 @@ class DynamoDBAlertLedger(Batching):
             "Put": {
                 "TableName": self._table,
                 "Item": item,
-                "ConditionExpression": NO_OPEN_WINDOW,
+                "ConditionExpression": CLAIMABLE,
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {
                     ":cutoff_us": {"N": str(to_us(now - cooldown))},
@@ -934,13 +997,16 @@ class DynamoDBAlertLedger(Batching):
         write: TransactWriteItemTypeDef,
         *more: TransactWriteItemTypeDef,
         budgeted: bool = False,
+        check: bool = True,
     ) -> None:
-        """`write` (and `more`) conditional on the customer not having churned, in one transaction.
+        """`write` (and `more`) in one transaction, with `check` conditional on the customer's
+        `#churned` item (without, a claim Put's own CLAIMABLE condition covers the churn, and its
+        refusal is told apart by the stamps on the item it returns).
         `budgeted`: the last of `more` is a budget unit (BUDGET_LEFT), whose refusal is told apart."""
+        items = [self._not_churned(customer_id), write, *more] if check else [write, *more]
+        first = 1 if check else 0  # where `write` is
         try:
-            await self._client.transact_write_items(
-                TransactItems=[self._not_churned(customer_id), write, *more]
-            )
+            await self._client.transact_write_items(TransactItems=items)
         except ClientError as exc:
             kind = classify(exc)
             if kind is Failure.FATAL:
@@ -949,15 +1015,17 @@ class DynamoDBAlertLedger(Batching):
                 if kind is Failure.INVALID:
                     raise AlertLedgerError(f"claiming an alert in {self._table}: {error_text(exc)}") from exc
                 raise _Failed(kind) from None  # throttled, a 5xx: nothing was written
-            churn_reason, claim_reason = cancellation_reasons(exc, 2 + len(more))[:2]
+            codes = cancellation_reasons(exc, len(items))
+            claim_failed = codes[first] in CONDITION_CODES
             response: Any = exc.response
             reasons = list(response.get("CancellationReasons") or [])
-            item = reasons[1].get("Item") if len(reasons) == 2 + len(more) else None
-            budget_reason = cancellation_reasons(exc, 2 + len(more))[-1] if budgeted else None
+            item = reasons[first].get("Item") if len(reasons) == len(items) else None
+            budget_reason = codes[-1] if budgeted else None
             raise _Failed(
                 kind,
-                churned=churn_reason in CONDITION_CODES,
-                condition_failed=claim_reason in CONDITION_CODES,
+                churned=(check and codes[0] in CONDITION_CODES)
+                or (claim_failed and item is not None and stamped_churned(item)),
+                condition_failed=claim_failed,
                 item=item,
                 over_budget=budget_reason in CONDITION_CODES,
             ) from None
@@ -1192,54 +1260,249 @@ class DynamoDBAlertLedger(Batching):
             ExpressionAttributeValues={":alert_id": {"S": alert.alert_id}, ":pending": {"S": "pending"}},
         )
 
-    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
-        self.sent_windows.forget(customer_id)  # its next claims ask DynamoDB, which answers CHURNED
-        at = utc(churned_at)
+    def _stamps(
+        self, customer_id: str, churned_us: int, returned_us: int | None
+    ) -> list[TransactWriteItemTypeDef]:
+        """CHURN STAMPS: the customer's churn (and return) on each of its claim items."""
+        values: dict[str, Any] = {":churned_at_us": {"N": str(churned_us)}}
+        if returned_us is None:
+            expression = f"SET churned_at_us = :churned_at_us REMOVE returned_at_us, {TTL_ATTRIBUTE}"
+        else:
+            expression = "SET churned_at_us = :churned_at_us, returned_at_us = :returned_at_us"
+            values[":returned_at_us"] = {"N": str(returned_us)}
+        return [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": self._key(customer_id, alert_type.value),
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+            for alert_type in AlertType
+        ]
+
+    async def _record(
+        self, what: str, marker: TransactWriteItemTypeDef, stamps: list[TransactWriteItemTypeDef]
+    ) -> None:
+        """The `#churned` item's write (its condition first) and the stamps, in one transaction;
+        a refused condition is an answer: this churn or return, or a newer churn, is recorded."""
         try:
             await with_retries(
-                lambda: self._client.put_item(
-                    TableName=self._table,
-                    Item={
-                        **self._key(customer_id, CHURN_MARKER),
-                        "churned_at": {"S": iso(at)},
-                        "churned_at_us": {"N": str(to_us(at))},
-                    },
-                    ConditionExpression=NEWER_CHURN,
-                    ExpressionAttributeValues={":churned_at_us": {"N": str(to_us(at))}},
-                ),
+                lambda: self._client.transact_write_items(TransactItems=[marker, *stamps]),
                 resource=f"alert ledger table {self._table}",
             )
         except ClientError as exc:
             if classify(exc) is Failure.CONDITION_FAILED:
-                return  # this churn, or a newer one, is recorded already
-            raise AlertLedgerError(
-                f"recording churn of {customer_id} in {self._table}: {error_text(exc)}"
-            ) from exc
+                return
+            raise AlertLedgerError(f"{what} in {self._table}: {error_text(exc)}") from exc
         except (BotoCoreError, OSError, TimeoutError) as exc:
-            raise AlertLedgerError(
-                f"recording churn of {customer_id} in {self._table}: {error_text(exc)}"
-            ) from exc
+            raise AlertLedgerError(f"{what} in {self._table}: {error_text(exc)}") from exc
+
+    async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
+        self.sent_windows.forget(customer_id)  # its next claims ask DynamoDB, which answers CHURNED
+        at = utc(churned_at)
+        churned_us = to_us(at)
+        # A churned customer is recorded again at each of its later scorings: once this process knows
+        # the `#churned` item holds this churn or a newer one, NEWER_CHURN would refuse the write
+        # (the item's churn time only ever grows), so it is not sent (a 6-item transaction).
+        known = self._churns_recorded.get(customer_id)
+        if known is not None and known >= churned_us:
+            return
+        marker: TransactWriteItemTypeDef = {
+            "Put": {
+                "TableName": self._table,
+                "Item": {
+                    **self._key(customer_id, CHURN_MARKER),
+                    "churned_at": {"S": iso(at)},
+                    "churned_at_us": {"N": str(churned_us)},
+                },
+                "ConditionExpression": NEWER_CHURN,
+                "ExpressionAttributeValues": {":churned_at_us": {"N": str(churned_us)}},
+            }
+        }
+        await self._record(
+            f"recording churn of {customer_id}", marker, self._stamps(customer_id, churned_us, None)
+        )
+        self._churns_recorded[customer_id] = churned_us
+        while len(self._churns_recorded) > KNOWN_CHURNS:
+            self._churns_recorded.popitem(last=False)
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         churned_us, returned_us = return_times(churned_at, signed_up_at)
-        await self._update(
+        marker: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self._table,
+                "Key": self._key(customer_id, CHURN_MARKER),
+                "UpdateExpression": "SET churned_at = :churned_at, churned_at_us = :churned_at_us, "
+                "returned_at = :returned_at, returned_at_us = :returned_at_us",
+                "ConditionExpression": NEWER_RETURN,  # else: this return is recorded, or a newer churn is
+                "ExpressionAttributeValues": {
+                    ":churned_at": {"S": iso(utc(churned_at))},
+                    ":churned_at_us": {"N": str(churned_us)},
+                    ":returned_at": {"S": iso(utc(signed_up_at))},
+                    ":returned_at_us": {"N": str(returned_us)},
+                },
+            }
+        }
+        await self._record(
             f"recording the return of {customer_id}",
-            Key=self._key(customer_id, CHURN_MARKER),
-            UpdateExpression="SET churned_at = :churned_at, churned_at_us = :churned_at_us, "
-            "returned_at = :returned_at, returned_at_us = :returned_at_us",
-            ConditionExpression=NEWER_RETURN,  # else: this return is recorded, or a newer churn is
-            ExpressionAttributeValues={
-                ":churned_at": {"S": iso(utc(churned_at))},
-                ":churned_at_us": {"N": str(churned_us)},
-                ":returned_at": {"S": iso(utc(signed_up_at))},
-                ":returned_at_us": {"N": str(returned_us)},
-            },
+            marker,
+            self._stamps(customer_id, churned_us, returned_us),
         )
+
+    # CHURN STAMPS on tables written before them (see FORMAT_KEY above).
+
+    async def _needs_churn_check(self) -> bool:
+        """Whether claims must check the `#churned` item: until the format item says every churn is
+        stamped. Read at the first claim; `upkeep` looks again while it does not say so."""
+        if not self.stamps_trusted and not self._format_read:
+            self._format_read = True
+            try:
+                await self._read_format(announce=False)
+            except AlertLedgerError as exc:
+                log_warning(f"{exc}; claims check the #churned item until it can be read")
+        return not self.stamps_trusted
+
+    async def _read_format(self, announce: bool = True) -> bool:
+        try:
+            response = await with_retries(
+                lambda: self._client.get_item(
+                    TableName=self._table, Key=self._key(*FORMAT_KEY), ConsistentRead=True
+                ),
+                resource=f"alert ledger table {self._table}",
+            )
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise AlertLedgerError(f"reading the format of {self._table}: {error_text(exc)}") from exc
+        if "churn_stamps" in response.get("Item", {}):
+            self._trust_stamps(announce)
+        return self.stamps_trusted
+
+    def _trust_stamps(self, announce: bool = True) -> None:
+        """From now on claims leave the `#churned` check out; `announce`: say so (a change seen by
+        a running worker, not the state a worker started in)."""
+        if announce and not self.stamps_trusted:
+            structlog.get_logger(__name__).info(
+                "every churn is stamped on its claim items: claims no longer check the #churned item",
+                table=self._table,
+            )
+        self.stamps_trusted = True
+
+    async def upkeep(self, now: datetime) -> None:
+        """The sweeper's, each step: while stamps are not trusted, look at the format item (a minute
+        apart); a young table gets it at once, an older one is said to need `stamp-churns`."""
+        if self.stamps_trusted:
+            return
+        clock = time.monotonic()
+        if clock < self._next_look:
+            return
+        self._next_look = clock + FORMAT_LOOK_EVERY_S
+        if await self._read_format():
+            return
+        if await self._young():
+            await self._write_format()
+        elif not self._said_unstamped:
+            self._said_unstamped = True
+            log_warning(
+                f"alert ledger {self._table} may hold churns recorded before churn stamps: claims check "
+                "the #churned item (2 more write units each) until `churn-worker alerts stamp-churns` has "
+                "run once, after every worker runs this version"
+            )
+
+    async def _young(self) -> bool:
+        """Whether the table was created at most YOUNG_TABLE before this ledger started (asked once)."""
+        if self._table_young is None:
+            try:
+                described = await with_retries(
+                    lambda: self._client.describe_table(TableName=self._table),
+                    resource=f"alert ledger table {self._table}",
+                )
+            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                raise AlertLedgerError(f"describing {self._table}: {error_text(exc)}") from exc
+            created = described["Table"]["CreationDateTime"]
+            self._table_young = created >= self._started_wall - YOUNG_TABLE
+        return self._table_young
+
+    async def _write_format(self) -> None:
+        await self._update(
+            "writing the format item",
+            condition_ok=False,
+            Key=self._key(*FORMAT_KEY),
+            UpdateExpression="SET churn_stamps = :one, stamped_at = :at",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":at": {"S": iso(datetime.now(UTC))}},
+        )
+        self._trust_stamps()
+
+    async def stamp_churns(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Stamp every recorded churn (and return) on its customer's claim items, then write the
+        format item: the one-off upgrade of a table written before churn stamps (`churn-worker
+        alerts stamp-churns`). A Scan of the whole table, STAMP_SCAN_PAGE items a request;
+        `progress(items read, churns stamped)` after each page. Safe to run again, and while workers
+        run: a churn recorded meanwhile stamps itself. Returns the churns stamped."""
+        scan: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "alert_type = :marker",
+            "ExpressionAttributeValues": {":marker": {"S": CHURN_MARKER}},
+            "ProjectionExpression": "customer_id, churned_at_us, returned_at_us",
+            "ConsistentRead": True,
+            "Limit": STAMP_SCAN_PAGE,
+        }
+        read = stamped = 0
+        while True:
+            try:
+                response = await with_retries(
+                    lambda: self._client.scan(**scan), resource=f"alert ledger table {self._table}"
+                )
+            except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                raise AlertLedgerError(f"reading the churns of {self._table}: {error_text(exc)}") from exc
+            for marker in response.get("Items", []):
+                if "churned_at_us" in marker:
+                    await self._stamp_recorded(marker)
+                    stamped += 1
+            read += int(response.get("ScannedCount", 0))
+            if progress is not None:
+                progress(read, stamped)
+            if "LastEvaluatedKey" not in response:
+                break
+            scan["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        await self._write_format()
+        return stamped
+
+    async def _stamp_recorded(self, marker: dict[str, Any]) -> None:
+        """A `#churned` item's churn (and return) on the customer's claim items, if it still holds it."""
+        customer_id = marker["customer_id"]["S"]
+        churned_us = int(marker["churned_at_us"]["N"])
+        returned = marker.get("returned_at_us", {}).get("N")
+        values: dict[str, Any] = {":churned_at_us": {"N": str(churned_us)}}
+        if returned is not None:
+            values[":returned_at_us"] = {"N": returned}
+        check: TransactWriteItemTypeDef = {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": self._key(customer_id, CHURN_MARKER),
+                "ConditionExpression": UNCHANGED_RETURN if returned is not None else UNCHANGED_CHURN,
+                "ExpressionAttributeValues": values,
+            }
+        }
+        stamps = self._stamps(customer_id, churned_us, None if returned is None else int(returned))
+        await self._record(f"stamping the churn of {customer_id}", check, stamps)
 
 
 async def create_alert_table(client: DynamoDBClient, table: str) -> bool:
     """Create the ledger table with TTL on `expires_at` and the `pending` index, if missing (an
-    existing table gets the index). True when the table was created now."""
-    return await ensure_table(
+    existing table gets the index). True when the table was created now; a new table holds no churn
+    yet, so its format item says at once that churns are stamped (CHURN STAMPS)."""
+    created = await ensure_table(
         client, table, "customer_id", "alert_type", TTL_ATTRIBUTE, indexes=[PENDING_INDEX_SPEC]
     )
+    if created:
+        await client.put_item(
+            TableName=table,
+            Item={
+                "customer_id": {"S": FORMAT_KEY[0]},
+                "alert_type": {"S": FORMAT_KEY[1]},
+                "churn_stamps": {"N": "1"},
+                "stamped_at": {"S": iso(datetime.now(UTC))},
+            },
+        )
+    return created

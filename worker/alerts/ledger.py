@@ -284,6 +284,9 @@ class MemoryAlertLedger(Batching):
             claims.append(record.held(ClaimStatus.PENDING))
         return claims
 
+    async def upkeep(self, now: datetime) -> None:
+        """Nothing to keep up: one process, one format."""
+
     async def record_churn(self, customer_id: str, churned_at: datetime) -> None:
         churned_us = to_us(utc(churned_at))
         marker = self.churned.get(customer_id)

@@ -141,5 +141,11 @@ async def test_what_changed_adds_no_dynamodb_request_to_the_event_path(make_work
     await worker.pipeline.process(calls("c-0", clock(), 2))
     alerts = len(worker.bodies)
     assert alerts == 2 and all(b["what_changed"] for b in worker.bodies)
-    # The batch's read and write (c-0's profile), then its two claims together and their sent marks.
-    assert dict(worker.requests) == {"BatchGetItem": 1, "BatchExecuteStatement": 2, "TransactWriteItems": 1}
+    # The batch's read and write (c-0's profile), then its two claims together and their sent marks
+    # (and, at this ledger's first claim, the table's format: whether churns are stamped).
+    assert dict(worker.requests) == {
+        "BatchGetItem": 1,
+        "BatchExecuteStatement": 2,
+        "TransactWriteItems": 1,
+        "GetItem": 1,
+    }
