@@ -111,8 +111,9 @@ async def test_a_churn_refuses_every_later_claim_without_a_check(table: tuple[Re
 
 
 async def test_a_churn_known_recorded_is_not_sent_again(table: tuple[Recording, str]) -> None:
-    """A churned customer is recorded at each of its scorings: after the first, this process sends
-    nothing for that churn or an older one (DynamoDB would refuse it); a newer one goes out."""
+    """A churned customer is recorded at each of its scorings (a returned one at each alert): after
+    the first, this process sends nothing for that churn or an older one (DynamoDB would refuse it);
+    a newer one goes out."""
     client, name = table
     ledger = DynamoDBAlertLedger(client, name)  # type: ignore[arg-type]
     await ledger.record_churn("c-1", T0)
@@ -126,6 +127,12 @@ async def test_a_churn_known_recorded_is_not_sent_again(table: tuple[Recording, 
     await other.record_churn("c-1", T0)
     await other.record_churn("c-1", T0)
     assert len(client.transactions) == 3
+    # A return likewise, once; and not at all when a newer churn is known.
+    back = T0 + timedelta(days=2)
+    await ledger.record_return("c-1", T0 + timedelta(days=1), back)
+    await ledger.record_return("c-1", T0 + timedelta(days=1), back)
+    await ledger.record_return("c-1", T0 - timedelta(days=5), back)
+    assert len(client.transactions) == 4
 
 
 async def backdated(table: tuple[Recording, str]) -> None:
@@ -181,13 +188,17 @@ async def test_a_table_written_before_stamps_keeps_the_check_until_stamp_churns_
 
 async def test_a_table_the_stack_just_made_is_stamped_at_once(table: tuple[Recording, str]) -> None:
     """A table the template created (no format item) shortly before the worker started: no earlier
-    version wrote to it, so the first sweeper step writes the format item."""
+    version wrote to it, so the first claim (or sweeper step) writes the format item."""
     client, name = table
     await client.delete_item(TableName=name, Key=FORMAT)
     ledger = DynamoDBAlertLedger(client, name)  # type: ignore[arg-type]
-    assert await ledger._needs_churn_check() is True
-    await ledger.upkeep(T0)
+    claims = await ledger.claim_all([spike("c-1"), spike("c-2")], T0, CONFIG)
+    assert [c.status for c in claims] == [ClaimStatus.NEW] * 2 and client.checks() == 0
     assert ledger.stamps_trusted and await item(table, "#ledger", "format") is not None
+    swept = DynamoDBAlertLedger(client, name)  # type: ignore[arg-type]
+    await client.delete_item(TableName=name, Key=FORMAT)
+    await swept.upkeep(T0)
+    assert swept.stamps_trusted and await item(table, "#ledger", "format") is not None
     assert await DynamoDBAlertLedger(client, name)._needs_churn_check() is False  # type: ignore[arg-type]
 
 

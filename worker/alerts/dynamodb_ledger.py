@@ -192,7 +192,7 @@ NEWER_RETURN = (
 FORMAT_KEY = ("#ledger", "format")  # (PK, SK) of the table's format item: `churn_stamps` = 1
 YOUNG_TABLE = timedelta(minutes=15)
 FORMAT_LOOK_EVERY_S = 60.0  # how often a ledger that does not trust stamps yet looks again
-KNOWN_CHURNS = 50_000  # churns this process knows recorded (record_churn skips them), oldest out first
+KNOWN_CHURNS = 50_000  # churns (and returns) this process knows recorded, not sent again; oldest out first
 STAMP_SCAN_PAGE = 500  # items a backfill page reads (most are claims and records, not churns)
 # The backfill's stamp: only while the `#churned` item still holds the churn (and return) it read.
 UNCHANGED_CHURN = "churned_at_us = :churned_at_us AND attribute_not_exists(returned_at_us)"
@@ -366,6 +366,7 @@ class DynamoDBAlertLedger(Batching):
         self._table_young: bool | None = None
         self._said_unstamped = False
         self._churns_recorded: OrderedDict[str, int] = OrderedDict()  # customer -> churn known recorded
+        self._returns_recorded: OrderedDict[str, tuple[int, int]] = OrderedDict()  # -> (churn, return)
 
     async def confirm_churn(self, customer_id: str, churned_at: datetime) -> list[Resolution]:
         return await self.outcomes.confirm_churn(customer_id, churned_at)
@@ -1330,6 +1331,12 @@ class DynamoDBAlertLedger(Batching):
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         churned_us, returned_us = return_times(churned_at, signed_up_at)
+        # Recorded again at each scoring that routes an alert: skipped when this process knows it
+        # recorded, or knows a newer churn (NEWER_RETURN would refuse it either way).
+        if self._returns_recorded.get(customer_id) == (churned_us, returned_us) or (
+            self._churns_recorded.get(customer_id, churned_us) > churned_us
+        ):
+            return
         marker: TransactWriteItemTypeDef = {
             "Update": {
                 "TableName": self._table,
@@ -1350,16 +1357,21 @@ class DynamoDBAlertLedger(Batching):
             marker,
             self._stamps(customer_id, churned_us, returned_us),
         )
+        self._returns_recorded[customer_id] = (churned_us, returned_us)
+        while len(self._returns_recorded) > KNOWN_CHURNS:
+            self._returns_recorded.popitem(last=False)
 
     # CHURN STAMPS on tables written before them (see FORMAT_KEY above).
 
     async def _needs_churn_check(self) -> bool:
         """Whether claims must check the `#churned` item: until the format item says every churn is
-        stamped. Read at the first claim; `upkeep` looks again while it does not say so."""
+        stamped. Read at the first claim (a young table gets it then); `upkeep` looks again while it
+        does not say so."""
         if not self.stamps_trusted and not self._format_read:
             self._format_read = True
             try:
-                await self._read_format(announce=False)
+                if not await self._read_format(announce=False):
+                    await self._mark_if_young()
             except AlertLedgerError as exc:
                 log_warning(f"{exc}; claims check the #churned item until it can be read")
         return not self.stamps_trusted
@@ -1397,8 +1409,11 @@ class DynamoDBAlertLedger(Batching):
         if clock < self._next_look:
             return
         self._next_look = clock + FORMAT_LOOK_EVERY_S
-        if await self._read_format():
-            return
+        if not await self._read_format():
+            await self._mark_if_young()
+
+    async def _mark_if_young(self) -> None:
+        """A young table gets the format item; an older one is said (once) to need stamp-churns."""
         if await self._young():
             await self._write_format()
         elif not self._said_unstamped:
