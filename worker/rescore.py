@@ -182,10 +182,10 @@ class Rescorer:
         return more
 
     async def _outcome_upkeep(self, now: datetime) -> None:
-        """The ledger's own upkeep (churn stamps on a table written before them), then expire alerts
-        30 days old without churn (a minute apart, at once again while a full batch expired), and
-        refresh the live-precision gauges. Bookkeeping: a failure here is logged and retried later,
-        never a reason to stop re-scoring customers."""
+        """The ledger's own upkeep (whether its churns are stamped yet), then expire alerts 30 days
+        old without churn (a minute apart, at once again while a full batch expired), and refresh
+        the live-precision gauges. Bookkeeping: a failure here is logged and retried later, never a
+        reason to stop re-scoring customers."""
         try:
             await self._pipeline.ledger_upkeep(now)
             if time.monotonic() - self._expired_at >= EXPIRE_EVERY_SECONDS:
