@@ -169,10 +169,12 @@ def _candidates(record: dict[str, Any]) -> list[str]:
     lines = [
         "## Candidates for the churn heads",
         "",
-        f"Fitted: {', '.join(record.get('names') or [])}. Each head serves the candidate with the best AUC on the "
-        "validation customers' instants after the time cut (ties keep the network); the test customers' figures "
-        "after the cut are recorded here and were not used to choose. ECE on validation is optimistic: each "
-        "candidate is calibrated there. `gbm` and `blend` run inside the SavedModel as compiled trees.",
+        f"Fitted: {', '.join(record.get('names') or [])}. Each head serves the even blend (network weight 0.5) "
+        "unless the candidate with the best AUC on the validation customers' instants after the time cut beats it "
+        "beyond doubt (the lower end of the customer-bootstrap 95% interval above zero; a tie within 0.0001 keeps "
+        "the leader); the test customers' figures after the cut are recorded here and were not "
+        "used to choose. ECE on validation is optimistic: each candidate is calibrated there. `gbm` and `blend` "
+        "run inside the SavedModel as compiled trees.",
         "",
         "| head | candidate | network weight | validation AUC | validation ECE | test AUC | test ECE | serves |",
         "|---|---|---|---|---|---|---|---|",

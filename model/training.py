@@ -491,7 +491,10 @@ def _choose_candidates(
             )
     record = {
         "names": list(config.candidates),
-        "chosen_on": "validation customers' instants after the time cut (AUC; ties keep the network)",
+        "chosen_on": (
+            "validation customers' instants after the time cut (AUC): the even blend unless the leader beats it "
+            "beyond doubt (customer bootstrap); a tie within 0.0001 keeps the leader"
+        ),
         "test_reading": "test customers' instants after the cut: recorded, never used to choose",
         "heads": {head: choice.record() for head, choice in choices.items()},
     }
