@@ -242,11 +242,9 @@ def compare_predictions(
 def rule_flags(
     columns: dict[str, np.ndarray], population: Population, alerts: AlertsConfig
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per enabled rule at the configured thresholds: which customers were alerted, and which had a
-    confirmed alert (churned within 30 days of one), as the backtest decides them."""
-    from features.churn_outcomes import NEVER
-    from features.state import DAY_US
-    from jobs.backtest.metrics import CONFIRM_DAYS
+    """Per enabled rule at the configured thresholds: which customers had a settled alert, and which
+    a confirmed settled one (churned within 30 days of it), as the backtest reads precision."""
+    from jobs.backtest.metrics import confirmation
     from jobs.tuning import TRIGGERS, apply_cooldown
 
     customers = len(population.customers)
@@ -263,12 +261,11 @@ def rule_flags(
         mask = trigger(columns, params, alerts)
         cooldown = int(settings.cooldown.total_seconds() * 1_000_000)
         customer, t = apply_cooldown(columns["customer"][mask], columns["t_us"][mask], cooldown)
-        following = population.next_churn(customer, t)
-        confirmed = (following != NEVER) & (following - t <= CONFIRM_DAYS * DAY_US)
+        _, confirmed, settled = confirmation(customer, t, population)
         alerted = np.zeros(customers, dtype=bool)
-        alerted[customer] = True
+        alerted[customer[settled]] = True
         hit = np.zeros(customers, dtype=bool)
-        hit[customer[confirmed]] = True
+        hit[customer[settled & confirmed]] = True
         out[rule.upper()] = (alerted, hit)
     return out
 

@@ -6,9 +6,9 @@ comparison covers the period where both exist: from the first to the last shadow
 cut to it. Per alert type, for each side, over customers (a customer alerted several times counts
 once, so the shadow's in-memory cooldowns do not skew it):
 
-- precision: alerted customers with an alert followed by churn within 30 days / alerted customers
-  whose outcome is known (customers whose every alert's 30 days run past the end of the data
-  without a churn are left out, censored);
+- precision: customers with a settled alert followed by churn within 30 days / customers with a
+  settled alert (one whose 30 days lie inside the data; later alerts are censored, churned or not,
+  as in the backtest's metrics: jobs/backtest/metrics.py);
 - recall: customers who churned in the period with an alert in the 30 days before / customers who
   churned in the period;
 - agreement: customers both sides alerted / customers either side alerted.
@@ -33,15 +33,17 @@ def _side(
     alerted: dict[str, list[int]] = defaultdict(list)
     for row in rows:
         alerted[row.customer_id].append(row.as_of_us)
-    confirmed, known = set(), 0
+    confirmed, caught, known = set(), set(), 0
     for customer, times in alerted.items():
         churn = churned_at_us.get(customer)
         if churn is not None and churn <= end_us and any(t < churn <= t + horizon_us for t in times):
-            confirmed.add(customer)
+            caught.add(customer)  # recall's side: a churner, known whenever the churn came
+        settled = [t for t in times if t + horizon_us <= end_us]  # precision's: the backtest's rule
+        if settled:
             known += 1
-        elif min(times) + horizon_us <= end_us:
-            known += 1
-    return {"customers": set(alerted), "confirmed": confirmed, "known": known}
+            if churn is not None and any(t < churn <= t + horizon_us for t in settled):
+                confirmed.add(customer)
+    return {"customers": set(alerted), "confirmed": confirmed, "caught": caught, "known": known}
 
 
 def compare(
@@ -83,7 +85,7 @@ def compare(
                 "customers_alerted": len(side["customers"]),
                 "customers_confirmed": len(side["confirmed"]),
                 "precision": _ratio(len(side["confirmed"]), side["known"]),
-                "recall": _ratio(len(side["confirmed"] & churners), len(churners)),
+                "recall": _ratio(len(side["caught"] & churners), len(churners)),
             }
         both, either = alerted["live"] & alerted["shadow"], alerted["live"] | alerted["shadow"]
         report["by_type"][alert_type] = {**sides, "agreement": _ratio(len(both), len(either))}

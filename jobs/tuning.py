@@ -12,8 +12,8 @@ alerts (tests/unit/test_backtest_tuning.py checks that), and a sweep of ~90 cand
 seconds instead of ~90 backtests.
 
 A threshold qualifies when its precision reaches the target, its false positive rate stays within
-the limit and it alerts at least `min_alerted` customers (a precision measured on two customers
-means nothing), and, with `max_per_day`, it sends at most that many alerts per day on average (a
+the limit and it alerts at least `min_alerted` customers whose alert has settled (30 days of events
+after it: jobs/backtest/metrics.py; a precision measured on two customers means nothing), and, with `max_per_day`, it sends at most that many alerts per day on average (a
 capacity budget: worker/alerts/budgets.py); among those the best recall wins (ties: fewer alerts).
 A rule with none is disabled.
 
@@ -67,7 +67,7 @@ class TuneTargets:
         return (
             precision is not None
             and fpr is not None
-            and stats["customers_alerted"] >= self.min_alerted
+            and stats.get("customers_settled", stats["customers_alerted"]) >= self.min_alerted
             and precision >= self.precision
             and fpr <= self.max_fpr
             and within

@@ -3,8 +3,10 @@
 The unit is a (customer, alert type) pair, the unit the experiment assigns
 (`worker.alerts.experiment`): its first alert in the period decides the pair's arm and start, and
 its outcome is whether the customer churned within `horizon_days` after that alert's `as_of`. A pair
-whose horizon runs past the end of the data without a churn is censored (left out, never counted as
-"stayed"), the same rule as the backtest's metrics.
+whose horizon runs past the end of the data is censored (left out), churned or not: never counted
+as "stayed" for want of data, and never as "churned" either, since keeping the pairs near the end
+whose customer left while their stayers cannot be known would inflate both arms' churn rates. The
+same rule as the backtest's metrics and the labels.
 
 Per alert type and over all types: churn rate per arm, the difference (treatment - control, so a
 negative number is churn prevented) with a 95 % confidence interval and a two-sided p-value
@@ -61,13 +63,12 @@ def first_alerts(alerts: Iterable[AlertRow]) -> dict[tuple[str, str], AlertRow]:
 
 
 def outcome(row: AlertRow, churned_at_us: int | None, end_us: int, horizon_days: int) -> bool | None:
-    """Churned within the horizon after the alert (True), stayed through it (False), or censored."""
+    """Churned within the horizon after the alert (True), stayed through it (False), or censored
+    (None: the horizon runs past the end of the data, whatever happened before the end)."""
     horizon_end = row.as_of_us + horizon_days * DAY_US
-    if churned_at_us is not None and row.as_of_us < churned_at_us <= min(horizon_end, end_us):
-        return True
-    if horizon_end <= end_us:
-        return False
-    return None
+    if horizon_end > end_us:
+        return None
+    return churned_at_us is not None and row.as_of_us < churned_at_us <= horizon_end
 
 
 def difference(treatment: ArmStats, control: ArmStats) -> dict[str, float | None]:

@@ -18,7 +18,9 @@ from typing import Any
 from cli.commands.backtest import BacktestRequest, backtest_once, check_request
 from cli.commands.checks import writable_file
 from features.churn_outcomes import load_outcomes
-from features.state import DAY_US
+from features.events import format_utc
+from features.state import DAY_US, from_us
+from jobs.backtest.metrics import CONFIRM_DAYS
 from jobs.backtest.report import population
 from jobs.budget_usage import daily_counts, format_usage, latest_tiers, usage
 from jobs.html import budget_usage_section, line_chart, page, table
@@ -44,6 +46,12 @@ async def run_tune(
             settings, request, Path(scratch) / "alerts.jsonl", sources
         )
     pop = population(result, outcomes)
+    settled_until = pop.end_us - CONFIRM_DAYS * DAY_US  # alerts up to here have a known outcome
+    if settled_until <= pop.start_us:
+        raise UsageError(
+            f"{request.events_text}: the events span {(pop.end_us - pop.start_us) / DAY_US:.0f} days; an alert's "
+            f"precision is known {CONFIRM_DAYS} days after it, so tune needs more than {CONFIRM_DAYS} days of events"
+        )
     columns = result.log.columns()
     results = sweep(columns, pop, settings.alerts, targets)
     budget = f", at most {targets.max_per_day:g} alerts a day" if targets.max_per_day is not None else ""
@@ -54,6 +62,8 @@ async def run_tune(
         f"per tier where a tier has at least {targets.min_segment_outcomes} customers who churned and as many "
         "who stayed; elsewhere the global thresholds",
         f"scoring: {scoring}, model {model_version}; {result.events_read:,} events, {len(pop.customers):,} customers",
+        f"precision read on the alerts up to {format_utc(from_us(settled_until))}, {CONFIRM_DAYS} days before the "
+        "events end (later alerts' outcomes are not known yet)",
     ]
     budgets: dict[str, Any] = {}
     if settings.budgets:  # what the chosen thresholds would send per day, against each budget

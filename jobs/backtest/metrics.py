@@ -5,10 +5,18 @@ two commands measure alike):
 - An alert is *confirmed* when its customer churned within 30 days after it (`as_of`). A churn is an
   outcomes `churned_at` or a `customer_churned` event (so a customer who churned and came back counts
   at the first churn too), when the caller passes every churn instant (`Population.churn_times`).
-- precision: alerted customers with a confirmed alert / alerted customers.
-- recall (true positive rate): customers with a confirmed alert / customers who churned during the backtest.
+- An alert is *settled* when its 30 days lie inside the data (`as_of` + 30 days <= the end of the
+  events), confirmed or not. Alerts of the data's last 30 days are censored in the readings of
+  precision, like the labels below: counting those whose customer churned before the end as hits
+  and the others as false would read every one of them wrong (the stayers cannot be known yet), and
+  keeping only the churned ones would make them all hits. So the readings need 30 days of data
+  after an alert (`alerts_settled` says how many there were).
+- precision: alerted customers with a confirmed settled alert / customers with a settled alert.
+- recall (true positive rate): customers with a confirmed alert / customers who churned during the
+  backtest (both sides are churners, known whenever they churned: nothing to censor).
 - false positive rate: alerted customers who never churned / customers who never churned.
-- false alert share: alerts not confirmed / alerts (the per-alert reading of "false positives").
+- false alert share: settled alerts not confirmed / settled alerts (the per-alert reading of "false
+  positives").
 - lead time: days from a confirmed customer's first confirmed alert to the churn (median).
 - volume: alerts per 1,000 customer-weeks, a customer counting from their first scoring instant to
   their churn or the end of the events (simulated files start with sparse history, and customers
@@ -98,6 +106,18 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
+def confirmation(
+    customer: np.ndarray, t_us: np.ndarray, population: Population
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per alert: the customer's next churn after it, whether that churn confirms it (within 30
+    days), and whether the alert is settled (its 30 days lie inside the data; see the module's
+    definitions). The one rule of the backtest's, `tune`'s, `evaluate`'s and the gate's readings."""
+    churn = population.next_churn(customer, t_us)
+    confirmed = (churn != NEVER) & (churn - t_us <= CONFIRM_DAYS * DAY_US)
+    settled = t_us + CONFIRM_DAYS * DAY_US <= population.end_us
+    return churn, confirmed, settled
+
+
 def alert_stats(
     customer: np.ndarray, t_us: np.ndarray, population: Population, with_outcomes: bool = True
 ) -> dict[str, Any]:
@@ -114,8 +134,7 @@ def alert_stats(
     }
     if not with_outcomes:
         return stats
-    churn = population.next_churn(customer, t_us)
-    confirmed = (churn != NEVER) & (churn - t_us <= CONFIRM_DAYS * DAY_US)
+    churn, confirmed, settled = confirmation(customer, t_us, population)
     hit = np.unique(customer[confirmed])
     lead: float | None = None
     if len(hit):
@@ -125,13 +144,20 @@ def alert_stats(
         first_t = t_us[confirmed][order][first]
         lead = round(float(np.median((churn[confirmed][order][first] - first_t) / DAY_US)), 2)
     false_alarms = int(population.never_churned(alerted).sum())
+    settled_customers = np.unique(customer[settled])
+    settled_hits = np.unique(customer[settled & confirmed])
+    alerts_settled = int(settled.sum())
     stats.update(
         {
             "customers_confirmed": len(hit),
-            "precision": _ratio(len(hit), len(alerted)),
+            "alerts_settled": alerts_settled,
+            "customers_settled": len(settled_customers),
+            "precision": _ratio(len(settled_hits), len(settled_customers)),
             "recall": _ratio(len(hit), population.churners),
             "false_positive_rate": _ratio(false_alarms, population.non_churners),
-            "false_alert_share": _ratio(float(len(t_us) - int(confirmed.sum())), float(len(t_us))),
+            "false_alert_share": _ratio(
+                float(alerts_settled - int((settled & confirmed).sum())), float(alerts_settled)
+            ),
             "median_lead_time_days": lead,
         }
     )
@@ -234,9 +260,9 @@ def target(metric: str, goal: str, value: float | None, against: str | None = No
 # What each target is judged against (the targets table says so beside every figure).
 AGAINST = {
     "ib_call_spike": "customers the IB_CALL_SPIKE rule alerted (ib_call_count_14d >= its threshold, no model), "
-    "confirmed by a churn within 30 days",
+    "confirmed by a churn within 30 days (precision: alerts with 30 days of data after them)",
     "critical_fpr": "customers who never churned (IB_CALL_SPIKE is the only CRITICAL type)",
-    "critical_share": "IB_CALL_SPIKE alerts not followed by a churn within 30 days",
+    "critical_share": "IB_CALL_SPIKE alerts with 30 days of data after them not followed by a churn within 30 days",
     "churn_auc": "churn labels (outcomes and customer_churned events), censored instants left out",
     "health_truth": "the simulator's latent health (<stem>.truth.npz)",
     "health_observable": "the observable health label (features/labels.py): 50 x stayed 30 days + 50 x engagement percentile",

@@ -41,18 +41,20 @@ from worker.alerts.rules import AlertType, iso
 ALERT_TYPES = [t.value for t in AlertType]
 DEFINITIONS = {
     "confirmed": "the customer churned within 30 days after the alert's as_of",
-    "precision": "alerted customers with a confirmed alert / alerted customers",
+    "settled": "an alert whose 30 days lie inside the events (as_of + 30 days <= their end), confirmed or not; "
+    "alerts of the last 30 days are left out of precision and the false alert share (alerts_settled counts the rest)",
+    "precision": "customers with a confirmed settled alert / customers with a settled alert",
     "recall": "customers with a confirmed alert / customers who churned during the backtest",
     "false_positive_rate": "alerted customers who did not churn / customers who did not churn",
     "median_lead_time_days": "days from a customer's first confirmed alert to the churn, median over customers",
     "alerts_per_1000_customers_per_week": "alerts per 1,000 customer-weeks; a customer counts from their first "
     "scoring instant to their churn or the end of the events",
-    "false_alert_share": "alerts not followed by a churn within 30 days / alerts",
+    "false_alert_share": "settled alerts not followed by a churn within 30 days / settled alerts",
     "churn": "an outcomes churned_at or a customer_churned event of the log (a customer who came back churned too)",
     "scoring_coverage": "active customer-days (active at the day's end: features/activity.py) that were scored "
     "that day, by an event or by day-end re-scoring of quiet customers",
     "model": "each scoring instant of a customer not yet churned is an example, labelled by churn within "
-    "14 / 30 days; instants whose horizon passes the end of the events without a churn are left out",
+    "14 / 30 days; instants whose horizon passes the end of the events are left out, churned or not",
     "health_mae": "against the observable health label (features/labels.py): 50 x did not churn within 30 days "
     "+ 50 x percentile of engaged days in the next 30 days among the customers scored at the same instant",
 }

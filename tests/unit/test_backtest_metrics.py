@@ -23,9 +23,10 @@ POP = Population(["c0", "c1", "c2", "c3"], np.array([day(20), day(70), NEVER, NE
 
 def test_alert_stats_by_hand() -> None:
     # c0: alerted on days 2 and 5 (both within 30 days of its churn); c1: day 10 (60 days early);
-    # c2: day 3, never churns
-    stats = alert_stats(np.array([0, 0, 1, 2]), np.array([day(2), day(5), day(10), day(3)]), POP)
-    assert stats["alerts"] == 4 and stats["customers_alerted"] == 3
+    # c2: day 3, never churns; 100 days of events, so every alert's 30 days lie inside them
+    pop = Population(POP.customers, POP.churn_us, START, day(100))
+    stats = alert_stats(np.array([0, 0, 1, 2]), np.array([day(2), day(5), day(10), day(3)]), pop)
+    assert stats["alerts"] == 4 and stats["customers_alerted"] == 3 and stats["alerts_settled"] == 4
     assert stats["customers_confirmed"] == 1
     assert stats["precision"] == pytest.approx(1 / 3, abs=1e-4)
     assert stats["recall"] == 0.5  # c0 of the two churners
@@ -34,7 +35,23 @@ def test_alert_stats_by_hand() -> None:
     assert (
         stats["false_alert_share"] == 0.5
     )  # c1's (60 days early) and c2's alerts were not followed by churn
-    assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / 4 * 1000 / 4, rel=1e-3)
+    assert stats["alerts_per_1000_customers_per_week"] == pytest.approx(4 / (4 * 100 / 7) * 1000, rel=1e-3)
+
+
+def test_alerts_of_the_last_30_days_are_censored_in_precision_churned_or_not() -> None:
+    # 40 days of events. c0 alerted on day 2, churns on day 20: settled, confirmed. c1 alerted on
+    # day 25, churns on day 35: confirmed, but its 30 days end after the data, where a stayer could
+    # not have been told from a churner yet: left out of precision and the false share (counting it
+    # would read the data's last 30 days as hits only). c3 alerted on day 20, never churns (so far):
+    # unknown, left out too, not counted false.
+    pop = Population(["c0", "c1", "c2", "c3"], np.array([day(20), day(35), NEVER, NEVER]), START, day(40))
+    stats = alert_stats(np.array([0, 1, 3]), np.array([day(2), day(25), day(20)]), pop)
+    assert stats["alerts"] == 3 and stats["customers_alerted"] == 3 and stats["alerts_settled"] == 1
+    assert stats["precision"] == 1.0 and stats["false_alert_share"] == 0.0
+    assert stats["recall"] == 1.0  # both churners had an alert within 30 days: known, nothing censored
+    assert stats["customers_confirmed"] == 2 and stats["median_lead_time_days"] == 14.0
+    nothing_settled = alert_stats(np.array([3]), np.array([day(20)]), pop)
+    assert nothing_settled["precision"] is None and nothing_settled["false_alert_share"] is None
 
 
 def test_no_alerts_and_no_outcomes() -> None:
@@ -117,7 +134,7 @@ def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> Non
 
     # c3 churned on day 12 and signed up again: the outcomes file says null, the log has the event
     times = ChurnTimes({"c0": [day(20)], "c1": [day(70)], "c3": [day(12)]})
-    pop = Population(POP.customers, POP.churn_us, START, day(28), churn_times=times)
+    pop = Population(POP.customers, POP.churn_us, START, day(50), churn_times=times)  # alerts settled
     assert (
         pop.churners == 3 and pop.non_churners == 1
     )  # c0, c1 (after the data) and c3 churned; only c2 never did

@@ -66,8 +66,11 @@ def test_pairs_whose_horizon_passes_the_end_of_the_data_are_censored_not_stayed(
         AlertRow("b", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL),
         AlertRow("c", "IB_CALL_SPIKE", 90 * DAY_US, CONTROL),
         AlertRow("a", "IB_CALL_SPIKE", 50 * DAY_US, TREATMENT),
+        AlertRow("d", "IB_CALL_SPIKE", 20 * DAY_US, CONTROL),
     ]
-    churned = {"c": 95 * DAY_US}  # churned before the end: known although the horizon is not over
+    # "c" churned before the end, but its horizon is not over: censored like "b", whose stayers
+    # cannot be known yet (counting "c" alone would read the data's last 30 days as all churn)
+    churned = {"c": 95 * DAY_US, "d": 40 * DAY_US}
     s = uplift(rows, churned, end_us=100 * DAY_US)["by_type"]["IB_CALL_SPIKE"]
     assert s["treatment"] == {
         "pairs": 1,
@@ -75,10 +78,26 @@ def test_pairs_whose_horizon_passes_the_end_of_the_data_are_censored_not_stayed(
         "churn_rate": 0.0,
     }  # "a" counts once, from its first alert
     assert s["control"] == {"pairs": 1, "churned": 1, "churn_rate": 1.0}
-    assert s["censored"] == 1 and s["small_sample"]
+    assert s["censored"] == 2 and s["small_sample"]
 
 
 @pytest.mark.parametrize(("p1", "effect", "expected"), [(0.5, 0.1, 388), (0.2, 0.05, 906)])
 def test_pairs_for_power_matches_the_textbook_formula(p1: float, effect: float, expected: int) -> None:
     assert abs(pairs_for_power(p1, effect) - expected) <= 3  # type: ignore[operator]
     assert pairs_for_power(0.0, 0.1) is None
+
+
+def test_shadow_precision_reads_settled_alerts_only_and_recall_every_churner() -> None:
+    from jobs.shadow_compare import compare
+
+    # "a": alerted on day 10, churned on day 20 (settled, confirmed); "b": day 80, churned on day
+    # 90, before the end but inside its 30 days (censored for precision, caught for recall); "c":
+    # day 85, no churn so far (censored, not counted false)
+    rows = [
+        AlertRow("a", "HIGH_CHURN_RISK", 10 * DAY_US, TREATMENT),
+        AlertRow("b", "HIGH_CHURN_RISK", 80 * DAY_US, TREATMENT),
+        AlertRow("c", "HIGH_CHURN_RISK", 85 * DAY_US, TREATMENT),
+    ]
+    churned = {"a": 20 * DAY_US, "b": 90 * DAY_US}
+    side = compare(rows, rows, churned, end_us=100 * DAY_US)["by_type"]["HIGH_CHURN_RISK"]["shadow"]
+    assert side["precision"] == 1.0 and side["recall"] == 1.0 and side["customers_confirmed"] == 1

@@ -59,7 +59,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 events.append(_event(cid, 9, "customer_churned", 14))
                 outcomes.append({"customer_id": cid, "churned_at": (START + timedelta(days=14)).isoformat()})
             else:
-                events.append(_event(cid, 9, "login", 20))
+                events.append(_event(cid, 9, "login", 45))  # the data runs 30 days past the alerts
                 outcomes.append({"customer_id": cid, "churned_at": None})
     events.sort(key=lambda e: e["occurred_at"])
     root = tmp_path_factory.mktemp("segments")
