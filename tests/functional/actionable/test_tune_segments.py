@@ -192,3 +192,23 @@ def test_tune_chooses_under_a_budget_and_reports_alerts_per_day_against_it(
     assert settings.alerts.ib_call_spike.min_calls_14d == 2  # one call a customer sends more than 2 a day
     assert settings.budgets.budget_for("IB_CALL_SPIKE", "premium") is not None  # the budget is carried over
     assert "at most 2 alerts a day" in bounded.read_text()
+
+
+def test_tune_refuses_a_log_too_short_to_judge_any_alert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 20 days of events (21 calendar days): no alert has 30 days of data after it, so no precision can be read and
+    # every rule would be disabled; tune says so (exit 2) instead of writing that config
+    events = [
+        _event("a", 0, "customer_signed_up", 0, tier="budget"),
+        _event("a", 1, "ib_call", 5, sentiment="negative"),
+    ]
+    events += [_event("a", 2, "ib_call", 6, sentiment="negative"), _event("a", 3, "login", 20)]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (tmp_path / "outcomes.jsonl").write_text(json.dumps({"customer_id": "a", "churned_at": None}) + "\n")
+    short = {"events": tmp_path / "events.jsonl", "outcomes": tmp_path / "outcomes.jsonl"}
+    out = tmp_path / "tuned.toml"
+    assert main(tune(short, out)) == 2
+    err = capsys.readouterr().err
+    assert "the events span 21 days" in err and "more than 30 days of events" in err
+    assert not out.exists()
