@@ -317,7 +317,9 @@ def _add_history_commands(
         "--max-per-day) (or disable the rule if none does), the same per tier where the tier has enough outcomes "
         "(--min-segment-outcomes; elsewhere the global thresholds, said so in the table and the file), and write "
         "FILE: [alerts.<type>] and [alerts.<type>.by_tier.<tier>] tables that `run --config FILE`, "
-        "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html).",
+        "`backtest --config FILE` and `config validate FILE` take as they are. A plot goes next to FILE (.html). "
+        "Precision is read on settled alerts, those with 30 days of events after them (an alert nearer the end "
+        "cannot be told true or false yet): EVENTS must span more than 30 days.",
     )
     tune.add_argument("events_file", nargs="+", metavar="EVENTS", help=EVENTS_HELP)
     tune.add_argument(
@@ -343,7 +345,8 @@ def _add_history_commands(
         type=positive_int,
         default=5,
         metavar="N",
-        help="ignore thresholds that alert fewer customers than this (default 5)",
+        help="ignore thresholds that alert fewer customers than this with a settled alert (30 days of "
+        "events after it; default 5)",
     )
     tune.add_argument(
         "--max-per-day",

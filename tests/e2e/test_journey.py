@@ -272,9 +272,10 @@ def calls(customer: str, count: int, now: datetime) -> list[dict[str, Any]]:
 def callers(prefix: str, now: datetime) -> list[dict[str, Any]]:
     """Ten customers whose calls tell who leaves: six call three times in a week and churn a week
     later, four call twice and stay. In the history, they make tune's IB_CALL_SPIKE threshold three
-    calls (precise at three, not at two; the simulated customers rarely call)."""
+    calls (precise at three, not at two; the simulated customers rarely call). Their calls lie more
+    than 30 days before the history ends, so tune can read the alerts they make (settled)."""
     events: list[dict[str, Any]] = []
-    joined = now - timedelta(days=40)
+    joined = now - timedelta(days=45)
     for i in range(10):
         customer, churns = f"{prefix}caller-{i}", i < 6
         stamps = [("customer_signed_up", joined, {"tier": "standard"})]
