@@ -13,9 +13,10 @@ seconds instead of ~90 backtests.
 
 A threshold qualifies when its precision reaches the target, its false positive rate stays within
 the limit and it alerts at least `min_alerted` customers whose alert has settled (30 days of events
-after it: jobs/backtest/metrics.py; a precision measured on two customers means nothing), and, with `max_per_day`, it sends at most that many alerts per day on average (a
-capacity budget: worker/alerts/budgets.py); among those the best recall wins (ties: fewer alerts).
-A rule with none is disabled.
+after it: jobs/backtest/metrics.py; a precision measured on two customers means nothing), and,
+with `max_per_day`, it sends at most that many alerts per day on average (a capacity budget:
+worker/alerts/budgets.py); among those the best recall wins (ties: fewer alerts). A rule with none
+is disabled.
 
 Per segment (`[alerts.<type>.by_tier.<tier>]`): the same sweep on each tier's customers alone (a
 customer belongs to the tier of their latest scoring instant), where the tier has at least
