@@ -367,13 +367,18 @@ def _format_one(report: dict[str, Any]) -> list[str]:
     if alerts:
         lines += [
             "",
-            f"{'alert rule (configured thresholds)':<36} {'alerts':>7} {'custs':>6} {'prec':>6} {'recall':>6} {'FPR':>6} {'false':>6}",
+            f"{'alert rule (configured thresholds)':<36} {'alerts':>7} {'custs':>6} {'judged':>6} {'prec':>6} "
+            f"{'recall':>6} {'FPR':>6} {'false':>6}",
         ]
         for name, s in alerts.items():
             lines.append(
-                f"{name:<36} {s['alerts']:>7} {s['customers_alerted']:>6} {_pct(s.get('precision')):>6} "
-                f"{_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} {_pct(s.get('false_alert_share')):>6}"
+                f"{name:<36} {s['alerts']:>7} {s['customers_alerted']:>6} {s.get('customers_settled', 0):>6} "
+                f"{_pct(s.get('precision')):>6} {_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} "
+                f"{_pct(s.get('false_alert_share')):>6}"
             )
+        lines.append(
+            "judged: customers with a settled alert (30 days of data after it); prec and false read settled alerts"
+        )
         lines += _ib_thresholds(report)
     return lines
 

@@ -221,7 +221,7 @@ def format_summary(report: dict[str, Any]) -> str:
     with_outcomes = "targets" in report
     head = f"{'alert type':<22} {'alerts':>7} {'customers':>9} {'per 1k/wk':>9}"
     if with_outcomes:
-        head += f" {'precision':>9} {'recall':>7} {'FPR':>7} {'false':>7} {'lead d':>7}"
+        head += f" {'judged':>7} {'precision':>9} {'recall':>7} {'FPR':>7} {'false':>7} {'lead d':>7}"
     lines = []
     cover = report.get("scoring_coverage") or {}
     if cover.get("share") is not None:
@@ -237,10 +237,16 @@ def format_summary(report: dict[str, Any]) -> str:
         if with_outcomes:
             lead = "n/a" if s["median_lead_time_days"] is None else f"{s['median_lead_time_days']:.1f}"
             line += (
-                f" {_pct(s['precision']):>9} {_pct(s['recall']):>7} {_pct(s['false_positive_rate']):>7}"
+                f" {s.get('customers_settled', 0):>7} {_pct(s['precision']):>9} {_pct(s['recall']):>7}"
+                f" {_pct(s['false_positive_rate']):>7}"
                 f" {_pct(s.get('false_alert_share')):>7} {lead:>7}"
             )
         lines.append(line)
+    if with_outcomes:
+        lines.append(
+            "judged: customers with a settled alert (30 days of events after it); precision and false "
+            "read settled alerts only"
+        )
     if report.get("budgets"):
         lines += [
             "",

@@ -145,3 +145,14 @@ def test_a_customer_who_churned_and_came_back_counts_at_the_first_churn() -> Non
 
     y, known = churn_labels(pop, np.array([3, 3]), np.array([day(1), day(13)]), 14)
     assert y.tolist() == [True, False] and known.tolist() == [True, True]
+
+
+def test_the_summary_table_says_how_many_customers_precision_was_read_on() -> None:
+    from jobs.backtest.report import format_summary
+
+    pop = Population(["c0", "c1", "c2", "c3"], np.array([day(20), day(35), NEVER, NEVER]), START, day(40))
+    stats = alert_stats(np.array([0, 1, 3]), np.array([day(2), day(25), day(20)]), pop)
+    text = format_summary({"alerts": {"by_type": {"HIGH_CHURN_RISK": stats}}, "targets": []})
+    header, _, row = text.splitlines()[:3]
+    assert "judged" in header and row.split()[:5] == ["HIGH_CHURN_RISK", "3", "3", "131.25", "1"]
+    assert "judged: customers with a settled alert" in text
