@@ -32,7 +32,15 @@ import numpy as np
 
 from features.churn_outcomes import NEVER, ChurnTimes, HealthTruth
 from features.registry import FEATURE_INDEX
-from jobs.backtest.metrics import AGAINST, Population, customer_weeks, model_stats, seed_targets, target
+from jobs.backtest.metrics import (
+    AGAINST,
+    JUDGED_NOTE,
+    Population,
+    customer_weeks,
+    model_stats,
+    seed_targets,
+    target,
+)
 from jobs.backtest.recording import RULE_FEATURES
 from jobs.tuning import TRIGGERS, Candidate
 from jobs.tuning import evaluate as evaluate_candidate
@@ -376,9 +384,7 @@ def _format_one(report: dict[str, Any]) -> list[str]:
                 f"{_pct(s.get('precision')):>6} {_pct(s.get('recall')):>6} {_pct(s.get('false_positive_rate')):>6} "
                 f"{_pct(s.get('false_alert_share')):>6}"
             )
-        lines.append(
-            "judged: customers with a settled alert (30 days of data after it); prec and false read settled alerts"
-        )
+        lines.append(JUDGED_NOTE)
         lines += _ib_thresholds(report)
     return lines
 

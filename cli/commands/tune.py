@@ -46,7 +46,7 @@ async def run_tune(
             settings, request, Path(scratch) / "alerts.jsonl", sources
         )
     pop = population(result, outcomes)
-    settled_until = pop.end_us - CONFIRM_DAYS * DAY_US  # alerts up to here have a known outcome
+    settled_until = pop.settled_until_us  # alerts up to here have a known outcome
     if settled_until <= pop.start_us:
         raise UsageError(
             f"{request.events_text}: the events span {(pop.end_us - pop.start_us) / DAY_US:.0f} days; an alert's "

@@ -43,6 +43,11 @@ from model.metrics import auc_roc, calibration, roc_points
 from model.survivorship import find_survivor_history
 
 CONFIRM_DAYS = 30
+# Under the backtest's and evaluate's alert tables: what their `judged` column counts.
+JUDGED_NOTE = (
+    "judged: customers with a settled alert (30 days of events after it); precision and false "
+    "read settled alerts only"
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,11 @@ class Population:
         return np.asarray(~self._ever[customer], dtype=bool)
 
     @property
+    def settled_until_us(self) -> int:
+        """Alerts up to this instant are settled: their 30 days lie inside the data."""
+        return self.end_us - CONFIRM_DAYS * DAY_US
+
+    @property
     def weeks(self) -> float:
         return max(self.end_us - self.start_us, DAY_US) / (7 * DAY_US)
 
@@ -114,7 +124,7 @@ def confirmation(
     definitions). The one rule of the backtest's, `tune`'s, `evaluate`'s and the gate's readings."""
     churn = population.next_churn(customer, t_us)
     confirmed = (churn != NEVER) & (churn - t_us <= CONFIRM_DAYS * DAY_US)
-    settled = t_us + CONFIRM_DAYS * DAY_US <= population.end_us
+    settled = t_us <= population.settled_until_us
     return churn, confirmed, settled
 
 

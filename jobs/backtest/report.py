@@ -24,6 +24,7 @@ from features.labels import (
 )
 from features.state import DAY_US, from_us
 from jobs.backtest.metrics import (
+    JUDGED_NOTE,
     Population,
     alert_stats,
     customer_weeks,
@@ -243,10 +244,7 @@ def format_summary(report: dict[str, Any]) -> str:
             )
         lines.append(line)
     if with_outcomes:
-        lines.append(
-            "judged: customers with a settled alert (30 days of events after it); precision and false "
-            "read settled alerts only"
-        )
+        lines.append(JUDGED_NOTE)
     if report.get("budgets"):
         lines += [
             "",

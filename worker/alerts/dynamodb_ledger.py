@@ -348,6 +348,13 @@ class SentWindows:
         return stored
 
 
+def _remember(memo: OrderedDict[str, Any], customer_id: str, value: Any) -> None:
+    """Keep what this process knows it recorded for a customer, the oldest forgotten first."""
+    memo[customer_id] = value
+    while len(memo) > KNOWN_CHURNS:
+        memo.popitem(last=False)
+
+
 class DynamoDBAlertLedger(Batching):
     """The ledger on one DynamoDB table; `client` is an open aiobotocore DynamoDB client."""
 
@@ -1325,9 +1332,7 @@ class DynamoDBAlertLedger(Batching):
         await self._record(
             f"recording churn of {customer_id}", marker, self._stamps(customer_id, churned_us, None)
         )
-        self._churns_recorded[customer_id] = churned_us
-        while len(self._churns_recorded) > KNOWN_CHURNS:
-            self._churns_recorded.popitem(last=False)
+        _remember(self._churns_recorded, customer_id, churned_us)
 
     async def record_return(self, customer_id: str, churned_at: datetime, signed_up_at: datetime) -> None:
         churned_us, returned_us = return_times(churned_at, signed_up_at)
@@ -1357,9 +1362,7 @@ class DynamoDBAlertLedger(Batching):
             marker,
             self._stamps(customer_id, churned_us, returned_us),
         )
-        self._returns_recorded[customer_id] = (churned_us, returned_us)
-        while len(self._returns_recorded) > KNOWN_CHURNS:
-            self._returns_recorded.popitem(last=False)
+        _remember(self._returns_recorded, customer_id, (churned_us, returned_us))
 
     # CHURN STAMPS on tables written before them (see FORMAT_KEY above).
 
